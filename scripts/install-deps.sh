@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what tunlb needs on a fresh Debian machine (root), then the npm packages and the
+# native addon (`npm ci` runs node-gyp for binding.gyp and `npm run build` via `prepare`).
+# Idempotent: packages already present are not reinstalled.
+#   usage: scripts/install-deps.sh [--browser]   (--browser adds chromium for the UI test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++)
+[ "${1:-}" = "--browser" ] && pkgs+=(chromium)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "install-deps: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm ci: exact lockfile versions, runs the native build (binding.gyp) and `prepare` (tsc build).
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ ! -f build/Release/tunlb_native.node ]; then
+  npm ci --no-audit --no-fund
+else
+  npm run build --silent
+fi
