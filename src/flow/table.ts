@@ -1,0 +1,665 @@
+/**
+ * The flow table: a fixed-capacity, open-addressing hash table over typed arrays (no object
+ * per flow), indexed twice per flow like Linux conntrack's two tuplehash entries:
+ * once by the FORWARD key (client -> VIP) and once by the REPLY key (backend -> client, NAT).
+ *
+ * ## Keys and ownership
+ * - A key is the 40-byte flow key of docs/contracts.md, passed as a `Uint32Array` of (at least)
+ *   10 words viewing caller-owned memory (host order; the table only hashes and compares words).
+ * - The table COPIES keys in on `insert`; the caller keeps ownership of the buffers it passes and
+ *   may reuse them at once. `lookup` only reads the key. `copyKey` copies a stored key out into a
+ *   caller-owned array. The table never retains a reference to a caller's array.
+ *
+ * ## Layout (capacity C entries, S = slot count, a power of two, default nextPow2(4C))
+ * - entries, indexed by entryId 0..C-1 (stable for the life of the entry; entries never move):
+ *     keys      Uint32Array(20C)  fwd key at (2*id)*10, reply key at (2*id+1)*10   80 B
+ *     primary, backup, state, flags: Uint8Array(C) each                               4 B
+ *     vip, backend: Uint16Array(C) each                                               4 B
+ *     created, lastSeen, packets: Uint32Array(C) each                                12 B
+ *     free-id stack: Int32Array(C)                                                    4 B
+ * - index: slots Uint32Array(S), one slot per indexed key (2 per NAT flow, 1 per DSR flow);
+ *   S = 4C keeps the load factor <= 0.5 with both keys present: 16 B per flow at S = 4C.
+ *   Total at C = 2^20: 120 B per flow (see bench/flow-table.bench.ts for measured RSS).
+ * - A slot holds 0 (empty) or `(tag << refBits) | (ref + 1)` where `ref = (entryId << 1) | dir`
+ *   (dir 0 = forward key, 1 = reply key) and `tag` is the top (32 - refBits) bits of a second mix
+ *   of the key's hash: most mismatching slots are rejected without touching the key array.
+ *   The ref also locates the stored key directly: words ref*10 .. ref*10+9.
+ *
+ * ## Probing and deletion
+ * Linear probing from `hash & (S-1)`, with backward-shift deletion (Knuth 6.4 Algorithm R):
+ * after removing a slot, later slots of the same cluster whose home position allows it move back,
+ * so there are no tombstones and probe lengths never degrade under churn. Deletion recomputes
+ * the home of each shifted slot by rehashing its stored key (no stored hashes, to stay within
+ * the memory budget); at load <= 0.5 clusters are short, so this is O(1) expected.
+ *
+ * ## Expiry
+ * Idle timeouts per state (src/flow/timeouts.ts). `expire(nowSec, budget)` advances a cursor over
+ * entry ids and examines at most `budget` ids per call (incremental, no stop-the-world).
+ * `lookup` of an entry past its timeout removes it and reports a miss; `insert` does the same for
+ * an expired entry holding one of its keys. Every removal except an explicit `remove()` calls the
+ * expire callback (the per-call one given to `expire`, else `options.onExpire`) BEFORE the entry
+ * is unlinked, so the caller can read its keys and queue a delete record. The callback must not
+ * mutate the table (no insert/remove/lookup/expire from inside it).
+ *
+ * ## Full table (never grows)
+ * When no entry id is free, `insert`:
+ *   1. looks at the slots in a window of `evictWindow` slots from the new forward key's home and
+ *      removes the first expired entry found there;
+ *   2. otherwise runs a bounded expiry sweep (`fullSweepBudget` entry ids from the sweep cursor);
+ *   3. otherwise, if `earlyDrop` (default true), removes the first entry in the window that is an
+ *      unanswered TCP SYN_SEEN (no reply seen, not received from a peer, not replicated), as
+ *      conntrack's early_drop does, so a SYN flood cannot lock legitimate new flows out
+ *      (counted in `earlyDrops`, reason EARLY_DROP to the callback);
+ *   4. otherwise refuses: returns InsertResult.FULL and increments `refusedFull`.
+ *
+ * ## Scan (bulk sync)
+ * `scan(cursor, maxEntries, fn)` walks entry ids in increasing order. Entries never move, so an
+ * entry that is live for the whole scan (from the call with cursor 0 to the call returning 0) is
+ * visited EXACTLY once, whatever is inserted or removed meanwhile; entries inserted or removed
+ * during the scan may or may not be visited (an id freed and reused behind the cursor is not).
+ *
+ * ## Hot path
+ * lookup/insert/touch/accessors allocate nothing, create no closures and never throw. Only the
+ * constructor throws (TunlbError, off the hot path).
+ */
+import { randomBytes } from 'node:crypto';
+import { TunlbError, ErrorCodes } from '../errors';
+import { hashKeyWords } from './hash';
+import { buildTimeoutTable, FlowState, initialStateForProtocol, type FlowTimeouts } from './timeouts';
+
+/** Negative results of `insert` (entry ids are >= 0). */
+export const InsertResult = {
+  /** No free entry and the full-table policy could not make room. `refusedFull` counted. */
+  FULL: -1,
+  /** The forward key is already present (live). `lastConflictRef` holds the existing ref. */
+  EXISTS: -2,
+  /** The reply key is already present (as some flow's forward or reply key), or equals the
+   *  forward key. `lastConflictRef` holds the existing ref (-1 when equal to the fwd key). */
+  REPLY_CONFLICT: -3,
+} as const;
+
+/** Entry flags (u8). Bits the table sets itself: SEEN_REPLY (touch with dir 1), NO_REPLY_KEY. */
+export const FlowFlags = {
+  /** The record has been multicast to peers. */
+  REPLICATED: 0x01,
+  /** The record should be re-sent to peers (long-lived flow refresh). */
+  NEED_REFRESH: 0x02,
+  /** The record was learnt from a peer's flow record, not from a local packet. */
+  FROM_PEER: 0x04,
+  /** A packet was seen in the reply direction (touch(..., dir = 1)). */
+  SEEN_REPLY: 0x08,
+  /** Inserted without a reply key (DSR): only the forward key is indexed. */
+  NO_REPLY_KEY: 0x10,
+} as const;
+
+/** TCP header flag bits (RFC 9293 section 3.1), as passed to `touch`. */
+export const TcpFlags = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;
+
+/** Why an entry is being removed, second argument of the expire callback. */
+export const ExpireReason = { IDLE: 0, EARLY_DROP: 1 } as const;
+
+export type ExpireCallback = (entryId: number, reason: number) => void;
+
+export interface FlowTableOptions {
+  /** Entries preallocated (max live flows), 1 .. 2^24. */
+  capacity: number;
+  /** Slots in the key index, a power of two >= 2 * capacity. Default nextPow2(4 * capacity). */
+  slotCount?: number;
+  /** Hash seed (u32). Default: random per table. Tests pass a fixed seed. */
+  seed?: number;
+  /** Idle timeouts; missing fields take DEFAULT_FLOW_TIMEOUTS. */
+  timeouts?: Partial<FlowTimeouts>;
+  /** Called before an entry is removed by expiry/eviction (not by remove()). */
+  onExpire?: ExpireCallback;
+  /** Slots examined from the home position when full (step 1 and 3). Default 32. */
+  evictWindow?: number;
+  /** Entry ids examined by the bounded sweep when full (step 2). Default 64. */
+  fullSweepBudget?: number;
+  /** Early-drop unanswered TCP SYN_SEEN entries when full (step 3). Default true. */
+  earlyDrop?: boolean;
+}
+
+const KEY_WORDS = 10;
+const MAX_CAPACITY = 1 << 24;
+const TAG_MIX = 0x9e3779b1 | 0;
+const PACKETS_MAX = 0xffffffff;
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+export class FlowTable {
+  readonly capacity: number;
+  readonly slotCount: number;
+
+  // ---- counters (plain numbers; read them, reset them if you like) ----
+  inserts = 0;
+  refusedFull = 0;
+  /** Entries removed for idleness (sweep, lookup, insert, full policy). */
+  expired = 0;
+  /** Entries removed by remove(). */
+  deleted = 0;
+  /** Entries removed by the full policy's early drop. */
+  earlyDrops = 0;
+  hits = 0;
+  misses = 0;
+  /** insert() results EXISTS / REPLY_CONFLICT. */
+  conflicts = 0;
+  /** The ref found by the last insert() that returned EXISTS or REPLY_CONFLICT. */
+  lastConflictRef = -1;
+
+  private readonly seed: number;
+  private readonly slotMask: number;
+  private readonly refBits: number;
+  private readonly refMask: number;
+  private readonly slots: Uint32Array;
+  private readonly keys: Uint32Array;
+  private readonly primaryA: Uint8Array;
+  private readonly backupA: Uint8Array;
+  private readonly stateA: Uint8Array;
+  private readonly flagsA: Uint8Array;
+  private readonly vipA: Uint16Array;
+  private readonly backendA: Uint16Array;
+  private readonly createdA: Uint32Array;
+  private readonly lastSeenA: Uint32Array;
+  private readonly packetsA: Uint32Array;
+  private readonly freeIds: Int32Array;
+  private freeTop: number;
+  /** One past the highest entry id ever allocated (scan and expiry stop here). */
+  private highWater = 0;
+  private live = 0;
+  private sweepCursor = 0;
+  /** Incremented on every unlink; insert re-probes when it changed under it. */
+  private removals = 0;
+  private readonly timeoutByState: Uint32Array;
+  private readonly onExpireDefault: ExpireCallback | undefined;
+  private readonly evictWindow: number;
+  private readonly fullSweepBudget: number;
+  private readonly earlyDrop: boolean;
+
+  constructor(opts: FlowTableOptions) {
+    const cap = opts.capacity;
+    if (!Number.isInteger(cap) || cap < 1 || cap > MAX_CAPACITY) {
+      throw new TunlbError(ErrorCodes.CAPACITY, `flow table capacity must be an integer in 1..${MAX_CAPACITY}, got ${String(cap)}`);
+    }
+    const slotCount = opts.slotCount ?? nextPow2(4 * cap);
+    if (!Number.isInteger(slotCount) || slotCount < 2 * cap || (slotCount & (slotCount - 1)) !== 0 || slotCount > 2 ** 30) {
+      throw new TunlbError(ErrorCodes.CAPACITY, `flow table slotCount must be a power of two >= 2 * capacity (${2 * cap}), got ${String(slotCount)}`);
+    }
+    this.capacity = cap;
+    this.slotCount = slotCount;
+    this.slotMask = slotCount - 1;
+    // ref + 1 ranges over 1 .. 2*cap.
+    this.refBits = 32 - Math.clz32(2 * cap);
+    this.refMask = (1 << this.refBits) - 1; // refBits <= 25 (capacity <= 2^24)
+    this.seed = opts.seed !== undefined ? opts.seed >>> 0 : randomBytes(4).readUInt32LE(0);
+    this.slots = new Uint32Array(slotCount);
+    this.keys = new Uint32Array(cap * 2 * KEY_WORDS);
+    this.primaryA = new Uint8Array(cap);
+    this.backupA = new Uint8Array(cap);
+    this.stateA = new Uint8Array(cap);
+    this.flagsA = new Uint8Array(cap);
+    this.vipA = new Uint16Array(cap);
+    this.backendA = new Uint16Array(cap);
+    this.createdA = new Uint32Array(cap);
+    this.lastSeenA = new Uint32Array(cap);
+    this.packetsA = new Uint32Array(cap);
+    this.freeIds = new Int32Array(cap);
+    // Stack top is the last element: fill so that id 0 is popped first (dense low ids).
+    for (let i = 0; i < cap; i++) this.freeIds[i] = cap - 1 - i;
+    this.freeTop = cap;
+    this.timeoutByState = buildTimeoutTable(opts.timeouts);
+    this.onExpireDefault = opts.onExpire;
+    this.evictWindow = opts.evictWindow ?? 32;
+    this.fullSweepBudget = opts.fullSweepBudget ?? 64;
+    this.earlyDrop = opts.earlyDrop ?? true;
+  }
+
+  /** Live entries. */
+  get size(): number {
+    return this.live;
+  }
+
+  /** Bytes held by the table's typed arrays. */
+  get byteLength(): number {
+    return (
+      this.slots.byteLength + this.keys.byteLength + this.primaryA.byteLength + this.backupA.byteLength +
+      this.stateA.byteLength + this.flagsA.byteLength + this.vipA.byteLength + this.backendA.byteLength +
+      this.createdA.byteLength + this.lastSeenA.byteLength + this.packetsA.byteLength + this.freeIds.byteLength
+    );
+  }
+
+  // ------------------------------------------------------------------ lookup
+
+  /**
+   * Finds `keyWords` (forward or reply key). Returns `(entryId << 1) | dir` (dir 0 = forward,
+   * 1 = reply) or -1 on miss. An entry past its idle timeout at `nowSec` is removed (expire
+   * callback, `expired` counted) and reported as a miss. Does not touch the entry.
+   */
+  lookup(keyWords: Uint32Array, nowSec: number): number {
+    const h = hashKeyWords(keyWords, 0, this.seed);
+    const refBits = this.refBits;
+    const tag = Math.imul(h, TAG_MIX) >>> refBits;
+    const refMask = this.refMask;
+    const mask = this.slotMask;
+    const slots = this.slots;
+    let i = h & mask;
+    for (;;) {
+      const s = slots[i]!;
+      if (s === 0) {
+        this.misses++;
+        return -1;
+      }
+      if (s >>> refBits === tag) {
+        const ref = (s & refMask) - 1;
+        if (this.keyEquals(ref * KEY_WORDS, keyWords)) {
+          const id = ref >>> 1;
+          if (nowSec - this.lastSeenA[id]! > this.timeoutByState[this.stateA[id]!]!) {
+            this.expireEntry(id, ExpireReason.IDLE, this.onExpireDefault);
+            this.misses++;
+            return -1;
+          }
+          this.hits++;
+          return ref;
+        }
+      }
+      i = (i + 1) & mask;
+    }
+  }
+
+  // ------------------------------------------------------------------ insert
+
+  /**
+   * Inserts a new flow, copying `fwdKey` and (unless null, DSR) `replyKey` into the table and
+   * indexing both. The state starts from the protocol (key byte 36): TCP -> TCP_SYN_SEEN,
+   * UDP -> UDP, ICMP/ICMPv6 -> ICMP, else OTHER; created = lastSeen = nowSec, packets = 0,
+   * flags = 0 (| NO_REPLY_KEY when replyKey is null). Call `touch` with the first packet.
+   *
+   * Returns the entryId (>= 0), or InsertResult.FULL / EXISTS / REPLY_CONFLICT (< 0).
+   * An expired entry holding either key is removed first (as by lookup).
+   */
+  insert(
+    fwdKey: Uint32Array,
+    replyKey: Uint32Array | null,
+    primary: number,
+    backup: number,
+    vip: number,
+    backend: number,
+    nowSec: number,
+  ): number {
+    const seed = this.seed;
+    const hf = hashKeyWords(fwdKey, 0, seed);
+    const hr = replyKey !== null ? hashKeyWords(replyKey, 0, seed) : 0;
+    if (replyKey !== null && hr === hf && keysEqual(fwdKey, replyKey)) {
+      this.conflicts++;
+      this.lastConflictRef = -1;
+      return InsertResult.REPLY_CONFLICT;
+    }
+    let fi = 0;
+    let ri = 0;
+    for (;;) {
+      const r0 = this.removals;
+      fi = this.probeForInsert(fwdKey, hf, nowSec);
+      if (fi < 0) {
+        this.conflicts++;
+        return InsertResult.EXISTS;
+      }
+      if (replyKey !== null) {
+        ri = this.probeForInsert(replyKey, hr, nowSec);
+        if (ri < 0) {
+          this.conflicts++;
+          return InsertResult.REPLY_CONFLICT;
+        }
+      }
+      if (this.removals !== r0) continue; // slots shifted: probe again
+      if (this.freeTop === 0) {
+        if (!this.makeRoom(hf, nowSec)) {
+          this.refusedFull++;
+          return InsertResult.FULL;
+        }
+        continue;
+      }
+      break;
+    }
+
+    const id = this.freeIds[--this.freeTop]!;
+    if (id >= this.highWater) this.highWater = id + 1;
+    this.live++;
+    this.inserts++;
+    const keys = this.keys;
+    const fo = id * 2 * KEY_WORDS;
+    for (let w = 0; w < KEY_WORDS; w++) keys[fo + w] = fwdKey[w]!;
+    const refBits = this.refBits;
+    const slots = this.slots;
+    slots[fi] = (((Math.imul(hf, TAG_MIX) >>> refBits) << refBits) | (id * 2 + 1)) >>> 0;
+    let flags = 0;
+    if (replyKey !== null) {
+      const ro = fo + KEY_WORDS;
+      for (let w = 0; w < KEY_WORDS; w++) keys[ro + w] = replyKey[w]!;
+      if (ri === fi) {
+        // Both keys probed to the same empty slot: the reply key takes the next empty one.
+        const mask = this.slotMask;
+        do ri = (ri + 1) & mask;
+        while (slots[ri] !== 0);
+      }
+      slots[ri] = (((Math.imul(hr, TAG_MIX) >>> refBits) << refBits) | (id * 2 + 2)) >>> 0;
+    } else {
+      flags = FlowFlags.NO_REPLY_KEY;
+    }
+    const w9 = fwdKey[9]!;
+    const proto = LITTLE_ENDIAN ? w9 & 0xff : w9 >>> 24;
+    this.stateA[id] = initialStateForProtocol(proto);
+    this.flagsA[id] = flags;
+    this.primaryA[id] = primary;
+    this.backupA[id] = backup;
+    this.vipA[id] = vip;
+    this.backendA[id] = backend;
+    this.createdA[id] = nowSec;
+    this.lastSeenA[id] = nowSec;
+    this.packetsA[id] = 0;
+    return id;
+  }
+
+  /**
+   * Probes for `k` (hash h). Returns the first empty slot index on its probe path (>= 0) when the
+   * key is absent, or -1 when a live entry holds it (lastConflictRef set). An expired holder is
+   * removed and the probe restarts.
+   */
+  private probeForInsert(k: Uint32Array, h: number, nowSec: number): number {
+    const refBits = this.refBits;
+    const tag = Math.imul(h, TAG_MIX) >>> refBits;
+    const refMask = this.refMask;
+    const mask = this.slotMask;
+    const slots = this.slots;
+    let i = h & mask;
+    for (;;) {
+      const s = slots[i]!;
+      if (s === 0) return i;
+      if (s >>> refBits === tag) {
+        const ref = (s & refMask) - 1;
+        if (this.keyEquals(ref * KEY_WORDS, k)) {
+          const id = ref >>> 1;
+          if (nowSec - this.lastSeenA[id]! > this.timeoutByState[this.stateA[id]!]!) {
+            this.expireEntry(id, ExpireReason.IDLE, this.onExpireDefault);
+            i = h & mask;
+            continue;
+          }
+          this.lastConflictRef = ref;
+          return -1;
+        }
+      }
+      i = (i + 1) & mask;
+    }
+  }
+
+  /** Full-table policy steps 1-3 (see header). True when an entry id was freed. */
+  private makeRoom(h: number, nowSec: number): boolean {
+    const mask = this.slotMask;
+    const slots = this.slots;
+    const refMask = this.refMask;
+    const start = h & mask;
+    const win = Math.min(this.evictWindow, this.slotCount);
+    for (let n = 0; n < win; n++) {
+      const s = slots[(start + n) & mask]!;
+      if (s === 0) continue;
+      const id = ((s & refMask) - 1) >>> 1;
+      if (nowSec - this.lastSeenA[id]! > this.timeoutByState[this.stateA[id]!]!) {
+        this.expireEntry(id, ExpireReason.IDLE, this.onExpireDefault);
+        return true;
+      }
+    }
+    if (this.expire(nowSec, this.fullSweepBudget) > 0) return true;
+    if (this.earlyDrop) {
+      const notAssured = FlowFlags.SEEN_REPLY | FlowFlags.FROM_PEER | FlowFlags.REPLICATED;
+      for (let n = 0; n < win; n++) {
+        const s = slots[(start + n) & mask]!;
+        if (s === 0) continue;
+        const id = ((s & refMask) - 1) >>> 1;
+        if (this.stateA[id] === FlowState.TCP_SYN_SEEN && (this.flagsA[id]! & notAssured) === 0) {
+          this.expireEntry(id, ExpireReason.EARLY_DROP, this.onExpireDefault);
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  // ------------------------------------------------------------------ removal
+
+  /** Removes a live entry (both keys). No callback. Returns false if `entryId` is not live. */
+  remove(entryId: number): boolean {
+    if (!this.isLive(entryId)) return false;
+    this.unlinkEntry(entryId);
+    this.deleted++;
+    return true;
+  }
+
+  /** Callback, then unlink. Counts in `expired` (IDLE) or `earlyDrops` (EARLY_DROP). */
+  private expireEntry(id: number, reason: number, cb: ExpireCallback | undefined): void {
+    if (cb !== undefined) cb(id, reason);
+    this.unlinkEntry(id);
+    if (reason === ExpireReason.IDLE) this.expired++;
+    else this.earlyDrops++;
+  }
+
+  private unlinkEntry(id: number): void {
+    this.unlinkRef(id * 2);
+    if ((this.flagsA[id]! & FlowFlags.NO_REPLY_KEY) === 0) this.unlinkRef(id * 2 + 1);
+    this.stateA[id] = FlowState.FREE;
+    this.freeIds[this.freeTop++] = id;
+    this.live--;
+  }
+
+  /** Removes the slot holding `ref` and backward-shifts the rest of its cluster. */
+  private unlinkRef(ref: number): void {
+    const mask = this.slotMask;
+    const slots = this.slots;
+    const refMask = this.refMask;
+    const keys = this.keys;
+    const seed = this.seed;
+    const want = ref + 1;
+    let i = hashKeyWords(keys, ref * KEY_WORDS, seed) & mask;
+    while ((slots[i]! & refMask) !== want) i = (i + 1) & mask;
+    let j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      const s = slots[j]!;
+      if (s === 0) break;
+      const home = hashKeyWords(keys, ((s & refMask) - 1) * KEY_WORDS, seed) & mask;
+      // s may move back to i iff i lies cyclically within [home, j).
+      if (((j - home) & mask) >= ((j - i) & mask)) {
+        slots[i] = s;
+        i = j;
+      }
+    }
+    slots[i] = 0;
+    this.removals++;
+  }
+
+  // ------------------------------------------------------------------ expiry
+
+  /**
+   * Incremental idle sweep: examines at most `budget` entry ids from the sweep cursor (wrapping at
+   * the highest id ever used) and removes the expired ones, calling `onExpire` (else the table's
+   * options.onExpire) before each removal. Returns how many were removed.
+   */
+  expire(nowSec: number, budget: number, onExpire?: ExpireCallback): number {
+    const cb = onExpire ?? this.onExpireDefault;
+    const hw = this.highWater;
+    if (hw === 0) return 0;
+    let c = this.sweepCursor;
+    let removed = 0;
+    const n = Math.min(budget, hw);
+    for (let k = 0; k < n; k++) {
+      if (c >= hw) c = 0;
+      const st = this.stateA[c]!;
+      if (st !== FlowState.FREE && nowSec - this.lastSeenA[c]! > this.timeoutByState[st]!) {
+        this.expireEntry(c, ExpireReason.IDLE, cb);
+        removed++;
+      }
+      c++;
+    }
+    this.sweepCursor = c >= hw ? 0 : c;
+    return removed;
+  }
+
+  /** True when `entryId` is live and idle past its timeout at `nowSec` (does not remove it). */
+  isExpired(entryId: number, nowSec: number): boolean {
+    const st = this.stateA[entryId]!;
+    return st !== FlowState.FREE && nowSec - this.lastSeenA[entryId]! > this.timeoutByState[st]!;
+  }
+
+  /** Idle timeout (s) that applies to `entryId` in its current state. */
+  timeoutOf(entryId: number): number {
+    return this.timeoutByState[this.stateA[entryId]!]!;
+  }
+
+  // ------------------------------------------------------------------ scan
+
+  /**
+   * Visits live entries in increasing id order for bulk sync. Start with cursor 0; pass the
+   * returned cursor back until it returns 0. Calls `fn(entryId)` for at most `maxEntries` live
+   * entries and examines at most `maxEntries * 8 + 64` ids per call (a call may visit fewer
+   * entries, even none, and still return a non-zero cursor). Guarantee: an entry live from the
+   * first call to the last is visited exactly once (see header). `fn` must not mutate the table.
+   */
+  scan(cursor: number, maxEntries: number, fn: (entryId: number) => void): number {
+    const hw = this.highWater;
+    let c = cursor;
+    let visited = 0;
+    let examined = 0;
+    const maxExamined = maxEntries * 8 + 64;
+    while (c < hw && visited < maxEntries && examined < maxExamined) {
+      if (this.stateA[c] !== FlowState.FREE) {
+        fn(c);
+        visited++;
+      }
+      c++;
+      examined++;
+    }
+    return c >= hw ? 0 : c;
+  }
+
+  // ------------------------------------------------------------------ accessors
+
+  isLive(entryId: number): boolean {
+    return entryId >= 0 && entryId < this.capacity && this.stateA[entryId] !== FlowState.FREE;
+  }
+  primary(entryId: number): number {
+    return this.primaryA[entryId]!;
+  }
+  backup(entryId: number): number {
+    return this.backupA[entryId]!;
+  }
+  vip(entryId: number): number {
+    return this.vipA[entryId]!;
+  }
+  backend(entryId: number): number {
+    return this.backendA[entryId]!;
+  }
+  state(entryId: number): number {
+    return this.stateA[entryId]!;
+  }
+  flags(entryId: number): number {
+    return this.flagsA[entryId]!;
+  }
+  created(entryId: number): number {
+    return this.createdA[entryId]!;
+  }
+  lastSeen(entryId: number): number {
+    return this.lastSeenA[entryId]!;
+  }
+  packets(entryId: number): number {
+    return this.packetsA[entryId]!;
+  }
+  hasReplyKey(entryId: number): boolean {
+    return (this.flagsA[entryId]! & FlowFlags.NO_REPLY_KEY) === 0;
+  }
+
+  /** Sets the balancing decision (u8, u8, u16). */
+  setDecision(entryId: number, primary: number, backup: number, backend: number): void {
+    this.primaryA[entryId] = primary;
+    this.backupA[entryId] = backup;
+    this.backendA[entryId] = backend;
+  }
+  setVip(entryId: number, vip: number): void {
+    this.vipA[entryId] = vip;
+  }
+  /** Sets the protocol state (e.g. TCP_ESTABLISHED for a record learnt from a peer). Values
+   *  outside TCP_SYN_SEEN..OTHER (including FREE) are ignored. */
+  setState(entryId: number, state: number): void {
+    if (state >= FlowState.TCP_SYN_SEEN && state <= FlowState.OTHER) this.stateA[entryId] = state;
+  }
+  /** Sets flag bits `set`, then clears bits `clear`. NO_REPLY_KEY is preserved. */
+  updateFlags(entryId: number, set: number, clear: number): void {
+    const keep = this.flagsA[entryId]! & FlowFlags.NO_REPLY_KEY;
+    this.flagsA[entryId] = ((this.flagsA[entryId]! | set) & ~clear & ~FlowFlags.NO_REPLY_KEY) | keep;
+  }
+  /** Sets lastSeen without counting a packet (e.g. a refresh record from a peer). */
+  setLastSeen(entryId: number, nowSec: number): void {
+    this.lastSeenA[entryId] = nowSec;
+  }
+
+  /**
+   * Records a packet: lastSeen = nowSec, packets += 1 (saturating at 2^32-1), SEEN_REPLY when
+   * dir = 1, and for TCP entries advances the state machine from `tcpFlags` (TcpFlags bits):
+   *   RST            -> TCP_CLOSED (any TCP state)
+   *   FIN            -> TCP_CLOSING (unless CLOSED)
+   *   SYN without ACK-> TCP_SYN_SEEN from SYN_SEEN, CLOSING or CLOSED (port reuse reopens);
+   *                     ignored on ESTABLISHED (a stray SYN must not shorten a live flow)
+   *   SYN+ACK        -> no change
+   *   ACK (no SYN)   -> TCP_ESTABLISHED from SYN_SEEN (CLOSING/CLOSED stay: the last ACK of a
+   *                     close must not revive the flow)
+   * Not validated against sequence numbers (unlike conntrack): a spoofed RST/FIN with the exact
+   * 5-tuple shortens the timeout; the flow still lives while packets keep coming.
+   * `tcpFlags` is ignored for non-TCP entries (pass 0).
+   */
+  touch(entryId: number, nowSec: number, tcpFlags: number, dir: number): void {
+    this.lastSeenA[entryId] = nowSec;
+    const p = this.packetsA[entryId]!;
+    if (p !== PACKETS_MAX) this.packetsA[entryId] = p + 1;
+    if (dir !== 0) this.flagsA[entryId] |= FlowFlags.SEEN_REPLY;
+    const st = this.stateA[entryId]!;
+    if (st < FlowState.TCP_SYN_SEEN || st > FlowState.TCP_CLOSED) return;
+    if ((tcpFlags & TcpFlags.RST) !== 0) {
+      this.stateA[entryId] = FlowState.TCP_CLOSED;
+    } else if ((tcpFlags & TcpFlags.FIN) !== 0) {
+      if (st !== FlowState.TCP_CLOSED) this.stateA[entryId] = FlowState.TCP_CLOSING;
+    } else if ((tcpFlags & TcpFlags.SYN) !== 0) {
+      if ((tcpFlags & TcpFlags.ACK) === 0 && st !== FlowState.TCP_ESTABLISHED) this.stateA[entryId] = FlowState.TCP_SYN_SEEN;
+    } else if ((tcpFlags & TcpFlags.ACK) !== 0) {
+      if (st === FlowState.TCP_SYN_SEEN) this.stateA[entryId] = FlowState.TCP_ESTABLISHED;
+    }
+  }
+
+  /**
+   * Copies the entry's forward (dir 0) or reply (dir 1) key into `out[outOff .. outOff+9]`
+   * (caller-owned). Returns false (and copies nothing) when dir = 1 and the entry has no reply
+   * key (DSR), or the entry is not live.
+   */
+  copyKey(entryId: number, dir: number, out: Uint32Array, outOff = 0): boolean {
+    if (!this.isLive(entryId)) return false;
+    if (dir !== 0 && (this.flagsA[entryId]! & FlowFlags.NO_REPLY_KEY) !== 0) return false;
+    const o = (entryId * 2 + (dir !== 0 ? 1 : 0)) * KEY_WORDS;
+    const keys = this.keys;
+    for (let w = 0; w < KEY_WORDS; w++) out[outOff + w] = keys[o + w]!;
+    return true;
+  }
+
+  private keyEquals(off: number, k: Uint32Array): boolean {
+    const a = this.keys;
+    return (
+      a[off] === k[0] && a[off + 1] === k[1] && a[off + 2] === k[2] && a[off + 3] === k[3] &&
+      a[off + 4] === k[4] && a[off + 5] === k[5] && a[off + 6] === k[6] && a[off + 7] === k[7] &&
+      a[off + 8] === k[8] && a[off + 9] === k[9]
+    );
+  }
+}
+
+function keysEqual(a: Uint32Array, b: Uint32Array): boolean {
+  for (let w = 0; w < KEY_WORDS; w++) if (a[w] !== b[w]) return false;
+  return true;
+}
