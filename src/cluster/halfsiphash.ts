@@ -54,19 +54,10 @@ export function halfSipHash24(key: Uint32Array, data: Uint8Array, off: number, l
   }
   // Last block: the 0..3 remaining bytes, little-endian, with (len mod 256) in the top byte.
   let b = len << 24;
-  switch (len & 3) {
-    case 3:
-      b |= data[p + 2]! << 16;
-    // falls through
-    case 2:
-      b |= data[p + 1]! << 8;
-    // falls through
-    case 1:
-      b |= data[p]!;
-      break;
-    default:
-      break;
-  }
+  const left = len & 3;
+  if (left === 3) b |= data[p]! | (data[p + 1]! << 8) | (data[p + 2]! << 16);
+  else if (left === 2) b |= data[p]! | (data[p + 1]! << 8);
+  else if (left === 1) b |= data[p]!;
   return finish(v0, v1, v2, v3, b);
 }
 
