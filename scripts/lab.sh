@@ -1,0 +1,397 @@
+#!/usr/bin/env bash
+# tunlb namespace lab: client, router, three balancers, three servers, each a network namespace.
+# Every link is a veth between two lab namespaces; the two bridges live inside tunlb-router; no
+# namespace has a link into the root namespace and nothing is added to the root namespace.
+# Names and addresses: scripts/lab-topology.sh (the one source of truth; docs/contracts.md).
+# Host part ".N" below means 10.99.<net>.N and fd99:<net>::N (e.g. lb1 lbnet = 10.99.2.11, fd99:2::11).
+#
+#                      +------------------------------+
+#                      | tunlb-client                 |
+#                      |  eth0  10.99.1.2  fd99:1::2  |
+#                      +--------------+---------------+
+#                                     |  front  10.99.1.0/24  fd99:1::/64
+#   +---------------------------------+-------------------------------------------------+
+#   | tunlb-router         front0  10.99.1.1  fd99:1::1                                  |
+#   |   routes VIP 10.99.0.10/32, fd99::10/128 via lb1 (10.99.2.11 / fd99:2::11)        |
+#   |   [br-lb]  10.99.2.1  fd99:2::1            [br-back]  10.99.3.1  fd99:3::1 (DSR)  |
+#   +-------+--------------+--------------+----------------------+-----------------------+
+#           | lb1-lb       | lb2-lb       | lb3-lb               | lb1-bk lb2-bk lb3-bk srv1-bk srv2-bk srv3-bk
+#           |  lbnet  10.99.2.0/24  fd99:2::/64  (br-lb; peer multicast 239.99.0.1:7946/7947)
+#   +-------+------+ +-----+--------+ +---+----------+           |  (ports of br-back)
+#   | tunlb-lb1    | | tunlb-lb2    | | tunlb-lb3    |           |
+#   | lbnet0 .11   | | lbnet0 .12   | | lbnet0 .13   |   each balancer: tunlb0 (TUN, made by the
+#   | tunlb0       | | tunlb0       | | tunlb0       |   process); VIP -> tunlb0; NAT return:
+#   | back0  .11   | | back0  .12   | | back0  .13   |   iif back0 from back net -> table 100 -> tunlb0
+#   +-------+------+ +-----+--------+ +---+----------+           |
+#           |  back  10.99.3.0/24  fd99:3::/64  (br-back)        |
+#   +-------+------+-------+--------+-----+----------+-----------+
+#   +-------+------+ +-----+--------+ +---+----------+
+#   | tunlb-srv1   | | tunlb-srv2   | | tunlb-srv3   |   servers: lab-server.ts (HTTP :80, UDP echo
+#   | eth0   .21   | | eth0   .22   | | eth0   .23   |   :5353, TCP echo :7), iperf3 -s (:5201);
+#   +--------------+ +--------------+ +--------------+   default route via lb1 back0 (.11)
+#
+# Usage: scripts/lab.sh up [--lb tunlb|kernel] [--balancers 1|3]   build (or converge) and start
+#        scripts/lab.sh down                                        stop everything, delete namespaces
+#        scripts/lab.sh status                                      namespaces, PIDs, does the VIP answer
+#        scripts/lab.sh kill lbN | start lbN                        kill -9 / (re)start one balancer
+#        scripts/lab.sh exec NS cmd...                              NS: client, router, lb1, srv2, ...
+# State and logs: /run/tunlb-lab/ (pids/, logs/, cluster.key, lab.yaml, state). Logs survive `down`.
+# Environment: TUNLB_CMD (balancer command; "{id}" is replaced by lbN), TUNLB_LAB_CONFIG (source
+# of lab.yaml), LAB_VIP_TIMEOUT (s, default 20), LAB_TUN_TIMEOUT (s, default 15).
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=scripts/lab-topology.sh
+source "$HERE/lab-topology.sh"
+# shellcheck source=scripts/lab-lib.sh
+source "$HERE/lab-lib.sh"
+
+LABDIR=$LAB_DIR
+# The balancer command, one per balancer namespace; "{id}" becomes lb1, lb2, lb3.
+TUNLB_CMD_OVERRIDDEN=${TUNLB_CMD:+1}
+TUNLB_CMD=${TUNLB_CMD:-"node $REPO/dist/src/cli/main.js run --config $LABDIR/lab.yaml --id {id}"}
+LAB_CONFIG_SRC=${TUNLB_LAB_CONFIG:-$REPO/config/lab.yaml}
+VIP_TIMEOUT=${LAB_VIP_TIMEOUT:-20}
+TUN_TIMEOUT=${LAB_TUN_TIMEOUT:-15}
+SERVER_TIMEOUT=20
+
+ns() { printf '%s%s' "$LAB_NS_PREFIX" "$1"; }
+all_nodes() { echo "$LAB_CLIENT" "$LAB_ROUTER" "${LAB_BALANCERS[@]}" "${LAB_SERVERS[@]}"; }
+is_balancer() { local b; for b in "${LAB_BALANCERS[@]}"; do [[ $b == "$1" ]] && return 0; done; return 1; }
+now() { printf '%s' "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+log_tail() { local f=$LABDIR/logs/$1.log; [[ -f $f ]] || return 0; echo "---- tail of $f ----" >&2; tail -n "${2:-25}" "$f" >&2; echo "----" >&2; }
+
+lock() {
+  mkdir -p "$LABDIR"
+  exec 9>"$LABDIR/.lock"
+  flock -w 120 9 || lab_die "another lab.sh holds $LABDIR/.lock"
+}
+
+# ---- processes: pid files are $LABDIR/pids/<name>.pid; <name> is lbN, srvN or iperf3-srvN ----
+pidfile() { printf '%s/pids/%s.pid' "$LABDIR" "$1"; }
+node_of() { local n=${1#iperf3-}; printf '%s' "$n"; }
+# alive NAME: prints the PID if the recorded process is alive and inside its lab namespace.
+alive() {
+  local f pid; f=$(pidfile "$1")
+  [[ -s $f ]] || return 1
+  pid=$(<"$f"); [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(ip netns identify "$pid" 2>/dev/null) == "$(ns "$(node_of "$1")")" ]] || return 1
+  printf '%s' "$pid"
+}
+
+# stop NAME [SIGNAL]: signal the recorded process (only if it is still ours), wait for it to go.
+stop() {
+  local name=$1 sig=${2:-TERM} pid i
+  pid=$(alive "$name") || { rm -f "$(pidfile "$name")"; return 0; }
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$(pidfile "$name")"
+}
+
+# ---- topology ----
+veth_to_router() { # veth_to_router ROUTER_PORT NODE NODE_IF
+  local r; r=$(ns "$LAB_ROUTER")
+  ip -n "$r" link show dev "$1" >/dev/null 2>&1 && return 0
+  ip -n "$r" link add "$1" type veth peer name "$3" netns "$(ns "$2")"
+}
+
+build_topology() {
+  local n s r c; r=$(ns "$LAB_ROUTER"); c=$(ns "$LAB_CLIENT")
+  for n in $(all_nodes); do
+    s=$(ns "$n")
+    [[ -e /run/netns/$s ]] || ip netns add "$s"
+    ip -n "$s" link set lo up
+  done
+  # sysctls first, so that interfaces made afterwards inherit "default" (no DAD, rp_filter 0)
+  lab_sysctl_host "$c"
+  lab_sysctl_forwarder "$r"
+  for n in "${LAB_BALANCERS[@]}"; do lab_sysctl_forwarder "$(ns "$n")"; done
+  for n in "${LAB_SERVERS[@]}"; do lab_sysctl_host "$(ns "$n")"; done
+
+  # router: the two bridges (no STP delay; no multicast snooping so peer multicast is flooded)
+  for n in "$LAB_BR_LBNET" "$LAB_BR_BACK"; do
+    ip -n "$r" link show dev "$n" >/dev/null 2>&1 \
+      || ip -n "$r" link add "$n" type bridge forward_delay 0 stp_state 0 mcast_snooping 0
+  done
+  veth_to_router "$LAB_IF_ROUTER_FRONT" "$LAB_CLIENT" "$LAB_IF_CLIENT_FRONT"
+  for n in "${LAB_BALANCERS[@]}"; do
+    veth_to_router "$n-lb" "$n" "$LAB_IF_LB_LBNET"
+    veth_to_router "$n-bk" "$n" "$LAB_IF_LB_BACK"
+    ip -n "$r" link set "$n-lb" master "$LAB_BR_LBNET" up
+    ip -n "$r" link set "$n-bk" master "$LAB_BR_BACK" up
+  done
+  for n in "${LAB_SERVERS[@]}"; do
+    veth_to_router "$n-bk" "$n" "$LAB_IF_SRV_BACK"
+    ip -n "$r" link set "$n-bk" master "$LAB_BR_BACK" up
+  done
+
+  # client
+  lab_addr "$c" "$LAB_IF_CLIENT_FRONT" "$LAB_CLIENT_FRONT4" "$LAB_CLIENT_FRONT6"
+  ip -n "$c" route replace default via "$LAB_ROUTER_FRONT4"
+  ip -n "$c" -6 route replace default via "$LAB_ROUTER_FRONT6"
+  # router
+  lab_addr "$r" "$LAB_IF_ROUTER_FRONT" "$LAB_ROUTER_FRONT4" "$LAB_ROUTER_FRONT6"
+  lab_addr "$r" "$LAB_BR_LBNET" "$LAB_ROUTER_LBNET4" "$LAB_ROUTER_LBNET6"
+  lab_addr "$r" "$LAB_BR_BACK" "$LAB_ROUTER_BACK4" "$LAB_ROUTER_BACK6"
+  ip -n "$r" route replace "$LAB_VIP4/32" via "${LAB_LBNET4[$LAB_ENTRY_BALANCER]}"
+  ip -n "$r" -6 route replace "$LAB_VIP6/128" via "${LAB_LBNET6[$LAB_ENTRY_BALANCER]}"
+  # balancers
+  for n in "${LAB_BALANCERS[@]}"; do
+    s=$(ns "$n")
+    lab_addr "$s" "$LAB_IF_LB_LBNET" "${LAB_LBNET4[$n]}" "${LAB_LBNET6[$n]}"
+    lab_addr "$s" "$LAB_IF_LB_BACK" "${LAB_BACK4[$n]}" "${LAB_BACK6[$n]}"
+    ip -n "$s" route replace default via "$LAB_ROUTER_LBNET4"
+    ip -n "$s" -6 route replace default via "$LAB_ROUTER_LBNET6"
+    ip -n "$s" route replace 224.0.0.0/4 dev "$LAB_IF_LB_LBNET"   # peer multicast stays on lbnet
+  done
+  # servers (NAT mode: replies go back through the entry balancer)
+  for n in "${LAB_SERVERS[@]}"; do
+    s=$(ns "$n")
+    lab_addr "$s" "$LAB_IF_SRV_BACK" "${LAB_BACK4[$n]}" "${LAB_BACK6[$n]}"
+    ip -n "$s" route replace default via "${LAB_BACK4[$LAB_ENTRY_BALANCER]}"
+    ip -n "$s" -6 route replace default via "${LAB_BACK6[$LAB_ENTRY_BALANCER]}"
+  done
+}
+
+# ---- servers ----
+start_servers() {
+  local n s pid
+  for n in "${LAB_SERVERS[@]}"; do
+    s=$(ns "$n")
+    if ! alive "$n" >/dev/null; then
+      # ip netns exec, nohup and node each exec() the next: $! is node's PID. fd 9 (lock) closed.
+      (cd "$REPO" && exec ip netns exec "$s" nohup node --import tsx "$REPO/scripts/lab-server.ts" --name "$n" \
+        </dev/null >"$LABDIR/logs/$n.log" 2>&1 9>&-) &
+      pid=$!; echo "$pid" >"$(pidfile "$n")"
+    fi
+    if ! alive "iperf3-$n" >/dev/null; then
+      rm -f "$(pidfile "iperf3-$n")"
+      ip netns exec "$s" iperf3 -s -D --pidfile "$(pidfile "iperf3-$n")" \
+        --logfile "$LABDIR/logs/iperf3-$n.log" </dev/null >/dev/null 2>&1 9>&- \
+        || lab_die "iperf3 -s failed in $s (see $LABDIR/logs/iperf3-$n.log)"
+    fi
+  done
+}
+
+wait_servers() {
+  local n deadline=$((SECONDS + SERVER_TIMEOUT))
+  for n in "${LAB_SERVERS[@]}"; do
+    until [[ $(ip netns exec "$(ns "$n")" curl -s -m 1 "http://127.0.0.1:$LAB_HTTP_PORT/" 2>/dev/null) == "$n" ]]; do
+      if ! alive "$n" >/dev/null; then log_tail "$n"; lab_die "server $n died (log: $LABDIR/logs/$n.log)"; fi
+      if ((SECONDS >= deadline)); then log_tail "$n"; lab_die "server $n not answering after ${SERVER_TIMEOUT}s (log: $LABDIR/logs/$n.log)"; fi
+      sleep 0.1
+    done
+  done
+}
+
+# ---- balancers ----
+# start_balancer lbN: start the balancer process, wait for tunlb0, route into it. No-op if alive.
+start_balancer() {
+  local id=$1 s pid cmd rc=0; s=$(ns "$id")
+  if pid=$(alive "$id"); then
+    lab_log "$id already running (pid $pid)"
+  else
+    cmd=${TUNLB_CMD//\{id\}/$id}
+    lab_log "starting $id: $cmd"
+    echo "==== $(date -Is) $cmd" >>"$LABDIR/logs/$id.log"
+    (cd "$REPO" && exec ip netns exec "$s" nohup bash -c "exec $cmd" </dev/null >>"$LABDIR/logs/$id.log" 2>&1 9>&-) &
+    pid=$!; echo "$pid" >"$(pidfile "$id")"
+  fi
+  lab_wait_tun "$s" "$pid" "$TUN_TIMEOUT" || rc=$?
+  case $rc in
+    0) ;;
+    1) log_tail "$id"; lab_die "$id (pid $pid) did not create $LAB_TUN_DEV in $s within ${TUN_TIMEOUT}s; see its log $LABDIR/logs/$id.log" ;;
+    *) log_tail "$id"; lab_die "$id (pid $pid) exited before creating $LAB_TUN_DEV; see its log $LABDIR/logs/$id.log" ;;
+  esac
+  lab_tun_routes "$s" "$LAB_IF_LB_BACK"
+}
+
+# ---- the VIP, seen from the client ----
+# vip_probe URL: prints the answering server's name (empty if none within 2 s).
+vip_probe() { ip netns exec "$(ns "$LAB_CLIENT")" curl -s -m 2 "$1" 2>/dev/null || true; }
+vip_ok() {
+  [[ $(vip_probe "http://$LAB_VIP4:$LAB_HTTP_PORT/") == srv* ]] \
+    && [[ $(vip_probe "http://[$LAB_VIP6]:$LAB_HTTP_PORT/") == srv* ]]
+}
+wait_vip() {
+  local deadline=$((SECONDS + VIP_TIMEOUT)) b
+  until vip_ok; do
+    if ((SECONDS >= deadline)); then
+      if [[ $MODE == tunlb ]]; then for b in $(running_balancers); do log_tail "$b"; done; fi
+      lab_die "the VIP ($LAB_VIP4, $LAB_VIP6) does not answer HTTP from $(ns "$LAB_CLIENT") after ${VIP_TIMEOUT}s (logs: $LABDIR/logs/)"
+    fi
+    sleep 0.2
+  done
+}
+running_balancers() { local b; for b in "${LAB_BALANCERS[@]}"; do [[ -e $(pidfile "$b") ]] && echo "$b"; done; return 0; }
+
+read_state() { MODE_NOW=""; BAL_NOW=""; [[ -f $LABDIR/state ]] && source "$LABDIR/state"; return 0; }
+
+# ---- teardown: our recorded processes, then anything left inside lab namespaces, then the namespaces ----
+teardown() {
+  local f name n s pid
+  shopt -s nullglob
+  for f in "$LABDIR"/pids/*.pid; do name=$(basename "$f" .pid); stop "$name" TERM & done
+  wait
+  for n in $(all_nodes); do
+    s=$(ns "$n"); [[ -e /run/netns/$s ]] || continue
+    for pid in $(ip netns pids "$s" 2>/dev/null); do
+      lab_log "killing stray process $pid in $s: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-80)"
+      kill -KILL "$pid" 2>/dev/null || true
+    done
+  done
+  for n in $(all_nodes); do
+    s=$(ns "$n"); [[ -e /run/netns/$s ]] && ip netns del "$s"
+  done
+  rm -rf "$LABDIR/pids" "$LABDIR/state" "$LABDIR/lab.yaml" "$LAB_CLUSTER_KEY"
+  shopt -u nullglob
+}
+
+# ---- commands ----
+cmd_up() {
+  MODE=tunlb BAL=3
+  while (($#)); do
+    case $1 in
+      --lb) MODE=${2:-}; shift 2 || true ;;
+      --lb=*) MODE=${1#--lb=}; shift ;;
+      --balancers) BAL=${2:-}; shift 2 || true ;;
+      --balancers=*) BAL=${1#--balancers=}; shift ;;
+      *) usage ;;
+    esac
+  done
+  [[ $MODE == tunlb || $MODE == kernel ]] || lab_die "--lb must be tunlb or kernel"
+  [[ $BAL == 1 || $BAL == 3 ]] || lab_die "--balancers must be 1 or 3"
+  local t0; t0=$(now)
+  lock
+  # preflight (nothing built yet, nothing to clean up on failure)
+  command -v node >/dev/null || lab_die "node (>= 20) is required"
+  [[ -d $REPO/node_modules/tsx ]] || lab_die "$REPO/node_modules/tsx missing: run npm ci in $REPO"
+  lab_ensure_tools ip:iproute2 curl:curl ping:iputils-ping iperf3:iperf3 nft:nftables flock:util-linux
+  if [[ $MODE == tunlb ]]; then
+    [[ -f $LAB_CONFIG_SRC ]] || lab_die "lab config $LAB_CONFIG_SRC missing (set TUNLB_LAB_CONFIG, or use --lb kernel)"
+    if [[ -z ${TUNLB_CMD_OVERRIDDEN:-} && ! -f $REPO/dist/src/cli/main.js ]]; then
+      lab_die "$REPO/dist/src/cli/main.js missing: build first (npm run build), or set TUNLB_CMD, or use --lb kernel"
+    fi
+  fi
+  UP_FAILING=1
+  mkdir -p "$LABDIR/pids" "$LABDIR/logs"
+  if [[ ! -s $LAB_CLUSTER_KEY ]]; then
+    (umask 077 && head -c 32 /dev/urandom >"$LAB_CLUSTER_KEY")
+  fi
+  chmod 0600 "$LAB_CLUSTER_KEY"
+
+  build_topology
+  start_servers
+  wait_servers
+  local b
+  if [[ $MODE == kernel ]]; then
+    for b in "${LAB_BALANCERS[@]}"; do stop "$b" TERM; lab_tun_unroute "$(ns "$b")"; lab_kernel_nat_remove "$(ns "$b")"; done
+    lab_kernel_nat "$(ns "$LAB_ENTRY_BALANCER")"
+  else
+    install -m 0644 "$LAB_CONFIG_SRC" "$LABDIR/lab.yaml"
+    for b in "${LAB_BALANCERS[@]}"; do lab_kernel_nat_remove "$(ns "$b")"; lab_tun_fallbacks "$(ns "$b")" "$LAB_IF_LB_BACK"; done
+    local want=("${LAB_BALANCERS[@]:0:$BAL}")
+    for b in "${LAB_BALANCERS[@]:$BAL}"; do stop "$b" TERM; done
+    for b in "${want[@]}"; do start_balancer "$b"; done
+  fi
+  printf 'MODE_NOW=%s\nBAL_NOW=%s\n' "$MODE" "$BAL" >"$LABDIR/state"
+  wait_vip
+  UP_FAILING=0
+  lab_log "up ($MODE, $BAL balancer(s)) in $(elapsed "$t0") s; VIP $LAB_VIP4 / $LAB_VIP6 answers; state in $LABDIR"
+}
+
+cmd_down() {
+  local t0; t0=$(now)
+  lock
+  teardown
+  lab_log "down in $(elapsed "$t0") s (logs kept in $LABDIR/logs)"
+}
+
+cmd_status() {
+  local n s name pid any=0 rc=0 v4 v6
+  read_state
+  echo "lab dir: $LABDIR  (pids/, logs/, cluster.key, lab.yaml, state)"
+  echo "mode:    ${MODE_NOW:-none} ${BAL_NOW:+($BAL_NOW balancer(s))}"
+  printf 'namespaces:'
+  for n in $(all_nodes); do
+    s=$(ns "$n")
+    if [[ -e /run/netns/$s ]]; then printf ' %s' "$s"; any=1; else printf ' %s(missing)' "$s"; fi
+  done
+  echo
+  if ((!any)); then echo "lab is down"; return 3; fi
+  for name in "${LAB_BALANCERS[@]}" "${LAB_SERVERS[@]}" "${LAB_SERVERS[@]/#/iperf3-}"; do
+    [[ -e $(pidfile "$name") ]] || continue
+    if pid=$(alive "$name"); then echo "  $name: pid $pid alive"; else echo "  $name: pid $(<"$(pidfile "$name")") DEAD (log $LABDIR/logs/$name.log)"; rc=3; fi
+  done
+  v4=$(vip_probe "http://$LAB_VIP4:$LAB_HTTP_PORT/"); v6=$(vip_probe "http://[$LAB_VIP6]:$LAB_HTTP_PORT/")
+  echo "VIP $LAB_VIP4: ${v4:-NO ANSWER}   VIP [$LAB_VIP6]: ${v6:-NO ANSWER}"
+  [[ -n $v4 && -n $v6 ]] || rc=3
+  return $rc
+}
+
+cmd_kill() {
+  local id=${1:-} pid
+  is_balancer "$id" || lab_die "usage: kill lbN (one of ${LAB_BALANCERS[*]})"
+  lock
+  pid=$(alive "$id") || lab_die "$id has no live balancer process recorded"
+  kill -KILL "$pid"
+  rm -f "$(pidfile "$id")"
+  lab_log "killed $id (pid $pid) with SIGKILL"
+}
+
+cmd_start() {
+  local id=${1:-}
+  is_balancer "$id" || lab_die "usage: start lbN (one of ${LAB_BALANCERS[*]})"
+  lock
+  read_state
+  [[ $MODE_NOW == tunlb ]] || lab_die "start needs a lab that is up with --lb tunlb (mode now: ${MODE_NOW:-down})"
+  MODE=tunlb
+  START_ID=$id START_FAILING=1
+  start_balancer "$id"
+  wait_vip
+  START_FAILING=0
+  lab_log "$id started (pid $(alive "$id"))"
+}
+
+cmd_exec() {
+  local n=${1:-}; shift || true
+  [[ -n $n && $# -gt 0 ]] || lab_die "usage: exec NS cmd..."
+  n=${n#"$LAB_NS_PREFIX"}
+  [[ -e /run/netns/$(ns "$n") ]] || lab_die "no namespace $(ns "$n") (is the lab up?)"
+  exec ip netns exec "$(ns "$n")" "$@"
+}
+
+usage() { sed -n '/^# Usage:/,/^# Environment/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+[[ $(id -u) == 0 ]] || lab_die "the lab needs root (network namespaces)"
+# On any exit: a failed `up` tears the lab down; a failed `start lbN` stops that balancer.
+UP_FAILING=0 START_FAILING=0 START_ID=""
+on_exit() {
+  local rc=$?
+  if [[ $UP_FAILING == 1 ]]; then
+    UP_FAILING=0
+    lab_log "up failed; tearing the lab down (logs kept in $LABDIR/logs)"
+    teardown || true
+  elif [[ $START_FAILING == 1 ]]; then
+    START_FAILING=0
+    lab_log "start $START_ID failed; stopping it (log $LABDIR/logs/$START_ID.log)"
+    stop "$START_ID" KILL || true
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM HUP
+cmd=${1:-}; shift || true
+case $cmd in
+  up) cmd_up "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  kill) cmd_kill "$@" ;;
+  start) cmd_start "$@" ;;
+  exec) cmd_exec "$@" ;;
+  *) usage ;;
+esac
