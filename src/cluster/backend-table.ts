@@ -53,6 +53,16 @@ export interface BackendSpec {
   readonly eligible: boolean;
 }
 
+/** Builder options (diagnostics and tests). */
+export interface BackendTableBuildOptions {
+  /**
+   * 'auto' (default): incremental from `previous` when it is cheaper than a full build;
+   * 'incremental': incremental whenever `previous` has the same hash key, whatever the cost;
+   * 'full': always a full build (still reports rowsChanged against `previous`).
+   */
+  readonly mode?: 'auto' | 'incremental' | 'full';
+}
+
 /** How a table was made (for metrics, logs and tests). */
 export interface BackendTableBuildInfo {
   readonly mode: 'full' | 'incremental';
@@ -273,7 +283,10 @@ export function buildBackendTable(
   hashKey: Uint32Array,
   version: number,
   previous?: BackendTable,
+  options?: BackendTableBuildOptions,
 ): BackendTable {
+  const mode = options?.mode ?? 'auto';
+  if (mode !== 'auto' && mode !== 'incremental' && mode !== 'full') fail(`unknown build mode ${String(mode)}`);
   validateSpecs(backends, hashKey, version);
   const specs = Object.freeze(backends.map((b) => Object.freeze({ id: b.id, weight: b.weight, eligible: b.eligible })));
   const n = specs.length;
@@ -284,8 +297,8 @@ export function buildBackendTable(
   const seeds = rowSeeds(hashKey);
 
   let built: { row: Uint16Array; winScore: Float64Array; evals: number; mode: 'full' | 'incremental' } | null = null;
-  if (previous !== undefined && sameKey(previous, hashKey)) {
-    built = incremental(specs, mixed, order, plan, seeds, previous);
+  if (previous !== undefined && mode !== 'full' && sameKey(previous, hashKey)) {
+    built = incremental(specs, mixed, order, plan, seeds, previous, mode === 'incremental');
   }
   if (built === null) built = full(plan, seeds);
 
@@ -336,6 +349,7 @@ function incremental(
   plan: Plan,
   seeds: Uint32Array,
   previous: BackendTable,
+  force: boolean,
 ): { row: Uint16Array; winScore: Float64Array; evals: number; mode: 'incremental' } | null {
   const prev = BackendTable.internals(previous);
   const pspecs = previous.backends;
@@ -375,7 +389,7 @@ function incremental(
     if (w !== NO_BACKEND && lost[w] === 1) dirty++;
   }
   const estimate = dirty * plan.count + (ROWS - dirty) * gainedList.length;
-  if (estimate * 2 > ROWS * plan.count) return null; // a full build is as cheap
+  if (!force && estimate * 2 > ROWS * plan.count) return null; // a full build is as cheap
 
   const row = new Uint16Array(ROWS);
   const winScore = prev.winScore.slice();
