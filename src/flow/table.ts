@@ -103,7 +103,8 @@ export type ExpireCallback = (entryId: number, reason: number) => void;
 export interface FlowTableOptions {
   /** Entries preallocated (max live flows), 1 .. 2^24. */
   capacity: number;
-  /** Slots in the key index, a power of two >= 2 * capacity. Default nextPow2(4 * capacity). */
+  /** Slots in the key index, a power of two > 2 * capacity. Default nextPow2(4 * capacity)
+   *  (load factor <= 0.5 with every reply key present). Smaller means longer probes. */
   slotCount?: number;
   /** Hash seed (u32). Default: random per table. Tests pass a fixed seed. */
   seed?: number;
@@ -186,8 +187,10 @@ export class FlowTable {
       throw new TunlbError(ErrorCodes.CAPACITY, `flow table capacity must be an integer in 1..${MAX_CAPACITY}, got ${String(cap)}`);
     }
     const slotCount = opts.slotCount ?? nextPow2(4 * cap);
-    if (!Number.isInteger(slotCount) || slotCount < 2 * cap || (slotCount & (slotCount - 1)) !== 0 || slotCount > 2 ** 30) {
-      throw new TunlbError(ErrorCodes.CAPACITY, `flow table slotCount must be a power of two >= 2 * capacity (${2 * cap}), got ${String(slotCount)}`);
+    // At least one slot must stay empty whatever is inserted, or a probe for a missing key would
+    // never end: slotCount > 2 * capacity (2 keys per entry).
+    if (!Number.isInteger(slotCount) || slotCount <= 2 * cap || (slotCount & (slotCount - 1)) !== 0 || slotCount > 2 ** 30) {
+      throw new TunlbError(ErrorCodes.CAPACITY, `flow table slotCount must be a power of two > 2 * capacity (${2 * cap}), got ${String(slotCount)}`);
     }
     this.capacity = cap;
     this.slotCount = slotCount;

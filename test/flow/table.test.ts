@@ -117,7 +117,7 @@ test('forced collisions in a tiny table: same home slot, wrap-around, delete kee
     const k = key('10.1.0.1', p, '10.99.0.10', 80, 17);
     if ((hashKeyWords(k, 0, seed) & (slotCount - 1)) === slotCount - 1) keys.push(k);
   }
-  const ft = new FlowTable({ capacity: 8, slotCount, seed });
+  const ft = new FlowTable({ capacity: 7, slotCount, seed });
   const ids = keys.map((k, i) => ft.insert(k, null, i, 0, 0, i, T));
   t.true(ids.every((id) => id >= 0));
   keys.forEach((k, i) => t.is(ft.lookup(k, T), ids[i]! << 1));
@@ -144,7 +144,7 @@ test('forward and reply keys with the same home slot', (t) => {
     const c = key('10.3.0.21', 80, '10.2.0.1', p, 6);
     if ((hashKeyWords(c, 0, seed) & 7) === hf) r = c;
   }
-  const ft = new FlowTable({ capacity: 4, slotCount, seed });
+  const ft = new FlowTable({ capacity: 3, slotCount, seed });
   const id = ft.insert(f, r, 0, 0, 0, 0, T);
   t.is(ft.lookup(f, T), id << 1);
   t.is(ft.lookup(r, T), (id << 1) | 1);
@@ -219,6 +219,8 @@ test('constructor validates capacity and slotCount', (t) => {
   t.throws(() => new FlowTable({ capacity: 0 }), { message: /capacity/ });
   t.throws(() => new FlowTable({ capacity: 16, slotCount: 24 }), { message: /slotCount/ });
   t.throws(() => new FlowTable({ capacity: 16, slotCount: 16 }), { message: /slotCount/ });
+  t.throws(() => new FlowTable({ capacity: 16, slotCount: 32 }), { message: /slotCount/ }, 'one slot must stay empty');
+  t.notThrows(() => new FlowTable({ capacity: 15, slotCount: 32 }));
   t.throws(() => new FlowTable({ capacity: 4, timeouts: { udp: -1 } }), { message: /udp/ });
   t.is(new FlowTable({ capacity: 1000 }).slotCount, 4096);
 });
