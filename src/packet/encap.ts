@@ -1,0 +1,126 @@
+/**
+ * Balancer-to-balancer encapsulation (GUE/FOU-style, cf. draft-ietf-intarea-gue and Linux
+ * FOU): the payload of an outer UDP datagram sent to a peer's data port (docs/contracts.md:
+ * 7947 in the lab) is this 12-byte header followed by the ORIGINAL IP packet, unchanged.
+ *
+ *    0                   1                   2                   3
+ *    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+ *   +-------+-------+---------------+---------------+---------------+
+ *   |version| type  |     flags     | primary index | backup index  |
+ *   +-------+-------+---------------+---------------+---------------+
+ *   |        backend index (u16)    |        VIP index (u16)        |
+ *   +-------------------------------+-------------------------------+
+ *   |                forwarding table generation (u32)              |
+ *   +---------------------------------------------------------------+
+ *   |           original IPv4/IPv6 packet (unchanged) ...           |
+ *
+ *   version  (high nibble of byte 0) = ENCAP_VERSION (1); anything else: ENCAP_BAD_VERSION.
+ *   type     (low nibble of byte 0)  = ENCAP_TYPE_DATA (0); anything else: ENCAP_BAD_TYPE.
+ *   flags    bit0 NEW_FLOW: the sender made this decision on a table miss (new record).
+ *            bit1 REPLY: server -> client direction.
+ *            bit2 SECOND_CHANCE: the sender had no record and forwards to the ranked primary.
+ *            bit3 FAILOVER: sent to the backup because the primary is dead.
+ *            bits 4..7 reserved, sent 0; a receiver DROPS a header with any of them set
+ *            (ENCAP_BAD_FLAGS): a new flag that changes handling needs every balancer to
+ *            know it, so it comes with a version bump or a coordinated upgrade.
+ *   primary / backup: balancer indexes (position in the config's balancer list, 0..31);
+ *            ENCAP_NONE_U8 (0xff) = none.
+ *   backend: backend index within the VIP (u16, big-endian); ENCAP_NONE_U16 (0xffff) = none.
+ *   VIP:     VIP index (u16, big-endian).
+ *   generation: the sender's forwarding-table generation (u32, big-endian), so the receiver
+ *            can tell a decision taken on an older or newer membership view.
+ *   All multi-byte fields are network byte order. The header is a multiple of 4 bytes.
+ *
+ * A forwarded packet is never forwarded again (DESIGN.md); accepting only configured peers is
+ * the data plane's job (outer source address), not this parser's.
+ * Hot path: no allocation; results are PacketResult codes.
+ */
+import { PacketResult as R } from './result';
+
+export const ENCAP_HEADER_LEN = 12;
+export const ENCAP_VERSION = 1;
+export const ENCAP_TYPE_DATA = 0;
+export const ENCAP_F_NEW_FLOW = 0x01;
+export const ENCAP_F_REPLY = 0x02;
+export const ENCAP_F_SECOND_CHANCE = 0x04;
+export const ENCAP_F_FAILOVER = 0x08;
+/** Bits a receiver understands; any other bit set is ENCAP_BAD_FLAGS. */
+export const ENCAP_F_KNOWN = 0x0f;
+export const ENCAP_NONE_U8 = 0xff;
+export const ENCAP_NONE_U16 = 0xffff;
+
+/** Reusable result of parseEncap; all numbers. */
+export class EncapInfo {
+  version = 0;
+  type = 0;
+  flags = 0;
+  primary = 0;
+  backup = 0;
+  backend = 0;
+  vip = 0;
+  generation = 0;
+  /** Offset (absolute in buf) and length of the inner IP packet. */
+  innerOff = 0;
+  innerLen = 0;
+}
+
+/**
+ * Writes the header at `off` (the caller leaves ENCAP_HEADER_LEN bytes of headroom before the
+ * packet: off = packetOff - ENCAP_HEADER_LEN). Values are masked to their field widths.
+ * Returns OK, or ENCAP_TRUNCATED when the header would not fit in `buf`; writes nothing then.
+ */
+export function writeEncapHeader(
+  buf: Uint8Array,
+  off: number,
+  flags: number,
+  primary: number,
+  backup: number,
+  backend: number,
+  vip: number,
+  generation: number,
+): number {
+  if (off < 0 || off + ENCAP_HEADER_LEN > buf.length) return R.ENCAP_TRUNCATED;
+  buf[off] = (ENCAP_VERSION << 4) | ENCAP_TYPE_DATA;
+  buf[off + 1] = flags & ENCAP_F_KNOWN;
+  buf[off + 2] = primary;
+  buf[off + 3] = backup;
+  buf[off + 4] = backend >>> 8;
+  buf[off + 5] = backend;
+  buf[off + 6] = vip >>> 8;
+  buf[off + 7] = vip;
+  buf[off + 8] = generation >>> 24;
+  buf[off + 9] = generation >>> 16;
+  buf[off + 10] = generation >>> 8;
+  buf[off + 11] = generation;
+  return R.OK;
+}
+
+/**
+ * Validates the header of the `len`-byte UDP payload at `off` and fills `out`, including the
+ * inner packet's offset and length (at least 1 byte; parse it with parsePacket).
+ */
+export function parseEncap(buf: Uint8Array, off: number, len: number, out: EncapInfo): number {
+  if (off < 0 || len <= ENCAP_HEADER_LEN || off + len > buf.length) return R.ENCAP_TRUNCATED;
+  const b0 = buf[off] as number;
+  const version = b0 >>> 4;
+  if (version !== ENCAP_VERSION) return R.ENCAP_BAD_VERSION;
+  if ((b0 & 0x0f) !== ENCAP_TYPE_DATA) return R.ENCAP_BAD_TYPE;
+  const flags = buf[off + 1] as number;
+  if ((flags & ~ENCAP_F_KNOWN) !== 0) return R.ENCAP_BAD_FLAGS;
+  out.version = version;
+  out.type = b0 & 0x0f;
+  out.flags = flags;
+  out.primary = buf[off + 2] as number;
+  out.backup = buf[off + 3] as number;
+  out.backend = ((buf[off + 4] as number) << 8) | (buf[off + 5] as number);
+  out.vip = ((buf[off + 6] as number) << 8) | (buf[off + 7] as number);
+  out.generation =
+    (((buf[off + 8] as number) << 24) |
+      ((buf[off + 9] as number) << 16) |
+      ((buf[off + 10] as number) << 8) |
+      (buf[off + 11] as number)) >>>
+    0;
+  out.innerOff = off + ENCAP_HEADER_LEN;
+  out.innerLen = len - ENCAP_HEADER_LEN;
+  return R.OK;
+}
