@@ -35,7 +35,8 @@
 #        scripts/lab.sh status                                      namespaces, PIDs, does the VIP answer
 #        scripts/lab.sh kill lbN | start lbN                        kill -9 / (re)start one balancer
 #        scripts/lab.sh exec NS cmd...                              NS: client, router, lb1, srv2, ...
-# State and logs: /run/tunlb-lab/ (pids/, logs/, cluster.key, lab.yaml, state). Logs survive `down`.
+# State and logs: /run/tunlb-lab/ (pids/, logs/, cluster.key, lab.yaml, state). Logs survive `down`;
+# a fresh `up` moves them to logs.prev/.
 # Environment: TUNLB_CMD (balancer command; "{id}" is replaced by lbN), TUNLB_LAB_CONFIG (source
 # of lab.yaml), LAB_VIP_TIMEOUT (s, default 20), LAB_TUN_TIMEOUT (s, default 15).
 set -Eeuo pipefail
@@ -77,9 +78,16 @@ alive() {
   local f pid; f=$(pidfile "$1")
   [[ -s $f ]] || return 1
   pid=$(<"$f"); [[ $pid =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  running "$pid" || return 1
   [[ $(ip netns identify "$pid" 2>/dev/null) == "$(ns "$(node_of "$1")")" ]] || return 1
   printf '%s' "$pid"
+}
+
+# running PID: the process exists and is not a zombie (our daemons are reaped by init, later).
+running() {
+  local st
+  st=$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z && $st != X ]]
 }
 
 # stop NAME [SIGNAL]: signal the recorded process (only if it is still ours), wait for it to go.
@@ -87,8 +95,8 @@ stop() {
   local name=$1 sig=${2:-TERM} pid i
   pid=$(alive "$name") || { rm -f "$(pidfile "$name")"; return 0; }
   kill "-$sig" "$pid" 2>/dev/null || true
-  for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 30; i++)); do running "$pid" || break; sleep 0.1; done
+  running "$pid" && kill -KILL "$pid" 2>/dev/null || true
   rm -f "$(pidfile "$name")"
 }
 
@@ -278,6 +286,9 @@ cmd_up() {
     fi
   fi
   UP_FAILING=1
+  if [[ ! -e /run/netns/$(ns "$LAB_ROUTER") && -d $LABDIR/logs ]]; then   # a fresh lab: keep one old set of logs
+    rm -rf "$LABDIR/logs.prev"; mv "$LABDIR/logs" "$LABDIR/logs.prev"
+  fi
   mkdir -p "$LABDIR/pids" "$LABDIR/logs"
   if [[ ! -s $LAB_CLUSTER_KEY ]]; then
     (umask 077 && head -c 32 /dev/urandom >"$LAB_CLUSTER_KEY")
