@@ -1,0 +1,63 @@
+/**
+ * Result codes of the balancer-to-balancer protocol's receive path. Every datagram a balancer
+ * receives on the control port ends in exactly one of these; drops are counted per code
+ * (`counts[code]++`), never thrown. Numeric values and names are stable (metrics and logs use
+ * the names): never renumber or rename one, add new ones at the end.
+ *
+ * Order of the checks (src/protocol/codec.ts, src/protocol/receiver.ts), cheapest and
+ * unauthenticated first, stateful last:
+ *   malformed_outer -> bad_mac -> malformed_envelope -> bad_version -> unknown_body ->
+ *   bad_record -> wrong_cluster -> unknown_sender -> from_self -> stale_incarnation / replayed
+ */
+export const ProtocolResult = {
+  /** Authentic, fresh and well-formed: process it. */
+  OK: 0,
+  /** Not a SignedEnvelope: truncated, garbage, missing `envelope`, or `mac` not 32 bytes. */
+  MALFORMED_OUTER: 1,
+  /** HMAC-SHA256 over the envelope bytes does not match `mac` (wrong key, corruption, forgery). */
+  BAD_MAC: 2,
+  /** Authentic, but the Envelope (or a body) does not decode, or a header field is out of range. */
+  MALFORMED_ENVELOPE: 3,
+  /** Envelope.version is not the version this balancer speaks. */
+  BAD_VERSION: 4,
+  /** No body this version knows (none at all, or a body type added later). */
+  UNKNOWN_BODY: 5,
+  /** A FlowRecord is invalid (op unspecified/unknown, key length not 13/40, index out of range). */
+  BAD_RECORD: 6,
+  /** Envelope.cluster_id is not this cluster's. */
+  WRONG_CLUSTER: 7,
+  /** Envelope.sender is not a configured balancer index. */
+  UNKNOWN_SENDER: 8,
+  /** Envelope.sender is this balancer (multicast loopback, or a misconfigured peer). */
+  FROM_SELF: 9,
+  /** Envelope.incarnation is older than the sender's current one (a datagram from before a restart). */
+  STALE_INCARNATION: 10,
+  /** Envelope.seq was already seen, or is older than the 1024-wide replay window. */
+  REPLAYED: 11,
+} as const;
+
+export type ProtocolResult = (typeof ProtocolResult)[keyof typeof ProtocolResult];
+
+/** Number of result codes: size of a per-code counter array (`new Float64Array(PROTOCOL_RESULT_COUNT)`). */
+export const PROTOCOL_RESULT_COUNT = 12;
+
+/** Stable snake_case names, indexed by code: metric label values and log fields. */
+export const PROTOCOL_RESULT_NAMES: readonly string[] = Object.freeze([
+  'ok',
+  'malformed_outer',
+  'bad_mac',
+  'malformed_envelope',
+  'bad_version',
+  'unknown_body',
+  'bad_record',
+  'wrong_cluster',
+  'unknown_sender',
+  'from_self',
+  'stale_incarnation',
+  'replayed',
+]);
+
+/** Name of a result code ('unknown' for a number that is not one). */
+export function protocolResultName(code: number): string {
+  return PROTOCOL_RESULT_NAMES[code] ?? 'unknown';
+}
