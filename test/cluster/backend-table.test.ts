@@ -202,7 +202,7 @@ test('property: incremental build from previous == full build, over random chang
       fc.array(fc.array(changeArb, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 4 }),
       fc.constantFrom<'auto' | 'incremental'>('auto', 'incremental'),
       (n, weights, steps, mode) => {
-        let specs = pool(n).map((b, i) => ({ ...b, weight: weights[i]! }));
+        let specs: BackendSpec[] = pool(n).map((b, i) => ({ ...b, weight: weights[i]! }));
         let prev = buildBackendTable(specs, KEY, 0);
         let v = 0;
         for (const step of steps) {
