@@ -22,14 +22,26 @@ import {
 import type { ConfigIssue } from './types';
 
 type Cluster = z.output<typeof ClusterSchema>;
-type Balancer = z.output<typeof BalancerSchema>;
-type Backend = z.output<typeof BackendSchema>;
+type Balancer = Partial<z.output<typeof BalancerSchema>>;
+type Backend = Partial<z.output<typeof BackendSchema>>;
+type VipHeader = Partial<z.output<typeof VipSchema>>;
 type Tun = z.output<typeof TunSchema>;
 type FlowTable = z.output<typeof FlowTableSchema>;
 type Admin = z.output<typeof AdminSchema>;
 
-const VipHeaderSchema = VipSchema.extend({ backends: z.array(z.unknown()) });
-type VipHeader = z.output<typeof VipHeaderSchema>;
+/**
+ * Parse each field of an object on its own: the fields that are valid, even when siblings are
+ * not (so `balancers[0].id` still counts for uniqueness when `balancers[0].address` is bad).
+ */
+function fields<S extends z.ZodObject>(schema: S, v: unknown): Partial<z.output<S>> {
+  const raw = obj(v);
+  const out: Record<string, unknown> = {};
+  for (const [k, fs] of Object.entries(schema.shape)) {
+    const r = (fs as z.ZodType).safeParse(raw[k]);
+    if (r.success && r.data !== undefined) out[k] = r.data;
+  }
+  return out as Partial<z.output<S>>;
+}
 
 export interface CheckOptions {
   readonly env: NodeJS.ProcessEnv;
@@ -73,16 +85,16 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
 
   // --- salvage whatever parses --------------------------------------------------------
   const cluster: Cluster | undefined = ok(ClusterSchema, root['cluster']);
-  const balancers: (Balancer | undefined)[] = list(root['balancers']).map((b) => ok(BalancerSchema, b));
+  const balancers: Balancer[] = list(root['balancers']).map((b) => fields(BalancerSchema, b));
   const tun: Tun | undefined = ok(TunSchema, root['tun'] ?? {});
   const flowTable: FlowTable | undefined = ok(FlowTableSchema, root['flow_table'] ?? {});
   const admin: Admin | undefined = ok(AdminSchema, root['admin'] ?? {});
-  const vips: { vip?: VipHeader; backends: (Backend | undefined)[] }[] = list(root['vips']).map((v) => {
-    const vip = ok(VipHeaderSchema, v);
-    return { ...(vip ? { vip } : {}), backends: list(obj(v)['backends']).map((b) => ok(BackendSchema, b)) };
-  });
+  const vips: { vip: VipHeader; backends: Backend[] }[] = list(root['vips']).map((v) => ({
+    vip: fields(VipSchema, v),
+    backends: list(obj(v)['backends']).map((b) => fields(BackendSchema, b)),
+  }));
   const ports = vips.map(({ vip }) => {
-    if (!vip) return undefined;
+    if (vip.ports === undefined) return undefined;
     const p = parsePortSpec(vip.ports);
     return p instanceof PortSet ? p : undefined;
   });
@@ -116,10 +128,15 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
   const idSeen = new Map<string, number>();
   const addrSeen = new Map<string, number>();
   balancers.forEach((b, i) => {
-    if (!b) return;
-    const prev = idSeen.get(b.id);
-    if (prev !== undefined) add(`balancers[${i}].id`, `duplicate balancer id "${b.id}" (also balancers[${prev}].id)`, 'give every balancer a unique id');
-    else idSeen.set(b.id, i);
+    if (b.id !== undefined) {
+      const prev = idSeen.get(b.id);
+      if (prev !== undefined) add(`balancers[${i}].id`, `duplicate balancer id "${b.id}" (also balancers[${prev}].id)`, 'give every balancer a unique id');
+      else idSeen.set(b.id, i);
+    }
+    const rep = cluster?.replication;
+    const cp = b.control_port ?? rep?.control_port;
+    const dp = b.data_port ?? rep?.data_port;
+    if (cp !== undefined && cp === dp) add(`balancers[${i}].data_port`, `data port ${dp} equals the control port`, 'use different control and data ports');
     const a = balAddr[i];
     if (!a) return;
     const prevA = addrSeen.get(a.text);
@@ -129,10 +146,6 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
       add(`balancers[${i}].address`, `${a.text} is IPv${a.family} but the first balancer is IPv${firstFamily}; all balancers must use one family`, `use an IPv${firstFamily} address for every balancer`);
     }
     if (a.isMulticast || a.isUnspecified) add(`balancers[${i}].address`, `${a.text} is a ${a.isMulticast ? 'multicast' : 'unspecified'} address, not a host address`, "use the balancer's own unicast address");
-    const rep = cluster?.replication;
-    const cp = b.control_port ?? rep?.control_port;
-    const dp = b.data_port ?? rep?.data_port;
-    if (cp !== undefined && cp === dp) add(`balancers[${i}].data_port`, `data port ${dp} equals the control port`, 'use different control and data ports');
   });
 
   // --- replication ----------------------------------------------------------------------
@@ -167,7 +180,7 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
   let anyV6 = firstFamily === 6;
   vips.forEach(({ vip, backends }, i) => {
     const va = vipAddr[i];
-    if (vip) {
+    if (vip.name !== undefined) {
       const prev = nameSeen.get(vip.name);
       if (prev !== undefined) add(`vips[${i}].name`, `duplicate VIP name "${vip.name}" (also vips[${prev}].name)`, 'give every VIP a unique name');
       else nameSeen.set(vip.name, i);
@@ -182,8 +195,8 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
       // Same address twice: allowed only when (protocol, port) never overlap.
       for (let k = 0; k < i; k++) {
         const other = vips[k]!.vip;
-        if (!other || !vipAddr[k]?.equals(va) || !vip) continue;
-        const protos = vip.protocols.filter((p) => other.protocols.includes(p));
+        if (!vipAddr[k]?.equals(va) || !vip.protocols || !other.protocols) continue;
+        const protos = vip.protocols.filter((p) => other.protocols!.includes(p));
         const pi = ports[i];
         const pk = ports[k];
         const clash = protos.includes('icmp') || (protos.length > 0 && pi && pk && pi.intersects(pk));
@@ -194,18 +207,15 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
     }
     const bSeen = new Map<string, number>();
     let weightSum = 0;
-    let allParsed = true;
+    let allWeights = true;
     backends.forEach((b, j) => {
-      if (!b) {
-        allParsed = false;
-        return;
-      }
       const p = `vips[${i}].backends[${j}]`;
-      weightSum += b.weight;
+      if (b.weight === undefined) allWeights = false;
+      else weightSum += b.weight;
       const ba = addr(b.address);
       if (ba) {
         if (va && ba.family !== va.family) {
-          add(`${p}.address`, `IPv${ba.family} backend ${ba.text} in IPv${va.family} VIP ${vip ? `"${vip.name}" ` : ''}(${va.text}); a backend must be the same family as its VIP`, `use an IPv${va.family} backend address, or move it to an IPv${ba.family} VIP`);
+          add(`${p}.address`, `IPv${ba.family} backend ${ba.text} in IPv${va.family} VIP ${vip.name !== undefined ? `"${vip.name}" ` : ''}(${va.text}); a backend must be the same family as its VIP`, `use an IPv${va.family} backend address, or move it to an IPv${ba.family} VIP`);
         }
         const prevB = bSeen.get(ba.text);
         if (prevB !== undefined) add(`${p}.address`, `duplicate backend ${ba.text} (also vips[${i}].backends[${prevB}].address)`, 'list each backend once; use weight to give it more traffic');
@@ -214,7 +224,7 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
         const bi = balAddr.findIndex((x) => x?.equals(ba));
         if (bi !== -1) add(`${p}.address`, `backend ${ba.text} is also balancers[${bi}].address`, 'a balancer cannot be a backend; use the server address');
       }
-      if (b.port !== undefined && vip?.method === 'dsr') {
+      if (b.port !== undefined && vip.method === 'dsr') {
         add(`${p}.port`, 'port rewriting is impossible with method dsr (the packet reaches the backend unchanged)', `remove ${p}.port, or set vips[${i}].method: nat`);
       }
       const h = b.health;
@@ -229,7 +239,7 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
         }
       }
     });
-    if (vip && allParsed && backends.length > 0 && weightSum === 0) {
+    if (allWeights && backends.length > 0 && weightSum === 0) {
       warnings.push(`vips[${i}] ("${vip.name}"): every backend has weight 0, so the VIP takes no new flows`);
     }
   });
