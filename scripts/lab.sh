@@ -48,10 +48,15 @@ source "$HERE/lab-topology.sh"
 # shellcheck source=scripts/lab-lib.sh
 source "$HERE/lab-lib.sh"
 
+# System tools first: under `npx` node_modules/.bin is on PATH and has an unrelated `nft`.
+NODE_BIN=$(command -v node || true)
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+NODE_BIN=${NODE_BIN:-$(command -v node || true)}
+
 LABDIR=$LAB_DIR
 # The balancer command, one per balancer namespace; "{id}" becomes lb1, lb2, lb3.
 TUNLB_CMD_OVERRIDDEN=${TUNLB_CMD:+1}
-TUNLB_CMD=${TUNLB_CMD:-"node $REPO/dist/src/cli/main.js run --config $LABDIR/lab.yaml --id {id}"}
+TUNLB_CMD=${TUNLB_CMD:-"$NODE_BIN $REPO/dist/src/cli/main.js run --config $LABDIR/lab.yaml --id {id}"}
 LAB_CONFIG_SRC=${TUNLB_LAB_CONFIG:-$REPO/config/lab.yaml}
 VIP_TIMEOUT=${LAB_VIP_TIMEOUT:-20}
 TUN_TIMEOUT=${LAB_TUN_TIMEOUT:-15}
@@ -172,7 +177,7 @@ start_servers() {
     s=$(ns "$n")
     if ! alive "$n" >/dev/null; then
       # ip netns exec, nohup and node each exec() the next: $! is node's PID. fd 9 (lock) closed.
-      (cd "$REPO" && exec ip netns exec "$s" nohup node --import tsx "$REPO/scripts/lab-server.ts" --name "$n" \
+      (cd "$REPO" && exec ip netns exec "$s" nohup "$NODE_BIN" --import tsx "$REPO/scripts/lab-server.ts" --name "$n" \
         </dev/null >"$LABDIR/logs/$n.log" 2>&1 9>&-) &
       pid=$!; echo "$pid" >"$(pidfile "$n")"
     fi
@@ -276,7 +281,7 @@ cmd_up() {
   local t0; t0=$(now)
   lock
   # preflight (nothing built yet, nothing to clean up on failure)
-  command -v node >/dev/null || lab_die "node (>= 20) is required"
+  [[ -n $NODE_BIN ]] || lab_die "node (>= 20) is required"
   [[ -d $REPO/node_modules/tsx ]] || lab_die "$REPO/node_modules/tsx missing: run npm ci in $REPO"
   lab_ensure_tools ip:iproute2 curl:curl ping:iputils-ping iperf3:iperf3 nft:nftables flock:util-linux
   if [[ $MODE == tunlb ]]; then
