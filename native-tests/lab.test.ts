@@ -21,7 +21,7 @@ const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 const SKIP_MSG = 'needs root (network namespaces): skipped; run as root: npx ava --config ava.native.config.cjs native-tests/lab.test.ts';
 if (!isRoot) console.log(`native-tests/lab.test.ts: ${SKIP_MSG}`);
 const serial = isRoot ? test.serial : test.serial.skip;
-const title = (t: string): string => (isRoot ? t : `${t} (${SKIP_MSG})`);
+const title = (t: string): string => (isRoot ? t : `${t} [skipped: needs root]`);
 
 interface RunResult {
   code: number;

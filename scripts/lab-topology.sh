@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # tunlb lab topology: THE one source of truth for node names, interface names and addresses
 # (docs/contracts.md, "Lab addressing"). Sourced by scripts/lab.sh (namespaces on one machine)
 # and by the Vagrant provisioning (one VM per node). Defines variables only: no commands, no

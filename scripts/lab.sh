@@ -101,7 +101,7 @@ stop() {
   pid=$(alive "$name") || { rm -f "$(pidfile "$name")"; return 0; }
   kill "-$sig" "$pid" 2>/dev/null || true
   for ((i = 0; i < 30; i++)); do running "$pid" || break; sleep 0.1; done
-  running "$pid" && kill -KILL "$pid" 2>/dev/null || true
+  if running "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
   rm -f "$(pidfile "$name")"
 }
 
@@ -242,7 +242,11 @@ wait_vip() {
 }
 running_balancers() { local b; for b in "${LAB_BALANCERS[@]}"; do [[ -e $(pidfile "$b") ]] && echo "$b"; done; return 0; }
 
-read_state() { MODE_NOW=""; BAL_NOW=""; [[ -f $LABDIR/state ]] && source "$LABDIR/state"; return 0; }
+read_state() {
+  MODE_NOW="" BAL_NOW=""
+  # shellcheck disable=SC1091  # written by cmd_up: MODE_NOW=..., BAL_NOW=...
+  if [[ -f $LABDIR/state ]]; then source "$LABDIR/state"; fi
+}
 
 # ---- teardown: our recorded processes, then anything left inside lab namespaces, then the namespaces ----
 teardown() {
