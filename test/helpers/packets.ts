@@ -222,7 +222,8 @@ export function ipv6(src: string, dst: string, nextHeader: number, l4: Uint8Arra
   return pkt;
 }
 
-function ipAny(src: string, dst: string, proto: number, l4: Uint8Array, opts: Ip4Opts & Ip6Opts): Uint8Array {
+/** ipv4 or ipv6 by the address family of `src`. */
+export function ipPacket(src: string, dst: string, proto: number, l4: Uint8Array, opts: Ip4Opts & Ip6Opts = {}): Uint8Array {
   return src.includes(':') ? ipv6(src, dst, proto, l4, opts) : ipv4(src, dst, proto, l4, opts);
 }
 
