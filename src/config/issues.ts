@@ -145,7 +145,7 @@ export function fromZodIssue(iss: AnyIssue, root: z.ZodType): ConfigIssue[] {
         return {
           path: p,
           message: `unknown field "${key}"`,
-          fix: hint ? `did you mean "${hint}"? (fields here: ${known.join(', ')})` : `remove it; fields allowed here: ${known.join(', ')}`,
+          fix: hint ? `did you mean "${hint}"? fields here: ${known.join(', ')}` : `remove it; fields allowed here: ${known.join(', ')}`,
         };
       });
     }

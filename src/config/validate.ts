@@ -16,18 +16,16 @@ import {
   BalancerSchema,
   ClusterSchema,
   FlowTableSchema,
+  ReplicationSchema,
+  TimeoutsSchema,
   TunSchema,
   VipSchema,
 } from './schema';
 import type { ConfigIssue } from './types';
 
-type Cluster = z.output<typeof ClusterSchema>;
 type Balancer = Partial<z.output<typeof BalancerSchema>>;
 type Backend = Partial<z.output<typeof BackendSchema>>;
 type VipHeader = Partial<z.output<typeof VipSchema>>;
-type Tun = z.output<typeof TunSchema>;
-type FlowTable = z.output<typeof FlowTableSchema>;
-type Admin = z.output<typeof AdminSchema>;
 
 /**
  * Parse each field of an object on its own: the fields that are valid, even when siblings are
@@ -61,11 +59,6 @@ export interface CheckResult {
   readonly ports: (PortSet | undefined)[];
 }
 
-function ok<T>(schema: z.ZodType<T>, v: unknown): T | undefined {
-  const r = schema.safeParse(v);
-  return r.success ? r.data : undefined;
-}
-
 function addr(s: string | undefined): IpAddress | undefined {
   if (s === undefined) return undefined;
   const r = parseIpAddress(s);
@@ -84,11 +77,14 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
   const root = obj(raw);
 
   // --- salvage whatever parses --------------------------------------------------------
-  const cluster: Cluster | undefined = ok(ClusterSchema, root['cluster']);
+  const rawCluster = obj(root['cluster']);
+  const cluster = fields(ClusterSchema, rawCluster);
+  const rep = fields(ReplicationSchema, rawCluster['replication']);
   const balancers: Balancer[] = list(root['balancers']).map((b) => fields(BalancerSchema, b));
-  const tun: Tun | undefined = ok(TunSchema, root['tun'] ?? {});
-  const flowTable: FlowTable | undefined = ok(FlowTableSchema, root['flow_table'] ?? {});
-  const admin: Admin | undefined = ok(AdminSchema, root['admin'] ?? {});
+  const tun = fields(TunSchema, root['tun']);
+  const capacity = fields(FlowTableSchema, root['flow_table']).capacity;
+  const timeouts = fields(TimeoutsSchema, obj(root['flow_table'])['timeouts']);
+  const admin = fields(AdminSchema, root['admin']);
   const vips: { vip: VipHeader; backends: Backend[] }[] = list(root['vips']).map((v) => ({
     vip: fields(VipSchema, v),
     backends: list(obj(v)['backends']).map((b) => fields(BackendSchema, b)),
@@ -102,7 +98,6 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
   // --- cluster key ----------------------------------------------------------------------
   let key: SecretKey | undefined;
   let keySource: KeySource | undefined;
-  const rawCluster = obj(root['cluster']);
   const hasFile = typeof rawCluster['key_file'] === 'string';
   const hasEnv = typeof rawCluster['key_env'] === 'string';
   if ('cluster' in root && hasFile && hasEnv) {
@@ -133,9 +128,8 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
       if (prev !== undefined) add(`balancers[${i}].id`, `duplicate balancer id "${b.id}" (also balancers[${prev}].id)`, 'give every balancer a unique id');
       else idSeen.set(b.id, i);
     }
-    const rep = cluster?.replication;
-    const cp = b.control_port ?? rep?.control_port;
-    const dp = b.data_port ?? rep?.data_port;
+    const cp = b.control_port ?? rep.control_port;
+    const dp = b.data_port ?? rep.data_port;
     if (cp !== undefined && cp === dp) add(`balancers[${i}].data_port`, `data port ${dp} equals the control port`, 'use different control and data ports');
     const a = balAddr[i];
     if (!a) return;
@@ -149,22 +143,19 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
   });
 
   // --- replication ----------------------------------------------------------------------
-  if (cluster) {
-    const rep = cluster.replication;
-    const g = addr(rep.group)!;
-    if (rep.mode === 'multicast') {
-      if (!g.isMulticast) add('cluster.replication.group', `${g.text} is not a multicast address`, 'use a group in 239.0.0.0/8 (IPv4) or ff15::/16 (IPv6), e.g. 239.99.0.1');
-      else if (firstFamily !== undefined && g.family !== firstFamily) {
-        add('cluster.replication.group', `group ${g.text} is IPv${g.family} but the balancers are IPv${firstFamily}`, firstFamily === 6 ? 'set an IPv6 group, e.g. ff15::99:1' : 'set an IPv4 group, e.g. 239.99.0.1');
-      }
+  const g = addr(rep.group);
+  if (g && rep.mode === 'multicast') {
+    if (!g.isMulticast) add('cluster.replication.group', `${g.text} is not a multicast address`, 'use a group in 239.0.0.0/8 (IPv4) or ff15::/16 (IPv6), e.g. 239.99.0.1');
+    else if (firstFamily !== undefined && g.family !== firstFamily) {
+      add('cluster.replication.group', `group ${g.text} is IPv${g.family} but the balancers are IPv${firstFamily}`, firstFamily === 6 ? 'set an IPv6 group, e.g. ff15::99:1' : 'set an IPv4 group, e.g. 239.99.0.1');
     }
-    if (rep.control_port === rep.data_port) add('cluster.replication.data_port', `data port ${rep.data_port} equals the control port`, 'use different ports (defaults 7946 and 7947)');
-    if (flowTable && rep.refresh_s >= flowTable.timeouts.tcp_established_s) {
-      add('cluster.replication.refresh_s', `refresh_s ${rep.refresh_s} is not below flow_table.timeouts.tcp_established_s ${flowTable.timeouts.tcp_established_s}: peers' copies would expire before being refreshed`, 'lower refresh_s or raise tcp_established_s');
-    }
-    if (flowTable && rep.refresh_s > flowTable.timeouts.udp_s) {
-      warnings.push(`cluster.replication.refresh_s (${rep.refresh_s}) > flow_table.timeouts.udp_s (${flowTable.timeouts.udp_s}): peers' copies of long UDP flows may expire between refreshes`);
-    }
+  }
+  if (rep.control_port !== undefined && rep.control_port === rep.data_port) add('cluster.replication.data_port', `data port ${rep.data_port} equals the control port`, 'use different ports (defaults 7946 and 7947)');
+  if (rep.refresh_s !== undefined && timeouts.tcp_established_s !== undefined && rep.refresh_s >= timeouts.tcp_established_s) {
+    add('cluster.replication.refresh_s', `refresh_s ${rep.refresh_s} is not below flow_table.timeouts.tcp_established_s ${timeouts.tcp_established_s}: peers' copies would expire before being refreshed`, 'lower refresh_s or raise tcp_established_s');
+  }
+  if (rep.refresh_s !== undefined && timeouts.udp_s !== undefined && rep.refresh_s > timeouts.udp_s) {
+    warnings.push(`cluster.replication.refresh_s (${rep.refresh_s}) > flow_table.timeouts.udp_s (${timeouts.udp_s}): peers' copies of long UDP flows may expire between refreshes`);
   }
 
   // --- vips and backends --------------------------------------------------------------------
@@ -245,13 +236,12 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
   });
 
   // --- tun, flow table, admin --------------------------------------------------------------
-  if (tun && anyV6 && tun.mtu < 1280) add('tun.mtu', `mtu ${tun.mtu} is below 1280, the IPv6 minimum (RFC 8200 §5), and the config uses IPv6`, 'set tun.mtu to 1280 or more');
-  if (flowTable) {
-    const c = flowTable.capacity;
-    const p2 = 2 ** Math.ceil(Math.log2(c));
-    if (p2 !== c) warnings.push(`flow_table.capacity ${c} rounded up to ${p2} (a power of two)`);
+  if (tun.mtu !== undefined && anyV6 && tun.mtu < 1280) add('tun.mtu', `mtu ${tun.mtu} is below 1280, the IPv6 minimum (RFC 8200 §5), and the config uses IPv6`, 'set tun.mtu to 1280 or more');
+  if (capacity !== undefined) {
+    const p2 = 2 ** Math.ceil(Math.log2(capacity));
+    if (p2 !== capacity) warnings.push(`flow_table.capacity ${capacity} rounded up to ${p2} (a power of two)`);
   }
-  if (admin) {
+  if (admin.listen !== undefined) {
     const l = admin.listen.includes(']') ? admin.listen.slice(1, admin.listen.indexOf(']')) : admin.listen.slice(0, admin.listen.lastIndexOf(':'));
     const la = addr(l);
     if (la && !la.isLoopback && admin.token_file === undefined) {
