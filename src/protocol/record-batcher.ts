@@ -10,9 +10,11 @@
  *   if (b.pending() > 0) b.flush();
  *
  * Sizes are computed exactly from the fields (src/protocol/flow-record.ts) instead of trial
- * encoding, so a record is added only if the datagram still fits; the only slack is the
- * sequence number, budgeted at its largest (8-byte) varint because other envelopes from the
- * same signer (probes, ...) may take numbers between append() and flush().
+ * encoding, so a record is added only if the datagram still fits. The sequence number is
+ * budgeted with the signer's next number at append() time; other envelopes of the same signer
+ * (probes, ...) may take numbers before flush(), and if that makes the seq varint one byte
+ * longer and the datagram one byte too big, flush() moves the last record(s) into a second
+ * datagram. So every datagram is within the budget, and packing is exact.
  *
  * Allocation: records are copied into a pool of preallocated FlowRecord objects with their
  * own key buffers (reused from one datagram to the next), so append() allocates nothing;
@@ -37,9 +39,6 @@ import {
 /** Default UDP payload budget of one control datagram. */
 export const DEFAULT_DATAGRAM_BUDGET = 1400;
 
-/** Largest varint of a safe integer (< 2^53): the seq slack (see module comment). */
-const MAX_SAFE_VARINT = 8;
-
 /**
  * Bytes of a SignedEnvelope around an Envelope whose header is `headerLen` bytes and whose
  * body field carries `bodyLen` bytes.
@@ -50,22 +49,25 @@ export function signedDatagramSize(headerLen: number, bodyLen: number): number {
 }
 
 /**
- * Largest encoded size of an Envelope header from this signer, sequence number budgeted at
- * its largest (version, cluster_id, sender, incarnation, seq, sent_at_ms; zeros are omitted).
+ * Encoded size of an Envelope header from this signer with sequence number `seq` (version,
+ * cluster_id, sender, incarnation, seq, sent_at_ms; zero fields are omitted, sent_at_ms is
+ * counted as present).
  */
-export function envelopeHeaderBudget(signer: EnvelopeSigner): number {
+export function envelopeHeaderSize(signer: EnvelopeSigner, seq: number): number {
   return (
     1 + varintSize(PROTOCOL_VERSION) +
     (signer.clusterId === 0 ? 0 : 9) +
     (signer.sender === 0 ? 0 : 1 + varintSize(signer.sender)) +
     9 + // incarnation, fixed64, >= 1
-    1 + MAX_SAFE_VARINT + // seq
+    1 + varintSize(seq) +
     9 // sent_at_ms, fixed64
   );
 }
 
 interface Slot {
   rec: tunlb.v1.FlowRecord;
+  /** Delimited size of the record in the batch body. */
+  size: number;
   key40: Uint8Array;
   key13: Uint8Array;
 }
@@ -84,7 +86,6 @@ export class RecordBatcher {
 
   private readonly signer: EnvelopeSigner;
   private readonly emit: (datagram: Uint8Array, records: number) => void;
-  private readonly headerLen: number;
   private readonly slots: Slot[] = [];
   private count = 0;
   /** Encoded bytes of the FlowRecordBatch body so far (sum of the records' delimited sizes). */
@@ -102,7 +103,6 @@ export class RecordBatcher {
     this.budget = budget;
     this.signer = signer;
     this.emit = emit;
-    this.headerLen = envelopeHeaderBudget(signer);
   }
 
   /** Records waiting for the next flush. */
@@ -110,9 +110,9 @@ export class RecordBatcher {
     return this.count;
   }
 
-  /** Upper bound of the size the pending records' datagram would have now (0 if none). */
+  /** Size the pending records' datagram would have if flushed now (0 if none). */
   pendingBytes(): number {
-    return this.count === 0 ? 0 : signedDatagramSize(this.headerLen, this.bodyLen);
+    return this.count === 0 ? 0 : signedDatagramSize(this.headerLen(), this.bodyLen);
   }
 
   /**
@@ -125,12 +125,13 @@ export class RecordBatcher {
     const compact = isCompactV4(key, keyOff);
     const keyLen = compact ? COMPACT_V4_KEY_LEN : FLOW_KEY_LEN;
     const recLen = delimitedSize(flowRecordSize(f, keyLen));
-    if (this.count > 0 && signedDatagramSize(this.headerLen, this.bodyLen + recLen) > this.budget) this.flush();
-    if (signedDatagramSize(this.headerLen, recLen) > this.budget) {
+    if (this.count > 0 && signedDatagramSize(this.headerLen(), this.bodyLen + recLen) > this.budget) this.flush();
+    if (signedDatagramSize(this.headerLen(), recLen) > this.budget) {
       // Unreachable with budget >= 256 (a record is at most ~100 bytes); kept as a guard.
       throw new TunlbError(ErrorCodes.PROTOCOL, 'flow record larger than the datagram budget');
     }
     const slot = this.slot(this.count);
+    slot.size = recLen;
     const r = slot.rec;
     r.op = f.op;
     r.primary = f.primary;
@@ -152,19 +153,35 @@ export class RecordBatcher {
     this.bodyLen += recLen;
   }
 
-  /** Signs and emits the pending records as one datagram; returns how many records it carried. */
+  /**
+   * Signs and emits the pending records, normally as one datagram (two in the rare case
+   * described in the module comment); returns how many records were emitted.
+   */
   flush(): number {
     const n = this.count;
     if (n === 0) return 0;
-    const recs = new Array<tunlb.v1.FlowRecord>(n);
-    for (let i = 0; i < n; i++) recs[i] = this.slots[i]!.rec;
+    let body = this.bodyLen;
+    let k = n;
+    while (k > 1 && signedDatagramSize(this.headerLen(), body) > this.budget) body -= this.slots[--k]!.size;
     this.count = 0;
     this.bodyLen = 0;
+    this.sealRange(0, k);
+    if (k < n) this.sealRange(k, n);
+    return n;
+  }
+
+  /** Header size with the sequence number the next datagram will carry. */
+  private headerLen(): number {
+    return envelopeHeaderSize(this.signer, this.signer.nextSeq);
+  }
+
+  private sealRange(from: number, to: number): void {
+    const recs = new Array<tunlb.v1.FlowRecord>(to - from);
+    for (let i = from; i < to; i++) recs[i - from] = this.slots[i]!.rec;
     const dgram = this.signer.seal('records', { records: recs });
     this.datagrams++;
-    this.records += n;
-    this.emit(dgram, n);
-    return n;
+    this.records += to - from;
+    this.emit(dgram, to - from);
   }
 
   private slot(i: number): Slot {
@@ -181,7 +198,7 @@ export class RecordBatcher {
       rec.ageS = 0;
       rec.idleS = 0;
       rec.tableGeneration = 0;
-      s = { rec, key40: new Uint8Array(FLOW_KEY_LEN), key13: new Uint8Array(COMPACT_V4_KEY_LEN) };
+      s = { rec, size: 0, key40: new Uint8Array(FLOW_KEY_LEN), key13: new Uint8Array(COMPACT_V4_KEY_LEN) };
       rec.key = s.key40;
       this.slots.push(s);
     }
