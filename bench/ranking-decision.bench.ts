@@ -8,10 +8,13 @@
 import type { BenchRow } from './run-micro';
 import { buildBackendTable, BackendTable } from '../src/cluster/backend-table';
 import { buildBalancerRanking, BalancerRanking } from '../src/cluster/balancer-ranking';
-import { hashFlowKey } from '../src/cluster/halfsiphash';
+import { hashFlowKey as hashFlowKeyImport } from '../src/cluster/halfsiphash';
 import { deriveHashKey } from '../src/cluster/hash-key';
 
 const KEYS = 4096;
+// Local binding: under tsx (esbuild CommonJS) an imported function is a getter call per use,
+// which the production build (tsc, `exports.x = ...`) does not have.
+const hashFlowKey = hashFlowKeyImport;
 
 function flowKeys(): Uint8Array {
   const buf = new Uint8Array(KEYS * 40);

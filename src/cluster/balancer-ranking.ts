@@ -22,7 +22,12 @@
  * Memory: ROWS x width bytes (width = member count <= 32): at most 2 MiB.
  */
 import { ErrorCodes, TunlbError } from '../errors';
-import { idOrder, memberMix, memberSeed, mixWith, ROWS, rowSeeds } from './rendezvous';
+import { idOrder, memberMix, memberSeed, mixWith as mixWithImport, ROWS as ROWS_IMPORT, rowSeeds } from './rendezvous';
+
+// Module-local bindings of what the build loops use: under tsx/esbuild's CommonJS output an
+// imported binding is a getter call on every access, which showed up as ~30% of a rebuild.
+const ROWS = ROWS_IMPORT;
+const mixWith = mixWithImport;
 
 /** Most balancers in a cluster (indexes must fit the u8 row cells and a 32-bit liveness mask). */
 export const MAX_BALANCERS = 32;
