@@ -83,6 +83,21 @@ function parseText(text: string, source: string, format: 'yaml' | 'json'): { dat
   return { data: doc.toJS({ maxAliasCount: 100 }) as unknown, locate };
 }
 
+/**
+ * YAML writes a section whose fields are all commented out (`admin:` alone) as null; treat such
+ * an optional section as absent, so its defaults apply. (Mutates the freshly parsed data.)
+ */
+const OPTIONAL_SECTIONS = [['tun'], ['vips'], ['flow_table'], ['admin'], ['log'], ['cluster', 'replication'], ['cluster', 'probe'], ['flow_table', 'timeouts']];
+function dropEmptySections(data: Record<string, unknown>): void {
+  for (const path of OPTIONAL_SECTIONS) {
+    let parent: unknown = data;
+    for (const k of path.slice(0, -1)) parent = parent !== null && typeof parent === 'object' ? (parent as Record<string, unknown>)[k] : undefined;
+    if (parent === null || typeof parent !== 'object' || Array.isArray(parent)) continue;
+    const last = path[path.length - 1]!;
+    if ((parent as Record<string, unknown>)[last] === null) delete (parent as Record<string, unknown>)[last];
+  }
+}
+
 function guessFormat(source: string, text: string): 'yaml' | 'json' {
   const ext = extname(source).toLowerCase();
   if (ext === '.json') return 'json';
@@ -98,6 +113,7 @@ export function parseConfig(text: string, sourceName: string, opts: ParseOptions
     throw invalid(sourceName, [{ path: '', message: `expected a mapping at the top level, got ${data === null || data === undefined ? 'an empty document' : Array.isArray(data) ? 'a list' : typeof data}`, fix: 'start from config/example.yaml' }]);
   }
 
+  dropEmptySections(data as Record<string, unknown>);
   const parsed = ConfigFileSchema.safeParse(data, { reportInput: true });
   const issues: ConfigIssue[] = [];
   if (!parsed.success) {

@@ -98,11 +98,12 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
   // --- cluster key ----------------------------------------------------------------------
   let key: SecretKey | undefined;
   let keySource: KeySource | undefined;
+  const clusterIsMap = root['cluster'] !== null && typeof root['cluster'] === 'object' && !Array.isArray(root['cluster']);
   const hasFile = typeof rawCluster['key_file'] === 'string';
   const hasEnv = typeof rawCluster['key_env'] === 'string';
-  if ('cluster' in root && hasFile && hasEnv) {
+  if (clusterIsMap && hasFile && hasEnv) {
     add('cluster', 'both key_file and key_env are set', 'keep exactly one of cluster.key_file, cluster.key_env');
-  } else if ('cluster' in root && !hasFile && !hasEnv && !('key_file' in rawCluster) && !('key_env' in rawCluster)) {
+  } else if (clusterIsMap && !hasFile && !hasEnv && !('key_file' in rawCluster) && !('key_env' in rawCluster)) {
     add('cluster', 'no cluster key: neither key_file nor key_env is set', 'add cluster.key_file: /path/to/cluster.key (≥32 bytes, e.g. head -c 32 /dev/urandom > FILE) or cluster.key_env: VAR');
   } else if (cluster?.key_file !== undefined && cluster.key_env === undefined) {
     const path = resolve(opts.baseDir, cluster.key_file);

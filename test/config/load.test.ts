@@ -353,3 +353,14 @@ test('the key never appears in error messages or details', (t) => {
   t.false(leaks(JSON.stringify(err.details)));
   t.false(leaks(inspect(err, { depth: Infinity })));
 });
+
+test('an optional section left empty in YAML (null) takes its defaults', (t) => {
+  const yaml = 'cluster:\n  id: t\n  key_file: /keys/cluster.key\n  replication:\n  probe:\nbalancers: [{ id: a, address: 10.0.0.1 }]\ntun:\nadmin:\n  # token_file: x\nlog:\nflow_table:\n  timeouts:\n';
+  const c = parseConfig(yaml, 'x.yaml', OPTS);
+  t.is(c.tun.name, 'tunlb0');
+  t.is(c.admin.listen.port, 9180);
+  t.is(c.cluster.replication.controlPort, 7946);
+  t.is(c.flowTable.timeouts.udpS, 30);
+  const { issues } = issuesOf(() => parseConfig('cluster:\nbalancers: [{ id: a, address: 10.0.0.1 }]\n', 'x.yaml', OPTS));
+  t.deepEqual(issues.map((i) => i.path), ['cluster']);
+});
