@@ -11,19 +11,25 @@
  *   caller-owned array. The table never retains a reference to a caller's array.
  *
  * ## Layout (capacity C entries, S = slot count, a power of two, default nextPow2(4C))
- * - entries, indexed by entryId 0..C-1 (stable for the life of the entry; entries never move):
- *     keys      Uint32Array(20C)  fwd key at (2*id)*10, reply key at (2*id+1)*10   80 B
- *     primary, backup, state, flags: Uint8Array(C) each                               4 B
- *     vip, backend: Uint16Array(C) each                                               4 B
- *     created, lastSeen, packets: Uint32Array(C) each                                12 B
- *     free-id stack: Int32Array(C)                                                    4 B
+ * - entries, indexed by entryId 0..C-1 (stable for the life of the entry; entries never move).
+ *   Everything the packet path reads or writes for a flow sits in ONE 96-byte record (24 u32
+ *   words) of `rec`, so a lookup costs one cache miss in the index and one in the record, and
+ *   touch/accessors after a lookup hit the same lines:
+ *     word  0..9   forward key
+ *     word 10      deadline = lastSeen + timeout(state), u32 s (expired when nowSec > deadline)
+ *     word 11..20  reply key (zero when inserted without one, DSR)
+ *     word 21      packets (u32, saturating)
+ *     word 22      state (bits 0-7) | flags (8-15) | primary (16-23) | backup (24-31)
+ *     word 23      vip (bits 0-15) | backend (16-31)
+ *   `lastSeen(id)` is derived: deadline - timeout(state); every state change rewrites the deadline.
+ *   Beside it: created Uint32Array(C) (4 B), free-id stack Int32Array(C) (4 B).
  * - index: slots Uint32Array(S), one slot per indexed key (2 per NAT flow, 1 per DSR flow);
  *   S = 4C keeps the load factor <= 0.5 with both keys present: 16 B per flow at S = 4C.
- *   Total at C = 2^20: 120 B per flow (see bench/flow-table.bench.ts for measured RSS).
+ *   Total at C = 2^20: 96 + 4 + 4 + 16 = 120 B per flow (bench/flow-table.bench.ts measures RSS).
  * - A slot holds 0 (empty) or `(tag << refBits) | (ref + 1)` where `ref = (entryId << 1) | dir`
  *   (dir 0 = forward key, 1 = reply key) and `tag` is the top (32 - refBits) bits of a second mix
- *   of the key's hash: most mismatching slots are rejected without touching the key array.
- *   The ref also locates the stored key directly: words ref*10 .. ref*10+9.
+ *   of the key's hash: most mismatching slots are rejected without touching the record.
+ *   The stored key of a ref starts at word (ref >>> 1) * 24 + (ref & 1) * 11.
  *
  * ## Probing and deletion
  * Linear probing from `hash & (S-1)`, with backward-shift deletion (Knuth 6.4 Algorithm R):
@@ -64,7 +70,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { TunlbError, ErrorCodes } from '../errors';
-import { hashKeyWords } from './hash';
+import { hashKeyWords as hashKeyWordsImport } from './hash';
 import { buildTimeoutTable, FlowState, initialStateForProtocol, type FlowTimeouts } from './timeouts';
 
 /** Negative results of `insert` (entry ids are >= 0). */
@@ -121,6 +127,15 @@ export interface FlowTableOptions {
 }
 
 const KEY_WORDS = 10;
+/** Record layout (u32 words), see header. */
+const REC = 24;
+const R_DEADLINE = 10;
+const R_REPLY = 11;
+const R_PACKETS = 21;
+const R_META = 22;
+const R_VB = 23;
+/** Module-local binding: a direct call on the hot path (no module-namespace property load). */
+const hashKeyWords = hashKeyWordsImport;
 const MAX_CAPACITY = 1 << 24;
 const TAG_MIX = 0x9e3779b1 | 0;
 const PACKETS_MAX = 0xffffffff;
@@ -157,16 +172,8 @@ export class FlowTable {
   private readonly refBits: number;
   private readonly refMask: number;
   private readonly slots: Uint32Array;
-  private readonly keys: Uint32Array;
-  private readonly primaryA: Uint8Array;
-  private readonly backupA: Uint8Array;
-  private readonly stateA: Uint8Array;
-  private readonly flagsA: Uint8Array;
-  private readonly vipA: Uint16Array;
-  private readonly backendA: Uint16Array;
+  private readonly rec: Uint32Array;
   private readonly createdA: Uint32Array;
-  private readonly lastSeenA: Uint32Array;
-  private readonly packetsA: Uint32Array;
   private readonly freeIds: Int32Array;
   private freeTop: number;
   /** One past the highest entry id ever allocated (scan and expiry stop here). */
@@ -200,16 +207,8 @@ export class FlowTable {
     this.refMask = (1 << this.refBits) - 1; // refBits <= 25 (capacity <= 2^24)
     this.seed = opts.seed !== undefined ? opts.seed >>> 0 : randomBytes(4).readUInt32LE(0);
     this.slots = new Uint32Array(slotCount);
-    this.keys = new Uint32Array(cap * 2 * KEY_WORDS);
-    this.primaryA = new Uint8Array(cap);
-    this.backupA = new Uint8Array(cap);
-    this.stateA = new Uint8Array(cap);
-    this.flagsA = new Uint8Array(cap);
-    this.vipA = new Uint16Array(cap);
-    this.backendA = new Uint16Array(cap);
+    this.rec = new Uint32Array(cap * REC);
     this.createdA = new Uint32Array(cap);
-    this.lastSeenA = new Uint32Array(cap);
-    this.packetsA = new Uint32Array(cap);
     this.freeIds = new Int32Array(cap);
     // Stack top is the last element: fill so that id 0 is popped first (dense low ids).
     for (let i = 0; i < cap; i++) this.freeIds[i] = cap - 1 - i;
@@ -228,11 +227,7 @@ export class FlowTable {
 
   /** Bytes held by the table's typed arrays. */
   get byteLength(): number {
-    return (
-      this.slots.byteLength + this.keys.byteLength + this.primaryA.byteLength + this.backupA.byteLength +
-      this.stateA.byteLength + this.flagsA.byteLength + this.vipA.byteLength + this.backendA.byteLength +
-      this.createdA.byteLength + this.lastSeenA.byteLength + this.packetsA.byteLength + this.freeIds.byteLength
-    );
+    return this.slots.byteLength + this.rec.byteLength + this.createdA.byteLength + this.freeIds.byteLength;
   }
 
   // ------------------------------------------------------------------ lookup
@@ -258,10 +253,10 @@ export class FlowTable {
       }
       if (s >>> refBits === tag) {
         const ref = (s & refMask) - 1;
-        if (this.keyEquals(ref * KEY_WORDS, keyWords)) {
-          const id = ref >>> 1;
-          if (nowSec - this.lastSeenA[id]! > this.timeoutByState[this.stateA[id]!]!) {
-            this.expireEntry(id, ExpireReason.IDLE, this.onExpireDefault);
+        const base = (ref >>> 1) * REC;
+        if (this.keyEquals(base + (ref & 1) * R_REPLY, keyWords)) {
+          if (nowSec > this.rec[base + R_DEADLINE]!) {
+            this.expireEntry(ref >>> 1, ExpireReason.IDLE, this.onExpireDefault);
             this.misses++;
             return -1;
           }
@@ -280,6 +275,7 @@ export class FlowTable {
    * indexing both. The state starts from the protocol (key byte 36): TCP -> TCP_SYN_SEEN,
    * UDP -> UDP, ICMP/ICMPv6 -> ICMP, else OTHER; created = lastSeen = nowSec, packets = 0,
    * flags = 0 (| NO_REPLY_KEY when replyKey is null). Call `touch` with the first packet.
+   * primary/backup are u8, vip/backend u16 (0xffff = none).
    *
    * Returns the entryId (>= 0), or InsertResult.FULL / EXISTS / REPLY_CONFLICT (< 0).
    * An expired entry holding either key is removed first (as by lookup).
@@ -332,16 +328,15 @@ export class FlowTable {
     if (id >= this.highWater) this.highWater = id + 1;
     this.live++;
     this.inserts++;
-    const keys = this.keys;
-    const fo = id * 2 * KEY_WORDS;
-    for (let w = 0; w < KEY_WORDS; w++) keys[fo + w] = fwdKey[w]!;
+    const rec = this.rec;
+    const base = id * REC;
+    for (let w = 0; w < KEY_WORDS; w++) rec[base + w] = fwdKey[w]!;
     const refBits = this.refBits;
     const slots = this.slots;
     slots[fi] = (((Math.imul(hf, TAG_MIX) >>> refBits) << refBits) | (id * 2 + 1)) >>> 0;
     let flags = 0;
     if (replyKey !== null) {
-      const ro = fo + KEY_WORDS;
-      for (let w = 0; w < KEY_WORDS; w++) keys[ro + w] = replyKey[w]!;
+      for (let w = 0; w < KEY_WORDS; w++) rec[base + R_REPLY + w] = replyKey[w]!;
       if (ri === fi) {
         // Both keys probed to the same empty slot: the reply key takes the next empty one.
         const mask = this.slotMask;
@@ -350,19 +345,16 @@ export class FlowTable {
       }
       slots[ri] = (((Math.imul(hr, TAG_MIX) >>> refBits) << refBits) | (id * 2 + 2)) >>> 0;
     } else {
+      for (let w = 0; w < KEY_WORDS; w++) rec[base + R_REPLY + w] = 0;
       flags = FlowFlags.NO_REPLY_KEY;
     }
     const w9 = fwdKey[9]!;
-    const proto = LITTLE_ENDIAN ? w9 & 0xff : w9 >>> 24;
-    this.stateA[id] = initialStateForProtocol(proto);
-    this.flagsA[id] = flags;
-    this.primaryA[id] = primary;
-    this.backupA[id] = backup;
-    this.vipA[id] = vip;
-    this.backendA[id] = backend;
+    const state = initialStateForProtocol(LITTLE_ENDIAN ? w9 & 0xff : w9 >>> 24);
+    rec[base + R_DEADLINE] = nowSec + this.timeoutByState[state]!;
+    rec[base + R_PACKETS] = 0;
+    rec[base + R_META] = (state | (flags << 8) | ((primary & 0xff) << 16) | ((backup & 0xff) << 24)) >>> 0;
+    rec[base + R_VB] = ((vip & 0xffff) | ((backend & 0xffff) << 16)) >>> 0;
     this.createdA[id] = nowSec;
-    this.lastSeenA[id] = nowSec;
-    this.packetsA[id] = 0;
     return id;
   }
 
@@ -383,10 +375,10 @@ export class FlowTable {
       if (s === 0) return i;
       if (s >>> refBits === tag) {
         const ref = (s & refMask) - 1;
-        if (this.keyEquals(ref * KEY_WORDS, k)) {
-          const id = ref >>> 1;
-          if (nowSec - this.lastSeenA[id]! > this.timeoutByState[this.stateA[id]!]!) {
-            this.expireEntry(id, ExpireReason.IDLE, this.onExpireDefault);
+        const base = (ref >>> 1) * REC;
+        if (this.keyEquals(base + (ref & 1) * R_REPLY, k)) {
+          if (nowSec > this.rec[base + R_DEADLINE]!) {
+            this.expireEntry(ref >>> 1, ExpireReason.IDLE, this.onExpireDefault);
             i = h & mask;
             continue;
           }
@@ -403,25 +395,27 @@ export class FlowTable {
     const mask = this.slotMask;
     const slots = this.slots;
     const refMask = this.refMask;
+    const rec = this.rec;
     const start = h & mask;
     const win = Math.min(this.evictWindow, this.slotCount);
     for (let n = 0; n < win; n++) {
       const s = slots[(start + n) & mask]!;
       if (s === 0) continue;
       const id = ((s & refMask) - 1) >>> 1;
-      if (nowSec - this.lastSeenA[id]! > this.timeoutByState[this.stateA[id]!]!) {
+      if (nowSec > rec[id * REC + R_DEADLINE]!) {
         this.expireEntry(id, ExpireReason.IDLE, this.onExpireDefault);
         return true;
       }
     }
     if (this.expire(nowSec, this.fullSweepBudget) > 0) return true;
     if (this.earlyDrop) {
-      const notAssured = FlowFlags.SEEN_REPLY | FlowFlags.FROM_PEER | FlowFlags.REPLICATED;
+      const notAssured = (FlowFlags.SEEN_REPLY | FlowFlags.FROM_PEER | FlowFlags.REPLICATED) << 8;
       for (let n = 0; n < win; n++) {
         const s = slots[(start + n) & mask]!;
         if (s === 0) continue;
         const id = ((s & refMask) - 1) >>> 1;
-        if (this.stateA[id] === FlowState.TCP_SYN_SEEN && (this.flagsA[id]! & notAssured) === 0) {
+        const meta = rec[id * REC + R_META]!;
+        if ((meta & 0xff) === FlowState.TCP_SYN_SEEN && (meta & notAssured) === 0) {
           this.expireEntry(id, ExpireReason.EARLY_DROP, this.onExpireDefault);
           return true;
         }
@@ -449,9 +443,11 @@ export class FlowTable {
   }
 
   private unlinkEntry(id: number): void {
+    const base = id * REC;
+    const meta = this.rec[base + R_META]!;
     this.unlinkRef(id * 2);
-    if ((this.flagsA[id]! & FlowFlags.NO_REPLY_KEY) === 0) this.unlinkRef(id * 2 + 1);
-    this.stateA[id] = FlowState.FREE;
+    if ((meta & (FlowFlags.NO_REPLY_KEY << 8)) === 0) this.unlinkRef(id * 2 + 1);
+    this.rec[base + R_META] = 0; // state FREE
     this.freeIds[this.freeTop++] = id;
     this.live--;
   }
@@ -461,17 +457,18 @@ export class FlowTable {
     const mask = this.slotMask;
     const slots = this.slots;
     const refMask = this.refMask;
-    const keys = this.keys;
+    const rec = this.rec;
     const seed = this.seed;
     const want = ref + 1;
-    let i = hashKeyWords(keys, ref * KEY_WORDS, seed) & mask;
+    let i = hashKeyWords(rec, (ref >>> 1) * REC + (ref & 1) * R_REPLY, seed) & mask;
     while ((slots[i]! & refMask) !== want) i = (i + 1) & mask;
     let j = i;
     for (;;) {
       j = (j + 1) & mask;
       const s = slots[j]!;
       if (s === 0) break;
-      const home = hashKeyWords(keys, ((s & refMask) - 1) * KEY_WORDS, seed) & mask;
+      const r = (s & refMask) - 1;
+      const home = hashKeyWords(rec, (r >>> 1) * REC + (r & 1) * R_REPLY, seed) & mask;
       // s may move back to i iff i lies cyclically within [home, j).
       if (((j - home) & mask) >= ((j - i) & mask)) {
         slots[i] = s;
@@ -493,13 +490,14 @@ export class FlowTable {
     const cb = onExpire ?? this.onExpireDefault;
     const hw = this.highWater;
     if (hw === 0) return 0;
+    const rec = this.rec;
     let c = this.sweepCursor;
     let removed = 0;
     const n = Math.min(budget, hw);
     for (let k = 0; k < n; k++) {
       if (c >= hw) c = 0;
-      const st = this.stateA[c]!;
-      if (st !== FlowState.FREE && nowSec - this.lastSeenA[c]! > this.timeoutByState[st]!) {
+      const base = c * REC;
+      if ((rec[base + R_META]! & 0xff) !== FlowState.FREE && nowSec > rec[base + R_DEADLINE]!) {
         this.expireEntry(c, ExpireReason.IDLE, cb);
         removed++;
       }
@@ -511,13 +509,18 @@ export class FlowTable {
 
   /** True when `entryId` is live and idle past its timeout at `nowSec` (does not remove it). */
   isExpired(entryId: number, nowSec: number): boolean {
-    const st = this.stateA[entryId]!;
-    return st !== FlowState.FREE && nowSec - this.lastSeenA[entryId]! > this.timeoutByState[st]!;
+    const base = entryId * REC;
+    return (this.rec[base + R_META]! & 0xff) !== FlowState.FREE && nowSec > this.rec[base + R_DEADLINE]!;
   }
 
   /** Idle timeout (s) that applies to `entryId` in its current state. */
   timeoutOf(entryId: number): number {
-    return this.timeoutByState[this.stateA[entryId]!]!;
+    return this.timeoutByState[this.rec[entryId * REC + R_META]! & 0xff]!;
+  }
+
+  /** Second at which the entry expires if not touched (expired when nowSec > deadline). */
+  deadline(entryId: number): number {
+    return this.rec[entryId * REC + R_DEADLINE]!;
   }
 
   // ------------------------------------------------------------------ scan
@@ -531,12 +534,13 @@ export class FlowTable {
    */
   scan(cursor: number, maxEntries: number, fn: (entryId: number) => void): number {
     const hw = this.highWater;
+    const rec = this.rec;
     let c = cursor;
     let visited = 0;
     let examined = 0;
     const maxExamined = maxEntries * 8 + 64;
     while (c < hw && visited < maxEntries && examined < maxExamined) {
-      if (this.stateA[c] !== FlowState.FREE) {
+      if ((rec[c * REC + R_META]! & 0xff) !== FlowState.FREE) {
         fn(c);
         visited++;
       }
@@ -549,61 +553,76 @@ export class FlowTable {
   // ------------------------------------------------------------------ accessors
 
   isLive(entryId: number): boolean {
-    return entryId >= 0 && entryId < this.capacity && this.stateA[entryId] !== FlowState.FREE;
+    return entryId >= 0 && entryId < this.capacity && (this.rec[entryId * REC + R_META]! & 0xff) !== FlowState.FREE;
   }
   primary(entryId: number): number {
-    return this.primaryA[entryId]!;
+    return (this.rec[entryId * REC + R_META]! >>> 16) & 0xff;
   }
   backup(entryId: number): number {
-    return this.backupA[entryId]!;
+    return this.rec[entryId * REC + R_META]! >>> 24;
   }
   vip(entryId: number): number {
-    return this.vipA[entryId]!;
+    return this.rec[entryId * REC + R_VB]! & 0xffff;
   }
   backend(entryId: number): number {
-    return this.backendA[entryId]!;
+    return this.rec[entryId * REC + R_VB]! >>> 16;
   }
   state(entryId: number): number {
-    return this.stateA[entryId]!;
+    return this.rec[entryId * REC + R_META]! & 0xff;
   }
   flags(entryId: number): number {
-    return this.flagsA[entryId]!;
+    return (this.rec[entryId * REC + R_META]! >>> 8) & 0xff;
   }
   created(entryId: number): number {
     return this.createdA[entryId]!;
   }
+  /** Last second the entry was touched (or inserted / setLastSeen). */
   lastSeen(entryId: number): number {
-    return this.lastSeenA[entryId]!;
+    const base = entryId * REC;
+    return this.rec[base + R_DEADLINE]! - this.timeoutByState[this.rec[base + R_META]! & 0xff]!;
   }
   packets(entryId: number): number {
-    return this.packetsA[entryId]!;
+    return this.rec[entryId * REC + R_PACKETS]!;
   }
   hasReplyKey(entryId: number): boolean {
-    return (this.flagsA[entryId]! & FlowFlags.NO_REPLY_KEY) === 0;
+    return (this.rec[entryId * REC + R_META]! & (FlowFlags.NO_REPLY_KEY << 8)) === 0;
   }
 
   /** Sets the balancing decision (u8, u8, u16). */
   setDecision(entryId: number, primary: number, backup: number, backend: number): void {
-    this.primaryA[entryId] = primary;
-    this.backupA[entryId] = backup;
-    this.backendA[entryId] = backend;
+    const base = entryId * REC;
+    const rec = this.rec;
+    rec[base + R_META] = ((rec[base + R_META]! & 0xffff) | ((primary & 0xff) << 16) | ((backup & 0xff) << 24)) >>> 0;
+    rec[base + R_VB] = ((rec[base + R_VB]! & 0xffff) | ((backend & 0xffff) << 16)) >>> 0;
   }
   setVip(entryId: number, vip: number): void {
-    this.vipA[entryId] = vip;
+    const i = entryId * REC + R_VB;
+    this.rec[i] = ((this.rec[i]! & 0xffff0000) | (vip & 0xffff)) >>> 0;
   }
-  /** Sets the protocol state (e.g. TCP_ESTABLISHED for a record learnt from a peer). Values
-   *  outside TCP_SYN_SEEN..OTHER (including FREE) are ignored. */
+  /** Sets the protocol state (e.g. TCP_ESTABLISHED for a record learnt from a peer), keeping
+   *  lastSeen (the deadline moves to lastSeen + the new state's timeout). Values outside
+   *  TCP_SYN_SEEN..OTHER (including FREE) are ignored. */
   setState(entryId: number, state: number): void {
-    if (state >= FlowState.TCP_SYN_SEEN && state <= FlowState.OTHER) this.stateA[entryId] = state;
+    if (state < FlowState.TCP_SYN_SEEN || state > FlowState.OTHER) return;
+    const base = entryId * REC;
+    const rec = this.rec;
+    const meta = rec[base + R_META]!;
+    const to = this.timeoutByState;
+    rec[base + R_DEADLINE] = rec[base + R_DEADLINE]! - to[meta & 0xff]! + to[state]!;
+    rec[base + R_META] = ((meta & 0xffffff00) | state) >>> 0;
   }
   /** Sets flag bits `set`, then clears bits `clear`. NO_REPLY_KEY is preserved. */
   updateFlags(entryId: number, set: number, clear: number): void {
-    const keep = this.flagsA[entryId]! & FlowFlags.NO_REPLY_KEY;
-    this.flagsA[entryId] = ((this.flagsA[entryId]! | set) & ~clear & ~FlowFlags.NO_REPLY_KEY) | keep;
+    const i = entryId * REC + R_META;
+    const meta = this.rec[i]!;
+    const keep = (meta >>> 8) & FlowFlags.NO_REPLY_KEY;
+    const f = ((((meta >>> 8) | set) & ~clear & ~FlowFlags.NO_REPLY_KEY) | keep) & 0xff;
+    this.rec[i] = ((meta & 0xffff00ff) | (f << 8)) >>> 0;
   }
   /** Sets lastSeen without counting a packet (e.g. a refresh record from a peer). */
   setLastSeen(entryId: number, nowSec: number): void {
-    this.lastSeenA[entryId] = nowSec;
+    const base = entryId * REC;
+    this.rec[base + R_DEADLINE] = nowSec + this.timeoutByState[this.rec[base + R_META]! & 0xff]!;
   }
 
   /**
@@ -621,21 +640,27 @@ export class FlowTable {
    * `tcpFlags` is ignored for non-TCP entries (pass 0).
    */
   touch(entryId: number, nowSec: number, tcpFlags: number, dir: number): void {
-    this.lastSeenA[entryId] = nowSec;
-    const p = this.packetsA[entryId]!;
-    if (p !== PACKETS_MAX) this.packetsA[entryId] = p + 1;
-    if (dir !== 0) this.flagsA[entryId] |= FlowFlags.SEEN_REPLY;
-    const st = this.stateA[entryId]!;
-    if (st < FlowState.TCP_SYN_SEEN || st > FlowState.TCP_CLOSED) return;
-    if ((tcpFlags & TcpFlags.RST) !== 0) {
-      this.stateA[entryId] = FlowState.TCP_CLOSED;
-    } else if ((tcpFlags & TcpFlags.FIN) !== 0) {
-      if (st !== FlowState.TCP_CLOSED) this.stateA[entryId] = FlowState.TCP_CLOSING;
-    } else if ((tcpFlags & TcpFlags.SYN) !== 0) {
-      if ((tcpFlags & TcpFlags.ACK) === 0 && st !== FlowState.TCP_ESTABLISHED) this.stateA[entryId] = FlowState.TCP_SYN_SEEN;
-    } else if ((tcpFlags & TcpFlags.ACK) !== 0) {
-      if (st === FlowState.TCP_SYN_SEEN) this.stateA[entryId] = FlowState.TCP_ESTABLISHED;
+    const base = entryId * REC;
+    const rec = this.rec;
+    const p = rec[base + R_PACKETS]!;
+    if (p !== PACKETS_MAX) rec[base + R_PACKETS] = p + 1;
+    let meta = rec[base + R_META]!;
+    if (dir !== 0) meta |= FlowFlags.SEEN_REPLY << 8;
+    const st = meta & 0xff;
+    let ns = st;
+    if (st >= FlowState.TCP_SYN_SEEN && st <= FlowState.TCP_CLOSED) {
+      if ((tcpFlags & TcpFlags.RST) !== 0) {
+        ns = FlowState.TCP_CLOSED;
+      } else if ((tcpFlags & TcpFlags.FIN) !== 0) {
+        if (st !== FlowState.TCP_CLOSED) ns = FlowState.TCP_CLOSING;
+      } else if ((tcpFlags & TcpFlags.SYN) !== 0) {
+        if ((tcpFlags & TcpFlags.ACK) === 0 && st !== FlowState.TCP_ESTABLISHED) ns = FlowState.TCP_SYN_SEEN;
+      } else if ((tcpFlags & TcpFlags.ACK) !== 0) {
+        if (st === FlowState.TCP_SYN_SEEN) ns = FlowState.TCP_ESTABLISHED;
+      }
     }
+    rec[base + R_META] = ((meta & 0xffffff00) | ns) >>> 0;
+    rec[base + R_DEADLINE] = nowSec + this.timeoutByState[ns]!;
   }
 
   /**
@@ -645,15 +670,15 @@ export class FlowTable {
    */
   copyKey(entryId: number, dir: number, out: Uint32Array, outOff = 0): boolean {
     if (!this.isLive(entryId)) return false;
-    if (dir !== 0 && (this.flagsA[entryId]! & FlowFlags.NO_REPLY_KEY) !== 0) return false;
-    const o = (entryId * 2 + (dir !== 0 ? 1 : 0)) * KEY_WORDS;
-    const keys = this.keys;
-    for (let w = 0; w < KEY_WORDS; w++) out[outOff + w] = keys[o + w]!;
+    if (dir !== 0 && !this.hasReplyKey(entryId)) return false;
+    const o = entryId * REC + (dir !== 0 ? R_REPLY : 0);
+    const rec = this.rec;
+    for (let w = 0; w < KEY_WORDS; w++) out[outOff + w] = rec[o + w]!;
     return true;
   }
 
   private keyEquals(off: number, k: Uint32Array): boolean {
-    const a = this.keys;
+    const a = this.rec;
     return (
       a[off] === k[0] && a[off + 1] === k[1] && a[off + 2] === k[2] && a[off + 3] === k[3] &&
       a[off + 4] === k[4] && a[off + 5] === k[5] && a[off + 6] === k[6] && a[off + 7] === k[7] &&

@@ -57,8 +57,8 @@ test('flow table matches a Map model over random operation sequences (tiny table
             }
             const r = ft.insert(KEYS[o.a]!, o.b === null ? null : KEYS[o.b]!, 1, 2, 3, o.backend, now);
             if (o.b === o.a) { t.is(r, InsertResult.REPLY_CONFLICT); break; }
-            if (index.has(o.a)) { t.is(r, InsertResult.EXISTS); t.is(ft.lastConflictRef, index.get(o.a)); break; }
-            if (o.b !== null && index.has(o.b)) { t.is(r, InsertResult.REPLY_CONFLICT); t.is(ft.lastConflictRef, index.get(o.b)); break; }
+            if (index.has(o.a)) { t.is(r, InsertResult.EXISTS); t.is(ft.lastConflictRef, index.get(o.a)!); break; }
+            if (o.b !== null && index.has(o.b)) { t.is(r, InsertResult.REPLY_CONFLICT); t.is(ft.lastConflictRef, index.get(o.b)!); break; }
             if (entries.size === capacity) {
               // Full: the table evicts an expired entry if there is one, else refuses.
               const victims = [...entries].filter(([, e]) => isExpired(e));
