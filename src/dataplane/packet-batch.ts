@@ -28,6 +28,9 @@
  *                64 KiB; with NEEDS_CSUM the L4 checksum field holds only the pseudo-header sum
  *                (the kernel or the peer completes it). To write a plain packet, clear the
  *                header (`clearVnet`) — gso NONE, flags 0 — or forward the header read with it.
+ *                Careful: a packet read with NEEDS_CSUM carries a partial L4 checksum; write it
+ *                back with its header (adjusting csum_start if the IP header moved), or
+ *                complete the checksum before clearing the header, else the kernel drops it.
  */
 
 /** Minimum headroom: room for an outer IPv6 (40) + UDP (8) + a 16-byte tunlb encapsulation header. */

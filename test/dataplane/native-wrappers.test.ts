@@ -1,7 +1,7 @@
 // The parts of the native wrappers that need no root and no kernel: addon loading errors,
 // errno → TunlbError mapping, address conversion.
 import test from 'ava';
-import { ErrorCodes, isTunlbError } from '../../src/errors';
+import { ErrorCodes, isTunlbError, type ErrorCode } from '../../src/errors';
 import { addonCandidates, loadNative, netnsPath } from '../../src/dataplane/native';
 import { mapTunOpenError } from '../../src/dataplane/tun-device';
 import { bytes16ToIp, ipToBytes16, mapUdpOpenError } from '../../src/dataplane/udp-batch-socket';
@@ -26,7 +26,7 @@ test('netns option: name or absolute path', (t) => {
   t.is(netnsPath('/proc/1/ns/net'), '/proc/1/ns/net');
 });
 
-const tunCases: [string, string, string, RegExp][] = [
+const tunCases: [string, string, ErrorCode, RegExp][] = [
   ['EPERM', 'TUNSETIFF', ErrorCodes.NO_PERMISSION, /CAP_NET_ADMIN/],
   ['EACCES', 'open /dev/net/tun', ErrorCodes.NO_PERMISSION, /root/],
   ['ENOENT', 'open /dev/net/tun', ErrorCodes.NO_TUN_DEVICE, /modprobe tun/],
