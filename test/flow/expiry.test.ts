@@ -144,3 +144,18 @@ test('expire() is incremental: bounded work per call, the cursor covers every en
   t.is(ft.size, 0);
   t.is(ft.expire(T + 302, 1000), 0);
 });
+
+test('setState keeps lastSeen and moves the deadline; setLastSeen refreshes without counting a packet', (t) => {
+  const ft = new FlowTable({ capacity: 4 });
+  const k = key(9, 6);
+  const id = ft.insert(k, null, 0, 0, 0, 0, T);
+  t.is(ft.deadline(id), T + 30);
+  ft.setState(id, FlowState.TCP_ESTABLISHED); // e.g. a record learnt from a peer
+  t.is(ft.lastSeen(id), T);
+  t.is(ft.deadline(id), T + 300);
+  ft.setLastSeen(id, T + 100);
+  t.is(ft.lastSeen(id), T + 100);
+  t.is(ft.packets(id), 0);
+  t.is(ft.lookup(k, T + 400), id << 1);
+  t.is(ft.lookup(k, T + 401), -1);
+});
