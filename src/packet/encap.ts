@@ -35,7 +35,9 @@
  * the data plane's job (outer source address), not this parser's.
  * Hot path: no allocation; results are PacketResult codes.
  */
-import { PacketResult as R } from './result';
+import { PacketResult } from './result';
+
+const R = PacketResult; // snapshot: see the note in parse.ts about imported bindings under tsx
 
 export const ENCAP_HEADER_LEN = 12;
 export const ENCAP_VERSION = 1;

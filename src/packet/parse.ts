@@ -28,9 +28,15 @@
  *   For IPv6 the key's protocol is the fragment header's Next Header, the only value every
  *   fragment carries. A fragmented ICMP message is keyed as a fragment, never as an error.
  */
-import { writeKey4, writeKey6 } from './flow-key';
+import * as flowKey from './flow-key';
 import type { PacketInfo } from './packet-info';
-import { PacketResult as R } from './result';
+import { PacketResult } from './result';
+
+// Imports are snapshotted into module-level consts: under tsx/esbuild (tests, benches, dev runs)
+// every use of an imported binding is a getter call on the module object, which V8 does not
+// inline and which cost several times the hot path itself (measured, bench/packet-hot-path).
+const { writeKey4, writeKey6 } = flowKey;
+const R = PacketResult;
 
 /** At most this many IPv6 extension headers are walked (outer and embedded chains). */
 export const MAX_IPV6_EXT_HEADERS = 8;
