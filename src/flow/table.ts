@@ -134,8 +134,38 @@ const R_REPLY = 11;
 const R_PACKETS = 21;
 const R_META = 22;
 const R_VB = 23;
-/** Module-local binding: a direct call on the hot path (no module-namespace property load). */
+/** Module-local bindings and primitive constants for the hot path. Under tsx/esbuild CJS output an
+ *  imported name is a getter on the module object and `Obj.FIELD` is a property load; local
+ *  `const` primitives compile to immediates. Values mirror FlowState, FlowFlags, TcpFlags. */
 const hashKeyWords = hashKeyWordsImport;
+const initialState = initialStateForProtocol;
+const ST_FREE = 0;
+const ST_SYN_SEEN = 1;
+const ST_ESTABLISHED = 2;
+const ST_CLOSING = 3;
+const ST_CLOSED = 4;
+const ST_OTHER = 7;
+const F_REPLICATED = 0x01;
+const F_FROM_PEER = 0x04;
+const F_SEEN_REPLY = 0x08;
+const F_NO_REPLY_KEY = 0x10;
+const TCP_FIN = 0x01;
+const TCP_SYN = 0x02;
+const TCP_RST = 0x04;
+const TCP_ACK = 0x10;
+const REASON_IDLE = 0;
+const REASON_EARLY_DROP = 1;
+// Checked once at load: the mirrors above must equal the exported enums.
+if (
+  ST_FREE !== FlowState.FREE || ST_SYN_SEEN !== FlowState.TCP_SYN_SEEN || ST_ESTABLISHED !== FlowState.TCP_ESTABLISHED ||
+  ST_CLOSING !== FlowState.TCP_CLOSING || ST_CLOSED !== FlowState.TCP_CLOSED || ST_OTHER !== FlowState.OTHER ||
+  F_REPLICATED !== FlowFlags.REPLICATED || F_FROM_PEER !== FlowFlags.FROM_PEER || F_SEEN_REPLY !== FlowFlags.SEEN_REPLY ||
+  F_NO_REPLY_KEY !== FlowFlags.NO_REPLY_KEY || TCP_FIN !== TcpFlags.FIN || TCP_SYN !== TcpFlags.SYN ||
+  TCP_RST !== TcpFlags.RST || TCP_ACK !== TcpFlags.ACK || REASON_IDLE !== ExpireReason.IDLE ||
+  REASON_EARLY_DROP !== ExpireReason.EARLY_DROP
+) {
+  throw new Error('src/flow/table.ts: hot-path constants out of sync with the exported enums');
+}
 const MAX_CAPACITY = 1 << 24;
 const TAG_MIX = 0x9e3779b1 | 0;
 const PACKETS_MAX = 0xffffffff;
@@ -205,7 +235,7 @@ export class FlowTable {
     // ref + 1 ranges over 1 .. 2*cap.
     this.refBits = 32 - Math.clz32(2 * cap);
     this.refMask = (1 << this.refBits) - 1; // refBits <= 25 (capacity <= 2^24)
-    this.seed = opts.seed !== undefined ? opts.seed >>> 0 : randomBytes(4).readUInt32LE(0);
+    this.seed = opts.seed !== undefined ? opts.seed | 0 : randomBytes(4).readInt32LE(0); // int32: stays a small integer field
     this.slots = new Uint32Array(slotCount);
     this.rec = new Uint32Array(cap * REC);
     this.createdA = new Uint32Array(cap);
@@ -256,7 +286,7 @@ export class FlowTable {
         const base = (ref >>> 1) * REC;
         if (this.keyEquals(base + (ref & 1) * R_REPLY, keyWords)) {
           if (nowSec > this.rec[base + R_DEADLINE]!) {
-            this.expireEntry(ref >>> 1, ExpireReason.IDLE, this.onExpireDefault);
+            this.expireEntry(ref >>> 1, REASON_IDLE, this.onExpireDefault);
             this.misses++;
             return -1;
           }
@@ -346,10 +376,10 @@ export class FlowTable {
       slots[ri] = (((Math.imul(hr, TAG_MIX) >>> refBits) << refBits) | (id * 2 + 2)) >>> 0;
     } else {
       for (let w = 0; w < KEY_WORDS; w++) rec[base + R_REPLY + w] = 0;
-      flags = FlowFlags.NO_REPLY_KEY;
+      flags = F_NO_REPLY_KEY;
     }
     const w9 = fwdKey[9]!;
-    const state = initialStateForProtocol(LITTLE_ENDIAN ? w9 & 0xff : w9 >>> 24);
+    const state = initialState(LITTLE_ENDIAN ? w9 & 0xff : w9 >>> 24);
     rec[base + R_DEADLINE] = nowSec + this.timeoutByState[state]!;
     rec[base + R_PACKETS] = 0;
     rec[base + R_META] = (state | (flags << 8) | ((primary & 0xff) << 16) | ((backup & 0xff) << 24)) >>> 0;
@@ -378,7 +408,7 @@ export class FlowTable {
         const base = (ref >>> 1) * REC;
         if (this.keyEquals(base + (ref & 1) * R_REPLY, k)) {
           if (nowSec > this.rec[base + R_DEADLINE]!) {
-            this.expireEntry(ref >>> 1, ExpireReason.IDLE, this.onExpireDefault);
+            this.expireEntry(ref >>> 1, REASON_IDLE, this.onExpireDefault);
             i = h & mask;
             continue;
           }
@@ -403,20 +433,20 @@ export class FlowTable {
       if (s === 0) continue;
       const id = ((s & refMask) - 1) >>> 1;
       if (nowSec > rec[id * REC + R_DEADLINE]!) {
-        this.expireEntry(id, ExpireReason.IDLE, this.onExpireDefault);
+        this.expireEntry(id, REASON_IDLE, this.onExpireDefault);
         return true;
       }
     }
     if (this.expire(nowSec, this.fullSweepBudget) > 0) return true;
     if (this.earlyDrop) {
-      const notAssured = (FlowFlags.SEEN_REPLY | FlowFlags.FROM_PEER | FlowFlags.REPLICATED) << 8;
+      const notAssured = (F_SEEN_REPLY | F_FROM_PEER | F_REPLICATED) << 8;
       for (let n = 0; n < win; n++) {
         const s = slots[(start + n) & mask]!;
         if (s === 0) continue;
         const id = ((s & refMask) - 1) >>> 1;
         const meta = rec[id * REC + R_META]!;
-        if ((meta & 0xff) === FlowState.TCP_SYN_SEEN && (meta & notAssured) === 0) {
-          this.expireEntry(id, ExpireReason.EARLY_DROP, this.onExpireDefault);
+        if ((meta & 0xff) === ST_SYN_SEEN && (meta & notAssured) === 0) {
+          this.expireEntry(id, REASON_EARLY_DROP, this.onExpireDefault);
           return true;
         }
       }
@@ -438,7 +468,7 @@ export class FlowTable {
   private expireEntry(id: number, reason: number, cb: ExpireCallback | undefined): void {
     if (cb !== undefined) cb(id, reason);
     this.unlinkEntry(id);
-    if (reason === ExpireReason.IDLE) this.expired++;
+    if (reason === REASON_IDLE) this.expired++;
     else this.earlyDrops++;
   }
 
@@ -446,7 +476,7 @@ export class FlowTable {
     const base = id * REC;
     const meta = this.rec[base + R_META]!;
     this.unlinkRef(id * 2);
-    if ((meta & (FlowFlags.NO_REPLY_KEY << 8)) === 0) this.unlinkRef(id * 2 + 1);
+    if ((meta & (F_NO_REPLY_KEY << 8)) === 0) this.unlinkRef(id * 2 + 1);
     this.rec[base + R_META] = 0; // state FREE
     this.freeIds[this.freeTop++] = id;
     this.live--;
@@ -497,8 +527,8 @@ export class FlowTable {
     for (let k = 0; k < n; k++) {
       if (c >= hw) c = 0;
       const base = c * REC;
-      if ((rec[base + R_META]! & 0xff) !== FlowState.FREE && nowSec > rec[base + R_DEADLINE]!) {
-        this.expireEntry(c, ExpireReason.IDLE, cb);
+      if ((rec[base + R_META]! & 0xff) !== ST_FREE && nowSec > rec[base + R_DEADLINE]!) {
+        this.expireEntry(c, REASON_IDLE, cb);
         removed++;
       }
       c++;
@@ -510,7 +540,7 @@ export class FlowTable {
   /** True when `entryId` is live and idle past its timeout at `nowSec` (does not remove it). */
   isExpired(entryId: number, nowSec: number): boolean {
     const base = entryId * REC;
-    return (this.rec[base + R_META]! & 0xff) !== FlowState.FREE && nowSec > this.rec[base + R_DEADLINE]!;
+    return (this.rec[base + R_META]! & 0xff) !== ST_FREE && nowSec > this.rec[base + R_DEADLINE]!;
   }
 
   /** Idle timeout (s) that applies to `entryId` in its current state. */
@@ -540,7 +570,7 @@ export class FlowTable {
     let examined = 0;
     const maxExamined = maxEntries * 8 + 64;
     while (c < hw && visited < maxEntries && examined < maxExamined) {
-      if ((rec[c * REC + R_META]! & 0xff) !== FlowState.FREE) {
+      if ((rec[c * REC + R_META]! & 0xff) !== ST_FREE) {
         fn(c);
         visited++;
       }
@@ -553,7 +583,7 @@ export class FlowTable {
   // ------------------------------------------------------------------ accessors
 
   isLive(entryId: number): boolean {
-    return entryId >= 0 && entryId < this.capacity && (this.rec[entryId * REC + R_META]! & 0xff) !== FlowState.FREE;
+    return entryId >= 0 && entryId < this.capacity && (this.rec[entryId * REC + R_META]! & 0xff) !== ST_FREE;
   }
   primary(entryId: number): number {
     return (this.rec[entryId * REC + R_META]! >>> 16) & 0xff;
@@ -585,7 +615,7 @@ export class FlowTable {
     return this.rec[entryId * REC + R_PACKETS]!;
   }
   hasReplyKey(entryId: number): boolean {
-    return (this.rec[entryId * REC + R_META]! & (FlowFlags.NO_REPLY_KEY << 8)) === 0;
+    return (this.rec[entryId * REC + R_META]! & (F_NO_REPLY_KEY << 8)) === 0;
   }
 
   /** Sets the balancing decision (u8, u8, u16). */
@@ -603,7 +633,7 @@ export class FlowTable {
    *  lastSeen (the deadline moves to lastSeen + the new state's timeout). Values outside
    *  TCP_SYN_SEEN..OTHER (including FREE) are ignored. */
   setState(entryId: number, state: number): void {
-    if (state < FlowState.TCP_SYN_SEEN || state > FlowState.OTHER) return;
+    if (state < ST_SYN_SEEN || state > ST_OTHER) return;
     const base = entryId * REC;
     const rec = this.rec;
     const meta = rec[base + R_META]!;
@@ -615,8 +645,8 @@ export class FlowTable {
   updateFlags(entryId: number, set: number, clear: number): void {
     const i = entryId * REC + R_META;
     const meta = this.rec[i]!;
-    const keep = (meta >>> 8) & FlowFlags.NO_REPLY_KEY;
-    const f = ((((meta >>> 8) | set) & ~clear & ~FlowFlags.NO_REPLY_KEY) | keep) & 0xff;
+    const keep = (meta >>> 8) & F_NO_REPLY_KEY;
+    const f = ((((meta >>> 8) | set) & ~clear & ~F_NO_REPLY_KEY) | keep) & 0xff;
     this.rec[i] = ((meta & 0xffff00ff) | (f << 8)) >>> 0;
   }
   /** Sets lastSeen without counting a packet (e.g. a refresh record from a peer). */
@@ -645,18 +675,18 @@ export class FlowTable {
     const p = rec[base + R_PACKETS]!;
     if (p !== PACKETS_MAX) rec[base + R_PACKETS] = p + 1;
     let meta = rec[base + R_META]!;
-    if (dir !== 0) meta |= FlowFlags.SEEN_REPLY << 8;
+    if (dir !== 0) meta |= F_SEEN_REPLY << 8;
     const st = meta & 0xff;
     let ns = st;
-    if (st >= FlowState.TCP_SYN_SEEN && st <= FlowState.TCP_CLOSED) {
-      if ((tcpFlags & TcpFlags.RST) !== 0) {
-        ns = FlowState.TCP_CLOSED;
-      } else if ((tcpFlags & TcpFlags.FIN) !== 0) {
-        if (st !== FlowState.TCP_CLOSED) ns = FlowState.TCP_CLOSING;
-      } else if ((tcpFlags & TcpFlags.SYN) !== 0) {
-        if ((tcpFlags & TcpFlags.ACK) === 0 && st !== FlowState.TCP_ESTABLISHED) ns = FlowState.TCP_SYN_SEEN;
-      } else if ((tcpFlags & TcpFlags.ACK) !== 0) {
-        if (st === FlowState.TCP_SYN_SEEN) ns = FlowState.TCP_ESTABLISHED;
+    if (st >= ST_SYN_SEEN && st <= ST_CLOSED) {
+      if ((tcpFlags & TCP_RST) !== 0) {
+        ns = ST_CLOSED;
+      } else if ((tcpFlags & TCP_FIN) !== 0) {
+        if (st !== ST_CLOSED) ns = ST_CLOSING;
+      } else if ((tcpFlags & TCP_SYN) !== 0) {
+        if ((tcpFlags & TCP_ACK) === 0 && st !== ST_ESTABLISHED) ns = ST_SYN_SEEN;
+      } else if ((tcpFlags & TCP_ACK) !== 0) {
+        if (st === ST_SYN_SEEN) ns = ST_ESTABLISHED;
       }
     }
     rec[base + R_META] = ((meta & 0xffffff00) | ns) >>> 0;
