@@ -66,7 +66,13 @@
  *
  * ## Hot path
  * lookup/insert/touch/accessors allocate nothing, create no closures and never throw. Only the
- * constructor throws (TunlbError, off the hot path).
+ * constructor throws (TunlbError, off the hot path). Measured (bench/flow-table.bench.ts, 1M
+ * flows, a shared 2-vCPU VM): lookup hit ~45-55 ns when the flow is cache-resident (hash ~20 ns);
+ * ~500 ns for uniformly random flows, which is two dependent DRAM+TLB misses (slot, record) at
+ * ~170 ns each on that machine. remove/expire rehash the stored keys of the shifted cluster
+ * (one record miss per shifted slot): ~1-1.5 us per flow, paid once per flow end.
+ * Not done yet: a batch lookup that hashes a whole TUN batch first and loads the slots and
+ * records in a second pass, so the misses of independent packets overlap.
  */
 import { randomBytes } from 'node:crypto';
 import { TunlbError, ErrorCodes } from '../errors';
