@@ -56,7 +56,7 @@ NODE_BIN=${NODE_BIN:-$(command -v node || true)}
 LABDIR=$LAB_DIR
 # The balancer command, one per balancer namespace; "{id}" becomes lb1, lb2, lb3.
 TUNLB_CMD_OVERRIDDEN=${TUNLB_CMD:+1}
-TUNLB_CMD=${TUNLB_CMD:-"$NODE_BIN $REPO/dist/src/cli/main.js run --config $LABDIR/lab.yaml --id {id}"}
+TUNLB_CMD=${TUNLB_CMD:-"$NODE_BIN $REPO/bin/tunlb run --config $LABDIR/lab.yaml --id {id}"}
 LAB_CONFIG_SRC=${TUNLB_LAB_CONFIG:-$REPO/config/lab.yaml}
 VIP_TIMEOUT=${LAB_VIP_TIMEOUT:-20}
 TUN_TIMEOUT=${LAB_TUN_TIMEOUT:-15}

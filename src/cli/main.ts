@@ -1,0 +1,95 @@
+/**
+ * The `tunlb` command line (commander). Each subcommand has --help. Errors are one clear
+ * line on stderr and a non-zero exit: 2 for usage/config problems, 1 for everything else.
+ *
+ *   tunlb run --config FILE --id ID      run one balancer (in the namespace/host that owns ID's address)
+ *   tunlb check-config --config FILE     validate a config file and print what it describes
+ *   tunlb stats [--admin HOST:PORT]      a balancer's counters from its admin endpoint
+ *   tunlb flows [--admin HOST:PORT]      flows held by a balancer
+ */
+import { Command, Option } from 'commander';
+import { Balancer } from '../control/balancer';
+import { loadConfig, formatConfigErrors } from '../config';
+import { isTunlbError, ErrorCodes, TunlbError } from '../errors';
+
+const DEFAULT_ADMIN = '127.0.0.1:9180';
+
+export function main(argv: string[]): void {
+  const program = new Command();
+  program
+    .name('tunlb')
+    .description('Userspace L4 load balancer cluster over TUN: flows ranked by rendezvous, records replicated to every balancer')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (s, write) => write(s) });
+
+  program
+    .command('run')
+    .description('run one balancer: read its TUN device, balance VIP flows to backends, write packets back')
+    .requiredOption('-c, --config <file>', 'cluster configuration (YAML or JSON)')
+    .requiredOption('-i, --id <id>', "this balancer's id in the config's balancers list")
+    .addOption(new Option('--log-level <level>', 'override log.level').choices(['trace', 'debug', 'info', 'warn', 'error']))
+    .option('--admin <host:port>', 'override admin.listen ("off" to disable)')
+    .action(async (opts: { config: string; id: string; logLevel?: string; admin?: string }) => {
+      const b = await Balancer.start({ configPath: opts.config, id: opts.id, logLevel: opts.logLevel, adminListen: opts.admin });
+      const shutdown = (sig: string): void => {
+        void b.stop(sig).then(() => process.exit(0));
+      };
+      process.once('SIGTERM', () => shutdown('SIGTERM'));
+      process.once('SIGINT', () => shutdown('SIGINT'));
+    });
+
+  program
+    .command('check-config')
+    .description('validate a configuration file; print a summary, or every error with its field path')
+    .requiredOption('-c, --config <file>', 'cluster configuration (YAML or JSON)')
+    .option('--json', 'print the parsed configuration as JSON (the cluster key is redacted)')
+    .action((opts: { config: string; json?: boolean }) => {
+      const c = loadConfig(opts.config);
+      if (opts.json) {
+        console.log(JSON.stringify(c, null, 2));
+        return;
+      }
+      console.log(`${c.source}: cluster "${c.cluster.id}", ${c.balancers.length} balancer(s), ${c.vips.length} VIP(s): valid`);
+      for (const v of c.vips) {
+        console.log(`  ${v.name} ${v.address.text} ${v.method} ${v.protocols.join('/')} → ${v.backends.map((b) => `${b.address.text}(w${b.weight})`).join(' ')}`);
+      }
+      for (const w of c.warnings) console.log(`  warning: ${w}`);
+    });
+
+  for (const [name, path, desc] of [
+    ['stats', '/api/v1/stats', "a balancer's counters, flow-table figures and device features"],
+    ['flows', '/api/v1/flows', 'flows held by a balancer (primary, backup, backend, age)'],
+  ] as const) {
+    program
+      .command(name)
+      .description(desc)
+      .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+      .option('--limit <n>', 'flows: how many to list', '100')
+      .option('--json', 'machine-readable output')
+      .action(async (opts: { admin: string; limit: string; json?: boolean }) => {
+        const url = `http://${opts.admin}${path}${name === 'flows' ? `?limit=${Number(opts.limit) || 100}` : ''}`;
+        let body: unknown;
+        try {
+          const res = await fetch(url);
+          body = await res.json();
+        } catch (e) {
+          throw new TunlbError(ErrorCodes.ADMIN, `cannot reach the admin endpoint ${opts.admin}: ${(e as Error).message} (is the balancer running? in which namespace?)`);
+        }
+        console.log(opts.json ? JSON.stringify(body) : JSON.stringify(body, null, 2));
+      });
+  }
+
+  program.parseAsync(argv).catch((e: unknown) => {
+    if (isTunlbError(e, ErrorCodes.CONFIG_INVALID)) {
+      console.error(`tunlb: ${e.message}`);
+      console.error(formatConfigErrors(e));
+      process.exit(2);
+    }
+    if (isTunlbError(e)) {
+      console.error(`tunlb: ${e.message}`);
+      process.exit(e.code === ErrorCodes.USAGE || e.code.startsWith('TUNLB_CONFIG') ? 2 : 1);
+    }
+    console.error(`tunlb: unexpected error: ${(e as Error)?.stack ?? String(e)}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,215 @@
+/**
+ * One balancer process: wires the control plane (config, tables, timers, admin endpoint,
+ * signals) to the data plane (TUN device → Forwarder → TUN device).
+ *
+ * Start-up order, each step failing with one clear line (TunlbError) before anything is
+ * half-open:
+ *   1. config loaded and validated; this balancer's entry selected (`--id`)
+ *   2. its configured address present on a local interface (in its network namespace)
+ *   3. hash key derived from the cluster key; forwarding table built and validated
+ *   4. flow table preallocated (capacity from the config)
+ *   5. TUN device opened (offloads probed once; features logged), batch buffers allocated
+ *   6. admin endpoint listening; read loop armed
+ *
+ * Shutdown (SIGTERM/SIGINT or `stop()`): stop reading, close the admin endpoint, release the
+ * TUN device (the kernel removes it and its routes), log final counters. Idempotent.
+ *
+ * Event-loop contract: the read loop handles at most MAX_BATCHES_PER_WAKEUP batches per
+ * readable event and then returns to libuv (the poll is level-triggered, so remaining
+ * packets wake it again at once); timers (flow expiry, later liveness probes) therefore run
+ * between bursts even under a saturating load.
+ */
+import { networkInterfaces } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { loadConfig, selectSelf, type Config } from '../config';
+import { deriveHashKey } from '../cluster/hash-key';
+import { FlowTable } from '../flow';
+import { TunlbError, ErrorCodes } from '../errors';
+import { TunDevice, type TunLike } from '../dataplane/tun-device';
+import { PacketBatch, GSO_MAX_PACKET } from '../dataplane/packet-batch';
+import { Forwarder } from '../dataplane/forwarder';
+import { ForwardDrop } from '../dataplane/forward-drop';
+import { buildForwardingTable, type ForwardingTable } from '../dataplane/forwarding-table';
+import { createLogger, type Logger } from './logger';
+import { AdminServer } from './admin-server';
+import { snapshotStats, type BalancerSnapshot } from './snapshot';
+
+const MAX_BATCHES_PER_WAKEUP = 8;
+/** Flow-table entry ids examined per expiry tick (every EXPIRY_INTERVAL_MS). */
+const EXPIRY_BUDGET = 65536;
+const EXPIRY_INTERVAL_MS = 100;
+
+export interface BalancerOptions {
+  configPath: string;
+  id: string;
+  /** Overrides config.log.level. */
+  logLevel?: string;
+  /** Overrides config.admin.listen ("host:port"); "off" disables it. */
+  adminListen?: string;
+  /** For tests: a device to use instead of opening the configured TUN device. */
+  device?: TunLike;
+  logger?: Logger;
+}
+
+export class Balancer {
+  readonly config: Config;
+  readonly selfIndex: number;
+  readonly selfId: string;
+  readonly log: Logger;
+  readonly table: FlowTable;
+  readonly forwarder: Forwarder;
+  readonly startedAt = new Date();
+  readonly #device: TunLike;
+  readonly #batch: PacketBatch;
+  readonly #vnet: boolean;
+  readonly #t0 = performance.now();
+  readonly #live: Uint8Array;
+  #admin: AdminServer | undefined;
+  #expiryTimer: NodeJS.Timeout | undefined;
+  #stopped = false;
+
+  private constructor(
+    config: Config,
+    selfIndex: number,
+    log: Logger,
+    device: TunLike,
+    forwarding: ForwardingTable,
+    hashKey: Uint32Array,
+  ) {
+    this.config = config;
+    this.selfIndex = selfIndex;
+    this.selfId = config.balancers[selfIndex]!.id;
+    this.log = log;
+    const t = config.flowTable.timeouts;
+    this.table = new FlowTable({
+      capacity: config.flowTable.capacity,
+      timeouts: {
+        tcpEstablished: t.tcpEstablishedS,
+        tcpSynSeen: t.tcpSynS,
+        tcpClosing: t.tcpClosingS,
+        tcpClosed: t.tcpResetS,
+        udp: t.udpS,
+        icmp: t.icmpS,
+      },
+    });
+    // Until the cluster layer reports peers alive, only this balancer is: every new flow's
+    // primary is this balancer (claim 6).
+    this.#live = new Uint8Array(config.balancers.length);
+    this.#live[selfIndex] = 1;
+    this.forwarder = new Forwarder({ table: this.table, forwarding, hashKey, selfIndex, live: this.#live });
+    this.#device = device;
+    this.#vnet = device.features.vnetHdr;
+    this.#batch = new PacketBatch({
+      count: config.tun.batch,
+      maxPacket: this.#vnet ? GSO_MAX_PACKET : Math.max(device.maxPacketSize, config.tun.mtu),
+    });
+  }
+
+  /** Starts a balancer; throws TunlbError with a one-line message on any start-up problem. */
+  static async start(opts: BalancerOptions): Promise<Balancer> {
+    const config = loadConfig(opts.configPath);
+    const self = selectSelf(config, opts.id);
+    const log =
+      opts.logger ?? createLogger({ level: opts.logLevel ?? config.log.level, name: self.balancer.id });
+    for (const w of config.warnings) log.warn({ event: 'config_warning' }, w);
+    if (opts.device === undefined) assertAddressPresent(self.balancer.address.text, `balancers[${self.index}].address`);
+    const hashKey = deriveHashKey(config.cluster.key.reveal());
+    const forwarding = buildForwardingTable(config, hashKey, 1);
+    const device =
+      opts.device ??
+      TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, vnetHdr: config.tun.offload });
+    let b: Balancer;
+    try {
+      b = new Balancer(config, self.index, log, device, forwarding, hashKey);
+      const listen = opts.adminListen ?? `${config.admin.listen.host}:${config.admin.listen.port}`;
+      if (listen !== 'off') b.#admin = await AdminServer.listen(listen, b);
+    } catch (e) {
+      device.close();
+      throw e;
+    }
+    b.#arm();
+    log.info(
+      {
+        event: 'balancer_started',
+        config: config.source,
+        cluster: config.cluster.id,
+        balancers: config.balancers.map((x) => x.id),
+        tun: device.name,
+        features: device.features,
+        vips: config.vips.map((v) => `${v.name} ${v.address.text} ${v.method} → ${v.backends.map((x) => x.address.text).join(',')}`),
+        flowCapacity: config.flowTable.capacity,
+        admin: b.#admin?.address ?? 'off',
+      },
+      `balancer ${self.balancer.id} serving on ${device.name}`,
+    );
+    return b;
+  }
+
+  /** Seconds since start (the flow table's clock). */
+  nowSec(): number {
+    return Math.floor((performance.now() - this.#t0) / 1000);
+  }
+
+  get device(): TunLike {
+    return this.#device;
+  }
+
+  get live(): Uint8Array {
+    return this.#live;
+  }
+
+  snapshot(): BalancerSnapshot {
+    return snapshotStats(this);
+  }
+
+  #arm(): void {
+    this.#device.onReadable(() => this.#onReadable());
+    this.#expiryTimer = setInterval(() => this.table.expire(this.nowSec(), EXPIRY_BUDGET), EXPIRY_INTERVAL_MS);
+  }
+
+  #onReadable(): void {
+    const dev = this.#device;
+    const batch = this.#batch;
+    const fwd = this.forwarder;
+    for (let k = 0; k < MAX_BATCHES_PER_WAKEUP && !this.#stopped; k++) {
+      const n = dev.read(batch, batch.count);
+      if (n === 0) return;
+      const m = fwd.processBatch(batch, n, this.#vnet, this.nowSec());
+      if (m > 0) {
+        const w = dev.write(batch, m);
+        if (w < m) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += m - w;
+      }
+      if (n < batch.count) return;
+    }
+  }
+
+  /** Stops forwarding and releases everything. Idempotent. */
+  async stop(reason = 'stop'): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (this.#expiryTimer) clearInterval(this.#expiryTimer);
+    try {
+      if (!this.#device.closed) {
+        this.#device.stop();
+        this.#device.close();
+      }
+    } catch (e) {
+      this.log.warn({ event: 'device_close_failed', err: String(e) }, 'closing the TUN device failed');
+    }
+    await this.#admin?.close();
+    this.log.info({ event: 'balancer_stopped', reason, stats: this.snapshot().counters }, `balancer ${this.selfId} stopped (${reason})`);
+  }
+}
+
+/** Throws ADDRESS_NOT_PRESENT unless `addr` is configured on a local interface. */
+export function assertAddressPresent(addr: string, field: string): void {
+  const all = networkInterfaces();
+  for (const list of Object.values(all)) {
+    for (const a of list ?? []) if (a.address === addr) return;
+  }
+  throw new TunlbError(
+    ErrorCodes.ADDRESS_NOT_PRESENT,
+    `${field} ${addr} is not on any interface here: run the balancer in the host or network namespace that owns it (e.g. ip netns exec NS tunlb run ...), or fix ${field}`,
+    { address: addr, field },
+  );
+}

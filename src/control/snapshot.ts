@@ -1,0 +1,75 @@
+/**
+ * A JSON-ready picture of one balancer's state and counters, for the admin endpoint, the
+ * CLI and the shutdown log. Built on demand (allocates; never on the packet path).
+ */
+import { packetResultNames } from '../packet/result';
+import { forwardDropNames } from '../dataplane/forward-drop';
+import type { Balancer } from './balancer';
+
+export interface BalancerSnapshot {
+  id: string;
+  index: number;
+  cluster: string;
+  startedAt: string;
+  uptimeS: number;
+  device: { name: string; mtu: number; features: object; stats: object };
+  flows: { active: number; capacity: number; created: number; expired: number; refusedFull: number; earlyDrops: number; conflicts: number };
+  counters: {
+    rxPackets: number;
+    rxBytes: number;
+    txPackets: number;
+    txBytes: number;
+    forwardPackets: number;
+    replyPackets: number;
+    drops: Record<string, number>;
+  };
+  forwarding: { generation: number; vips: Array<{ name: string; address: string; method: string; backends: string[] }> };
+}
+
+export function snapshotStats(b: Balancer): BalancerSnapshot {
+  const st = b.forwarder.stats;
+  const drops: Record<string, number> = {};
+  st.packetDrops.forEach((v, i) => {
+    if (i !== 0 && v > 0) drops[packetResultNames[i] ?? `packet_${i}`] = v;
+  });
+  st.forwardDrops.forEach((v, i) => {
+    if (v > 0) drops[forwardDropNames[i] ?? `forward_${i}`] = v;
+  });
+  const t = b.table;
+  const ft = b.forwarder.forwarding;
+  return {
+    id: b.selfId,
+    index: b.selfIndex,
+    cluster: b.config.cluster.id,
+    startedAt: b.startedAt.toISOString(),
+    uptimeS: b.nowSec(),
+    device: { name: b.device.name, mtu: b.device.mtu, features: { ...b.device.features }, stats: { ...b.device.stats } },
+    flows: {
+      active: t.size,
+      capacity: t.capacity,
+      created: st.flowsCreated,
+      expired: t.expired,
+      refusedFull: t.refusedFull,
+      earlyDrops: t.earlyDrops,
+      conflicts: t.conflicts,
+    },
+    counters: {
+      rxPackets: st.rxPackets,
+      rxBytes: st.rxBytes,
+      txPackets: st.txPackets,
+      txBytes: st.txBytes,
+      forwardPackets: st.forwardPackets,
+      replyPackets: st.replyPackets,
+      drops,
+    },
+    forwarding: {
+      generation: ft.generation,
+      vips: ft.config.vips.map((v) => ({
+        name: v.name,
+        address: v.address.text,
+        method: v.method,
+        backends: v.backends.map((x) => x.address.text),
+      })),
+    },
+  };
+}

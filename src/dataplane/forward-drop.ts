@@ -1,0 +1,42 @@
+/**
+ * Drop reasons of the forwarding decisions (src/dataplane/forwarder.ts), beside the packet
+ * core's PacketResult reasons (parse and rewrite). Stable values: never renumber; add new
+ * ones before FORWARD_DROP_COUNT and add their name.
+ */
+export const ForwardDrop = {
+  /** To a VIP, but the VIP does not serve this IP protocol. */
+  PROTOCOL_NOT_SERVED: 0,
+  /** To a VIP, but not to one of its ports. */
+  PORT_NOT_SERVED: 1,
+  /** Not to a VIP and no flow has it as its reply (kernel housekeeping, expired flows). */
+  NO_FLOW: 2,
+  /** An ICMP error about a flow the balancer does not hold. */
+  ICMP_ERROR_NO_FLOW: 3,
+  /** The VIP has no eligible backend (all down, drained or weight 0). */
+  NO_BACKEND: 4,
+  /** No live balancer for the flow (cannot happen while this one lives). */
+  NO_BALANCER: 5,
+  /** The flow table is full and its policy refused the new flow. */
+  TABLE_FULL: 6,
+  /** The new flow's reply key is another flow's key (two VIPs NAT to one backend:port). */
+  FLOW_CONFLICT: 7,
+  /** The VIP's forwarding method is not available on this data path. */
+  METHOD_UNSUPPORTED: 8,
+  /** The TUN device refused or could not take the packet on write. */
+  WRITE_FAILED: 9,
+} as const;
+
+export const FORWARD_DROP_COUNT = 10;
+
+export const forwardDropNames: readonly string[] = Object.freeze([
+  'protocol_not_served',
+  'port_not_served',
+  'no_flow',
+  'icmp_error_no_flow',
+  'no_backend',
+  'no_balancer',
+  'table_full',
+  'flow_conflict',
+  'method_unsupported',
+  'write_failed',
+]);

@@ -1,0 +1,156 @@
+/**
+ * The forwarding table: everything the data plane needs to decide where a NEW flow goes,
+ * as one versioned, validated, immutable artefact (GitHub GLB Director's model: built whole
+ * by the control plane, checked, then swapped whole into the forwarder between batches;
+ * never edited in place, so a batch never sees half a change).
+ *
+ * It holds, per VIP, packed copies of the fields the hot path reads (addresses as 16-byte
+ * arrays, protocol and port bitmaps, backend addresses/ports) and the weighted-rendezvous
+ * backend table; and the cluster's balancer ranking. Established flows do not consult it:
+ * their record in the flow table is the truth (DESIGN.md "The record is the truth").
+ *
+ * `generation` increases with every build and is carried in encapsulated packets and flow
+ * records, so a receiver can tell whether a backend index was chosen from the same backend
+ * list it holds.
+ */
+import type { Config, VipConfig } from '../config';
+import { buildBackendTable, type BackendTable } from '../cluster/backend-table';
+import { buildBalancerRanking, type BalancerRanking } from '../cluster/balancer-ranking';
+import { TunlbError, ErrorCodes } from '../errors';
+
+/** Port value meaning "keep the packet's port" (src/packet/nat.ts KEEP_PORT). */
+export const KEEP_PORT = -1;
+export const METHOD_NAT = 0;
+export const METHOD_DSR = 1;
+
+/** Per-backend eligibility for new flows, decided by the control plane (health, drain). */
+export type BackendEligibility = (vip: VipConfig, backendIndex: number) => boolean;
+
+export interface ForwardingTable {
+  readonly generation: number;
+  readonly vipCount: number;
+  /** vipCount × 16 bytes: VIP addresses (IPv4-mapped for IPv4). */
+  readonly vipAddr: Uint8Array;
+  /** 4 or 6 per VIP. */
+  readonly vipFamily: Uint8Array;
+  /** METHOD_NAT or METHOD_DSR per VIP. */
+  readonly vipMethod: Uint8Array;
+  /** vipCount × 256: 1 when the VIP serves that IP protocol number. */
+  readonly vipProto: Uint8Array;
+  /** Per VIP: 8192-byte port bitmap (bit p set when port p is served). */
+  readonly vipPorts: readonly Uint8Array[];
+  /** Per VIP: the weighted rendezvous table (row = flowHash >>> 16). */
+  readonly backendTables: readonly BackendTable[];
+  /** Per VIP: backendCount × 16 bytes of backend addresses. */
+  readonly backendAddr: readonly Uint8Array[];
+  /** Per VIP: destination port per backend, or KEEP_PORT. */
+  readonly backendPort: readonly Int32Array[];
+  readonly ranking: BalancerRanking;
+  /** The config it was built from (for the control plane; never read per packet). */
+  readonly config: Config;
+}
+
+export function backendId(vip: VipConfig, i: number): string {
+  const b = vip.backends[i]!;
+  return b.port === null ? b.address.text : `${b.address.text}#${b.port}`;
+}
+
+/**
+ * Builds a forwarding table from a validated config. `previous` (same cluster key) lets the
+ * backend tables rebuild incrementally: only rows whose winner changed are recomputed.
+ * Throws TunlbError(TABLE_BUILD) if the result fails validation (never expected for a
+ * validated config; the running table stays in place).
+ */
+export function buildForwardingTable(
+  config: Config,
+  hashKey: Uint32Array,
+  generation: number,
+  eligible: BackendEligibility = () => true,
+  previous?: ForwardingTable,
+): ForwardingTable {
+  const vips = config.vips;
+  const n = vips.length;
+  const vipAddr = new Uint8Array(n * 16);
+  const vipFamily = new Uint8Array(n);
+  const vipMethod = new Uint8Array(n);
+  const vipProto = new Uint8Array(n * 256);
+  const vipPorts: Uint8Array[] = [];
+  const backendTables: BackendTable[] = [];
+  const backendAddr: Uint8Array[] = [];
+  const backendPort: Int32Array[] = [];
+  for (let v = 0; v < n; v++) {
+    const vip = vips[v]!;
+    vipAddr.set(vip.address.bytes, v * 16);
+    vipFamily[v] = vip.address.family;
+    vipMethod[v] = vip.method === 'dsr' ? METHOD_DSR : METHOD_NAT;
+    vipProto.set(vip.protocolAllowed, v * 256);
+    vipPorts.push(vip.ports.bitmap);
+    const addrs = new Uint8Array(vip.backends.length * 16);
+    const ports = new Int32Array(vip.backends.length);
+    const specs = vip.backends.map((b, i) => {
+      addrs.set(b.address.bytes, i * 16);
+      ports[i] = b.port === null ? KEEP_PORT : b.port;
+      return { id: backendId(vip, i), weight: b.weight, eligible: b.weight > 0 && eligible(vip, i) };
+    });
+    const prevTable = previous && previous.config.vips[v]?.name === vip.name ? previous.backendTables[v] : undefined;
+    backendTables.push(buildBackendTable(specs, hashKey, generation, prevTable));
+    backendAddr.push(addrs);
+    backendPort.push(ports);
+  }
+  const ids = config.balancers.map((b) => b.id);
+  const ranking =
+    previous && sameIds(previous.ranking.ids, ids) ? previous.ranking : buildBalancerRanking(ids, hashKey, generation);
+  const ft: ForwardingTable = {
+    generation,
+    vipCount: n,
+    vipAddr,
+    vipFamily,
+    vipMethod,
+    vipProto,
+    vipPorts,
+    backendTables,
+    backendAddr,
+    backendPort,
+    ranking,
+    config,
+  };
+  validate(ft);
+  return ft;
+}
+
+function sameIds(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function validate(ft: ForwardingTable): void {
+  const problems: string[] = [];
+  for (let v = 0; v < ft.vipCount; v++) {
+    const vip = ft.config.vips[v]!;
+    const t = ft.backendTables[v]!;
+    if (t.ids.length !== vip.backends.length) problems.push(`vip ${vip.name}: backend table has ${t.ids.length} backends, config ${vip.backends.length}`);
+    for (const b of vip.backends) {
+      if (b.address.family !== vip.address.family) problems.push(`vip ${vip.name}: backend ${b.address.text} is not IPv${vip.address.family}`);
+    }
+  }
+  if (ft.ranking.ids.length !== ft.config.balancers.length) problems.push('balancer ranking does not match the balancer list');
+  if (problems.length > 0) {
+    throw new TunlbError(ErrorCodes.TABLE_BUILD, `forwarding table ${ft.generation} failed validation: ${problems.join('; ')}`, { problems });
+  }
+}
+
+/**
+ * Index of the VIP whose address is at buf[addrOff .. addrOff+addrLen) (4 or 16 bytes), or -1.
+ * Hot path: a linear scan; clusters serve a handful of VIPs. No allocation.
+ */
+export function findVip(ft: ForwardingTable, buf: Uint8Array, addrOff: number, addrLen: number): number {
+  const va = ft.vipAddr;
+  const fam = addrLen === 4 ? 4 : 6;
+  for (let v = 0; v < ft.vipCount; v++) {
+    if (ft.vipFamily[v] !== fam) continue;
+    let o = v * 16 + (fam === 4 ? 12 : 0);
+    let i = 0;
+    for (; i < addrLen; i++) if (va[o + i] !== buf[addrOff + i]) break;
+    if (i === addrLen) return v;
+  }
+  return -1;
+}
