@@ -20,7 +20,12 @@
  *            bit1 REPLY: server -> client direction.
  *            bit2 SECOND_CHANCE: the sender had no record and forwards to the ranked primary.
  *            bit3 FAILOVER: sent to the backup because the primary is dead.
- *            bits 4..7 reserved, sent 0; a receiver DROPS a header with any of them set
+ *            bit4 VNET: a 10-byte virtio_net_hdr (linux/virtio_net.h, little-endian, as the TUN
+ *                 device exchanges it) follows this header, before the inner packet: the
+ *                 packet is a GSO super-packet and/or carries a partial checksum
+ *                 (NEEDS_CSUM); the receiver hands both to its TUN device unchanged so the
+ *                 kernel completes the checksum and segments there (no userspace TSO).
+ *            bits 5..7 reserved, sent 0; a receiver DROPS a header with any of them set
  *            (ENCAP_BAD_FLAGS): a new flag that changes handling needs every balancer to
  *            know it, so it comes with a version bump or a coordinated upgrade.
  *   primary / backup: balancer indexes (position in the config's balancer list, 0..31);
@@ -46,8 +51,11 @@ export const ENCAP_F_NEW_FLOW = 0x01;
 export const ENCAP_F_REPLY = 0x02;
 export const ENCAP_F_SECOND_CHANCE = 0x04;
 export const ENCAP_F_FAILOVER = 0x08;
+export const ENCAP_F_VNET = 0x10;
+/** Length of the virtio_net_hdr carried after the header when ENCAP_F_VNET is set. */
+export const ENCAP_VNET_LEN = 10;
 /** Bits a receiver understands; any other bit set is ENCAP_BAD_FLAGS. */
-export const ENCAP_F_KNOWN = 0x0f;
+export const ENCAP_F_KNOWN = 0x1f;
 export const ENCAP_NONE_U8 = 0xff;
 export const ENCAP_NONE_U16 = 0xffff;
 
@@ -61,6 +69,8 @@ export class EncapInfo {
   backend = 0;
   vip = 0;
   generation = 0;
+  /** Offset of the carried virtio_net_hdr (flag VNET), else -1. */
+  vnetOff = -1;
   /** Offset (absolute in buf) and length of the inner IP packet. */
   innerOff = 0;
   innerLen = 0;
@@ -122,7 +132,15 @@ export function parseEncap(buf: Uint8Array, off: number, len: number, out: Encap
       ((buf[off + 10] as number) << 8) |
       (buf[off + 11] as number)) >>>
     0;
-  out.innerOff = off + ENCAP_HEADER_LEN;
-  out.innerLen = len - ENCAP_HEADER_LEN;
+  let hdr = ENCAP_HEADER_LEN;
+  if ((flags & ENCAP_F_VNET) !== 0) {
+    if (len <= ENCAP_HEADER_LEN + ENCAP_VNET_LEN) return R.ENCAP_TRUNCATED;
+    out.vnetOff = off + ENCAP_HEADER_LEN;
+    hdr += ENCAP_VNET_LEN;
+  } else {
+    out.vnetOff = -1;
+  }
+  out.innerOff = off + hdr;
+  out.innerLen = len - hdr;
   return R.OK;
 }

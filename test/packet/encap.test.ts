@@ -50,7 +50,8 @@ const bad: Array<{ desc: string; bytes: number[]; len?: number; expected: number
   { desc: 'version 2', bytes: [0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x45], expected: R.ENCAP_BAD_VERSION },
   { desc: 'version 0', bytes: [0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x45], expected: R.ENCAP_BAD_VERSION },
   { desc: 'type 1', bytes: [0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x45], expected: R.ENCAP_BAD_TYPE },
-  { desc: 'reserved flag bit 4', bytes: [0x10, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x45], expected: R.ENCAP_BAD_FLAGS },
+  { desc: 'reserved flag bit 5', bytes: [0x10, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x45], expected: R.ENCAP_BAD_FLAGS },
+  { desc: 'VNET flag without room for the virtio header and a packet', bytes: [0x10, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], expected: R.ENCAP_TRUNCATED },
   { desc: 'len past the buffer', bytes: [0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x45], len: 14, expected: R.ENCAP_TRUNCATED },
 ];
 for (const b of bad) {
@@ -65,4 +66,13 @@ test('encap: writing without enough headroom is a result code, nothing written',
   t.is(writeEncapHeader(buf, 0, 0, 0, 0, 0, 0, 0), R.ENCAP_TRUNCATED);
   t.is(writeEncapHeader(buf, -1, 0, 0, 0, 0, 0, 0), R.ENCAP_TRUNCATED);
   t.deepEqual([...buf], new Array(11).fill(0));
+});
+
+test('VNET flag: the virtio header sits between the encapsulation header and the packet', (t) => {
+  const bytes = [0x10, 0x10, 0, 1, 0, 2, 0, 0, 0, 0, 0, 1, /* vnet */ 1, 1, 0x36, 0, 0xa8, 5, 0x22, 0, 0x10, 0, /* packet */ 0x45, 0];
+  const info = new EncapInfo();
+  t.is(parseEncap(new Uint8Array(bytes), 0, bytes.length, info), R.OK);
+  t.is(info.vnetOff, 12);
+  t.is(info.innerOff, 22);
+  t.is(info.innerLen, 2);
 });
