@@ -196,7 +196,8 @@ export class Forwarder {
     const addrs = ft.backendAddr[fv];
     if (addrs === undefined || be * 16 >= addrs.length) return this.#drop(ForwardDrop.NO_BACKEND);
     if (ft.vipMethod[fv] === METHOD_DSR) return this.#drop(ForwardDrop.METHOD_UNSUPPORTED);
-    const port = ft.backendPort[fv]![be]!;
+    // Port rewrite applies to TCP/UDP keys only (incl. ICMP errors quoting them); an echo's "port" is its identifier.
+    const port = proto === IPPROTO_TCP || proto === IPPROTO_UDP ? ft.backendPort[fv]![be]! : KEEP_PORT;
     const rr = natDst(buf, off, info, addrs, be * 16 + (info.addrLen === 4 ? 12 : 0), port, csumMode);
     if (rr !== OK) {
       st.packetDrops[rr]!++;
