@@ -177,6 +177,8 @@ export class Forwarder {
       const dport = (key[KEY_DPORT]! << 8) | key[KEY_DPORT + 1]!;
       if (((ft.vipPorts[vip]![dport >>> 3]! >>> (dport & 7)) & 1) === 0) return this.#drop(ForwardDrop.PORT_NOT_SERVED);
     }
+    // Before the flow step: a VIP this data path cannot serve must not create (and replicate) records.
+    if (ft.vipMethod[vip] === METHOD_DSR) return this.#drop(ForwardDrop.METHOD_UNSUPPORTED);
     const table = this.#table;
     const ref = table.lookup(info.keyWords, nowSec);
     let id: number;
