@@ -24,9 +24,18 @@ export const ForwardDrop = {
   METHOD_UNSUPPORTED: 8,
   /** The TUN device refused or could not take the packet on write. */
   WRITE_FAILED: 9,
+  /** An encapsulated packet whose outer source is not a configured balancer. */
+  NOT_A_PEER: 10,
+  /** A peer sent a packet with a virtio header but this TUN device has no offloads. */
+  PEER_VNET_UNSUPPORTED: 11,
+  /** The packet plus encapsulation does not fit one UDP datagram to the peer. */
+  PEER_PACKET_TOO_BIG: 12,
+  /** The decision in a peer's header names a balancer/backend this table does not have
+   *  (counted; this balancer then decides itself). */
+  PEER_DECISION_INVALID: 13,
 } as const;
 
-export const FORWARD_DROP_COUNT = 10;
+export const FORWARD_DROP_COUNT = 14;
 
 export const forwardDropNames: readonly string[] = Object.freeze([
   'protocol_not_served',
@@ -39,4 +48,8 @@ export const forwardDropNames: readonly string[] = Object.freeze([
   'flow_conflict',
   'method_unsupported',
   'write_failed',
+  'not_a_peer',
+  'peer_vnet_unsupported',
+  'peer_packet_too_big',
+  'peer_decision_invalid',
 ]);

@@ -11,14 +11,27 @@
  *                primary/backup = first two live balancers of ranking row flowHash & 0xffff;
  *                backend = weighted-rendezvous row flowHash >>> 16 of the VIP's table; the
  *                record (forward key + NAT reply key) goes into the table (claim 3: the
- *                replication sink queues it for every peer).
- *  5. reply      (not to a VIP) lookup by reply key; a miss is counted (no_flow) and dropped.
- *  6. rewrite    NAT: destination VIP:port → backend:port, or for replies source
+ *                replication sink queues it for every peer once the flow reaches the
+ *                replication threshold).
+ *                Miss on a non-initial TCP packet (no SYN): "second chance" (GLB): the
+ *                ranked primary is authoritative for its flows, so the packet goes there
+ *                undecided unless this balancer is that primary.
+ *  5. serve      who transmits to the server: the recorded primary if live (claim 4; this
+ *                balancer itself: claim 6), else the backup (claim 5), else the next live
+ *                balancer in the flow's rank. Another balancer: the unmodified packet is
+ *                encapsulated (src/packet/encap.ts, with the decision in the header) into the
+ *                peer batch for one sendmmsg to the peers' data ports.
+ *  6. reply      (not to a VIP) lookup by reply key; a miss is counted (no_flow) and dropped.
+ *  7. rewrite    NAT: destination VIP:port → backend:port, or for replies source
  *                backend:port → VIP:port, with incremental checksums (RFC 1624), honouring
  *                virtio NEEDS_CSUM (partial checksums) when the TUN device has offloads on.
- *  7. emit       the packet stays in its slot; kept packets are compacted to the front of
+ *  8. emit       the packet stays in its slot; kept packets are compacted to the front of
  *                the batch (offsets/sizes, and virtio headers when enabled) for one batched
  *                write back into the TUN device, where the kernel routes it on.
+ *
+ * Packets from peers (processPeerBatch) take steps 1-4 and 7-8 only: they are accepted only
+ * from configured balancers' addresses, a decision in the header is adopted for a flow this
+ * balancer does not hold yet, and they are never forwarded again.
  *
  * Hot path contract: processBatch allocates nothing, creates no closures and never throws;
  * every drop increments exactly one counter. Time is a coarse `nowSec` read once per batch.
@@ -34,6 +47,19 @@ import type { PacketBatch } from './packet-batch';
 import { VNET_HDR_LEN, VNET_F_NEEDS_CSUM } from './packet-batch';
 import { type ForwardingTable, findVip, KEEP_PORT, METHOD_DSR } from './forwarding-table';
 import { ForwardDrop, FORWARD_DROP_COUNT } from './forward-drop';
+import {
+  EncapInfo,
+  parseEncap,
+  writeEncapHeader,
+  ENCAP_HEADER_LEN,
+  ENCAP_VNET_LEN,
+  ENCAP_F_NEW_FLOW,
+  ENCAP_F_SECOND_CHANCE,
+  ENCAP_F_FAILOVER,
+  ENCAP_F_VNET,
+  ENCAP_NONE_U16,
+} from '../packet/encap';
+import { FlowFlags } from '../flow';
 import { writeReplyKey } from './reply-key';
 
 // Imported functions bound to module constants: under tsx (tests, dev runs) each use of an
@@ -44,6 +70,12 @@ const natSrc = rewriteSrc;
 const flowHash = hashFlowKey;
 const vipOf = findVip;
 const replyKeyOf = writeReplyKey;
+const encapParse = parseEncap;
+const encapWrite = writeEncapHeader;
+const F_FROM_PEER = FlowFlags.FROM_PEER;
+const TCP_SYN = 0x02;
+/** Largest UDP payload a peer datagram can carry (IPv4: 65535 - 20 - 8). */
+const MAX_UDP_PAYLOAD = 65507;
 const OK = PacketResult.OK;
 const FULL = CSUM_FULL;
 const PARTIAL = CSUM_PARTIAL;
@@ -52,16 +84,45 @@ const IPPROTO_UDP = 17;
 const KEY_DPORT = 34;
 
 /** What processPacket decided. */
-export const Action = { DROP: 0, EMIT: 1 } as const;
+export const Action = { DROP: 0, EMIT: 1, TO_PEER: 2 } as const;
 
 /** Receives flow-table events the cluster layer replicates (claim 3). */
 export interface FlowSink {
-  /** A flow was created by this balancer's decision. Called on the hot path: must not allocate much. */
-  flowCreated(entryId: number): void;
+  /**
+   * A flow decided by this balancer reached its replication threshold (TCP: `syncThreshold`
+   * packets, others: the first packet). Called once per flow, on the hot path: O(1), no
+   * allocation.
+   */
+  flowReady(entryId: number): void;
+}
+
+/**
+ * Where encapsulated packets for peers go: a batch sharing the TUN read batch's buffer
+ * (PacketBatch `share`), with per-packet peer data addresses, filled by processBatch and
+ * sent by the caller with one UdpBatchSocket.send. `count` is reset by every processBatch.
+ */
+export interface PeerOutput {
+  readonly batch: PacketBatch;
+  readonly addrs: Uint8Array;
+  readonly ports: Uint16Array;
+  count: number;
+}
+
+/** Peers' data-plane addresses: 16 bytes each (IPv4-mapped), and data ports, by balancer index. */
+export interface PeerAddresses {
+  readonly addrs: Uint8Array;
+  readonly ports: Uint16Array;
 }
 
 export class ForwarderStats {
   rxPackets = 0;
+  /** Encapsulated packets sent to / received from peers. */
+  peerTxPackets = 0;
+  peerRxPackets = 0;
+  /** Packets sent to a flow's backup or a later holder because its primary was dead. */
+  failoverPackets = 0;
+  /** Non-initial packets without a record sent to their ranked primary. */
+  secondChancePackets = 0;
   rxBytes = 0;
   txPackets = 0;
   txBytes = 0;
@@ -83,6 +144,11 @@ export interface ForwarderOptions {
   /** live[i] = 1 when balancer i is alive (this balancer always is). Owned by the cluster layer. */
   live: Uint8Array;
   sink?: FlowSink;
+  /** TCP packets a flow must see before it is replicated (IPVS sync_threshold). Default 1. */
+  syncThreshold?: number;
+  /** Cluster forwarding: peers' data addresses and the output batch. Absent: single balancer. */
+  peers?: PeerAddresses;
+  peerOutput?: PeerOutput;
 }
 
 export class Forwarder {
@@ -97,7 +163,15 @@ export class Forwarder {
   readonly #fwdBytes: Uint8Array;
   readonly #fwdWords: Uint32Array;
   readonly #sink: FlowSink | undefined;
+  readonly #selfIndex: number;
+  readonly #syncThreshold: number;
+  readonly #peers: PeerAddresses | undefined;
+  readonly #peerOut: PeerOutput | undefined;
+  readonly #encap = new EncapInfo();
   #ft: ForwardingTable;
+  /** Per packet: the virtio header of the packet being processed (-1 = none), for peer sends. */
+  #vnetOff = -1;
+  #vnetBuf: Uint8Array | null = null;
 
   constructor(opts: ForwarderOptions) {
     this.#table = opts.table;
@@ -105,6 +179,10 @@ export class Forwarder {
     this.#hashKey = opts.hashKey;
     this.#live = opts.live;
     this.#sink = opts.sink;
+    this.#selfIndex = opts.selfIndex;
+    this.#syncThreshold = Math.max(1, opts.syncThreshold ?? 1);
+    this.#peers = opts.peers;
+    this.#peerOut = opts.peerOutput;
     const rb = new ArrayBuffer(40);
     this.#replyBytes = new Uint8Array(rb);
     this.#replyWords = new Uint32Array(rb);
@@ -134,6 +212,8 @@ export class Forwarder {
     const sizes = batch.sizes;
     const vh = batch.vnet;
     const st = this.stats;
+    if (this.#peerOut !== undefined) this.#peerOut.count = 0;
+    this.#vnetBuf = vnet ? vh : null;
     let out = 0;
     for (let i = 0; i < count; i++) {
       const off = offsets[i]!;
@@ -141,6 +221,7 @@ export class Forwarder {
       st.rxPackets++;
       st.rxBytes += len;
       const mode = vnet && (vh[i * VNET_HDR_LEN]! & VNET_F_NEEDS_CSUM) !== 0 ? PARTIAL : FULL;
+      this.#vnetOff = vnet ? i * VNET_HDR_LEN : -1;
       if (this.processPacket(buf, off, len, mode, nowSec) !== Action.EMIT) continue;
       if (out !== i) {
         offsets[out] = off;
@@ -149,7 +230,67 @@ export class Forwarder {
       }
       out++;
     }
+    this.#vnetOff = -1;
     return out;
+  }
+
+  /**
+   * Processes `count` encapsulated packets received from peers (`batch` filled by
+   * UdpBatchSocket.recv; `addrs` = their source addresses, 16 bytes each). Inner packets to
+   * deliver are compacted to indexes 0..n-1 (offsets/sizes point at the inner packet; when
+   * `vnet`, batch.vnet holds each one's virtio header: the carried one, or zeros). Returns n.
+   */
+  processPeerBatch(batch: PacketBatch, count: number, addrs: Uint8Array, vnet: boolean, nowSec: number): number {
+    const buf = batch.buf;
+    const offsets = batch.offsets;
+    const sizes = batch.sizes;
+    const vh = batch.vnet;
+    const st = this.stats;
+    const e = this.#encap;
+    let out = 0;
+    for (let i = 0; i < count; i++) {
+      st.peerRxPackets++;
+      if (this.#peerIndexOf(addrs, i * 16) < 0) {
+        this.#drop(ForwardDrop.NOT_A_PEER);
+        continue;
+      }
+      const r = encapParse(buf, offsets[i]!, sizes[i]!, e);
+      if (r !== OK) {
+        st.packetDrops[r]!++;
+        continue;
+      }
+      let mode = FULL;
+      if (e.vnetOff >= 0) {
+        if (!vnet) {
+          this.#drop(ForwardDrop.PEER_VNET_UNSUPPORTED);
+          continue;
+        }
+        if ((buf[e.vnetOff]! & VNET_F_NEEDS_CSUM) !== 0) mode = PARTIAL;
+      }
+      const act = this.#fromPeer(buf, e.innerOff, e.innerLen, mode, nowSec);
+      if (act !== Action.EMIT) continue;
+      offsets[out] = e.innerOff;
+      sizes[out] = e.innerLen;
+      if (vnet) {
+        const o = out * VNET_HDR_LEN;
+        if (e.vnetOff >= 0) for (let k = 0; k < VNET_HDR_LEN; k++) vh[o + k] = buf[e.vnetOff + k]!;
+        else vh.fill(0, o, o + VNET_HDR_LEN);
+      }
+      out++;
+    }
+    return out;
+  }
+
+  #fromPeer(buf: Uint8Array, off: number, len: number, csumMode: number, nowSec: number): number {
+    const info = this.#info;
+    const r = parse(buf, off, len, info);
+    if (r !== OK) {
+      this.stats.packetDrops[r]!++;
+      return Action.DROP;
+    }
+    const vip = vipOf(this.#ft, buf, info.dstOff, info.addrLen);
+    if (vip < 0) return this.#toClient(buf, off, csumMode, nowSec);
+    return this.#toBackend(buf, off, vip, csumMode, nowSec, true);
   }
 
   /** One packet at buf[off .. off+len): returns an Action. Rewrites in place when EMIT. */
@@ -163,10 +304,10 @@ export class Forwarder {
     }
     const ft = this.#ft;
     const vip = vipOf(ft, buf, info.dstOff, info.addrLen);
-    return vip >= 0 ? this.#toBackend(buf, off, vip, csumMode, nowSec) : this.#toClient(buf, off, csumMode, nowSec);
+    return vip >= 0 ? this.#toBackend(buf, off, vip, csumMode, nowSec, false) : this.#toClient(buf, off, csumMode, nowSec);
   }
 
-  #toBackend(buf: Uint8Array, off: number, vip: number, csumMode: number, nowSec: number): number {
+  #toBackend(buf: Uint8Array, off: number, vip: number, csumMode: number, nowSec: number, fromPeer: boolean): number {
     const info = this.#info;
     const st = this.stats;
     const ft = this.#ft;
@@ -182,16 +323,53 @@ export class Forwarder {
     const table = this.#table;
     const ref = table.lookup(info.keyWords, nowSec);
     let id: number;
+    let encapFlags = 0;
     if (ref >= 0) {
       // A client→VIP packet can only match a forward key: reply keys have a backend source.
       if ((ref & 1) !== 0) return this.#drop(ForwardDrop.FLOW_CONFLICT);
       id = ref >>> 1;
     } else {
       if (info.isIcmpError !== 0) return this.#drop(ForwardDrop.ICMP_ERROR_NO_FLOW);
-      id = this.#newFlow(vip, nowSec);
+      const e = this.#encap;
+      if (fromPeer && (e.flags & ENCAP_F_SECOND_CHANCE) === 0 && e.vip === vip && e.backend !== ENCAP_NONE_U16) {
+        // The sender decided (NEW_FLOW) or holds the record (failover): adopt its decision.
+        id = this.#adopt(vip, nowSec);
+      } else if (!fromPeer && proto === IPPROTO_TCP && (info.tcpFlags & TCP_SYN) === 0 && info.isFragment === 0) {
+        // Second chance: a mid-stream packet of a flow we hold no record of. The ranked
+        // primary is authoritative; unless that is us, it decides.
+        const h = flowHash(this.#hashKey, key);
+        const pick = this.#pick;
+        ft.ranking.pickLive(h & 0xffff, this.#live, pick);
+        const rp = pick[0]!;
+        if (rp >= 0 && rp !== this.#selfIndex && this.#peerOut !== undefined) {
+          st.secondChancePackets++;
+          return this.#toPeer(buf, off, rp, ENCAP_F_SECOND_CHANCE, ENCAP_NONE_U16 & 0xff, ENCAP_NONE_U16 & 0xff, ENCAP_NONE_U16, vip);
+        }
+        id = this.#newFlow(vip, nowSec);
+      } else {
+        id = this.#newFlow(vip, nowSec);
+      }
       if (id < 0) return Action.DROP;
+      encapFlags = ENCAP_F_NEW_FLOW;
     }
     table.touch(id, nowSec, info.tcpFlags, 0);
+    if (this.#sink !== undefined && (table.flags(id) & F_FROM_PEER) === 0) {
+      const thr = proto === IPPROTO_TCP ? this.#syncThreshold : 1;
+      if (table.packets(id) === thr) this.#sink.flowReady(id);
+    }
+    if (!fromPeer) {
+      const primary = table.primary(id);
+      const backup = table.backup(id);
+      let serving = primary;
+      if (this.#live[primary] === 0) {
+        serving = backup !== primary && this.#live[backup] !== 0 ? backup : this.#nextHolder(primary, backup);
+        encapFlags |= ENCAP_F_FAILOVER;
+        st.failoverPackets++;
+      }
+      if (serving !== this.#selfIndex && serving >= 0 && this.#peerOut !== undefined) {
+        return this.#toPeer(buf, off, serving, encapFlags, primary, backup, table.backend(id), table.vip(id));
+      }
+    }
     // The record's VIP and backend are the truth for an existing flow.
     const fv = table.vip(id);
     const be = table.backend(id);
@@ -240,6 +418,92 @@ export class Forwarder {
     return Action.EMIT;
   }
 
+  /** The next live balancer in the current packet's flow rank, skipping the dead primary and backup. */
+  #nextHolder(primary: number, backup: number): number {
+    const h = flowHash(this.#hashKey, this.#info.key);
+    const n = this.#ft.ranking.nextLiveHolder(h & 0xffff, this.#live, primary, backup);
+    return n < 0 ? this.#selfIndex : n;
+  }
+
+  /**
+   * Encapsulates the current (unmodified) packet to balancer `peer`'s data port: header in
+   * the headroom before the packet (plus the virtio header when the packet has one with
+   * offload state), appended to the peer output batch. Never throws.
+   */
+  #toPeer(buf: Uint8Array, off: number, peer: number, flags: number, primary: number, backup: number, backend: number, vip: number): number {
+    const po = this.#peerOut!;
+    const peers = this.#peers!;
+    const len = this.#info.l3Len;
+    let hdr = ENCAP_HEADER_LEN;
+    const vb = this.#vnetBuf;
+    const vo = this.#vnetOff;
+    if (vb !== null && vo >= 0 && (vb[vo] !== 0 || vb[vo + 1] !== 0)) {
+      // Partial checksum and/or GSO super-packet: carry the virtio header so the peer's
+      // kernel completes it (flag VNET).
+      hdr += ENCAP_VNET_LEN;
+      flags |= ENCAP_F_VNET;
+      for (let k = 0; k < ENCAP_VNET_LEN; k++) buf[off - ENCAP_VNET_LEN + k] = vb[vo + k]!;
+    }
+    if (len + hdr > MAX_UDP_PAYLOAD) return this.#drop(ForwardDrop.PEER_PACKET_TOO_BIG);
+    const start = off - hdr;
+    if (encapWrite(buf, start, flags, primary, backup, backend, vip, this.#ft.generation) !== OK) {
+      return this.#drop(ForwardDrop.PEER_PACKET_TOO_BIG);
+    }
+    const k = po.count;
+    if (k >= po.batch.count) return this.#drop(ForwardDrop.WRITE_FAILED);
+    po.batch.offsets[k] = start;
+    po.batch.sizes[k] = len + hdr;
+    const pa = peers.addrs;
+    const o = k * 16;
+    const p = peer * 16;
+    for (let i = 0; i < 16; i++) po.addrs[o + i] = pa[p + i]!;
+    po.ports[k] = peers.ports[peer]!;
+    po.count = k + 1;
+    this.stats.peerTxPackets++;
+    return Action.TO_PEER;
+  }
+
+  /** Index of the balancer whose data address is addrs[off..off+16), or -1. */
+  #peerIndexOf(addrs: Uint8Array, off: number): number {
+    const peers = this.#peers;
+    if (peers === undefined) return -1;
+    const pa = peers.addrs;
+    const n = pa.length >>> 4;
+    for (let b = 0; b < n; b++) {
+      if (b === this.#selfIndex) continue;
+      let i = 0;
+      const base = b * 16;
+      for (; i < 16; i++) if (pa[base + i] !== addrs[off + i]) break;
+      if (i === 16) return b;
+    }
+    return -1;
+  }
+
+  /** Inserts the decision carried by the current peer packet's header (flow learnt from a peer). */
+  #adopt(vip: number, nowSec: number): number {
+    const e = this.#encap;
+    const ft = this.#ft;
+    const n = ft.config.balancers.length;
+    const addrs = ft.backendAddr[vip]!;
+    if (e.primary >= n || e.backup >= n || e.backend * 16 >= addrs.length) {
+      // Decided on another table than ours (or garbage): decide ourselves.
+      this.#drop(ForwardDrop.PEER_DECISION_INVALID);
+      return this.#newFlow(vip, nowSec);
+    }
+    let replyWords: Uint32Array | null = null;
+    if (ft.vipMethod[vip] !== METHOD_DSR) {
+      if (!replyKeyOf(ft, vip, e.backend, this.#info.key, 0, this.#replyBytes)) return -1;
+      replyWords = this.#replyWords;
+    }
+    const id = this.#table.insert(this.#info.keyWords, replyWords, e.primary, e.backup, vip, e.backend, nowSec);
+    if (id < 0) {
+      this.#drop(id === InsertResult.FULL ? ForwardDrop.TABLE_FULL : ForwardDrop.FLOW_CONFLICT);
+      return -1;
+    }
+    this.#table.updateFlags(id, F_FROM_PEER, 0);
+    return id;
+  }
+
   /** New-flow decision (claims 1-2) and record (claim 3). Returns the entry id or -1 (counted). */
   #newFlow(vip: number, nowSec: number): number {
     const info = this.#info;
@@ -273,7 +537,6 @@ export class Forwarder {
       return -1;
     }
     this.stats.flowsCreated++;
-    if (this.#sink !== undefined) this.#sink.flowCreated(id);
     return id;
   }
 

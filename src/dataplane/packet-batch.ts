@@ -56,6 +56,13 @@ export interface PacketBatchOptions {
   maxPacket: number;
   /** Reserved bytes in front of each packet; ≥ MIN_HEADROOM. Default DEFAULT_HEADROOM. */
   headroom?: number;
+  /**
+   * Use this batch's buffer instead of allocating one: the new batch has its own offsets,
+   * sizes and virtio headers over the same bytes (same count, maxPacket and headroom). Used
+   * to send a subset of a batch's packets elsewhere (e.g. encapsulated to peers) without
+   * copying them.
+   */
+  share?: PacketBatch;
 }
 
 export class PacketBatch {
@@ -84,7 +91,10 @@ export class PacketBatch {
     this.count = opts.count;
     this.headroom = headroom;
     this.slotSize = slotSize;
-    this.buf = new Uint8Array(slotSize * opts.count);
+    if (opts.share !== undefined && opts.share.buf.length !== slotSize * opts.count) {
+      throw new RangeError('PacketBatch: a shared batch must have the same count, maxPacket and headroom');
+    }
+    this.buf = opts.share !== undefined ? opts.share.buf : new Uint8Array(slotSize * opts.count);
     this.sizes = new Uint32Array(opts.count);
     this.offsets = new Uint32Array(opts.count);
     this.vnet = new Uint8Array(opts.count * VNET_HDR_LEN);
