@@ -21,7 +21,20 @@ export interface BalancerSnapshot {
     txBytes: number;
     forwardPackets: number;
     replyPackets: number;
+    peerTxPackets: number;
+    peerRxPackets: number;
+    failoverPackets: number;
+    secondChancePackets: number;
     drops: Record<string, number>;
+  };
+  membership: null | {
+    incarnation: number;
+    status: string;
+    syncedFrom: string | null;
+    peers: unknown[];
+    replication: unknown;
+    controlRejected: Record<string, number>;
+    events: unknown[];
   };
   forwarding: { generation: number; vips: Array<{ name: string; address: string; method: string; backends: string[] }> };
 }
@@ -60,8 +73,24 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
       txBytes: st.txBytes,
       forwardPackets: st.forwardPackets,
       replyPackets: st.replyPackets,
+      peerTxPackets: st.peerTxPackets,
+      peerRxPackets: st.peerRxPackets,
+      failoverPackets: st.failoverPackets,
+      secondChancePackets: st.secondChancePackets,
       drops,
     },
+    membership:
+      b.cluster === undefined
+        ? null
+        : {
+            incarnation: b.cluster.incarnation,
+            status: b.cluster.membership.selfStatus,
+            syncedFrom: b.cluster.syncedFrom,
+            peers: b.cluster.membership.peers(),
+            replication: { ...b.cluster.replicator.stats },
+            controlRejected: b.cluster.channel.rejectCounts(),
+            events: b.cluster.events.slice(-50),
+          },
     forwarding: {
       generation: ft.generation,
       vips: ft.config.vips.map((v) => ({
