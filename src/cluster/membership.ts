@@ -74,20 +74,24 @@
  *    burst, GC, the process being descheduled), tick() runs late, and meanwhile (a) we sent
  *    no probe, so the peer had nothing to answer, and (b) acks that did arrive sit unread
  *    in the control socket: after a stall libuv runs the timers phase BEFORE the poll phase,
- *    so the late tick runs before those acks are handed to onProbeAck. Time since lastAck
- *    alone would blame the peer for our stall, and a stall longer than misses × interval
- *    would fail over every healthy peer at once. So each tick measures its own lateness,
- *    `late = now - previousTick - intervalMs`; when `late > slackMs` it is a stall and
- *    every UP/SUSPECT peer's deadline base is moved forward by `late` (never past now;
- *    counted in stats.stalls / stats.stallMs). Silence is thus measured in time during which
- *    we were actually probing: after any stall a peer still gets `misses` fresh intervals
- *    (at least one fresh probe) before it is declared DEAD, and the acks queued during the
- *    stall are read in the same loop iteration, before anything can expire. Real silence is
- *    still detected: a dead peer is declared DEAD after misses × interval of probing
- *    without an answer, plus however long we ourselves were stalled. (Persistent lateness
- *    means each tick counts as about one interval: DEAD after about `misses` unanswered
- *    probes.) The owner must therefore call tick() every intervalMs (setInterval), not
- *    less often.
+ *    so the late tick runs before those acks reach onProbeAck. Time since lastAck alone
+ *    would blame the peer for our stall, and a stall longer than misses × interval would
+ *    fail over every healthy peer at once. So each tick measures its own lateness,
+ *    `late = now - previousTick - intervalMs`; when `late > slackMs` it is a stall:
+ *      - every UP/SUSPECT peer's deadline bases move forward by `late` (never past now;
+ *        stats.stalls / stats.stallMs), so silence is measured in time during which we
+ *        were actually probing and reading; and
+ *      - that tick makes no transition: the answers queued during the stall are read in the
+ *        same loop iteration, right after it, and the next tick judges with them. A tick
+ *        right after such a skipped tick always judges, so persistent lateness (every tick
+ *        late) only halves how often deadlines are judged and cannot hide a dead peer;
+ *        there, the poll phase after each tick reads the previous round's answers, so the
+ *        silence a judging tick sees stays about one interval for a healthy peer.
+ *    Real silence is still detected: after a stall, a dead peer is DEAD once `misses`
+ *    intervals of probing (stall time excluded) passed without an answer: the stall delays
+ *    detection by its own length, never causes it. (misses = 1 leaves no margin for two
+ *    stalls in a row; the default 3 does.) The owner must call tick() every intervalMs
+ *    (setInterval), not less often.
  *
  * The owner's part of the same requirement: probes and acks go on the control socket (port
  * 7946), separate from the data socket and the TUN device, and the read loop yields to libuv
@@ -303,6 +307,7 @@ export class Membership {
   #selfStatus: number;
   #lastTickMs = -1;
   #ticked = false;
+  #judgedLast = true;
 
   constructor(opts: MembershipOptions) {
     const n = opts.ids.length;
@@ -374,6 +379,7 @@ export class Membership {
   tick(): void {
     const now = this.#now();
     const I = this.intervalMs;
+    let judge = true;
     if (this.#ticked) {
       const late = now - this.#lastTickMs - I;
       if (late > this.slackMs) {
@@ -384,16 +390,21 @@ export class Membership {
           p.ackBaseMs = Math.min(now, p.ackBaseMs + late);
           p.heardBaseMs = Math.min(now, p.heardBaseMs + late);
         }
+        // Answers that arrived during the stall are still unread (timers run before I/O):
+        // no transition now, the next tick judges. Never two ticks in a row, so persistent
+        // lateness only halves how often deadlines are judged.
+        judge = !this.#judgedLast;
       }
     }
     this.#ticked = true;
     this.#lastTickMs = now;
+    this.#judgedLast = judge;
 
     for (const p of this.#peers) {
       if (p.index === this.selfIndex || p.state === PeerState.UNKNOWN) continue;
       const silent = now - p.ackBaseMs;
       p.misses = silent > 0 ? Math.ceil(silent / I) - 1 : 0;
-      if (p.state === PeerState.DEAD) continue;
+      if (!judge || p.state === PeerState.DEAD) continue;
       const unheard = now - p.heardBaseMs;
       if (unheard > this.misses * I) {
         p.state = PeerState.DEAD;
