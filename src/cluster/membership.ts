@@ -70,7 +70,7 @@
  *    ticks would be wrong in the other direction too: extra or bunched-up ticks (a timer
  *    catching up after a stall) would each count a "miss" within milliseconds.
  *
- * 2. Local stalls are credited to the peer. If the event loop stalls (a long data-plane
+ * 2. Local stalls are not counted against the peer. If the event loop stalls (a long data-plane
  *    burst, GC, the process being descheduled), tick() runs late, and meanwhile (a) we sent
  *    no probe, so the peer had nothing to answer, and (b) acks that did arrive sit unread
  *    in the control socket: after a stall libuv runs the timers phase BEFORE the poll phase,
@@ -98,8 +98,18 @@
  * between bursts (src/control/balancer.ts), so neither timers nor control reads starve.
  * Marking control datagrams DSCP CS6 helps where the network is congested.
  *
+ * Wiring (owner): `const m = new Membership({ ..., nowMs: () => performance.now(),
+ * sendProbe: (i, b) => unicast(i, signer.seal('probe', b)), sendAck: (i, b) => unicast(i,
+ * signer.seal('probeAck', b)), selfIncarnation: signer.incarnation, onEvent: (e) =>
+ * logMembershipEvent(log, e) })`; pass `m.live` to the Forwarder; `setInterval(() => m.tick(),
+ * intervalMs)`; for each envelope the receiver accepts: body 'probe' → `m.onProbe(env.sender,
+ * env.incarnation, env.probe)`, 'probeAck' → `m.onProbeAck(env.sender, env.incarnation,
+ * env.probeAck)`; `m.setSelfStatus('serving')` when bulk sync is done (the default is
+ * 'syncing', so a balancer that never says so is never chosen by its peers).
+ *
  * Not on the hot path (≤ 31 peers × 10 probes/s): small objects per probe are fine. Nothing
- * here throws after construction; bad input is ignored and counted.
+ * here throws after construction (except setSelfStatus on a status that does not exist);
+ * bad input is ignored and counted.
  */
 import type { tunlb } from '../protocol';
 import { randomInt } from 'node:crypto';
