@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# Data-plane benchmark (`npm run bench:dataplane`, root; not part of the tests): tunlb with one
+# balancer side by side with its peers, in one run, in the namespace lab (scripts/lab.sh).
+#
+# Middleboxes, each in tunlb-lb1 (the entry balancer), in this order:
+#   kernel   nftables DNAT (`lab.sh up --lb kernel`, table narrowed to srv1, see below)
+#   haproxy  HAProxy (Debian's, 2.6) TCP mode, nbthread 1, bound to VIP:5201 and VIP:9100 (TCP only)
+#   cplain   the C reference TUN forwarder tunfwd.c (one read + one write per packet)   } from
+#   cgso     the C reference with virtio-net header + TSO offload, tunfwd_gso.c          } BENCH_REF_DIR
+#   tunlb    tunlb itself (`lab.sh up --lb tunlb --balancers 1`), HEAD built apart (BENCH_BUILD)
+# Rows, for each (where it applies):
+#   UDP      64-byte datagrams from 256 source ports to VIP:9000 for BENCH_SECS s (blast.c from
+#            BENCH_REF_DIR), counted at the servers' eth0 rx_packets (nothing listens on 9000);
+#   TCP      iperf3 -c VIP -t BENCH_SECS with 1 and with 4 streams (receiver's figure);
+#   latency  BENCH_RR sequential 64-byte UDP and TCP request/responses to VIP:9100 (rr.c, one
+#            flow each, after 100 warm-up ones), p50/p99 in µs; echo by rr.c on the servers;
+#   CPU      the middlebox process's CPU (utime+stime from /proc/PID/stat, % of one core) and
+#            the host's busy and softirq time (/proc/stat, % of one core, summed over cores),
+#            over each UDP and TCP test.
+# Every middlebox sends the VIP to srv1: iperf3's control and data connections must reach the
+# same server, and tunlb and nftables choose a backend per connection (details:
+# bench/dataplane/lab-config.ts). srv2 and srv3 stay configured (tunlb: weight 0; HAProxy:
+# `balance first`).
+#
+# Then bench/dataplane/report.ts prints one markdown table (a column per middlebox, ratios and
+# targets). Raw results stay in $BENCH_OUT (default /tmp/tunlb-bench-dataplane).
+#
+# The lab is shared: everything from `lab.sh down` (a clean start) to the final `lab.sh down`
+# runs under `flock /tmp/tunlb-lab-session.lock` (one hold, ~2 minutes); building and compiling
+# happen before it. All traffic stays between lab namespaces; every generator is bounded by
+# timeout(1); the processes this script starts are stopped by PID; the lab is removed on exit.
+#
+# Environment:
+#   BENCH_ONLY="kernel haproxy cplain cgso tunlb"   middleboxes to run (any subset, that order)
+#   BENCH_SECS=5 BENCH_FLOWS=256 BENCH_RR=2000       test length, UDP flows, RR count
+#   BENCH_BUILD=head       what "tunlb" is: head = the last commit, built into $BENCH_OUT/tree
+#                          (the work tree may hold others' unfinished edits); tree = `npm run
+#                          build` in the work tree; none = dist/ as it is
+#   BENCH_PROFILE=1        run tunlb under `node --cpu-prof` and print its hottest functions
+#                          (the profiler costs throughput: use it for a separate run)
+#   BENCH_REF_DIR=<repo>/../shared/bench   blast.c, tunfwd.c, tunfwd_gso.c (measuring tools,
+#                          compiled into $BENCH_OUT/bin, never copied into the repo)
+#   BENCH_OUT=/tmp/tunlb-bench-dataplane   raw results, binaries, profile (replaced each run)
+#   BENCH_LOCK=/tmp/tunlb-lab-session.lock BENCH_LOCK_WAIT=900 (s)
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+NODE_BIN=$(command -v node || true)
+# System tools first: under npm, node_modules/.bin is on PATH and has an unrelated `nft`.
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+NODE_BIN=${NODE_BIN:-$(command -v node || true)}
+# shellcheck source=scripts/lab-topology.sh
+source "$REPO/scripts/lab-topology.sh"
+# shellcheck source=scripts/lab-lib.sh
+source "$REPO/scripts/lab-lib.sh"
+
+ONLY=${BENCH_ONLY:-kernel haproxy cplain cgso tunlb}
+SECS=${BENCH_SECS:-5}
+FLOWS=${BENCH_FLOWS:-256}
+RR_N=${BENCH_RR:-2000}
+REF=${BENCH_REF_DIR:-$REPO/../shared/bench}
+BUILD=${BENCH_BUILD:-head}
+TUNLB_ROOT=${TUNLB_ROOT:-$REPO}   # where bin/tunlb and dist/ are (set by the build step)
+OUT=${BENCH_OUT:-/tmp/tunlb-bench-dataplane}
+LOCK=${BENCH_LOCK:-/tmp/tunlb-lab-session.lock}
+BIN=$OUT/bin
+UDP_PORT=9000       # blast target: nothing listens there
+RR_PORT=9100        # rr serve on every server (UDP and TCP echo)
+LB=$LAB_NS_PREFIX$LAB_ENTRY_BALANCER
+CL=$LAB_NS_PREFIX$LAB_CLIENT
+VIP=$LAB_VIP4
+SRV1=${LAB_BACK4[srv1]}
+LAB="$REPO/scripts/lab.sh"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
+# ============================ session: under the lab lock =====================================
+# Everything that touches the lab. Invoked as `run.sh __session` by flock (below).
+PIDS=()          # processes this script started (rr servers, haproxy, C forwarders)
+session_cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM HUP
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done; done
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  bash "$LAB" down >/dev/null 2>&1 || log "lab.sh down failed (run: bash scripts/lab.sh down)"
+  exit "$rc"
+}
+
+# start_bg NAME NS cmd... : start a process in a lab namespace, record its PID (ip netns exec
+# exec()s the command, so $! is the command itself).
+start_bg() {
+  local name=$1 ns=$2; shift 2
+  ip netns exec "$ns" "$@" </dev/null >"$OUT/$name.log" 2>&1 &
+  PIDS+=("$!")
+  LAST_PID=$!
+}
+stop_pid() { # stop_pid PID: TERM, wait up to 3 s, KILL
+  local p=$1 i
+  kill -TERM "$p" 2>/dev/null || return 0
+  for ((i = 0; i < 30; i++)); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+}
+
+kv() { echo "$2 $3" >>"$OUT/$1.kv"; }    # kv MB KEY VALUE
+
+# CPU accounting over a test: process ticks of PID (if any) and the host's /proc/stat.
+proc_ticks() { [[ -n ${1:-} && -r /proc/$1/stat ]] && awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" || echo 0; }
+host_ticks() { awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, $8 }' /proc/stat; }
+# The machine is shared (others build and test on it): "background" is the CPU of every
+# user-space process outside the lab namespaces (root network namespace, not a kernel thread),
+# per PID between two snapshots (a process that exits in between is not counted).
+ROOT_NS_PAT=$(readlink /proc/self/ns/net); ROOT_NS_PAT=${ROOT_NS_PAT//[/\\[}; ROOT_NS_PAT=${ROOT_NS_PAT//]/\\]}
+bg_snap() { # bg_snap FILE: "pid ticks" of the background processes
+  find /proc/[0-9]*/ns/net -maxdepth 0 -lname "$ROOT_NS_PAT" 2>/dev/null | sed 's|/ns/net$|/stat|' | xargs cat 2>/dev/null \
+    | awk '{ pid = $1; sub(/^.*\) /, ""); if ($2 != 2 && pid != 2) print pid, $12 + $13 }' >"$1"
+}
+bg_ticks() { awk 'NR == FNR { a[$1] = $2; next } { t += $2 - ($1 in a ? a[$1] : 0) } END { print t + 0 }' "$1" "$2"; }
+# wait_quiet: until the background uses < BENCH_QUIET % of a core over 1 s (at most BENCH_QUIET_WAIT s).
+wait_quiet() {
+  local i lim=${BENCH_QUIET:-20} hz b; hz=$(getconf CLK_TCK)
+  for ((i = 0; i < ${BENCH_QUIET_WAIT:-30}; i++)); do
+    bg_snap "$OUT/.bg0"; sleep 1; bg_snap "$OUT/.bg1"; b=$(bg_ticks "$OUT/.bg0" "$OUT/.bg1")
+    ((100 * b / hz < lim)) && { ((i == 0)) || log "quiet after $i s"; return 0; }
+    ((i == 0)) && log "background processes use $((100 * b / hz))% of a core; waiting (up to ${BENCH_QUIET_WAIT:-30} s) for < $lim%"
+  done
+  log "still busy; measuring anyway (see the background rows)"
+}
+cpu_begin() { CPU_T0=$EPOCHREALTIME; CPU_P0=$(proc_ticks "${MB_PID:-}"); read -r CPU_B0 CPU_S0 < <(host_ticks); bg_snap "$OUT/.cpu0"; }
+cpu_end() { # cpu_end MB PREFIX
+  local t1 p1 b1 s1 g hz; t1=$EPOCHREALTIME; p1=$(proc_ticks "${MB_PID:-}"); read -r b1 s1 < <(host_ticks); hz=$(getconf CLK_TCK)
+  bg_snap "$OUT/.cpu1"; g=$(bg_ticks "$OUT/.cpu0" "$OUT/.cpu1")
+  awk -v t0="$CPU_T0" -v t1="$t1" -v p="$((p1 - CPU_P0))" -v b="$((b1 - CPU_B0))" -v s="$((s1 - CPU_S0))" -v g="$g" -v hz="$hz" \
+    -v havep="${MB_PID:+1}" -v f="$OUT/$1.kv" -v k="$2" 'BEGIN {
+      d = (t1 - t0) * hz
+      if (havep) printf "%s_cpu_mb %.1f\n", k, 100 * p / d >> f
+      printf "%s_cpu_host %.1f\n%s_cpu_softirq %.1f\n%s_cpu_bg %.1f\n", k, 100 * b / d, k, 100 * s / d, k, 100 * g / d >> f }'
+}
+
+srv_rx() { local s=0 n; for n in "${LAB_SERVERS[@]}"; do s=$((s + $(ip netns exec "$LAB_NS_PREFIX$n" cat "/sys/class/net/$LAB_IF_SRV_BACK/statistics/rx_packets"))); done; echo "$s"; }
+tun_drops() { ip netns exec "$LB" cat "/sys/class/net/$LAB_TUN_DEV/statistics/tx_dropped" 2>/dev/null || echo 0; }
+
+# The tests, for middlebox MB. HAProxy has no UDP rows.
+run_rr() {
+  local mb=$1 proto
+  for proto in udp tcp; do
+    [[ $mb == haproxy && $proto == udp ]] && continue
+    ip netns exec "$CL" timeout 30 "$BIN/rr" "$proto" "$VIP" "$RR_PORT" "$RR_N" >"$OUT/$mb-rr-$proto.txt" 2>&1 \
+      || log "$mb: rr $proto failed: $(tail -1 "$OUT/$mb-rr-$proto.txt")"
+  done
+}
+run_udp() {
+  local mb=$1 a b d0 out
+  a=$(srv_rx); d0=$(tun_drops); cpu_begin
+  out=$(ip netns exec "$CL" timeout $((SECS + 10)) "$BIN/blast" "$VIP" "$UDP_PORT" "$SECS" "$FLOWS") || log "$mb: blast failed"
+  cpu_end "$mb" udp
+  sleep 0.3; b=$(srv_rx)
+  kv "$mb" udp_offered_pps "$(awk '{ print $4 }' <<<"$out")"
+  kv "$mb" udp_delivered_pps $(((b - a) / SECS))
+  kv "$mb" udp_tun_dropped $(($(tun_drops) - d0))
+}
+run_tcp() {
+  local mb=$1 p
+  for p in 1 4; do
+    cpu_begin
+    ip netns exec "$CL" timeout $((SECS + 15)) iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -t "$SECS" -P "$p" -J \
+      >"$OUT/$mb-tcp$p.json" 2>"$OUT/$mb-tcp$p.err" || log "$mb: iperf3 -P $p failed (see $OUT/$mb-tcp$p.json)"
+    cpu_end "$mb" "tcp$p"
+    sleep 0.5
+  done
+}
+measure() { # measure MB [PID of the middlebox process]
+  local mb=$1 t0=$SECONDS
+  MB_PID=${2:-}
+  : >"$OUT/$mb.kv"
+  if [[ -n $MB_PID ]]; then kv "$mb" pid "$MB_PID"; fi
+  wait_quiet
+  run_rr "$mb"
+  if [[ $mb != haproxy ]]; then run_udp "$mb"; fi
+  sleep 0.5
+  run_tcp "$mb"
+  log "$mb: done in $((SECONDS - t0)) s"
+}
+vip_check() { # vip_check MB: one TCP round trip through the VIP, or give up on this middlebox
+  local i
+  for ((i = 0; i < 30; i++)); do
+    ip netns exec "$CL" timeout 3 "$BIN/rr" tcp "$VIP" "$RR_PORT" 1 0 64 1000 >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  log "$1: VIP $VIP:$RR_PORT does not answer; skipping"; return 1
+}
+
+# The C reference forwarders: run in tunlb-lb1 as tunlb would (device tunlb0, the lab's routes).
+run_cref() { # run_cref MB BINARY
+  local mb=$1 exe=$2 pid rc=0
+  lab_kernel_nat_remove "$LB"
+  start_bg "$mb" "$LB" "$BIN/$exe" "$LAB_TUN_DEV" "$VIP" "$SRV1"; pid=$LAST_PID
+  lab_wait_tun "$LB" "$pid" 10 || rc=$?
+  if ((rc)); then log "$mb: $exe did not create $LAB_TUN_DEV (log $OUT/$mb.log)"; stop_pid "$pid"; return 0; fi
+  lab_tun_routes "$LB" "$LAB_IF_LB_BACK"
+  if vip_check "$mb"; then measure "$mb" "$pid"; fi
+  stop_pid "$pid"
+  for ((rc = 0; rc < 30; rc++)); do ip -n "$LB" link show dev "$LAB_TUN_DEV" >/dev/null 2>&1 || break; sleep 0.1; done
+}
+
+session() {
+  trap session_cleanup EXIT
+  trap 'exit 130' INT TERM HUP
+  local t0=$SECONDS n s pid
+  log "lab lock held; clean start (lab.sh down)"
+  bash "$LAB" down >/dev/null 2>&1 || true
+
+  # --- kernel nftables DNAT (also brings the topology and the servers up) ---
+  bash "$LAB" up --lb kernel >"$OUT/lab-up-kernel.log" 2>&1 || { cat "$OUT/lab-up-kernel.log" >&2; die "lab.sh up --lb kernel failed"; }
+  for n in "${LAB_SERVERS[@]}"; do start_bg "rr-$n" "$LAB_NS_PREFIX$n" "$BIN/rr" serve "$RR_PORT"; done
+  if want kernel; then
+    # The lab's table, narrowed to srv1 (same hook, priority and rule shapes as lab_kernel_nat).
+    ip netns exec "$LB" nft -f - <<NFT
+table inet tunlb_lab
+delete table inet tunlb_lab
+table inet tunlb_lab {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr $VIP meta l4proto { tcp, udp } dnat ip to $SRV1
+    ip daddr $VIP icmp type echo-request dnat ip to $SRV1
+  }
+}
+NFT
+    if vip_check kernel; then measure kernel; fi
+  fi
+
+  # --- HAProxy, TCP mode, one thread, on the VIP address itself ---
+  lab_kernel_nat_remove "$LB"
+  if want haproxy; then
+    ip -n "$LB" addr add "$VIP/32" dev lo
+    start_bg haproxy "$LB" haproxy -db -f "$OUT/haproxy.cfg"; pid=$LAST_PID
+    if vip_check haproxy; then measure haproxy "$pid"; fi
+    stop_pid "$pid"
+    ip -n "$LB" addr del "$VIP/32" dev lo
+  fi
+
+  # --- the C reference forwarders ---
+  local c
+  for c in cplain:tunfwd cgso:tunfwd_gso; do
+    want "${c%%:*}" || continue
+    if [[ -x $BIN/${c#*:} ]]; then run_cref "${c%%:*}" "${c#*:}"; else log "${c%%:*}: no $REF/${c#*:}.c; skipped"; fi
+  done
+
+  # --- tunlb, one balancer ---
+  if want tunlb; then
+    local cmd="$NODE_BIN $TUNLB_ROOT/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}"
+    if [[ ${BENCH_PROFILE:-0} == 1 ]]; then cmd="$NODE_BIN --cpu-prof --cpu-prof-dir=$OUT/prof $TUNLB_ROOT/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}"; fi
+    if TUNLB_CMD=$cmd TUNLB_LAB_CONFIG=$OUT/lab.yaml bash "$LAB" up --lb tunlb --balancers 1 >"$OUT/lab-up-tunlb.log" 2>&1; then
+      pid=$(<"$LAB_DIR/pids/$LAB_ENTRY_BALANCER.pid")
+      if vip_check tunlb; then measure tunlb "$pid"; fi
+      ip netns exec "$LB" curl -s -m 2 "http://127.0.0.1:9180/api/v1/stats" >"$OUT/tunlb-stats.json" 2>/dev/null || true
+      # SIGTERM, so that --cpu-prof writes its profile as the process exits (lab.sh down would too).
+      if [[ ${BENCH_PROFILE:-0} == 1 ]]; then stop_pid "$pid"; fi
+    else
+      cat "$OUT/lab-up-tunlb.log" >&2; log "tunlb: lab.sh up --lb tunlb failed; skipped"
+    fi
+  fi
+  log "lab session: $((SECONDS - t0)) s"
+}
+
+if [[ ${1:-} == __session ]]; then
+  session
+  exit 0
+fi
+
+# ============================ preparation (no lock) ===========================================
+[[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
+[[ -n $NODE_BIN ]] || die "node is required"
+lab_ensure_tools gcc:gcc iperf3:iperf3 nft:nftables flock:util-linux ip:iproute2 curl:curl
+want haproxy && lab_ensure_tools haproxy:haproxy
+rm -rf "$OUT"; mkdir -p "$BIN" "$OUT/prof"
+T0=$SECONDS
+
+# What "tunlb" is: by default the last commit, built apart from the work tree (others may be
+# editing it), reusing the work tree's node_modules and native addon (build/Release).
+case $BUILD in
+  head)
+    log "building HEAD $(git -C "$REPO" rev-parse --short HEAD) in $OUT/tree"
+    mkdir -p "$OUT/tree"
+    git -C "$REPO" archive --format=tar HEAD | tar -x -C "$OUT/tree"
+    ln -s "$REPO/node_modules" "$OUT/tree/node_modules"
+    ln -s "$REPO/build" "$OUT/tree/build"
+    (cd "$OUT/tree" && bash scripts/build-proto.sh && node_modules/.bin/tsc -p tsconfig.build.json) >"$OUT/build.log" 2>&1 \
+      || { tail -20 "$OUT/build.log" >&2; die "building HEAD failed (log $OUT/build.log)"; }
+    TUNLB_ROOT=$OUT/tree
+    echo "HEAD $(git -C "$REPO" log -1 --format='%h %s' | cut -c1-100)" >"$OUT/measured"
+    ;;
+  tree)
+    log "npm run build (work tree)"
+    (cd "$REPO" && npm run build >"$OUT/build.log" 2>&1) || { tail -20 "$OUT/build.log" >&2; die "npm run build failed (log $OUT/build.log)"; }
+    echo "work tree on $(git -C "$REPO" log -1 --format='%h') ($(git -C "$REPO" status --short -- src | wc -l) changed files under src/)" >"$OUT/measured"
+    ;;
+  none) echo "dist/ as it was (built $(date -r "$REPO/dist/src/cli/main.js" -Is 2>/dev/null || echo never))" >"$OUT/measured" ;;
+  *) die "BENCH_BUILD must be head, tree or none" ;;
+esac
+[[ -f $TUNLB_ROOT/dist/src/cli/main.js ]] || die "$TUNLB_ROOT/dist missing: build first"
+[[ -f $REPO/build/Release/tunlb_native.node ]] || die "native addon missing: npm ci (or npx node-gyp rebuild)"
+
+gcc -O2 -Wall -o "$BIN/rr" "$HERE/rr.c"
+[[ -f $REF/blast.c ]] || die "$REF/blast.c missing (the UDP generator; set BENCH_REF_DIR)"
+gcc -O2 -o "$BIN/blast" "$REF/blast.c"
+for c in tunfwd tunfwd_gso; do [[ -f $REF/$c.c ]] && gcc -O2 -o "$BIN/$c" "$REF/$c.c"; done
+
+(cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/lab-config.ts" "$TUNLB_ROOT/config/lab.yaml" "$OUT/lab.yaml")
+servers=""
+for n in "${LAB_SERVERS[@]}"; do servers+="  server $n ${LAB_BACK4[$n]}"$'\n'; done
+cat >"$OUT/haproxy.cfg" <<EOF
+# bench/dataplane/run.sh: HAProxy as an L4 proxy on the VIP, one thread. No port on the servers:
+# each connection goes to the port the client asked for. balance first: srv1 takes every
+# connection (no maxconn), like the other middleboxes here.
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+frontend vip
+  bind $VIP:$LAB_IPERF_PORT
+  bind $VIP:$RR_PORT
+  default_backend servers
+backend servers
+  balance first
+$servers
+EOF
+haproxy -c -q -f "$OUT/haproxy.cfg" || die "haproxy rejects $OUT/haproxy.cfg"
+log "prepared in $((SECONDS - T0)) s; waiting for the lab lock $LOCK"
+
+TUNLB_ROOT=$TUNLB_ROOT flock -w "${BENCH_LOCK_WAIT:-900}" "$LOCK" bash "$0" __session || die "lab session failed (raw results in $OUT)"
+
+(cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/report.ts" "$OUT")
+log "total $((SECONDS - T0)) s; raw results in $OUT"
