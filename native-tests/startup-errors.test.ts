@@ -1,0 +1,186 @@
+/**
+ * `tunlb run` start-up errors, as an operator sees them: exit code and stderr of the real CLI
+ * (bin/tunlb → dist/, build first with `npm run build`), run inside a namespace this file
+ * creates (tunlb-t-start-<random>, its loopback holding the balancer address) and
+ * removes at the end. Needs root (namespaces, TUN); skips otherwise. Does not use the lab.
+ */
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { createNetns, ipIn, removeNetns } from './helpers/netns';
+import { hasRoot, nativeSuite } from './helpers/root';
+import { REPO, run, poll, staleBuild, type RunResult } from './helpers/lab';
+
+const rootTest = nativeSuite('startup errors');
+const NS = `tunlb-t-start-${randomBytes(4).toString('hex')}`;
+const ADDR = '10.77.9.11';
+const TUN = 'tunt-start0';
+const NOBODY = 65534;
+const TUNLB = path.join(REPO, 'bin', 'tunlb');
+const NODE = process.execPath;
+
+let dir = '';
+const children: ChildProcess[] = [];
+
+function configText(o: { keyFile?: string; tun?: string; extra?: string; lb2?: string } = {}): string {
+  return `
+cluster: { id: start-test, key_file: ${o.keyFile ?? 'cluster.key'} }
+balancers:
+  - { id: lb1, address: ${ADDR} }
+  - { id: lb2, address: ${o.lb2 ?? '10.77.9.12'} }
+tun: { name: ${o.tun ?? TUN}, mtu: 1500 }
+vips:
+  - name: web4
+    address: 10.77.0.10
+    backends:
+      - { address: 10.77.3.21 }
+${o.extra ?? ''}`;
+}
+
+/** Writes a config file into the temp dir (readable by everyone: the no-root case needs it). */
+function writeConfig(name: string, text: string): string {
+  const p = path.join(dir, name);
+  writeFileSync(p, text, { mode: 0o644 });
+  return p;
+}
+
+/** `tunlb run` in the test namespace (optionally as nobody); bounded: 20 s. */
+function tunlbRun(args: string[], opts: { asNobody?: boolean } = {}): Promise<RunResult> {
+  const argv = opts.asNobody
+    ? ['netns', 'exec', NS, 'setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', NODE, TUNLB, 'run', ...args]
+    : ['netns', 'exec', NS, NODE, TUNLB, 'run', ...args];
+  return run('ip', argv, { timeoutMs: 20_000 });
+}
+
+/** stderr lines, without blank ones and without pino JSON log lines. */
+function errLines(r: RunResult): string[] {
+  return r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('{'));
+}
+
+test.before(() => {
+  if (!hasRoot()) return;
+  const stale = staleBuild();
+  if (stale) console.log(`startup-errors: WARNING: ${stale}`);
+  dir = mkdtempSync(path.join(tmpdir(), 'tunlb-start-'));
+  chmodSync(dir, 0o755);
+  writeFileSync(path.join(dir, 'cluster.key'), randomBytes(32), { mode: 0o600 });
+  // A key nobody (65534) can read, for the no-permission case.
+  writeFileSync(path.join(dir, 'nobody.key'), randomBytes(32), { mode: 0o600 });
+  chownSync(path.join(dir, 'nobody.key'), NOBODY, NOBODY);
+  createNetns(NS);
+  // The balancer's address on the namespace's loopback (no dummy/veth module needed).
+  ipIn(NS, ['addr', 'add', `${ADDR}/32`, 'dev', 'lo']);
+});
+
+test.after.always(() => {
+  if (!hasRoot()) return;
+  for (const c of children) if (c.exitCode === null && c.signalCode === null && c.pid) c.kill('SIGKILL');
+  removeNetns(NS);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+rootTest('a bad config exits 2 and names every field path with its fix', async (t) => {
+  const cfg = writeConfig(
+    'bad.yaml',
+    configText({ lb2: '10.77.9' }).replace('- { address: 10.77.3.21 }', '- { address: 10.77.3.21, weight: -1 }') + 'tun_typo: 1\n',
+  );
+  const r = await tunlbRun(['--config', cfg, '--id', 'lb1', '--admin', 'off']);
+  t.log(r.stderr.trim());
+  t.is(r.code, 2, r.stderr);
+  const lines = errLines(r);
+  t.regex(lines[0]!, /^tunlb: .*bad\.yaml: 3 configuration errors: /);
+  const body = lines.slice(1).join('\n');
+  for (const field of ['balancers[1].address', 'vips[0].backends[0].weight', 'tun_typo']) {
+    const line = lines.slice(1).find((l) => l.includes(`: ${field}: `));
+    t.truthy(line, `no line for ${field} in:\n${body}`);
+    t.regex(line!, /bad\.yaml:\d+:\d+: .*\(fix: .+\)$/, `${field}: position and fix`);
+  }
+});
+
+rootTest('an unknown --id exits 2 and names the known ids', async (t) => {
+  const cfg = writeConfig('ok.yaml', configText());
+  const r = await tunlbRun(['--config', cfg, '--id', 'lb7', '--admin', 'off']);
+  t.log(r.stderr.trim());
+  t.is(r.code, 2, r.stderr);
+  t.regex(errLines(r)[0]!, /^tunlb: balancer id "lb7" is not in .*ok\.yaml \(known: lb1, lb2\); pass one of these ids, or add "lb7" to balancers$/);
+});
+
+rootTest('a missing config file exits 2 with the fix', async (t) => {
+  const r = await tunlbRun(['--config', path.join(dir, 'nope.yaml'), '--id', 'lb1']);
+  t.is(r.code, 2, r.stderr);
+  t.deepEqual(errLines(r), [`tunlb: config file ${path.join(dir, 'nope.yaml')} does not exist; pass the right path, or start from config/example.yaml`]);
+});
+
+rootTest('the balancer address not present in the namespace: one clear line, exit 1', async (t) => {
+  const cfg = writeConfig('ok.yaml', configText());
+  const r = await tunlbRun(['--config', cfg, '--id', 'lb2', '--admin', 'off']);
+  t.log(r.stderr.trim());
+  t.is(r.code, 1, r.stderr);
+  const lines = errLines(r);
+  t.is(lines.length, 1, r.stderr);
+  t.regex(lines[0]!, /^tunlb: balancers\[1\]\.address 10\.77\.9\.12 is not on any interface here: run the balancer in the host or network namespace that owns it \(e\.g\. ip netns exec NS tunlb run \.\.\.\), or fix balancers\[1\]\.address$/);
+  t.false(await tunExists(), 'no TUN device left behind');
+});
+
+rootTest('a missing key file exits 2 with the line that says how to make one', async (t) => {
+  const key = path.join(dir, 'missing.key');
+  const cfg = writeConfig('nokey.yaml', configText({ keyFile: key }));
+  const r = await tunlbRun(['--config', cfg, '--id', 'lb1', '--admin', 'off']);
+  t.log(r.stderr.trim());
+  t.is(r.code, 2, r.stderr);
+  const lines = errLines(r);
+  t.true(lines.length >= 1);
+  t.true(lines[0]!.startsWith('tunlb: '), lines[0]);
+  t.true(lines[0]!.includes(`key file ${key} does not exist`), lines[0]);
+  t.true(lines[0]!.includes(`(fix: generate one: (umask 077; head -c 32 /dev/urandom > ${key}))`), lines[0]);
+});
+
+async function tunExists(name = TUN): Promise<boolean> {
+  return (await run('ip', ['-n', NS, 'link', 'show', 'dev', name], { timeoutMs: 5000 })).code === 0;
+}
+
+rootTest('TUN name busy: a second balancer with the same tun.name in the namespace gets one DEVICE_BUSY line; the first exits 0 on SIGTERM', async (t) => {
+  const cfg = writeConfig('ok.yaml', configText());
+  const first = spawn('ip', ['netns', 'exec', NS, NODE, TUNLB, 'run', '--config', cfg, '--id', 'lb1', '--admin', 'off', '--log-level', 'warn'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(first);
+  let firstErr = '';
+  first.stderr!.on('data', (d) => (firstErr += String(d)));
+  const exited = new Promise<number | null>((resolve) => first.once('exit', (code) => resolve(code)));
+  t.true(await poll(() => tunExists(), 15_000), `first balancer never created ${TUN}: ${firstErr}`);
+
+  const r = await tunlbRun(['--config', cfg, '--id', 'lb1', '--admin', 'off']);
+  t.log(r.stderr.trim());
+  t.is(r.code, 1, r.stderr);
+  const lines = errLines(r);
+  t.is(lines.length, 1, r.stderr);
+  t.is(lines[0], `tunlb: TUN device name ${TUN} is in use (another fd has it; open it with multiQueue to add queues)`);
+  t.true(await tunExists(), 'the first balancer still holds the device');
+
+  first.kill('SIGTERM');
+  const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('timeout'), 10_000))]);
+  t.is(code, 0, `first balancer exit after SIGTERM: ${firstErr}`);
+  t.true(await poll(async () => !(await tunExists()), 5000), `${TUN} still there after the balancer exited`);
+});
+
+rootTest('not root: a key only root can read, then the TUN device: one no-permission line each', async (t) => {
+  const cfgRootKey = writeConfig('rootkey.yaml', configText());
+  const r1 = await tunlbRun(['--config', cfgRootKey, '--id', 'lb1', '--admin', 'off'], { asNobody: true });
+  t.log(r1.stderr.trim());
+  t.is(r1.code, 2, r1.stderr);
+  t.regex(errLines(r1)[0]!, /key file .*cluster\.key is not readable by this user \(EACCES\).*\(fix: run as a user that can read it, or chmod\/chown .*cluster\.key\)/);
+
+  const cfg = writeConfig('nobody.yaml', configText({ keyFile: 'nobody.key' }));
+  const r2 = await tunlbRun(['--config', cfg, '--id', 'lb1', '--admin', 'off'], { asNobody: true });
+  t.log(r2.stderr.trim());
+  t.is(r2.code, 1, r2.stderr);
+  const lines = errLines(r2);
+  t.is(lines.length, 1, r2.stderr);
+  // EACCES when /dev/net/tun is not world-accessible (mode 0600 on some hosts), else EPERM.
+  t.regex(lines[0]!, new RegExp(`^tunlb: cannot create TUN device ${TUN} \\((open /dev/net/tun: EACCES|TUNSETIFF: EPERM)\\): run as root or grant CAP_NET_ADMIN$`));
+  t.false(await tunExists());
+});
