@@ -1,0 +1,416 @@
+/**
+ * Flow-record replication (src/cluster/replicator.ts) between Replicators over an in-memory
+ * network (src/cluster/replication-loopback.ts): every datagram is really signed and goes
+ * through the receiver's EnvelopeReceiver (MAC, replay window) before onRecords.
+ */
+import test from 'ava';
+import { LoopbackCluster, LOOPBACK_CLUSTER_ID, type LoopbackMember } from '../../src/cluster/replication-loopback';
+import { buildReadyThresholds, readyThresholdForState } from '../../src/cluster/replication-policy';
+import { REJECT_REASONS } from '../../src/cluster/replicator';
+import { buildForwardingTable } from '../../src/dataplane/forwarding-table';
+import { writeReplyKey } from '../../src/dataplane/reply-key';
+import { FlowFlags, FlowState } from '../../src/flow';
+import { EnvelopeSigner, macKey, Op, ProtocolResult, RecordBatcher, type FlowRecordFields } from '../../src/protocol';
+import { loopbackConfig } from '../../src/cluster/replication-loopback';
+
+const TCP = 6;
+const UDP = 17;
+
+function key40(c: LoopbackCluster, i: number, vip = 0, proto = TCP): Uint8Array {
+  const k = new Uint8Array(new ArrayBuffer(40));
+  c.flowKey(i, vip, proto, k);
+  return k;
+}
+function words(k: Uint8Array): Uint32Array {
+  return new Uint32Array(k.buffer, k.byteOffset, 10);
+}
+/** Entry id of key `k` in member m's table, or -1. */
+function find(m: LoopbackMember, k: Uint8Array): number {
+  const ref = m.table.lookup(words(k), m.now);
+  return ref >= 0 && (ref & 1) === 0 ? ref >>> 1 : -1;
+}
+function decision(m: LoopbackMember, id: number): [number, number, number, number] {
+  const t = m.table;
+  return [t.primary(id), t.backup(id), t.vip(id), t.backend(id)];
+}
+function fields(over: Partial<FlowRecordFields> = {}): FlowRecordFields {
+  return { op: Op.CREATE, primary: 0, backup: 1, vip: 0, backend: 0, state: FlowState.TCP_ESTABLISHED, ageS: 0, idleS: 0, tableGeneration: 1, ...over };
+}
+/** Signs records as balancer `sender` with the cluster's key and delivers them to `to`. */
+function inject(c: LoopbackCluster, signer: EnvelopeSigner, to: number, recs: Array<[FlowRecordFields, Uint8Array]>): number {
+  const dgrams: Uint8Array[] = [];
+  const b = new RecordBatcher(signer, (d) => dgrams.push(d));
+  for (const [f, k] of recs) b.append(f, k, 0);
+  b.flush();
+  let r = 0;
+  for (const d of dgrams) r = c.net.deliver({ from: signer.sender, to, dgram: d, n: -1 });
+  return r;
+}
+function peerSigner(c: LoopbackCluster, sender: number): EnvelopeSigner {
+  return new EnvelopeSigner({ key: c.key, clusterId: LOOPBACK_CLUSTER_ID, sender, incarnation: Date.now() * 2048 + 99 });
+}
+
+test('100 flows created on A appear on B and C with identical primary/backup/vip/backend', (t) => {
+  const c = new LoopbackCluster({ balancers: 3, capacity: 4096 });
+  const [a, b, cc] = [c.join(0), c.join(1), c.join(2)];
+  const keys: Uint8Array[] = [];
+  for (let i = 0; i < 100; i++) {
+    const vip = i % 3; // NAT v4, NAT v6, DSR v4
+    const k = key40(c, i, vip, i % 4 === 0 ? UDP : TCP);
+    keys.push(k);
+    const nb = vip === 0 ? 3 : 2;
+    t.true(c.openFlow(a, k, i % 3, (i + 1) % 3, vip, i % nb, 1) >= 0);
+  }
+  t.is(a.replicator.pending, 100);
+  const dgrams = a.replicator.flush();
+  t.true(dgrams >= 3 && dgrams <= 6, `${dgrams} datagrams`);
+  t.log(`100 mixed records (v4 compact + v6) in ${dgrams} datagrams: ${(100 / dgrams).toFixed(1)} records/datagram`);
+  c.net.deliverAll();
+  for (const m of [b, cc]) {
+    t.is(m.table.size, 100);
+    t.is(m.replicator.stats.applied, 100);
+    for (const k of keys) {
+      const ida = find(a, k);
+      const id = find(m, k);
+      t.true(id >= 0);
+      t.deepEqual(decision(m, id), decision(a, ida));
+      t.is(m.table.flags(id) & FlowFlags.FROM_PEER, FlowFlags.FROM_PEER);
+      t.is(m.table.packets(id), 0, 'records do not count packets');
+      // NAT: the reply key is indexed (backend -> client finds the flow); DSR: none.
+      const vip = m.table.vip(id);
+      t.is(m.table.hasReplyKey(id), vip !== 2);
+      if (vip !== 2) {
+        const rk = new Uint8Array(new ArrayBuffer(40));
+        t.true(writeReplyKey(m.ft, vip, m.table.backend(id), k, 0, rk));
+        t.is(m.table.lookup(words(rk), m.now), id * 2 + 1);
+      }
+    }
+  }
+  t.is(a.table.flags(find(a, keys[0]!)) & FlowFlags.REPLICATED, FlowFlags.REPLICATED);
+  t.is(a.replicator.stats.recordsSent, 100);
+  // Nothing more to send; a second flush sends nothing.
+  t.is(a.replicator.flush(), 0);
+});
+
+test('records carry state and idle time: lastSeen = now - idle_s, never moved back', (t) => {
+  const c = new LoopbackCluster({ balancers: 2, capacity: 256 });
+  const [a, b] = [c.join(0), c.join(1)];
+  a.now = 1000;
+  b.now = 50; // clocks count from each process's start
+  const k = key40(c, 7);
+  const id = c.openFlow(a, k, 0, 1, 0, 1, 3); // SYN, ACK, ACK -> ESTABLISHED
+  a.now = 1012; // idle 12 s at send time
+  a.replicator.flush();
+  c.net.deliverAll();
+  const idb = find(b, k);
+  t.is(b.table.state(idb), FlowState.TCP_ESTABLISHED);
+  t.is(b.table.lastSeen(idb), 50 - 12);
+  t.is(b.table.deadline(idb), 38 + 300);
+  // A later packet on A and a REFRESH: B's lastSeen moves forward ...
+  // (b's clock = a's clock - 962)
+  c.packets(a, id, 1);
+  a.replicator.refreshTick(); // not due yet (refreshS 30) -> nothing
+  t.is(c.net.queued, 0);
+  a.now += 30;
+  b.now = a.now - 962;
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  c.net.deliverAll();
+  t.is(b.table.lastSeen(idb), 1012 - 962);
+  // ... and a stale record (idle 100 s) does not move it back.
+  t.is(inject(c, peerSigner(c, 0), 1, [[fields({ op: Op.REFRESH, backend: 1, idleS: 100 }), k]]), ProtocolResult.OK);
+  t.is(b.table.lastSeen(idb), 50);
+});
+
+test('threshold policy: a TCP flow with 1 packet is not replicated at threshold 2, is after the 2nd; UDP at the 1st', (t) => {
+  const ready = buildReadyThresholds(2);
+  t.is(ready[TCP], 2);
+  t.is(ready[UDP], 1);
+  t.is(ready[1], 1);
+  t.is(readyThresholdForState(FlowState.TCP_SYN_SEEN, 3), 3);
+  t.is(readyThresholdForState(FlowState.UDP, 3), 1);
+
+  const c = new LoopbackCluster({ balancers: 2, capacity: 2048, syncThreshold: 2 });
+  const [a, b] = [c.join(0), c.join(1)];
+  const k = key40(c, 1);
+  const id = c.openFlow(a, k, 0, 1, 0, 0, 1); // the SYN only
+  a.replicator.flush();
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  t.is(c.net.deliverAll(), 0, 'a SYN alone sends nothing (flush and refresh scan)');
+  t.is(find(b, k), -1);
+  c.packets(a, id, 1); // the 2nd packet
+  t.is(a.replicator.pending, 1);
+  a.replicator.flush();
+  c.net.deliverAll();
+  t.true(find(b, k) >= 0);
+  // UDP: the first packet.
+  const ku = key40(c, 2, 0, UDP);
+  c.openFlow(a, ku, 0, 1, 0, 2, 1);
+  a.replicator.flush();
+  c.net.deliverAll();
+  t.true(find(b, ku) >= 0);
+  // A SYN flood of 1,000 spoofed sources: no replication traffic, and the expiry of those
+  // entries sends no DELETE either (only the replicated UDP flow's expiry does).
+  const sent0 = c.net.sent;
+  for (let i = 0; i < 1000; i++) t.true(c.openFlow(a, key40(c, 10_000 + i), 0, 1, 0, 0, 1) >= 0);
+  a.replicator.flush();
+  a.replicator.refreshTick();
+  t.is(c.net.sent, sent0);
+  a.now += 31; // SYN_SEEN (and UDP) time out after 30 s
+  t.is(a.table.expire(a.now, 10_000), 1001);
+  a.replicator.flush();
+  t.is(a.replicator.stats.deletesSent, 1);
+  t.is(c.net.sent, sent0 + 1);
+});
+
+test('flowCreated (the current FlowSink): UDP queued at once, TCP above threshold left to the refresh scan', (t) => {
+  const c = new LoopbackCluster({ balancers: 2, capacity: 256, syncThreshold: 2 });
+  const [a, b] = [c.join(0), c.join(1)];
+  const ku = key40(c, 1, 0, UDP);
+  const kt = key40(c, 2, 0, TCP);
+  // Insert without the forwarder-side ready check, as today's forwarder does.
+  const idu = c.openFlow(a, ku, 0, 1, 0, 0, 0);
+  const idt = c.openFlow(a, kt, 0, 1, 0, 0, 0);
+  a.replicator.flowCreated(idu);
+  a.replicator.flowCreated(idt);
+  t.is(a.replicator.pending, 1);
+  a.table.touch(idu, a.now, 0, 0);
+  a.table.touch(idt, a.now, 0x02, 0);
+  a.table.touch(idt, a.now, 0x10, 0);
+  a.replicator.flush();
+  c.net.deliverAll();
+  t.true(find(b, ku) >= 0);
+  t.is(find(b, kt), -1);
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  c.net.deliverAll();
+  t.true(find(b, kt) >= 0);
+  t.is(a.replicator.stats.readyHealed, 1);
+});
+
+test('expiry on A sends a DELETE: the flow is gone on B, kept on C which forwarded a packet just now', (t) => {
+  const c = new LoopbackCluster({ balancers: 3, capacity: 256 });
+  const [a, b, cc] = [c.join(0), c.join(1), c.join(2)];
+  const ks = [key40(c, 1, 0, UDP), key40(c, 2, 0, UDP)];
+  for (const k of ks) c.openFlow(a, k, 0, 1, 0, 0, 1);
+  a.replicator.flush();
+  c.net.deliverAll();
+  t.true(find(b, ks[0]!) >= 0 && find(cc, ks[0]!) >= 0);
+  // C forwards a packet of flow 0 (e.g. it took it over) 20 s later; A's copy idles out.
+  a.now += 20;
+  cc.now += 20;
+  cc.table.touch(find(cc, ks[0]!), cc.now, 0, 0);
+  a.now += 11; // UDP timeout 30 s since the last packet on A
+  cc.now += 1;
+  b.now += 31;
+  t.is(a.table.expire(a.now, 100), 2);
+  t.is(a.replicator.pending, 2);
+  a.replicator.flush();
+  c.net.deliverAll();
+  t.is(a.replicator.stats.deletesSent, 2);
+  t.is(find(b, ks[1]!), -1);
+  t.is(b.replicator.stats.deleted + b.replicator.stats.rejectedByReason.delete_unknown, 2);
+  t.true(find(cc, ks[0]!) >= 0, 'C forwarded a packet within deleteGraceS: its own expiry decides');
+  t.is(cc.replicator.stats.rejectedByReason.delete_locally_active, 1);
+  t.is(find(cc, ks[1]!), -1);
+  // Removing by DELETE does not echo a DELETE from B or C.
+  t.is(b.replicator.pending + cc.replicator.pending, 0);
+});
+
+test('refresh heals a dropped datagram; a full ready ring is counted and healed by the scan', (t) => {
+  const c = new LoopbackCluster({ balancers: 2, capacity: 1024, refreshS: 10, replicator: { queueCapacity: 16 } });
+  const [a, b] = [c.join(0), c.join(1)];
+  let first = true;
+  c.net.filter = () => {
+    if (!first) return true;
+    first = false;
+    return false;
+  };
+  const keys = Array.from({ length: 100 }, (_, i) => key40(c, i, 0, UDP));
+  for (const k of keys) c.openFlow(a, k, 0, 1, 0, 1, 1);
+  t.is(a.replicator.stats.queueDrops, 84, 'ring of 16: 84 ready events dropped');
+  a.replicator.flush();
+  c.net.deliverAll();
+  t.is(c.net.dropped, 1);
+  t.is(b.table.size, 0, 'the only datagram (16 records) was lost');
+  // The scan sends CREATEs for the 84 never sent at once ...
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  c.net.deliverAll();
+  t.is(b.table.size, 84);
+  // ... and the 16 lost ones are re-sent as REFRESH after refreshS: a REFRESH of an unknown key installs it.
+  a.now += 10;
+  b.now += 10;
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  c.net.deliverAll();
+  t.is(b.table.size, 100);
+  for (const k of keys) t.deepEqual(decision(b, find(b, k)), [0, 1, 0, 1]);
+  t.true(a.replicator.stats.refreshesSent >= 100);
+});
+
+test('forged (wrong key) and replayed datagrams change nothing and are counted', (t) => {
+  const c = new LoopbackCluster({ balancers: 3, capacity: 256 });
+  const [a, b] = [c.join(0), c.join(1)];
+  c.join(2);
+  const captured: Uint8Array[] = [];
+  c.net.tap = (d) => {
+    if (d.to === 1) captured.push(d.dgram);
+  };
+  const k = key40(c, 1, 0, UDP);
+  c.openFlow(a, k, 0, 1, 0, 0, 1);
+  a.replicator.flush();
+  c.net.deliverAll();
+  const id = find(b, k);
+  t.true(id >= 0);
+  const before = decision(b, id);
+  // Replay of A's datagram (e.g. after its DELETE): REPLAYED, nothing applied.
+  t.is(c.net.deliver({ from: 0, to: 1, dgram: captured[0]!, n: -1 }), ProtocolResult.REPLAYED);
+  // Forgery: a record with another decision, signed with a wrong key, claiming to be A.
+  const forger = new EnvelopeSigner({ key: macKey(Buffer.alloc(32, 0x66)), clusterId: LOOPBACK_CLUSTER_ID, sender: 0, incarnation: Date.now() * 4096 });
+  t.is(inject(c, forger, 1, [[fields({ primary: 0, backup: 2, backend: 2 }), k]]), ProtocolResult.BAD_MAC);
+  // Another cluster with the same key.
+  const other = new EnvelopeSigner({ key: c.key, clusterId: LOOPBACK_CLUSTER_ID + 1, sender: 0, incarnation: Date.now() * 4096 });
+  t.is(inject(c, other, 1, [[fields({ primary: 0, backup: 2, backend: 2 }), k]]), ProtocolResult.WRONG_CLUSTER);
+  t.deepEqual(decision(b, id), before);
+  const counts = c.net.node(1).receiver.counts;
+  t.is(counts[ProtocolResult.REPLAYED], 1);
+  t.is(counts[ProtocolResult.BAD_MAC], 1);
+  t.is(counts[ProtocolResult.WRONG_CLUSTER], 1);
+  t.is(b.replicator.stats.recordsReceived, 1);
+});
+
+test('authenticated but unusable records are ignored and counted by reason; garbage never throws', (t) => {
+  const c = new LoopbackCluster({ balancers: 3, capacity: 256 });
+  const b = c.join(1);
+  b.now = 1000;
+  const s2 = peerSigner(c, 2);
+  const k = (i: number): Uint8Array => key40(c, i);
+  inject(c, s2, 1, [
+    [fields({ vip: 9 }), k(1)],
+    [fields({ vip: 0, backend: 3 }), k(2)], // web4 has 3 backends (0..2)
+    [fields({ vip: 2, backend: 0xffff }), k(3)],
+    [fields({ primary: 5 }), k(4)], // 3 balancers
+    [fields({ op: Op.DELETE }), k(5)],
+    [fields({ idleS: 400 }), k(6)], // already idle past ESTABLISHED's 300 s
+    [fields({ vip: 1, backend: 1 }), key40(c, 7, 1)], // fine (IPv6)
+  ]);
+  const r = b.replicator.stats.rejectedByReason;
+  t.is(r.vip_out_of_range, 1);
+  t.is(r.backend_out_of_range, 2);
+  t.is(r.balancer_out_of_range, 1);
+  t.is(r.delete_unknown, 1);
+  t.is(r.expired, 1);
+  t.is(b.replicator.stats.applied, 1);
+  t.is(b.replicator.stats.ignored, 6);
+  t.is(b.table.size, 1);
+  // A record keyed by an existing flow's reply key is refused.
+  const idv6 = find(b, key40(c, 7, 1));
+  const rk = new Uint8Array(new ArrayBuffer(40));
+  b.table.copyKey(idv6, 1, new Uint32Array(rk.buffer));
+  inject(c, s2, 1, [[fields(), rk]]);
+  t.is(r.key_conflict, 1);
+  // Direct garbage: never throws, counted.
+  const rep = b.replicator;
+  t.notThrows(() => {
+    rep.onRecords(2, { records: [null as never, { op: 1, key: new Uint8Array(7) } as never, { op: 9, key: k(1) } as never] });
+    rep.onRecords(1, { records: [{ op: 1, key: k(1) } as never] }); // from self
+    rep.onRecords(2, null as never);
+    rep.onRecords(2, { records: [{ op: 1, key: k(8), primary: -1, backup: 0, vip: 0, backend: 0 } as never] });
+    rep.onSyncChunk(2, null as never);
+    rep.onSyncChunk(2, { requestId: 5, chunkIndex: 0, records: [] } as never);
+    rep.onSyncRequest(7, { requestId: 1, fromCursor: 0 } as never);
+  });
+  t.is(r.bad_key, 2);
+  t.is(r.bad_op, 1);
+  t.is(r.bad_sender, 2);
+  t.true(r.balancer_out_of_range >= 2);
+  t.deepEqual(Object.keys(r), [...REJECT_REASONS]);
+  t.is(b.table.size, 1);
+});
+
+test('the record is the truth: a known decision is kept unless the sender is its primary (authoritative)', (t) => {
+  const c = new LoopbackCluster({ balancers: 3, capacity: 256 });
+  const b = c.join(1);
+  const k = key40(c, 42);
+  const s0 = peerSigner(c, 0);
+  const s2 = peerSigner(c, 2);
+  inject(c, s2, 1, [[fields({ primary: 2, backup: 0, backend: 0 }), k]]);
+  const id = find(b, k);
+  t.deepEqual(decision(b, id), [2, 0, 0, 0]);
+  // Balancer 0 sends another decision naming 2 as primary: not authoritative, kept.
+  inject(c, s0, 1, [[fields({ op: Op.REFRESH, primary: 2, backup: 1, backend: 1 }), k]]);
+  t.deepEqual(decision(b, find(b, k)), [2, 0, 0, 0]);
+  t.is(b.replicator.stats.decisionKept, 1);
+  // Balancer 0 claims the flow as its own primary with backend 1: it is authoritative for what
+  // it records as its flow -> adopted, and the NAT reply key follows the backend.
+  inject(c, s0, 1, [[fields({ op: Op.REFRESH, primary: 0, backup: 2, backend: 1 }), k]]);
+  const id2 = find(b, k);
+  t.deepEqual(decision(b, id2), [0, 2, 0, 1]);
+  t.is(b.replicator.stats.adopted, 1);
+  const rk = new Uint8Array(new ArrayBuffer(40));
+  writeReplyKey(b.ft, 0, 1, k, 0, rk);
+  t.is(b.table.lookup(words(rk), b.now), id2 * 2 + 1, 'reply key of the adopted backend');
+  writeReplyKey(b.ft, 0, 0, k, 0, rk);
+  t.is(b.table.lookup(words(rk), b.now), -1, 'old reply key gone');
+  t.is(b.table.size, 1);
+  // Primary/backup change only (same backend): setDecision in place.
+  inject(c, s2, 1, [[fields({ op: Op.REFRESH, primary: 2, backup: 1, backend: 1 }), k]]);
+  t.deepEqual(decision(b, find(b, k)), [2, 1, 0, 1]);
+  t.is(find(b, k), id2);
+});
+
+test('table generations: same list -> as is; known older list -> remapped by backend id; unknown after a change -> ignored', (t) => {
+  const c = new LoopbackCluster({ balancers: 3, capacity: 256 });
+  const b = c.join(1);
+  const s0 = peerSigner(c, 0);
+  // Unknown generation 7 before any list change: the index cannot mean another backend.
+  inject(c, s0, 1, [[fields({ tableGeneration: 7, backend: 2 }), key40(c, 1)]]);
+  t.is(b.replicator.stats.applied, 1);
+  // Health-only rebuild (generation 2, same list): generation-1 records map as is.
+  b.ft = buildForwardingTable(c.config, c.hashKey, 2, () => true, b.ft);
+  inject(c, s0, 1, [[fields({ tableGeneration: 1, backend: 2 }), key40(c, 2)]]);
+  t.is(b.table.backend(find(b, key40(c, 2))), 2);
+  // Backend list change (generation 3: a backend inserted at position 0 of web4).
+  b.ft = buildForwardingTable(loopbackConfig(3, true), c.hashKey, 3);
+  // A generation-1 record (backend 2 = 10.99.3.23 then) maps to index 3 now.
+  inject(c, s0, 1, [[fields({ tableGeneration: 1, backend: 2 }), key40(c, 3)]]);
+  const id3 = find(b, key40(c, 3));
+  t.is(b.table.backend(id3), 3);
+  t.is(b.replicator.stats.remapped, 1);
+  // Unknown generation after a change of web4's list: ambiguous; web6 (unchanged) is fine.
+  inject(c, s0, 1, [[fields({ tableGeneration: 99, backend: 1 }), key40(c, 4)]]);
+  t.is(b.replicator.stats.rejectedByReason.generation_ambiguous, 1);
+  inject(c, s0, 1, [[fields({ tableGeneration: 99, vip: 1, backend: 1 }), key40(c, 5, 1)]]);
+  t.true(find(b, key40(c, 5, 1)) >= 0);
+  // Current generation: as is.
+  inject(c, s0, 1, [[fields({ tableGeneration: 3, backend: 0 }), key40(c, 6)]]);
+  t.is(b.table.backend(find(b, key40(c, 6))), 0);
+});
+
+test('a learnt flow forwarded here after its primary died is refreshed (and deleted) by this balancer', (t) => {
+  const live = new Uint8Array([1, 1, 1]);
+  const c = new LoopbackCluster({ balancers: 3, capacity: 256, refreshS: 10, replicator: { live } });
+  const [a, b, cc] = [c.join(0), c.join(1), c.join(2)];
+  const k = key40(c, 5, 0, UDP);
+  c.openFlow(a, k, 0, 1, 0, 0, 1);
+  a.replicator.flush();
+  c.net.deliverAll();
+  const idb = find(b, k);
+  // B forwards packets of it while A lives: A refreshes, B does not.
+  b.table.touch(idb, b.now, 0, 0);
+  for (let i = 0; i < b.replicator.refreshCycleTicks; i++) b.replicator.refreshTick();
+  t.is(c.net.queued, 0);
+  // A dies: B, still forwarding it, becomes its refresher.
+  live[0] = 0;
+  b.now += 1;
+  b.table.touch(idb, b.now, 0, 0);
+  for (let i = 0; i < b.replicator.refreshCycleTicks; i++) b.replicator.refreshTick();
+  t.true(c.net.queued >= 1);
+  c.net.deliverAll();
+  t.is(b.replicator.stats.refreshesSent, 1);
+  t.is(b.table.flags(idb) & FlowFlags.REPLICATED, FlowFlags.REPLICATED);
+  // Its expiry on B now sends a DELETE to C.
+  b.now += 31;
+  cc.now += 40;
+  b.table.expire(b.now, 100);
+  b.replicator.flush();
+  c.net.deliverAll();
+  t.is(find(cc, k), -1);
+});
