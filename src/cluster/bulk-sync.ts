@@ -84,6 +84,9 @@ export interface SyncResult {
   elapsedMs: number;
 }
 
+/** Upper bounds of the syncStepHistogram buckets (the last bucket is everything longer). */
+export const SYNC_STEP_BUCKETS_MS: readonly number[] = [0.5, 1, 2, 5, 10];
+
 export class SyncStats {
   syncRequestsReceived = 0;
   /** Requests dropped because maxJobs jobs were running. */
@@ -98,8 +101,13 @@ export class SyncStats {
   syncChunksIgnored = 0;
   syncsCompleted = 0;
   syncsFailed = 0;
+  /** Server steps run, and those longer than 2 ms (wall clock: preemption on a busy host counts). */
+  syncSteps = 0;
+  syncStepsOver2ms = 0;
   /** Longest single server step, ms (pacing check). */
   syncMaxStepMs = 0;
+  /** Server steps by wall-clock duration: <= 0.5, 1, 2, 5, 10 ms, longer (SYNC_STEP_BUCKETS_MS). */
+  readonly syncStepHistogram = [0, 0, 0, 0, 0, 0];
 }
 
 // ----------------------------------------------------------------------------- packing
@@ -288,6 +296,11 @@ export class BulkSyncServer {
       return;
     }
     const dt = performance.now() - t0;
+    this.stats.syncSteps++;
+    if (dt > 2) this.stats.syncStepsOver2ms++;
+    let b = 0;
+    while (b < SYNC_STEP_BUCKETS_MS.length && dt > SYNC_STEP_BUCKETS_MS[b]!) b++;
+    this.stats.syncStepHistogram[b]!++;
     if (dt > this.stats.syncMaxStepMs) this.stats.syncMaxStepMs = dt;
     if (finished) {
       this.jobs.delete(jobKey);
