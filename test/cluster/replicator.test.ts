@@ -9,6 +9,7 @@ import { buildReadyThresholds, readyThresholdForState } from '../../src/cluster/
 import { REJECT_REASONS } from '../../src/cluster/replicator';
 import { buildForwardingTable } from '../../src/dataplane/forwarding-table';
 import { writeReplyKey } from '../../src/dataplane/reply-key';
+import type { FlowSink } from '../../src/dataplane/forwarder';
 import { FlowFlags, FlowState } from '../../src/flow';
 import { EnvelopeSigner, macKey, Op, ProtocolResult, RecordBatcher, type FlowRecordFields } from '../../src/protocol';
 import { loopbackConfig } from '../../src/cluster/replication-loopback';
@@ -53,6 +54,8 @@ function peerSigner(c: LoopbackCluster, sender: number): EnvelopeSigner {
 test('100 flows created on A appear on B and C with identical primary/backup/vip/backend', (t) => {
   const c = new LoopbackCluster({ balancers: 3, capacity: 4096 });
   const [a, b, cc] = [c.join(0), c.join(1), c.join(2)];
+  const sink: FlowSink = a.replicator; // the forwarder's sink interface (type check)
+  t.truthy(sink);
   const keys: Uint8Array[] = [];
   for (let i = 0; i < 100; i++) {
     const vip = i % 3; // NAT v4, NAT v6, DSR v4
