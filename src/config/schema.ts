@@ -96,7 +96,7 @@ export const ReplicationSchema = z.strictObject({
    * replication flood, at the cost of not protecting flows that fail over during their first
    * packets. UDP and ICMP flows are replicated on their first packet. Default 1.
    */
-  sync_threshold: int(1, 65535).default(1),
+  sync_threshold: int(1, 65535).default(3),
 });
 
 export const ProbeSchema = z.strictObject({
@@ -294,7 +294,7 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'cluster.replication.ttl': { expect: 'an integer 1..255', default: '1' },
   'cluster.replication.flush_ms': { expect: 'an integer 0..1000 (milliseconds)', default: '1' },
   'cluster.replication.refresh_s': { expect: 'an integer 1..3600 (seconds)', default: '30' },
-  'cluster.replication.sync_threshold': { expect: 'an integer 1..65535 (packets)', default: '1' },
+  'cluster.replication.sync_threshold': { expect: 'an integer 1..65535 (packets)', default: '3' },
   'cluster.probe.interval_ms': { expect: 'an integer 10..60000 (milliseconds)', default: '100' },
   'cluster.probe.misses': { expect: 'an integer 1..100', default: '3' },
   'balancers[].id': { expect: 'a unique id of 1..63 chars a-z, 0-9, "-"', default: 'required' },

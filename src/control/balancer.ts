@@ -8,8 +8,12 @@
  *   2. its configured address present on a local interface (in its network namespace)
  *   3. hash key derived from the cluster key; forwarding table built and validated
  *   4. flow table preallocated (capacity from the config)
- *   5. TUN device opened (offloads probed once; features logged), batch buffers allocated
- *   6. admin endpoint listening; read loop armed
+ *   5. cluster (more than one balancer): control channel bound, probes running, data socket
+ *      for encapsulated packets bound on this balancer's address
+ *   6. TUN device opened (offloads probed once; features logged), batch buffers allocated
+ *   7. admin endpoint listening
+ *   8. cluster: bulk sync from a live peer (this balancer reports SYNCING meanwhile, so no
+ *      peer sends it flows), then SERVING; read loops armed
  *
  * Shutdown (SIGTERM/SIGINT or `stop()`): stop reading, close the admin endpoint, release the
  * TUN device (the kernel removes it and its routes), log final counters. Idempotent.
@@ -31,6 +35,9 @@ import { Forwarder } from '../dataplane/forwarder';
 import { ForwardDrop } from '../dataplane/forward-drop';
 import { buildForwardingTable, type ForwardingTable } from '../dataplane/forwarding-table';
 import { createLogger, type Logger } from './logger';
+import { ClusterNode } from '../cluster/cluster-node';
+import { UdpBatchSocket } from '../dataplane/udp-batch-socket';
+import { PeerArrays } from '../dataplane/packet-batch';
 import { AdminServer } from './admin-server';
 import { snapshotStats, type BalancerSnapshot } from './snapshot';
 
@@ -62,8 +69,13 @@ export class Balancer {
   readonly #device: TunLike;
   readonly #batch: PacketBatch;
   readonly #vnet: boolean;
-  readonly #t0 = performance.now();
+  #t0 = performance.now();
   readonly #live: Uint8Array;
+  readonly cluster: ClusterNode | undefined;
+  readonly #dataSocket: UdpBatchSocket | undefined;
+  readonly #peerRx: PacketBatch | undefined;
+  readonly #peerRxAddrs: PeerArrays | undefined;
+  readonly #peerOut: { batch: PacketBatch; addrs: Uint8Array; ports: Uint16Array; count: number } | undefined;
   #admin: AdminServer | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -75,33 +87,53 @@ export class Balancer {
     device: TunLike,
     forwarding: ForwardingTable,
     hashKey: Uint32Array,
+    table: FlowTable,
+    cluster: ClusterNode | undefined,
+    dataSocket: UdpBatchSocket | undefined,
   ) {
     this.config = config;
     this.selfIndex = selfIndex;
     this.selfId = config.balancers[selfIndex]!.id;
     this.log = log;
-    const t = config.flowTable.timeouts;
-    this.table = new FlowTable({
-      capacity: config.flowTable.capacity,
-      timeouts: {
-        tcpEstablished: t.tcpEstablishedS,
-        tcpSynSeen: t.tcpSynS,
-        tcpClosing: t.tcpClosingS,
-        tcpClosed: t.tcpResetS,
-        udp: t.udpS,
-        icmp: t.icmpS,
-      },
-    });
-    // Until the cluster layer reports peers alive, only this balancer is: every new flow's
-    // primary is this balancer (claim 6).
-    this.#live = new Uint8Array(config.balancers.length);
-    this.#live[selfIndex] = 1;
-    this.forwarder = new Forwarder({ table: this.table, forwarding, hashKey, selfIndex, live: this.#live });
+    this.table = table;
+    this.cluster = cluster;
+    this.#dataSocket = dataSocket;
     this.#device = device;
     this.#vnet = device.features.vnetHdr;
-    this.#batch = new PacketBatch({
-      count: config.tun.batch,
-      maxPacket: this.#vnet ? GSO_MAX_PACKET : Math.max(device.maxPacketSize, config.tun.mtu),
+    const maxPacket = this.#vnet ? GSO_MAX_PACKET : Math.max(device.maxPacketSize, config.tun.mtu);
+    this.#batch = new PacketBatch({ count: config.tun.batch, maxPacket });
+    if (cluster !== undefined) {
+      // Liveness is the membership's: a peer counts once it answers probes and serves.
+      this.#live = cluster.membership.live;
+      this.#peerOut = {
+        batch: new PacketBatch({ count: config.tun.batch, maxPacket, share: this.#batch }),
+        addrs: new Uint8Array(config.tun.batch * 16),
+        ports: new Uint16Array(config.tun.batch),
+        count: 0,
+      };
+      this.#peerRx = new PacketBatch({ count: config.tun.batch, maxPacket: GSO_MAX_PACKET });
+      this.#peerRxAddrs = new PeerArrays(config.tun.batch);
+    } else {
+      // A cluster of one: this balancer is every flow's primary (claim 6).
+      this.#live = new Uint8Array(config.balancers.length);
+      this.#live[selfIndex] = 1;
+    }
+    const peerAddrs = new Uint8Array(config.balancers.length * 16);
+    const peerPorts = new Uint16Array(config.balancers.length);
+    config.balancers.forEach((b, i) => {
+      peerAddrs.set(b.address.bytes, i * 16);
+      peerPorts[i] = b.dataPort;
+    });
+    this.forwarder = new Forwarder({
+      table,
+      forwarding,
+      hashKey,
+      selfIndex,
+      live: this.#live,
+      sink: cluster?.replicator,
+      syncThreshold: config.cluster.replication.syncThreshold,
+      peers: cluster !== undefined ? { addrs: peerAddrs, ports: peerPorts } : undefined,
+      peerOutput: this.#peerOut,
     });
   }
 
@@ -115,16 +147,43 @@ export class Balancer {
     if (opts.device === undefined) assertAddressPresent(self.balancer.address.text, `balancers[${self.index}].address`);
     const hashKey = deriveHashKey(config.cluster.key.reveal());
     const forwarding = buildForwardingTable(config, hashKey, 1);
-    const device =
-      opts.device ??
-      TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, vnetHdr: config.tun.offload });
-    let b: Balancer;
+    const t = config.flowTable.timeouts;
+    let cluster: ClusterNode | undefined;
+    const table = new FlowTable({
+      capacity: config.flowTable.capacity,
+      timeouts: {
+        tcpEstablished: t.tcpEstablishedS,
+        tcpSynSeen: t.tcpSynS,
+        tcpClosing: t.tcpClosingS,
+        tcpClosed: t.tcpResetS,
+        udp: t.udpS,
+        icmp: t.icmpS,
+      },
+      onExpire: (id) => cluster?.replicator.flowExpired(id),
+    });
+    const t0 = performance.now();
+    const nowSec = (): number => Math.floor((performance.now() - t0) / 1000);
+    let b: Balancer | undefined;
+    let device: TunLike | undefined;
+    let dataSocket: UdpBatchSocket | undefined;
     try {
-      b = new Balancer(config, self.index, log, device, forwarding, hashKey);
+      if (config.balancers.length > 1) {
+        cluster = await ClusterNode.start({ config, selfIndex: self.index, table, forwarding: () => b!.forwarder.forwarding, nowSec, log });
+        dataSocket = UdpBatchSocket.open({ address: self.balancer.address.text, port: self.balancer.dataPort });
+      }
+      device =
+        opts.device ??
+        TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, vnetHdr: config.tun.offload });
+      b = new Balancer(config, self.index, log, device, forwarding, hashKey, table, cluster, dataSocket);
+      b.#t0 = t0;
       const listen = opts.adminListen ?? `${config.admin.listen.host}:${config.admin.listen.port}`;
       if (listen !== 'off') b.#admin = await AdminServer.listen(listen, b);
+      if (cluster !== undefined) await cluster.syncThenServe();
     } catch (e) {
-      device.close();
+      cluster?.close();
+      dataSocket?.close();
+      if (device !== undefined && !device.closed) device.close();
+      if (b !== undefined) await b.#admin?.close();
       throw e;
     }
     b.#arm();
@@ -132,12 +191,13 @@ export class Balancer {
       {
         event: 'balancer_started',
         config: config.source,
-        cluster: config.cluster.id,
+        clusterId: config.cluster.id,
         balancers: config.balancers.map((x) => x.id),
         tun: device.name,
         features: device.features,
         vips: config.vips.map((v) => `${v.name} ${v.address.text} ${v.method} → ${v.backends.map((x) => x.address.text).join(',')}`),
         flowCapacity: config.flowTable.capacity,
+        cluster: cluster ? { incarnation: cluster.incarnation, syncedFrom: cluster.syncedFrom, replication: config.cluster.replication.mode } : 'single',
         admin: b.#admin?.address ?? 'off',
       },
       `balancer ${self.balancer.id} serving on ${device.name}`,
@@ -164,6 +224,7 @@ export class Balancer {
 
   #arm(): void {
     this.#device.onReadable(() => this.#onReadable());
+    this.#dataSocket?.onReadable(() => this.#onPeerReadable());
     this.#expiryTimer = setInterval(() => this.table.expire(this.nowSec(), EXPIRY_BUDGET), EXPIRY_INTERVAL_MS);
   }
 
@@ -179,7 +240,30 @@ export class Balancer {
         const w = dev.write(batch, m);
         if (w < m) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += m - w;
       }
+      const po = this.#peerOut;
+      if (po !== undefined && po.count > 0) {
+        const w = this.#dataSocket!.send(po.batch, po.count, po.addrs, po.ports);
+        if (w < po.count) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += po.count - w;
+      }
       if (n < batch.count) return;
+    }
+  }
+
+  /** Encapsulated packets from peers: decapsulate, rewrite, write into the TUN device. */
+  #onPeerReadable(): void {
+    const sock = this.#dataSocket!;
+    const rx = this.#peerRx!;
+    const pa = this.#peerRxAddrs!;
+    const fwd = this.forwarder;
+    for (let k = 0; k < MAX_BATCHES_PER_WAKEUP && !this.#stopped; k++) {
+      const n = sock.recv(rx, rx.count, pa.addrs, pa.ports);
+      if (n === 0) return;
+      const m = fwd.processPeerBatch(rx, n, pa.addrs, this.#vnet, this.nowSec());
+      if (m > 0) {
+        const w = this.#device.write(rx, m);
+        if (w < m) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += m - w;
+      }
+      if (n < rx.count) return;
     }
   }
 
@@ -188,6 +272,12 @@ export class Balancer {
     if (this.#stopped) return;
     this.#stopped = true;
     if (this.#expiryTimer) clearInterval(this.#expiryTimer);
+    this.cluster?.close();
+    try {
+      if (this.#dataSocket !== undefined && !this.#dataSocket.closed) this.#dataSocket.close();
+    } catch {
+      /* already closed */
+    }
     try {
       if (!this.#device.closed) {
         this.#device.stop();

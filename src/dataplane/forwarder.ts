@@ -397,6 +397,9 @@ export class Forwarder {
     if (ref < 0 || (ref & 1) === 0) return this.#drop(ForwardDrop.NO_FLOW);
     const id = ref >>> 1;
     table.touch(id, nowSec, info.tcpFlags, 1);
+    if (this.#sink !== undefined && info.key[36] === IPPROTO_TCP && (table.flags(id) & F_FROM_PEER) === 0) {
+      if (table.packets(id) === this.#syncThreshold) this.#sink.flowReady(id);
+    }
     const ft = this.#ft;
     const vip = table.vip(id);
     if (vip >= ft.vipCount) return this.#drop(ForwardDrop.NO_FLOW);

@@ -69,7 +69,7 @@ test('every default is applied', (t) => {
       wireId: c.cluster.wireId,
       key: '<redacted>',
       keySource: { kind: 'file', path: '/keys/cluster.key' },
-      replication: { mode: 'multicast', group: '239.99.0.1', controlPort: 7946, dataPort: 7947, ttl: 1, flushMs: 1, refreshS: 30, syncThreshold: 1 },
+      replication: { mode: 'multicast', group: '239.99.0.1', controlPort: 7946, dataPort: 7947, ttl: 1, flushMs: 1, refreshS: 30, syncThreshold: 3 },
       probe: { intervalMs: 100, misses: 3 },
     },
     balancers: [{ index: 0, id: 'lb1', address: '10.0.0.11', controlPort: 7946, dataPort: 7947 }],
