@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2016  # single-quoted JavaScript (template literals) for node -e
+# The tunlb demo (README's first command; root, fresh Debian with Node.js 20):
+#
+#   bash scripts/demo.sh
+#
+# 1. installs what tunlb needs (scripts/install-deps.sh: Debian packages, npm ci, build);
+# 2. builds the namespace lab with three balancers (scripts/lab.sh up): client, router,
+#    lb1..lb3, srv1..srv3, each a network namespace; nothing touches this machine's own network;
+# 3. opens 30 long-lived TCP connections from the client through the VIP to the servers' echo
+#    service, each exchanging a message every 20 ms (scripts/traffic.ts longlived);
+# 4. kills balancer lb2 with SIGKILL a few seconds in, while the connections keep talking;
+# 5. shows the per-second timeline and the verdict (connections survived, resets, longest stall),
+#    what each balancer saw, then brings lb2 back (it bulk-syncs the flow table before serving);
+# 6. tears the lab down (always, also on Ctrl-C or an error).
+#
+# Options: --no-install skips step 1 (already installed and built).
+# Environment: DEMO_CONNS (30), DEMO_INTERVAL_MS (20), DEMO_DURATION_S (14), DEMO_KILL_AFTER_S (4).
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+cd "$REPO"
+LAB=(bash "$REPO/scripts/lab.sh")
+CONNS=${DEMO_CONNS:-30}
+INTERVAL_MS=${DEMO_INTERVAL_MS:-20}
+DURATION_S=${DEMO_DURATION_S:-14}
+KILL_AFTER_S=${DEMO_KILL_AFTER_S:-4}
+VICTIM=lb2
+INSTALL=1
+for a in "$@"; do
+  case $a in
+    --no-install) INSTALL=0 ;;
+    -h | --help) sed -n '3,/^set -E/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo: unknown option $a (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+die() { echo "demo: $*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "run as root: the lab uses network namespaces (bash scripts/demo.sh)"
+
+WORK=$(mktemp -d /tmp/tunlb-demo.XXXXXX)
+TRAFFIC_PID=""
+LAB_STARTED=0
+T0=$EPOCHREALTIME
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ -n $TRAFFIC_PID ]] && kill -0 "$TRAFFIC_PID" 2>/dev/null; then kill -KILL "$TRAFFIC_PID" 2>/dev/null || true; fi
+  if ((LAB_STARTED)); then
+    echo
+    echo "== tearing the lab down (scripts/lab.sh down)"
+    "${LAB[@]}" down >"$WORK/down.log" 2>&1 || cat "$WORK/down.log"
+    echo "   every lab namespace removed; balancer logs kept in /run/tunlb-lab/logs/"
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Seconds since the demo started (after install), one decimal.
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+clock() { date +%H:%M:%S.%3N; }
+epoch_ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:13}"; }
+
+# json FILE EXPR: evaluates a JavaScript expression over the parsed JSON in FILE (as `j`).
+json() { node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); const r = eval(process.argv[2]); console.log(typeof r === "string" ? r : JSON.stringify(r));' "$1" "$2"; }
+# stats lbN FILE: the balancer's admin stats (JSON) into FILE; false if it does not answer.
+stats() { ip netns exec "tunlb-$1" curl -s -m 2 http://127.0.0.1:9180/api/v1/stats >"$2" 2>/dev/null && [[ -s $2 ]]; }
+flows() { ip netns exec "tunlb-$1" curl -s -m 3 "http://127.0.0.1:9180/api/v1/flows?limit=100000" >"$2" 2>/dev/null && [[ -s $2 ]]; }
+
+cat <<EOF
+tunlb demo: three userspace L4 load balancers (TUN, TypeScript on Node.js) share every
+flow's record; when one dies, its connections continue through the flow's backup balancer.
+
+EOF
+
+# ---- 1. install ----
+if ((INSTALL)); then
+  echo "== [1/5] installing dependencies (scripts/install-deps.sh: Debian packages, npm ci, build)"
+  t=$EPOCHREALTIME
+  if ! bash "$REPO/scripts/install-deps.sh" >"$WORK/install.log" 2>&1; then
+    tail -n 40 "$WORK/install.log"
+    die "install failed (output above)"
+  fi
+  echo "   done in $(since "$t") s"
+else
+  echo "== [1/5] install skipped (--no-install)"
+fi
+T0=$EPOCHREALTIME
+
+# ---- 2. the lab ----
+echo "== [2/5] building the lab (scripts/lab.sh up): 9 network namespaces, 3 balancers"
+LAB_STARTED=1
+if ! "${LAB[@]}" up >"$WORK/up.log" 2>&1; then
+  tail -n 30 "$WORK/up.log"
+  die "lab.sh up failed (output above; balancer logs in /run/tunlb-lab/logs/)"
+fi
+# up returns when the VIP answers; wait (briefly) until the three see each other serving.
+for _ in $(seq 1 50); do
+  ok=0
+  for b in lb1 lb2 lb3; do
+    stats "$b" "$WORK/s.json" || continue
+    [[ $(json "$WORK/s.json" 'j.membership && j.membership.status === "serving" && j.membership.peers.every(p => p.state === "self" || (p.state === "up" && p.status === "serving"))') == true ]] && ok=$((ok + 1))
+  done
+  ((ok == 3)) && break
+  sleep 0.2
+done
+echo "   up in $(since "$T0") s"
+cat <<'EOF'
+
+   tunlb-client 10.99.1.2
+        |
+   tunlb-router 10.99.1.1 --- routes the VIP 10.99.0.10 to lb1 (the entry balancer)
+        |  lbnet 10.99.2.0/24: probes every 50 ms, flow records (multicast 239.99.0.1:7946),
+        |                      packets forwarded between balancers (UDP 7947)
+   +----+--------------+--------------+
+   lb1 .11            lb2 .12        lb3 .13       each: tunlb reading tunlb0 (TUN)
+   +----+--------------+--------------+
+        |  back 10.99.3.0/24
+   srv1 .21           srv2 .22       srv3 .23      echo tcp/7, http tcp/80, udp echo 5353
+
+   Every new flow is ranked over the live balancers (rendezvous hashing): the highest score is
+   its primary (it NATs the flow to a backend), the second its backup. lb1 receives every
+   packet, and sends the packets of flows owned by lb2 or lb3 to them, encapsulated in UDP.
+EOF
+printf '\n   %-4s %-7s %-9s %s\n' id pid status "peers (state/status, probe RTT)"
+for b in lb1 lb2 lb3; do
+  pid=$(cat "/run/tunlb-lab/pids/$b.pid" 2>/dev/null || echo '?')
+  if stats "$b" "$WORK/s.json"; then
+    line=$(json "$WORK/s.json" '[j.membership.status, j.membership.peers.filter(p => p.state !== "self").map(p => `${p.id} ${p.state}/${p.status} ${p.rttMs === null ? "-" : p.rttMs.toFixed(1) + " ms"}`).join(", ")].join("|")')
+    printf '   %-4s %-7s %-9s %s\n' "$b" "$pid" "${line%%|*}" "${line#*|}"
+  else
+    printf '   %-4s %-7s %s\n' "$b" "$pid" "admin endpoint not answering"
+  fi
+done
+
+# ---- 3. traffic, 4. the kill ----
+echo
+echo "== [3/5] traffic: $CONNS TCP connections client -> 10.99.0.10:7 (echo), one message every ${INTERVAL_MS} ms each, ${DURATION_S} s"
+echo "   (scripts/traffic.ts longlived; a stall is the gap between two echoes on one connection)"
+timeout -k 2 $((DURATION_S + 20)) ip netns exec tunlb-client node --import tsx "$REPO/scripts/traffic.ts" longlived \
+  --conns "$CONNS" --interval-ms "$INTERVAL_MS" --duration-s "$DURATION_S" --json >"$WORK/traffic.out" 2>"$WORK/traffic.err" &
+TRAFFIC_PID=$!
+T_TRAFFIC=$EPOCHREALTIME
+for _ in $(seq 1 100); do grep -q ' connected' "$WORK/traffic.out" 2>/dev/null && break; sleep 0.05; done
+grep ' connected' "$WORK/traffic.out" | sed 's/^ *[0-9.]* s  /   /' || true
+
+# Who owns the demo's flows (from lb1's table; every balancer holds the same records).
+sleep 1
+if flows lb1 "$WORK/flows.json"; then
+  json "$WORK/flows.json" '(() => {
+    const mine = j.flows.filter(f => f.key.startsWith("tcp 10.99.1.2:") && f.key.endsWith("-> 10.99.0.10:7"));
+    const by = (k) => { const c = {}; for (const f of mine) c[f[k]] = (c[f[k]] || 0) + 1; return Object.keys(c).sort().map(x => `${x} ${c[x]}`).join(", "); };
+    return `   the ${mine.length} flows: primary ${by("primary")}; backup ${by("backup")}; backend ${by("backend")}`;
+  })()'
+fi
+
+while awk -v a="$(since "$T_TRAFFIC")" -v b="$KILL_AFTER_S" 'BEGIN { exit !(a < b) }'; do sleep 0.05; done
+echo
+echo "== [4/5] t=$(since "$T_TRAFFIC") s ($(clock)): kill -9 $VICTIM (scripts/lab.sh kill $VICTIM)"
+KILL_MS=$(epoch_ms)
+"${LAB[@]}" kill "$VICTIM" 2>&1 | sed 's/^/   /'
+echo "   waiting for the traffic to finish ..."
+wait "$TRAFFIC_PID" || true
+TRAFFIC_PID=""
+
+# ---- results ----
+SUMMARY=$WORK/summary.json
+grep '^{' "$WORK/traffic.out" | tail -n 1 >"$SUMMARY" || true
+if [[ ! -s $SUMMARY ]]; then
+  cat "$WORK/traffic.out" "$WORK/traffic.err"
+  die "the traffic generator printed no summary"
+fi
+KILL_REL_MS=$(json "$SUMMARY" "$KILL_MS - j.startedAtEpochMs")
+echo
+echo "   timeline (from the client; $VICTIM killed at t=$(awk -v m="$KILL_REL_MS" 'BEGIN { printf "%.2f", m / 1000 }') s)"
+# The per-second table and the events, with the second of the kill marked.
+awk -v k="$KILL_REL_MS" '
+  /^\{/ { next }
+  /^ +t +alive/ { print "   " $0; intable = 1; next }
+  intable && /^ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+$/ {
+    mark = ($1 * 1000 > k && ($1 - 1) * 1000 <= k) ? "   <- '"$VICTIM"' killed" : ""
+    print "   " $0 mark; next
+  }
+  / conn .*ended/ { print "   " $0 }
+' "$WORK/traffic.out"
+echo
+json "$SUMMARY" '`   ${j.survived}/${j.conns} connections survived, ${j.resets} resets, longest stall ${j.maxStallMs} ms` +
+  ` (per-connection longest stall: p50 ${j.p50StallMs} ms, p99 ${j.p99StallMs} ms; ${j.echoes} echoes)`'
+json "$SUMMARY" '(() => { const s = j.perConn.filter(c => c.maxStallEndedAtMs > '"$KILL_REL_MS"' && c.maxStallEndedAtMs < '"$KILL_REL_MS"' + 2000 && c.maxStallMs > 3 * j.intervalMs).length;
+  return `   ${s} connections paused around the kill (those whose packets went through '"$VICTIM"'), then carried on`; })()'
+
+echo
+echo "== [5/5] the balancers after the kill"
+printf '   %-4s %-9s %6s %12s %12s %12s  %s\n' id status flows "rx packets" "to peers" "failover" "what it saw"
+for b in lb1 lb2 lb3; do
+  if stats "$b" "$WORK/s.json"; then
+    json "$WORK/s.json" '(() => {
+      const m = j.membership, c = j.counters;
+      const ev = m.events.filter(e => e.id === "'"$VICTIM"'" && (e.type === "peer_down" || e.type === "peer_suspect")).slice(-1)[0];
+      const saw = ev ? `'"$VICTIM"' ${ev.type.replace("peer_", "")} at ${ev.at.slice(11, 23)}: ${ev.reason}` : "";
+      const pad = (s, n) => String(s).padStart(n);
+      return `   ${j.id.padEnd(4)} ${m.status.padEnd(9)} ${pad(j.flows.active, 6)} ${pad(c.rxPackets, 12)} ${pad(c.peerTxPackets, 12)} ${pad(c.failoverPackets, 12)}  ${saw}`;
+    })()'
+  else
+    printf '   %-4s %-9s\n' "$b" "dead (killed)"
+  fi
+done
+echo "   (to peers: packets lb1 encapsulated to the flow's primary; failover: packets sent to a backup"
+echo "    because the primary was dead)"
+
+echo
+echo "   bringing $VICTIM back (scripts/lab.sh start $VICTIM): it pulls the flow table from a live peer"
+echo "   before it serves"
+t=$EPOCHREALTIME
+if "${LAB[@]}" start "$VICTIM" >"$WORK/start.log" 2>&1; then
+  for _ in $(seq 1 100); do
+    stats "$VICTIM" "$WORK/s.json" && [[ $(json "$WORK/s.json" 'j.membership.status') == serving ]] && break
+    sleep 0.1
+  done
+  json "$WORK/s.json" '`   ${j.id} serving again after '"$(since "$t")"' s: synced from ${j.membership.syncedFrom ?? "nobody"}, holds ${j.flows.active} flow records`'
+else
+  tail -n 5 "$WORK/start.log" | sed 's/^/   /'
+fi
+echo
+echo "demo done in $(since "$T0") s (after install)"
