@@ -25,12 +25,17 @@ const NODE = process.execPath;
 let dir = '';
 const children: ChildProcess[] = [];
 
+/**
+ * A config for the test namespace. `lb2` adds a second balancer (its address absent from the
+ * namespace); without it the config is a cluster of one, so `run` goes as far as the TUN device
+ * without any peer traffic.
+ */
 function configText(o: { keyFile?: string; tun?: string; extra?: string; lb2?: string } = {}): string {
   return `
 cluster: { id: start-test, key_file: ${o.keyFile ?? 'cluster.key'} }
 balancers:
   - { id: lb1, address: ${ADDR} }
-  - { id: lb2, address: ${o.lb2 ?? '10.77.9.12'} }
+${o.lb2 ? `  - { id: lb2, address: ${o.lb2} }` : ''}
 tun: { name: ${o.tun ?? TUN}, mtu: 1500 }
 vips:
   - name: web4
@@ -101,11 +106,11 @@ rootTest('a bad config exits 2 and names every field path with its fix', async (
 });
 
 rootTest('an unknown --id exits 2 and names the known ids', async (t) => {
-  const cfg = writeConfig('ok.yaml', configText());
+  const cfg = writeConfig('two.yaml', configText({ lb2: '10.77.9.12' }));
   const r = await tunlbRun(['--config', cfg, '--id', 'lb7', '--admin', 'off']);
   t.log(r.stderr.trim());
   t.is(r.code, 2, r.stderr);
-  t.regex(errLines(r)[0]!, /^tunlb: balancer id "lb7" is not in .*ok\.yaml \(known: lb1, lb2\); pass one of these ids, or add "lb7" to balancers$/);
+  t.regex(errLines(r)[0]!, /^tunlb: balancer id "lb7" is not in .*two\.yaml \(known: lb1, lb2\); pass one of these ids, or add "lb7" to balancers$/);
 });
 
 rootTest('a missing config file exits 2 with the fix', async (t) => {
@@ -115,7 +120,7 @@ rootTest('a missing config file exits 2 with the fix', async (t) => {
 });
 
 rootTest('the balancer address not present in the namespace: one clear line, exit 1', async (t) => {
-  const cfg = writeConfig('ok.yaml', configText());
+  const cfg = writeConfig('two.yaml', configText({ lb2: '10.77.9.12' }));
   const r = await tunlbRun(['--config', cfg, '--id', 'lb2', '--admin', 'off']);
   t.log(r.stderr.trim());
   t.is(r.code, 1, r.stderr);
