@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# Cluster benchmark (`npm run bench:cluster`, root; not part of the tests): the three-balancer
+# namespace lab (scripts/lab.sh up: lb1 entry, lb2, lb3, replication on), measured end to end.
+#
+# Tests, in this order (the failover tests run first, while the flow tables are small):
+#   baseline  scripts/traffic.ts longlived, FO_CONNS TCP echo connections, one message every
+#             FO_INTERVAL ms, BASE_SECS s, nothing killed: the stalls the load alone causes.
+#   failover  the same for FO_SECS s; FO_KILL_AFTER s after all are connected, `lab.sh kill lb2`
+#             (SIGKILL). Per-connection longest stall p50/p90/p99/max (all connections, and those
+#             whose primary was lb2, from lb1's /api/v1/flows taken before the kill), survived,
+#             resets, when lb1 declared lb2 down. Then `lab.sh start lb2` and the time until lb1
+#             sees lb2 up and serving again (bulk sync done).
+#   newflows  bench/cluster/newflows.c (compiled to $OUT/bin) in tunlb-client: one UDP datagram
+#             per new 5-tuple to VIP:NF_PORT for NF_SECS s (source ports 1024..65535 from NF_NSRC
+#             secondary addresses added to the client's eth0 inside its namespace), unpaced
+#             (NF_RATE=0) so the entry balancer lb1 is the limit. Admin stats of lb1..lb3 before
+#             and after (flows.created, rx packets, drops, replication counters), the kernel's
+#             drops into lb1's TUN queue, datagrams delivered at the servers (eth0 rx) and echoes
+#             back at the client (an nft counter in tunlb-client that also drops them, so the
+#             client sends no port unreachables), CPU of each balancer (/proc/PID/stat) and a
+#             `top` frame taken mid-run. UDP flows are replicated on their first packet.
+# Then bench/cluster/report.ts prints one markdown table with the command behind each row.
+# Raw results stay in $BENCH_OUT (default /tmp/tunlb-bench-cluster).
+#
+# The lab is shared: everything from a clean `lab.sh down` to the final `lab.sh down` runs under
+# `flock /tmp/tunlb-lab-session.lock` (one hold, about a minute). All traffic stays inside the
+# lab namespaces (nothing is added to the root namespace); every generator is bounded by
+# timeout(1); processes this script starts are stopped by PID; the lab is removed on exit.
+# Balancers are what `npm run build` left in dist/ (the commit and build time are printed).
+#
+# Environment:
+#   NF_SECS=5 NF_RATE=0 (datagrams/s, 0 = as fast as possible) NF_NSRC=16 NF_PORT=5353
+#   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=4 (s) BASE_SECS=8 (0 = no baseline)
+#   BENCH_PROFILE=1   balancers under `node --cpu-prof` (TUNLB_CMD of lab.sh); only the newflows
+#                     test runs; prints the hottest functions of lb1 (and lb2, lb3)
+#   BENCH_OUT=/tmp/tunlb-bench-cluster BENCH_LOCK=/tmp/tunlb-lab-session.lock BENCH_LOCK_WAIT=900
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+NODE_BIN=$(command -v node || true)
+# System tools first: under npm, node_modules/.bin is on PATH and has an unrelated `nft`.
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+NODE_BIN=${NODE_BIN:-$(command -v node || true)}
+# shellcheck source=scripts/lab-topology.sh
+source "$REPO/scripts/lab-topology.sh"
+# shellcheck source=scripts/lab-lib.sh
+source "$REPO/scripts/lab-lib.sh"
+
+NF_SECS=${NF_SECS:-5}
+NF_RATE=${NF_RATE:-0}
+NF_NSRC=${NF_NSRC:-16}
+NF_PORT=${NF_PORT:-$LAB_UDP_ECHO_PORT}
+NF_SRC_BASE=${LAB_CLIENT_FRONT4%.*}.100          # 10.99.1.100 .. +NF_NSRC-1 (front /24)
+FO_CONNS=${FO_CONNS:-300}
+FO_INTERVAL=${FO_INTERVAL:-20}
+FO_SECS=${FO_SECS:-14}
+FO_KILL_AFTER=${FO_KILL_AFTER:-4}
+BASE_SECS=${BASE_SECS:-8}
+PROFILE=${BENCH_PROFILE:-0}
+OUT=${BENCH_OUT:-/tmp/tunlb-bench-cluster}
+LOCK=${BENCH_LOCK:-/tmp/tunlb-lab-session.lock}
+BIN=$OUT/bin
+LAB="$REPO/scripts/lab.sh"
+CL=$LAB_NS_PREFIX$LAB_CLIENT
+VIP=$LAB_VIP4
+VICTIM=lb2
+
+log() { printf '[bench:cluster] %s\n' "$*" >&2; }
+die() { printf '[bench:cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:13}"; }     # epoch ms
+kv() { echo "$1 $2" >>"$OUT/run.kv"; }
+
+# ============================ session: under the lab lock =====================================
+PIDS=()
+session_cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM HUP
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done; done
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  bash "$LAB" down >/dev/null 2>&1 || log "lab.sh down failed (run: bash scripts/lab.sh down)"
+  exit "$rc"
+}
+
+lbns() { echo "$LAB_NS_PREFIX$1"; }
+lbpid() { cat "$LAB_DIR/pids/$1.pid" 2>/dev/null || true; }
+# stats LB FILE: the balancer's admin snapshot (GET /api/v1/stats, what `tunlb stats --json` prints)
+stats() { ip netns exec "$(lbns "$1")" curl -s -m 3 "http://$ADMIN/api/v1/stats" >"$2" 2>/dev/null || echo '{}' >"$2"; }
+proc_ticks() { [[ -n ${1:-} && -r /proc/$1/stat ]] && awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" || echo 0; }
+host_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+srv_rx() { local s=0 n; for n in "${LAB_SERVERS[@]}"; do s=$((s + $(ip netns exec "$LAB_NS_PREFIX$n" cat "/sys/class/net/$LAB_IF_SRV_BACK/statistics/rx_packets"))); done; echo "$s"; }
+tun_drops() { ip netns exec "$(lbns "$1")" cat "/sys/class/net/$LAB_TUN_DEV/statistics/tx_dropped" 2>/dev/null || echo 0; }
+# udp_snmp LB: the namespace's UDP InDatagrams InErrors RcvbufErrors (/proc/net/snmp)
+udp_snmp() { ip netns exec "$(lbns "$1")" awk '/^Udp:/ { if (h) { print $2, $4, $6; exit } h = 1 }' /proc/net/snmp; }
+client_echoes() { ip netns exec "$CL" nft -j list counter ip tunlb_bench echoes 2>/dev/null | jq -r '[.nftables[] | select(.counter) | .counter.packets][0] // 0'; }
+
+# wait_serving TIMEOUT_S: until every balancer says it is serving and sees its peers up and serving.
+wait_serving() {
+  local deadline=$((SECONDS + $1)) b ok
+  while ((SECONDS < deadline)); do
+    ok=1
+    for b in "${LAB_BALANCERS[@]}"; do
+      stats "$b" "$OUT/.s.json"
+      jq -e '.membership.status == "serving" and ([.membership.peers[] | select(.state != "self") | (.state == "up" and .status == "serving")] | all)' \
+        "$OUT/.s.json" >/dev/null 2>&1 || { ok=0; break; }
+    done
+    ((ok)) && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# longlived NAME KILL(0|1) SECS: scripts/traffic.ts in the client; with KILL, `lab.sh kill lb2`
+# FO_KILL_AFTER s after every connection is up.
+longlived() {
+  local name=$1 kill=$2 secs=$3 pid i t
+  local cmd=(node --import tsx scripts/traffic.ts longlived --conns "$FO_CONNS" --interval-ms "$FO_INTERVAL" --duration-s "$secs" --json)
+  echo "ip netns exec $CL ${cmd[*]}" >"$OUT/$name.cmd"
+  (cd "$REPO" && exec ip netns exec "$CL" timeout $((secs + 20)) "$NODE_BIN" "${cmd[@]:1}" </dev/null >"$OUT/$name.out" 2>"$OUT/$name.err") &
+  pid=$!; PIDS+=("$pid")
+  for ((i = 0; i < 150; i++)); do grep -q ' connected' "$OUT/$name.out" 2>/dev/null && break; sleep 0.1; done
+  t=$(ms); kv "${name}_connected_ms" "$t"
+  log "$name: $(grep -m1 ' connected' "$OUT/$name.out" 2>/dev/null | sed 's/^ *//')"
+  sleep 1
+  ip netns exec "$(lbns "$LAB_ENTRY_BALANCER")" curl -s -m 3 "http://$ADMIN/api/v1/flows?limit=100000" >"$OUT/$name-flows.json" 2>/dev/null || true
+  if ((kill)); then
+    while (($(ms) < t + FO_KILL_AFTER * 1000)); do sleep 0.05; done
+    kv "${name}_kill_ms" "$(ms)"
+    bash "$LAB" kill "$VICTIM" >>"$OUT/lab.log" 2>&1 || log "lab.sh kill $VICTIM failed"
+    log "$name: killed $VICTIM (SIGKILL)"
+  fi
+  wait "$pid" || true
+  tail -n 1 "$OUT/$name.out" >"$OUT/$name.json"
+  jq -e .survived "$OUT/$name.json" >/dev/null 2>&1 || log "$name: no JSON summary from traffic.ts (see $OUT/$name.out, .err)"
+}
+
+failover_tests() {
+  local t0
+  if ((BASE_SECS > 0)); then longlived baseline 0 "$BASE_SECS"; fi
+  longlived failover 1 "$FO_SECS"
+  stats "$LAB_ENTRY_BALANCER" "$OUT/failover-lb1-after.json"
+  t0=$(ms)
+  bash "$LAB" start "$VICTIM" >>"$OUT/lab.log" 2>&1 || die "lab.sh start $VICTIM failed (see $OUT/lab.log)"
+  kv restart_vip_ms $(($(ms) - t0))
+  if wait_serving 60; then kv restart_serving_ms $(($(ms) - t0)); log "$VICTIM serving again $(($(ms) - t0)) ms after lab.sh start"
+  else kv restart_serving_ms -1; log "$VICTIM not serving 60 s after lab.sh start"; fi
+}
+
+newflows_test() {
+  local b i mid t0 t1 ticks0=() ticks1=() h0 h1
+  local cmd=("$BIN/newflows" "$VIP" "$NF_PORT" "$NF_SECS" "$NF_RATE" "$NF_SRC_BASE" "$NF_NSRC")
+  echo "ip netns exec $CL ${cmd[*]}" >"$OUT/newflows.cmd"
+  # the client's extra source addresses; the router learns them (one ping each) before the run
+  for ((i = 0; i < NF_NSRC; i++)); do ip -n "$CL" addr replace "${NF_SRC_BASE%.*}.$((${NF_SRC_BASE##*.} + i))/$LAB_PLEN4" dev "$LAB_IF_CLIENT_FRONT"; done
+  for ((i = 0; i < NF_NSRC; i++)); do ip netns exec "$LAB_NS_PREFIX$LAB_ROUTER" ping -c1 -W1 -q "${NF_SRC_BASE%.*}.$((${NF_SRC_BASE##*.} + i))" >/dev/null 2>&1 || true; done
+  ip netns exec "$CL" nft -f - <<NFT
+table ip tunlb_bench {
+  counter echoes { }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    ip saddr $VIP udp sport $NF_PORT counter name echoes drop
+  }
+}
+NFT
+  sleep 1
+  for b in "${LAB_BALANCERS[@]}"; do stats "$b" "$OUT/nf-before-$b.json"; udp_snmp "$b" >"$OUT/nf-before-$b.snmp"; done
+  kv nf_srv_rx0 "$(srv_rx)"; kv nf_tundrop0 "$(tun_drops "$LAB_ENTRY_BALANCER")"; kv nf_echo0 "$(client_echoes)"
+  for b in "${LAB_BALANCERS[@]}"; do ticks0+=("$(proc_ticks "$(lbpid "$b")")"); done
+  read -r h0 t0 < <(host_busy)
+  (exec ip netns exec "$CL" timeout $((NF_SECS + 10)) "${cmd[@]}" >"$OUT/newflows.json" 2>"$OUT/newflows.err") &
+  local gpid=$!; PIDS+=("$gpid")
+  kv nf_start_ms "$(ms)"
+  # lb1's flows.created once a second (the sustained rate), and one `top` frame mid-run
+  (
+    while kill -0 "$gpid" 2>/dev/null; do
+      echo "$(ms) $(ip netns exec "$(lbns "$LAB_ENTRY_BALANCER")" curl -s -m 1 "http://$ADMIN/api/v1/stats" 2>/dev/null | jq -r '.flows.created // "null"' 2>/dev/null)"
+      sleep 1
+    done >"$OUT/nf-samples.txt"
+  ) &
+  local spid=$!; PIDS+=("$spid")
+  mid=$(( (NF_SECS * 1000) / 2 - 1000 )); ((mid > 0)) && sleep "$((mid / 1000)).$(printf '%03d' $((mid % 1000)))"
+  local plist; plist=$(for b in "${LAB_BALANCERS[@]}"; do lbpid "$b"; done | paste -sd,)
+  top -b -n 2 -d 1 -p "$plist" >"$OUT/nf-top.txt" 2>&1 || true
+  wait "$gpid" || true
+  kv nf_end_ms "$(ms)"
+  for b in "${LAB_BALANCERS[@]}"; do ticks1+=("$(proc_ticks "$(lbpid "$b")")"); done
+  read -r h1 t1 < <(host_busy)
+  wait "$spid" 2>/dev/null || true
+  sleep 1.5   # replication flush and peers' apply; late echoes
+  for b in "${LAB_BALANCERS[@]}"; do stats "$b" "$OUT/nf-after-$b.json"; udp_snmp "$b" >"$OUT/nf-after-$b.snmp"; done
+  kv nf_srv_rx1 "$(srv_rx)"; kv nf_tundrop1 "$(tun_drops "$LAB_ENTRY_BALANCER")"; kv nf_echo1 "$(client_echoes)"
+  local hz; hz=$(getconf CLK_TCK)
+  for i in "${!LAB_BALANCERS[@]}"; do kv "nf_ticks_${LAB_BALANCERS[$i]}" $((ticks1[i] - ticks0[i])); done
+  kv nf_hz "$hz"; kv nf_host_busy $((h1 - h0)); kv nf_host_total $((t1 - t0)); kv nf_ncpu "$(nproc)"
+  log "newflows: $(cat "$OUT/newflows.json" 2>/dev/null)"
+}
+
+session() {
+  trap session_cleanup EXIT
+  trap 'exit 130' INT TERM HUP
+  local t0=$SECONDS b cmd
+  log "lab lock held; clean start (lab.sh down)"
+  bash "$LAB" down >/dev/null 2>&1 || true
+  if [[ $PROFILE == 1 ]]; then
+    cmd="$NODE_BIN --cpu-prof --cpu-prof-dir=$OUT/prof/{id} $REPO/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}"
+    TUNLB_CMD=$cmd bash "$LAB" up >"$OUT/lab.log" 2>&1 || { tail -30 "$OUT/lab.log" >&2; die "lab.sh up failed"; }
+  else
+    bash "$LAB" up >"$OUT/lab.log" 2>&1 || { tail -30 "$OUT/lab.log" >&2; die "lab.sh up failed"; }
+  fi
+  cp "$LAB_DIR/lab.yaml" "$OUT/lab.yaml"
+  ADMIN=$(awk '/^admin:/ { a = 1 } a && /listen:/ { print $2; exit }' "$OUT/lab.yaml"); ADMIN=${ADMIN:-127.0.0.1:9180}
+  kv probe_interval_ms "$(awk '/probe:/ { p = 1 } p && /interval_ms:/ { print $2; exit }' "$OUT/lab.yaml")"
+  kv probe_misses "$(awk '/probe:/ { p = 1 } p && /misses:/ { print $2; exit }' "$OUT/lab.yaml")"
+  wait_serving 30 || die "the cluster is not serving 30 s after lab.sh up (see $OUT/lab.log, $LAB_DIR/logs/)"
+  log "lab up and serving in $((SECONDS - t0)) s"
+  if [[ $PROFILE != 1 ]]; then failover_tests; fi
+  newflows_test
+  if [[ $PROFILE == 1 ]]; then
+    # SIGTERM so that --cpu-prof writes the profiles as the processes exit (lab.sh down would
+    # KILL after 3 s; a large profile takes longer to write)
+    local p
+    for b in "${LAB_BALANCERS[@]}"; do p=$(lbpid "$b"); [[ -n $p ]] && kill -TERM "$p" 2>/dev/null || true; done
+    for b in "${LAB_BALANCERS[@]}"; do p=$(lbpid "$b"); for _ in $(seq 150); do [[ -n $p ]] && kill -0 "$p" 2>/dev/null || break; sleep 0.1; done; done
+  fi
+  log "lab session: $((SECONDS - t0)) s"
+}
+
+if [[ ${1:-} == __session ]]; then
+  session
+  exit 0
+fi
+
+# ============================ preparation (no lock) ===========================================
+[[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
+[[ -n $NODE_BIN ]] || die "node is required"
+lab_ensure_tools gcc:gcc nft:nftables flock:util-linux ip:iproute2 curl:curl jq:jq top:procps
+[[ -f $REPO/dist/src/cli/main.js ]] || die "$REPO/dist missing: npm run build first"
+rm -rf "$OUT"; mkdir -p "$BIN" "$OUT/prof"
+T0=$SECONDS
+gcc -O2 -Wall -o "$BIN/newflows" "$HERE/newflows.c"
+{
+  echo "commit $(git -C "$REPO" log -1 --format='%h %s' | cut -c1-90)"
+  echo "dist built $(date -r "$REPO/dist/src/cli/main.js" -Is); src changed since: $(find "$REPO/src" -newer "$REPO/dist/src/cli/main.js" -name '*.ts' | wc -l) files"
+  echo "machine $(nproc) CPUs, $(uname -r), node $("$NODE_BIN" --version)"
+} >"$OUT/measured"
+log "waiting for the lab lock $LOCK"
+flock -w "${BENCH_LOCK_WAIT:-900}" "$LOCK" bash "$0" __session || die "lab session failed (raw results in $OUT)"
+(cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/report.ts" "$OUT")
+log "total $((SECONDS - T0)) s; raw results in $OUT"
