@@ -14,8 +14,8 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { loadConfig, type Config } from '../src/config';
 import { clusterIdNumber } from '../src/cluster/control-channel';
@@ -94,6 +94,15 @@ function allServing(s: ClusterStats | undefined, expectDown: string[] = []): boo
   if (!m || m.status !== 'serving') return false;
   return m.peers.every((p) => p.state === 'self' || expectDown.includes(p.id) || (p.state === 'up' && p.status === 'serving'));
 }
+
+/** /proc/loadavg (the lab shares the machine's CPUs with whatever else runs). */
+const loadavg = (): string => {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').trim();
+  } catch {
+    return '?';
+  }
+};
 
 const keyOf = (sport: number, dport: number, proto = 'tcp', src = CLIENT4, dst = VIP4): string => `${proto} ${src}:${sport} -> ${dst}:${dport}`;
 
@@ -181,13 +190,14 @@ async function failoverRound(t: ExecutionContext, victim: string, bound: number)
   const spawnedAt = Date.now();
   const gen = startTraffic(['longlived', '--conns', '60', '--interval-ms', '20', '--duration-s', '9', '--json'], 30_000);
   let killAt = 0;
+  let ours: FlowRow[] = [];
   try {
     const connected = await gen.waitLine(/connected/, 10_000);
     t.truthy(connected, 'longlived did not connect');
     // Let the connections settle (records replicated) for 3 s, then kill.
     await sleep(3000);
     const mine = await flows('lb1');
-    const ours = mine.flows.filter((f) => f.key.startsWith(`tcp ${CLIENT4}:`) && f.key.endsWith(`-> ${VIP4}:7`) && !before.flows.some((b) => b.key === f.key));
+    ours = mine.flows.filter((f) => f.key.startsWith(`tcp ${CLIENT4}:`) && f.key.endsWith(`-> ${VIP4}:7`) && !before.flows.some((b) => b.key === f.key));
     const asPrimary = ours.filter((f) => f.primary === victim).length;
     const asBackup = ours.filter((f) => f.backup === victim).length;
     killAt = Date.now();
@@ -206,6 +216,21 @@ async function failoverRound(t: ExecutionContext, victim: string, bound: number)
   }
   const killRel = killAt - res.startedAtEpochMs;
   t.log(d.lines.filter((l) => !l.startsWith('{')).join('\n'));
+  // Stalls by the victim's role in each connection's flow (from lb1's records before the kill).
+  const role = new Map(ours.map((f) => [f.key, f.primary === victim ? 'primary' : f.backup === victim ? 'backup' : 'neither']));
+  const groups: Record<string, LonglivedResult['perConn']> = {};
+  for (const pc of res.perConn) (groups[role.get(keyOf(pc.localPort, 7)) ?? 'unknown'] ??= []).push(pc);
+  const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? 0;
+  t.log(
+    `longest stall by ${victim}'s role in the flow (ended: when the stall ended, ms after the kill): ` +
+      Object.entries(groups)
+        .map(([r, v]) => {
+          const st = v.map((x) => x.maxStallMs);
+          return `${r} (${v.length} conns): max ${Math.max(...st)} ms, median ${median(st)} ms, ${st.filter((x) => x > 3 * res.intervalMs).length} over ${3 * res.intervalMs} ms, ended median ${median(v.map((x) => x.maxStallEndedAtMs - killRel))} ms`;
+        })
+        .join('; '),
+  );
+  t.log(`load average at the end: ${loadavg()}`);
   const top = [...res.perConn].sort((a, b) => b.maxStallMs - a.maxStallMs).slice(0, 5);
   t.log(
     `stalls: max ${res.maxStallMs} ms (conn ${res.maxStallConn}, ended ${res.maxStallEndedAtMs - killRel} ms after the kill), p50 ${res.p50StallMs} ms, p99 ${res.p99StallMs} ms, bound ${bound} ms; ` +
@@ -266,6 +291,7 @@ rootTest('cluster (d): a 20 s saturating UDP flood through the VIP causes no pee
   requireUp(t);
   const ready = await poll(async () => (await Promise.all(BALANCERS.map(statsOrUndefined))).every((x) => allServing(x)), 20_000, 200);
   t.true(ready, 'the cluster is not whole (every balancer serving, every peer up) before the flood');
+  const loadBefore = loadavg();
   const floodStart = Date.now();
   const gen = startTraffic(['udpflood', '--duration-s', '20', '--senders', '16', '--size', '64', '--json'], 40_000);
   const suspects = new Set<string>();
@@ -301,8 +327,17 @@ rootTest('cluster (d): a 20 s saturating UDP flood through the VIP causes no pee
   const res = d.json.find((j) => j['mode'] === 'udpflood') as { sent: number; received: number; sendErrors: number; perSecond: unknown[] } | undefined;
   const lb1 = await statsOrUndefined('lb1');
   t.log(`flood: ${res ? `${res.sent} datagrams sent (${Math.round(res.sent / 20)}/s), ${res.received} echoes, ${res.sendErrors} send errors` : `no summary: ${d.stderr}`}`);
+  t.log(`load average before ${loadBefore}, after ${loadavg()} (${cpus().length} CPUs)`);
   t.log(`lb1 drops during/after the flood: ${JSON.stringify(lb1?.counters.drops)}; highest probe RTT seen ${maxRtt} ms`);
-  if (suspects.size) t.log(`peer_suspect events (allowed): ${[...suspects].join('; ')}`);
+  if (suspects.size) {
+    const per: Record<string, number> = {};
+    for (const l of suspects) {
+      const [obs, , , peer] = l.split(' ');
+      per[`${obs}->${peer}`] = (per[`${obs}->${peer}`] ?? 0) + 1;
+    }
+    const silent = [...suspects].map((l) => Number(/no ack for (\d+) ms/.exec(l)?.[1] ?? 0));
+    t.log(`peer_suspect events (allowed): ${suspects.size} (observer->peer: ${JSON.stringify(per)}), longest silence ${Math.max(...silent)} ms`);
+  }
   t.truthy(res && res.sent > 0, 'the flood sent nothing');
   t.deepEqual([...downs], [], 'peer_down during the flood');
   const after = await Promise.all(BALANCERS.map(statsOrUndefined));

@@ -185,6 +185,7 @@ export function startTraffic(args: string[], killAfterMs: number): TrafficRun {
 /** What `traffic.ts longlived --json` prints last. */
 export interface LonglivedResult {
   conns: number;
+  intervalMs: number;
   connected: number;
   connectFailures: number;
   survived: number;
