@@ -363,7 +363,9 @@ export function runTunCompliance(test: TestRegistrar, name: string, factory: Tun
     await sleep(200);
     clearInterval(iv);
     h.dev.stop();
-    t.true(ticks >= 15, `setInterval ticked ${ticks} times in 200 ms`);
+    // A read that blocked would freeze the loop (0 ticks). The bound is loose on purpose: on a
+    // loaded 2-core machine a 5 ms interval may tick far fewer than 40 times in 200 ms.
+    t.true(ticks >= 3, `setInterval ticked ${ticks} times in 200 ms`);
   });
 
   withHarness('close is idempotent and any later use throws DEVICE_CLOSED', async (t, h) => {
