@@ -222,7 +222,7 @@ function main(): void {
     ['udp', 'tcp'].map((p) => [m, p, res.get(m)?.get(`rr_${p}_lost`)] as const).filter(([, , x]) => x !== undefined && x > 0),
   );
   for (const m of MBS) {
-    const noisy = ['udp', 'tcp1', 'tcp4']
+    const noisy = ['rr_udp', 'rr_tcp', 'udp', 'tcp1', 'tcp4']
       .map((k) => [k, res.get(m)?.get(`${k}_cpu_bg`)] as const)
       .filter(([, x]) => x !== undefined && x > NOISY_BG_PCT);
     if (noisy.length > 0) {
@@ -233,6 +233,10 @@ function main(): void {
     }
   }
   for (const [m, p, x] of lost) console.log(`- note: ${m} lost ${x} ${p.toUpperCase()} requests (not in the percentiles)`);
+  for (const m of MBS) {
+    const f = join(dir, `${m}-udp.perf.txt`);
+    if (existsSync(f)) console.log(`\nperf, ${m} process during the UDP test (self time by DSO, then by symbol):\n${readFileSync(f, 'utf8').trimEnd()}`);
+  }
   const prof = profileTop(dir);
   if (prof.length > 0) console.log(['', ...prof].join('\n'));
 }
