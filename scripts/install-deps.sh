@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++)
+pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium)
 [ "${1:-}" = "--browser" ] && pkgs+=(chromium)
 
 missing=()
