@@ -6,7 +6,8 @@
         "native/addon.cc",
         "native/tun.cc",
         "native/udp.cc",
-        "native/poller.cc"
+        "native/poller.cc",
+        "native/packet-socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "_GNU_SOURCE"],

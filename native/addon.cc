@@ -105,6 +105,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTun(env, exports);
   InitUdp(env, exports);
   InitPoller(env, exports);
+  InitPacket(env, exports);
   return exports;
 }
 

@@ -54,5 +54,6 @@ constexpr size_t kVnetHdrLen = 10;
 void InitTun(Napi::Env env, Napi::Object exports);
 void InitUdp(Napi::Env env, Napi::Object exports);
 void InitPoller(Napi::Env env, Napi::Object exports);
+void InitPacket(Napi::Env env, Napi::Object exports);
 
 }  // namespace tunlb
