@@ -423,21 +423,58 @@ rootTest('SIGTERM: the balancer exits 0 and tunlb0 disappears', async (t) => {
   t.regex(labLogTail('lb1', 5), /"event":"balancer_stopped".*"reason":"SIGTERM"/);
 
   // A balancer of our own (a child, so its exit code is ours to see), same config and namespace.
-  const child = spawn('ip', ['netns', 'exec', 'tunlb-lb1', process.execPath, path.join(REPO, 'bin', 'tunlb'), 'run', '--config', path.join(LAB_DIR, 'lab.yaml'), '--id', 'lb1', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d) => (err += String(d)));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  // `tunlb run` installs its SIGTERM handler once start-up is complete (after the bulk sync of a
+  // multi-balancer config), right after logging balancer_started: wait for that event (see
+  // KNOWN BUG below for a SIGTERM before it). (/proc SigCgt cannot tell: node 20 always has
+  // SIGTERM caught at the OS level.)
+  const own = startOwnBalancer();
   try {
-    t.true(await poll(() => linkExists('lb1', 'tunlb0'), 15_000), `no tunlb0: ${err}`);
+    t.true(await poll(() => linkExists('lb1', 'tunlb0'), 15_000), `no tunlb0: ${own.err()}`);
+    t.true(await poll(() => own.err().includes('"event":"balancer_started"'), 15_000), `never started: ${own.err()}`);
     t.true(await poll(async () => (await run('ip', ['netns', 'exec', 'tunlb-lb1', 'curl', '-s', '-m', '1', `http://${ADMIN}/healthz`])).stdout === 'ok\n', 10_000));
-    child.kill('SIGTERM');
-    t.is(await exited, 0, err);
+    own.child.kill('SIGTERM');
+    t.deepEqual(await own.exited, { code: 0, signal: null }, own.err());
     t.false(await linkExists('lb1', 'tunlb0'), 'tunlb0 gone with the process');
   } finally {
-    clearTimeout(killer);
+    own.cleanup();
   }
 });
+
+/** `tunlb run --id lb1` with the lab's config in tunlb-lb1, as our child (bounded: 30 s). */
+function startOwnBalancer() {
+  const child = spawn('ip', ['netns', 'exec', 'tunlb-lb1', process.execPath, path.join(REPO, 'bin', 'tunlb'), 'run', '--config', path.join(LAB_DIR, 'lab.yaml'), '--id', 'lb1', '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d) => (err += String(d)));
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  return {
+    child,
+    exited,
+    err: () => err,
+    cleanup: () => {
+      clearTimeout(killer);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+if (hasRoot()) {
+  test.serial.failing('KNOWN BUG: SIGTERM during start-up (TUN open, bulk sync running) kills the balancer by the signal instead of a clean exit 0', async (t) => {
+    if (!needLab(t)) return;
+    const own = startOwnBalancer();
+    try {
+      // tunlb0 exists from start-up step 6; the handler comes after the bulk sync (step 8, ~2 s
+      // with no peer), so this SIGTERM meets node's default action.
+      t.true(await poll(() => linkExists('lb1', 'tunlb0'), 15_000), own.err());
+      own.child.kill('SIGTERM');
+      const end = await own.exited;
+      t.true(await poll(async () => !(await linkExists('lb1', 'tunlb0')), 3000));
+      t.deepEqual(end, { code: 0, signal: null }, own.err());
+    } finally {
+      own.cleanup();
+    }
+  });
+}
 
 rootTest('lab down leaves no tunlb-* lab namespace', async (t) => {
   const r = await lab(['down']);
