@@ -33,9 +33,11 @@ export const ForwardDrop = {
   /** The decision in a peer's header names a balancer/backend this table does not have
    *  (counted; this balancer then decides itself). */
   PEER_DECISION_INVALID: 13,
+  /** DSR: no link-layer address (yet) for the flow's backend; resolution is triggered. */
+  DSR_NO_NEIGHBOUR: 14,
 } as const;
 
-export const FORWARD_DROP_COUNT = 14;
+export const FORWARD_DROP_COUNT = 15;
 
 export const forwardDropNames: readonly string[] = Object.freeze([
   'protocol_not_served',
@@ -52,4 +54,5 @@ export const forwardDropNames: readonly string[] = Object.freeze([
   'peer_vnet_unsupported',
   'peer_packet_too_big',
   'peer_decision_invalid',
+  'dsr_no_neighbour',
 ]);

@@ -28,6 +28,13 @@
  *  8. emit       the packet stays in its slot; kept packets are compacted to the front of
  *                the batch (offsets/sizes, and virtio headers when enabled) for one batched
  *                write back into the TUN device, where the kernel routes it on.
+ *     DSR        (VIP with method dsr, when a DsrOutput is wired; else method_unsupported)
+ *                steps 1-5 as NAT, but the flow has no reply key, and the serving balancer
+ *                does not rewrite: it writes a 14-byte Ethernet header (dst = the backend's
+ *                MAC from the neighbour table, src = our interface's, ethertype IPv4/IPv6) in
+ *                the headroom and appends the frame to the DSR output for one batched
+ *                AF_PACKET send; the VIP stays the destination, the backend holds it on its
+ *                loopback and answers the client directly. No MAC yet: dsr_no_neighbour.
  *
  * Packets from peers (processPeerBatch) take steps 1-4 and 7-8 only: they are accepted only
  * from configured balancers' addresses, a decision in the header is adopted for a flow this
@@ -61,6 +68,7 @@ import {
 } from '../packet/encap';
 import { FlowFlags } from '../flow';
 import { writeReplyKey } from './reply-key';
+import { type DsrNeighbours, NEIGH_STRIDE, NEIGH_VALID, NEIGH_SRC_MAC } from './neighbours';
 
 // Imported functions bound to module constants: under tsx (tests, dev runs) each use of an
 // imported binding is otherwise a getter call that V8 does not inline (measured: 7x slower).
@@ -82,9 +90,11 @@ const PARTIAL = CSUM_PARTIAL;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const KEY_DPORT = 34;
+/** Ethernet II header in front of a DSR frame (dst MAC, src MAC, ethertype). */
+const ETH_HLEN = 14;
 
 /** What processPacket decided. */
-export const Action = { DROP: 0, EMIT: 1, TO_PEER: 2 } as const;
+export const Action = { DROP: 0, EMIT: 1, TO_PEER: 2, TO_DSR: 3 } as const;
 
 /** Receives flow-table events the cluster layer replicates (claim 3). */
 export interface FlowSink {
@@ -108,6 +118,35 @@ export interface PeerOutput {
   count: number;
 }
 
+/**
+ * DSR frames (Ethernet header + unmodified packet) for one batched AF_PACKET send
+ * (L2Socket.send(output, count, vnet, ifindex)) after each processBatch / processPeerBatch,
+ * which reset `count`. Frames point into the buffer of the batch being processed (`buf`, set
+ * by the forwarder): send them before the next read into it. `vnet` (null = the socket has no
+ * PACKET_VNET_HDR) holds each frame's virtio_net_hdr: the packet's own, csum_start and hdr_len
+ * moved by the 14-byte Ethernet header, or zeros. Capacity = offsets.length.
+ */
+export interface DsrOutput {
+  buf: Uint8Array;
+  readonly offsets: Uint32Array;
+  readonly sizes: Uint32Array;
+  readonly vnet: Uint8Array | null;
+  readonly ifindex: Int32Array;
+  count: number;
+}
+
+/** A DsrOutput with room for `capacity` frames (vnet headers when `vnet`). */
+export function createDsrOutput(capacity: number, vnet: boolean): DsrOutput {
+  return {
+    buf: new Uint8Array(0),
+    offsets: new Uint32Array(capacity),
+    sizes: new Uint32Array(capacity),
+    vnet: vnet ? new Uint8Array(capacity * VNET_HDR_LEN) : null,
+    ifindex: new Int32Array(capacity),
+    count: 0,
+  };
+}
+
 /** Peers' data-plane addresses: 16 bytes each (IPv4-mapped), and data ports, by balancer index. */
 export interface PeerAddresses {
   readonly addrs: Uint8Array;
@@ -123,6 +162,8 @@ export class ForwarderStats {
   failoverPackets = 0;
   /** Non-initial packets without a record sent to their ranked primary. */
   secondChancePackets = 0;
+  /** DSR frames queued for the AF_PACKET socket (also counted in forwardPackets). */
+  dsrPackets = 0;
   rxBytes = 0;
   txPackets = 0;
   txBytes = 0;
@@ -149,6 +190,8 @@ export interface ForwarderOptions {
   /** Cluster forwarding: peers' data addresses and the output batch. Absent: single balancer. */
   peers?: PeerAddresses;
   peerOutput?: PeerOutput;
+  /** DSR: backend MACs and the frame output. Absent: DSR VIPs are dropped (method_unsupported). */
+  dsr?: { neighbours: DsrNeighbours; output: DsrOutput };
 }
 
 export class Forwarder {
@@ -168,6 +211,8 @@ export class Forwarder {
   readonly #peers: PeerAddresses | undefined;
   readonly #peerOut: PeerOutput | undefined;
   readonly #encap = new EncapInfo();
+  readonly #dsrNeigh: DsrNeighbours | undefined;
+  readonly #dsrOut: DsrOutput | undefined;
   #ft: ForwardingTable;
   /** Per packet: the virtio header of the packet being processed (-1 = none), for peer sends. */
   #vnetOff = -1;
@@ -183,6 +228,8 @@ export class Forwarder {
     this.#syncThreshold = Math.max(1, opts.syncThreshold ?? 1);
     this.#peers = opts.peers;
     this.#peerOut = opts.peerOutput;
+    this.#dsrNeigh = opts.dsr?.neighbours;
+    this.#dsrOut = opts.dsr?.output;
     const rb = new ArrayBuffer(40);
     this.#replyBytes = new Uint8Array(rb);
     this.#replyWords = new Uint32Array(rb);
@@ -213,6 +260,7 @@ export class Forwarder {
     const vh = batch.vnet;
     const st = this.stats;
     if (this.#peerOut !== undefined) this.#peerOut.count = 0;
+    if (this.#dsrOut !== undefined) this.#dsrOut.count = 0;
     this.#vnetBuf = vnet ? vh : null;
     let out = 0;
     for (let i = 0; i < count; i++) {
@@ -247,6 +295,7 @@ export class Forwarder {
     const vh = batch.vnet;
     const st = this.stats;
     const e = this.#encap;
+    if (this.#dsrOut !== undefined) this.#dsrOut.count = 0;
     let out = 0;
     for (let i = 0; i < count; i++) {
       st.peerRxPackets++;
@@ -267,7 +316,12 @@ export class Forwarder {
         }
         if ((buf[e.vnetOff]! & VNET_F_NEEDS_CSUM) !== 0) mode = PARTIAL;
       }
+      // The carried virtio header, for a DSR frame (the peer path never encapsulates again).
+      this.#vnetBuf = e.vnetOff >= 0 ? buf : null;
+      this.#vnetOff = e.vnetOff;
       const act = this.#fromPeer(buf, e.innerOff, e.innerLen, mode, nowSec);
+      this.#vnetBuf = null;
+      this.#vnetOff = -1;
       if (act !== Action.EMIT) continue;
       offsets[out] = e.innerOff;
       sizes[out] = e.innerLen;
@@ -319,7 +373,7 @@ export class Forwarder {
       if (((ft.vipPorts[vip]![dport >>> 3]! >>> (dport & 7)) & 1) === 0) return this.#drop(ForwardDrop.PORT_NOT_SERVED);
     }
     // Before the flow step: a VIP this data path cannot serve must not create (and replicate) records.
-    if (ft.vipMethod[vip] === METHOD_DSR) return this.#drop(ForwardDrop.METHOD_UNSUPPORTED);
+    if (ft.vipMethod[vip] === METHOD_DSR && this.#dsrOut === undefined) return this.#drop(ForwardDrop.METHOD_UNSUPPORTED);
     const table = this.#table;
     const ref = table.lookup(info.keyWords, nowSec);
     let id: number;
@@ -375,7 +429,7 @@ export class Forwarder {
     const be = table.backend(id);
     const addrs = ft.backendAddr[fv];
     if (addrs === undefined || be * 16 >= addrs.length) return this.#drop(ForwardDrop.NO_BACKEND);
-    if (ft.vipMethod[fv] === METHOD_DSR) return this.#drop(ForwardDrop.METHOD_UNSUPPORTED);
+    if (ft.vipMethod[fv] === METHOD_DSR) return this.#toDsr(buf, off, fv, be);
     // Port rewrite applies to TCP/UDP keys only (incl. ICMP errors quoting them); an echo's "port" is its identifier.
     const port = proto === IPPROTO_TCP || proto === IPPROTO_UDP ? ft.backendPort[fv]![be]! : KEEP_PORT;
     const rr = natDst(buf, off, info, addrs, be * 16 + (info.addrLen === 4 ? 12 : 0), port, csumMode);
@@ -464,6 +518,73 @@ export class Forwarder {
     po.count = k + 1;
     this.stats.peerTxPackets++;
     return Action.TO_PEER;
+  }
+
+  /**
+   * DSR (this balancer serves): the unmodified packet, behind an Ethernet header to backend
+   * `be`'s MAC written into the headroom, appended to the DSR output. Never throws.
+   */
+  #toDsr(buf: Uint8Array, off: number, vip: number, be: number): number {
+    const out = this.#dsrOut;
+    const nb = this.#dsrNeigh;
+    if (out === undefined || nb === undefined) return this.#drop(ForwardDrop.METHOD_UNSUPPORTED);
+    const rows = nb.rows[vip];
+    const o = be * NEIGH_STRIDE;
+    if (rows === undefined || o + NEIGH_STRIDE > rows.length || rows[o + NEIGH_VALID] !== 1) {
+      nb.missing(vip, be);
+      return this.#drop(ForwardDrop.DSR_NO_NEIGHBOUR);
+    }
+    const k = out.count;
+    if (k >= out.offsets.length || (k > 0 && out.buf !== buf) || off < ETH_HLEN) return this.#drop(ForwardDrop.WRITE_FAILED);
+    const info = this.#info;
+    const len = info.l3Len;
+    // The virtio header first: a peer's carried header may sit right before the packet, where
+    // the Ethernet header goes.
+    const ov = out.vnet;
+    if (ov !== null) {
+      const d = k * VNET_HDR_LEN;
+      const vb = this.#vnetBuf;
+      const vo = this.#vnetOff;
+      if (vb !== null && vo >= 0 && (vb[vo] !== 0 || vb[vo + 1] !== 0)) {
+        for (let i = 0; i < VNET_HDR_LEN; i++) ov[d + i] = vb[vo + i]!;
+        // csum_start (+6) and hdr_len (+2) count from the frame's start on a packet socket.
+        if ((ov[d]! & VNET_F_NEEDS_CSUM) !== 0) {
+          const cs = (ov[d + 6]! | (ov[d + 7]! << 8)) + ETH_HLEN;
+          ov[d + 6] = cs & 0xff;
+          ov[d + 7] = cs >>> 8;
+        }
+        const hl = ov[d + 2]! | (ov[d + 3]! << 8);
+        if (hl !== 0) {
+          ov[d + 2] = (hl + ETH_HLEN) & 0xff;
+          ov[d + 3] = (hl + ETH_HLEN) >>> 8;
+        }
+      } else {
+        for (let i = 0; i < VNET_HDR_LEN; i++) ov[d + i] = 0;
+      }
+    }
+    const start = off - ETH_HLEN;
+    for (let i = 0; i < 6; i++) {
+      buf[start + i] = rows[o + i]!;
+      buf[start + 6 + i] = rows[o + NEIGH_SRC_MAC + i]!;
+    }
+    if (info.addrLen === 4) {
+      buf[start + 12] = 0x08;
+      buf[start + 13] = 0x00;
+    } else {
+      buf[start + 12] = 0x86;
+      buf[start + 13] = 0xdd;
+    }
+    out.buf = buf;
+    out.offsets[k] = start;
+    out.sizes[k] = len + ETH_HLEN;
+    out.ifindex[k] = nb.ifindex[vip]![be]!;
+    out.count = k + 1;
+    const st = this.stats;
+    st.dsrPackets++;
+    st.forwardPackets++;
+    st.txPackets++;
+    st.txBytes += len;
+    return Action.TO_DSR;
   }
 
   /** Index of the balancer whose data address is addrs[off..off+16), or -1. */
