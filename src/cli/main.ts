@@ -30,12 +30,19 @@ export function main(argv: string[]): void {
     .addOption(new Option('--log-level <level>', 'override log.level').choices(['trace', 'debug', 'info', 'warn', 'error']))
     .option('--admin <host:port>', 'override admin.listen ("off" to disable)')
     .action(async (opts: { config: string; id: string; logLevel?: string; admin?: string }) => {
-      const b = await Balancer.start({ configPath: opts.config, id: opts.id, logLevel: opts.logLevel, adminListen: opts.admin });
+      // Signals are handled from the start: one that arrives while the balancer is still
+      // starting (bulk sync) stops it as soon as start returns; repeats are ignored.
+      let balancer: Balancer | undefined;
+      let stopping: string | undefined;
       const shutdown = (sig: string): void => {
-        void b.stop(sig).then(() => process.exit(0));
+        if (stopping !== undefined) return;
+        stopping = sig;
+        if (balancer !== undefined) void balancer.stop(sig).then(() => process.exit(0));
       };
-      process.once('SIGTERM', () => shutdown('SIGTERM'));
-      process.once('SIGINT', () => shutdown('SIGINT'));
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGINT', () => shutdown('SIGINT'));
+      balancer = await Balancer.start({ configPath: opts.config, id: opts.id, logLevel: opts.logLevel, adminListen: opts.admin });
+      if (stopping !== undefined) await balancer.stop(stopping).then(() => process.exit(0));
     });
 
   program
@@ -86,7 +93,7 @@ export function main(argv: string[]): void {
       process.exit(2);
     }
     if (isTunlbError(e)) {
-      console.error(`tunlb: ${e.message}`);
+      console.error(`tunlb: ${e.message} [${e.code}]`);
       process.exit(e.code === ErrorCodes.USAGE || e.code.startsWith('TUNLB_CONFIG') ? 2 : 1);
     }
     console.error(`tunlb: unexpected error: ${(e as Error)?.stack ?? String(e)}`);
