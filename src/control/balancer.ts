@@ -40,6 +40,9 @@ import { UdpBatchSocket } from '../dataplane/udp-batch-socket';
 import { PeerArrays } from '../dataplane/packet-batch';
 import { AdminServer } from './admin-server';
 import { snapshotStats, type BalancerSnapshot } from './snapshot';
+import { L2Socket } from '../dataplane/l2-socket';
+import { NeighbourTable } from '../dataplane/neighbours';
+import { createDsrOutput, type DsrOutput } from '../dataplane/forwarder';
 
 const MAX_BATCHES_PER_WAKEUP = 8;
 /** Flow-table entry ids examined per expiry tick (every EXPIRY_INTERVAL_MS). */
@@ -76,6 +79,8 @@ export class Balancer {
   readonly #peerRx: PacketBatch | undefined;
   readonly #peerRxAddrs: PeerArrays | undefined;
   readonly #peerOut: { batch: PacketBatch; addrs: Uint8Array; ports: Uint16Array; count: number } | undefined;
+  /** DSR (a VIP with method dsr and a back interface): neighbours, frame output, AF_PACKET socket. */
+  readonly #dsr: { neighbours: NeighbourTable; output: DsrOutput; socket: L2Socket } | undefined;
   #admin: AdminServer | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -90,6 +95,7 @@ export class Balancer {
     table: FlowTable,
     cluster: ClusterNode | undefined,
     dataSocket: UdpBatchSocket | undefined,
+    dsr?: { neighbours: NeighbourTable; socket: L2Socket },
   ) {
     this.config = config;
     this.selfIndex = selfIndex;
@@ -124,6 +130,7 @@ export class Balancer {
       peerAddrs.set(b.address.bytes, i * 16);
       peerPorts[i] = b.dataPort;
     });
+    if (dsr !== undefined) this.#dsr = { ...dsr, output: createDsrOutput(config.tun.batch, dsr.socket.vnetHdr) };
     this.forwarder = new Forwarder({
       table,
       forwarding,
@@ -134,6 +141,7 @@ export class Balancer {
       syncThreshold: config.cluster.replication.syncThreshold,
       peers: cluster !== undefined ? { addrs: peerAddrs, ports: peerPorts } : undefined,
       peerOutput: this.#peerOut,
+      dsr: this.#dsr,
     });
   }
 
@@ -166,6 +174,7 @@ export class Balancer {
     let b: Balancer | undefined;
     let device: TunLike | undefined;
     let dataSocket: UdpBatchSocket | undefined;
+    let dsr: { neighbours: NeighbourTable; socket: L2Socket } | undefined;
     try {
       if (config.balancers.length > 1) {
         cluster = await ClusterNode.start({ config, selfIndex: self.index, table, forwarding: () => b!.forwarder.forwarding, nowSec, log });
@@ -174,7 +183,8 @@ export class Balancer {
       device =
         opts.device ??
         TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, vnetHdr: config.tun.offload });
-      b = new Balancer(config, self.index, log, device, forwarding, hashKey, table, cluster, dataSocket);
+      if (opts.device === undefined && NeighbourTable.needed(forwarding)) dsr = openDsr(forwarding, device, log);
+      b = new Balancer(config, self.index, log, device, forwarding, hashKey, table, cluster, dataSocket, dsr);
       b.#t0 = t0;
       const listen = opts.adminListen ?? `${config.admin.listen.host}:${config.admin.listen.port}`;
       if (listen !== 'off') b.#admin = await AdminServer.listen(listen, b);
@@ -182,6 +192,8 @@ export class Balancer {
     } catch (e) {
       cluster?.close();
       dataSocket?.close();
+      dsr?.neighbours.close();
+      dsr?.socket.close();
       if (device !== undefined && !device.closed) device.close();
       if (b !== undefined) await b.#admin?.close();
       throw e;
@@ -218,6 +230,11 @@ export class Balancer {
     return this.#live;
   }
 
+  /** DSR neighbour table (undefined without DSR VIPs); follow forwarding swaps with setForwarding. */
+  get dsrNeighbours(): NeighbourTable | undefined {
+    return this.#dsr?.neighbours;
+  }
+
   snapshot(): BalancerSnapshot {
     return snapshotStats(this);
   }
@@ -225,6 +242,7 @@ export class Balancer {
   #arm(): void {
     this.#device.onReadable(() => this.#onReadable());
     this.#dataSocket?.onReadable(() => this.#onPeerReadable());
+    this.#dsr?.neighbours.start();
     this.#expiryTimer = setInterval(() => this.table.expire(this.nowSec(), EXPIRY_BUDGET), EXPIRY_INTERVAL_MS);
   }
 
@@ -245,6 +263,7 @@ export class Balancer {
         const w = this.#dataSocket!.send(po.batch, po.count, po.addrs, po.ports);
         if (w < po.count) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += po.count - w;
       }
+      if (this.#dsr !== undefined) this.#sendDsr();
       if (n < batch.count) return;
     }
   }
@@ -263,8 +282,18 @@ export class Balancer {
         const w = this.#device.write(rx, m);
         if (w < m) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += m - w;
       }
+      if (this.#dsr !== undefined) this.#sendDsr();
       if (n < rx.count) return;
     }
+  }
+
+  /** Sends the DSR frames of the batch just processed (one sendmmsg on the AF_PACKET socket). */
+  #sendDsr(): void {
+    const d = this.#dsr!;
+    const o = d.output;
+    if (o.count === 0) return;
+    const w = d.socket.send(o, o.count, o.vnet, o.ifindex);
+    if (w < o.count) this.forwarder.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += o.count - w;
   }
 
   /** Stops forwarding and releases everything. Idempotent. */
@@ -273,6 +302,8 @@ export class Balancer {
     this.#stopped = true;
     if (this.#expiryTimer) clearInterval(this.#expiryTimer);
     this.cluster?.close();
+    this.#dsr?.neighbours.close();
+    this.#dsr?.socket.close();
     try {
       if (this.#dataSocket !== undefined && !this.#dataSocket.closed) this.#dataSocket.close();
     } catch {
@@ -289,6 +320,35 @@ export class Balancer {
     await this.#admin?.close();
     this.log.info({ event: 'balancer_stopped', reason, stats: this.snapshot().counters }, `balancer ${this.selfId} stopped (${reason})`);
   }
+}
+
+/**
+ * DSR: the neighbour table of the forwarding table's DSR backends and an AF_PACKET socket on
+ * the interface that reaches them (with PACKET_VNET_HDR when the TUN device exchanges virtio
+ * headers, so GSO super-packets leave whole). No such interface: warns, returns undefined (DSR
+ * VIPs then drop as method_unsupported). Throws TunlbError when the socket cannot be opened.
+ */
+function openDsr(forwarding: ForwardingTable, device: TunLike, log: Logger): { neighbours: NeighbourTable; socket: L2Socket } | undefined {
+  const neighbours = new NeighbourTable({
+    forwarding,
+    exclude: [device.name],
+    warn: (msg, details) => log.warn({ event: 'dsr_neighbours', ...details }, msg),
+  });
+  const ifs = neighbours.interfaces;
+  if (ifs.length === 0) {
+    log.warn({ event: 'dsr_no_interface' }, 'no local interface reaches a DSR backend: DSR VIPs are not served');
+    neighbours.close();
+    return undefined;
+  }
+  let socket: L2Socket;
+  try {
+    socket = L2Socket.open({ interface: ifs[0]!, vnetHdr: device.features.vnetHdr });
+  } catch (e) {
+    neighbours.close();
+    throw e;
+  }
+  log.info({ event: 'dsr_socket', interface: socket.name, ifindex: socket.ifindex, interfaces: ifs, vnetHdr: socket.vnetHdr }, `DSR frames leave on ${ifs.join(', ')}`);
+  return { neighbours, socket };
 }
 
 /** Throws ADDRESS_NOT_PRESENT unless `addr` is configured on a local interface. */
