@@ -6,6 +6,7 @@
  *   tunlb check-config --config FILE     validate a config file and print what it describes
  *   tunlb stats [--admin HOST:PORT]      a balancer's counters from its admin endpoint
  *   tunlb flows [--admin HOST:PORT]      flows held by a balancer
+ *   tunlb capture --iface IF [--filter BPF] [--count N] [--out F.pcap] [--decode]   packet capture
  */
 import { Command, Option } from 'commander';
 import { Balancer } from '../control/balancer';
@@ -85,6 +86,27 @@ export function main(argv: string[]): void {
         console.log(opts.json ? JSON.stringify(body) : JSON.stringify(body, null, 2));
       });
   }
+
+  // tunlb capture (src/control/capture.ts; recipes in docs/operations.md)
+  const ints = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map(Number)];
+  program
+    .command('capture')
+    .description('capture packets with libpcap into a pcap file (tcpdump -r reads it) and/or decode tunlb traffic (records, probes, encap) into lines')
+    .option('-i, --iface <if>', 'interface to capture on (run inside its namespace: ip netns exec tunlb-lb1 tunlb capture ...)')
+    .option('-f, --filter <bpf>', "BPF filter, pcap-filter(7) syntax, e.g. 'udp port 7946'")
+    .option('-n, --count <n>', 'stop after N packets (0: no limit)', '0')
+    .option('--duration-s <s>', 'stop after S seconds (0: no limit); SIGINT also stops', '0')
+    .option('-o, --out <file.pcap>', 'write a pcap file')
+    .option('-d, --decode', 'print one line per packet: flow records, probes, sync, encapsulated packets')
+    .option('-k, --key-file <file>', 'cluster key to verify control datagrams (default: the --config key; else "unverified")')
+    .option('-c, --config <file>', 'tunlb config: balancer ids, backend addresses, ports, cluster key')
+    .option('-r, --read <file.pcap>', 'decode an existing pcap file instead of capturing (no root needed)')
+    .option('--control-port <ports>', 'control ports to decode (comma list; default 7946 or the config\'s)', ints)
+    .option('--data-port <ports>', 'data (encapsulation) ports to decode (default 7947 or the config\'s)', ints)
+    .action(async (o: { iface?: string; filter?: string; count: string; durationS: string; out?: string; decode?: boolean; keyFile?: string; config?: string; read?: string; controlPort?: number[]; dataPort?: number[] }) => {
+      const { runCapture } = await import('../control/capture');
+      await runCapture({ ...o, count: Number(o.count), durationS: Number(o.durationS), controlPorts: o.controlPort, dataPorts: o.dataPort });
+    });
 
   program.parseAsync(argv).catch((e: unknown) => {
     if (isTunlbError(e, ErrorCodes.CONFIG_INVALID)) {
