@@ -40,6 +40,7 @@
 #                          tree = a copy of the work tree, built there; none = dist/ as it is
 #   BENCH_PROFILE=1        run tunlb under `node --cpu-prof` and print its hottest functions
 #                          (the profiler costs throughput: use it for a separate run)
+#   BENCH_PIN=1            generators on the first core, the middlebox process on the last (0: off)
 #   BENCH_PERF=1           perf record (cpu-clock, call graphs) the middlebox process during the
 #                          UDP test; summary (kernel / node / JIT split, top symbols) printed
 #   BENCH_REF_DIR=<repo>/../shared/bench   blast.c, tunfwd.c, tunfwd_gso.c (measuring tools,
@@ -76,6 +77,13 @@ CL=$LAB_NS_PREFIX$LAB_CLIENT
 VIP=$LAB_VIP4
 SRV1=${LAB_BACK4[srv1]}
 LAB="$REPO/scripts/lab.sh"
+# Placement (BENCH_PIN=1, with 2+ cores): the traffic generators (blast, iperf3 -c, rr) on the
+# first core, the middlebox process (all its threads) on the last, so that the two never share
+# a core by chance (which halves either) and "the middlebox's core" can be read in /proc/stat.
+# Softirq work goes where the kernel puts it; servers and other processes are not pinned.
+NCPU=$(nproc)
+PIN=0; GEN_CPU=0; MB_CPU=0; PIN_GEN=()
+if [[ ${BENCH_PIN:-1} == 1 ]] && ((NCPU >= 2)); then PIN=1; MB_CPU=$((NCPU - 1)); PIN_GEN=(taskset -c "$GEN_CPU"); fi
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -114,13 +122,23 @@ kv() { echo "$2 $3" >>"$OUT/$1.kv"; }    # kv MB KEY VALUE
 
 # CPU accounting over a test: process ticks of PID (if any) and the host's /proc/stat.
 proc_ticks() { [[ -n ${1:-} && -r /proc/$1/stat ]] && awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" || echo 0; }
-host_ticks() { awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, $8 }' /proc/stat; }
+# host_ticks: busy and softirq ticks of all cores, then busy ticks of GEN_CPU and of MB_CPU.
+host_ticks() {
+  awk -v g="cpu$GEN_CPU" -v m="cpu$MB_CPU" '$1 ~ /^cpu/ { b[$1] = $2 + $3 + $4 + $7 + $8 + $9; if ($1 == "cpu") s = $8 }
+    END { print b["cpu"], s, b[g] + 0, b[m] + 0 }' /proc/stat
+}
 # The machine is shared (others build and test on it): "background" is the CPU of every
-# user-space process outside the lab namespaces (root network namespace, not a kernel thread),
-# per PID between two snapshots (a process that exits in between is not counted).
-ROOT_NS_PAT=$(readlink /proc/self/ns/net); ROOT_NS_PAT=${ROOT_NS_PAT//[/\\[}; ROOT_NS_PAT=${ROOT_NS_PAT//]/\\]}
+# user-space process that is not in a lab namespace (not a kernel thread), per PID between two
+# snapshots (a process that exits in between is not counted).
 bg_snap() { # bg_snap FILE: "pid ticks" of the background processes
-  find /proc/[0-9]*/ns/net -maxdepth 0 -lname "$ROOT_NS_PAT" 2>/dev/null | sed 's|/ns/net$|/stat|' | xargs cat 2>/dev/null \
+  local f args=() first=1
+  for f in /run/netns/"$LAB_NS_PREFIX"*; do
+    [[ -e $f ]] || continue
+    ((first)) || args+=(-o); first=0
+    args+=(-lname "net:\\[$(stat -L -c %i "$f")\\]")
+  done
+  ((${#args[@]})) || args=(-lname none)
+  find /proc/[0-9]*/ns/net -maxdepth 0 ! \( "${args[@]}" \) 2>/dev/null | sed 's|/ns/net$|/stat|' | xargs cat 2>/dev/null \
     | awk '{ pid = $1; sub(/^.*\) /, ""); if ($2 != 2 && pid != 2) print pid, $12 + $13 }' >"$1" || true
 }
 bg_ticks() { awk 'NR == FNR { a[$1] = $2; next } { t += $2 - ($1 in a ? a[$1] : 0) } END { print t + 0 }' "$1" "$2"; }
@@ -134,14 +152,16 @@ wait_quiet() {
   done
   log "still busy; measuring anyway (see the background rows)"
 }
-cpu_begin() { CPU_T0=$EPOCHREALTIME; CPU_P0=$(proc_ticks "${MB_PID:-}"); read -r CPU_B0 CPU_S0 < <(host_ticks); bg_snap "$OUT/.cpu0"; }
+cpu_begin() { CPU_T0=$EPOCHREALTIME; CPU_P0=$(proc_ticks "${MB_PID:-}"); read -r CPU_B0 CPU_S0 CPU_G0 CPU_M0 < <(host_ticks); bg_snap "$OUT/.cpu0"; }
 cpu_end() { # cpu_end MB PREFIX
-  local t1 p1 b1 s1 g hz; t1=$EPOCHREALTIME; p1=$(proc_ticks "${MB_PID:-}"); read -r b1 s1 < <(host_ticks); hz=$(getconf CLK_TCK)
+  local t1 p1 b1 s1 g1 m1 g hz; t1=$EPOCHREALTIME; p1=$(proc_ticks "${MB_PID:-}"); read -r b1 s1 g1 m1 < <(host_ticks); hz=$(getconf CLK_TCK)
   bg_snap "$OUT/.cpu1"; g=$(bg_ticks "$OUT/.cpu0" "$OUT/.cpu1")
   awk -v t0="$CPU_T0" -v t1="$t1" -v p="$((p1 - CPU_P0))" -v b="$((b1 - CPU_B0))" -v s="$((s1 - CPU_S0))" -v g="$g" -v hz="$hz" \
+    -v gc="$((g1 - CPU_G0))" -v mc="$((m1 - CPU_M0))" -v pin="$PIN" \
     -v havep="${MB_PID:+1}" -v f="$OUT/$1.kv" -v k="$2" 'BEGIN {
       d = (t1 - t0) * hz
       if (havep) printf "%s_cpu_mb %.1f\n", k, 100 * p / d >> f
+      if (pin) printf "%s_cpu_gencore %.1f\n%s_cpu_mbcore %.1f\n", k, 100 * gc / d, k, 100 * mc / d >> f
       printf "%s_cpu_host %.1f\n%s_cpu_softirq %.1f\n%s_cpu_bg %.1f\n", k, 100 * b / d, k, 100 * s / d, k, 100 * g / d >> f }'
   LAST_BG=$(awk -v t0="$CPU_T0" -v t1="$t1" -v g="$g" -v hz="$hz" 'BEGIN { printf "%.0f", 100 * g / ((t1 - t0) * hz) }')
 }
@@ -159,7 +179,7 @@ noisy() { # noisy TRY: true when the last test should be repeated
 }
 rr_once() { # rr_once MB udp|tcp
   cpu_begin
-  ip netns exec "$CL" timeout 30 "$BIN/rr" "$2" "$VIP" "$RR_PORT" "$RR_N" >"$OUT/$1-rr-$2.txt" 2>&1 \
+  ip netns exec "$CL" "${PIN_GEN[@]}" timeout 30 "$BIN/rr" "$2" "$VIP" "$RR_PORT" "$RR_N" >"$OUT/$1-rr-$2.txt" 2>&1 \
     || log "$1: rr $2 failed: $(tail -1 "$OUT/$1-rr-$2.txt")"
   cpu_end "$1" "rr_$2"
 }
@@ -172,7 +192,7 @@ udp_once() { # udp_once MB
       >/dev/null 2>&1 &
     perf_pid=$!
   fi
-  out=$(ip netns exec "$CL" timeout $((SECS + 10)) "$BIN/blast" "$VIP" "$UDP_PORT" "$SECS" "$FLOWS") || log "$mb: blast failed"
+  out=$(ip netns exec "$CL" "${PIN_GEN[@]}" timeout $((SECS + 10)) "$BIN/blast" "$VIP" "$UDP_PORT" "$SECS" "$FLOWS") || log "$mb: blast failed"
   cpu_end "$mb" udp
   if [[ -n $perf_pid ]]; then
     wait "$perf_pid" || true
@@ -187,7 +207,7 @@ udp_once() { # udp_once MB
 }
 tcp_once() { # tcp_once MB STREAMS
   cpu_begin
-  ip netns exec "$CL" timeout $((SECS + 15)) iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -t "$SECS" -P "$2" -J \
+  ip netns exec "$CL" "${PIN_GEN[@]}" timeout $((SECS + 15)) iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -t "$SECS" -P "$2" -J \
     >"$OUT/$1-tcp$2.json" 2>"$OUT/$1-tcp$2.err" || log "$1: iperf3 -P $2 failed (see $OUT/$1-tcp$2.json)"
   cpu_end "$1" "tcp$2"
   sleep 0.5
@@ -196,7 +216,10 @@ measure() { # measure MB [PID of the middlebox process]
   local mb=$1 t0=$SECONDS try p
   MB_PID=${2:-}
   : >"$OUT/$mb.kv"
-  if [[ -n $MB_PID ]]; then kv "$mb" pid "$MB_PID"; fi
+  if [[ -n $MB_PID ]]; then
+    kv "$mb" pid "$MB_PID"
+    if ((PIN)); then taskset -a -p -c "$MB_CPU" "$MB_PID" >/dev/null || log "$mb: taskset failed"; fi
+  fi
   wait_quiet
   for p in udp tcp; do
     [[ $mb == haproxy && $p == udp ]] && continue
