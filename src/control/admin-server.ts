@@ -1,21 +1,110 @@
 /**
  * The admin HTTP endpoint of one balancer: JSON views of its state for the CLI, tests and
- * operators. Bound to localhost by default (config `admin.listen`); never on the packet path.
+ * operators, Prometheus metrics, and a status page. Bound to localhost by default (config
+ * `admin.listen`); never on the packet path (everything here reads counters the data plane
+ * already keeps, at request time or once a second).
  *
- *   GET /api/v1/stats    counters, flow-table figures, device features (BalancerSnapshot)
- *   GET /api/v1/flows    flows held by this balancer: ?limit=N (default 1000, max 100000)
- *   GET /healthz         200 "ok" while serving
+ *   GET /                 the status page (self-contained HTML+JS, src/control/status-page.ts)
+ *   GET /metrics          Prometheus text format (src/control/metrics.ts)
+ *   GET /api/v1/stats     counters, flow-table figures, device features (BalancerSnapshot),
+ *                         plus `at` (server time, epoch ms) for rate computations
+ *   GET /api/v1/flows     flows held by this balancer: ?limit=N (default 1000, max 100000)
+ *   GET /api/v1/status    cluster membership: this balancer and its peers (state, status, RTT,
+ *                         flows), flow counts from this balancer's table, recent events
+ *   GET /api/v1/events    recent events, oldest first: ?limit=N (default 100, max 500)
+ *   GET /api/v1/history   one sample of the main counters per second, last 5 minutes
+ *   GET /healthz          200 "ok" (no token needed)
+ *
+ * Bearer token (config `admin.token_file`): read once at start (surrounding whitespace
+ * trimmed; an empty or unreadable file fails the start with one line). When set, /api/* and
+ * /metrics need `Authorization: Bearer <token>` (401 otherwise, compared in constant time);
+ * `/` and `/healthz` do not: the page takes the token from `?token=` (kept in the tab's
+ * sessionStorage, removed from the address bar) or asks for it on the first 401.
+ *
+ * Events (/api/v1/events, /api/v1/status): the cluster's membership events (peer up,
+ * suspect, down, restarted, serving, syncing, draining; src/cluster/cluster-node.ts) merged
+ * with events this endpoint derives from counters once a second: `self_serving` /
+ * `self_syncing` (this balancer's status), `failover_active` / `failover_ended` (packets
+ * sent via a flow's backup because its primary is dead), `forwarding_changed` (the
+ * forwarding table's generation moved: VIPs or backends changed).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { TunlbError, ErrorCodes } from '../errors';
+import { FlowFlags } from '../flow';
 import type { Balancer } from './balancer';
 import { listFlows } from './flow-listing';
+import { Metrics } from './metrics';
+import { statusPageHtml } from './status-page';
+
+/** Seconds of per-second samples kept for /api/v1/history. */
+export const HISTORY_S = 300;
+const EVENT_RING = 200;
+/** A failover episode ends after this many seconds without failover packets. */
+const FAILOVER_QUIET_S = 5;
+/** Flows-per-balancer counts (a scan of the flow table) are reused for this long. */
+const FLOW_COUNT_TTL_MS = 2000;
+
+export interface AdminEvent {
+  /** ISO time. */
+  at: string;
+  type: string;
+  /** Balancer id the event is about. */
+  balancer: string;
+  reason: string;
+  severity: 'info' | 'warn' | 'error';
+  /** 'membership' (probes, status) or 'admin' (derived from counters by this endpoint). */
+  source: 'membership' | 'admin';
+}
+
+export interface HistorySample {
+  /** Epoch ms. */
+  at: number;
+  rxPackets: number;
+  rxBytes: number;
+  txPackets: number;
+  txBytes: number;
+  peerTxPackets: number;
+  peerRxPackets: number;
+  failoverPackets: number;
+  drops: number;
+  flowsActive: number;
+  flowsCreated: number;
+  flowsExpired: number;
+}
+
+export interface FlowCounts {
+  /** Epoch ms of the scan. */
+  at: number;
+  total: number;
+  /** Records this balancer decided / learnt from peers' records. */
+  decidedHere: number;
+  learnt: number;
+  /** By balancer id: flows whose recorded primary / backup it is (from this balancer's table). */
+  byPrimary: Record<string, number>;
+  byBackup: Record<string, number>;
+  /** By "vip backend" address. */
+  byBackend: Record<string, number>;
+}
+
+const SEVERITY: Record<string, AdminEvent['severity']> = {
+  peer_down: 'error',
+  peer_suspect: 'warn',
+  peer_restarted: 'warn',
+  peer_syncing: 'warn',
+  peer_draining: 'warn',
+  failover_active: 'warn',
+  self_syncing: 'warn',
+};
 
 export class AdminServer {
   readonly #server: Server;
-  private constructor(server: Server) {
+  readonly #state: AdminState;
+  private constructor(server: Server, state: AdminState) {
     this.#server = server;
+    this.#state = state;
   }
 
   get address(): string {
@@ -23,24 +112,38 @@ export class AdminServer {
     return a ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : 'closed';
   }
 
+  get metrics(): Metrics {
+    return this.#state.metrics;
+  }
+
   static listen(hostPort: string, b: Balancer): Promise<AdminServer> {
     const m = /^\[?([^\]]+)\]?:(\d+)$/.exec(hostPort);
     if (!m) throw new TunlbError(ErrorCodes.USAGE, `admin listen address "${hostPort}" is not host:port`);
-    const server = createServer((req, res) => handle(req, res, b));
+    const token = readToken(b.config.admin.tokenFile);
+    const state = new AdminState(b, token);
+    const server = createServer((req, res) => {
+      try {
+        void handle(req, res, b, state).catch((e) => fail(res, e));
+      } catch (e) {
+        fail(res, e);
+      }
+    });
     return new Promise((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) =>
+      server.once('error', (e: NodeJS.ErrnoException) => {
+        state.close();
         reject(
           new TunlbError(
             ErrorCodes.ADMIN,
             `admin endpoint cannot listen on ${hostPort}: ${e.code ?? e.message} (is another balancer using it? set admin.listen)`,
           ),
-        ),
-      );
-      server.listen(Number(m[2]), m[1], () => resolve(new AdminServer(server)));
+        );
+      });
+      server.listen(Number(m[2]), m[1], () => resolve(new AdminServer(server, state)));
     });
   }
 
   close(): Promise<void> {
+    this.#state.close();
     return new Promise((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();
@@ -48,25 +151,311 @@ export class AdminServer {
   }
 }
 
-function handle(req: IncomingMessage, res: ServerResponse, b: Balancer): void {
+/** The token from `admin.token_file`, or null; throws ADMIN with one line if it is unusable. */
+function readToken(file: string | null): Buffer | null {
+  if (file === null) return null;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  const token = text.trim();
+  if (token === '') throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file ${file} is empty: put the bearer token in it`);
+  if (/\s/.test(token)) throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file ${file} holds whitespace inside the token: one token, one line`);
+  return digest(token);
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** Per-endpoint state: metrics, the per-second sampler (history, derived events), flow counts. */
+class AdminState {
+  readonly metrics: Metrics;
+  readonly token: Buffer | null;
+  readonly history: HistorySample[] = [];
+  readonly events: AdminEvent[] = [];
+  readonly #b: Balancer;
+  readonly #timer: NodeJS.Timeout;
+  #flowCounts: FlowCounts | undefined;
+  #lastStatus: string | undefined;
+  #lastGeneration: number;
+  #failoverActive = false;
+  #failoverQuietS = 0;
+  #failoverEpisode = 0;
+
+  constructor(b: Balancer, token: Buffer | null) {
+    this.#b = b;
+    this.token = token;
+    this.metrics = new Metrics(b);
+    this.#lastGeneration = b.forwarder.forwarding.generation;
+    this.#sample();
+    this.#timer = setInterval(() => this.#sample(), 1000);
+    this.#timer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.metrics.close();
+  }
+
+  #event(type: string, reason: string): void {
+    this.events.push({ at: new Date().toISOString(), type, balancer: this.#b.selfId, reason, severity: SEVERITY[type] ?? 'info', source: 'admin' });
+    if (this.events.length > EVENT_RING) this.events.shift();
+  }
+
+  /** Once a second: a history sample, and the events derived from counters. */
+  #sample(): void {
+    const b = this.#b;
+    const st = b.forwarder.stats;
+    let drops = 0;
+    for (let i = 1; i < st.packetDrops.length; i++) drops += st.packetDrops[i]!;
+    for (let i = 0; i < st.forwardDrops.length; i++) drops += st.forwardDrops[i]!;
+    const prev = this.history[this.history.length - 1];
+    const s: HistorySample = {
+      at: Date.now(),
+      rxPackets: st.rxPackets,
+      rxBytes: st.rxBytes,
+      txPackets: st.txPackets,
+      txBytes: st.txBytes,
+      peerTxPackets: st.peerTxPackets,
+      peerRxPackets: st.peerRxPackets,
+      failoverPackets: st.failoverPackets,
+      drops,
+      flowsActive: b.table.size,
+      flowsCreated: st.flowsCreated,
+      flowsExpired: b.table.expired,
+    };
+    this.history.push(s);
+    if (this.history.length > HISTORY_S + 1) this.history.shift();
+
+    const status = b.cluster?.membership.selfStatus ?? 'serving';
+    if (status !== this.#lastStatus) {
+      if (this.#lastStatus !== undefined || status !== 'syncing') {
+        const why =
+          status === 'serving'
+            ? b.cluster?.syncedFrom
+              ? `serving after bulk sync from ${b.cluster.syncedFrom}`
+              : b.cluster
+                ? 'serving (no serving peer to sync from: started with an empty flow table)'
+                : 'serving (cluster of one)'
+            : `status ${this.#lastStatus ?? 'start'} -> ${status}`;
+        this.#event(`self_${status}`, why);
+      }
+      this.#lastStatus = status;
+    }
+
+    const gen = b.forwarder.forwarding.generation;
+    if (gen !== this.#lastGeneration) {
+      const vips = b.forwarder.forwarding.config.vips.map((v) => `${v.name}: ${v.backends.length} backends`).join(', ');
+      this.#event('forwarding_changed', `forwarding table generation ${this.#lastGeneration} -> ${gen} (${vips})`);
+      this.#lastGeneration = gen;
+    }
+
+    if (prev !== undefined) {
+      const fo = s.failoverPackets - prev.failoverPackets;
+      if (fo > 0) {
+        this.#failoverQuietS = 0;
+        if (!this.#failoverActive) {
+          this.#failoverActive = true;
+          this.#failoverEpisode = 0;
+          const dead = (b.cluster?.membership.peers() ?? []).filter((p) => p.state === 'dead' || (p.state !== 'self' && !p.live)).map((p) => p.id);
+          this.#event(
+            'failover_active',
+            `${fo} packets in the last second went to a flow's backup: primary not live${dead.length ? ` (${dead.join(', ')})` : ''}`,
+          );
+        }
+        this.#failoverEpisode += fo;
+      } else if (this.#failoverActive && ++this.#failoverQuietS >= FAILOVER_QUIET_S) {
+        this.#failoverActive = false;
+        this.#event('failover_ended', `no failover packets for ${FAILOVER_QUIET_S} s (${this.#failoverEpisode} packets via backups in this episode)`);
+      }
+    }
+  }
+
+  /** Membership events and derived events, merged by time, oldest first, at most `limit`. */
+  mergedEvents(limit: number): AdminEvent[] {
+    const c = this.#b.cluster;
+    const fromMembership: AdminEvent[] = (c?.events ?? []).map((e) => ({
+      at: e.at,
+      type: e.type,
+      balancer: e.id,
+      reason: e.reason,
+      severity: SEVERITY[e.type] ?? 'info',
+      source: 'membership' as const,
+    }));
+    const all = fromMembership.concat(this.events);
+    all.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
+    return all.slice(-limit);
+  }
+
+  /** Flows by primary, backup and backend from this balancer's table (one scan, cached). */
+  flowCounts(): FlowCounts {
+    const now = Date.now();
+    if (this.#flowCounts !== undefined && now - this.#flowCounts.at < FLOW_COUNT_TTL_MS) return this.#flowCounts;
+    const b = this.#b;
+    const t = b.table;
+    const n = b.config.balancers.length;
+    const prim = new Float64Array(n + 1);
+    const back = new Float64Array(n + 1);
+    const vips = b.forwarder.forwarding.config.vips;
+    const be = vips.map((v) => new Float64Array(v.backends.length + 1));
+    let learnt = 0;
+    let total = 0;
+    let cursor = 0;
+    const visit = (id: number): void => {
+      total++;
+      const p = t.primary(id);
+      const k = t.backup(id);
+      prim[p < n ? p : n]!++;
+      back[k < n ? k : n]!++;
+      const arr = be[t.vip(id)];
+      if (arr !== undefined) {
+        const j = t.backend(id);
+        arr[j < arr.length - 1 ? j : arr.length - 1]!++;
+      }
+      if ((t.flags(id) & FlowFlags.FROM_PEER) !== 0) learnt++;
+    };
+    do cursor = t.scan(cursor, 65536, visit);
+    while (cursor !== 0);
+    const byPrimary: Record<string, number> = {};
+    const byBackup: Record<string, number> = {};
+    b.config.balancers.forEach((x, i) => {
+      byPrimary[x.id] = prim[i]!;
+      byBackup[x.id] = back[i]!;
+    });
+    const byBackend: Record<string, number> = {};
+    vips.forEach((v, vi) => {
+      v.backends.forEach((x, j) => {
+        byBackend[`${v.name} ${x.address.text}${x.port ? `:${x.port}` : ''}`] = be[vi]![j]!;
+      });
+    });
+    this.#flowCounts = { at: now, total, decidedHere: total - learnt, learnt, byPrimary, byBackup, byBackend };
+    return this.#flowCounts;
+  }
+
+  status(): unknown {
+    const b = this.#b;
+    const c = b.cluster;
+    const counts = this.flowCounts();
+    const peers = c?.membership.peers();
+    const balancers = b.config.balancers.map((cfg, i) => {
+      const p = peers?.[i];
+      const self = i === b.selfIndex;
+      return {
+        id: cfg.id,
+        index: i,
+        address: cfg.address.text,
+        self,
+        state: self ? 'self' : (p?.state ?? 'unknown'),
+        status: self ? (c?.membership.selfStatus ?? 'serving') : (p?.status ?? 'unknown'),
+        live: self ? true : (p?.live ?? false),
+        incarnation: self ? (c?.incarnation ?? 0) : (p?.incarnation ?? 0),
+        rttMs: p?.rttMs ?? null,
+        rttAvgMs: p?.rttAvgMs ?? null,
+        lastAckAgoMs: p?.lastAckAgoMs ?? null,
+        misses: p?.misses ?? 0,
+        /** Flows in this balancer's table: only known for this balancer itself. */
+        flowsHeld: self ? b.table.size : null,
+        /** From this balancer's copy of the records (every balancer holds every record). */
+        flowsAsPrimary: counts.byPrimary[cfg.id] ?? 0,
+        flowsAsBackup: counts.byBackup[cfg.id] ?? 0,
+      };
+    });
+    const st = b.forwarder.stats;
+    return {
+      at: Date.now(),
+      cluster: b.config.cluster.id,
+      self: {
+        id: b.selfId,
+        index: b.selfIndex,
+        status: c?.membership.selfStatus ?? 'serving',
+        incarnation: c?.incarnation ?? 0,
+        syncedFrom: c?.syncedFrom ?? null,
+        startedAt: b.startedAt.toISOString(),
+        uptimeS: b.nowSec(),
+        probe: c ? { intervalMs: c.membership.intervalMs, misses: c.membership.misses } : null,
+      },
+      balancers,
+      flows: { active: b.table.size, capacity: b.table.capacity, ...counts },
+      failover: { peerDownEvents: c?.membership.stats.failovers ?? 0, failoverPackets: st.failoverPackets, active: this.#failoverActive },
+      vips: b.forwarder.forwarding.config.vips.map((v) => ({
+        name: v.name,
+        address: v.address.text,
+        method: v.method,
+        backends: v.backends.map((x) => `${x.address.text}${x.port ? `:${x.port}` : ''}`),
+      })),
+      events: this.mergedEvents(50),
+    };
+  }
+
+  authorized(req: IncomingMessage): boolean {
+    if (this.token === null) return true;
+    const h = req.headers.authorization ?? '';
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+    if (!m) return false;
+    return timingSafeEqual(digest(m[1]!), this.token);
+  }
+}
+
+function fail(res: ServerResponse, e: unknown): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(500, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ error: `internal error: ${(e as Error)?.message ?? String(e)}` }) + '\n');
+}
+
+function intParam(url: URL, name: string, dflt: number, max: number): number {
+  return Math.min(max, Math.max(1, Number(url.searchParams.get(name) ?? dflt) || dflt));
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, state: AdminState): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin');
-  const send = (code: number, body: unknown): void => {
-    res.writeHead(code, { 'content-type': 'application/json' });
+  const send = (code: number, body: unknown, headers: Record<string, string> = {}): void => {
+    res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
     res.end(JSON.stringify(body) + '\n');
   };
-  if (req.method !== 'GET') return send(405, { error: 'method not allowed' });
-  switch (url.pathname) {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { error: 'method not allowed' }, { allow: 'GET, HEAD' });
+  const path = url.pathname;
+  if ((path.startsWith('/api/') || path === '/metrics') && !state.authorized(req)) {
+    return send(401, { error: 'bearer token required: Authorization: Bearer <token> (admin.token_file)' }, { 'www-authenticate': 'Bearer realm="tunlb"' });
+  }
+  switch (path) {
+    case '/':
+    case '/index.html':
+      res.writeHead(200, {
+        'content-type': 'text/html; charset=utf-8',
+        'cache-control': 'no-store',
+        // Everything is inline; the page talks only to this endpoint.
+        'content-security-policy': "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+        'x-content-type-options': 'nosniff',
+      });
+      res.end(statusPageHtml());
+      return;
     case '/healthz':
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('ok\n');
       return;
-    case '/api/v1/stats':
-      return send(200, b.snapshot());
-    case '/api/v1/flows': {
-      const limit = Math.min(100000, Math.max(1, Number(url.searchParams.get('limit') ?? 1000) || 1000));
-      return send(200, listFlows(b, limit));
+    case '/metrics': {
+      const text = await state.metrics.text();
+      res.writeHead(200, { 'content-type': state.metrics.contentType, 'cache-control': 'no-store' });
+      res.end(text);
+      return;
     }
+    case '/api/v1/stats':
+      return send(200, { ...b.snapshot(), at: Date.now() });
+    case '/api/v1/flows':
+      return send(200, listFlows(b, intParam(url, 'limit', 1000, 100000)));
+    case '/api/v1/status':
+      return send(200, state.status());
+    case '/api/v1/events':
+      return send(200, { events: state.mergedEvents(intParam(url, 'limit', 100, 500)) });
+    case '/api/v1/history':
+      return send(200, { intervalS: 1, samples: state.history });
     default:
-      return send(404, { error: `no such endpoint: ${url.pathname}` });
+      return send(404, { error: `no such endpoint: ${path}` });
   }
 }

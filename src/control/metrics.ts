@@ -1,0 +1,352 @@
+/**
+ * Prometheus metrics of one balancer (prom-client), served by the admin endpoint at
+ * GET /metrics. Control plane only.
+ *
+ * Contract: nothing here touches the packet path. Every counter and gauge is a prom-client
+ * metric with a `collect()` callback that copies the balancer's existing counters
+ * (ForwarderStats, FlowTable, TUN device stats, Membership, Replicator, ControlChannel) at
+ * scrape time. The one exception is the probe RTT histogram: Membership keeps only the last
+ * RTT sample per peer, so a timer (every probe interval, unref'd, stopped by close()) reads
+ * Membership.peers() and observes each new sample (a sample is new when the peer's last-ack
+ * time moved; acks closer together than one timer period are seen once: a sample, not a
+ * census).
+ *
+ * Counters are monotonic as long as the process lives (the source counters never go back);
+ * a restarted balancer starts from zero, which Prometheus' rate() handles as a reset.
+ *
+ * Names (all `tunlb_`; label values are the stable names of src/packet/result.ts,
+ * src/dataplane/forward-drop.ts, src/protocol/result.ts, src/cluster/replicator.ts):
+ *   tunlb_info{balancer,cluster,incarnation}                   1
+ *   tunlb_uptime_seconds
+ *   tunlb_self_status                                          1 syncing, 2 serving, 3 draining
+ *   tunlb_packets_in_total{source=tun|peer}                    packets read from the TUN device / encapsulated from peers
+ *   tunlb_bytes_in_total                                       bytes read from the TUN device
+ *   tunlb_packets_out_total{dest=backend|client|peer}          NAT'd to a backend, un-NAT'd to a client, encapsulated to a peer
+ *   tunlb_bytes_out_total                                      bytes of packets NAT'd back into the TUN device
+ *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total
+ *   tunlb_drops_total{stage=packet|forward,reason}             every reason, zeros included
+ *   tunlb_flows_active, tunlb_flows_capacity
+ *   tunlb_flows_created_total                                  flows decided by this balancer
+ *   tunlb_flows_expired_total, tunlb_flows_refused_total{reason=table_full|early_drop|conflict}
+ *   tunlb_records_sent_total{op=create|refresh|delete}, tunlb_record_datagrams_sent_total
+ *   tunlb_records_received_total
+ *   tunlb_records_applied_total{result=applied|updated|adopted|decision_kept|deleted}
+ *   tunlb_records_rejected_total{reason}                       Replicator.stats.rejectedByReason
+ *   tunlb_record_queue_drops_total{queue=ready|delete}
+ *   tunlb_bulk_syncs_total{result=completed|failed}, tunlb_bulk_sync_records_total{direction=sent|received}
+ *   tunlb_control_datagrams_total{direction=sent|received}
+ *   tunlb_control_rejected_total{reason}                       ControlChannel.rejectCounts(), zeros included
+ *   tunlb_peer_state{peer}                                     0 unknown, 1 up, 2 suspect, 3 dead
+ *   tunlb_peer_status{peer}                                    0 unknown, 1 syncing, 2 serving, 3 draining
+ *   tunlb_peer_live{peer}                                      1 when this balancer sends it flows
+ *   tunlb_peer_rtt_smoothed_seconds{peer}                      SRTT (RFC 6298 EWMA)
+ *   tunlb_peer_probe_rtt_seconds{peer}                         histogram of sampled probe RTTs
+ *   tunlb_probes_sent_total, tunlb_probe_acks_received_total, tunlb_probe_acks_stale_total
+ *   tunlb_peer_restarts_total
+ *   tunlb_failovers_total                                      peer_down events (Membership.stats.failovers)
+ *   tunlb_failover_packets_total                               packets sent via a flow's backup (primary dead)
+ *   tunlb_second_chance_packets_total
+ *   tunlb_event_loop_stalls_total, tunlb_event_loop_stall_seconds_total   late probe ticks (Membership)
+ *   tunlb_forwarding_generation, tunlb_vip_backends{vip}
+ *   tunlb_dataplane_batch_capacity                             packets per TUN read (config tun.batch)
+ *   tunlb_dataplane_batch_size                                 histogram, only when the forwarder counts
+ *                                                              batches (see BATCH_SOURCE below)
+ * plus prom-client's default process/Node.js metrics (process_*, nodejs_*: CPU, memory,
+ * event-loop lag, GC).
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { packetResultNames } from '../packet/result';
+import { forwardDropNames } from '../dataplane/forward-drop';
+import { PROTOCOL_RESULT_NAMES } from '../protocol/result';
+import { REJECT_REASONS } from '../cluster/replicator';
+import type { Balancer } from './balancer';
+
+const STATE_VALUE: Record<string, number> = { unknown: 0, up: 1, suspect: 2, dead: 3 };
+const STATUS_VALUE: Record<string, number> = { unknown: 0, syncing: 1, serving: 2, draining: 3 };
+
+/** Probe RTT buckets, seconds: 50 µs .. 250 ms (lab RTTs are tens of µs to a few ms). */
+export const RTT_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+
+/**
+ * Batch-size counters the histogram reads when the forwarder has them (it does not yet; see
+ * the report in the commit): `stats.batches` (TUN batches processed) and
+ * `stats.batchSizeLog2` (Float64Array; index k counts batches of 2^k .. 2^(k+1)-1 packets),
+ * each bumped once per processBatch, never per packet. Sum = stats.rxPackets.
+ */
+interface BatchSource {
+  batches?: number;
+  batchSizeLog2?: Float64Array;
+  rxPackets: number;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #b: Balancer;
+  readonly #rtt: Histogram<'peer'>;
+  /** Per peer: membership-clock time of the last ack whose RTT was observed. */
+  readonly #lastAckAt = new Map<number, number>();
+  readonly #now: () => number;
+  #timer: NodeJS.Timeout | undefined;
+
+  /**
+   * `rttSampleMs`: RTT sampling period (default the probe interval; 0 = no timer, call
+   * sampleRtt()). `nowMs`: the membership's clock (default performance.now, as ClusterNode's).
+   * `defaultMetrics`: prom-client's process/Node.js metrics (default true).
+   */
+  constructor(b: Balancer, opts: { rttSampleMs?: number; nowMs?: () => number; defaultMetrics?: boolean } = {}) {
+    this.#b = b;
+    this.#now = opts.nowMs ?? (() => performance.now());
+    const r = this.registry;
+    const registers = [r];
+    const st = b.forwarder.stats;
+    const t = b.table;
+    const dev = (): typeof b.device.stats => b.device.stats;
+    const c = b.cluster;
+
+    const gauge = (name: string, help: string, read: () => number): void => {
+      new Gauge({ name, help, registers, collect() { this.set(read()); } });
+    };
+    const counter = (name: string, help: string, read: () => number): void => {
+      new Counter({ name, help, registers, collect() { this.reset(); this.inc(read()); } });
+    };
+    /** A labelled counter: `read` returns [labelValue, value] pairs for `label`. */
+    const counterBy = <L extends string>(name: string, help: string, label: L, read: () => Array<[string, number]>): void => {
+      new Counter<L>({
+        name,
+        help,
+        registers,
+        labelNames: [label],
+        collect() {
+          this.reset();
+          for (const [k, v] of read()) this.inc({ [label]: k } as Record<L, string>, v);
+        },
+      });
+    };
+    const gaugeBy = <L extends string>(name: string, help: string, label: L, read: () => Array<[string, number]>): void => {
+      new Gauge<L>({
+        name,
+        help,
+        registers,
+        labelNames: [label],
+        collect() {
+          this.reset();
+          for (const [k, v] of read()) this.set({ [label]: k } as Record<L, string>, v);
+        },
+      });
+    };
+
+    // ---- identity
+    new Gauge({
+      name: 'tunlb_info',
+      help: 'This balancer: id, cluster id and incarnation (value 1)',
+      registers,
+      labelNames: ['balancer', 'cluster', 'incarnation'],
+      collect() {
+        this.reset();
+        this.set({ balancer: b.selfId, cluster: b.config.cluster.id, incarnation: String(c?.incarnation ?? 0) }, 1);
+      },
+    });
+    gauge('tunlb_uptime_seconds', 'Seconds since this balancer started', () => b.nowSec());
+    gauge('tunlb_self_status', "This balancer's reported status: 1 syncing, 2 serving, 3 draining", () =>
+      STATUS_VALUE[c?.membership.selfStatus ?? 'serving'] ?? 0,
+    );
+
+    // ---- packets and bytes
+    counterBy('tunlb_packets_in_total', 'Packets received: read from the TUN device (tun) or encapsulated from peers (peer)', 'source', () => [
+      ['tun', st.rxPackets],
+      ['peer', st.peerRxPackets],
+    ]);
+    counter('tunlb_bytes_in_total', 'Bytes read from the TUN device (IP packets)', () => st.rxBytes);
+    counterBy('tunlb_packets_out_total', "Packets sent on: NAT'd to a backend, un-NAT'd to a client, encapsulated to a peer", 'dest', () => [
+      ['backend', st.forwardPackets],
+      ['client', st.replyPackets],
+      ['peer', st.peerTxPackets],
+    ]);
+    counter('tunlb_bytes_out_total', "Bytes of packets NAT'd back into the TUN device (backend and client)", () => st.txBytes);
+    counterBy('tunlb_device_packets_total', 'Packets the TUN device read and wrote (kernel side)', 'op', () => [
+      ['read', dev().readPackets],
+      ['write', dev().writePackets],
+    ]);
+    counterBy('tunlb_device_bytes_total', 'Bytes the TUN device read and wrote (kernel side)', 'op', () => [
+      ['read', dev().readBytes],
+      ['write', dev().writeBytes],
+    ]);
+    counter('tunlb_device_write_errors_total', 'Packets the kernel refused on a TUN write', () => dev().writeErrors);
+
+    // ---- drops: every reason, zeros included (a series exists before its first drop)
+    new Counter<'stage' | 'reason'>({
+      name: 'tunlb_drops_total',
+      help: 'Packets dropped, by stage (packet: parse/rewrite, forward: decision) and reason',
+      registers,
+      labelNames: ['stage', 'reason'],
+      collect() {
+        this.reset();
+        for (let i = 1; i < st.packetDrops.length; i++) this.inc({ stage: 'packet', reason: packetResultNames[i] ?? `packet_${i}` }, st.packetDrops[i]!);
+        for (let i = 0; i < st.forwardDrops.length; i++) this.inc({ stage: 'forward', reason: forwardDropNames[i] ?? `forward_${i}` }, st.forwardDrops[i]!);
+      },
+    });
+
+    // ---- flows
+    gauge('tunlb_flows_active', 'Flow records in the flow table (decided here and learnt from peers)', () => t.size);
+    gauge('tunlb_flows_capacity', 'Flow table capacity', () => t.capacity);
+    counter('tunlb_flows_created_total', 'Flows decided by this balancer (new-flow decisions)', () => st.flowsCreated);
+    counter('tunlb_flows_expired_total', 'Flow records removed after their idle timeout', () => t.expired);
+    counterBy('tunlb_flows_refused_total', 'Flows not inserted (table_full), evicted early (early_drop) or clashing with another flow (conflict)', 'reason', () => [
+      ['table_full', t.refusedFull],
+      ['early_drop', t.earlyDrops],
+      ['conflict', t.conflicts],
+    ]);
+
+    // ---- replication
+    const rs = c?.replicator.stats;
+    counterBy('tunlb_records_sent_total', 'Flow records multicast to peers, by operation', 'op', () => [
+      ['create', rs?.createsSent ?? 0],
+      ['refresh', rs?.refreshesSent ?? 0],
+      ['delete', rs?.deletesSent ?? 0],
+    ]);
+    counter('tunlb_record_datagrams_sent_total', 'Record datagrams multicast to peers', () => rs?.datagramsSent ?? 0);
+    counter('tunlb_records_received_total', 'Flow records received from peers (multicast and bulk sync)', () => rs?.recordsReceived ?? 0);
+    counterBy('tunlb_records_applied_total', 'Received records that changed the flow table, by outcome', 'result', () => [
+      ['applied', rs?.applied ?? 0],
+      ['updated', rs?.updated ?? 0],
+      ['adopted', rs?.adopted ?? 0],
+      ['decision_kept', rs?.decisionKept ?? 0],
+      ['deleted', rs?.deleted ?? 0],
+    ]);
+    counterBy('tunlb_records_rejected_total', 'Received records ignored, by reason', 'reason', () =>
+      REJECT_REASONS.map((k) => [k, rs?.rejectedByReason[k] ?? 0]),
+    );
+    counterBy('tunlb_record_queue_drops_total', 'Record events dropped on a full queue (the refresh scan heals ready drops)', 'queue', () => [
+      ['ready', rs?.queueDrops ?? 0],
+      ['delete', rs?.deleteQueueDrops ?? 0],
+    ]);
+    counterBy('tunlb_bulk_syncs_total', 'Bulk syncs this balancer pulled from a peer, by result', 'result', () => [
+      ['completed', rs?.syncsCompleted ?? 0],
+      ['failed', rs?.syncsFailed ?? 0],
+    ]);
+    counterBy('tunlb_bulk_sync_records_total', 'Flow records moved by bulk sync (sent: served to peers)', 'direction', () => [
+      ['sent', rs?.syncRecordsSent ?? 0],
+      ['received', rs?.syncRecordsReceived ?? 0],
+    ]);
+    counterBy('tunlb_control_datagrams_total', 'Datagrams on the control channel (probes, acks, records, sync)', 'direction', () => [
+      ['sent', c?.channel.stats.sent ?? 0],
+      ['received', c?.channel.stats.received ?? 0],
+    ]);
+    counterBy('tunlb_control_rejected_total', 'Control datagrams rejected, by reason (MAC, replay, cluster, sender, ...)', 'reason', () => {
+      const got = c?.channel.rejectCounts() ?? {};
+      const out: Array<[string, number]> = [];
+      for (const name of PROTOCOL_RESULT_NAMES) if (name !== 'ok') out.push([name, got[name] ?? 0]);
+      for (const [k, v] of Object.entries(got)) if (!PROTOCOL_RESULT_NAMES.includes(k)) out.push([k, v]);
+      return out;
+    });
+
+    // ---- peers
+    const peerRows = (): ReturnType<NonNullable<typeof c>['membership']['peers']> =>
+      c === undefined ? [] : c.membership.peers().filter((p) => p.state !== 'self');
+    gaugeBy('tunlb_peer_state', 'Peer liveness state: 0 unknown, 1 up, 2 suspect, 3 dead', 'peer', () =>
+      peerRows().map((p) => [p.id, STATE_VALUE[p.state] ?? 0]),
+    );
+    gaugeBy('tunlb_peer_status', "Peer's reported status: 0 unknown, 1 syncing, 2 serving, 3 draining", 'peer', () =>
+      peerRows().map((p) => [p.id, STATUS_VALUE[p.status] ?? 0]),
+    );
+    gaugeBy('tunlb_peer_live', 'Peer live for forwarding (answers probes and serves): 1, else 0', 'peer', () =>
+      peerRows().map((p) => [p.id, p.live ? 1 : 0]),
+    );
+    gaugeBy('tunlb_peer_rtt_smoothed_seconds', 'Smoothed probe RTT (EWMA 1/8, RFC 6298), seconds; absent before the first ack', 'peer', () =>
+      peerRows().flatMap((p): Array<[string, number]> => (p.rttAvgMs === null ? [] : [[p.id, p.rttAvgMs / 1000]])),
+    );
+    this.#rtt = new Histogram({
+      name: 'tunlb_peer_probe_rtt_seconds',
+      help: 'Probe round-trip times, seconds (sampled every probe interval)',
+      registers,
+      labelNames: ['peer'],
+      buckets: RTT_BUCKETS_S,
+    });
+    const ms = c?.membership.stats;
+    counter('tunlb_probes_sent_total', 'Liveness probes sent', () => ms?.probesSent ?? 0);
+    counter('tunlb_probe_acks_received_total', 'Probe acks that matched an outstanding probe', () => ms?.acksReceived ?? 0);
+    counter('tunlb_probe_acks_stale_total', 'Probe acks ignored (unknown nonce, late duplicate, previous incarnation)', () =>
+      (ms?.acksStale ?? 0) + (ms?.acksWrongIncarnation ?? 0),
+    );
+    counter('tunlb_peer_restarts_total', 'Peers seen with a new incarnation (restarted)', () => ms?.restarts ?? 0);
+    counter('tunlb_failovers_total', 'Peers declared dead (peer_down events): their flows go to their backups', () => ms?.failovers ?? 0);
+    counter('tunlb_failover_packets_total', "Packets sent to a flow's backup (or a later holder) because its primary was dead", () => st.failoverPackets);
+    counter('tunlb_second_chance_packets_total', 'Mid-stream packets without a record sent to their ranked primary', () => st.secondChancePackets);
+    counter('tunlb_event_loop_stalls_total', 'Probe ticks that ran late (event-loop stalls; not counted against peers)', () => ms?.stalls ?? 0);
+    counter('tunlb_event_loop_stall_seconds_total', 'Total lateness of late probe ticks, seconds', () => (ms?.stallMs ?? 0) / 1000);
+
+    // ---- configuration
+    gauge('tunlb_forwarding_generation', 'Generation of the forwarding table (VIPs and backends); changes on reload', () => b.forwarder.forwarding.generation);
+    gaugeBy('tunlb_vip_backends', 'Backends configured per VIP', 'vip', () =>
+      b.forwarder.forwarding.config.vips.map((v) => [v.name, v.backends.length]),
+    );
+
+    // ---- data-plane batches
+    gauge('tunlb_dataplane_batch_capacity', 'Packets per TUN read at most (config tun.batch)', () => b.config.tun.batch);
+    const bs = st as unknown as BatchSource;
+    if (bs.batchSizeLog2 instanceof Float64Array && typeof bs.batches === 'number') {
+      const log2 = bs.batchSizeLog2;
+      // Bucket k holds sizes 2^k .. 2^(k+1)-1, so its upper bound is 2^(k+1)-1 (le is inclusive).
+      const bounds = Array.from(log2, (_, k) => 2 ** (k + 1) - 1);
+      r.registerMetric({
+        name: 'tunlb_dataplane_batch_size',
+        help: 'Packets per TUN read batch processed by the forwarder',
+        type: 'histogram',
+        aggregator: 'sum',
+        get: async () => {
+          const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = [];
+          let cum = 0;
+          for (let k = 0; k < log2.length; k++) {
+            cum += log2[k]!;
+            values.push({ metricName: 'tunlb_dataplane_batch_size_bucket', labels: { le: bounds[k]! }, value: cum });
+          }
+          values.push({ metricName: 'tunlb_dataplane_batch_size_bucket', labels: { le: '+Inf' }, value: bs.batches! });
+          values.push({ metricName: 'tunlb_dataplane_batch_size_sum', labels: {}, value: bs.rxPackets });
+          values.push({ metricName: 'tunlb_dataplane_batch_size_count', labels: {}, value: bs.batches! });
+          return { name: 'tunlb_dataplane_batch_size', help: 'Packets per TUN read batch processed by the forwarder', type: 'histogram', values, aggregator: 'sum' };
+        },
+      } as unknown as Parameters<Registry['registerMetric']>[0]);
+    }
+
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: r });
+
+    if (c !== undefined && opts.rttSampleMs !== 0) {
+      const every = Math.max(10, opts.rttSampleMs ?? c.membership.intervalMs);
+      this.#timer = setInterval(() => this.sampleRtt(), every);
+      this.#timer.unref();
+    }
+  }
+
+  /**
+   * Observes each peer's RTT sample once: a sample is new when the peer's last ack is more
+   * recent than the one observed before (compared with 1 ms slack: the two readings of the
+   * ack time differ by the clock's advance between peers() calls). Called by the timer;
+   * public for tests.
+   */
+  sampleRtt(): void {
+    const c = this.#b.cluster;
+    if (c === undefined) return;
+    for (const p of c.membership.peers()) {
+      if (p.state === 'self' || p.rttMs === null || p.lastAckAgoMs === null) continue;
+      const ackAt = this.#now() - p.lastAckAgoMs;
+      const prev = this.#lastAckAt.get(p.index);
+      if (prev !== undefined && ackAt - prev < 1) continue;
+      this.#lastAckAt.set(p.index, ackAt);
+      this.#rtt.observe({ peer: p.id }, p.rttMs / 1000);
+    }
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The exposition text (Prometheus text format 0.0.4). */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  close(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}

@@ -1,0 +1,489 @@
+/**
+ * The status page served at GET / by the admin endpoint (src/control/admin-server.ts): one
+ * self-contained HTML document (inline CSS, inline JS, inline SVG charts; no CDN, no build
+ * step, no external request), so it works on an air-gapped box and through an SSH tunnel.
+ *
+ * What it shows, polled once a second from this balancer's admin endpoint:
+ *   - the cluster's balancers as cards: state (self / up / suspect / dead / unknown), status
+ *     (serving / syncing / draining), probe RTT (last and smoothed), last ack, and flows by
+ *     recorded primary and backup as counted in this balancer's copy of the records
+ *     (/api/v1/status);
+ *   - live rates: packets in / out / to peers, new flows, active flows, failover packets,
+ *     drops (/api/v1/stats every second; /api/v1/history fills the last 5 minutes at load)
+ *     and two small charts of the last 5 minutes;
+ *   - recent events (peer down, suspect, restarted, failover, status changes), newest first;
+ *   - drops by reason (total and per second) and the VIPs with their backends' flow counts.
+ *
+ * Hooks for tests and scrapers of the page: every balancer card is
+ * `.bal[data-balancer=<id>][data-state=<state>][data-status=<status>]`; `#conn` carries
+ * `data-ok="1"` once data arrived.
+ *
+ * Token: with admin.token_file set, open `/?token=<token>` once (the token moves into the
+ * tab's sessionStorage and out of the address bar) or enter it when the page asks.
+ */
+
+/** The page. Static: everything dynamic comes from the JSON endpoints. */
+export function statusPageHtml(): string {
+  return PAGE;
+}
+
+const PAGE = String.raw`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>tunlb status</title>
+<style>
+  :root {
+    --bg: #f5f6f8; --card: #ffffff; --ink: #1b2230; --muted: #5b6474; --line: #dde1e7;
+    --up: #1a7f37; --up-bg: #dcf5e3; --suspect: #8a5a00; --suspect-bg: #fff1c7;
+    --dead: #c62828; --dead-bg: #fde2e1; --unknown: #57606a; --unknown-bg: #eceff2;
+    --self: #0b5cad; --self-bg: #dcebfb;
+    --c1: #0b5cad; --c2: #1a7f37; --c3: #8250df; --c4: #c62828; --c5: #b35c00;
+    --mono: ui-monospace, "SF Mono", "DejaVu Sans Mono", "Liberation Mono", Menlo, Consolas, monospace;
+  }
+  * { box-sizing: border-box; }
+  body { margin: 0; background: var(--bg); color: var(--ink); font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", sans-serif; }
+  header { display: flex; align-items: center; gap: 16px; flex-wrap: wrap; padding: 12px 24px; background: var(--card); border-bottom: 1px solid var(--line); }
+  header h1 { font-size: 18px; margin: 0; letter-spacing: .2px; }
+  header h1 b { font-family: var(--mono); }
+  header .meta { color: var(--muted); }
+  header .meta b { color: var(--ink); font-weight: 600; }
+  #conn { margin-left: auto; display: flex; align-items: center; gap: 8px; color: var(--muted); font-size: 13px; }
+  #conn .dot { width: 9px; height: 9px; border-radius: 50%; background: var(--unknown); }
+  #conn[data-ok="1"] .dot { background: var(--up); }
+  #conn[data-ok="0"] .dot { background: var(--dead); }
+  #banner { display: none; margin: 12px 24px 0; padding: 10px 14px; border-radius: 6px; background: var(--dead-bg); color: var(--dead); border: 1px solid #f3b7b4; }
+  #banner button { margin-left: 12px; }
+  main { padding: 16px 24px 32px; display: grid; gap: 16px; grid-template-columns: repeat(12, 1fr); }
+  section { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 14px 16px; min-width: 0; }
+  section h2 { font-size: 13px; font-weight: 600; text-transform: uppercase; letter-spacing: .6px; color: var(--muted); margin: 0 0 10px; display: flex; gap: 8px; align-items: baseline; }
+  section h2 small { text-transform: none; letter-spacing: 0; font-weight: 400; }
+  .span12 { grid-column: span 12; } .span6 { grid-column: span 6; } .span7 { grid-column: span 7; } .span5 { grid-column: span 5; }
+  @media (max-width: 1000px) { .span6, .span7, .span5 { grid-column: span 12; } }
+  .num, td.n, .kpi .v, .mono { font-family: var(--mono); font-variant-numeric: tabular-nums; }
+  #balancers .grid { display: grid; gap: 12px; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); }
+  .bal { border: 1px solid var(--line); border-left: 5px solid var(--unknown); border-radius: 6px; padding: 10px 12px; }
+  .bal[data-state="up"] { border-left-color: var(--up); }
+  .bal[data-state="suspect"] { border-left-color: var(--suspect); background: #fffbeb; }
+  .bal[data-state="dead"] { border-left-color: var(--dead); background: #fff6f5; }
+  .bal[data-state="self"] { border-left-color: var(--self); }
+  .bal .top { display: flex; align-items: center; gap: 8px; }
+  .bal .id { font-family: var(--mono); font-size: 18px; font-weight: 700; }
+  .bal .addr { color: var(--muted); font-family: var(--mono); font-size: 12px; }
+  .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 700; letter-spacing: .4px; text-transform: uppercase; background: var(--unknown-bg); color: var(--unknown); }
+  .badge.up { background: var(--up-bg); color: var(--up); }
+  .badge.suspect { background: var(--suspect-bg); color: var(--suspect); }
+  .badge.dead { background: var(--dead-bg); color: var(--dead); }
+  .badge.self { background: var(--self-bg); color: var(--self); }
+  .badge.soft { font-weight: 600; text-transform: none; letter-spacing: 0; background: transparent; border: 1px solid var(--line); color: var(--muted); }
+  .badge.soft.serving { color: var(--up); border-color: #a8dcb8; }
+  .badge.soft.syncing, .badge.soft.draining { color: var(--suspect); border-color: #ecd38a; }
+  .bal .top .badge:first-of-type { margin-left: auto; }
+  .bal dl { display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; margin: 8px 0 0; font-size: 13px; }
+  .bal dt { color: var(--muted); }
+  .bal dd { margin: 0; text-align: right; font-family: var(--mono); font-variant-numeric: tabular-nums; }
+  .bal .note { margin-top: 6px; font-size: 12px; color: var(--dead); }
+  .kpis { display: grid; grid-template-columns: repeat(auto-fit, minmax(120px, 1fr)); gap: 10px; margin-bottom: 12px; }
+  .kpi { border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; }
+  .kpi .k { color: var(--muted); font-size: 12px; display: flex; align-items: center; gap: 6px; }
+  .kpi .v { font-size: 22px; font-weight: 600; }
+  .kpi .u { color: var(--muted); font-size: 12px; margin-left: 3px; font-family: var(--mono); }
+  .kpi.alert .v { color: var(--dead); }
+  .swatch { display: inline-block; width: 10px; height: 3px; border-radius: 1px; }
+  .charts { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
+  @media (max-width: 800px) { .charts { grid-template-columns: 1fr; } }
+  .chart h3 { margin: 0 0 4px; font-size: 13px; font-weight: 600; display: flex; gap: 12px; flex-wrap: wrap; }
+  .chart h3 span.l { font-weight: 400; color: var(--muted); display: inline-flex; align-items: center; gap: 4px; }
+  svg.plot { width: 100%; height: 170px; display: block; }
+  svg.plot text { font: 11px var(--mono); fill: var(--muted); }
+  table { width: 100%; border-collapse: collapse; font-size: 13px; }
+  th { text-align: left; color: var(--muted); font-weight: 600; font-size: 12px; border-bottom: 1px solid var(--line); padding: 4px 6px; }
+  td { border-bottom: 1px solid #eef0f3; padding: 4px 6px; vertical-align: top; }
+  td.n, th.n { text-align: right; white-space: nowrap; }
+  td.t { white-space: nowrap; font-family: var(--mono); color: var(--muted); }
+  tr.sev-error td.ev { color: var(--dead); font-weight: 600; }
+  tr.sev-warn td.ev { color: var(--suspect); font-weight: 600; }
+  td.ev { font-family: var(--mono); white-space: nowrap; }
+  .scroll { max-height: 360px; overflow: auto; }
+  .empty { color: var(--muted); font-style: italic; padding: 6px; }
+  footer { padding: 0 24px 24px; color: var(--muted); font-size: 12px; }
+  footer a { color: var(--self); margin-right: 14px; font-family: var(--mono); }
+</style>
+</head>
+<body>
+<header>
+  <h1>tunlb <b id="self-id">…</b></h1>
+  <span class="meta">cluster <b id="cluster" class="mono">…</b></span>
+  <span class="meta" id="self-status"></span>
+  <span class="meta">up <b id="uptime" class="mono">…</b></span>
+  <span class="meta" id="live-count"></span>
+  <span id="conn" data-ok=""><span class="dot"></span><span id="conn-text">connecting…</span></span>
+</header>
+<div id="banner"></div>
+<main>
+  <section id="balancers" class="span12">
+    <h2>Balancers <small id="bal-note"></small></h2>
+    <div class="grid" id="bal-grid"></div>
+  </section>
+  <section id="traffic" class="span12">
+    <h2>Traffic on this balancer <small>rates over the last 2 s; charts: last 5 minutes</small></h2>
+    <div class="kpis" id="kpis"></div>
+    <div class="charts">
+      <div class="chart"><h3>Packets / s <span id="leg-pkts"></span></h3><svg class="plot" id="chart-pkts"></svg></div>
+      <div class="chart"><h3>Flows <span id="leg-flows"></span></h3><svg class="plot" id="chart-flows"></svg></div>
+    </div>
+  </section>
+  <section id="events" class="span7">
+    <h2>Recent events <small>newest first</small></h2>
+    <div class="scroll" id="event-list"></div>
+  </section>
+  <section id="drops" class="span5">
+    <h2>Drops by reason <small>total · per second (last 10 s)</small></h2>
+    <div id="drop-list"></div>
+  </section>
+  <section id="vips" class="span12">
+    <h2>VIPs and backends <small>flows counted in this balancer's table</small></h2>
+    <div id="vip-list"></div>
+  </section>
+</main>
+<footer>
+  JSON and metrics:
+  <a href="/api/v1/status">/api/v1/status</a><a href="/api/v1/stats">/api/v1/stats</a><a href="/api/v1/events">/api/v1/events</a><a href="/api/v1/flows?limit=100">/api/v1/flows</a><a href="/metrics">/metrics</a>
+</footer>
+<script>
+(function () {
+  'use strict';
+  var WINDOW_S = 300;
+  var samples = [];        // {at, rx, tx, peerTx, peerRx, fo, drops, active, created, expired}
+  var dropHist = [];       // {at, drops: {reason: n}}
+  var status = null, stats = null;
+  var lastOk = 0, failures = 0, needToken = false;
+
+  // ---- token: ?token= once (kept in this tab), or asked for on the first 401
+  var token = null;
+  try {
+    var q = new URLSearchParams(location.search);
+    if (q.has('token')) {
+      token = q.get('token');
+      sessionStorage.setItem('tunlb-admin-token', token);
+      q.delete('token');
+      var rest = q.toString();
+      history.replaceState(null, '', location.pathname + (rest ? '?' + rest : ''));
+    } else {
+      token = sessionStorage.getItem('tunlb-admin-token');
+    }
+  } catch (e) { /* storage disabled: token only for this page load */ }
+
+  function askToken() {
+    var t = window.prompt('This admin endpoint needs its bearer token (the contents of admin.token_file):', '');
+    if (t) {
+      token = t.trim();
+      try { sessionStorage.setItem('tunlb-admin-token', token); } catch (e) { /* ignore */ }
+      needToken = false;
+      return true;
+    }
+    return false;
+  }
+
+  function api(path) {
+    var h = {};
+    if (token) h['Authorization'] = 'Bearer ' + token;
+    return fetch(path, { headers: h, cache: 'no-store' }).then(function (r) {
+      if (r.status === 401) { needToken = true; throw new Error('the admin endpoint needs a bearer token'); }
+      if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
+      return r.json();
+    });
+  }
+
+  // ---- formatting
+  function esc(s) {
+    return String(s).replace(/[&<>"']/g, function (c) { return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]; });
+  }
+  function int(n) { return n == null ? '–' : Math.round(n).toLocaleString('en-US'); }
+  function si(n) {
+    if (n == null || !isFinite(n)) return '–';
+    var a = Math.abs(n);
+    if (a >= 1e9) return (n / 1e9).toFixed(a >= 1e10 ? 1 : 2) + 'G';
+    if (a >= 1e6) return (n / 1e6).toFixed(a >= 1e7 ? 1 : 2) + 'M';
+    if (a >= 1e4) return (n / 1e3).toFixed(a >= 1e5 ? 0 : 1) + 'k';
+    if (a >= 100 || n === 0) return Math.round(n).toString();
+    return n.toFixed(a >= 10 ? 1 : 2);
+  }
+  function bits(bytesPerS) {
+    var b = bytesPerS * 8;
+    if (b >= 1e9) return (b / 1e9).toFixed(2) + ' Gbit/s';
+    if (b >= 1e6) return (b / 1e6).toFixed(2) + ' Mbit/s';
+    if (b >= 1e3) return (b / 1e3).toFixed(1) + ' kbit/s';
+    return Math.round(b) + ' bit/s';
+  }
+  function ms(v) {
+    if (v == null) return '–';
+    if (v < 1) return (v * 1000).toFixed(0) + ' µs';
+    if (v < 100) return v.toFixed(2) + ' ms';
+    return Math.round(v) + ' ms';
+  }
+  function dur(s) {
+    s = Math.max(0, Math.floor(s));
+    var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60), x = s % 60;
+    if (d) return d + 'd ' + h + 'h';
+    if (h) return h + 'h ' + pad(m) + 'm';
+    if (m) return m + 'm ' + pad(x) + 's';
+    return x + 's';
+  }
+  function pad(n) { return (n < 10 ? '0' : '') + n; }
+  function clock(iso) { var d = new Date(iso); return pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds()); }
+  function ago(iso, now) { return dur((now - Date.parse(iso)) / 1000) + ' ago'; }
+  function $(id) { return document.getElementById(id); }
+
+  // ---- samples and rates
+  function sumValues(o) { var s = 0; for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) s += o[k]; return s; }
+  function push(s) {
+    var last = samples[samples.length - 1];
+    if (last && s.at <= last.at) return;
+    samples.push(s);
+    while (samples.length > 2 && samples[0].at < s.at - (WINDOW_S + 5) * 1000) samples.shift();
+  }
+  function fromStats(st) {
+    var c = st.counters;
+    return { at: st.at, rx: c.rxPackets, rxB: c.rxBytes, tx: c.txPackets, txB: c.txBytes, peerTx: c.peerTxPackets, peerRx: c.peerRxPackets,
+      fo: c.failoverPackets, drops: sumValues(c.drops), active: st.flows.active, created: st.flows.created, expired: st.flows.expired };
+  }
+  function fromHistory(h) {
+    return { at: h.at, rx: h.rxPackets, rxB: h.rxBytes, tx: h.txPackets, txB: h.txBytes, peerTx: h.peerTxPackets, peerRx: h.peerRxPackets,
+      fo: h.failoverPackets, drops: h.drops, active: h.flowsActive, created: h.flowsCreated, expired: h.flowsExpired };
+  }
+  /** Rate of field f over the last windowS seconds (counter resets read as 0). */
+  function rate(f, windowS) {
+    var n = samples.length;
+    if (n < 2) return null;
+    var b = samples[n - 1], a = samples[n - 2];
+    for (var i = n - 2; i >= 0; i--) { a = samples[i]; if (b.at - a.at >= windowS * 1000) break; }
+    var dt = (b.at - a.at) / 1000;
+    if (dt <= 0) return null;
+    return Math.max(0, (b[f] - a[f]) / dt);
+  }
+  /** Per-interval rates of field f: [{t, v}]. */
+  function series(f) {
+    var out = [];
+    for (var i = 1; i < samples.length; i++) {
+      var a = samples[i - 1], b = samples[i], dt = (b.at - a.at) / 1000;
+      if (dt <= 0 || dt > 10) continue;
+      out.push({ t: b.at, v: Math.max(0, (b[f] - a[f]) / dt) });
+    }
+    return out;
+  }
+  function level(f) { return samples.map(function (s) { return { t: s.at, v: s[f] }; }); }
+
+  // ---- charts (inline SVG)
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    var p = Math.pow(10, Math.floor(Math.log10(v))), m = v / p;
+    return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+  }
+  function drawChart(svg, list, now) {
+    var W = Math.max(200, svg.clientWidth || 600), H = 170, L = 44, R = 8, T = 8, B = 20;
+    var pw = W - L - R, ph = H - T - B;
+    var max = 0;
+    list.forEach(function (s) { s.values.forEach(function (p) { if (p.t >= now - WINDOW_S * 1000 && p.v > max) max = p.v; }); });
+    max = niceMax(max);
+    var x = function (t) { return L + pw - (now - t) / (WINDOW_S * 1000) * pw; };
+    var y = function (v) { return T + ph - v / max * ph; };
+    var o = [];
+    for (var g = 0; g <= 4; g++) {
+      var gy = T + ph - g / 4 * ph;
+      o.push('<line x1="' + L + '" x2="' + (L + pw) + '" y1="' + gy + '" y2="' + gy + '" stroke="' + (g ? '#eef0f3' : '#c9ced6') + '"/>');
+      o.push('<text x="' + (L - 6) + '" y="' + (gy + 4) + '" text-anchor="end">' + si(max * g / 4) + '</text>');
+    }
+    [300, 240, 180, 120, 60, 0].forEach(function (s) {
+      var gx = L + pw - s / WINDOW_S * pw;
+      o.push('<line x1="' + gx + '" x2="' + gx + '" y1="' + T + '" y2="' + (T + ph) + '" stroke="#f1f3f6"/>');
+      o.push('<text x="' + gx + '" y="' + (H - 5) + '" text-anchor="' + (s === 0 ? 'end' : s === 300 ? 'start' : 'middle') + '">' + (s ? '-' + s / 60 + 'm' : 'now') + '</text>');
+    });
+    list.forEach(function (s, k) {
+      var pts = s.values.filter(function (p) { return p.t >= now - WINDOW_S * 1000; }).map(function (p) { return x(p.t).toFixed(1) + ',' + y(p.v).toFixed(1); });
+      if (!pts.length) return;
+      if (k === 0 && pts.length > 1) {
+        o.push('<polygon fill="' + s.color + '" fill-opacity="0.10" stroke="none" points="' + pts[0].split(',')[0] + ',' + (T + ph) + ' ' + pts.join(' ') + ' ' + pts[pts.length - 1].split(',')[0] + ',' + (T + ph) + '"/>');
+      }
+      o.push('<polyline fill="none" stroke="' + s.color + '" stroke-width="1.6" stroke-linejoin="round" points="' + pts.join(' ') + '"/>');
+    });
+    svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+    svg.innerHTML = o.join('');
+  }
+  function legend(list) {
+    return list.map(function (s) { return '<span class="l"><span class="swatch" style="background:' + s.color + '"></span>' + esc(s.name) + '</span>'; }).join('');
+  }
+
+  // ---- rendering
+  var STATE_TEXT = { self: 'this balancer', up: 'up', suspect: 'suspect', dead: 'dead', unknown: 'unknown' };
+  function lastEventTime(id, type) {
+    var ev = status.events;
+    for (var i = ev.length - 1; i >= 0; i--) if (ev[i].balancer === id && ev[i].type === type) return ev[i].at;
+    return null;
+  }
+  function renderBalancers(now) {
+    var bs = status.balancers, html = [], live = 0;
+    bs.forEach(function (b) {
+      if (b.live) live++;
+      var rows = [];
+      if (b.self) {
+        rows.push(['flows held', int(b.flowsHeld)]);
+        rows.push(['synced from', esc(status.self.syncedFrom || '–')]);
+        rows.push(['incarnation', String(b.incarnation)]);
+      } else {
+        rows.push(['probe RTT', ms(b.rttMs) + ' <span style="color:var(--muted)">avg ' + ms(b.rttAvgMs) + '</span>']);
+        rows.push(['last ack', b.lastAckAgoMs == null ? 'never' : ms(b.lastAckAgoMs) + ' ago']);
+        rows.push(['missed probes', String(b.misses)]);
+      }
+      rows.push(['primary of', int(b.flowsAsPrimary) + ' flows']);
+      rows.push(['backup of', int(b.flowsAsBackup) + ' flows']);
+      var note = '';
+      if (b.state === 'dead') {
+        var at = lastEventTime(b.id, 'peer_down');
+        note = '<div class="note">dead' + (at ? ' since ' + clock(at) + ' (' + ago(at, now) + ')' : '') + ': its ' + int(b.flowsAsPrimary) + ' flows are served by their backups</div>';
+      } else if (b.state === 'suspect') {
+        note = '<div class="note" style="color:var(--suspect)">missing probe answers</div>';
+      } else if (!b.self && b.state === 'up' && !b.live) {
+        note = '<div class="note" style="color:var(--suspect)">answers probes but is not serving yet: gets no flows</div>';
+      }
+      html.push('<div class="bal" data-balancer="' + esc(b.id) + '" data-state="' + esc(b.state) + '" data-status="' + esc(b.status) + '">' +
+        '<div class="top"><span class="id">' + esc(b.id) + '</span><span class="addr">' + esc(b.address) + '</span>' +
+        '<span class="badge ' + esc(b.state) + '">' + esc(STATE_TEXT[b.state] || b.state) + '</span>' +
+        '<span class="badge soft ' + esc(b.status) + '">' + esc(b.status) + '</span></div>' +
+        '<dl>' + rows.map(function (r) { return '<dt>' + r[0] + '</dt><dd>' + r[1] + '</dd>'; }).join('') + '</dl>' + note + '</div>');
+    });
+    $('bal-grid').innerHTML = html.join('');
+    $('bal-note').textContent = live + ' of ' + bs.length + ' live · probes every ' + (status.self.probe ? status.self.probe.intervalMs + ' ms, dead after ' + status.self.probe.misses + ' misses' : '– (cluster of one)') +
+      ' · flow counts from ' + status.self.id + "'s copy of the records";
+    $('live-count').innerHTML = '<b class="mono">' + live + '/' + bs.length + '</b> balancers live';
+    document.title = 'tunlb ' + status.self.id + ' · ' + live + '/' + bs.length + ' live';
+  }
+  function renderHeader() {
+    $('self-id').textContent = status.self.id;
+    $('cluster').textContent = status.cluster;
+    var s = status.self.status;
+    $('self-status').innerHTML = '<span class="badge soft ' + esc(s) + '">' + esc(s) + '</span>';
+    $('uptime').textContent = dur(status.self.uptimeS);
+  }
+  function kpi(label, value, unit, color, alert) {
+    return '<div class="kpi' + (alert ? ' alert' : '') + '"><div class="k">' + (color ? '<span class="swatch" style="background:' + color + '"></span>' : '') + esc(label) +
+      '</div><div class="v">' + value + (unit ? '<span class="u">' + unit + '</span>' : '') + '</div></div>';
+  }
+  function renderTraffic(now) {
+    var W = 2;
+    var fo = rate('fo', W), dr = rate('drops', W);
+    var last = samples[samples.length - 1];
+    $('kpis').innerHTML = [
+      kpi('packets in', si(rate('rx', W)), '/s', 'var(--c1)'),
+      kpi('packets out (NAT)', si(rate('tx', W)), '/s', 'var(--c2)'),
+      kpi('to peers', si(rate('peerTx', W)), '/s', 'var(--c3)'),
+      kpi('from peers', si(rate('peerRx', W)), '/s'),
+      kpi('throughput in', bits(rate('rxB', W) || 0), ''),
+      kpi('new flows', si(rate('created', W)), '/s', 'var(--c5)'),
+      kpi('active flows', last ? int(last.active) : '–', '', 'var(--c1)'),
+      kpi('failover', si(fo), 'pkt/s', null, fo > 0),
+      kpi('drops', si(dr), '/s', 'var(--c4)', dr > 0),
+    ].join('');
+    var pk = [
+      { name: 'in', color: '#0b5cad', values: series('rx') },
+      { name: 'out (NAT)', color: '#1a7f37', values: series('tx') },
+      { name: 'to peers', color: '#8250df', values: series('peerTx') },
+      { name: 'drops', color: '#c62828', values: series('drops') },
+    ];
+    var fl = [
+      { name: 'active', color: '#0b5cad', values: level('active') },
+      { name: 'new / s', color: '#b35c00', values: series('created') },
+      { name: 'failover pkt / s', color: '#c62828', values: series('fo') },
+    ];
+    $('leg-pkts').innerHTML = legend(pk);
+    $('leg-flows').innerHTML = legend(fl);
+    drawChart($('chart-pkts'), pk, now);
+    drawChart($('chart-flows'), fl, now);
+  }
+  function renderEvents(now) {
+    var ev = status.events.slice().reverse().slice(0, 40);
+    if (!ev.length) { $('event-list').innerHTML = '<div class="empty">no events since this balancer started</div>'; return; }
+    $('event-list').innerHTML = '<table><thead><tr><th>time</th><th>balancer</th><th>event</th><th>reason</th></tr></thead><tbody>' +
+      ev.map(function (e) {
+        return '<tr class="sev-' + esc(e.severity) + '"><td class="t" title="' + esc(e.at) + ' (' + esc(ago(e.at, now)) + ')">' + clock(e.at) + '</td><td class="mono">' + esc(e.balancer) +
+          '</td><td class="ev">' + esc(e.type.replace(/_/g, ' ')) + '</td><td>' + esc(e.reason) + '</td></tr>';
+      }).join('') + '</tbody></table>';
+  }
+  function renderDrops() {
+    var d = stats.counters.drops, keys = Object.keys(d);
+    var old = null;
+    for (var i = 0; i < dropHist.length; i++) if (dropHist[i].at <= stats.at - 10000) old = dropHist[i];
+    if (!old && dropHist.length) old = dropHist[0];
+    var dt = old ? (stats.at - old.at) / 1000 : 0;
+    keys.sort(function (a, b) { return d[b] - d[a]; });
+    if (!keys.length) { $('drop-list').innerHTML = '<div class="empty">no drops</div>'; return; }
+    $('drop-list').innerHTML = '<table><thead><tr><th>reason</th><th class="n">total</th><th class="n">/ s</th></tr></thead><tbody>' +
+      keys.map(function (k) {
+        var r = dt > 0 ? Math.max(0, (d[k] - (old.drops[k] || 0)) / dt) : null;
+        return '<tr><td class="mono">' + esc(k) + '</td><td class="n">' + int(d[k]) + '</td><td class="n">' + (r == null ? '–' : si(r)) + '</td></tr>';
+      }).join('') + '</tbody></table>';
+  }
+  function renderVips() {
+    var by = status.flows.byBackend || {};
+    if (!status.vips.length) { $('vip-list').innerHTML = '<div class="empty">no VIPs</div>'; return; }
+    $('vip-list').innerHTML = '<table><thead><tr><th>VIP</th><th>address</th><th>method</th><th>backends (flows)</th></tr></thead><tbody>' +
+      status.vips.map(function (v) {
+        return '<tr><td class="mono">' + esc(v.name) + '</td><td class="mono">' + esc(v.address) + '</td><td>' + esc(v.method) + '</td><td class="mono">' +
+          v.backends.map(function (b) { var n = by[v.name + ' ' + b]; return esc(b) + ' <span style="color:var(--muted)">(' + int(n || 0) + ')</span>'; }).join(' &nbsp; ') + '</td></tr>';
+      }).join('') + '</tbody></table>';
+  }
+  function renderConn() {
+    var c = $('conn'), now = Date.now();
+    if (needToken) {
+      c.setAttribute('data-ok', '0');
+      $('conn-text').textContent = 'token required';
+      showBanner('This admin endpoint needs a bearer token (admin.token_file). Open /?token=… or <button id="tok">enter the token</button>');
+      var b = $('tok'); if (b) b.onclick = function () { if (askToken()) { hideBanner(); tick(); } };
+      return;
+    }
+    if (failures > 0) {
+      c.setAttribute('data-ok', '0');
+      $('conn-text').textContent = lastOk ? 'no answer for ' + dur((now - lastOk) / 1000) : 'admin endpoint unreachable';
+      if (failures >= 3) showBanner('The admin endpoint does not answer: is this balancer running? Showing the last data received' + (lastOk ? ' at ' + clock(new Date(lastOk).toISOString()) : '') + '.');
+    } else {
+      c.setAttribute('data-ok', '1');
+      $('conn-text').textContent = 'live · updated ' + clock(new Date(lastOk).toISOString());
+      hideBanner();
+    }
+  }
+  function showBanner(html) { var b = $('banner'); b.innerHTML = html; b.style.display = 'block'; }
+  function hideBanner() { $('banner').style.display = 'none'; }
+
+  function render() {
+    var now = stats ? stats.at : Date.now();
+    if (status) { renderHeader(); renderBalancers(now); renderEvents(now); renderVips(); }
+    if (stats) { renderTraffic(now); renderDrops(); }
+    renderConn();
+  }
+
+  var asked = false;
+  function tick() {
+    Promise.all([api('/api/v1/stats'), api('/api/v1/status')]).then(function (r) {
+      stats = r[0]; status = r[1];
+      push(fromStats(stats));
+      dropHist.push({ at: stats.at, drops: stats.counters.drops });
+      while (dropHist.length > 12) dropHist.shift();
+      failures = 0; lastOk = Date.now();
+    }).catch(function () {
+      failures++;
+      if (needToken && !asked) { asked = true; if (askToken()) return setTimeout(loop, 0); }
+    }).then(render);
+  }
+  function loop() { tick(); }
+  function start() {
+    api('/api/v1/history').then(function (h) { h.samples.forEach(function (s) { push(fromHistory(s)); }); }).catch(function () { /* live data only */ })
+      .then(function () { tick(); setInterval(tick, 1000); });
+  }
+  window.addEventListener('resize', function () { if (stats) renderTraffic(stats.at); });
+  start();
+})();
+</script>
+</body>
+</html>
+`;

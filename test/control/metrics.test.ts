@@ -1,0 +1,380 @@
+/**
+ * Metrics and the admin endpoint's JSON views and status page (src/control/metrics.ts,
+ * admin-server.ts, status-page.ts), without root: a Balancer with a FakeTunDevice and its
+ * real read loop, its admin endpoint on an ephemeral localhost port; counters are read from
+ * GET /metrics before and after packets. Peer metrics (state, RTT histogram, failovers) run
+ * over a real Membership driven by a fake clock behind a stub balancer (a cluster needs
+ * peers' sockets).
+ */
+import test from 'ava';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { Balancer } from '../../src/control/balancer';
+import { createLogger } from '../../src/control/logger';
+import { Metrics } from '../../src/control/metrics';
+import { statusPageHtml } from '../../src/control/status-page';
+import { FakeTunDevice } from '../../src/dataplane/fake-tun';
+import { ForwarderStats } from '../../src/dataplane/forwarder';
+import { ReplicatorStats } from '../../src/cluster/replicator';
+import { Membership, type ProbeBody } from '../../src/cluster/membership';
+import { isTunlbError, ErrorCodes } from '../../src/errors';
+import * as P from '../helpers/packets';
+import { CLIENT, VIP } from '../helpers/fixtures';
+
+const KEY = Buffer.alloc(32, 0x5c);
+const TOKEN = 'tok-3f9a1c77e2';
+
+function config(extra = ''): string {
+  return `
+cluster: { id: metrics-test, key_file: cluster.key }
+balancers:
+  - { id: lb1, address: 10.99.2.11 }
+tun: { name: tunlb-mtest0, batch: 4 }
+flow_table: { capacity: 1024 }
+vips:
+  - name: web4
+    address: ${VIP}
+    ports: [80, 53]
+    backends:
+      - { address: 10.99.3.21 }
+      - { address: 10.99.3.22 }
+admin: { listen: "127.0.0.1:9180"${extra} }
+log: { level: info }
+`;
+}
+
+interface Started {
+  b: Balancer;
+  dev: FakeTunDevice;
+  base: string;
+}
+
+async function start(t: import('ava').ExecutionContext, opts: { token?: boolean } = {}): Promise<Started> {
+  const dir = mkdtempSync(join(tmpdir(), 'tunlb-metrics-'));
+  writeFileSync(join(dir, 'cluster.key'), KEY, { mode: 0o600 });
+  if (opts.token) writeFileSync(join(dir, 'admin.token'), `${TOKEN}\n`, { mode: 0o600 });
+  const path = join(dir, 'tunlb.yaml');
+  writeFileSync(path, config(opts.token ? ', token_file: admin.token' : ''));
+  const dev = new FakeTunDevice({ name: 'tunlb-mtest0', queueLimit: 10000 });
+  const lines: string[] = [];
+  const b = await Balancer.start({
+    configPath: path,
+    id: 'lb1',
+    device: dev,
+    adminListen: '127.0.0.1:0',
+    logger: createLogger({
+      level: 'info',
+      name: 'lb1',
+      destination: new Writable({
+        write(chunk, _enc, cb) {
+          for (const l of String(chunk).split('\n')) if (l) lines.push(l);
+          cb();
+        },
+      }),
+    }),
+  });
+  t.teardown(async () => {
+    await b.stop('teardown');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const admin = lines.map((l) => JSON.parse(l) as { event?: string; admin?: string }).find((e) => e.event === 'balancer_started')?.admin;
+  return { b, dev, base: `http://${admin}` };
+}
+
+async function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; type: string; text: string; headers: Headers }> {
+  const res = await fetch(url, { headers, signal: AbortSignal.timeout(3000) });
+  return { status: res.status, type: res.headers.get('content-type') ?? '', text: await res.text(), headers: res.headers };
+}
+
+/** Prometheus text → { 'name{a="x",b="y"}': value } (labels as exposed, in their order). */
+function parse(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (m) out.set(m[1]!, Number(m[2]));
+  }
+  return out;
+}
+
+async function scrape(base: string, headers: Record<string, string> = {}): Promise<Map<string, number>> {
+  const r = await get(`${base}/metrics`, headers);
+  if (r.status !== 200) throw new Error(`/metrics: ${r.status}`);
+  return parse(r.text);
+}
+
+async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return true;
+}
+
+test('metrics: counters move after packets (packets, bytes, drops by reason, flows, device)', async (t) => {
+  const s = await start(t);
+  const r0 = await get(`${s.base}/metrics`);
+  t.is(r0.status, 200);
+  t.regex(r0.type, /^text\/plain; version=0\.0\.4/);
+  const m0 = parse(r0.text);
+  t.is(m0.get('tunlb_packets_in_total{source="tun"}'), 0);
+  t.is(m0.get('tunlb_flows_active'), 0);
+  t.is(m0.get('tunlb_drops_total{stage="packet",reason="truncated"}'), 0, 'every drop reason has a series before its first drop');
+  t.is(m0.get('tunlb_drops_total{stage="forward",reason="port_not_served"}'), 0);
+  t.false(m0.has('tunlb_drops_total{stage="packet",reason="ok"}'), 'ok is not a drop');
+  t.is(m0.get('tunlb_info{balancer="lb1",cluster="metrics-test",incarnation="0"}'), 1);
+  t.is(m0.get('tunlb_flows_capacity'), 1024);
+  t.is(m0.get('tunlb_dataplane_batch_capacity'), 4);
+  t.is(m0.get('tunlb_self_status'), 2, 'a cluster of one serves');
+  t.is(m0.get('tunlb_vip_backends{vip="web4"}'), 2);
+  t.true(m0.has('process_cpu_user_seconds_total') && m0.has('nodejs_eventloop_lag_seconds'), 'default process metrics');
+  t.false([...m0.keys()].some((k) => k.startsWith('tunlb_peer_state')), 'no peers in a cluster of one');
+
+  // 10 new UDP flows, 3 answered by their backend, 1 truncated, 2 to a port the VIP does not serve.
+  const payload = new Uint8Array(20);
+  for (let i = 0; i < 10; i++) s.dev.inject(P.udp4(CLIENT, VIP, 40000 + i, 53, payload));
+  s.dev.inject(P.udp4(CLIENT, VIP, 1, 53, payload).slice(0, 9));
+  for (let i = 0; i < 2; i++) s.dev.inject(P.udp4(CLIENT, VIP, 41000 + i, 22, payload));
+  t.true(await until(() => s.dev.written.length >= 10), `${s.dev.written.length}/10 forwarded`);
+  const out = s.dev.takeWritten();
+  for (const w of out.slice(0, 3)) {
+    const L = P.layout(w.packet);
+    const be = `${w.packet[L.dstOff]}.${w.packet[L.dstOff + 1]}.${w.packet[L.dstOff + 2]}.${w.packet[L.dstOff + 3]}`;
+    const cport = (w.packet[L.l4Off]! << 8) | w.packet[L.l4Off + 1]!;
+    s.dev.inject(P.udp4(be, CLIENT, 53, cport, payload));
+  }
+  t.true(await until(() => s.dev.written.length >= 3));
+
+  const m1 = await scrape(s.base);
+  const udpLen = P.udp4(CLIENT, VIP, 1, 53, payload).length;
+  t.is(m1.get('tunlb_packets_in_total{source="tun"}'), 16);
+  t.is(m1.get('tunlb_packets_in_total{source="peer"}'), 0);
+  t.is(m1.get('tunlb_packets_out_total{dest="backend"}'), 10);
+  t.is(m1.get('tunlb_packets_out_total{dest="client"}'), 3);
+  t.is(m1.get('tunlb_packets_out_total{dest="peer"}'), 0);
+  t.is(m1.get('tunlb_bytes_in_total'), 15 * udpLen + 9);
+  t.is(m1.get('tunlb_bytes_out_total'), 13 * udpLen);
+  t.is(m1.get('tunlb_drops_total{stage="packet",reason="truncated"}'), 1);
+  t.is(m1.get('tunlb_drops_total{stage="forward",reason="port_not_served"}'), 2);
+  t.is(m1.get('tunlb_flows_active'), 10);
+  t.is(m1.get('tunlb_flows_created_total'), 10);
+  t.is(m1.get('tunlb_flows_expired_total'), 0);
+  t.is(m1.get('tunlb_device_packets_total{op="read"}'), 16);
+  t.is(m1.get('tunlb_device_packets_total{op="write"}'), 13);
+  t.is(m1.get('tunlb_failover_packets_total'), 0);
+  t.is(m1.get('tunlb_records_received_total'), 0, 'replication series exist (zero) without a cluster');
+
+  // Counters only go up between scrapes.
+  const m2 = await scrape(s.base);
+  for (const [k, v] of m1) if (k.startsWith('tunlb_') && k.includes('_total')) t.true((m2.get(k) ?? -1) >= v, k);
+});
+
+test('admin: /api/v1/status, /api/v1/events, /api/v1/history, /api/v1/stats `at`, and the status page', async (t) => {
+  const s = await start(t);
+  for (let i = 0; i < 4; i++) s.dev.inject(P.udp4(CLIENT, VIP, 42000 + i, 53, new Uint8Array(8)));
+  t.true(await until(() => s.dev.written.length >= 4));
+
+  const st = JSON.parse((await get(`${s.base}/api/v1/status`)).text);
+  t.is(st.cluster, 'metrics-test');
+  t.is(st.self.id, 'lb1');
+  t.is(st.self.status, 'serving');
+  t.is(st.balancers.length, 1);
+  t.like(st.balancers[0], { id: 'lb1', self: true, state: 'self', status: 'serving', live: true, flowsHeld: 4, flowsAsPrimary: 4, address: '10.99.2.11' });
+  t.is(st.flows.active, 4);
+  t.is(st.flows.total, 4);
+  t.is(st.flows.decidedHere, 4);
+  t.is(st.flows.learnt, 0);
+  t.is(st.flows.byBackend['web4 10.99.3.21'] + st.flows.byBackend['web4 10.99.3.22'], 4);
+  t.deepEqual(st.vips, [{ name: 'web4', address: VIP, method: 'nat', backends: ['10.99.3.21', '10.99.3.22'] }]);
+  t.true(st.events.some((e: { type: string }) => e.type === 'self_serving'), JSON.stringify(st.events));
+
+  const ev = JSON.parse((await get(`${s.base}/api/v1/events?limit=5`)).text);
+  t.true(Array.isArray(ev.events) && ev.events.length >= 1 && ev.events.length <= 5);
+  t.like(ev.events[0], { type: 'self_serving', balancer: 'lb1', source: 'admin', severity: 'info' });
+  t.regex(ev.events[0].at, /^\d{4}-\d\d-\d\dT/);
+
+  const h = JSON.parse((await get(`${s.base}/api/v1/history`)).text);
+  t.is(h.intervalS, 1);
+  t.true(h.samples.length >= 1);
+  t.true(typeof h.samples[0].rxPackets === 'number' && typeof h.samples[0].at === 'number');
+
+  const stats = JSON.parse((await get(`${s.base}/api/v1/stats`)).text);
+  t.true(Math.abs(stats.at - Date.now()) < 5000);
+  t.is(stats.counters.rxPackets, 4);
+
+  const page = await get(`${s.base}/`);
+  t.is(page.status, 200);
+  t.regex(page.type, /^text\/html/);
+  t.is(page.text, statusPageHtml());
+  t.regex(page.text, /<script>/);
+  t.notRegex(page.text, /(src|href)="(https?:)?\/\//, 'nothing from another origin');
+  t.regex(page.headers.get('content-security-policy') ?? '', /default-src 'none'/);
+  // The inline script parses (a syntax error would leave the page blank).
+  const script = /<script>([\s\S]*)<\/script>/.exec(page.text)![1]!;
+  t.notThrows(() => new Function(script));
+
+  t.is((await get(`${s.base}/api/v1/nope`)).status, 404);
+  t.is((await fetch(`${s.base}/metrics`, { method: 'POST' })).status, 405);
+});
+
+test('admin: with admin.token_file, /api/* and /metrics need the bearer token; / and /healthz do not', async (t) => {
+  const s = await start(t, { token: true });
+  for (const p of ['/api/v1/stats', '/api/v1/status', '/api/v1/events', '/api/v1/flows', '/api/v1/history', '/metrics']) {
+    const none = await get(`${s.base}${p}`);
+    t.is(none.status, 401, p);
+    t.is(none.headers.get('www-authenticate'), 'Bearer realm="tunlb"');
+    t.is((await get(`${s.base}${p}`, { authorization: 'Bearer wrong' })).status, 401, `${p} wrong token`);
+    t.is((await get(`${s.base}${p}`, { authorization: `Basic ${TOKEN}` })).status, 401, `${p} not bearer`);
+    t.is((await get(`${s.base}${p}`, { authorization: `Bearer ${TOKEN}` })).status, 200, `${p} with token`);
+  }
+  t.is((await get(`${s.base}/`)).status, 200);
+  t.is((await get(`${s.base}/healthz`)).status, 200);
+  const m = await scrape(s.base, { authorization: `Bearer ${TOKEN}` });
+  t.is(m.get('tunlb_flows_active'), 0);
+});
+
+test('admin: an empty or missing token file fails the start with one line', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tunlb-metrics-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'cluster.key'), KEY, { mode: 0o600 });
+  writeFileSync(join(dir, 'empty.token'), '  \n');
+  const quiet = createLogger({ level: 'silent' });
+  for (const [file, re] of [
+    ['empty.token', /admin\.token_file .*empty\.token is empty/],
+    ['missing.token', /admin\.token_file .*missing\.token cannot be read: ENOENT/],
+  ] as const) {
+    const path = join(dir, `${file}.yaml`);
+    writeFileSync(path, config(`, token_file: ${file}`));
+    const dev = new FakeTunDevice();
+    const e = await t.throwsAsync(Balancer.start({ configPath: path, id: 'lb1', device: dev, adminListen: '127.0.0.1:0', logger: quiet }));
+    t.true(isTunlbError(e, ErrorCodes.ADMIN), String(e));
+    t.regex(e!.message, re);
+    t.false(e!.message.includes('\n'));
+    t.true(dev.closed, 'device released');
+  }
+});
+
+test('metrics: peer state, status, live, RTT histogram (one observation per ack), failovers, rejects, batch sizes', async (t) => {
+  let now = 1000;
+  const probes: Array<{ peer: number; body: ProbeBody }> = [];
+  const m = new Membership({
+    selfIndex: 0,
+    ids: ['lb1', 'lb2', 'lb3'],
+    intervalMs: 50,
+    misses: 3,
+    nowMs: () => now,
+    sendProbe: (peer, body) => probes.push({ peer, body }),
+    sendAck: () => undefined,
+    selfIncarnation: 7,
+    initialStatus: 'serving',
+  });
+  const ack = (peer: number, rtt: number): void => {
+    const p = [...probes].reverse().find((x) => x.peer === peer)!;
+    now += rtt;
+    m.onProbeAck(peer, 100 + peer, { nonce: p.body.nonce, probeSentAtMs: p.body.sentAtMs, proberIncarnation: 7, status: 2 });
+    now -= rtt;
+  };
+  const st = new ForwarderStats();
+  st.rxPackets = 1000;
+  st.failoverPackets = 17;
+  // Batch-size counters as the forwarder would keep them (bucket k: 2^k .. 2^(k+1)-1 packets).
+  const log2 = new Float64Array(8);
+  log2[0] = 10; // 10 batches of 1
+  log2[5] = 20; // 20 batches of 32..63
+  Object.assign(st, { batches: 30, batchSizeLog2: log2 });
+  const rs = new ReplicatorStats();
+  rs.recordsReceived = 50;
+  rs.createsSent = 9;
+  rs.rejectedByReason.bad_sender = 4;
+  const stub = {
+    selfId: 'lb1',
+    selfIndex: 0,
+    config: { cluster: { id: 'stub' }, tun: { batch: 64 }, balancers: [] },
+    nowSec: () => 12,
+    forwarder: { stats: st, forwarding: { generation: 3, config: { vips: [] } } },
+    table: { size: 5, capacity: 64, expired: 1, refusedFull: 0, earlyDrops: 0, conflicts: 0 },
+    device: { stats: { readPackets: 1000, readBytes: 64000, writePackets: 900, writeBytes: 60000, writeErrors: 2, writeAgain: 0, lastErrno: 0 } },
+    cluster: {
+      incarnation: 7,
+      membership: m,
+      replicator: { stats: rs },
+      channel: { stats: { sent: 11, received: 22 }, rejectCounts: () => ({ bad_mac: 2, address_mismatch: 1 }) },
+      events: [],
+    },
+  } as unknown as Balancer;
+  const metrics = new Metrics(stub, { rttSampleMs: 0, nowMs: () => now, defaultMetrics: false });
+  t.teardown(() => metrics.close());
+  const read = async (): Promise<Map<string, number>> => parse(await metrics.text());
+
+  let x = await read();
+  t.is(x.get('tunlb_peer_state{peer="lb2"}'), 0, 'unknown before the first ack');
+  t.is(x.get('tunlb_peer_status{peer="lb2"}'), 0);
+  t.false(x.has('tunlb_peer_state{peer="lb1"}'), 'self is not a peer');
+
+  m.tick();
+  ack(1, 0.2);
+  ack(2, 3);
+  metrics.sampleRtt();
+  metrics.sampleRtt(); // the same ack again: not a new sample
+  x = await read();
+  t.is(x.get('tunlb_peer_state{peer="lb2"}'), 1);
+  t.is(x.get('tunlb_peer_status{peer="lb2"}'), 2);
+  t.is(x.get('tunlb_peer_live{peer="lb2"}'), 1);
+  t.is(x.get('tunlb_peer_probe_rtt_seconds_count{peer="lb2"}'), 1);
+  t.is(x.get('tunlb_peer_probe_rtt_seconds_bucket{le="0.00025",peer="lb2"}'), 1, '0.2 ms');
+  t.is(x.get('tunlb_peer_probe_rtt_seconds_bucket{le="0.0025",peer="lb3"}'), 0, '3 ms is above 2.5 ms');
+  t.is(x.get('tunlb_peer_probe_rtt_seconds_bucket{le="0.005",peer="lb3"}'), 1);
+  t.is(x.get('tunlb_peer_rtt_smoothed_seconds{peer="lb3"}'), 0.003);
+
+  // lb2 keeps answering, lb3 goes silent: suspect, then dead (a failover).
+  for (let i = 0; i < 2; i++) {
+    now += 50;
+    m.tick();
+    ack(1, 0.4);
+    metrics.sampleRtt();
+  }
+  x = await read();
+  t.is(x.get('tunlb_peer_state{peer="lb3"}'), 2, 'suspect');
+  t.is(x.get('tunlb_peer_live{peer="lb3"}'), 1, 'a suspect peer is still live');
+  for (let i = 0; i < 3; i++) {
+    now += 50;
+    m.tick();
+    ack(1, 0.4);
+    metrics.sampleRtt();
+  }
+  x = await read();
+  t.is(x.get('tunlb_peer_state{peer="lb3"}'), 3, 'dead');
+  t.is(x.get('tunlb_peer_live{peer="lb3"}'), 0);
+  t.is(x.get('tunlb_peer_state{peer="lb2"}'), 1);
+  t.is(x.get('tunlb_peer_probe_rtt_seconds_count{peer="lb2"}'), 6, 'one observation per ack');
+  t.is(x.get('tunlb_peer_probe_rtt_seconds_count{peer="lb3"}'), 1);
+  t.is(x.get('tunlb_failovers_total'), 1);
+  t.is(x.get('tunlb_failover_packets_total'), 17);
+  t.is(x.get('tunlb_probes_sent_total'), 12);
+  t.is(x.get('tunlb_info{balancer="lb1",cluster="stub",incarnation="7"}'), 1);
+
+  t.is(x.get('tunlb_records_received_total'), 50);
+  t.is(x.get('tunlb_records_sent_total{op="create"}'), 9);
+  t.is(x.get('tunlb_records_rejected_total{reason="bad_sender"}'), 4);
+  t.is(x.get('tunlb_records_rejected_total{reason="backend_gone"}'), 0);
+  t.is(x.get('tunlb_control_rejected_total{reason="bad_mac"}'), 2);
+  t.is(x.get('tunlb_control_rejected_total{reason="replayed"}'), 0);
+  t.is(x.get('tunlb_control_rejected_total{reason="address_mismatch"}'), 1);
+  t.is(x.get('tunlb_control_datagrams_total{direction="received"}'), 22);
+  t.is(x.get('tunlb_device_write_errors_total'), 2);
+  t.is(x.get('tunlb_forwarding_generation'), 3);
+
+  t.is(x.get('tunlb_dataplane_batch_size_count'), 30);
+  t.is(x.get('tunlb_dataplane_batch_size_sum'), 1000);
+  t.is(x.get('tunlb_dataplane_batch_size_bucket{le="1"}'), 10);
+  t.is(x.get('tunlb_dataplane_batch_size_bucket{le="31"}'), 10);
+  t.is(x.get('tunlb_dataplane_batch_size_bucket{le="63"}'), 30);
+  t.is(x.get('tunlb_dataplane_batch_size_bucket{le="+Inf"}'), 30);
+  const text = await metrics.text();
+  t.regex(text, /# TYPE tunlb_dataplane_batch_size histogram/);
+  t.regex(text, /# TYPE tunlb_peer_state gauge/);
+  t.regex(text, /# TYPE tunlb_failovers_total counter/);
+});
