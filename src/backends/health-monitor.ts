@@ -1,0 +1,916 @@
+/**
+ * Backend health for the whole cluster: runs the checks this balancer owns, keeps every
+ * backend's state (src/backends/backend-state.ts), and shares it on the control channel so
+ * every balancer holds the same view and picks the same backend for a new flow.
+ *
+ * ## Who checks what
+ * Each backend with a health check is checked by ONE balancer, its health owner:
+ *
+ *   key(b)      = "<vip name>/<backend address>"            (stable across reorderings)
+ *   idHash(b)   = memberSeed(hashKey, key(b))               (HalfSipHash, src/cluster/rendezvous.ts)
+ *   score(b, i) = mixScore(idHash(b), memberSeed(hashKey, balancer id i))
+ *   owner(b)    = the candidate with the highest score (ties: the id that sorts first)
+ *   candidates  = balancers with live[i] (Membership) that run a health monitor: this one,
+ *                 and peers heard from (any HealthReport) within 3.5 of their report periods
+ *
+ * So checks spread evenly over the live balancers, and when an owner dies (its live bit
+ * drops) only its backends move, each to the next balancer in its ranking, which starts from
+ * the last shared state (counters from zero). A live peer that sends no reports (an older
+ * version, or a monitor not started) owns nothing. At start a balancer has heard nobody and
+ * checks everything; it narrows to its share as reports arrive (within one period).
+ *
+ * ## What is shared (HealthReport, protocol/tunlb.proto)
+ * - change report: sent (coalesced per microtask) when a backend this balancer owns changes
+ *   health (with the reason), or when a drain mark changes here;
+ * - periodic report, every `reportIntervalMs` (1 s): the health of every backend this
+ *   balancer owns (without reasons) and every drain mark it knows; empty when it has
+ *   neither (then it is a heartbeat that keeps it a candidate).
+ * Reports are split to fit `reportBudget` bytes each (one control datagram).
+ * Every report carries (epoch, sequence): epoch fixed per monitor start (newIncarnation()),
+ * sequence +1 per report. A receiver applies an entry's health only if the sender is the
+ * backend's owner in its own view (or it has no health for the backend yet: a restarted
+ * balancer adopts the shared state), the entry's id hash matches its own backend at that
+ * (vip, backend) index (same configuration), and (epoch, sequence) is above the last one it
+ * applied from that sender for that backend (reordered or late datagrams are stale).
+ *
+ * ## Drain
+ * `drain()` / `undrain()` set a cluster-wide mark, last writer wins: stamp = max(wall ms,
+ * previous stamp + 1) * 32 + balancer index, sent at once and repeated in every periodic
+ * report by every balancer that knows it, so a lost datagram heals within a period.
+ *
+ * ## Wiring (the balancer)
+ *   const hm = new HealthMonitor({
+ *     config, selfIndex, hashKey, live: cluster.membership.live, nowMs: () => performance.now(),
+ *     log,
+ *     broadcast: (body) => cluster.channel.broadcast(cluster.channel.signer.seal('health', body)),
+ *     onChange: (v, b, e) => { if (e.eligible !== e.wasEligible) rebuildForwardingTable(); },
+ *   });
+ *   hm.start();
+ *   buildForwardingTable(config, hashKey, gen, (vip, i) => hm.eligible(vip.index, i), prev);
+ *   ClusterNode dispatch:  case 'health': hm.onReport(env.sender, env.health!);
+ *   membership onEvent:    hm.liveChanged();   (optional: a 100 ms tick notices it anyway)
+ *   admin:                 hm.states(), hm.drain(vipName, address), hm.undrain(vipName, address)
+ *   reload:                hm.updateConfig(newConfig)   (removed backends → 'removed' events)
+ *   shutdown:              hm.stop()
+ * Transitions are logged here (info/warn, event "backend_state") when `log` is given, and
+ * passed to `onChange` in every case.
+ *
+ * Checks run in this process's network namespace (the balancer's) with its routes: the
+ * source is the balancer's address towards the backend; replies are delivered locally (the
+ * lab's policy rule for servers' traffic sits after the `local` table).
+ */
+import type { BackendConfig, Config, HealthCheckConfig, VipConfig } from '../config';
+import { ErrorCodes, TunlbError } from '../errors';
+import { newIncarnation, tunlb, type BodyFields } from '../protocol';
+import { compareIds, memberSeed, mixScore } from '../cluster/rendezvous';
+import { BackendState, type BackendStateName, type BackendTransition, type HealthName } from './backend-state';
+import { IcmpPinger, runCheck as defaultRunCheck, type CheckResult, type CheckTarget } from './checks';
+
+/** The HealthReport body as sent (broadcast) and as received (onReport). */
+export type HealthReportBody = BodyFields['health'];
+
+const HS = tunlb.v1.HealthState;
+
+/** Default period of periodic reports. */
+export const DEFAULT_REPORT_INTERVAL_MS = 1000;
+/** Default byte budget of one HealthReport body (a 1400-byte datagram minus envelope and MAC). */
+export const DEFAULT_REPORT_BUDGET = 1200;
+/** How often the monitor looks at `live` (and peers' report silence) for ownership changes. */
+export const DEFAULT_TICK_MS = 100;
+/** A peer stays a health-owner candidate for this many of its report periods after a report. */
+export const CANDIDATE_PERIODS = 3.5;
+/** Longest reason string in a change report (bytes of UTF-8). */
+export const MAX_REASON_BYTES = 96;
+/** Check intervals are shortened by up to this fraction at random (never lengthened). */
+export const JITTER = 0.1;
+/** Most balancers (drain stamps carry the index in 5 bits). */
+const MAX_BALANCERS = 32;
+
+/** A transition with where it happened; what `onChange` gets and the owner logs. */
+export interface BackendEvent extends BackendTransition {
+  readonly vipIndex: number;
+  readonly vip: string;
+  readonly backendIndex: number;
+  /** Backend address text. */
+  readonly backend: string;
+  /** Balancer id whose check or command decided it (this balancer's id for local checks). */
+  readonly by: string;
+  /** nowMs() when it happened. */
+  readonly atMs: number;
+}
+
+/** One backend as the admin API shows it. */
+export interface BackendStatus {
+  readonly vipIndex: number;
+  readonly vip: string;
+  readonly backendIndex: number;
+  readonly backend: string;
+  readonly port: number | null;
+  readonly weight: number;
+  readonly state: BackendStateName;
+  readonly health: HealthName;
+  readonly drained: boolean;
+  /** state === 'healthy' (weight > 0 is the table's business). */
+  readonly eligible: boolean;
+  /** Check type, or null without a health check (always healthy). */
+  readonly check: 'tcp' | 'http' | 'icmp' | null;
+  /** Balancer id that checks it in this balancer's view (null without a check). */
+  readonly owner: string | null;
+  readonly checkedHere: boolean;
+  /** Who decided the current health: a balancer id, or null (no result yet / no check). */
+  readonly decidedBy: string | null;
+  /** Reason of the last transition. */
+  readonly reason: string;
+  /** nowMs() of the last transition (null: none yet). */
+  readonly sinceMs: number | null;
+  readonly successes: number;
+  readonly failures: number;
+  /** Last local check result (null when this balancer has not checked it). */
+  readonly lastCheck: (CheckResult & { readonly atMs: number }) | null;
+}
+
+export interface HealthMonitorStats {
+  checksRun: number;
+  checksFailed: number;
+  reportsSent: number;
+  reportsReceived: number;
+  entriesApplied: number;
+  /** Entries from a sender that is not the owner in our view. */
+  entriesNotOwner: number;
+  /** Entries older than what we applied (sequence / epoch). */
+  entriesStale: number;
+  /** Entries for a (vip, backend) we do not have, or whose id hash differs (another config). */
+  entriesUnknown: number;
+  drainsApplied: number;
+  ownershipChanges: number;
+}
+
+/** Timer functions (injectable for tests with a fake clock). */
+export interface TimerFns {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Minimal logger (pino-compatible). */
+export interface MonitorLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  debug?(obj: object, msg?: string): void;
+}
+
+export interface HealthMonitorOptions {
+  config: Config;
+  /** This balancer's index in config.balancers. */
+  selfIndex: number;
+  /** The cluster hash key (src/cluster/hash-key.ts). */
+  hashKey: Uint32Array;
+  /** Membership.live: read, never written (live[i] !== 0 = live). */
+  live: Uint8Array;
+  /** Monotonic ms (performance.now in production, a fake clock in tests). */
+  nowMs: () => number;
+  /** Sends one HealthReport to every peer (sealed and authenticated by the caller). */
+  broadcast: (body: HealthReportBody) => void;
+  /** Every transition, after it is logged. */
+  onChange: (vipIndex: number, backendIndex: number, event: BackendEvent) => void;
+  log?: MonitorLog;
+  /** The check runner (default: src/backends/checks.ts runCheck with a shared IcmpPinger). */
+  runCheck?: (target: CheckTarget) => Promise<CheckResult>;
+  /** Default: global setTimeout/clearTimeout (timers unref'd). */
+  timers?: TimerFns;
+  /** [0, 1) random source for jitter (default Math.random). */
+  random?: () => number;
+  /** Wall clock for drain stamps (default Date.now). */
+  wallClockMs?: () => number;
+  /** This monitor's report epoch (default newIncarnation()). Must grow across restarts. */
+  epoch?: number;
+  reportIntervalMs?: number;
+  reportBudget?: number;
+  tickMs?: number;
+}
+
+interface Entry {
+  readonly vipIndex: number;
+  readonly vip: VipConfig;
+  readonly backendIndex: number;
+  readonly backend: BackendConfig;
+  readonly key: string;
+  readonly idHash: number;
+  /** Rendezvous score per balancer index. */
+  readonly scores: Uint32Array;
+  health: HealthCheckConfig | null;
+  target: CheckTarget | null;
+  readonly sm: BackendState;
+  /** Owner in our view (-1: none / no check). */
+  owner: number;
+  timer: unknown;
+  /** Incremented to orphan an in-flight check (ownership lost, stop, reconfigure). */
+  token: number;
+  /** Health info exists (own result or a peer's report). */
+  known: boolean;
+  /** Who decided the current health (-1: nobody yet). */
+  decidedBy: number;
+  reason: string;
+  sinceMs: number | null;
+  lastCheck: (CheckResult & { atMs: number }) | null;
+  /** Peer report bookkeeping: (sender, epoch, sequence) of the last applied health. */
+  lastFrom: number;
+  lastEpoch: number;
+  lastSeq: number;
+  drainStamp: number;
+  /** Pending for the next change report: health (with reason) / drain mark. */
+  dirtyHealth: boolean;
+  dirtyDrain: boolean;
+}
+
+const defaultTimers: TimerFns = {
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    t.unref?.();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+function truncateUtf8(s: string, max: number): string {
+  if (Buffer.byteLength(s, 'utf8') <= max) return s;
+  let out = s.slice(0, max);
+  while (Buffer.byteLength(out, 'utf8') > max - 3) out = out.slice(0, -1);
+  return `${out}...`;
+}
+
+/** The health-ownership key of a backend: "<vip name>/<backend address>". */
+export function healthKey(vip: VipConfig, backend: BackendConfig): string {
+  return `${vip.name}/${backend.address.text}`;
+}
+
+/**
+ * Health owner of a backend among `candidates` (live[i] !== 0): highest score, ties to the id
+ * that sorts first; -1 when there is no candidate. Exported for tests and tools.
+ */
+export function healthOwner(idHash: number, ids: readonly string[], hashKey: Uint32Array, candidates: ArrayLike<number>): number {
+  let best = -1;
+  let bestScore = -1;
+  for (let i = 0; i < ids.length; i++) {
+    if (!candidates[i]) continue;
+    const s = mixScore(idHash, memberSeed(hashKey, ids[i]!));
+    if (s > bestScore || (s === bestScore && compareIds(ids[i]!, ids[best]!) < 0)) {
+      best = i;
+      bestScore = s;
+    }
+  }
+  return best;
+}
+
+export class HealthMonitor {
+  readonly selfIndex: number;
+  readonly epoch: number;
+  readonly stats: HealthMonitorStats = {
+    checksRun: 0,
+    checksFailed: 0,
+    reportsSent: 0,
+    reportsReceived: 0,
+    entriesApplied: 0,
+    entriesNotOwner: 0,
+    entriesStale: 0,
+    entriesUnknown: 0,
+    drainsApplied: 0,
+    ownershipChanges: 0,
+  };
+
+  #config: Config;
+  #ids: readonly string[];
+  #balancerSeeds: Uint32Array;
+  readonly #hashKey: Uint32Array;
+  readonly #live: Uint8Array;
+  readonly #now: () => number;
+  readonly #wall: () => number;
+  readonly #broadcast: (body: HealthReportBody) => void;
+  readonly #onChange: (vipIndex: number, backendIndex: number, event: BackendEvent) => void;
+  readonly #log: MonitorLog | undefined;
+  readonly #runCheck: (target: CheckTarget) => Promise<CheckResult>;
+  /** The shared ICMP pinger of the default runner (null with an injected runCheck). */
+  #pinger: IcmpPinger | null;
+  readonly #timers: TimerFns;
+  readonly #random: () => number;
+  readonly #reportIntervalMs: number;
+  readonly #budget: number;
+  readonly #tickMs: number;
+
+  /** entries[vipIndex][backendIndex] */
+  #entries: Entry[][] = [];
+  #all: Entry[] = [];
+  #candidates: Uint8Array;
+  #candidateMask = -1;
+  /** Per peer: nowMs of its last report (-Infinity: never), its period, its largest epoch. */
+  #heardAt: Float64Array;
+  #peerPeriod: Float64Array;
+  #peerEpoch: Float64Array;
+  #sequence = 0;
+  #running = false;
+  #tickTimer: unknown = null;
+  #reportTimer: unknown = null;
+  #flushQueued = false;
+
+  constructor(opts: HealthMonitorOptions) {
+    const n = opts.config.balancers.length;
+    if (!(opts.selfIndex >= 0 && opts.selfIndex < n)) {
+      throw new TunlbError(ErrorCodes.USAGE, `health monitor: selfIndex ${opts.selfIndex} is not a balancer index (0..${n - 1})`);
+    }
+    if (n > MAX_BALANCERS) throw new TunlbError(ErrorCodes.USAGE, `health monitor: at most ${MAX_BALANCERS} balancers`);
+    this.selfIndex = opts.selfIndex;
+    this.epoch = opts.epoch ?? newIncarnation();
+    this.#config = opts.config;
+    this.#hashKey = opts.hashKey;
+    this.#live = opts.live;
+    this.#now = opts.nowMs;
+    this.#wall = opts.wallClockMs ?? Date.now;
+    this.#broadcast = opts.broadcast;
+    this.#onChange = opts.onChange;
+    this.#log = opts.log;
+    this.#timers = opts.timers ?? defaultTimers;
+    this.#random = opts.random ?? Math.random;
+    this.#reportIntervalMs = opts.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS;
+    this.#budget = opts.reportBudget ?? DEFAULT_REPORT_BUDGET;
+    this.#tickMs = opts.tickMs ?? DEFAULT_TICK_MS;
+    if (opts.runCheck) {
+      this.#runCheck = opts.runCheck;
+      this.#pinger = null;
+    } else {
+      this.#pinger = new IcmpPinger();
+      this.#runCheck = (t) => defaultRunCheck(t, this.#pinger ?? undefined);
+    }
+    this.#ids = opts.config.balancers.map((b) => b.id);
+    this.#balancerSeeds = Uint32Array.from(this.#ids, (id) => memberSeed(opts.hashKey, id));
+    this.#candidates = new Uint8Array(n);
+    this.#heardAt = new Float64Array(n).fill(-Infinity);
+    this.#peerPeriod = new Float64Array(n).fill(DEFAULT_REPORT_INTERVAL_MS);
+    this.#peerEpoch = new Float64Array(n);
+    this.#buildEntries(opts.config, null);
+    this.#refreshOwnership(false);
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Starts checks (for owned backends), the ownership tick and periodic reports. Idempotent. */
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    if (this.#pinger?.closed) this.#pinger = new IcmpPinger();
+    this.#refreshOwnership(true);
+    for (const e of this.#all) if (e.owner === this.selfIndex && e.target) this.#scheduleFirst(e);
+    this.#tickTimer = this.#timers.setTimeout(() => this.#tick(), this.#tickMs);
+    // First periodic report soon (peers learn we are a candidate), then every period.
+    this.#reportTimer = this.#timers.setTimeout(() => this.#periodic(), Math.min(this.#reportIntervalMs, 50 + this.#random() * 100));
+  }
+
+  /** Stops checks and timers; closes the ICMP pinger. States stay readable. */
+  stop(): void {
+    if (!this.#running) {
+      this.#pinger?.close();
+      return;
+    }
+    this.#running = false;
+    for (const e of this.#all) this.#cancel(e);
+    if (this.#tickTimer !== null) this.#timers.clearTimeout(this.#tickTimer);
+    if (this.#reportTimer !== null) this.#timers.clearTimeout(this.#reportTimer);
+    this.#tickTimer = null;
+    this.#reportTimer = null;
+    this.#pinger?.close();
+  }
+
+  get running(): boolean {
+    return this.#running;
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  /** New flows may go to this backend: healthy and not draining (weight is the table's). */
+  eligible(vipIndex: number, backendIndex: number): boolean {
+    const e = this.#entries[vipIndex]?.[backendIndex];
+    return e !== undefined && e.sm.eligible;
+  }
+
+  /** The state name of one backend (undefined if there is no such backend). */
+  stateOf(vipIndex: number, backendIndex: number): BackendStateName | undefined {
+    return this.#entries[vipIndex]?.[backendIndex]?.sm.state;
+  }
+
+  /** Balancer index that checks this backend in our view (-1: none / no health check). */
+  ownerOf(vipIndex: number, backendIndex: number): number {
+    return this.#entries[vipIndex]?.[backendIndex]?.owner ?? -1;
+  }
+
+  /** Every backend of every VIP, in config order (for the admin API). */
+  states(): BackendStatus[] {
+    return this.#all.map((e) => ({
+      vipIndex: e.vipIndex,
+      vip: e.vip.name,
+      backendIndex: e.backendIndex,
+      backend: e.backend.address.text,
+      port: e.backend.port,
+      weight: e.backend.weight,
+      state: e.sm.state,
+      health: e.sm.health,
+      drained: e.sm.drained,
+      eligible: e.sm.eligible,
+      check: e.health?.type ?? null,
+      owner: e.owner >= 0 ? this.#ids[e.owner]! : null,
+      checkedHere: this.#running && e.owner === this.selfIndex && e.target !== null,
+      decidedBy: e.decidedBy >= 0 ? this.#ids[e.decidedBy]! : null,
+      reason: e.reason,
+      sinceMs: e.sinceMs,
+      successes: e.sm.successes,
+      failures: e.sm.failures,
+      lastCheck: e.lastCheck,
+    }));
+  }
+
+  // ---------------------------------------------------------------- operator
+
+  /**
+   * Drains a backend cluster-wide: no new flows (existing flows are the forwarder's
+   * business). `vip` is a VIP name or index; `backendAddress` any spelling of the address.
+   * Returns the transition (null if it was drained already). Throws TunlbError(ADMIN) when
+   * there is no such VIP or backend.
+   */
+  drain(vip: string | number, backendAddress: string): BackendEvent | null {
+    return this.#setDrain(this.#find(vip, backendAddress), true);
+  }
+
+  /** Ends a drain (cluster-wide). Same arguments and errors as drain(). */
+  undrain(vip: string | number, backendAddress: string): BackendEvent | null {
+    return this.#setDrain(this.#find(vip, backendAddress), false);
+  }
+
+  // ---------------------------------------------------------------- cluster
+
+  /**
+   * Call when Membership's live array changed (optional: the tick notices within tickMs).
+   * Moves checks of backends whose owner changed.
+   */
+  liveChanged(): void {
+    this.#refreshOwnership(true);
+  }
+
+  /**
+   * A verified HealthReport from balancer `sender` (after the receiver's MAC, cluster and
+   * replay checks). Applies what the rules in the header allow; never throws on content.
+   */
+  onReport(sender: number, report: HealthReportBody): void {
+    if (!(sender >= 0 && sender < this.#ids.length) || sender === this.selfIndex) return;
+    const epoch = Number(report.epoch ?? 0);
+    const seq = Number(report.sequence ?? 0);
+    this.stats.reportsReceived++;
+    if (epoch < this.#peerEpoch[sender]!) {
+      // A report from a previous run of that balancer, delivered late.
+      this.stats.entriesStale += report.backends?.length ?? 0;
+      return;
+    }
+    this.#peerEpoch[sender] = epoch;
+    const now = this.#now();
+    this.#heardAt[sender] = now;
+    const period = Number(report.periodMs ?? 0);
+    this.#peerPeriod[sender] = period > 0 ? Math.min(period, 60_000) : DEFAULT_REPORT_INTERVAL_MS;
+    this.#refreshOwnership(true);
+    const id = this.#ids[sender]!;
+    for (const b of report.backends ?? []) {
+      const e = this.#entries[b.vip ?? 0]?.[b.backend ?? 0];
+      if (e === undefined || e.idHash !== (b.idHash ?? 0) >>> 0) {
+        this.stats.entriesUnknown++;
+        continue;
+      }
+      const stamp = Number(b.drainStamp ?? 0);
+      if (stamp > e.drainStamp) {
+        e.drainStamp = stamp;
+        const origin = this.#ids[stamp % MAX_BALANCERS] ?? `balancer ${stamp % MAX_BALANCERS}`;
+        const drained = b.drained === true;
+        this.stats.drainsApplied++;
+        this.#apply(e, e.sm.setDrained(drained, `${drained ? 'drained' : 'undrained'} by operator on ${origin}`, 'operator'), origin);
+      }
+      const st = b.state ?? HS.HEALTH_STATE_UNSPECIFIED;
+      if (st !== HS.HEALTH_STATE_HEALTHY && st !== HS.HEALTH_STATE_UNHEALTHY) continue;
+      if (e.health === null) continue;
+      if (e.lastFrom === sender && (epoch < e.lastEpoch || (epoch === e.lastEpoch && seq <= e.lastSeq))) {
+        this.stats.entriesStale++;
+        continue;
+      }
+      if (e.owner !== sender && e.known) {
+        this.stats.entriesNotOwner++;
+        continue;
+      }
+      e.lastFrom = sender;
+      e.lastEpoch = epoch;
+      e.lastSeq = seq;
+      e.known = true;
+      e.decidedBy = sender;
+      this.stats.entriesApplied++;
+      const health = st === HS.HEALTH_STATE_HEALTHY ? 'healthy' : 'unhealthy';
+      const why = b.reason ? `${id}: ${b.reason}` : `reported by ${id}`;
+      this.#apply(e, e.sm.setHealth(health, why, 'peer'), id);
+    }
+  }
+
+  /**
+   * The reports describing what this balancer owns and knows now (periodic form: health of
+   * owned backends, every drain mark), split to the byte budget; always at least one.
+   * start() sends these every period by itself; exposed for tools and tests.
+   */
+  report(): HealthReportBody[] {
+    const items: tunlb.v1.BackendHealth.$Properties[] = [];
+    for (const e of this.#all) {
+      const owned = e.owner === this.selfIndex && e.health !== null && e.known && e.sm.health !== 'unknown';
+      if (!owned && e.drainStamp === 0) continue;
+      items.push(this.#item(e, owned, false, e.drainStamp > 0));
+    }
+    return this.#pack(items, true);
+  }
+
+  // ---------------------------------------------------------------- reload
+
+  /**
+   * A new configuration (reload). Backends are matched by VIP name + address: kept ones keep
+   * their state (and drain mark) under their new indexes, with new thresholds; removed ones
+   * get a 'removed' event (with their OLD indexes) and are forgotten; new ones start as
+   * unknown (checked) or healthy (unchecked). The balancer list must be the same (its
+   * changes need a restart, like the rest of the cluster). Throws TunlbError(USAGE) if not.
+   */
+  updateConfig(config: Config): void {
+    const ids = config.balancers.map((b) => b.id);
+    if (ids.length !== this.#ids.length || ids.some((id, i) => id !== this.#ids[i])) {
+      throw new TunlbError(ErrorCodes.USAGE, 'health monitor: the balancer list changed; restart the balancers to change it');
+    }
+    const old = this.#all;
+    for (const e of old) this.#cancel(e);
+    this.#config = config;
+    const events = this.#buildEntries(config, old);
+    this.#candidateMask = -1;
+    this.#refreshOwnership(false);
+    if (this.#running) for (const e of this.#all) if (e.owner === this.selfIndex && e.target) this.#scheduleFirst(e);
+    const self = this.#ids[this.selfIndex]!;
+    for (const [e, t] of events) this.#emit(e, t, self);
+  }
+
+  // ================================================================ internals
+
+  /** Builds the entry tables; returns the reload transitions to emit once they are in place. */
+  #buildEntries(config: Config, previous: Entry[] | null): Array<[Entry, BackendTransition]> {
+    const events: Array<[Entry, BackendTransition]> = [];
+    const byKey = new Map<string, Entry>();
+    if (previous) for (const e of previous) byKey.set(e.key, e);
+    const entries: Entry[][] = [];
+    const all: Entry[] = [];
+    for (const vip of config.vips) {
+      const row: Entry[] = [];
+      for (const backend of vip.backends) {
+        const key = healthKey(vip, backend);
+        const prev = byKey.get(key);
+        byKey.delete(key);
+        const health = backend.health;
+        const opts = { checked: health !== null, rise: health?.rise ?? 1, fall: health?.fall ?? 1 };
+        const idHash = memberSeed(this.#hashKey, key) >>> 0;
+        const scores = new Uint32Array(this.#ids.length);
+        for (let i = 0; i < scores.length; i++) scores[i] = mixScore(idHash, this.#balancerSeeds[i]!);
+        let sm: BackendState;
+        if (prev) {
+          sm = prev.sm;
+          const t = sm.reconfigure(opts);
+          if (!health) prev.known = false;
+          const e = this.#newEntry(vip, backend, key, idHash, scores, health, sm, prev);
+          if (t) events.push([e, t]);
+          row.push(e);
+        } else {
+          sm = new BackendState(opts);
+          row.push(this.#newEntry(vip, backend, key, idHash, scores, health, sm, null));
+        }
+        all.push(row[row.length - 1]!);
+      }
+      entries.push(row);
+    }
+    // What is left was removed from the configuration.
+    for (const e of byKey.values()) {
+      const t = e.sm.remove();
+      if (t) events.push([e, t]);
+    }
+    this.#entries = entries;
+    this.#all = all;
+    return events;
+  }
+
+  #newEntry(vip: VipConfig, backend: BackendConfig, key: string, idHash: number, scores: Uint32Array, health: HealthCheckConfig | null, sm: BackendState, prev: Entry | null): Entry {
+    const target: CheckTarget | null = health
+      ? {
+          type: health.type,
+          address: backend.address.text,
+          family: backend.address.family,
+          port: health.port,
+          path: health.path,
+          expectStatus: health.expectStatus,
+          timeoutMs: health.timeoutMs,
+        }
+      : null;
+    return {
+      vipIndex: vip.index,
+      vip,
+      backendIndex: backend.index,
+      backend,
+      key,
+      idHash,
+      scores,
+      health,
+      target,
+      sm,
+      owner: -1,
+      timer: null,
+      token: prev ? prev.token + 1 : 0,
+      known: prev ? prev.known && health !== null : false,
+      decidedBy: prev && health !== null ? prev.decidedBy : -1,
+      reason: prev ? prev.reason : health ? 'no check result yet' : 'no health check configured',
+      sinceMs: prev ? prev.sinceMs : null,
+      lastCheck: prev && health !== null ? prev.lastCheck : null,
+      lastFrom: prev ? prev.lastFrom : -1,
+      lastEpoch: prev ? prev.lastEpoch : 0,
+      lastSeq: prev ? prev.lastSeq : 0,
+      drainStamp: prev ? prev.drainStamp : 0,
+      dirtyHealth: false,
+      dirtyDrain: false,
+    };
+  }
+
+  #find(vip: string | number, backendAddress: string): Entry {
+    const v = typeof vip === 'number' ? this.#config.vips[vip] : this.#config.vips.find((x) => x.name === vip);
+    if (!v) {
+      throw new TunlbError(ErrorCodes.ADMIN, `no VIP ${JSON.stringify(vip)} (VIPs: ${this.#config.vips.map((x) => x.name).join(', ') || 'none'})`, { vip });
+    }
+    const want = normalizeAddress(backendAddress);
+    const e = this.#entries[v.index]!.find((x) => x.backend.address.text === backendAddress || (want !== null && normalizeAddress(x.backend.address.text) === want));
+    if (!e) {
+      throw new TunlbError(ErrorCodes.ADMIN, `no backend ${backendAddress} in VIP ${v.name} (backends: ${v.backends.map((b) => b.address.text).join(', ')})`, {
+        vip: v.name,
+        backend: backendAddress,
+      });
+    }
+    return e;
+  }
+
+  #setDrain(e: Entry, drained: boolean): BackendEvent | null {
+    const self = this.#ids[this.selfIndex]!;
+    const ms = Math.max(Math.floor(this.#wall()), Math.floor(e.drainStamp / MAX_BALANCERS) + 1);
+    e.drainStamp = ms * MAX_BALANCERS + this.selfIndex;
+    e.dirtyDrain = true;
+    this.#queueFlush();
+    return this.#apply(e, e.sm.setDrained(drained, `${drained ? 'drained' : 'undrained'} by operator on ${self}`, 'operator'), self);
+  }
+
+  /** Candidate set from live + heard; on change recompute owners and move checks. */
+  #refreshOwnership(act: boolean): void {
+    const now = this.#now();
+    let mask = 0;
+    for (let i = 0; i < this.#ids.length; i++) {
+      const c =
+        this.#live[i] !== 0 &&
+        (i === this.selfIndex || now - this.#heardAt[i]! <= CANDIDATE_PERIODS * this.#peerPeriod[i]!);
+      this.#candidates[i] = c ? 1 : 0;
+      if (c) mask |= 1 << i;
+    }
+    if (mask === this.#candidateMask) return;
+    this.#candidateMask = mask;
+    const cand = this.#candidates;
+    const ids = this.#ids;
+    let moved = 0;
+    for (const e of this.#all) {
+      if (e.health === null) {
+        e.owner = -1;
+        continue;
+      }
+      let best = -1;
+      for (let i = 0; i < ids.length; i++) {
+        if (!cand[i]) continue;
+        if (best < 0 || e.scores[i]! > e.scores[best]! || (e.scores[i] === e.scores[best] && compareIds(ids[i]!, ids[best]!) < 0)) best = i;
+      }
+      const was = e.owner;
+      if (best === was) continue;
+      e.owner = best;
+      moved++;
+      if (!act || !this.#running) continue;
+      if (was === this.selfIndex) this.#cancel(e);
+      if (best === this.selfIndex) {
+        // Takeover: start from the last shared state, count rise/fall afresh.
+        e.sm.resetCounters();
+        this.#scheduleFirst(e);
+      }
+    }
+    if (moved > 0) {
+      this.stats.ownershipChanges += moved;
+      this.#log?.debug?.({ event: 'health_owners', candidates: ids.filter((_, i) => cand[i]), moved }, `health check owners: ${moved} backends moved`);
+    }
+  }
+
+  #tick(): void {
+    if (!this.#running) return;
+    this.#refreshOwnership(true);
+    this.#tickTimer = this.#timers.setTimeout(() => this.#tick(), this.#tickMs);
+  }
+
+  #periodic(): void {
+    if (!this.#running) return;
+    this.#refreshOwnership(true);
+    for (const body of this.report()) this.#send(body);
+    this.#reportTimer = this.#timers.setTimeout(() => this.#periodic(), this.#reportIntervalMs);
+  }
+
+  #scheduleFirst(e: Entry): void {
+    if (!e.health) return;
+    this.#cancel(e);
+    // Spread over one interval so a takeover or a start does not check everything at once.
+    this.#schedule(e, this.#random() * e.health.intervalMs);
+  }
+
+  #schedule(e: Entry, delayMs: number): void {
+    const token = e.token;
+    e.timer = this.#timers.setTimeout(() => {
+      e.timer = null;
+      if (token === e.token) this.#check(e);
+    }, Math.max(0, delayMs));
+  }
+
+  #cancel(e: Entry): void {
+    e.token++;
+    if (e.timer !== null) this.#timers.clearTimeout(e.timer);
+    e.timer = null;
+  }
+
+  #check(e: Entry): void {
+    if (!this.#running || e.owner !== this.selfIndex || !e.target || !e.health) return;
+    const token = e.token;
+    const target = e.target;
+    const interval = e.health.intervalMs;
+    const started = this.#now();
+    this.stats.checksRun++;
+    let p: Promise<CheckResult>;
+    try {
+      p = this.#runCheck(target);
+    } catch (err) {
+      p = Promise.resolve({ ok: false, rttMs: 0, reason: `check error: ${(err as Error).message}` });
+    }
+    p.then(
+      (r) => this.#onResult(e, token, started, interval, r),
+      (err: unknown) => this.#onResult(e, token, started, interval, { ok: false, rttMs: 0, reason: `check error: ${(err as Error)?.message ?? String(err)}` }),
+    );
+  }
+
+  #onResult(e: Entry, token: number, started: number, interval: number, r: CheckResult): void {
+    if (!this.#running || token !== e.token || e.owner !== this.selfIndex) return;
+    const now = this.#now();
+    if (!r.ok) this.stats.checksFailed++;
+    e.lastCheck = { ok: r.ok, rttMs: r.rttMs, reason: r.reason, atMs: now };
+    e.known = true;
+    e.decidedBy = this.selfIndex;
+    const t = e.sm.checkResult(r.ok, r.reason);
+    if (t && (t.fromHealth !== t.toHealth)) e.dirtyHealth = true;
+    this.#apply(e, t, this.#ids[this.selfIndex]!);
+    if (e.dirtyHealth) this.#queueFlush();
+    // Next check one (jittered, never longer) interval after this one started.
+    const next = started + interval * (1 - JITTER * this.#random());
+    this.#schedule(e, next - now);
+  }
+
+  #apply(e: Entry, t: BackendTransition | null, by: string): BackendEvent | null {
+    if (!t) return null;
+    return this.#emit(e, t, by);
+  }
+
+  #emit(e: Entry, t: BackendTransition, by: string): BackendEvent {
+    const ev: BackendEvent = {
+      ...t,
+      vipIndex: e.vipIndex,
+      vip: e.vip.name,
+      backendIndex: e.backendIndex,
+      backend: e.backend.address.text,
+      by,
+      atMs: this.#now(),
+    };
+    e.reason = t.reason;
+    e.sinceMs = ev.atMs;
+    if (this.#log) {
+      const bad = t.to === 'unhealthy' || t.to === 'removed' || (t.to === 'draining' && t.toHealth === 'unhealthy');
+      this.#log[bad ? 'warn' : 'info'](
+        {
+          event: 'backend_state',
+          vip: ev.vip,
+          backend: ev.backend,
+          from: t.from,
+          to: t.to,
+          fromHealth: t.fromHealth,
+          toHealth: t.toHealth,
+          reason: t.reason,
+          cause: t.cause,
+          by,
+          eligible: t.eligible,
+        },
+        `backend ${ev.vip}/${ev.backend}: ${t.from} -> ${t.to}${t.from === t.to ? ` (health ${t.fromHealth} -> ${t.toHealth})` : ''}: ${t.reason}`,
+      );
+    }
+    try {
+      this.#onChange(e.vipIndex, e.backendIndex, ev);
+    } catch (err) {
+      this.#log?.warn({ event: 'health_onchange_error', err: (err as Error)?.message }, 'health monitor: onChange threw');
+    }
+    return ev;
+  }
+
+  // ---------------------------------------------------------------- reports
+
+  #queueFlush(): void {
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    queueMicrotask(() => {
+      this.#flushQueued = false;
+      this.#flushChanges();
+    });
+  }
+
+  /** Change report: owned health changes (with reasons) and drain marks set here. */
+  #flushChanges(): void {
+    const items: tunlb.v1.BackendHealth.$Properties[] = [];
+    for (const e of this.#all) {
+      if (!e.dirtyHealth && !e.dirtyDrain) continue;
+      const health = e.dirtyHealth && e.owner === this.selfIndex && e.health !== null && e.sm.health !== 'unknown';
+      const drain = e.dirtyDrain && e.drainStamp > 0;
+      e.dirtyHealth = false;
+      e.dirtyDrain = false;
+      if (health || drain) items.push(this.#item(e, health, health, drain));
+    }
+    if (items.length === 0) return;
+    for (const body of this.#pack(items, false)) this.#send(body);
+  }
+
+  #item(e: Entry, health: boolean, withReason: boolean, drain: boolean): tunlb.v1.BackendHealth.$Properties {
+    const it: tunlb.v1.BackendHealth.$Properties = { vip: e.vipIndex, backend: e.backendIndex, idHash: e.idHash };
+    if (health) {
+      it.state = e.sm.health === 'healthy' ? HS.HEALTH_STATE_HEALTHY : HS.HEALTH_STATE_UNHEALTHY;
+      if (withReason) it.reason = truncateUtf8(e.reason, MAX_REASON_BYTES);
+    }
+    if (drain) {
+      it.drainStamp = e.drainStamp;
+      it.drained = e.sm.drained;
+    }
+    return it;
+  }
+
+  /** Splits items into bodies of at most `budget` encoded bytes (sequence set at send). */
+  #pack(items: tunlb.v1.BackendHealth.$Properties[], periodic: boolean): HealthReportBody[] {
+    const header = (): HealthReportBody => ({ epoch: this.epoch, sequence: 0, periodic, periodMs: this.#reportIntervalMs, backends: [] });
+    // Header bound: epoch 9 + sequence ≤ 10 (+tag) + periodic 2 + period 6.
+    const HEADER_BOUND = 9 + 11 + 2 + 6;
+    const out: HealthReportBody[] = [];
+    let cur = header();
+    let size = HEADER_BOUND;
+    for (const it of items) {
+      const len = tunlb.v1.BackendHealth.encode(it).finish().length;
+      const cost = 1 + varintLen(len) + len;
+      if (cur.backends!.length > 0 && size + cost > this.#budget) {
+        out.push(cur);
+        cur = header();
+        size = HEADER_BOUND;
+      }
+      cur.backends!.push(it);
+      size += cost;
+    }
+    out.push(cur);
+    return out;
+  }
+
+  #send(body: HealthReportBody): void {
+    body.sequence = ++this.#sequence;
+    this.stats.reportsSent++;
+    try {
+      this.#broadcast(body);
+    } catch (err) {
+      this.#log?.warn({ event: 'health_report_send_failed', err: (err as Error)?.message }, 'health report not sent');
+    }
+  }
+}
+
+function varintLen(n: number): number {
+  let l = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    l++;
+  }
+  return l;
+}
+
+/** Canonical form of an address text for comparisons (IPv6 spellings), or null. */
+function normalizeAddress(text: string): string | null {
+  const t = text.trim();
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(t)) return t;
+  if (!t.includes(':')) return null;
+  try {
+    return new URL(`http://[${t}]/`).hostname;
+  } catch {
+    return null;
+  }
+}
+
+export type { CheckResult, CheckTarget } from './checks';
+export type { BackendStateName, HealthName, TransitionCause, BackendTransition } from './backend-state';
