@@ -9,7 +9,9 @@
 // every datagram opens a new flow until 64512 * NSRC datagrams were sent (then tuples repeat;
 // the summary says how many were unique). RATE = datagrams per second (0 = unpaced: as fast as
 // the socket takes them). Runs SECS seconds (hard bound), then prints one JSON line:
-//   {"sent":N,"unique":U,"secs":S,"pps":P,"errors":E,"rate":RATE,"nsrc":NSRC}
+//   {"sent":N,"unique":U,"secs":S,"pps":P,"errors":E,"rate":RATE,"nsrc":NSRC,"cpuS":C}
+// (cpuS: its own user+system CPU seconds; the kernel's forwarding of the datagrams through the
+// router into lb1's tunlb0 runs in softirq context, partly inside its send calls).
 //
 // A raw socket (IPPROTO_RAW: the IP header is ours) so that no socket per source port is needed;
 // IPv4 header checksum and id are filled by the kernel (raw(7)); the UDP checksum is computed
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -145,7 +148,10 @@ int main(int argc, char **argv) {
   }
   double el = t - t0;
   unsigned long long space = (unsigned long long)NPORTS * nsrc;
-  printf("{\"sent\":%llu,\"unique\":%llu,\"secs\":%.3f,\"pps\":%.0f,\"errors\":%llu,\"rate\":%.0f,\"nsrc\":%d}\n",
-         sent, sent < space ? sent : space, el, sent / el, errors, rate, nsrc);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  printf("{\"sent\":%llu,\"unique\":%llu,\"secs\":%.3f,\"pps\":%.0f,\"errors\":%llu,\"rate\":%.0f,\"nsrc\":%d,\"cpuS\":%.3f}\n",
+         sent, sent < space ? sent : space, el, sent / el, errors, rate, nsrc, cpu);
   return 0;
 }

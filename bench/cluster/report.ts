@@ -7,9 +7,11 @@
  *   nf-{before,after}-lbN.snmp  the balancer namespace's UDP InDatagrams InErrors RcvbufErrors
  *   nf-samples.txt              "epochMs flowsCreated" of lb1, about once a second
  *   nf-top.txt                  `top -b -n 2 -d 1` of the balancers, mid-run
- *   baseline.json / failover.json / *.cmd   scripts/traffic.ts longlived summaries and commands
- *   failover-flows.json         lb1's /api/v1/flows before the kill (primary of each connection)
- *   failover-lb1-after.json     lb1's stats after the failover run (membership events)
+ *   nf.cpu{0,1}[.bg]            CPU snapshots around the run (run.sh cpu_snap)
+ *   traffic.json / stalls.json  failover runs: scripts/traffic.ts longlived and bench/cluster/stalls.ts
+ *   {traffic,stalls}.cmd        their command lines
+ *   {traffic,stalls}-flows.json lb1's /api/v1/flows before the kill (primary of each connection)
+ *   {traffic,stalls}-lb1-after.json  lb1's stats after the run (membership events)
  *   prof/lbN/*.cpuprofile       (BENCH_PROFILE=1) V8 CPU profiles of the balancers
  *
  * Usage: node --import tsx bench/cluster/report.ts DIR
@@ -50,6 +52,15 @@ const pct = (sorted: number[], p: number): number => {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
 };
 const code = (s: string | undefined): string => (s ? '`' + s.trim().replace(/\|/g, '\\|') + '`' : '—');
+/** A cpu_snap file of run.sh: "name value" lines. */
+function snap(f: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const line of (text(f) ?? '').split('\n')) {
+    const [k, v] = line.trim().split(/\s+/);
+    if (k && v !== undefined) m.set(k, Number(v));
+  }
+  return m;
+}
 const snmp = (f: string): number[] => (text(f) ?? '0 0 0').trim().split(/\s+/).map(Number);
 
 function stallStats(conns: Json[]): { n: number; p50: number; p90: number; p99: number; max: number } {
@@ -178,6 +189,13 @@ function main(): void {
       `**${fmt(recs / Math.max(1, dgrams), 1)}** (recordsSent / datagramsSent of lb1)`,
       'same counters',
     ]);
+    const peersSent = dr('lb2', 'recordsSent') + dr('lb3', 'recordsSent');
+    rows.push([
+      'Records on the wire per new flow (whole cluster)',
+      `${fmt((recs + peersSent) / Math.max(1, created), 2)}: lb1 ${fmt(recs)}, lb2 ${fmt(dr('lb2', 'recordsSent'))} (${fmt(dr('lb2', 'refreshesSent'))} REFRESH), lb3 ${fmt(dr('lb3', 'recordsSent'))} (${fmt(dr('lb3', 'refreshesSent'))} REFRESH) — ` +
+        'a peer that is the primary of a flow lb1 encapsulated to it announces the flow again',
+      'Δ `membership.replication.{recordsSent,refreshesSent}` of lb1..3 / Δ flows.created of lb1',
+    ]);
     for (const b of ['lb2', 'lb3']) {
       const s0 = snmp(`nf-before-${b}.snmp`);
       const s1 = snmp(`nf-after-${b}.snmp`);
@@ -195,76 +213,110 @@ function main(): void {
       `${fmt(srv / secs)}/s at the servers (${fmt((100 * srv) / Math.max(1, num(gen.sent)), 1)} % of sent); ${fmt(echoes / secs)}/s echoes back at the client (${fmt((100 * echoes) / Math.max(1, num(gen.sent)), 1)} %)`,
       'Δ eth0 rx_packets of tunlb-srv1..3; nft counter in tunlb-client',
     ]);
-    const hz = num(kv.get('nf_hz')) || 100;
-    const top = topCpu();
-    const wall = (num(kv.get('nf_end_ms')) - num(kv.get('nf_start_ms'))) / 1000 || secs;
-    const cpu = BALANCERS.map((b) => {
-      const pid = num(before[b]?.pid);
-      void pid;
-      return `${b} ${fmt((100 * num(kv.get(`nf_ticks_${b}`))) / hz / wall)} %`;
-    }).join(', ');
-    const topTxt = [...top.entries()].map(([p, c]) => `${p}: ${fmt(c, 1)} %`).join(', ');
-    const ncpu = num(kv.get('nf_ncpu'));
-    const host = (100 * num(kv.get('nf_host_busy'))) / Math.max(1, num(kv.get('nf_host_total')));
+    const c0 = snap('nf.cpu0');
+    const c1 = snap('nf.cpu1');
+    const hz = num(kv.get('hz')) || 100;
+    const wall = (num(c1.get('t_ms')) - num(c0.get('t_ms'))) / 1000 || secs;
+    const dd = (k: string): number => num(c1.get(k)) - num(c0.get(k));
+    const core = (ticks: number): number => (100 * ticks) / hz / wall;
+    const ncpu = num(kv.get('ncpu'));
+    const hostTotal = dd('host_total') || 1;
+    const hostPct = (k: string): number => (100 * ncpu * dd(k)) / hostTotal;
+    const srvTicks = ['srv1', 'srv2', 'srv3'].reduce((t, n) => t + dd(n), 0);
+    const genPct = (100 * num(gen.cpuS)) / wall;
+    const lb1Pct = core(dd('lb1'));
     rows.push([
-      'CPU during the run (% of one core)',
-      `${cpu}; host busy ${fmt(host)} % of ${ncpu} CPUs. \`top\` mid-run (PID: %CPU): ${topTxt || '—'}`,
-      '/proc/PID/stat utime+stime over the run; `top -b -n 2 -d 1 -p lb1,lb2,lb3`',
+      'CPU budget during the run (% of one core; the machine has ' + `${ncpu} CPUs = ${ncpu * 100} %)`,
+      `lb1 **${fmt(lb1Pct)}**, lb2 ${fmt(core(dd('lb2')))}, lb3 ${fmt(core(dd('lb3')))}, servers (3 × node) ${fmt(core(srvTicks))}, generator ${fmt(genPct)}, ` +
+        `processes outside the lab ${fmt(num(kv.get('nf_bg_pct')))}; host: user ${fmt(hostPct('host_user'))}, sys ${fmt(hostPct('host_sys'))}, softirq ${fmt(hostPct('host_softirq'))}, idle **${fmt(hostPct('host_idle'))}**`,
+      '/proc/PID/stat utime+stime of each process, /proc/stat, over the run',
+    ]);
+    const run = dd('lb1_run_ns') / 1e6;
+    const waitMs = dd('lb1_wait_ns') / 1e6;
+    const pidName = (p: number): string => BALANCERS.find((b) => num(kv.get(`pid_${b}`)) === p) ?? String(p);
+    const topTxt = [...topCpu().entries()].map(([p, c]) => `${pidName(p)} ${fmt(c, 1)} %`).join(', ');
+    rows.push([
+      "**Is lb1 at 100 % CPU?** (lb1's main thread, the event loop)",
+      `ran ${fmt((100 * run) / (wall * 1000))} % of the time, **waited runnable for a CPU ${fmt((100 * waitMs) / (wall * 1000))} %**; \`top\` mid-run (PID: %CPU): ${topTxt || '—'}`,
+      '/proc/PID/schedstat of lb1 (run, run-queue wait); `top -b -n 2 -d 1 -p lb1,lb2,lb3`',
+    ]);
+    const usPerFlow = (1e6 * (lb1Pct / 100) * wall) / Math.max(1, created) ;
+    rows.push([
+      'lb1 CPU per new flow',
+      `${fmt(usPerFlow, 1)} µs of lb1 CPU per flow created (its ${fmt(rx / Math.max(1, created), 2)} packets read per flow, record, encapsulation or NAT write, replies included): ` +
+        `**≈ ${fmt(1e6 / usPerFlow)} new flows/s if lb1 had one core to itself** (a projection, not a measurement)`,
+      'lb1 CPU seconds / Δ flows.created',
     ]);
   } else {
     rows.push(['1. New flows/s created by lb1', 'not measured (see newflows.err)', code(nfCmd)]);
   }
 
   // ---------------------------------------------------------------- failover --
-  const base = json('baseline.json');
-  if (base?.perConn) {
-    const s = stallStats(base.perConn as Json[]);
-    rows.push([
-      `Baseline: ${base.conns} long-lived TCP connections, ${base.intervalMs} ms interval, ${base.durationS} s, nothing killed`,
-      `longest stall per connection: ${stallCell(s)}; ${base.survived}/${base.conns} survived, ${base.resets} resets`,
-      code(text('baseline.cmd')),
-    ]);
-  }
-  const fo = json('failover.json');
-  if (fo?.perConn) {
+  for (const name of ['traffic', 'stalls'] as const) {
+    const fo = json(`${name}.json`);
+    const cmd = text(`${name}.cmd`);
+    const killMs = num(kv.get(`${name}_kill_ms`));
+    if (!fo?.perConn) {
+      if (cmd) rows.push([`3. Failover (${name})`, `no result (see ${name}.out, ${name}.err)`, code(cmd)]);
+      continue;
+    }
     const conns = fo.perConn as Json[];
-    const all = stallStats(conns);
-    const flows = (json('failover-flows.json')?.flows ?? []) as Json[];
+    const flows = (json(`${name}-flows.json`)?.flows ?? []) as Json[];
     const primaryOf = new Map<number, string>();
     for (const f of flows) {
       const m = /^tcp [\d.]+:(\d+) -> /.exec(String(f.key));
       if (m) primaryOf.set(Number(m[1]), String(f.primary));
     }
-    const victim = conns.filter((c) => primaryOf.get(num(c.localPort)) === 'lb2');
-    const others = conns.filter((c) => primaryOf.has(num(c.localPort)) && primaryOf.get(num(c.localPort)) !== 'lb2');
-    const killMs = num(kv.get('failover_kill_ms'));
-    const killAt = killMs - num(fo.startedAtEpochMs);
-    const events = (json('failover-lb1-after.json')?.membership?.events ?? []) as Json[];
+    const isVictim = (c: Json): boolean => primaryOf.get(num(c.localPort)) === 'lb2';
+    const isOther = (c: Json): boolean => primaryOf.has(num(c.localPort)) && !isVictim(c);
+    const killAt = (killMs - num(fo.startedAtEpochMs)) / 1000;
+    const survived = `**${fo.survived}/${fo.conns} survived, ${fo.resets} resets**, ${fo.otherErrors} other ends, ${fo.connectFailures} connect failures`;
+    if (name === 'traffic') {
+      rows.push([
+        `**3. Failover stall** (scripts/traffic.ts): ${fo.conns} long-lived TCP connections, ${fo.intervalMs} ms interval, SIGKILL of lb2 at ${fmt(killAt, 1)} s of ${fo.durationS} s`,
+        `longest stall per connection (whole run, incl. set-up): ${stallCell(stallStats(conns))}; ${survived}`,
+        code(cmd) + ' ; `bash scripts/lab.sh kill lb2`',
+      ]);
+      rows.push([
+        '… by primary (traffic.ts)',
+        `primary lb2: ${stallCell(stallStats(conns.filter(isVictim)))}; others: ${stallCell(stallStats(conns.filter(isOther)))}`,
+        "primaries from lb1's `/api/v1/flows` before the kill",
+      ]);
+    } else {
+      // longest gap before the kill (load alone) and from the kill on (a gap spanning the kill counts as failover)
+      const win = (c: Json, after: boolean): number => {
+        let m = 0;
+        for (const [a, b] of (c.gaps ?? []) as Array<[number, number]>) if (after ? b > killMs : b <= killMs) m = Math.max(m, b - a);
+        return m;
+      };
+      const st = (cs: Json[], after: boolean): ReturnType<typeof stallStats> => stallStats(cs.map((c) => ({ maxStallMs: win(c, after) })));
+      rows.push([
+        `**3. Failover stall** (bench/cluster/stalls.ts, ${fo.warmupS} s warm-up not counted): ${fo.conns} connections, ${fo.intervalMs} ms interval, SIGKILL of lb2 ${fmt((killMs - num(fo.windowStartMs)) / 1000, 1)} s into the ${fmt((num(fo.windowEndMs) - num(fo.windowStartMs)) / 1000, 1)} s window`,
+        `longest stall per connection **from the kill on**: ${stallCell(st(conns, true))}; ${survived}`,
+        code(cmd) + ' ; `bash scripts/lab.sh kill lb2`',
+      ]);
+      rows.push([
+        '… by primary (stalls.ts, from the kill on)',
+        `primary lb2: ${stallCell(st(conns.filter(isVictim), true))}; others: ${stallCell(st(conns.filter(isOther), true))}`,
+        "primaries from lb1's `/api/v1/flows` before the kill; gaps > 3 intervals",
+      ]);
+      rows.push([
+        '… before the kill (the load alone, same connections)',
+        `${stallCell(st(conns, false))}`,
+        'gaps that ended before the kill (gaps ≤ 3 intervals count as 0)',
+      ]);
+    }
+    const events = (json(`${name}-lb1-after.json`)?.membership?.events ?? []) as Json[];
     const down = events.find((e) => e.type === 'peer_down' && e.id === 'lb2' && Date.parse(String(e.at)) >= killMs - 50);
-    const detect = down ? Date.parse(String(down.at)) - killMs : NaN;
+    const servingMs = kv.get(`${name}_restart_serving_ms`);
     rows.push([
-      `**3. Failover stall**: ${fo.conns} long-lived TCP connections, ${fo.intervalMs} ms interval, \`lab.sh kill lb2\` (SIGKILL) at ${fmt(killAt / 1000, 1)} s of ${fo.durationS} s`,
-      `longest stall per connection, all: ${stallCell(all)}; **${fo.survived}/${fo.conns} survived, ${fo.resets} resets**, ${fo.otherErrors} other errors, ${fo.connectFailures} connect failures`,
-      code(text('failover.cmd')) + ' ; `bash scripts/lab.sh kill lb2` ' + `${fmt((num(kv.get('failover_kill_ms')) - num(kv.get('failover_connected_ms'))) / 1000, 1)} s after all connected`,
-    ]);
-    rows.push([
-      '… connections whose primary was lb2 / the others',
-      `primary lb2: ${stallCell(stallStats(victim))}; others: ${stallCell(stallStats(others))}`,
-      "primaries from lb1's `/api/v1/flows` before the kill",
-    ]);
-    rows.push([
-      'Detection',
-      down ? `lb1 declared lb2 down ${fmt(detect)} ms after the kill ("${down.reason}")` : 'no peer_down event of lb2 found in lb1',
-      "lb1's `membership.events` (peer_down) vs the kill time",
-    ]);
-  }
-  const vipMs = kv.get('restart_vip_ms');
-  const servingMs = kv.get('restart_serving_ms');
-  if (vipMs !== undefined) {
-    rows.push([
-      'lb2 back',
-      servingMs !== undefined && servingMs >= 0 ? `serving again (every balancer sees it up and serving) ${fmt(servingMs / 1000, 1)} s after \`lab.sh start lb2\` (lab.sh returned after ${fmt(vipMs / 1000, 1)} s)` : 'NOT serving 60 s after lab.sh start lb2',
-      '`bash scripts/lab.sh start lb2`; then `membership.peers` of lb1..3',
+      `Detection and return (${name} run)`,
+      (down ? `lb1 declared lb2 down ${fmt(Date.parse(String(down.at)) - killMs)} ms after the kill ("${down.reason}")` : 'no peer_down event of lb2 in lb1') +
+        '; ' +
+        (servingMs !== undefined && servingMs >= 0
+          ? `lb2 serving again (every balancer sees it up and serving) ${fmt(servingMs / 1000, 1)} s after \`lab.sh start lb2\``
+          : 'lb2 NOT serving 60 s after `lab.sh start lb2`'),
+      "lb1's `membership.events` vs the kill time; `bash scripts/lab.sh start lb2`, then `membership.peers` of lb1..3",
     ]);
   }
 

@@ -3,13 +3,19 @@
 # namespace lab (scripts/lab.sh up: lb1 entry, lb2, lb3, replication on), measured end to end.
 #
 # Tests, in this order (the failover tests run first, while the flow tables are small):
-#   baseline  scripts/traffic.ts longlived, FO_CONNS TCP echo connections, one message every
-#             FO_INTERVAL ms, BASE_SECS s, nothing killed: the stalls the load alone causes.
-#   failover  the same for FO_SECS s; FO_KILL_AFTER s after all are connected, `lab.sh kill lb2`
-#             (SIGKILL). Per-connection longest stall p50/p90/p99/max (all connections, and those
-#             whose primary was lb2, from lb1's /api/v1/flows taken before the kill), survived,
-#             resets, when lb1 declared lb2 down. Then `lab.sh start lb2` and the time until lb1
-#             sees lb2 up and serving again (bulk sync done).
+#   failover  FO_CONNS long-lived TCP echo connections through the VIP, one message every
+#             FO_INTERVAL ms; FO_KILL_AFTER s into the run `lab.sh kill lb2` (SIGKILL); then
+#             `lab.sh start lb2` and the time until every balancer sees it up and serving (bulk
+#             sync done). Done twice:
+#               traffic   scripts/traffic.ts longlived (FO_SECS s): its per-connection longest
+#                         stall (p50/p90/p99/max), survived, resets. Its first gap counts from
+#                         each connection's set-up (waiting for all FO_CONNS to connect), so its
+#                         figures are a ceiling that includes start-up;
+#               stalls    bench/cluster/stalls.ts, the same traffic with stalls measured only
+#                         after a STALL_WARMUP s warm-up: longest stall per connection before
+#                         the kill (the load alone) and from the kill on (the failover).
+#             Both split by the connection's primary (lb1's /api/v1/flows before the kill), and
+#             when lb1 declared lb2 down (its membership events).
 #   newflows  bench/cluster/newflows.c (compiled to $OUT/bin) in tunlb-client: one UDP datagram
 #             per new 5-tuple to VIP:NF_PORT for NF_SECS s (source ports 1024..65535 from NF_NSRC
 #             secondary addresses added to the client's eth0 inside its namespace), unpaced
@@ -17,8 +23,11 @@
 #             and after (flows.created, rx packets, drops, replication counters), the kernel's
 #             drops into lb1's TUN queue, datagrams delivered at the servers (eth0 rx) and echoes
 #             back at the client (an nft counter in tunlb-client that also drops them, so the
-#             client sends no port unreachables), CPU of each balancer (/proc/PID/stat) and a
-#             `top` frame taken mid-run. UDP flows are replicated on their first packet.
+#             client sends no port unreachables), the CPU budget (each balancer, the servers, the
+#             generator, processes outside the lab, softirq, idle), lb1's main-thread run and
+#             run-queue wait time (/proc/PID/schedstat) and a `top` frame taken mid-run. Before
+#             it, up to QUIET_WAIT s for processes outside the lab to quiet down (shared machine).
+#             UDP flows are replicated on their first packet.
 # Then bench/cluster/report.ts prints one markdown table with the command behind each row.
 # Raw results stay in $BENCH_OUT (default /tmp/tunlb-bench-cluster).
 #
@@ -30,7 +39,9 @@
 #
 # Environment:
 #   NF_SECS=5 NF_RATE=0 (datagrams/s, 0 = as fast as possible) NF_NSRC=16 NF_PORT=5353
-#   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=4 (s) BASE_SECS=8 (0 = no baseline)
+#   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=5 (s into the run) STALL_WARMUP=2 (s)
+#   QUIET_PCT=30 QUIET_WAIT=20   wait (at most QUIET_WAIT s) until processes outside the lab use
+#                                less than QUIET_PCT % of a core before the newflows test
 #   BENCH_PROFILE=1   balancers under `node --cpu-prof` (TUNLB_CMD of lab.sh); only the newflows
 #                     test runs; prints the hottest functions of lb1 (and lb2, lb3)
 #   BENCH_OUT=/tmp/tunlb-bench-cluster BENCH_LOCK=/tmp/tunlb-lab-session.lock BENCH_LOCK_WAIT=900
@@ -55,8 +66,10 @@ NF_SRC_BASE=${LAB_CLIENT_FRONT4%.*}.100          # 10.99.1.100 .. +NF_NSRC-1 (fr
 FO_CONNS=${FO_CONNS:-300}
 FO_INTERVAL=${FO_INTERVAL:-20}
 FO_SECS=${FO_SECS:-14}
-FO_KILL_AFTER=${FO_KILL_AFTER:-4}
-BASE_SECS=${BASE_SECS:-8}
+FO_KILL_AFTER=${FO_KILL_AFTER:-5}
+STALL_WARMUP=${STALL_WARMUP:-2}
+QUIET_PCT=${QUIET_PCT:-30}
+QUIET_WAIT=${QUIET_WAIT:-20}
 PROFILE=${BENCH_PROFILE:-0}
 OUT=${BENCH_OUT:-/tmp/tunlb-bench-cluster}
 LOCK=${BENCH_LOCK:-/tmp/tunlb-lab-session.lock}
@@ -88,7 +101,43 @@ lbpid() { cat "$LAB_DIR/pids/$1.pid" 2>/dev/null || true; }
 # stats LB FILE: the balancer's admin snapshot (GET /api/v1/stats, what `tunlb stats --json` prints)
 stats() { ip netns exec "$(lbns "$1")" curl -s -m 3 "http://$ADMIN/api/v1/stats" >"$2" 2>/dev/null || echo '{}' >"$2"; }
 proc_ticks() { [[ -n ${1:-} && -r /proc/$1/stat ]] && awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" || echo 0; }
-host_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# Processes outside the lab (root network namespace, not kernel threads): "pid ticks" lines.
+ROOT_NS_PAT=$(readlink /proc/self/ns/net); ROOT_NS_PAT=${ROOT_NS_PAT//[/\\[}; ROOT_NS_PAT=${ROOT_NS_PAT//]/\\]}
+bg_snap() {
+  find /proc/[0-9]*/ns/net -maxdepth 0 -lname "$ROOT_NS_PAT" 2>/dev/null | sed 's|/ns/net$|/stat|' | xargs cat 2>/dev/null \
+    | awk '{ pid = $1; sub(/^.*\) /, ""); if ($2 != 2 && pid != 2) print pid, $12 + $13 }' || true
+}
+# cpu_snap FILE: "name value" lines: ticks of lb1..3, srv1..3 (whole processes), lbN main
+# thread run/wait ns (schedstat), the host's /proc/stat fields, epoch ms; FILE.bg: bg_snap.
+cpu_snap() {
+  local n p
+  {
+    for n in "${LAB_BALANCERS[@]}" "${LAB_SERVERS[@]}"; do
+      p=$(lbpid "$n"); echo "$n $(proc_ticks "$p")"
+      if [[ -n $p && -r /proc/$p/schedstat ]]; then awk -v n="$n" '{ print n "_run_ns", $1; print n "_wait_ns", $2 }' "/proc/$p/schedstat"; fi
+    done
+    awk '/^cpu / { print "host_user", $2 + $3; print "host_sys", $4; print "host_irq", $7; print "host_softirq", $8; print "host_idle", $5 + $6; print "host_steal", $9; print "host_total", $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
+    echo "t_ms $(ms)"
+  } >"$1"
+  bg_snap >"$1.bg"
+}
+# bg_pct SNAP0 SNAP1: % of one core used by processes outside the lab between two cpu_snaps
+bg_pct() {
+  local hz; hz=$(getconf CLK_TCK)
+  awk -v hz="$hz" -v t0="$(awk '$1 == "t_ms" { print $2 }' "$1")" -v t1="$(awk '$1 == "t_ms" { print $2 }' "$2")" \
+    'NR == FNR { a[$1] = $2; next } { t += $2 - ($1 in a ? a[$1] : 0) } END { printf "%.0f", 100 * t / hz / ((t1 - t0) / 1000) }' "$1.bg" "$2.bg"
+}
+# wait_quiet: up to QUIET_WAIT s until processes outside the lab use < QUIET_PCT % of a core (1 s samples)
+wait_quiet() {
+  local i b
+  for ((i = 0; i < QUIET_WAIT; i++)); do
+    cpu_snap "$OUT/.q0"; sleep 1; cpu_snap "$OUT/.q1"; b=$(bg_pct "$OUT/.q0" "$OUT/.q1")
+    if ((b < QUIET_PCT)); then ((i == 0)) || log "quiet after $i s (outside the lab: $b % of a core)"; kv quiet_wait_s "$i"; return 0; fi
+    ((i == 0)) && log "processes outside the lab use $b % of a core; waiting up to $QUIET_WAIT s for < $QUIET_PCT %"
+  done
+  kv quiet_wait_s "$QUIET_WAIT"
+  log "still busy outside the lab ($b % of a core); measuring anyway (see the CPU row)"
+}
 srv_rx() { local s=0 n; for n in "${LAB_SERVERS[@]}"; do s=$((s + $(ip netns exec "$LAB_NS_PREFIX$n" cat "/sys/class/net/$LAB_IF_SRV_BACK/statistics/rx_packets"))); done; echo "$s"; }
 tun_drops() { ip netns exec "$(lbns "$1")" cat "/sys/class/net/$LAB_TUN_DEV/statistics/tx_dropped" 2>/dev/null || echo 0; }
 # udp_snmp LB: the namespace's UDP InDatagrams InErrors RcvbufErrors (/proc/net/snmp)
@@ -111,44 +160,54 @@ wait_serving() {
   return 1
 }
 
-# longlived NAME KILL(0|1) SECS: scripts/traffic.ts in the client; with KILL, `lab.sh kill lb2`
-# FO_KILL_AFTER s after every connection is up.
-longlived() {
-  local name=$1 kill=$2 secs=$3 pid i t
-  local cmd=(node --import tsx scripts/traffic.ts longlived --conns "$FO_CONNS" --interval-ms "$FO_INTERVAL" --duration-s "$secs" --json)
-  echo "ip netns exec $CL ${cmd[*]}" >"$OUT/$name.cmd"
-  (cd "$REPO" && exec ip netns exec "$CL" timeout $((secs + 20)) "$NODE_BIN" "${cmd[@]:1}" </dev/null >"$OUT/$name.out" 2>"$OUT/$name.err") &
+# kill_victim NAME: lab.sh kill lb2, time recorded
+kill_victim() {
+  kv "${1}_kill_ms" "$(ms)"
+  bash "$LAB" kill "$VICTIM" >>"$OUT/lab.log" 2>&1 || log "lab.sh kill $VICTIM failed"
+  log "$1: killed $VICTIM (SIGKILL)"
+}
+# restart_victim NAME: lab.sh start lb2, then until every balancer sees it serving
+restart_victim() {
+  local t0; t0=$(ms)
+  bash "$LAB" start "$VICTIM" >>"$OUT/lab.log" 2>&1 || die "lab.sh start $VICTIM failed (see $OUT/lab.log)"
+  kv "${1}_restart_vip_ms" $(($(ms) - t0))
+  if wait_serving 60; then kv "${1}_restart_serving_ms" $(($(ms) - t0)); log "$1: $VICTIM serving again $(($(ms) - t0)) ms after lab.sh start"
+  else kv "${1}_restart_serving_ms" -1; log "$1: $VICTIM not serving 60 s after lab.sh start"; fi
+}
+lb1_flows() { ip netns exec "$(lbns "$LAB_ENTRY_BALANCER")" curl -s -m 3 "http://$ADMIN/api/v1/flows?limit=100000" >"$1" 2>/dev/null || true; }
+
+# failover NAME WAIT_PATTERN cmd...: run a long-lived client in tunlb-client; once its output
+# matches WAIT_PATTERN (connected / measuring), lb1's flows are saved and lb2 is killed
+# FO_KILL_AFTER s after the client started; then the client ends by itself, lb2 comes back.
+failover() {
+  local name=$1 pat=$2 pid i t0; shift 2
+  echo "ip netns exec $CL $*" >"$OUT/$name.cmd"
+  cpu_snap "$OUT/$name.cpu0"
+  t0=$(ms)
+  (cd "$REPO" && exec ip netns exec "$CL" timeout $((FO_SECS + 20)) "$@" </dev/null >"$OUT/$name.out" 2>"$OUT/$name.err") &
   pid=$!; PIDS+=("$pid")
-  for ((i = 0; i < 150; i++)); do grep -q ' connected' "$OUT/$name.out" 2>/dev/null && break; sleep 0.1; done
-  t=$(ms); kv "${name}_connected_ms" "$t"
-  log "$name: $(grep -m1 ' connected' "$OUT/$name.out" 2>/dev/null | sed 's/^ *//')"
-  sleep 1
-  ip netns exec "$(lbns "$LAB_ENTRY_BALANCER")" curl -s -m 3 "http://$ADMIN/api/v1/flows?limit=100000" >"$OUT/$name-flows.json" 2>/dev/null || true
-  if ((kill)); then
-    while (($(ms) < t + FO_KILL_AFTER * 1000)); do sleep 0.05; done
-    kv "${name}_kill_ms" "$(ms)"
-    bash "$LAB" kill "$VICTIM" >>"$OUT/lab.log" 2>&1 || log "lab.sh kill $VICTIM failed"
-    log "$name: killed $VICTIM (SIGKILL)"
-  fi
+  for ((i = 0; i < 150; i++)); do grep -q "$pat" "$OUT/$name.out" 2>/dev/null && break; sleep 0.1; done
+  log "$name: $(grep -m1 'connected' "$OUT/$name.out" 2>/dev/null | sed 's/^ *//')"
+  lb1_flows "$OUT/$name-flows.json"
+  while (($(ms) < t0 + FO_KILL_AFTER * 1000)); do sleep 0.05; done
+  kill_victim "$name"
   wait "$pid" || true
+  cpu_snap "$OUT/$name.cpu1"
   tail -n 1 "$OUT/$name.out" >"$OUT/$name.json"
-  jq -e .survived "$OUT/$name.json" >/dev/null 2>&1 || log "$name: no JSON summary from traffic.ts (see $OUT/$name.out, .err)"
+  jq -e .survived "$OUT/$name.json" >/dev/null 2>&1 || log "$name: no JSON summary (see $OUT/$name.out, .err)"
+  stats "$LAB_ENTRY_BALANCER" "$OUT/$name-lb1-after.json"
+  restart_victim "$name"
 }
 
 failover_tests() {
-  local t0
-  if ((BASE_SECS > 0)); then longlived baseline 0 "$BASE_SECS"; fi
-  longlived failover 1 "$FO_SECS"
-  stats "$LAB_ENTRY_BALANCER" "$OUT/failover-lb1-after.json"
-  t0=$(ms)
-  bash "$LAB" start "$VICTIM" >>"$OUT/lab.log" 2>&1 || die "lab.sh start $VICTIM failed (see $OUT/lab.log)"
-  kv restart_vip_ms $(($(ms) - t0))
-  if wait_serving 60; then kv restart_serving_ms $(($(ms) - t0)); log "$VICTIM serving again $(($(ms) - t0)) ms after lab.sh start"
-  else kv restart_serving_ms -1; log "$VICTIM not serving 60 s after lab.sh start"; fi
+  failover traffic ' connected' "$NODE_BIN" --import tsx scripts/traffic.ts longlived \
+    --conns "$FO_CONNS" --interval-ms "$FO_INTERVAL" --duration-s "$FO_SECS" --json
+  failover stalls '^measuring' "$NODE_BIN" --import tsx bench/cluster/stalls.ts \
+    --conns "$FO_CONNS" --interval-ms "$FO_INTERVAL" --warmup-s "$STALL_WARMUP" --duration-s "$FO_SECS"
 }
 
 newflows_test() {
-  local b i mid t0 t1 ticks0=() ticks1=() h0 h1
+  local b i mid
   local cmd=("$BIN/newflows" "$VIP" "$NF_PORT" "$NF_SECS" "$NF_RATE" "$NF_SRC_BASE" "$NF_NSRC")
   echo "ip netns exec $CL ${cmd[*]}" >"$OUT/newflows.cmd"
   # the client's extra source addresses; the router learns them (one ping each) before the run
@@ -163,11 +222,10 @@ table ip tunlb_bench {
   }
 }
 NFT
-  sleep 1
+  wait_quiet
   for b in "${LAB_BALANCERS[@]}"; do stats "$b" "$OUT/nf-before-$b.json"; udp_snmp "$b" >"$OUT/nf-before-$b.snmp"; done
   kv nf_srv_rx0 "$(srv_rx)"; kv nf_tundrop0 "$(tun_drops "$LAB_ENTRY_BALANCER")"; kv nf_echo0 "$(client_echoes)"
-  for b in "${LAB_BALANCERS[@]}"; do ticks0+=("$(proc_ticks "$(lbpid "$b")")"); done
-  read -r h0 t0 < <(host_busy)
+  cpu_snap "$OUT/nf.cpu0"
   (exec ip netns exec "$CL" timeout $((NF_SECS + 10)) "${cmd[@]}" >"$OUT/newflows.json" 2>"$OUT/newflows.err") &
   local gpid=$!; PIDS+=("$gpid")
   kv nf_start_ms "$(ms)"
@@ -180,19 +238,17 @@ NFT
   ) &
   local spid=$!; PIDS+=("$spid")
   mid=$(( (NF_SECS * 1000) / 2 - 1000 )); ((mid > 0)) && sleep "$((mid / 1000)).$(printf '%03d' $((mid % 1000)))"
+  for b in "${LAB_BALANCERS[@]}"; do kv "pid_$b" "$(lbpid "$b")"; done
   local plist; plist=$(for b in "${LAB_BALANCERS[@]}"; do lbpid "$b"; done | paste -sd,)
   top -b -n 2 -d 1 -p "$plist" >"$OUT/nf-top.txt" 2>&1 || true
   wait "$gpid" || true
   kv nf_end_ms "$(ms)"
-  for b in "${LAB_BALANCERS[@]}"; do ticks1+=("$(proc_ticks "$(lbpid "$b")")"); done
-  read -r h1 t1 < <(host_busy)
+  cpu_snap "$OUT/nf.cpu1"
   wait "$spid" 2>/dev/null || true
   sleep 1.5   # replication flush and peers' apply; late echoes
   for b in "${LAB_BALANCERS[@]}"; do stats "$b" "$OUT/nf-after-$b.json"; udp_snmp "$b" >"$OUT/nf-after-$b.snmp"; done
   kv nf_srv_rx1 "$(srv_rx)"; kv nf_tundrop1 "$(tun_drops "$LAB_ENTRY_BALANCER")"; kv nf_echo1 "$(client_echoes)"
-  local hz; hz=$(getconf CLK_TCK)
-  for i in "${!LAB_BALANCERS[@]}"; do kv "nf_ticks_${LAB_BALANCERS[$i]}" $((ticks1[i] - ticks0[i])); done
-  kv nf_hz "$hz"; kv nf_host_busy $((h1 - h0)); kv nf_host_total $((t1 - t0)); kv nf_ncpu "$(nproc)"
+  kv nf_bg_pct "$(bg_pct "$OUT/nf.cpu0" "$OUT/nf.cpu1")"
   log "newflows: $(cat "$OUT/newflows.json" 2>/dev/null)"
 }
 
@@ -209,9 +265,10 @@ session() {
     bash "$LAB" up >"$OUT/lab.log" 2>&1 || { tail -30 "$OUT/lab.log" >&2; die "lab.sh up failed"; }
   fi
   cp "$LAB_DIR/lab.yaml" "$OUT/lab.yaml"
+  kv hz "$(getconf CLK_TCK)"; kv ncpu "$(nproc)"
   ADMIN=$(awk '/^admin:/ { a = 1 } a && /listen:/ { print $2; exit }' "$OUT/lab.yaml"); ADMIN=${ADMIN:-127.0.0.1:9180}
-  kv probe_interval_ms "$(awk '/probe:/ { p = 1 } p && /interval_ms:/ { print $2; exit }' "$OUT/lab.yaml")"
-  kv probe_misses "$(awk '/probe:/ { p = 1 } p && /misses:/ { print $2; exit }' "$OUT/lab.yaml")"
+  kv probe_interval_ms "$(awk '/^ *probe:/ { p = 1 } p && /^ *interval_ms:/ { print $2; exit }' "$OUT/lab.yaml")"
+  kv probe_misses "$(awk '/^ *probe:/ { p = 1 } p && /^ *misses:/ { print $2; exit }' "$OUT/lab.yaml")"
   wait_serving 30 || die "the cluster is not serving 30 s after lab.sh up (see $OUT/lab.log, $LAB_DIR/logs/)"
   log "lab up and serving in $((SECONDS - t0)) s"
   if [[ $PROFILE != 1 ]]; then failover_tests; fi
