@@ -14,9 +14,14 @@
 #   TCP      iperf3 -c VIP -t BENCH_SECS with 1 and with 4 streams (receiver's figure);
 #   latency  BENCH_RR sequential 64-byte UDP and TCP request/responses to VIP:9100 (rr.c, one
 #            flow each, after 100 warm-up ones), p50/p99 in µs; echo by rr.c on the servers;
-#   CPU      the middlebox process's CPU (utime+stime from /proc/PID/stat, % of one core) and
-#            the host's busy and softirq time (/proc/stat, % of one core, summed over cores),
-#            over each UDP and TCP test.
+#   CPU      the middlebox process's CPU (utime+stime from /proc/PID/stat, % of one core), the
+#            busy time (incl. softirq) of the middlebox's and the generators' cores (pinned, see
+#            BENCH_PIN), the host's busy and softirq time (% of one core, summed over cores), and
+#            the background: CPU of processes outside the lab (others' builds and tests).
+# Each middlebox first gets the same unmeasured warm-up (1 s of UDP, 500 UDP and TCP round
+# trips). The machine is shared: before each middlebox the script waits (≤ 30 s) for the
+# background to fall under BENCH_QUIET=20 % of a core, repeats a test once when the background
+# exceeded it during the test, and the report flags what stayed noisy.
 # Every middlebox sends the VIP to srv1: iperf3's control and data connections must reach the
 # same server, and tunlb and nftables choose a backend per connection (details:
 # bench/dataplane/lab-config.ts). srv2 and srv3 stay configured (tunlb: weight 0; HAProxy:
@@ -26,7 +31,7 @@
 # targets). Raw results stay in $BENCH_OUT (default /tmp/tunlb-bench-dataplane).
 #
 # The lab is shared: everything from `lab.sh down` (a clean start) to the final `lab.sh down`
-# runs under `flock /tmp/tunlb-lab-session.lock` (one hold, ~2 minutes); building and compiling
+# runs under `flock /tmp/tunlb-lab-session.lock` (one hold, 2-3 minutes); building and compiling
 # happen before it. All traffic stays between lab namespaces; every generator is bounded by
 # timeout(1); the processes this script starts are stopped by PID; the lab is removed on exit.
 #
@@ -77,10 +82,11 @@ CL=$LAB_NS_PREFIX$LAB_CLIENT
 VIP=$LAB_VIP4
 SRV1=${LAB_BACK4[srv1]}
 LAB="$REPO/scripts/lab.sh"
-# Placement (BENCH_PIN=1, with 2+ cores): the traffic generators (blast, iperf3 -c, rr) on the
-# first core, the middlebox process (all its threads) on the last, so that the two never share
-# a core by chance (which halves either) and "the middlebox's core" can be read in /proc/stat.
-# Softirq work goes where the kernel puts it; servers and other processes are not pinned.
+# Placement (BENCH_PIN=1, with 2+ cores): the traffic generators (blast, iperf3 -c, rr) and the
+# servers (iperf3 -s, rr serve) on the first core, the middlebox process (all its threads) on the
+# last, so that they never share a core by chance (which halves either) and "the middlebox's
+# core" can be read in /proc/stat. Softirq work goes where the kernel puts it (for nftables:
+# mostly the generator's core); other processes on the machine are not pinned.
 NCPU=$(nproc)
 PIN=0; GEN_CPU=0; MB_CPU=0; PIN_GEN=()
 if [[ ${BENCH_PIN:-1} == 1 ]] && ((NCPU >= 2)); then PIN=1; MB_CPU=$((NCPU - 1)); PIN_GEN=(taskset -c "$GEN_CPU"); fi
@@ -220,6 +226,12 @@ measure() { # measure MB [PID of the middlebox process]
     kv "$mb" pid "$MB_PID"
     if ((PIN)); then taskset -a -p -c "$MB_CPU" "$MB_PID" >/dev/null || log "$mb: taskset failed"; fi
   fi
+  # Warm-up, not measured (the same for all): JIT, ARP, caches.
+  if [[ $mb != haproxy ]]; then
+    ip netns exec "$CL" "${PIN_GEN[@]}" timeout 10 "$BIN/blast" "$VIP" "$UDP_PORT" 1 "$FLOWS" >/dev/null 2>&1 || true
+    ip netns exec "$CL" "${PIN_GEN[@]}" timeout 10 "$BIN/rr" udp "$VIP" "$RR_PORT" 500 0 >/dev/null 2>&1 || true
+  fi
+  ip netns exec "$CL" "${PIN_GEN[@]}" timeout 10 "$BIN/rr" tcp "$VIP" "$RR_PORT" 500 0 >/dev/null 2>&1 || true
   wait_quiet
   for p in udp tcp; do
     [[ $mb == haproxy && $p == udp ]] && continue
@@ -265,7 +277,11 @@ session() {
 
   # --- kernel nftables DNAT (also brings the topology and the servers up) ---
   bash "$LAB" up --lb kernel >"$OUT/lab-up-kernel.log" 2>&1 || { cat "$OUT/lab-up-kernel.log" >&2; die "lab.sh up --lb kernel failed"; }
-  for n in "${LAB_SERVERS[@]}"; do start_bg "rr-$n" "$LAB_NS_PREFIX$n" "$BIN/rr" serve "$RR_PORT"; done
+  for n in "${LAB_SERVERS[@]}"; do
+    start_bg "rr-$n" "$LAB_NS_PREFIX$n" "${PIN_GEN[@]}" "$BIN/rr" serve "$RR_PORT"
+    # the lab's iperf3 servers join the generators' core (the middlebox keeps its core to itself)
+    if ((PIN)) && [[ -s $LAB_DIR/pids/iperf3-$n.pid ]]; then taskset -a -p -c "$GEN_CPU" "$(<"$LAB_DIR/pids/iperf3-$n.pid")" >/dev/null || true; fi
+  done
   if want kernel; then
     # The lab's table, narrowed to srv1 (same hook, priority and rule shapes as lab_kernel_nat).
     ip netns exec "$LB" nft -f - <<NFT
