@@ -142,7 +142,7 @@ export function httpCheck(address: string, port: number, path: string, expectSta
 // ICMP echo
 
 /** The subset of raw-socket's Socket used here (the package ships no types). */
-interface RawSocket {
+export interface RawSocket {
   on(ev: 'message', fn: (buf: Buffer, source: string) => void): void;
   on(ev: 'error', fn: (e: Error) => void): void;
   on(ev: 'close', fn: () => void): void;
@@ -151,10 +151,32 @@ interface RawSocket {
 }
 interface RawModule {
   createSocket(o: { protocol: number; addressFamily?: number; bufferSize?: number }): RawSocket;
-  createChecksum(...bufs: Buffer[]): number;
-  writeChecksum(buf: Buffer, off: number, sum: number): Buffer;
   Protocol: Record<string, number>;
   AddressFamily: Record<string, number>;
+}
+
+/** A raw ICMP (family 4) or ICMPv6 (family 6) socket from the raw-socket package. */
+export function openRawIcmpSocket(family: 4 | 6): RawSocket {
+  const r = raw();
+  return family === 4
+    ? r.createSocket({ protocol: r.Protocol['ICMP']!, bufferSize: 2048 })
+    : r.createSocket({ protocol: r.Protocol['ICMPv6']!, addressFamily: r.AddressFamily['IPv6']!, bufferSize: 2048 });
+}
+
+/** RFC 1071 Internet checksum of buf (one's complement of the one's-complement sum). */
+export function inetChecksum(buf: Uint8Array): number {
+  let sum = 0;
+  for (let i = 0; i + 1 < buf.length; i += 2) sum += (buf[i]! << 8) | buf[i + 1]!;
+  if (buf.length & 1) sum += buf[buf.length - 1]! << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+export interface IcmpPingerOptions {
+  /** ICMP identifier of this pinger's echoes (default random 1..65535). */
+  identifier?: number;
+  /** Socket factory (default openRawIcmpSocket; tests inject fakes). */
+  createSocket?: (family: 4 | 6) => RawSocket;
 }
 
 let rawModule: RawModule | null = null;
@@ -224,8 +246,11 @@ export class IcmpPinger {
   readonly #pending = new Map<number, PendingEcho>();
   #closed = false;
 
-  constructor(identifier: number = randomInt(1, 0x10000)) {
-    this.identifier = identifier & 0xffff;
+  readonly #createSocket: (family: 4 | 6) => RawSocket;
+
+  constructor(opts: IcmpPingerOptions = {}) {
+    this.identifier = (opts.identifier ?? randomInt(1, 0x10000)) & 0xffff;
+    this.#createSocket = opts.createSocket ?? openRawIcmpSocket;
   }
 
   /** True after close(). */
@@ -271,7 +296,7 @@ export class IcmpPinger {
       pkt.writeUInt16BE(this.identifier, 4);
       pkt.writeUInt16BE(seq, 6);
       token.copy(pkt, 8);
-      if (family === 4) raw().writeChecksum(pkt, 2, raw().createChecksum(pkt));
+      if (family === 4) pkt.writeUInt16BE(inetChecksum(pkt), 2);
       const p: PendingEcho = {
         family,
         addrKey: key,
@@ -298,11 +323,7 @@ export class IcmpPinger {
     const i = family === 4 ? 0 : 1;
     const existing = this.#sockets[i];
     if (existing) return existing;
-    const r = raw();
-    const s =
-      family === 4
-        ? r.createSocket({ protocol: r.Protocol['ICMP']!, bufferSize: 2048 })
-        : r.createSocket({ protocol: r.Protocol['ICMPv6']!, addressFamily: r.AddressFamily['IPv6']!, bufferSize: 2048 });
+    const s = this.#createSocket(family);
     s.on('message', (buf, source) => this.#onMessage(family, buf, source));
     // raw-socket closes the socket itself after an 'error' from the addon; recv errors are
     // emitted without closing. Either way: fail this family's echoes and start afresh.

@@ -83,6 +83,8 @@ export const CANDIDATE_PERIODS = 3.5;
 export const MAX_REASON_BYTES = 96;
 /** Check intervals are shortened by up to this fraction at random (never lengthened). */
 export const JITTER = 0.1;
+/** A check runner that has not settled this long after its timeout counts as failed. */
+export const WATCHDOG_GRACE_MS = 1000;
 /** Most balancers (drain stamps carry the index in 5 bits). */
 const MAX_BALANCERS = 32;
 
@@ -203,6 +205,8 @@ interface Entry {
   /** Owner in our view (-1: none / no check). */
   owner: number;
   timer: unknown;
+  /** Watchdog of the check in flight (null: none). */
+  watchdog: unknown;
   /** Incremented to orphan an in-flight check (ownership lost, stop, reconfigure). */
   token: number;
   /** Health info exists (own result or a peer's report). */
@@ -621,6 +625,7 @@ export class HealthMonitor {
       sm,
       owner: -1,
       timer: null,
+      watchdog: null,
       token: prev ? prev.token + 1 : 0,
       known: prev ? prev.known && health !== null : false,
       decidedBy: prev && health !== null ? prev.decidedBy : -1,
@@ -736,7 +741,9 @@ export class HealthMonitor {
   #cancel(e: Entry): void {
     e.token++;
     if (e.timer !== null) this.#timers.clearTimeout(e.timer);
+    if (e.watchdog !== null) this.#timers.clearTimeout(e.watchdog);
     e.timer = null;
+    e.watchdog = null;
   }
 
   #check(e: Entry): void {
@@ -746,16 +753,27 @@ export class HealthMonitor {
     const interval = e.health.intervalMs;
     const started = this.#now();
     this.stats.checksRun++;
+    // Checks honour their timeout themselves; the watchdog only guards against a runner that
+    // never settles (the backend would never be checked again).
+    let settled = false;
+    const settle = (r: CheckResult): void => {
+      if (settled) return;
+      settled = true;
+      if (token === e.token && e.watchdog !== null) {
+        this.#timers.clearTimeout(e.watchdog);
+        e.watchdog = null;
+      }
+      this.#onResult(e, token, started, interval, r);
+    };
+    const watchdogMs = target.timeoutMs + WATCHDOG_GRACE_MS;
+    e.watchdog = this.#timers.setTimeout(() => settle({ ok: false, rttMs: watchdogMs, reason: `check did not finish within ${watchdogMs} ms` }), watchdogMs);
     let p: Promise<CheckResult>;
     try {
       p = this.#runCheck(target);
     } catch (err) {
       p = Promise.resolve({ ok: false, rttMs: 0, reason: `check error: ${(err as Error).message}` });
     }
-    p.then(
-      (r) => this.#onResult(e, token, started, interval, r),
-      (err: unknown) => this.#onResult(e, token, started, interval, { ok: false, rttMs: 0, reason: `check error: ${(err as Error)?.message ?? String(err)}` }),
-    );
+    p.then(settle, (err: unknown) => settle({ ok: false, rttMs: 0, reason: `check error: ${(err as Error)?.message ?? String(err)}` }));
   }
 
   #onResult(e: Entry, token: number, started: number, interval: number, r: CheckResult): void {
