@@ -141,3 +141,32 @@ NFT
 lab_kernel_nat_remove() {
   lab_run "$1" nft delete table inet tunlb_lab 2>/dev/null || true
 }
+
+# ---- servers: the return path (NAT: through the entry balancer; DSR: straight to the router) ----
+
+# lab_server_dsr NS DEV GW4 GW6 : DSR backend. The VIPs on lo (packets to them arrive unchanged at
+# this node's MAC), not announced on DEV: arp_ignore=1 (answer ARP only for addresses of the
+# receiving interface) and arp_announce=2 (ARP with the best local address of DEV, never the
+# VIP). IPv6 needs nothing: Linux answers neighbour solicitations only for addresses of the
+# receiving interface (ndisc_recv_ns, ipv6_get_ifaddr strict), so fd99::10 on lo stays silent on
+# DEV. Replies leave from the VIP via GW (the router), bypassing the balancers.
+lab_server_dsr() {
+  local ns=$1 dev=$2
+  lab_run "$ns" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+    "net.ipv4.conf.$dev.arp_ignore=1" "net.ipv4.conf.$dev.arp_announce=2"
+  lab_ip "$ns" addr replace "$LAB_VIP4/32" dev lo
+  lab_ip "$ns" -6 addr replace "$LAB_VIP6/128" dev lo nodad
+  lab_ip "$ns" route replace default via "$3"
+  lab_ip "$ns" -6 route replace default via "$4"
+}
+
+# lab_server_undo_dsr NS DEV : back from DSR (a NAT `up` over a DSR lab): VIPs off lo, ARP
+# defaults. Does nothing on a node that never was a DSR backend.
+lab_server_undo_dsr() {
+  local ns=$1 dev=$2
+  lab_ip "$ns" addr show dev lo | grep -q " $LAB_VIP4/32 " || return 0
+  lab_ip "$ns" addr del "$LAB_VIP4/32" dev lo 2>/dev/null || true
+  lab_ip "$ns" -6 addr del "$LAB_VIP6/128" dev lo 2>/dev/null || true
+  lab_run "$ns" sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.all.arp_announce=0 \
+    "net.ipv4.conf.$dev.arp_ignore=0" "net.ipv4.conf.$dev.arp_announce=0"
+}

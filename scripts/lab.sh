@@ -29,8 +29,13 @@
 #   | tunlb-srv1   | | tunlb-srv2   | | tunlb-srv3   |   servers: lab-server.ts (HTTP :80, UDP echo
 #   | eth0   .21   | | eth0   .22   | | eth0   .23   |   :5353, TCP echo :7), iperf3 -s (:5201);
 #   +--------------+ +--------------+ +--------------+   default route via lb1 back0 (.11)
+#                                                          (--method dsr: VIPs on lo, arp_ignore=1,
+#                                                          arp_announce=2, default via router .1)
 #
-# Usage: scripts/lab.sh up [--lb tunlb|kernel] [--balancers 1|3]   build (or converge) and start
+# Usage: scripts/lab.sh up [--lb tunlb|kernel] [--balancers 1|3] [--method nat|dsr]
+#                                                                   build (or converge) and start;
+#                                                                   dsr: config/lab-dsr.yaml, servers
+#                                                                   answer clients via the router
 #        scripts/lab.sh down                                        stop everything, delete namespaces
 #        scripts/lab.sh status                                      namespaces, PIDs, does the VIP answer
 #        scripts/lab.sh kill lbN | start lbN                        kill -9 / (re)start one balancer
@@ -58,6 +63,8 @@ LABDIR=$LAB_DIR
 TUNLB_CMD_OVERRIDDEN=${TUNLB_CMD:+1}
 TUNLB_CMD=${TUNLB_CMD:-"$NODE_BIN $REPO/bin/tunlb run --config $LABDIR/lab.yaml --id {id}"}
 LAB_CONFIG_SRC=${TUNLB_LAB_CONFIG:-$REPO/config/lab.yaml}
+LAB_CONFIG_SRC_DSR=${TUNLB_LAB_CONFIG:-$REPO/config/lab-dsr.yaml}
+METHOD=nat
 VIP_TIMEOUT=${LAB_VIP_TIMEOUT:-20}
 TUN_TIMEOUT=${LAB_TUN_TIMEOUT:-15}
 SERVER_TIMEOUT=20
@@ -161,10 +168,15 @@ build_topology() {
     ip -n "$s" -6 route replace default via "$LAB_ROUTER_LBNET6"
     ip -n "$s" route replace 224.0.0.0/4 dev "$LAB_IF_LB_LBNET"   # peer multicast stays on lbnet
   done
-  # servers (NAT mode: replies go back through the entry balancer)
+  # servers (NAT mode: replies go back through the entry balancer; DSR: straight to the router)
   for n in "${LAB_SERVERS[@]}"; do
     s=$(ns "$n")
     lab_addr "$s" "$LAB_IF_SRV_BACK" "${LAB_BACK4[$n]}" "${LAB_BACK6[$n]}"
+    if [[ $METHOD == dsr ]]; then
+      lab_server_dsr "$s" "$LAB_IF_SRV_BACK" "$LAB_ROUTER_BACK4" "$LAB_ROUTER_BACK6"
+      continue
+    fi
+    lab_server_undo_dsr "$s" "$LAB_IF_SRV_BACK"
     ip -n "$s" route replace default via "${LAB_BACK4[$LAB_ENTRY_BALANCER]}"
     ip -n "$s" -6 route replace default via "${LAB_BACK6[$LAB_ENTRY_BALANCER]}"
   done
@@ -243,8 +255,8 @@ wait_vip() {
 running_balancers() { local b; for b in "${LAB_BALANCERS[@]}"; do [[ -e $(pidfile "$b") ]] && echo "$b"; done; return 0; }
 
 read_state() {
-  MODE_NOW="" BAL_NOW=""
-  # shellcheck disable=SC1091  # written by cmd_up: MODE_NOW=..., BAL_NOW=...
+  MODE_NOW="" BAL_NOW="" METHOD_NOW=""
+  # shellcheck disable=SC1091  # written by cmd_up: MODE_NOW=..., BAL_NOW=..., METHOD_NOW=...
   if [[ -f $LABDIR/state ]]; then source "$LABDIR/state"; fi
 }
 
@@ -277,10 +289,15 @@ cmd_up() {
       --lb=*) MODE=${1#--lb=}; shift ;;
       --balancers) BAL=${2:-}; shift 2 || true ;;
       --balancers=*) BAL=${1#--balancers=}; shift ;;
+      --method) METHOD=${2:-}; shift 2 || true ;;
+      --method=*) METHOD=${1#--method=}; shift ;;
       *) usage ;;
     esac
   done
   [[ $MODE == tunlb || $MODE == kernel ]] || lab_die "--lb must be tunlb or kernel"
+  [[ $METHOD == nat || $METHOD == dsr ]] || lab_die "--method must be nat or dsr"
+  [[ $METHOD == nat || $MODE == tunlb ]] || lab_die "--method dsr needs --lb tunlb (the kernel peer is NAT only)"
+  [[ $METHOD == nat ]] || LAB_CONFIG_SRC=$LAB_CONFIG_SRC_DSR
   [[ $BAL == 1 || $BAL == 3 ]] || lab_die "--balancers must be 1 or 3"
   local t0; t0=$(now)
   lock
@@ -318,10 +335,10 @@ cmd_up() {
     for b in "${LAB_BALANCERS[@]:$BAL}"; do stop "$b" TERM; done
     for b in "${want[@]}"; do start_balancer "$b"; done
   fi
-  printf 'MODE_NOW=%s\nBAL_NOW=%s\n' "$MODE" "$BAL" >"$LABDIR/state"
+  printf 'MODE_NOW=%s\nBAL_NOW=%s\nMETHOD_NOW=%s\n' "$MODE" "$BAL" "$METHOD" >"$LABDIR/state"
   wait_vip
   UP_FAILING=0
-  lab_log "up ($MODE, $BAL balancer(s)) in $(elapsed "$t0") s; VIP $LAB_VIP4 / $LAB_VIP6 answers; state in $LABDIR"
+  lab_log "up ($MODE, $BAL balancer(s), $METHOD) in $(elapsed "$t0") s; VIP $LAB_VIP4 / $LAB_VIP6 answers; state in $LABDIR"
 }
 
 cmd_down() {
@@ -335,7 +352,7 @@ cmd_status() {
   local n s name pid any=0 rc=0 v4 v6
   read_state
   echo "lab dir: $LABDIR  (pids/, logs/, cluster.key, lab.yaml, state)"
-  echo "mode:    ${MODE_NOW:-none} ${BAL_NOW:+($BAL_NOW balancer(s))}"
+  echo "mode:    ${MODE_NOW:-none} ${BAL_NOW:+($BAL_NOW balancer(s))} ${METHOD_NOW:+method $METHOD_NOW}"
   printf 'namespaces:'
   for n in $(all_nodes); do
     s=$(ns "$n")
