@@ -1,12 +1,13 @@
 // bench/cluster/newflows.c: one UDP datagram per NEW 5-tuple, as fast as possible (or paced),
 // for the cluster benchmark (bench/cluster/run.sh). A measuring tool, not part of tunlb.
 //
-//   newflows DST PORT SECS RATE SRC_BASE NSRC [PAYLOAD_BYTES]
+//   newflows DST PORT SECS RATE SRC_BASE NSRC [FIRST [PAYLOAD_BYTES]]
 //
 // Sends IPv4/UDP datagrams to DST:PORT from SRC_BASE+0 .. SRC_BASE+NSRC-1 (consecutive IPv4
 // addresses; the caller adds them to the sending interface so that replies route back), source
-// ports 1024..65535: datagram n uses port 1024 + n % 64512 and address n / 64512 % NSRC, so
-// every datagram opens a new flow until 64512 * NSRC datagrams were sent (then tuples repeat;
+// ports 1024..65535: datagram n uses port 1024 + k % 64512 and address k / 64512 % NSRC with
+// k = FIRST + n (FIRST default 0: consecutive runs pass the previous runs' total to stay new),
+// so every datagram opens a new flow until 64512 * NSRC tuples were used (then tuples repeat;
 // the summary says how many were unique). RATE = datagrams per second (0 = unpaced: as fast as
 // the socket takes them). Runs SECS seconds (hard bound), then prints one JSON line:
 //   {"sent":N,"unique":U,"secs":S,"pps":P,"errors":E,"rate":RATE,"nsrc":NSRC,"cpuS":C}
@@ -53,7 +54,7 @@ static uint16_t fold(uint32_t s) {
 
 int main(int argc, char **argv) {
   if (argc < 7) {
-    fprintf(stderr, "usage: newflows DST PORT SECS RATE SRC_BASE NSRC [PAYLOAD_BYTES]\n");
+    fprintf(stderr, "usage: newflows DST PORT SECS RATE SRC_BASE NSRC [FIRST [PAYLOAD_BYTES]]\n");
     return 2;
   }
   struct in_addr dst, base;
@@ -65,7 +66,8 @@ int main(int argc, char **argv) {
   double secs = atof(argv[3]);
   double rate = atof(argv[4]);
   int nsrc = atoi(argv[6]);
-  int pay = argc > 7 ? atoi(argv[7]) : 32;
+  unsigned long long first = argc > 7 ? strtoull(argv[7], NULL, 10) : 0;
+  int pay = argc > 8 ? atoi(argv[8]) : 32;
   if (dport < 1 || dport > 65535 || secs <= 0 || secs > 600 || rate < 0 || nsrc < 1 || nsrc > 4096 || pay < 0 || pay > MAXPAY) {
     fprintf(stderr, "newflows: bad arguments\n");
     return 2;
@@ -125,7 +127,7 @@ int main(int argc, char **argv) {
       }
     }
     for (int i = 0; i < BATCH; i++) {
-      unsigned long long k = n + i;
+      unsigned long long k = first + n + i;
       uint32_t src = b0 + (uint32_t)((k / NPORTS) % (unsigned)nsrc);
       uint16_t sport = PORT_LO + k % NPORTS;
       uint8_t *p = pkt[i];
@@ -151,7 +153,8 @@ int main(int argc, char **argv) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  unsigned long long left = first < space ? space - first : 0;
   printf("{\"sent\":%llu,\"unique\":%llu,\"secs\":%.3f,\"pps\":%.0f,\"errors\":%llu,\"rate\":%.0f,\"nsrc\":%d,\"cpuS\":%.3f}\n",
-         sent, sent < space ? sent : space, el, sent / el, errors, rate, nsrc, cpu);
+         sent, sent < left ? sent : left, el, sent / el, errors, rate, nsrc, cpu);
   return 0;
 }

@@ -247,6 +247,34 @@ function main(): void {
         `**≈ ${fmt(1e6 / usPerFlow)} new flows/s if lb1 had one core to itself** (a projection, not a measurement)`,
       'lb1 CPU seconds / Δ flows.created',
     ]);
+    // paced sweep
+    const steps: string[] = [];
+    let best = 0;
+    for (let i = 0; existsSync(file(`sw${i}.json`)); i++) {
+      const g = json(`sw${i}.json`);
+      const b0 = json(`sw${i}-before.json`);
+      const b1 = json(`sw${i}-after.json`);
+      if (!g || !b0 || !b1) continue;
+      const sec = num(g.secs) || 1;
+      const cr = (num(b1.flows?.created) - num(b0.flows?.created)) / sec;
+      const share = cr / Math.max(1, num(g.pps));
+      const td = num(kv.get(`sw${i}_tundrop1`)) - num(kv.get(`sw${i}_tundrop0`));
+      const s0 = snap(`sw${i}.cpu0`);
+      const s1 = snap(`sw${i}.cpu1`);
+      const w = (num(s1.get('t_ms')) - num(s0.get('t_ms'))) / 1000 || sec;
+      const lbCpu = (100 * (num(s1.get('lb1')) - num(s0.get('lb1')))) / hz / w;
+      const lbWait = (100 * (num(s1.get('lb1_wait_ns')) - num(s0.get('lb1_wait_ns')))) / 1e9 / w;
+      const idle = (100 * ncpu * (num(s1.get('host_idle')) - num(s0.get('host_idle')))) / Math.max(1, num(s1.get('host_total')) - num(s0.get('host_total')));
+      if (share >= 0.95) best = Math.max(best, cr);
+      steps.push(`${fmt(num(g.pps))} → **${fmt(cr)}** (${fmt(100 * share)} %, TUN drops ${fmt(td)}; lb1 CPU ${fmt(lbCpu)} %, waiting ${fmt(lbWait)} %; host idle ${fmt(idle)} %)`);
+    }
+    if (steps.length > 0) {
+      rows.push([
+        'Paced: offered/s → created by lb1/s',
+        steps.join('<br>') + `<br>highest rate with ≥ 95 % of the offered flows created: **${best > 0 ? fmt(best) + '/s' : 'none'}**`,
+        code(text('sweep.cmd')) + ' (RATE per step, FIRST = tuples used before)',
+      ]);
+    }
   } else {
     rows.push(['1. New flows/s created by lb1', 'not measured (see newflows.err)', code(nfCmd)]);
   }
@@ -256,6 +284,7 @@ function main(): void {
     const fo = json(`${name}.json`);
     const cmd = text(`${name}.cmd`);
     const killMs = num(kv.get(`${name}_kill_ms`));
+    const killedMs = num(kv.get(`${name}_killed_ms`)) || killMs;
     if (!fo?.perConn) {
       if (cmd) rows.push([`3. Failover (${name})`, `no result (see ${name}.out, ${name}.err)`, code(cmd)]);
       continue;
@@ -311,7 +340,9 @@ function main(): void {
     const servingMs = kv.get(`${name}_restart_serving_ms`);
     rows.push([
       `Detection and return (${name} run)`,
-      (down ? `lb1 declared lb2 down ${fmt(Date.parse(String(down.at)) - killMs)} ms after the kill ("${down.reason}")` : 'no peer_down event of lb2 in lb1') +
+      (down
+        ? `lb1 declared lb2 down ${fmt(Date.parse(String(down.at)) - killedMs)} ms after \`lab.sh kill\` returned (${fmt(Date.parse(String(down.at)) - killMs)} ms after it was called): "${down.reason}"`
+        : 'no peer_down event of lb2 in lb1') +
         '; ' +
         (servingMs !== undefined && servingMs >= 0
           ? `lb2 serving again (every balancer sees it up and serving) ${fmt(servingMs / 1000, 1)} s after \`lab.sh start lb2\``

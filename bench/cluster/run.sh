@@ -28,6 +28,9 @@
 #             run-queue wait time (/proc/PID/schedstat) and a `top` frame taken mid-run. Before
 #             it, up to QUIET_WAIT s for processes outside the lab to quiet down (shared machine).
 #             UDP flows are replicated on their first packet.
+#   sweep     the same generator paced at each rate of NF_SWEEP for NF_SWEEP_SECS s: lb1's
+#             created flows/s against the offered rate (an unpaced generator spends CPU, and the
+#             kernel's softirq forwarding, on datagrams lb1's full TUN queue then drops).
 # Then bench/cluster/report.ts prints one markdown table with the command behind each row.
 # Raw results stay in $BENCH_OUT (default /tmp/tunlb-bench-cluster).
 #
@@ -38,7 +41,8 @@
 # Balancers are what `npm run build` left in dist/ (the commit and build time are printed).
 #
 # Environment:
-#   NF_SECS=5 NF_RATE=0 (datagrams/s, 0 = as fast as possible) NF_NSRC=16 NF_PORT=5353
+#   NF_SECS=5 NF_RATE=0 (datagrams/s, 0 = as fast as possible) NF_NSRC=32 NF_PORT=5353
+#   NF_SWEEP="15000 20000 25000 30000 40000" NF_SWEEP_SECS=3   paced runs after it ("" = none)
 #   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=5 (s into the run) STALL_WARMUP=2 (s)
 #   QUIET_PCT=30 QUIET_WAIT=20   wait (at most QUIET_WAIT s) until processes outside the lab use
 #                                less than QUIET_PCT % of a core before the newflows test
@@ -60,7 +64,9 @@ source "$REPO/scripts/lab-lib.sh"
 
 NF_SECS=${NF_SECS:-5}
 NF_RATE=${NF_RATE:-0}
-NF_NSRC=${NF_NSRC:-16}
+NF_NSRC=${NF_NSRC:-32}
+NF_SWEEP=${NF_SWEEP-15000 20000 25000 30000 40000}
+NF_SWEEP_SECS=${NF_SWEEP_SECS:-3}
 NF_PORT=${NF_PORT:-$LAB_UDP_ECHO_PORT}
 NF_SRC_BASE=${LAB_CLIENT_FRONT4%.*}.100          # 10.99.1.100 .. +NF_NSRC-1 (front /24)
 FO_CONNS=${FO_CONNS:-300}
@@ -164,6 +170,7 @@ wait_serving() {
 kill_victim() {
   kv "${1}_kill_ms" "$(ms)"
   bash "$LAB" kill "$VICTIM" >>"$OUT/lab.log" 2>&1 || log "lab.sh kill $VICTIM failed"
+  kv "${1}_killed_ms" "$(ms)"   # lab.sh kill returned (the SIGKILL is its last step)
   log "$1: killed $VICTIM (SIGKILL)"
 }
 # restart_victim NAME: lab.sh start lb2, then until every balancer sees it serving
@@ -252,6 +259,26 @@ NFT
   log "newflows: $(cat "$OUT/newflows.json" 2>/dev/null)"
 }
 
+# sweep: the generator paced at each rate of NF_SWEEP for NF_SWEEP_SECS s (fresh tuples after
+# the unpaced run's): flows.created of lb1, drops into its TUN queue, its CPU and run-queue wait.
+sweep() {
+  local first rate i=0 lb1=$LAB_ENTRY_BALANCER
+  first=$(jq -r '.sent // 0' "$OUT/newflows.json" 2>/dev/null || echo 0)
+  for rate in $NF_SWEEP; do
+    sleep 1
+    stats "$lb1" "$OUT/sw$i-before.json"; kv "sw${i}_tundrop0" "$(tun_drops "$lb1")"; cpu_snap "$OUT/sw$i.cpu0"
+    ip netns exec "$CL" timeout $((NF_SWEEP_SECS + 10)) "$BIN/newflows" "$VIP" "$NF_PORT" "$NF_SWEEP_SECS" "$rate" "$NF_SRC_BASE" "$NF_NSRC" "$first" \
+      >"$OUT/sw$i.json" 2>"$OUT/sw$i.err" || true
+    cpu_snap "$OUT/sw$i.cpu1"; kv "sw${i}_bg_pct" "$(bg_pct "$OUT/sw$i.cpu0" "$OUT/sw$i.cpu1")"
+    sleep 0.3
+    stats "$lb1" "$OUT/sw$i-after.json"; kv "sw${i}_tundrop1" "$(tun_drops "$lb1")"
+    first=$((first + $(jq -r '.sent // 0' "$OUT/sw$i.json" 2>/dev/null || echo 0)))
+    log "sweep $rate/s: lb1 created $(($(jq -r '.flows.created // 0' "$OUT/sw$i-after.json") - $(jq -r '.flows.created // 0' "$OUT/sw$i-before.json")))"
+    i=$((i + 1))
+  done
+  echo "ip netns exec $CL $BIN/newflows $VIP $NF_PORT $NF_SWEEP_SECS RATE $NF_SRC_BASE $NF_NSRC FIRST" >"$OUT/sweep.cmd"
+}
+
 session() {
   trap session_cleanup EXIT
   trap 'exit 130' INT TERM HUP
@@ -273,6 +300,7 @@ session() {
   log "lab up and serving in $((SECONDS - t0)) s"
   if [[ $PROFILE != 1 ]]; then failover_tests; fi
   newflows_test
+  [[ -z $NF_SWEEP ]] || sweep
   if [[ $PROFILE == 1 ]]; then
     # SIGTERM so that --cpu-prof writes the profiles as the processes exit (lab.sh down would
     # KILL after 3 s; a large profile takes longer to write)
