@@ -19,7 +19,7 @@ import { buildForwardingTable, type ForwardingTable } from '../../src/dataplane/
 import { forwardDropNames } from '../../src/dataplane/forward-drop';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 } from '../../src/dataplane/packet-batch';
 import { NeighbourTable, type NeighbourEntry, NEIGH_STRIDE, NEIGH_VALID, interfaceFor, parseIpNeighJson, parseProcNetArp } from '../../src/dataplane/neighbours';
-import { formatMac } from '../../src/dataplane/l2-socket';
+import { formatMac, mapPacketOpenError } from '../../src/dataplane/l2-socket';
 import { writeEncapHeader, ENCAP_HEADER_LEN, ENCAP_F_NEW_FLOW, ENCAP_F_VNET } from '../../src/packet/encap';
 import { CSUM_FULL } from '../../src/packet/nat';
 import { PacketInfo } from '../../src/packet/packet-info';
@@ -389,4 +389,13 @@ test('a backend on no attached network: warned once, never valid, not probed', a
   t.is(warnings.length, 1);
   t.regex(warnings[0]!, /10\.77\.0\.1/);
   t.deepEqual(n.interfaces, ['back0']);
+});
+
+test('packet socket open errors map to TunlbError codes', (t) => {
+  const err = (code: string, syscall: string): Error => Object.assign(new Error(`x: ${syscall}: ${code}`), { code, syscall });
+  t.is(mapPacketOpenError(err('EPERM', 'socket(AF_PACKET)'), 'on back0', undefined).code, 'TUNLB_NO_PERMISSION');
+  t.regex(mapPacketOpenError(err('EPERM', 'socket(AF_PACKET)'), 'on back0', undefined).message, /CAP_NET_RAW/);
+  t.is(mapPacketOpenError(err('ENODEV', 'SIOCGIFINDEX'), 'on back9', undefined).code, 'TUNLB_SOCKET');
+  t.regex(mapPacketOpenError(err('ENOENT', 'open netns'), 'on back0', 'nope').message, /ip netns add nope/);
+  t.is(mapPacketOpenError(err('EINVAL', 'bind'), 'on back0', undefined).code, 'TUNLB_SOCKET');
 });
