@@ -47,7 +47,8 @@ T0=$EPOCHREALTIME
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [[ -n $TRAFFIC_PID ]] && kill -0 "$TRAFFIC_PID" 2>/dev/null; then kill -KILL "$TRAFFIC_PID" 2>/dev/null || true; fi
+  # TRAFFIC_PID is timeout(1)'s: TERM is forwarded to the generator (KILL would not be).
+  if [[ -n $TRAFFIC_PID ]] && kill -0 "$TRAFFIC_PID" 2>/dev/null; then kill -TERM "$TRAFFIC_PID" 2>/dev/null || true; fi
   if ((LAB_STARTED)); then
     echo
     echo "== tearing the lab down (scripts/lab.sh down)"
