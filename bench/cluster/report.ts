@@ -353,6 +353,7 @@ function main(): void {
 
   console.log(`## tunlb cluster benchmark (3 balancers, entry lb1)\n`);
   console.log((text('measured') ?? '').trim().split('\n').map((l) => `- ${l}`).join('\n'));
+  if (kv.has('lb1_nice')) console.log(`- EXPERIMENT: lb1's main thread reniced to ${kv.get('lb1_nice')} for the new-flow runs (BENCH_LB1_NICE)`);
   console.log(`- probes: every ${probeMs ?? '?'} ms, dead after ${misses ?? '?'} misses (cluster.probe in /run/tunlb-lab/lab.yaml)\n`);
   console.log('| measure | result | command |');
   console.log('|---|---|---|');

@@ -46,8 +46,12 @@
 #   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=5 (s into the run) STALL_WARMUP=2 (s)
 #   QUIET_PCT=30 QUIET_WAIT=20   wait (at most QUIET_WAIT s) until processes outside the lab use
 #                                less than QUIET_PCT % of a core before the newflows test
+#   BENCH_ONLY="failover newflows"   tests to run (either or both)
 #   BENCH_PROFILE=1   balancers under `node --cpu-prof` (TUNLB_CMD of lab.sh); only the newflows
 #                     test runs; prints the hottest functions of lb1 (and lb2, lb3)
+#   BENCH_LB1_NICE=N  renice lb1's main thread (the event loop) to N (e.g. -10) for the newflows
+#                     test: on a small shared machine, how fast lb1 goes when it gets a CPU
+#                     whenever it is runnable (an experiment, not the default measurement)
 #   BENCH_OUT=/tmp/tunlb-bench-cluster BENCH_LOCK=/tmp/tunlb-lab-session.lock BENCH_LOCK_WAIT=900
 set -Eeuo pipefail
 
@@ -77,6 +81,9 @@ STALL_WARMUP=${STALL_WARMUP:-2}
 QUIET_PCT=${QUIET_PCT:-30}
 QUIET_WAIT=${QUIET_WAIT:-20}
 PROFILE=${BENCH_PROFILE:-0}
+ONLY=${BENCH_ONLY:-failover newflows}
+[[ $PROFILE == 1 ]] && ONLY=newflows
+LB1_NICE=${BENCH_LB1_NICE:-}
 OUT=${BENCH_OUT:-/tmp/tunlb-bench-cluster}
 LOCK=${BENCH_LOCK:-/tmp/tunlb-lab-session.lock}
 BIN=$OUT/bin
@@ -298,9 +305,15 @@ session() {
   kv probe_misses "$(awk '/^ *probe:/ { p = 1 } p && /^ *misses:/ { print $2; exit }' "$OUT/lab.yaml")"
   wait_serving 30 || die "the cluster is not serving 30 s after lab.sh up (see $OUT/lab.log, $LAB_DIR/logs/)"
   log "lab up and serving in $((SECONDS - t0)) s"
-  if [[ $PROFILE != 1 ]]; then failover_tests; fi
-  newflows_test
-  [[ -z $NF_SWEEP ]] || sweep
+  if [[ " $ONLY " == *" failover "* ]]; then failover_tests; fi
+  if [[ " $ONLY " == *" newflows "* ]]; then
+    if [[ -n $LB1_NICE ]]; then
+      renice -n "$LB1_NICE" -p "$(lbpid "$LAB_ENTRY_BALANCER")" >/dev/null && kv lb1_nice "$LB1_NICE"
+      log "lb1's main thread reniced to $LB1_NICE"
+    fi
+    newflows_test
+    [[ -z $NF_SWEEP ]] || sweep
+  fi
   if [[ $PROFILE == 1 ]]; then
     # SIGTERM so that --cpu-prof writes the profiles as the processes exit (lab.sh down would
     # KILL after 3 s; a large profile takes longer to write)
