@@ -38,6 +38,8 @@ export interface ClusterNodeOptions {
   log: Logger;
   /** Called for every membership event (after it is logged), e.g. to count failovers. */
   onEvent?: (e: MembershipEvent) => void;
+  /** Verified HealthReport bodies from peers (src/backends/health-monitor.ts onReport). */
+  onHealth?: (sender: number, body: NonNullable<ReceivedEnvelope['health']>) => void;
 }
 
 export class ClusterNode {
@@ -47,6 +49,7 @@ export class ClusterNode {
   readonly replicator: Replicator;
   readonly events: Array<{ at: string } & MembershipEvent> = [];
   readonly #log: Logger;
+  readonly #onHealth: ClusterNodeOptions['onHealth'];
   readonly #timers: NodeJS.Timeout[] = [];
   #syncedFrom: string | null = null;
   #closed = false;
@@ -56,6 +59,7 @@ export class ClusterNode {
     this.incarnation = incarnation;
     this.channel = channel;
     this.#log = opts.log;
+    this.#onHealth = opts.onHealth;
     this.membership = new Membership({
       selfIndex: opts.selfIndex,
       ids: c.balancers.map((b) => b.id),
@@ -127,6 +131,9 @@ export class ClusterNode {
         return;
       case 'syncChunk':
         this.replicator.onSyncChunk(env.sender, env.syncChunk!);
+        return;
+      case 'health':
+        this.#onHealth?.(env.sender, env.health!);
         return;
       default:
         return;

@@ -9,7 +9,8 @@
  *   all kinds) and verified by the EnvelopeReceiver (HMAC first, then cluster, sender,
  *   replay window) before anything reads it; rejected datagrams are counted by reason
  *   (`receiver.counts`) and dropped. A verified envelope whose UDP source address is not the
- *   configured address of its sender is dropped too (`addressMismatch`).
+ *   configured address of its sender is dropped too (source_mismatch), and that check comes
+ *   before the replay window so a spoofed-source datagram cannot advance it.
  * - Multicast: joined on the interface that holds this balancer's address, TTL from the
  *   config (1 keeps records on the local segment), loopback off (our own records are not
  *   delivered back; the receiver would drop them as from_self anyway).
@@ -63,17 +64,16 @@ export class ControlChannel {
     this.#selfIndex = opts.selfIndex;
     this.#log = opts.log;
     const out = new DecodeResult();
+    let source = '';
+    const sourceOk = (sender: number): boolean => source === this.#peerAddr[sender];
     socket.on('message', (msg, rinfo) => {
       if (this.#closed) return;
       this.stats.received++;
-      const r = this.receiver.receive(msg, 0, msg.length, out);
+      source = normalise(rinfo.address);
+      const r = this.receiver.receive(msg, 0, msg.length, out, sourceOk);
+      if (r.result === ProtocolResult.SOURCE_MISMATCH) this.stats.addressMismatch++;
       if (r.result !== ProtocolResult.OK || r.envelope === null) return;
-      const env = r.envelope;
-      if (normalise(rinfo.address) !== this.#peerAddr[env.sender]) {
-        this.stats.addressMismatch++;
-        return;
-      }
-      opts.onEnvelope(env);
+      opts.onEnvelope(r.envelope);
     });
     socket.on('error', (e) => this.#log.warn({ event: 'control_socket_error', err: e.message }, 'control socket error'));
   }
@@ -144,7 +144,6 @@ export class ControlChannel {
     this.receiver.counts.forEach((v, i) => {
       if (i !== ProtocolResult.OK && v > 0) out[protocolResultName(i)] = v;
     });
-    out.address_mismatch = this.stats.addressMismatch;
     return out;
   }
 

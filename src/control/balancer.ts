@@ -36,6 +36,7 @@ import { ForwardDrop } from '../dataplane/forward-drop';
 import { buildForwardingTable, type ForwardingTable } from '../dataplane/forwarding-table';
 import { createLogger, type Logger } from './logger';
 import { ClusterNode } from '../cluster/cluster-node';
+import { HealthMonitor, type HealthReportBody } from '../backends/health-monitor';
 import { UdpBatchSocket } from '../dataplane/udp-batch-socket';
 import { PeerArrays } from '../dataplane/packet-batch';
 import { AdminServer } from './admin-server';
@@ -75,6 +76,10 @@ export class Balancer {
   #t0 = performance.now();
   readonly #live: Uint8Array;
   readonly cluster: ClusterNode | undefined;
+  /** Backend health, drain marks and the cluster-wide view of them (src/backends). */
+  health!: HealthMonitor;
+  readonly #hashKey: Uint32Array;
+  #rebuildPending = false;
   readonly #dataSocket: UdpBatchSocket | undefined;
   readonly #peerRx: PacketBatch | undefined;
   readonly #peerRxAddrs: PeerArrays | undefined;
@@ -103,6 +108,7 @@ export class Balancer {
     this.log = log;
     this.table = table;
     this.cluster = cluster;
+    this.#hashKey = hashKey;
     this.#dataSocket = dataSocket;
     this.#device = device;
     this.#vnet = device.features.vnetHdr;
@@ -177,7 +183,16 @@ export class Balancer {
     let dsr: { neighbours: NeighbourTable; socket: L2Socket } | undefined;
     try {
       if (config.balancers.length > 1) {
-        cluster = await ClusterNode.start({ config, selfIndex: self.index, table, forwarding: () => b!.forwarder.forwarding, nowSec, log });
+        cluster = await ClusterNode.start({
+          config,
+          selfIndex: self.index,
+          table,
+          forwarding: () => b!.forwarder.forwarding,
+          nowSec,
+          log,
+          onHealth: (sender, body) => b?.health.onReport(sender, body as HealthReportBody),
+          onEvent: () => b?.health.liveChanged(),
+        });
         dataSocket = UdpBatchSocket.open({ address: self.balancer.address.text, port: self.balancer.dataPort });
       }
       device =
@@ -186,10 +201,12 @@ export class Balancer {
       if (opts.device === undefined && NeighbourTable.needed(forwarding)) dsr = openDsr(forwarding, device, log);
       b = new Balancer(config, self.index, log, device, forwarding, hashKey, table, cluster, dataSocket, dsr);
       b.#t0 = t0;
+      b.#startHealth();
       const listen = opts.adminListen ?? `${config.admin.listen.host}:${config.admin.listen.port}`;
       if (listen !== 'off') b.#admin = await AdminServer.listen(listen, b);
       if (cluster !== undefined) await cluster.syncThenServe();
     } catch (e) {
+      b?.health?.stop();
       cluster?.close();
       dataSocket?.close();
       dsr?.neighbours.close();
@@ -233,6 +250,50 @@ export class Balancer {
   /** DSR neighbour table (undefined without DSR VIPs); follow forwarding swaps with setForwarding. */
   get dsrNeighbours(): NeighbourTable | undefined {
     return this.#dsr?.neighbours;
+  }
+
+  /**
+   * Starts backend health checks. Every eligibility change (health, drain) rebuilds the
+   * forwarding table — incrementally: only the rows the backend won or now wins move — and
+   * swaps it in between batches. New flows avoid ineligible backends; established flows
+   * keep their recorded backend (the record is the truth).
+   */
+  #startHealth(): void {
+    const cluster = this.cluster;
+    this.health = new HealthMonitor({
+      config: this.config,
+      selfIndex: this.selfIndex,
+      hashKey: this.#hashKey,
+      live: this.#live,
+      nowMs: () => performance.now(),
+      log: this.log,
+      broadcast: (body) => {
+        if (cluster !== undefined) cluster.channel.broadcast(cluster.channel.signer.seal('health', body));
+      },
+      onChange: (_v, _b, e) => {
+        if (e.eligible !== e.wasEligible) this.#scheduleRebuild();
+      },
+    });
+    // Until a backend's first check completes (milliseconds), the table built at start
+    // treats it as eligible; the first result that makes it ineligible rebuilds the table.
+    this.health.start();
+  }
+
+  #scheduleRebuild(): void {
+    if (this.#rebuildPending) return;
+    this.#rebuildPending = true;
+    setImmediate(() => {
+      this.#rebuildPending = false;
+      if (this.#stopped) return;
+      const prev = this.forwarder.forwarding;
+      try {
+        const hm = this.health;
+        const ft = buildForwardingTable(prev.config, this.#hashKey, prev.generation, (vip, i) => hm.eligible(vip.index, i), prev);
+        this.forwarder.setForwarding(ft);
+      } catch (e) {
+        this.log.error({ event: 'forwarding_table_rejected', err: (e as Error).message }, 'forwarding table rebuild failed; the running table stays');
+      }
+    });
   }
 
   snapshot(): BalancerSnapshot {
@@ -301,6 +362,7 @@ export class Balancer {
     if (this.#stopped) return;
     this.#stopped = true;
     if (this.#expiryTimer) clearInterval(this.#expiryTimer);
+    this.health.stop();
     this.cluster?.close();
     this.#dsr?.neighbours.close();
     this.#dsr?.socket.close();

@@ -48,7 +48,13 @@ export class EnvelopeReceiver {
   }
 
   /** Verifies, decodes and checks one datagram at buf[off..off+len). Never throws. */
-  receive(buf: Uint8Array, off: number, len: number, out: DecodeResult = new DecodeResult()): DecodeResult {
+  receive(
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    out: DecodeResult = new DecodeResult(),
+    sourceOk?: (sender: number) => boolean,
+  ): DecodeResult {
     decodeSigned(buf, off, len, this.key, out);
     if (out.result === ProtocolResult.OK) {
       const env = out.envelope!;
@@ -56,6 +62,9 @@ export class EnvelopeReceiver {
       if (env.clusterId !== this.clusterId) r = ProtocolResult.WRONG_CLUSTER;
       else if (env.sender >= this.balancerCount) r = ProtocolResult.UNKNOWN_SENDER;
       else if (env.sender === this.self) r = ProtocolResult.FROM_SELF;
+      // The source check comes before the replay window: a datagram that may not be from
+      // its sender must not advance the sender's window (it would lock the real one out).
+      else if (sourceOk !== undefined && !sourceOk(env.sender)) r = ProtocolResult.SOURCE_MISMATCH;
       else r = this.replay.checkAndUpdate(env.sender, env.incarnation, env.seq);
       if (r !== ProtocolResult.OK) {
         out.result = r;

@@ -34,12 +34,17 @@ export const ProtocolResult = {
   STALE_INCARNATION: 10,
   /** Envelope.seq was already seen, or is older than the 1024-wide replay window. */
   REPLAYED: 11,
+  /**
+   * Authentic, but the datagram's source address is not the configured address of its
+   * sender. Checked BEFORE the replay window, so such a datagram cannot advance it.
+   */
+  SOURCE_MISMATCH: 12,
 } as const;
 
 export type ProtocolResult = (typeof ProtocolResult)[keyof typeof ProtocolResult];
 
 /** Number of result codes: size of a per-code counter array (`new Float64Array(PROTOCOL_RESULT_COUNT)`). */
-export const PROTOCOL_RESULT_COUNT = 12;
+export const PROTOCOL_RESULT_COUNT = 13;
 
 /** Stable snake_case names, indexed by code: metric label values and log fields. */
 export const PROTOCOL_RESULT_NAMES: readonly string[] = Object.freeze([
@@ -55,6 +60,7 @@ export const PROTOCOL_RESULT_NAMES: readonly string[] = Object.freeze([
   'from_self',
   'stale_incarnation',
   'replayed',
+  'source_mismatch',
 ]);
 
 /** Name of a result code ('unknown' for a number that is not one). */

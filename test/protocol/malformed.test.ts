@@ -273,3 +273,14 @@ test('fast-check: authentic but arbitrary envelope bytes never throw', (t) => {
   );
   t.pass();
 });
+
+test('a datagram whose source is not its sender is source_mismatch and does not advance the replay window', (t) => {
+  const rx = receiver();
+  // An impostor with the key claims sender 1 with a far-ahead sequence number from the wrong address.
+  const spoofed = dgram({ seq: 1_000_000_000 });
+  t.is(rx.receive(spoofed, 0, spoofed.length, undefined, () => false).result, ProtocolResult.SOURCE_MISMATCH);
+  t.is(protocolResultName(ProtocolResult.SOURCE_MISMATCH), 'source_mismatch');
+  // The real sender's next datagram is still accepted: the window did not move.
+  const real = dgram({ seq: 2 });
+  t.is(rx.receive(real, 0, real.length, undefined, () => true).result, ProtocolResult.OK);
+});
