@@ -114,9 +114,12 @@ export interface TrafficRun {
  * Starts `node --import tsx scripts/traffic.ts ARGS` in tunlb-client. The generator bounds
  * itself (--duration-s); killAfterMs is a second, outer bound (SIGKILL by PID).
  */
-export function startTraffic(args: string[], killAfterMs: number): TrafficRun {
-  // ip netns exec execs node: the child's PID is the generator's.
-  const child = spawn('ip', ['netns', 'exec', 'tunlb-client', process.execPath, '--import', 'tsx', TRAFFIC_TS, ...args], {
+export function startTraffic(args: string[], killAfterMs: number, opts: { nice?: number } = {}): TrafficRun {
+  // ip netns exec (and nice) exec node: the child's PID is the generator's. `nice`: the lab
+  // runs clients, balancers and servers on the same two cores; a flood generator at lower
+  // priority models clients on other machines instead of starving the balancers of CPU.
+  const niceArgs = opts.nice !== undefined ? ['nice', '-n', String(opts.nice)] : [];
+  const child = spawn('ip', ['netns', 'exec', 'tunlb-client', ...niceArgs, process.execPath, '--import', 'tsx', TRAFFIC_TS, ...args], {
     cwd: REPO,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
