@@ -20,7 +20,7 @@
  * Original lengths: libpcap's header is not passed on either; orig_len is the length the
  * frame's IP header announces (plus the link header), or the captured length when larger.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { loadConfig, type Config } from '../config';
 import { loadKeyFile } from '../config/secret';
 import { ErrorCodes, isTunlbError, TunlbError } from '../errors';
@@ -233,11 +233,23 @@ export async function runCapture(opts: CaptureOptions): Promise<CaptureSummary> 
   const wantDecode = Boolean(opts.decode || opts.read);
   const { options, keyFrom } = buildDecoderOptions(opts, note);
   const decoder = new CaptureDecoder(options);
-  if (wantDecode) note(`capture: decoding control ports ${[...decoder.controlPorts].join(',')}, data ports ${[...decoder.dataPorts].join(',')}; key: ${keyFrom}`);
-  if (opts.read) return readMode(opts, decoder, print, note);
+  const decodingNote = (): void => {
+    if (wantDecode) note(`capture: decoding control ports ${[...decoder.controlPorts].join(',')}, data ports ${[...decoder.dataPorts].join(',')}; key: ${keyFrom}`);
+  };
+  if (opts.read) {
+    decodingNote();
+    return readMode(opts, decoder, print, note);
+  }
 
   const iface = opts.iface!;
   const filter = opts.filter ?? '';
+  // A missing interface is found before libpcap (which would also print a warning of its own).
+  if (iface !== 'any' && existsSync('/sys/class/net') && !existsSync(`/sys/class/net/${iface}`)) {
+    throw new TunlbError(
+      ErrorCodes.USAGE,
+      `no interface ${iface} here (interfaces: ${readdirSync('/sys/class/net').join(', ')}); in the lab, run it inside the node's namespace: ip netns exec tunlb-lb1 tunlb capture ...`,
+    );
+  }
   const cap = loadCap();
   const c = new cap.Cap();
   const frame = Buffer.alloc(CAP_SNAPLEN);
@@ -261,6 +273,7 @@ export async function runCapture(opts: CaptureOptions): Promise<CaptureSummary> 
     c.close();
     throw e;
   }
+  decodingNote();
   note(
     `capture: listening on ${iface} (${linkTypeName(linktype)})${filter ? `, filter '${filter}'` : ''}` +
       `${opts.count ? `, ${opts.count} packet(s)` : ''}${opts.durationS ? `, at most ${opts.durationS} s` : ''}${opts.out ? `, writing ${opts.out}` : ''}`,
