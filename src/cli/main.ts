@@ -6,6 +6,8 @@
  *   tunlb check-config --config FILE     validate a config file and print what it describes
  *   tunlb stats [--admin HOST:PORT]      a balancer's counters from its admin endpoint
  *   tunlb flows [--admin HOST:PORT]      flows held by a balancer
+ *   tunlb backends [--admin HOST:PORT] [--json]      backends' health and drain marks
+ *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
  *   tunlb capture --iface IF [--filter BPF] [--count N] [--out F.pcap] [--decode]   packet capture
  */
 import { Command, Option } from 'commander';
@@ -87,6 +89,39 @@ export function main(argv: string[]): void {
       });
   }
 
+  program
+    .command('backends')
+    .description("every backend's health, drain mark and eligibility (cluster-wide view of one balancer)")
+    .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { admin: string; json?: boolean }) => {
+      const body = (await adminCall(opts.admin, 'GET', '/api/v1/backends')) as { backends: BackendRow[] };
+      if (opts.json) {
+        console.log(JSON.stringify(body));
+        return;
+      }
+      for (const x of body.backends) {
+        const addr = `${x.backend}${x.port !== null ? `:${x.port}` : ''}`;
+        console.log(`${x.vip.padEnd(12)} ${addr.padEnd(28)} w${String(x.weight).padEnd(4)} ${x.state.padEnd(9)} health=${x.health}${x.drained ? ' drained' : ''}${x.eligible ? '' : ' (no new flows)'}  ${x.reason}`);
+      }
+    });
+
+  for (const [name, desc] of [
+    ['drain', 'drain a backend cluster-wide: no new flows, existing flows stay'],
+    ['undrain', 'end the drain of a backend (cluster-wide)'],
+  ] as const) {
+    program
+      .command(`${name} <vip> <address>`)
+      .description(desc)
+      .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+      .option('--json', 'machine-readable output')
+      .action(async (vip: string, address: string, opts: { admin: string; json?: boolean }) => {
+        const body = (await adminCall(opts.admin, 'POST', `/api/v1/backends/${name}`, { vip, address })) as { changed: boolean };
+        if (opts.json) console.log(JSON.stringify(body));
+        else console.log(body.changed ? `${vip} ${address}: ${name}ed` : `${vip} ${address}: already ${name}ed`);
+      });
+  }
+
   // tunlb capture (src/control/capture.ts; recipes in docs/operations.md)
   const ints = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map(Number)];
   program
@@ -121,4 +156,37 @@ export function main(argv: string[]): void {
     console.error(`tunlb: unexpected error: ${(e as Error)?.stack ?? String(e)}`);
     process.exit(1);
   });
+}
+
+interface BackendRow {
+  vip: string;
+  backend: string;
+  port: number | null;
+  weight: number;
+  state: string;
+  health: string;
+  drained: boolean;
+  eligible: boolean;
+  reason: string;
+}
+
+/**
+ * One admin API call; returns the JSON body of a 2xx answer. Throws TunlbError(ADMIN) when the
+ * endpoint cannot be reached, or with the server's `error` message on a 4xx/5xx answer.
+ */
+async function adminCall(admin: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+  let res: Response;
+  let json: { error?: string } & Record<string, unknown>;
+  try {
+    res = await fetch(`http://${admin}${path}`, {
+      method,
+      headers: body !== undefined ? { 'content-type': 'application/json' } : undefined,
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+    json = (await res.json()) as typeof json;
+  } catch (e) {
+    throw new TunlbError(ErrorCodes.ADMIN, `cannot reach the admin endpoint ${admin}: ${(e as Error).message} (is the balancer running? in which namespace?)`);
+  }
+  if (!res.ok) throw new TunlbError(ErrorCodes.ADMIN, `${admin}${path}: ${json.error ?? `HTTP ${res.status}`}`, { status: res.status, body: json });
+  return json;
 }

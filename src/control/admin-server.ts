@@ -14,6 +14,10 @@
  *   GET /api/v1/events    recent events, oldest first: ?limit=N (default 100, max 500)
  *   GET /api/v1/history   one sample of the main counters per second, last 5 minutes
  *   GET /healthz          200 "ok" (no token needed)
+ *   GET /api/v1/backends  every backend's health, drain mark, owner (HealthMonitor.states())
+ *   POST /api/v1/backends/drain, /api/v1/backends/undrain   JSON {vip, address}: drain marks
+ *                         (cluster-wide: new flows avoid the backend, existing flows stay);
+ *                         400 with a message for an unknown VIP or backend
  *
  * Bearer token (config `admin.token_file`): read once at start (surrounding whitespace
  * trimmed; an empty or unreadable file fails the start with one line). When set, /api/* and
@@ -32,7 +36,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { TunlbError, ErrorCodes } from '../errors';
+import { TunlbError, ErrorCodes, isTunlbError } from '../errors';
 import { FlowFlags } from '../flow';
 import type { Balancer } from './balancer';
 import { listFlows } from './flow-listing';
@@ -408,6 +412,27 @@ function fail(res: ServerResponse, e: unknown): void {
   res.end(JSON.stringify({ error: `internal error: ${(e as Error)?.message ?? String(e)}` }) + '\n');
 }
 
+/** Endpoints that change state: POST only (everything else is GET/HEAD). */
+const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain']);
+const MAX_BODY = 65536;
+
+/** A small JSON request body (at most MAX_BODY bytes); null when empty or not a JSON object. */
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown> | null> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req) {
+    n += (c as Buffer).length;
+    if (n > MAX_BODY) return null;
+    chunks.push(c as Buffer);
+  }
+  try {
+    const v: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
 function intParam(url: URL, name: string, dflt: number, max: number): number {
   return Math.min(max, Math.max(1, Number(url.searchParams.get(name) ?? dflt) || dflt));
 }
@@ -418,8 +443,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, st
     res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
     res.end(JSON.stringify(body) + '\n');
   };
-  if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { error: 'method not allowed' }, { allow: 'GET, HEAD' });
   const path = url.pathname;
+  const post = POST_PATHS.has(path);
+  if (post ? req.method !== 'POST' : req.method !== 'GET' && req.method !== 'HEAD') {
+    return send(405, { error: 'method not allowed' }, { allow: post ? 'POST' : 'GET, HEAD' });
+  }
   if ((path.startsWith('/api/') || path === '/metrics') && !state.authorized(req)) {
     return send(401, { error: 'bearer token required: Authorization: Bearer <token> (admin.token_file)' }, { 'www-authenticate': 'Bearer realm="tunlb"' });
   }
@@ -455,6 +483,25 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, st
       return send(200, { events: state.mergedEvents(intParam(url, 'limit', 100, 500)) });
     case '/api/v1/history':
       return send(200, { intervalS: 1, samples: state.history });
+    case '/api/v1/backends':
+      return send(200, { backends: b.health.states() });
+    case '/api/v1/backends/drain':
+    case '/api/v1/backends/undrain': {
+      const body = await readJson(req);
+      const vip = body?.['vip'];
+      const address = body?.['address'];
+      if ((typeof vip !== 'string' && typeof vip !== 'number') || typeof address !== 'string') {
+        return send(400, { error: 'expected a JSON body {"vip": NAME, "address": BACKEND_ADDRESS}' });
+      }
+      const drain = path.endsWith('/drain');
+      try {
+        const ev = drain ? b.health.drain(vip, address) : b.health.undrain(vip, address);
+        return send(200, { changed: ev !== null, event: ev });
+      } catch (e) {
+        if (isTunlbError(e, ErrorCodes.ADMIN)) return send(400, { error: e.message });
+        throw e;
+      }
+    }
     default:
       return send(404, { error: `no such endpoint: ${path}` });
   }

@@ -1,0 +1,159 @@
+/**
+ * Live changes of one balancer (issue 5 "Weights, draining, live change"), without root:
+ * Balancer.start over a FakeTunDevice, driven through the admin endpoint.
+ *   - drain / undrain (POST /api/v1/backends/drain|undrain, GET /api/v1/backends): a drained
+ *     backend gets no new flows; its existing flows keep forwarding to it.
+ */
+import test from 'ava';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { Balancer } from '../../src/control/balancer';
+import { createLogger } from '../../src/control/logger';
+import { FakeTunDevice, type FakeWritten } from '../../src/dataplane/fake-tun';
+import { formatIp } from '../../src/packet/addr';
+import * as P from '../helpers/packets';
+import { CLIENT, VIP } from '../helpers/fixtures';
+
+const KEY = Buffer.alloc(32, 0x3d);
+
+function yaml(backends: string[]): string {
+  return `
+cluster: { id: reload-test, key_file: cluster.key }
+balancers:
+  - { id: lb1, address: 10.99.2.11 }
+tun: { name: tunlb-rl0, batch: 64 }
+flow_table: { capacity: 16384, timeouts: { udp_s: 300 } }
+vips:
+  - name: web4
+    address: ${VIP}
+    protocols: [tcp, udp]
+    ports: [80, 53]
+    backends:
+${backends.map((b) => `      - ${b}`).join('\n')}
+admin: { listen: "127.0.0.1:9180" }
+log: { level: info }
+`;
+}
+
+interface Started {
+  b: Balancer;
+  dev: FakeTunDevice;
+  admin: string;
+  logs: string[];
+  path: string;
+}
+
+async function start(t: import('ava').ExecutionContext, text: string): Promise<Started> {
+  const dir = mkdtempSync(join(tmpdir(), 'tunlb-reload-'));
+  writeFileSync(join(dir, 'cluster.key'), KEY, { mode: 0o600 });
+  const path = join(dir, 'tunlb.yaml');
+  writeFileSync(path, text);
+  const dev = new FakeTunDevice({ name: 'tunlb-rl0', queueLimit: 20000 });
+  const logs: string[] = [];
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of String(chunk).split('\n')) if (l) logs.push(l);
+      cb();
+    },
+  });
+  const b = await Balancer.start({
+    configPath: path,
+    id: 'lb1',
+    device: dev,
+    adminListen: '127.0.0.1:0',
+    logger: createLogger({ level: 'debug', name: 'lb1', destination: stream }),
+  });
+  t.teardown(async () => {
+    await b.stop('teardown');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const admin = logs.map((l) => JSON.parse(l) as { event?: string; admin?: string }).find((e) => e.event === 'balancer_started')?.admin ?? '';
+  return { b, dev, admin, logs, path };
+}
+
+async function call(url: string, method = 'GET', body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(url, {
+    method,
+    headers: body !== undefined ? { 'content-type': 'application/json' } : undefined,
+    body: body !== undefined ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(3000),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+async function until(cond: () => boolean, ms = 5000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return true;
+}
+
+function dstOf(w: FakeWritten): string {
+  const L = P.layout(w.packet);
+  return formatIp(w.packet, L.dstOff, L.alen);
+}
+function sportOf(w: FakeWritten): number {
+  const L = P.layout(w.packet);
+  return (w.packet[L.l4Off]! << 8) | w.packet[L.l4Off + 1]!;
+}
+
+/** Sends one UDP packet per client port and returns port → backend address (all must be forwarded). */
+async function udpFlows(t: import('ava').ExecutionContext, s: Started, ports: number[]): Promise<Map<number, string>> {
+  s.dev.takeWritten();
+  for (const p of ports) s.dev.inject(P.udp4(CLIENT, VIP, p, 53, new Uint8Array(4)));
+  t.true(await until(() => s.dev.written.length >= ports.length), `forwarded ${s.dev.written.length}/${ports.length}`);
+  const m = new Map<number, string>();
+  for (const w of s.dev.takeWritten()) m.set(sportOf(w), dstOf(w));
+  return m;
+}
+
+const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
+
+test('drain: a drained backend gets no new flows over 3000, its existing flows still forward; undrain restores it', async (t) => {
+  const s = await start(t, yaml(['{ address: 10.99.3.21 }', '{ address: 10.99.3.22 }', '{ address: 10.99.3.23 }']));
+  const before = await udpFlows(t, s, range(10000, 300));
+  const onDrained = [...before].filter(([, be]) => be === '10.99.3.22').map(([p]) => p);
+  t.true(onDrained.length > 50, `flows on 10.99.3.22 before the drain: ${onDrained.length}`);
+
+  const bad = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST', { vip: 'web4', address: '10.99.3.99' });
+  t.is(bad.status, 400);
+  t.regex(bad.body.error, /no backend 10\.99\.3\.99 in VIP web4/);
+  const badVip = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST', { vip: 'nope', address: '10.99.3.22' });
+  t.is(badVip.status, 400);
+  t.regex(badVip.body.error, /no VIP "nope"/);
+  const noBody = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST');
+  t.is(noBody.status, 400);
+  t.is((await call(`http://${s.admin}/api/v1/backends/drain`)).status, 405);
+
+  const d = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST', { vip: 'web4', address: '10.99.3.22' });
+  t.is(d.status, 200);
+  t.true(d.body.changed);
+  const gen = s.b.forwarder.forwarding.generation;
+  t.true(await until(() => s.b.forwarder.forwarding !== undefined && !s.b.health.eligible(0, 1)));
+  await new Promise((r) => setTimeout(r, 20)); // the rebuild runs on setImmediate
+  t.is(s.b.forwarder.forwarding.generation, gen);
+  const list = await call(`http://${s.admin}/api/v1/backends`);
+  t.is(list.status, 200);
+  const row = list.body.backends.find((x: { backend: string }) => x.backend === '10.99.3.22');
+  t.true(row.drained);
+  t.false(row.eligible);
+
+  const fresh = await udpFlows(t, s, range(20000, 3000));
+  t.is(fresh.size, 3000);
+  t.is([...fresh.values()].filter((be) => be === '10.99.3.22').length, 0, 'no new flow on the drained backend');
+  t.true([...fresh.values()].filter((be) => be === '10.99.3.21').length > 1000);
+
+  const again = await udpFlows(t, s, onDrained);
+  for (const p of onDrained) t.is(again.get(p), '10.99.3.22', `existing flow ${p} stays on the drained backend`);
+
+  const u = await call(`http://${s.admin}/api/v1/backends/undrain`, 'POST', { vip: 'web4', address: '10.99.3.22' });
+  t.is(u.status, 200);
+  t.true(await until(() => s.b.health.eligible(0, 1)));
+  await new Promise((r) => setTimeout(r, 20));
+  const after = await udpFlows(t, s, range(40000, 300));
+  t.true([...after.values()].filter((be) => be === '10.99.3.22').length > 50, 'new flows reach it again after undrain');
+});
