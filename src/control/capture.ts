@@ -79,7 +79,6 @@ interface CapModule {
 
 function loadCap(): CapModule {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require('cap') as CapModule;
   } catch (e) {
     throw new TunlbError(

@@ -25,7 +25,7 @@ import {
   PcapWriter,
   readPcap,
 } from '../../src/control/capture-pcap';
-import { runCapture, wireLength } from '../../src/control/capture';
+import { runCapture, wireLength, type CaptureOptions } from '../../src/control/capture';
 import * as P from '../helpers/packets';
 
 const KEY = Buffer.alloc(32, 0x5c);
@@ -396,13 +396,14 @@ test('decoderOptionsFromConfig: every control/data port, ids by index and addres
 // ---- runCapture: options, --read ----
 
 test('runCapture: option errors are one clear usage error', async (t) => {
-  for (const [opts, re] of [
+  const table: Array<[CaptureOptions, RegExp]> = [
     [{}, /--iface/],
     [{ iface: 'lbnet0' }, /--out FILE, --decode/],
     [{ read: 'x.pcap', iface: 'lbnet0' }, /--read decodes an existing file/],
     [{ iface: 'x', decode: true, count: -1 }, /--count/],
     [{ iface: 'x', decode: true, controlPorts: [70000] }, /ports must be/],
-  ] as const) {
+  ];
+  for (const [opts, re] of table) {
     const e = await t.throwsAsync(runCapture({ ...opts, note: () => undefined }));
     t.true(isTunlbError(e, ErrorCodes.USAGE), String(e));
     t.regex(e!.message, re);
