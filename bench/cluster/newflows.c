@@ -10,7 +10,8 @@
 // so every datagram opens a new flow until 64512 * NSRC tuples were used (then tuples repeat;
 // the summary says how many were unique). RATE = datagrams per second (0 = unpaced: as fast as
 // the socket takes them). Runs SECS seconds (hard bound), then prints one JSON line:
-//   {"sent":N,"unique":U,"secs":S,"pps":P,"errors":E,"rate":RATE,"nsrc":NSRC,"cpuS":C}
+//   {"sent":N,"unique":U,"secs":S,"pps":P,"errors":E,"rate":RATE,"nsrc":NSRC,"cpuS":C,
+//    "monoStartUs":T0,"monoEndUs":T1}   (CLOCK_MONOTONIC, µs: the clock of V8 CPU profiles)
 // (cpuS: its own user+system CPU seconds; the kernel's forwarding of the datagrams through the
 // router into lb1's tunlb0 runs in softirq context, partly inside its send calls).
 //
@@ -154,7 +155,7 @@ int main(int argc, char **argv) {
   getrusage(RUSAGE_SELF, &ru);
   double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
   unsigned long long left = first < space ? space - first : 0;
-  printf("{\"sent\":%llu,\"unique\":%llu,\"secs\":%.3f,\"pps\":%.0f,\"errors\":%llu,\"rate\":%.0f,\"nsrc\":%d,\"cpuS\":%.3f}\n",
-         sent, sent < left ? sent : left, el, sent / el, errors, rate, nsrc, cpu);
+  printf("{\"sent\":%llu,\"unique\":%llu,\"secs\":%.3f,\"pps\":%.0f,\"errors\":%llu,\"rate\":%.0f,\"nsrc\":%d,\"cpuS\":%.3f,\"monoStartUs\":%.0f,\"monoEndUs\":%.0f}\n",
+         sent, sent < left ? sent : left, el, sent / el, errors, rate, nsrc, cpu, t0 * 1e6, t * 1e6);
   return 0;
 }

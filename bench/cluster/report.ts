@@ -83,13 +83,13 @@ function topCpu(): Map<number, number> {
 }
 
 /** Top self-time functions of the V8 CPU profiles in dir/prof/<lb>/ (BENCH_PROFILE=1). */
-function profileTop(lb: string, top = 20): string[] {
+function profileTop(lb: string, win: [number, number] | undefined, top = 20): string[] {
   const pdir = join(dir, 'prof', lb);
   if (!existsSync(pdir)) return [];
   const out: string[] = [];
   for (const f of readdirSync(pdir).filter((x) => x.endsWith('.cpuprofile'))) {
     interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }
-    const p = JSON.parse(readFileSync(join(pdir, f), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
+    const p = JSON.parse(readFileSync(join(pdir, f), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[]; startTime: number };
     const byId = new Map(p.nodes.map((n) => [n.id, n]));
     const parent = new Map<number, number>();
     for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
@@ -102,10 +102,15 @@ function profileTop(lb: string, top = 20): string[] {
     const incl = new Map<string, number>();
     let total = 0;
     let idle = 0;
+    let ts = p.startTime;
+    let life = 0;
     for (let i = 0; i < p.samples.length; i++) {
       const n = byId.get(p.samples[i]!);
       const dt = p.timeDeltas[i] ?? 0;
+      ts += dt;
+      life += dt;
       if (n === undefined) continue;
+      if (win !== undefined && (ts < win[0] || ts > win[1])) continue;
       total += dt;
       if (n.callFrame.functionName === '(idle)') {
         idle += dt;
@@ -122,7 +127,10 @@ function profileTop(lb: string, top = 20): string[] {
       }
     }
     const busy = total - idle;
-    out.push(`${lb} ${f}: ${(total / 1e6).toFixed(1)} s sampled, ${(busy / 1e6).toFixed(1)} s busy (JS + native + GC)`);
+    out.push(
+      `${lb} ${f}: ${win ? `the new-flow run's ${((win[1] - win[0]) / 1e6).toFixed(1)} s window` : 'whole life'} (${(life / 1e6).toFixed(1)} s profiled): ` +
+        `${(total / 1e6).toFixed(1)} s sampled, ${(busy / 1e6).toFixed(1)} s busy (JS + native calls + GC; syscalls and the softirq work they run count as busy)`,
+    );
     out.push('  self time, % of busy:');
     [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, top)
       .forEach(([k, t]) => out.push(`  ${((100 * t) / busy).toFixed(1).padStart(5)}%  ${k}`));
@@ -247,6 +255,16 @@ function main(): void {
         `**≈ ${fmt(1e6 / usPerFlow)} new flows/s if lb1 had one core to itself** (a projection, not a measurement)`,
       'lb1 CPU seconds / Δ flows.created',
     ]);
+    const q0 = snap('.q0');
+    const q1 = snap('.q1');
+    const qw = (num(q1.get('t_ms')) - num(q0.get('t_ms'))) / 1000;
+    if (qw > 0) {
+      rows.push([
+        'Idle cluster (no traffic; the last 1 s sample before the run)',
+        BALANCERS.map((b) => `${b} ${fmt((100 * (num(q1.get(b)) - num(q0.get(b)))) / hz / qw, 1)} %`).join(', ') + ' of a core',
+        '/proc/PID/stat utime+stime',
+      ]);
+    }
     // paced sweep
     const steps: string[] = [];
     let best = 0;
@@ -359,7 +377,9 @@ function main(): void {
   console.log('|---|---|---|');
   for (const [a, b, c] of rows) console.log(`| ${a} | ${b} | ${c} |`);
   for (const n of notes) console.log(`\n${n}`);
-  const prof = BALANCERS.flatMap((b) => profileTop(b));
+  const g = json('newflows.json');
+  const win: [number, number] | undefined = g?.monoStartUs ? [num(g.monoStartUs), num(g.monoEndUs)] : undefined;
+  const prof = BALANCERS.flatMap((b) => profileTop(b, win));
   if (prof.length > 0) console.log(['', '```', ...prof, '```'].join('\n'));
 }
 
