@@ -33,6 +33,7 @@ const PAGE = String.raw`<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>tunlb status</title>
+<link rel="icon" href="data:,">
 <style>
   :root {
     --bg: #f5f6f8; --card: #ffffff; --ink: #1b2230; --muted: #5b6474; --line: #dde1e7;
@@ -62,7 +63,7 @@ const PAGE = String.raw`<!doctype html>
   .span12 { grid-column: span 12; } .span6 { grid-column: span 6; } .span7 { grid-column: span 7; } .span5 { grid-column: span 5; }
   @media (max-width: 1000px) { .span6, .span7, .span5 { grid-column: span 12; } }
   .num, td.n, .kpi .v, .mono { font-family: var(--mono); font-variant-numeric: tabular-nums; }
-  #balancers .grid { display: grid; gap: 12px; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); }
+  #balancers .grid { display: grid; gap: 12px; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); }
   .bal { border: 1px solid var(--line); border-left: 5px solid var(--unknown); border-radius: 6px; padding: 10px 12px; }
   .bal[data-state="up"] { border-left-color: var(--up); }
   .bal[data-state="suspect"] { border-left-color: var(--suspect); background: #fffbeb; }
@@ -79,6 +80,8 @@ const PAGE = String.raw`<!doctype html>
   .badge.soft { font-weight: 600; text-transform: none; letter-spacing: 0; background: transparent; border: 1px solid var(--line); color: var(--muted); }
   .badge.soft.serving { color: var(--up); border-color: #a8dcb8; }
   .badge.soft.syncing, .badge.soft.draining { color: var(--suspect); border-color: #ecd38a; }
+  .badge.soft.stale { color: var(--muted); border-color: var(--line); text-decoration: line-through; }
+  .dim { color: var(--muted); }
   .bal .top .badge:first-of-type { margin-left: auto; }
   .bal dl { display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; margin: 8px 0 0; font-size: 13px; }
   .bal dt { color: var(--muted); }
@@ -127,7 +130,7 @@ const PAGE = String.raw`<!doctype html>
     <div class="grid" id="bal-grid"></div>
   </section>
   <section id="traffic" class="span12">
-    <h2>Traffic on this balancer <small>rates over the last 2 s; charts: last 5 minutes</small></h2>
+    <h2>Traffic on this balancer <small>rates over the last 2 s; charts: up to the last 5 minutes</small></h2>
     <div class="kpis" id="kpis"></div>
     <div class="charts">
       <div class="chart"><h3>Packets / s <span id="leg-pkts"></span></h3><svg class="plot" id="chart-pkts"></svg></div>
@@ -281,13 +284,19 @@ const PAGE = String.raw`<!doctype html>
     var p = Math.pow(10, Math.floor(Math.log10(v))), m = v / p;
     return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
   }
+  /** The chart window: 1, 2 or 5 minutes, the smallest that holds the data we have. */
+  function chartWindow(now) {
+    var span = samples.length ? (now - samples[0].at) / 1000 : 0;
+    return span <= 60 ? 60 : span <= 120 ? 120 : WINDOW_S;
+  }
   function drawChart(svg, list, now) {
+    var win = chartWindow(now), step = win === 60 ? 10 : win === 120 ? 20 : 60;
     var W = Math.max(200, svg.clientWidth || 600), H = 170, L = 44, R = 8, T = 8, B = 20;
     var pw = W - L - R, ph = H - T - B;
     var max = 0;
-    list.forEach(function (s) { s.values.forEach(function (p) { if (p.t >= now - WINDOW_S * 1000 && p.v > max) max = p.v; }); });
+    list.forEach(function (s) { s.values.forEach(function (p) { if (p.t >= now - win * 1000 && p.v > max) max = p.v; }); });
     max = niceMax(max);
-    var x = function (t) { return L + pw - (now - t) / (WINDOW_S * 1000) * pw; };
+    var x = function (t) { return L + pw - (now - t) / (win * 1000) * pw; };
     var y = function (v) { return T + ph - v / max * ph; };
     var o = [];
     for (var g = 0; g <= 4; g++) {
@@ -295,13 +304,14 @@ const PAGE = String.raw`<!doctype html>
       o.push('<line x1="' + L + '" x2="' + (L + pw) + '" y1="' + gy + '" y2="' + gy + '" stroke="' + (g ? '#eef0f3' : '#c9ced6') + '"/>');
       o.push('<text x="' + (L - 6) + '" y="' + (gy + 4) + '" text-anchor="end">' + si(max * g / 4) + '</text>');
     }
-    [300, 240, 180, 120, 60, 0].forEach(function (s) {
-      var gx = L + pw - s / WINDOW_S * pw;
+    for (var s = win; s >= 0; s -= step) {
+      var gx = L + pw - s / win * pw;
       o.push('<line x1="' + gx + '" x2="' + gx + '" y1="' + T + '" y2="' + (T + ph) + '" stroke="#f1f3f6"/>');
-      o.push('<text x="' + gx + '" y="' + (H - 5) + '" text-anchor="' + (s === 0 ? 'end' : s === 300 ? 'start' : 'middle') + '">' + (s ? '-' + s / 60 + 'm' : 'now') + '</text>');
-    });
+      o.push('<text x="' + gx + '" y="' + (H - 5) + '" text-anchor="' + (s === 0 ? 'end' : s === win ? 'start' : 'middle') + '">' +
+        (s === 0 ? 'now' : win > 120 ? '-' + s / 60 + 'm' : '-' + s + 's') + '</text>');
+    }
     list.forEach(function (s, k) {
-      var pts = s.values.filter(function (p) { return p.t >= now - WINDOW_S * 1000; }).map(function (p) { return x(p.t).toFixed(1) + ',' + y(p.v).toFixed(1); });
+      var pts = s.values.filter(function (p) { return p.t >= now - win * 1000; }).map(function (p) { return x(p.t).toFixed(1) + ',' + y(p.v).toFixed(1); });
       if (!pts.length) return;
       if (k === 0 && pts.length > 1) {
         o.push('<polygon fill="' + s.color + '" fill-opacity="0.10" stroke="none" points="' + pts[0].split(',')[0] + ',' + (T + ph) + ' ' + pts.join(' ') + ' ' + pts[pts.length - 1].split(',')[0] + ',' + (T + ph) + '"/>');
@@ -316,7 +326,7 @@ const PAGE = String.raw`<!doctype html>
   }
 
   // ---- rendering
-  var STATE_TEXT = { self: 'this balancer', up: 'up', suspect: 'suspect', dead: 'dead', unknown: 'unknown' };
+  var STATE_TEXT = { self: 'self', up: 'up', suspect: 'suspect', dead: 'dead', unknown: 'unknown' };
   function lastEventTime(id, type) {
     var ev = status.events;
     for (var i = ev.length - 1; i >= 0; i--) if (ev[i].balancer === id && ev[i].type === type) return ev[i].at;
@@ -332,8 +342,9 @@ const PAGE = String.raw`<!doctype html>
         rows.push(['synced from', esc(status.self.syncedFrom || '–')]);
         rows.push(['incarnation', String(b.incarnation)]);
       } else {
-        rows.push(['probe RTT', ms(b.rttMs) + ' <span style="color:var(--muted)">avg ' + ms(b.rttAvgMs) + '</span>']);
-        rows.push(['last ack', b.lastAckAgoMs == null ? 'never' : ms(b.lastAckAgoMs) + ' ago']);
+        var gone = b.state === 'dead' || b.state === 'unknown';
+        rows.push(['probe RTT', gone ? '<span class="dim">– (last ' + ms(b.rttMs) + ')</span>' : ms(b.rttMs) + ' <span class="dim">avg ' + ms(b.rttAvgMs) + '</span>']);
+        rows.push(['last ack', b.lastAckAgoMs == null ? 'never' : (b.lastAckAgoMs >= 1000 ? dur(b.lastAckAgoMs / 1000) : ms(b.lastAckAgoMs)) + ' ago']);
         rows.push(['missed probes', String(b.misses)]);
       }
       rows.push(['primary of', int(b.flowsAsPrimary) + ' flows']);
@@ -347,10 +358,12 @@ const PAGE = String.raw`<!doctype html>
       } else if (!b.self && b.state === 'up' && !b.live) {
         note = '<div class="note" style="color:var(--suspect)">answers probes but is not serving yet: gets no flows</div>';
       }
+      // A dead peer's status is only what it last reported.
+      var stale = b.state === 'dead' && b.status !== 'unknown';
       html.push('<div class="bal" data-balancer="' + esc(b.id) + '" data-state="' + esc(b.state) + '" data-status="' + esc(b.status) + '">' +
         '<div class="top"><span class="id">' + esc(b.id) + '</span><span class="addr">' + esc(b.address) + '</span>' +
         '<span class="badge ' + esc(b.state) + '">' + esc(STATE_TEXT[b.state] || b.state) + '</span>' +
-        '<span class="badge soft ' + esc(b.status) + '">' + esc(b.status) + '</span></div>' +
+        '<span class="badge soft ' + (stale ? 'stale' : esc(b.status)) + '" title="' + (stale ? 'last reported status' : 'reported status') + '">' + esc(b.status) + '</span></div>' +
         '<dl>' + rows.map(function (r) { return '<dt>' + r[0] + '</dt><dd>' + r[1] + '</dd>'; }).join('') + '</dl>' + note + '</div>');
     });
     $('bal-grid').innerHTML = html.join('');
@@ -379,22 +392,22 @@ const PAGE = String.raw`<!doctype html>
       kpi('packets out (NAT)', si(rate('tx', W)), '/s', 'var(--c2)'),
       kpi('to peers', si(rate('peerTx', W)), '/s', 'var(--c3)'),
       kpi('from peers', si(rate('peerRx', W)), '/s'),
-      kpi('throughput in', bits(rate('rxB', W) || 0), ''),
+      kpi('throughput in', bits(rate('rxB', W) || 0).split(' ')[0], bits(rate('rxB', W) || 0).split(' ')[1]),
       kpi('new flows', si(rate('created', W)), '/s', 'var(--c5)'),
       kpi('active flows', last ? int(last.active) : '–', '', 'var(--c1)'),
-      kpi('failover', si(fo), 'pkt/s', null, fo > 0),
+      kpi('failover', si(fo), 'pkt/s', '#b35c00', fo > 0),
       kpi('drops', si(dr), '/s', 'var(--c4)', dr > 0),
     ].join('');
     var pk = [
       { name: 'in', color: '#0b5cad', values: series('rx') },
       { name: 'out (NAT)', color: '#1a7f37', values: series('tx') },
       { name: 'to peers', color: '#8250df', values: series('peerTx') },
+      { name: 'failover', color: '#b35c00', values: series('fo') },
       { name: 'drops', color: '#c62828', values: series('drops') },
     ];
     var fl = [
       { name: 'active', color: '#0b5cad', values: level('active') },
       { name: 'new / s', color: '#b35c00', values: series('created') },
-      { name: 'failover pkt / s', color: '#c62828', values: series('fo') },
     ];
     $('leg-pkts').innerHTML = legend(pk);
     $('leg-flows').innerHTML = legend(fl);

@@ -1,0 +1,282 @@
+/**
+ * The status page (GET / of the admin endpoint, src/control/status-page.ts) in a real browser
+ * against the three-balancer lab: Debian's Chromium driven by playwright-core (no browser
+ * download), run INSIDE tunlb-lb1's namespace (the admin endpoint listens on 127.0.0.1:9180
+ * there), so nothing leaves the lab. The page must load without script errors, show the three
+ * balancers (lb2 and lb3 up and serving), and show lb2 dead within 5 s of `lab.sh kill lb2`.
+ * Screenshots of both moments go to /tmp (paths in the test log).
+ *
+ * Needs root (namespaces) and /usr/bin/chromium (apt-get install chromium, or
+ * scripts/install-deps.sh); skips with a message otherwise. Holds the lab session lock
+ * (/tmp/tunlb-lab-session.lock) from `up` to `down`; `down` always runs. The browser runs
+ * with a fresh --user-data-dir and every network feature that would reach out turned off.
+ * Run alone: flock /tmp/tunlb-lab-session.lock npx ava --config ava.native.config.cjs native-tests/status-page.test.ts
+ */
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import { hasRoot, NEEDS_ROOT } from './helpers/root';
+import { ADMIN, REPO, execIn, holdLabSession, lab, labLogTail, poll, type LabSession } from './helpers/lab';
+import { startTraffic } from './helpers/traffic';
+
+const CHROMIUM = '/usr/bin/chromium';
+const NS = 'tunlb-lb1';
+const SHOT_UP = '/tmp/tunlb-status-page-3-balancers.png';
+const SHOT_DEAD = '/tmp/tunlb-status-page-lb2-dead.png';
+/** The page must show lb2 dead within this long after `lab.sh kill lb2` returned. */
+const DEAD_WITHIN_MS = 5000;
+
+const skipReason = !hasRoot()
+  ? NEEDS_ROOT
+  : !existsSync(CHROMIUM)
+    ? `skipped: ${CHROMIUM} is missing (apt-get install chromium, or bash scripts/install-deps.sh)`
+    : undefined;
+if (skipReason !== undefined) console.log(`native-tests/status-page.test.ts: ${skipReason}`);
+
+let session: LabSession | undefined;
+let upError: string | undefined;
+let work: string | undefined;
+
+/** dist/ is what the lab runs (bin/tunlb): it must hold this status page. */
+function staleDist(): string | undefined {
+  const built = path.join(REPO, 'dist', 'src', 'control', 'status-page.js');
+  if (!existsSync(built)) return `${built} missing: run npm run build (the lab runs dist/)`;
+  for (const f of ['admin-server.ts', 'status-page.ts', 'metrics.ts']) {
+    const src = path.join(REPO, 'src', 'control', f);
+    const dst = path.join(REPO, 'dist', 'src', 'control', f.replace(/\.ts$/, '.js'));
+    if (!existsSync(dst) || statSync(src).mtimeMs > statSync(dst).mtimeMs + 1000) return `src/control/${f} is newer than dist/: run npm run build (the lab runs dist/)`;
+  }
+  return undefined;
+}
+
+/**
+ * The browser driver, run with `ip netns exec tunlb-lb1 node --import tsx driver.ts` from the
+ * repository (for tsx). Talks JSON lines: prints {phase:'up'}, waits for "killed" on stdin,
+ * prints {phase:'dead'}; {phase:'error'} on any failure.
+ */
+function driverSource(playwright: string, userDataDir: string): string {
+  return `
+const { chromium } = require(${JSON.stringify(playwright)});
+const readline = require('node:readline');
+const URL = 'http://${ADMIN}/';
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
+const lines = readline.createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
+const cards = (page) => page.$$eval('.bal', (els) => els.map((e) => ({ id: e.dataset.balancer, state: e.dataset.state, status: e.dataset.status, text: e.innerText.replace(/\\s+/g, ' ') })));
+
+(async () => {
+  const ctx = await chromium.launchPersistentContext(${JSON.stringify(userDataDir)}, {
+    executablePath: ${JSON.stringify(CHROMIUM)},
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+    viewport: { width: 1360, height: 1000 },
+    timeout: 30000,
+  });
+  try {
+    const page = ctx.pages()[0] ?? (await ctx.newPage());
+    const problems = [];
+    page.on('pageerror', (e) => problems.push('pageerror: ' + e.message));
+    page.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
+    page.on('requestfailed', (r) => problems.push('requestfailed: ' + r.url() + ' ' + (r.failure() ? r.failure().errorText : '')));
+    page.on('request', (r) => { if (!r.url().startsWith('http://${ADMIN}/')) problems.push('request to another origin: ' + r.url()); });
+    const resp = await page.goto(URL, { waitUntil: 'load', timeout: 15000 });
+    const httpStatus = resp ? resp.status() : 0;
+    // Three cards; lb2 and lb3 up and serving; data arrived.
+    // Predicates are functions without named inner functions: tsx (esbuild keepNames) would
+    // wrap those in a __name() helper the page does not have, and the page's CSP forbids
+    // string predicates (eval).
+    await page.waitForFunction(
+      () =>
+        document.querySelectorAll('.bal').length === 3 &&
+        document.querySelectorAll('.bal[data-state=up][data-status=serving]').length === 2 &&
+        document.querySelector('.bal[data-balancer=lb1][data-state=self]') !== null &&
+        document.getElementById('conn').dataset.ok === '1',
+      null,
+      { timeout: 20000, polling: 100 },
+    );
+    // A few seconds of rates for the chart.
+    await page.waitForTimeout(4000);
+    const kpis = await page.$$eval('.kpi', (els) => els.map((e) => e.innerText.replace(/\\s+/g, ' ')));
+    const chartPoints = await page.$$eval('svg.plot polyline', (els) => els.map((e) => (e.getAttribute('points') || '').split(' ').filter(Boolean).length));
+    await page.screenshot({ path: ${JSON.stringify(SHOT_UP)}, fullPage: true });
+    out({ phase: 'up', httpStatus, title: await page.title(), cards: await cards(page), kpis, chartPoints, problems: problems.slice() });
+
+    await nextLine();
+    const t0 = Date.now();
+    let deadMs = -1;
+    let waitError = null;
+    try {
+      await page.waitForFunction(() => document.querySelector('.bal[data-balancer=lb2][data-state=dead]') !== null, null,
+        { timeout: ${DEAD_WITHIN_MS}, polling: 100 });
+      deadMs = Date.now() - t0;
+    } catch (e) {
+      waitError = String(e && e.message || e);
+    }
+    // Let the event list and the failover figures settle for the screenshot.
+    await page.waitForTimeout(2500);
+    await page.screenshot({ path: ${JSON.stringify(SHOT_DEAD)}, fullPage: true });
+    const events = await page.$$eval('#event-list tbody tr', (els) => els.map((e) => e.innerText.replace(/\\s+/g, ' ')));
+    out({ phase: 'dead', deadMs, waitError, title: await page.title(), cards: await cards(page), events, problems: problems.slice() });
+  } finally {
+    await ctx.close();
+  }
+})().catch((e) => { out({ phase: 'error', error: String(e && e.stack || e) }); process.exitCode = 1; }).finally(() => lines.close());
+`;
+}
+
+interface Card {
+  id: string;
+  state: string;
+  status: string;
+  text: string;
+}
+
+test.before(async () => {
+  if (skipReason !== undefined) return;
+  const stale = staleDist();
+  if (stale !== undefined) {
+    upError = stale;
+    return;
+  }
+  session = await holdLabSession();
+  await lab(['down']);
+  const r = await lab(['up'], 180_000);
+  if (r.code !== 0) {
+    upError = `lab.sh up failed (exit ${r.code}):\n${r.stderr.slice(-3000)}\n${['lb1', 'lb2', 'lb3'].map((b) => `--- ${b}\n${labLogTail(b, 15)}`).join('\n')}`;
+    return;
+  }
+  // Every balancer serving (they sync with each other after `up` returns).
+  await poll(async () => {
+    const s = await execIn('lb1', ['curl', '-sS', '-m', '2', `http://${ADMIN}/api/v1/status`], { timeoutMs: 4000 });
+    try {
+      const st = JSON.parse(s.stdout) as { balancers: Array<{ state: string; status: string }> };
+      return st.balancers.every((b) => (b.state === 'self' || b.state === 'up') && b.status === 'serving');
+    } catch {
+      return false;
+    }
+  }, 20_000, 200);
+});
+
+test.after.always('lab down, release the lab', async (t) => {
+  if (skipReason !== undefined) return;
+  try {
+    if (session !== undefined) {
+      const r = await lab(['down']);
+      t.log(`lab down (after.always): exit ${r.code} in ${r.seconds.toFixed(1)} s`);
+    }
+  } finally {
+    session?.release();
+    if (work !== undefined) rmSync(work, { recursive: true, force: true });
+  }
+});
+
+const title = 'status page: headless Chromium in tunlb-lb1 shows three balancers, then lb2 dead within 5 s of kill -9';
+(skipReason === undefined ? test.serial : test.skip)(skipReason === undefined ? title : `${title} (${skipReason})`, async (t) => {
+  if (upError !== undefined) t.fail(upError);
+  if (upError !== undefined) return;
+  work = mkdtempSync(path.join(tmpdir(), 'tunlb-browser-'));
+  const profile = path.join(work, 'profile');
+  const driver = path.join(work, 'driver.ts');
+  writeFileSync(driver, driverSource(require.resolve('playwright-core'), profile));
+
+  // Traffic through the VIP (client namespace only; bounded in time): long-lived echo
+  // connections (those whose primary is lb2 fail over to their backup after the kill: the
+  // page's failover figures) and a stream of new HTTP connections (flow rates).
+  const longlived = startTraffic(['longlived', '--conns', '24', '--interval-ms', '50', '--duration-s', '30', '--quiet'], 45_000);
+  const traffic = execIn(
+    'client',
+    ['sh', '-c', 'i=0; while [ $i -lt 60 ]; do curl -s -m 1 -o /dev/null http://10.99.0.10/; i=$((i+1)); sleep 0.15; done'],
+    { timeoutMs: 30_000 },
+  );
+
+  const child = spawn('ip', ['netns', 'exec', NS, process.execPath, '--import', 'tsx', driver], {
+    cwd: REPO,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, HOME: work },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    stderr += String(d);
+  });
+  const killer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const messages: Array<Record<string, unknown>> = [];
+  const waiters: Array<() => void> = [];
+  createInterface({ input: child.stdout }).on('line', (l) => {
+    try {
+      messages.push(JSON.parse(l) as Record<string, unknown>);
+    } catch {
+      stderr += `driver: ${l}\n`;
+    }
+    waiters.splice(0).forEach((w) => w());
+  });
+  const next = async (phase: string): Promise<Record<string, unknown>> => {
+    for (;;) {
+      const m = messages.find((x) => x['phase'] === phase || x['phase'] === 'error');
+      if (m !== undefined) {
+        if (m['phase'] === 'error') throw new Error(`browser driver: ${String(m['error'])}\n${stderr.slice(-2000)}`);
+        return m;
+      }
+      const done = await Promise.race([new Promise<boolean>((r) => waiters.push(() => r(false))), exited.then(() => true)]);
+      if (done && !messages.some((x) => x['phase'] === phase || x['phase'] === 'error')) {
+        throw new Error(`browser driver exited before '${phase}':\n${stderr.slice(-3000)}`);
+      }
+    }
+  };
+
+  try {
+    const up = await next('up');
+    const cards = up['cards'] as Card[];
+    t.log(`page up: HTTP ${String(up['httpStatus'])}, title "${String(up['title'])}"`);
+    for (const c of cards) t.log(`  ${c.id}: ${c.state}/${c.status} | ${c.text}`);
+    t.log(`  kpis: ${(up['kpis'] as string[]).join(' | ')}`);
+    t.log(`  chart points per series: ${JSON.stringify(up['chartPoints'])}`);
+    t.log(`screenshot (3 balancers): ${SHOT_UP}`);
+    t.is(up['httpStatus'], 200);
+    t.deepEqual(cards.map((c) => c.id), ['lb1', 'lb2', 'lb3'], 'three balancers, in config order');
+    t.like(cards[0], { state: 'self', status: 'serving' });
+    t.like(cards[1], { state: 'up', status: 'serving' });
+    t.like(cards[2], { state: 'up', status: 'serving' });
+    t.regex(String(up['title']), /tunlb lb1 · 3\/3 live/);
+    t.true((up['chartPoints'] as number[]).some((n) => n >= 3), 'the charts have data');
+    t.deepEqual(up['problems'], [], 'no script errors, failed or foreign requests');
+
+    const k = await lab(['kill', 'lb2'], 30_000);
+    t.is(k.code, 0, `lab.sh kill lb2: ${k.stderr}`);
+    child.stdin.write('killed\n');
+    const dead = await next('dead');
+    const after = dead['cards'] as Card[];
+    t.log(`lb2 shown dead ${String(dead['deadMs'])} ms after kill -9 returned; title "${String(dead['title'])}"`);
+    for (const c of after) t.log(`  ${c.id}: ${c.state}/${c.status} | ${c.text}`);
+    for (const e of (dead['events'] as string[]).slice(0, 8)) t.log(`  event: ${e}`);
+    t.log(`screenshot (lb2 dead): ${SHOT_DEAD}`);
+    t.true(
+      (dead['deadMs'] as number) >= 0 && (dead['deadMs'] as number) <= DEAD_WITHIN_MS,
+      `lb2 dead on the page within ${DEAD_WITHIN_MS} ms: ${String(dead['deadMs'])} ${String(dead['waitError'] ?? '')}`,
+    );
+    t.like(after.find((c) => c.id === 'lb2'), { state: 'dead' });
+    t.like(after.find((c) => c.id === 'lb3'), { state: 'up', status: 'serving' });
+    t.regex(after.find((c) => c.id === 'lb2')!.text, /DEAD/i);
+    t.regex(String(dead['title']), /2\/3 live/);
+    t.true((dead['events'] as string[]).some((e) => /lb2 peer down/.test(e)), 'the peer_down event is listed');
+    t.true((dead['events'] as string[]).some((e) => /lb1 failover active/.test(e)), 'the failover (derived from failover packets) is listed');
+    t.deepEqual(dead['problems'], [], 'no script errors, failed or foreign requests');
+
+    // The same truth in /metrics (scraped inside the namespace).
+    const m = await execIn('lb1', ['curl', '-sS', '-m', '3', `http://${ADMIN}/metrics`], { timeoutMs: 5000 });
+    t.regex(m.stdout, /^tunlb_peer_state\{peer="lb2"\} 3$/m);
+    t.regex(m.stdout, /^tunlb_peer_state\{peer="lb3"\} 1$/m);
+    t.regex(m.stdout, /^tunlb_failovers_total [1-9]/m);
+    t.regex(m.stdout, /^tunlb_peer_probe_rtt_seconds_count\{peer="lb3"\} [1-9]/m);
+    t.is(await exited, 0, `driver exit: ${stderr.slice(-1000)}`);
+  } finally {
+    clearTimeout(killer);
+    if (child.exitCode === null) child.kill('SIGKILL');
+    longlived.kill();
+    await Promise.all([traffic, longlived.done]);
+  }
+});
