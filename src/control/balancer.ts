@@ -256,7 +256,8 @@ export class Balancer {
    * Starts backend health checks. Every eligibility change (health, drain) rebuilds the
    * forwarding table — incrementally: only the rows the backend won or now wins move — and
    * swaps it in between batches. New flows avoid ineligible backends; established flows
-   * keep their recorded backend (the record is the truth).
+   * keep their recorded backend (the record is the truth) unless it is down (unhealthy:
+   * backendUp, src/dataplane/forwarder.ts "Backend down": TCP reset, UDP/ICMP moved).
    */
   #startHealth(): void {
     const cluster = this.cluster;
@@ -271,7 +272,9 @@ export class Balancer {
         if (cluster !== undefined) cluster.channel.broadcast(cluster.channel.signer.seal('health', body));
       },
       onChange: (_v, _b, e) => {
-        if (e.eligible !== e.wasEligible) this.#scheduleRebuild();
+        // Health changes matter even without an eligibility change (a drained backend going
+        // down): backendUp decides what happens to its existing flows.
+        if (e.eligible !== e.wasEligible || e.fromHealth !== e.toHealth) this.#scheduleRebuild();
       },
     });
     // Until a backend's first check completes (milliseconds), the table built at start
@@ -288,7 +291,7 @@ export class Balancer {
       const prev = this.forwarder.forwarding;
       try {
         const hm = this.health;
-        const ft = buildForwardingTable(prev.config, this.#hashKey, prev.generation, (vip, i) => hm.eligible(vip.index, i), prev);
+        const ft = buildForwardingTable(prev.config, this.#hashKey, prev.generation, (vip, i) => hm.eligible(vip.index, i), prev, backendUpOf(hm));
         this.forwarder.setForwarding(ft);
       } catch (e) {
         this.log.error({ event: 'forwarding_table_rejected', err: (e as Error).message }, 'forwarding table rebuild failed; the running table stays');
@@ -411,6 +414,13 @@ function openDsr(forwarding: ForwardingTable, device: TunLike, log: Logger): { n
   }
   log.info({ event: 'dsr_socket', interface: socket.name, ifindex: socket.ifindex, interfaces: ifs, vnetHdr: socket.vnetHdr }, `DSR frames leave on ${ifs.join(', ')}`);
   return { neighbours, socket };
+}
+
+/** backendUp of a forwarding table from the monitor's view: down = unhealthy (draining stays up). */
+export function backendUpOf(hm: HealthMonitor): (vip: { index: number }, i: number) => boolean {
+  const down = new Set<string>();
+  for (const x of hm.states()) if (x.health === 'unhealthy' || x.state === 'removed') down.add(`${x.vipIndex}/${x.backendIndex}`);
+  return (vip, i) => !down.has(`${vip.index}/${i}`);
 }
 
 /** Throws ADDRESS_NOT_PRESENT unless `addr` is configured on a local interface. */

@@ -36,6 +36,25 @@
  *                AF_PACKET send; the VIP stays the destination, the backend holds it on its
  *                loopback and answers the client directly. No MAC yet: dsr_no_neighbour.
  *
+ * Backend down (issue 5): a flow's record is the truth, but when the forwarding table marks
+ * its backend down (backendUp = 0: unhealthy, or removed by a reload; draining stays up and
+ * keeps its flows), the serving balancer, at the flow's next client→VIP packet:
+ *   TCP          does not forward it: the packet is rewritten in place into a minimal RST to
+ *                the client, as if from VIP:port (RFC 9293 3.10.7.1: ACK set → seq = SEG.ACK,
+ *                no ACK; else seq = 0, ACK, ack = SEG.SEQ + SEG.LEN; fresh IPv4/IPv6 header,
+ *                full checksums, virtio header zeroed), emitted in the packet's place, and the
+ *                flow is removed (counted: tcpResetBackendDown). A client RST is just dropped.
+ *                So the client sees a reset, never a silent hang.
+ *   UDP, ICMP    the flow moves to the backend the current table picks for its flow hash
+ *                (as a new flow would): the record is re-inserted with the new backend and
+ *                its new reply key (entry id, packet count and created time restart), then
+ *                the packet is forwarded (counted: udpMovedBackendDown). Replies from the new
+ *                backend are un-NATed by the new reply key; late ones of the old are no_flow.
+ *   Either way, no eligible backend left → no_backend. ICMP errors and non-first fragments
+ *   of such a flow are dropped (no_backend). Peers holding the record apply the same rule
+ *   when they serve it (their tables pick the same new backend); the removal is not
+ *   replicated (their copies expire).
+ *
  * Packets from peers (processPeerBatch) take steps 1-4 and 7-8 only: they are accepted only
  * from configured balancers' addresses, a decision in the header is adopted for a flow this
  * balancer does not hold yet, and they are never forwarded again.
@@ -68,6 +87,7 @@ import {
 } from '../packet/encap';
 import { FlowFlags } from '../flow';
 import { writeReplyKey } from './reply-key';
+import { internetChecksum, l4Checksum } from '../packet/checksum';
 import { type DsrNeighbours, NEIGH_STRIDE, NEIGH_VALID, NEIGH_SRC_MAC } from './neighbours';
 
 // Imported functions bound to module constants: under tsx (tests, dev runs) each use of an
@@ -80,6 +100,13 @@ const vipOf = findVip;
 const replyKeyOf = writeReplyKey;
 const encapParse = parseEncap;
 const encapWrite = writeEncapHeader;
+const ipChecksum = internetChecksum;
+const tcpChecksum = l4Checksum;
+const TCP_FIN = 0x01;
+const TCP_RST = 0x04;
+const TCP_ACK = 0x10;
+/** processPacket-internal: #backendDown rewrote the packet into a TCP RST to emit. */
+const RST_EMITTED = -2;
 const F_FROM_PEER = FlowFlags.FROM_PEER;
 const TCP_SYN = 0x02;
 /** Largest UDP payload a peer datagram can carry (IPv4: 65535 - 20 - 8). */
@@ -170,6 +197,10 @@ export class ForwarderStats {
   flowsCreated = 0;
   forwardPackets = 0;
   replyPackets = 0;
+  /** TCP packets of flows whose backend is down answered with an RST to the client (flow removed). */
+  tcpResetBackendDown = 0;
+  /** UDP/ICMP flows moved to another backend because theirs was down. */
+  udpMovedBackendDown = 0;
   /** Drops by PacketResult code (parse and rewrite). */
   readonly packetDrops = new Float64Array(PACKET_RESULT_COUNT);
   /** Drops by ForwardDrop code (decisions). */
@@ -217,6 +248,10 @@ export class Forwarder {
   /** Per packet: the virtio header of the packet being processed (-1 = none), for peer sends. */
   #vnetOff = -1;
   #vnetBuf: Uint8Array | null = null;
+  /** Per packet: the length to emit when it differs from the input (an RST in its place), else -1. */
+  #outLen = -1;
+  /** Address scratch for building an RST in place (client and VIP addresses). */
+  readonly #addrScratch = new Uint8Array(32);
 
   constructor(opts: ForwarderOptions) {
     this.#table = opts.table;
@@ -270,10 +305,12 @@ export class Forwarder {
       st.rxBytes += len;
       const mode = vnet && (vh[i * VNET_HDR_LEN]! & VNET_F_NEEDS_CSUM) !== 0 ? PARTIAL : FULL;
       this.#vnetOff = vnet ? i * VNET_HDR_LEN : -1;
+      this.#outLen = -1;
       if (this.processPacket(buf, off, len, mode, nowSec) !== Action.EMIT) continue;
+      if (this.#outLen >= 0) sizes[i] = this.#outLen;
       if (out !== i) {
         offsets[out] = off;
-        sizes[out] = len;
+        sizes[out] = sizes[i]!;
         if (vnet) vh.copyWithin(out * VNET_HDR_LEN, i * VNET_HDR_LEN, (i + 1) * VNET_HDR_LEN);
       }
       out++;
@@ -319,12 +356,13 @@ export class Forwarder {
       // The carried virtio header, for a DSR frame (the peer path never encapsulates again).
       this.#vnetBuf = e.vnetOff >= 0 ? buf : null;
       this.#vnetOff = e.vnetOff;
+      this.#outLen = -1;
       const act = this.#fromPeer(buf, e.innerOff, e.innerLen, mode, nowSec);
       this.#vnetBuf = null;
       this.#vnetOff = -1;
       if (act !== Action.EMIT) continue;
       offsets[out] = e.innerOff;
-      sizes[out] = e.innerLen;
+      sizes[out] = this.#outLen >= 0 ? this.#outLen : e.innerLen;
       if (vnet) {
         const o = out * VNET_HDR_LEN;
         if (e.vnetOff >= 0) for (let k = 0; k < VNET_HDR_LEN; k++) vh[o + k] = buf[e.vnetOff + k]!;
@@ -426,7 +464,13 @@ export class Forwarder {
     }
     // The record's VIP and backend are the truth for an existing flow.
     const fv = table.vip(id);
-    const be = table.backend(id);
+    let be = table.backend(id);
+    const upv = ft.backendUp[fv];
+    if (upv !== undefined && upv[be] === 0) {
+      id = this.#backendDown(buf, off, id, fv, nowSec);
+      if (id < 0) return id === RST_EMITTED ? Action.EMIT : Action.DROP;
+      be = table.backend(id);
+    }
     const addrs = ft.backendAddr[fv];
     if (addrs === undefined || be * 16 >= addrs.length) return this.#drop(ForwardDrop.NO_BACKEND);
     if (ft.vipMethod[fv] === METHOD_DSR) return this.#toDsr(buf, off, fv, be);
@@ -665,6 +709,165 @@ export class Forwarder {
     }
     this.stats.flowsCreated++;
     return id;
+  }
+
+  /**
+   * The current packet (client→VIP) belongs to flow `id` whose backend is down (header
+   * "Backend down"). Returns the flow's new entry id (UDP/ICMP moved: forward the packet),
+   * RST_EMITTED (TCP: the packet is now an RST to the client, #outLen set, flow removed), or
+   * -1 (dropped, counted).
+   */
+  #backendDown(buf: Uint8Array, off: number, id: number, vip: number, nowSec: number): number {
+    const info = this.#info;
+    const table = this.#table;
+    const ft = this.#ft;
+    const proto = info.key[36]!;
+    if (proto === IPPROTO_TCP) {
+      if (info.isIcmpError !== 0 || (info.isFragment !== 0 && info.isFirstFragment === 0) || info.csumOff < 0) {
+        this.#drop(ForwardDrop.NO_BACKEND);
+        return -1;
+      }
+      table.remove(id);
+      if ((info.tcpFlags & TCP_RST) !== 0 || info.isFragment !== 0) {
+        // Never answer a reset with a reset (RFC 9293 3.10.7.1); a fragment has no whole segment.
+        this.#drop(ForwardDrop.NO_BACKEND);
+        return -1;
+      }
+      this.#outLen = this.#writeRst(buf, off);
+      const st = this.stats;
+      st.tcpResetBackendDown++;
+      st.txPackets++;
+      st.txBytes += this.#outLen;
+      return RST_EMITTED;
+    }
+    if (info.isIcmpError !== 0) {
+      this.#drop(ForwardDrop.NO_BACKEND);
+      return -1;
+    }
+    const nb = ft.backendTables[vip]!.lookup(flowHash(this.#hashKey, info.key));
+    if (nb === NO_BACKEND) {
+      this.#drop(ForwardDrop.NO_BACKEND);
+      return -1;
+    }
+    const primary = table.primary(id);
+    const backup = table.backup(id);
+    const fromPeer = table.flags(id) & F_FROM_PEER;
+    if (ft.vipMethod[vip] === METHOD_DSR) {
+      table.setDecision(id, primary, backup, nb);
+      this.stats.udpMovedBackendDown++;
+      return id;
+    }
+    // The reply key changes with the backend: re-insert (the forward key is this packet's).
+    if (!replyKeyOf(ft, vip, nb, info.key, 0, this.#replyBytes)) {
+      this.#drop(ForwardDrop.NO_BACKEND);
+      return -1;
+    }
+    table.remove(id);
+    const nid = table.insert(info.keyWords, this.#replyWords, primary, backup, vip, nb, nowSec);
+    if (nid < 0) {
+      this.#drop(nid === InsertResult.FULL ? ForwardDrop.TABLE_FULL : ForwardDrop.FLOW_CONFLICT);
+      return -1;
+    }
+    table.touch(nid, nowSec, 0, 0);
+    if (fromPeer !== 0) table.updateFlags(nid, F_FROM_PEER, 0);
+    else if (this.#sink !== undefined) this.#sink.flowReady(nid);
+    this.stats.udpMovedBackendDown++;
+    return nid;
+  }
+
+  /**
+   * Rewrites the current TCP packet (client→VIP, at buf[off..]) in place into an RST from
+   * VIP:port to the client (RFC 9293 3.10.7.1): IPv4 (20-byte header, DF, TTL 64) or IPv6
+   * (hop limit 64) + a 20-byte TCP header, window 0, full checksums. The RST is never longer
+   * than the packet (IPv4 >= 40 bytes, IPv6 >= 60). Zeroes the packet's virtio header. Returns
+   * the RST's length.
+   */
+  #writeRst(buf: Uint8Array, off: number): number {
+    const info = this.#info;
+    const l4 = info.l4Off;
+    const flags = info.tcpFlags;
+    const seq = ((buf[l4 + 4]! << 24) | (buf[l4 + 5]! << 16) | (buf[l4 + 6]! << 8) | buf[l4 + 7]!) >>> 0;
+    const ackNo = ((buf[l4 + 8]! << 24) | (buf[l4 + 9]! << 16) | (buf[l4 + 10]! << 8) | buf[l4 + 11]!) >>> 0;
+    let segLen = info.l4Len - (buf[l4 + 12]! >>> 4) * 4;
+    if ((flags & TCP_SYN) !== 0) segLen++;
+    if ((flags & TCP_FIN) !== 0) segLen++;
+    const cport = info.sport;
+    const vport = info.dport;
+    const alen = info.addrLen;
+    const sc = this.#addrScratch;
+    for (let i = 0; i < alen; i++) {
+      sc[i] = buf[info.srcOff + i]!;
+      sc[16 + i] = buf[info.dstOff + i]!;
+    }
+    let t: number;
+    let srcOff: number;
+    if (info.version === 4) {
+      t = off + 20;
+      buf[off] = 0x45;
+      buf[off + 1] = 0;
+      buf[off + 2] = 0;
+      buf[off + 3] = 40;
+      buf[off + 4] = 0;
+      buf[off + 5] = 0;
+      buf[off + 6] = 0x40; // DF
+      buf[off + 7] = 0;
+      buf[off + 8] = 64;
+      buf[off + 9] = IPPROTO_TCP;
+      buf[off + 10] = 0;
+      buf[off + 11] = 0;
+      srcOff = off + 12;
+    } else {
+      t = off + 40;
+      buf[off] = 0x60;
+      buf[off + 1] = 0;
+      buf[off + 2] = 0;
+      buf[off + 3] = 0;
+      buf[off + 4] = 0;
+      buf[off + 5] = 20;
+      buf[off + 6] = IPPROTO_TCP;
+      buf[off + 7] = 64;
+      srcOff = off + 8;
+    }
+    const dstOff = srcOff + alen;
+    for (let i = 0; i < alen; i++) {
+      buf[srcOff + i] = sc[16 + i]!; // from the VIP
+      buf[dstOff + i] = sc[i]!; // to the client
+    }
+    if (info.version === 4) {
+      const c = ipChecksum(buf, off, 20);
+      buf[off + 10] = c >>> 8;
+      buf[off + 11] = c & 0xff;
+    }
+    let rseq = 0;
+    let rack = 0;
+    let rflags = TCP_RST;
+    if ((flags & TCP_ACK) !== 0) rseq = ackNo;
+    else {
+      rack = (seq + segLen) >>> 0;
+      rflags = TCP_RST | TCP_ACK;
+    }
+    buf[t] = vport >>> 8;
+    buf[t + 1] = vport & 0xff;
+    buf[t + 2] = cport >>> 8;
+    buf[t + 3] = cport & 0xff;
+    buf[t + 4] = rseq >>> 24;
+    buf[t + 5] = (rseq >>> 16) & 0xff;
+    buf[t + 6] = (rseq >>> 8) & 0xff;
+    buf[t + 7] = rseq & 0xff;
+    buf[t + 8] = rack >>> 24;
+    buf[t + 9] = (rack >>> 16) & 0xff;
+    buf[t + 10] = (rack >>> 8) & 0xff;
+    buf[t + 11] = rack & 0xff;
+    buf[t + 12] = 5 << 4;
+    buf[t + 13] = rflags;
+    for (let i = 14; i < 20; i++) buf[t + i] = 0; // window 0, checksum, urgent pointer
+    const c = tcpChecksum(buf, srcOff, dstOff, alen, IPPROTO_TCP, t, 20, t + 16, true);
+    buf[t + 16] = c >>> 8;
+    buf[t + 17] = c & 0xff;
+    const vb = this.#vnetBuf;
+    const vo = this.#vnetOff;
+    if (vb !== null && vo >= 0) vb.fill(0, vo, vo + VNET_HDR_LEN);
+    return t + 20 - off;
   }
 
   #drop(reason: number): number {

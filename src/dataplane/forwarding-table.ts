@@ -25,6 +25,8 @@ export const METHOD_DSR = 1;
 
 /** Per-backend eligibility for new flows, decided by the control plane (health, drain). */
 export type BackendEligibility = (vip: VipConfig, backendIndex: number) => boolean;
+/** Per-backend "up" for existing flows (false: unhealthy or removed; draining is up). */
+export type BackendUp = (vip: VipConfig, backendIndex: number) => boolean;
 
 export interface ForwardingTable {
   readonly generation: number;
@@ -45,6 +47,12 @@ export interface ForwardingTable {
   readonly backendAddr: readonly Uint8Array[];
   /** Per VIP: destination port per backend, or KEEP_PORT. */
   readonly backendPort: readonly Int32Array[];
+  /**
+   * Per VIP: 1 per backend unless it is down (unhealthy; a reload's tombstone of a removed
+   * backend). Draining backends stay up. Existing flows on a down backend get the forwarder's
+   * backend-down treatment (TCP reset, UDP/ICMP moved: src/dataplane/forwarder.ts).
+   */
+  readonly backendUp: readonly Uint8Array[];
   readonly ranking: BalancerRanking;
   /** The config it was built from (for the control plane; never read per packet). */
   readonly config: Config;
@@ -58,6 +66,7 @@ export function backendId(vip: VipConfig, i: number): string {
 /**
  * Builds a forwarding table from a validated config. `previous` (same cluster key) lets the
  * backend tables rebuild incrementally: only rows whose winner changed are recomputed.
+ * `eligible` decides new flows; `up` fills backendUp (existing flows).
  * Throws TunlbError(TABLE_BUILD) if the result fails validation (never expected for a
  * validated config; the running table stays in place).
  */
@@ -67,6 +76,7 @@ export function buildForwardingTable(
   generation: number,
   eligible: BackendEligibility = () => true,
   previous?: ForwardingTable,
+  up: BackendUp = () => true,
 ): ForwardingTable {
   const vips = config.vips;
   const n = vips.length;
@@ -78,6 +88,7 @@ export function buildForwardingTable(
   const backendTables: BackendTable[] = [];
   const backendAddr: Uint8Array[] = [];
   const backendPort: Int32Array[] = [];
+  const backendUp: Uint8Array[] = [];
   for (let v = 0; v < n; v++) {
     const vip = vips[v]!;
     vipAddr.set(vip.address.bytes, v * 16);
@@ -87,6 +98,9 @@ export function buildForwardingTable(
     vipPorts.push(vip.ports.bitmap);
     const addrs = new Uint8Array(vip.backends.length * 16);
     const ports = new Int32Array(vip.backends.length);
+    const ups = new Uint8Array(vip.backends.length);
+    for (let i = 0; i < ups.length; i++) ups[i] = up(vip, i) ? 1 : 0;
+    backendUp.push(ups);
     const specs = vip.backends.map((b, i) => {
       addrs.set(b.address.bytes, i * 16);
       ports[i] = b.port === null ? KEEP_PORT : b.port;
@@ -111,6 +125,7 @@ export function buildForwardingTable(
     backendTables,
     backendAddr,
     backendPort,
+    backendUp,
     ranking,
     config,
   };
