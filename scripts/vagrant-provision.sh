@@ -276,9 +276,9 @@ unit_net() {
   write_file "$UNIT_DIR/tunlb-lab-net.service" 0644 <<EOF
 [Unit]
 Description=tunlb lab: network of node $n (scripts/vagrant-provision.sh --network)
-After=systemd-udevd.service network-pre.target
-Before=network.target
-Wants=network-pre.target
+# after udev named the NICs and ifupdown brought up the management NIC (the step waits for
+# lab NICs that are still on their way)
+After=systemd-udevd.service networking.service
 
 [Service]
 Type=oneshot
