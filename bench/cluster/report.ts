@@ -248,12 +248,17 @@ function main(): void {
       `ran ${fmt((100 * run) / (wall * 1000))} % of the time, **waited runnable for a CPU ${fmt((100 * waitMs) / (wall * 1000))} %**; \`top\` mid-run (PID: %CPU): ${topTxt || '—'}`,
       '/proc/PID/schedstat of lb1 (run, run-queue wait); `top -b -n 2 -d 1 -p lb1,lb2,lb3`',
     ]);
-    const usPerFlow = (1e6 * (lb1Pct / 100) * wall) / Math.max(1, created) ;
+    const usPerFlow = (1e6 * (lb1Pct / 100) * wall) / Math.max(1, created);
+    const ut = dd('lb1_utime');
+    const stt = dd('lb1_stime');
+    const userUs = (1e6 * ut) / hz / Math.max(1, created);
+    const sysUs = (1e6 * stt) / hz / Math.max(1, created);
     rows.push([
       'lb1 CPU per new flow',
       `${fmt(usPerFlow, 1)} µs of lb1 CPU per flow created (its ${fmt(rx / Math.max(1, created), 2)} packets read per flow, record, encapsulation or NAT write, replies included): ` +
-        `**≈ ${fmt(1e6 / usPerFlow)} new flows/s if lb1 had one core to itself** (a projection, not a measurement)`,
-      'lb1 CPU seconds / Δ flows.created',
+        `**≈ ${fmt(1e6 / usPerFlow)} new flows/s if lb1 had one core to itself** (a projection, not a measurement). ` +
+        `Split: user ${fmt(userUs, 1)} µs (JS, V8, GC) + system ${fmt(sysUs, 1)} µs (TUN read/write and sendmmsg syscalls; with veth links the kernel work of the receiving namespaces runs inside them)`,
+      'lb1 CPU seconds (utime, stime) / Δ flows.created',
     ]);
     const q0 = snap('.q0');
     const q1 = snap('.q1');

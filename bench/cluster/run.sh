@@ -120,7 +120,8 @@ bg_snap() {
   find /proc/[0-9]*/ns/net -maxdepth 0 -lname "$ROOT_NS_PAT" 2>/dev/null | sed 's|/ns/net$|/stat|' | xargs cat 2>/dev/null \
     | awk '{ pid = $1; sub(/^.*\) /, ""); if ($2 != 2 && pid != 2) print pid, $12 + $13 }' || true
 }
-# cpu_snap FILE: "name value" lines: ticks of lb1..3, srv1..3 (whole processes), lbN main
+# cpu_snap FILE: "name value" lines: ticks of lb1..3, srv1..3 (whole processes; also user and
+# system ticks apart), lbN main
 # thread run/wait ns (schedstat), the host's /proc/stat fields, epoch ms; FILE.bg: bg_snap.
 cpu_snap() {
   local n p
@@ -128,6 +129,7 @@ cpu_snap() {
     for n in "${LAB_BALANCERS[@]}" "${LAB_SERVERS[@]}"; do
       p=$(lbpid "$n"); echo "$n $(proc_ticks "$p")"
       if [[ -n $p && -r /proc/$p/schedstat ]]; then awk -v n="$n" '{ print n "_run_ns", $1; print n "_wait_ns", $2 }' "/proc/$p/schedstat"; fi
+      if [[ -n $p && -r /proc/$p/stat ]]; then awk -v n="$n" '{ sub(/^.*\) /, ""); print n "_utime", $12; print n "_stime", $13 }' "/proc/$p/stat"; fi
     done
     awk '/^cpu / { print "host_user", $2 + $3; print "host_sys", $4; print "host_irq", $7; print "host_softirq", $8; print "host_idle", $5 + $6; print "host_steal", $9; print "host_total", $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
     echo "t_ms $(ms)"
