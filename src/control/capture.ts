@@ -227,6 +227,8 @@ function openError(e: unknown, iface: string, filter: string, cap: CapModule): T
  */
 export async function runCapture(opts: CaptureOptions): Promise<CaptureSummary> {
   const print = opts.print ?? ((s: string) => process.stdout.write(`${s}\n`));
+  // A reader that went away (`tunlb capture --decode | head`) ends the capture (below), not the process.
+  if (!opts.print) process.stdout.on('error', () => undefined);
   const note = opts.note ?? ((s: string) => process.stderr.write(`${s}\n`));
   checkOptions(opts);
   const wantDecode = Boolean(opts.decode || opts.read);
@@ -289,6 +291,8 @@ export async function runCapture(opts: CaptureOptions): Promise<CaptureSummary> 
     const timers: NodeJS.Timeout[] = [];
     const onSignal = (): void => finish('signal');
     const onAbort = (): void => finish('abort');
+    // `tunlb capture --decode | head`: the reader went away (EPIPE); stop like on SIGINT.
+    const onOutputError = (): void => finish('output closed');
     function finish(reason: string, err?: unknown): void {
       if (done) return;
       done = true;
@@ -329,6 +333,7 @@ export async function runCapture(opts: CaptureOptions): Promise<CaptureSummary> 
     });
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    if (!opts.print) process.stdout.on('error', onOutputError);
     if (opts.signal) {
       if (opts.signal.aborted) return finish('abort');
       opts.signal.addEventListener('abort', onAbort);
