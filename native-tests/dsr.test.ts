@@ -24,6 +24,7 @@ import * as path from 'node:path';
 import { hasRoot, rootTest } from './helpers/root';
 import {
   BALANCERS,
+  flows,
   holdLabSession,
   lab,
   labLogTail,
@@ -38,7 +39,12 @@ import {
   type LabSession,
   type LonglivedResult,
 } from './helpers/traffic';
-import { execIn } from './helpers/lab';
+import { execIn, LAB_DIR } from './helpers/lab';
+import { loadConfig } from '../src/config';
+import { deriveHashKey } from '../src/cluster/hash-key';
+import { hashFlowKey } from '../src/cluster/halfsiphash';
+import { buildForwardingTable } from '../src/dataplane/forwarding-table';
+import { keyFromParts } from '../src/packet/flow-key';
 import { L2Socket, interfaceInfo, formatMac } from '../src/dataplane/l2-socket';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 } from '../src/dataplane/packet-batch';
 import { TunlbError } from '../src/errors';
@@ -371,18 +377,43 @@ rootTest('lab --method dsr: captures: frames to the server MAC with the VIP as d
   }
 });
 
+/**
+ * iperf3's control and data connections must reach the same server: as in dataplane-e2e, the
+ * client's ephemeral range is pinned to one port P for the control connection (client
+ * namespace only, restored after) and the data port Q (--cport) is chosen so that the
+ * documented hash sends both to the same backend.
+ */
 rootTest('lab --method dsr: iperf3 through the VIP, 1 stream, 5 s, each direction', async (t) => {
   await requireUp(t);
-  for (const reverse of [false, true]) {
-    const r = await execIn('client', ['iperf3', '-c', VIP4, '-t', '5', '-J', '--connect-timeout', '3000', ...(reverse ? ['-R'] : [])], { timeoutMs: 30_000 });
+  const config = loadConfig(path.join(LAB_DIR, 'lab.yaml'));
+  const hk = deriveHashKey(config.cluster.key.reveal());
+  const ft = buildForwardingTable(config, hk, 1);
+  const backendOf = (sport: number): number => ft.backendTables[0]!.lookup(hashFlowKey(hk, keyFromParts(CLIENT4, VIP4, sport, 5201, 6)));
+  const range = (await execIn('client', ['sysctl', '-n', 'net.ipv4.ip_local_port_range'])).stdout.trim().split(/\s+/).join(' ');
+  for (const [reverse, P] of [[false, 45011], [true, 45012]] as const) {
+    let Q = 46001;
+    while (backendOf(Q) !== backendOf(P)) Q++;
+    await execIn('client', ['sysctl', '-qw', `net.ipv4.ip_local_port_range=${P} ${P}`]);
+    let r;
+    try {
+      r = await execIn('client', ['iperf3', '-c', VIP4, '-t', '5', '-J', '--cport', String(Q), '--connect-timeout', '3000', ...(reverse ? ['-R'] : [])], { timeoutMs: 30_000 });
+    } finally {
+      await execIn('client', ['sysctl', '-qw', `net.ipv4.ip_local_port_range=${range}`]);
+    }
     t.is(r.code, 0, `iperf3 ${reverse ? '-R ' : ''}exit ${r.code}: ${r.stdout.slice(-600)} ${r.stderr}`);
     if (r.code !== 0) continue;
     const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { retransmits?: number } } };
-    t.log(`iperf3 ${reverse ? 'server→client (-R: data bypasses the balancers entirely)' : 'client→server (data through the balancer, ACKs direct)'}: ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s, retransmits ${j.end.sum_sent.retransmits ?? '?'}`);
+    t.log(
+      `iperf3 ${reverse ? 'server→client (-R: data bypasses the balancers entirely)' : 'client→server (data through the balancers, ACKs direct)'} ` +
+        `to ${config.vips[0]!.backends[backendOf(P)]!.address.text}: ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s, retransmits ${j.end.sum_sent.retransmits ?? '?'}`,
+    );
     t.true(j.end.sum_received.bytes > 0);
+    const rows = (await flows('lb1')).flows.filter((f) => f.key.includes(`:${Q} -> ${VIP4}:5201`));
+    t.log(`  data flow ${CLIENT4}:${Q}: ${rows.map((f) => `primary ${f.primary}, backup ${f.backup}, backend ${f.backend}, ${f.packets} packets`).join('; ')}`);
   }
   const after = await Promise.all(BALANCERS.map(statsOrUndefined));
   t.is(sum(after, (s) => (s.counters as Counters).replyPackets), 0);
+  t.log(`balancer drops after iperf3: ${after.map((s) => `${s?.id}: ${JSON.stringify(s?.counters.drops)}`).join(' | ')}`);
 });
 
 rootTest('lab --method dsr: 30 long-lived connections survive kill -9 of lb2', async (t) => {

@@ -321,6 +321,11 @@ cmd_up() {
   fi
   chmod 0600 "$LAB_CLUSTER_KEY"
 
+  # Switching method (nat <-> dsr) on a running lab: the balancers restart with the other config.
+  read_state
+  if [[ $MODE_NOW == tunlb && ${METHOD_NOW:-nat} != "$METHOD" ]]; then
+    local sb; for sb in "${LAB_BALANCERS[@]}"; do stop "$sb" TERM; done
+  fi
   build_topology
   start_servers
   wait_servers
