@@ -270,6 +270,30 @@ test('probe and probe-ack (with the round trip seen at the capture point), sync 
   t.regex(d.decodeControl(LB1, GROUP, health)[0]!, /^lb1 → group health seq=21/);
 });
 
+test('health reports: periodic ones in one line, changes one line per backend with state, drain and reason', (t) => {
+  const d = new CaptureDecoder({ ...decoderOptionsFromConfig(labConfig()), key: KEY, clusterId: 77 });
+  const periodic = encodeSigned({ ...header(30), health: { epoch: 5, sequence: 9, periodic: true, periodMs: 1000, backends: [{ vip: 0, backend: 0, state: 1 }, { vip: 0, backend: 1, state: 1 }] } }, KEY);
+  t.deepEqual(d.decodeControl(LB1, GROUP, periodic), ['lb1 → group health seq=30 periodic hseq=9 backends=2']);
+  const change = encodeSigned(
+    {
+      ...header(31),
+      health: {
+        epoch: 5,
+        sequence: 10,
+        backends: [
+          { vip: 0, backend: 1, state: 2, reason: '3 consecutive failures: connect ECONNREFUSED' },
+          { vip: 1, backend: 1, drainStamp: 12345, drained: true },
+        ],
+      },
+    },
+    KEY,
+  );
+  t.deepEqual(d.decodeControl(LB1, GROUP, change), [
+    'lb1 → group health seq=31 hseq=10 [1/2] web4 #1(10.99.3.22) unhealthy "3 consecutive failures: connect ECONNREFUSED"',
+    'lb1 → group health seq=31 hseq=10 [2/2] web6 #1([fd99:3::22]:8080) drained',
+  ]);
+});
+
 test('control port garbage, empty record batches and truncated datagrams are described, never thrown', (t) => {
   const d = new CaptureDecoder({ key: KEY });
   t.deepEqual(d.decodeControl(LB1, GROUP, new Uint8Array([0xff, 0xff, 0xff])), [`${LB1} → group control: not a tunlb envelope (3 bytes)`]);
