@@ -260,8 +260,8 @@ function main(): void {
         `Split: user ${fmt(userUs, 1)} µs (JS, V8, GC) + system ${fmt(sysUs, 1)} µs (TUN read/write and sendmmsg syscalls; with veth links the kernel work of the receiving namespaces runs inside them)`,
       'lb1 CPU seconds (utime, stime) / Δ flows.created',
     ]);
-    const q0 = snap('.q0');
-    const q1 = snap('.q1');
+    const q0 = snap('nf.idle0');
+    const q1 = snap('nf.idle1');
     const qw = (num(q1.get('t_ms')) - num(q0.get('t_ms'))) / 1000;
     if (qw > 0) {
       rows.push([
@@ -289,7 +289,9 @@ function main(): void {
       const lbWait = (100 * (num(s1.get('lb1_wait_ns')) - num(s0.get('lb1_wait_ns')))) / 1e9 / w;
       const idle = (100 * ncpu * (num(s1.get('host_idle')) - num(s0.get('host_idle')))) / Math.max(1, num(s1.get('host_total')) - num(s0.get('host_total')));
       if (share >= 0.95) best = Math.max(best, cr);
-      steps.push(`${fmt(num(g.pps))} → **${fmt(cr)}** (${fmt(100 * share)} %, TUN drops ${fmt(td)}; lb1 CPU ${fmt(lbCpu)} %, waiting ${fmt(lbWait)} %; host idle ${fmt(idle)} %)`);
+      const us = (lbCpu / 100) * w * 1e6 / Math.max(1, cr * sec);
+      const bgp = num(kv.get(`sw${i}_bg_pct`));
+      steps.push(`${fmt(num(g.pps))} → **${fmt(cr)}** (${fmt(100 * share)} %, TUN drops ${fmt(td)}; lb1 CPU ${fmt(lbCpu)} % = ${fmt(us, 1)} µs/flow, waiting ${fmt(lbWait)} %; outside the lab ${fmt(bgp)} %, host idle ${fmt(idle)} %)`);
     }
     if (steps.length > 0) {
       rows.push([
@@ -376,7 +378,6 @@ function main(): void {
 
   console.log(`## tunlb cluster benchmark (3 balancers, entry lb1)\n`);
   console.log((text('measured') ?? '').trim().split('\n').map((l) => `- ${l}`).join('\n'));
-  if (kv.has('lb1_nice')) console.log(`- EXPERIMENT: lb1's main thread reniced to ${kv.get('lb1_nice')} for the new-flow runs (BENCH_LB1_NICE)`);
   console.log(`- probes: every ${probeMs ?? '?'} ms, dead after ${misses ?? '?'} misses (cluster.probe in /run/tunlb-lab/lab.yaml)\n`);
   console.log('| measure | result | command |');
   console.log('|---|---|---|');

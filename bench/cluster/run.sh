@@ -25,8 +25,9 @@
 #             back at the client (an nft counter in tunlb-client that also drops them, so the
 #             client sends no port unreachables), the CPU budget (each balancer, the servers, the
 #             generator, processes outside the lab, softirq, idle), lb1's main-thread run and
-#             run-queue wait time (/proc/PID/schedstat) and a `top` frame taken mid-run. Before
-#             it, up to QUIET_WAIT s for processes outside the lab to quiet down (shared machine).
+#             run-queue wait time (/proc/PID/schedstat) and a `top` frame taken mid-run.
+#   Before the failover and the newflows tests: up to QUIET_WAIT s for processes outside the lab
+#   to quiet down (a shared machine); what they used during each run is reported.
 #             UDP flows are replicated on their first packet.
 #   sweep     the same generator paced at each rate of NF_SWEEP for NF_SWEEP_SECS s: lb1's
 #             created flows/s against the offered rate (an unpaced generator spends CPU, and the
@@ -42,16 +43,13 @@
 #
 # Environment:
 #   NF_SECS=5 NF_RATE=0 (datagrams/s, 0 = as fast as possible) NF_NSRC=32 NF_PORT=5353
-#   NF_SWEEP="15000 20000 25000 30000 40000" NF_SWEEP_SECS=3   paced runs after it ("" = none)
+#   NF_SWEEP="15000 20000 30000 40000" NF_SWEEP_SECS=3   paced runs after it ("" = none)
 #   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=5 (s into the run) STALL_WARMUP=2 (s)
 #   QUIET_PCT=30 QUIET_WAIT=20   wait (at most QUIET_WAIT s) until processes outside the lab use
 #                                less than QUIET_PCT % of a core before the newflows test
 #   BENCH_ONLY="failover newflows"   tests to run (either or both)
 #   BENCH_PROFILE=1   balancers under `node --cpu-prof` (TUNLB_CMD of lab.sh); only the newflows
 #                     test runs; prints the hottest functions of lb1 (and lb2, lb3)
-#   BENCH_LB1_NICE=N  renice lb1's main thread (the event loop) to N (e.g. -10) for the newflows
-#                     test: on a small shared machine, how fast lb1 goes when it gets a CPU
-#                     whenever it is runnable (an experiment, not the default measurement)
 #   BENCH_OUT=/tmp/tunlb-bench-cluster BENCH_LOCK=/tmp/tunlb-lab-session.lock BENCH_LOCK_WAIT=900
 set -Eeuo pipefail
 
@@ -69,7 +67,7 @@ source "$REPO/scripts/lab-lib.sh"
 NF_SECS=${NF_SECS:-5}
 NF_RATE=${NF_RATE:-0}
 NF_NSRC=${NF_NSRC:-32}
-NF_SWEEP=${NF_SWEEP-15000 20000 25000 30000 40000}
+NF_SWEEP=${NF_SWEEP-15000 20000 30000 40000}
 NF_SWEEP_SECS=${NF_SWEEP_SECS:-3}
 NF_PORT=${NF_PORT:-$LAB_UDP_ECHO_PORT}
 NF_SRC_BASE=${LAB_CLIENT_FRONT4%.*}.100          # 10.99.1.100 .. +NF_NSRC-1 (front /24)
@@ -83,7 +81,6 @@ QUIET_WAIT=${QUIET_WAIT:-20}
 PROFILE=${BENCH_PROFILE:-0}
 ONLY=${BENCH_ONLY:-failover newflows}
 [[ $PROFILE == 1 ]] && ONLY=newflows
-LB1_NICE=${BENCH_LB1_NICE:-}
 OUT=${BENCH_OUT:-/tmp/tunlb-bench-cluster}
 LOCK=${BENCH_LOCK:-/tmp/tunlb-lab-session.lock}
 BIN=$OUT/bin
@@ -142,15 +139,16 @@ bg_pct() {
   awk -v hz="$hz" -v t0="$(awk '$1 == "t_ms" { print $2 }' "$1")" -v t1="$(awk '$1 == "t_ms" { print $2 }' "$2")" \
     'NR == FNR { a[$1] = $2; next } { t += $2 - ($1 in a ? a[$1] : 0) } END { printf "%.0f", 100 * t / hz / ((t1 - t0) / 1000) }' "$1.bg" "$2.bg"
 }
-# wait_quiet: up to QUIET_WAIT s until processes outside the lab use < QUIET_PCT % of a core (1 s samples)
+# wait_quiet NAME: up to QUIET_WAIT s until processes outside the lab use < QUIET_PCT % of a core
+# (1 s samples; the last one, the lab idle, stays in $OUT/NAME.idle0/1)
 wait_quiet() {
-  local i b
+  local i b name=$1
   for ((i = 0; i < QUIET_WAIT; i++)); do
-    cpu_snap "$OUT/.q0"; sleep 1; cpu_snap "$OUT/.q1"; b=$(bg_pct "$OUT/.q0" "$OUT/.q1")
-    if ((b < QUIET_PCT)); then ((i == 0)) || log "quiet after $i s (outside the lab: $b % of a core)"; kv quiet_wait_s "$i"; return 0; fi
+    cpu_snap "$OUT/$name.idle0"; sleep 1; cpu_snap "$OUT/$name.idle1"; b=$(bg_pct "$OUT/$name.idle0" "$OUT/$name.idle1")
+    if ((b < QUIET_PCT)); then ((i == 0)) || log "quiet after $i s (outside the lab: $b % of a core)"; kv "${name}_quiet_wait_s" "$i"; return 0; fi
     ((i == 0)) && log "processes outside the lab use $b % of a core; waiting up to $QUIET_WAIT s for < $QUIET_PCT %"
   done
-  kv quiet_wait_s "$QUIET_WAIT"
+  kv "${name}_quiet_wait_s" "$QUIET_WAIT"
   log "still busy outside the lab ($b % of a core); measuring anyway (see the CPU row)"
 }
 srv_rx() { local s=0 n; for n in "${LAB_SERVERS[@]}"; do s=$((s + $(ip netns exec "$LAB_NS_PREFIX$n" cat "/sys/class/net/$LAB_IF_SRV_BACK/statistics/rx_packets"))); done; echo "$s"; }
@@ -216,6 +214,7 @@ failover() {
 }
 
 failover_tests() {
+  wait_quiet fo
   failover traffic ' connected' "$NODE_BIN" --import tsx scripts/traffic.ts longlived \
     --conns "$FO_CONNS" --interval-ms "$FO_INTERVAL" --duration-s "$FO_SECS" --json
   failover stalls '^measuring' "$NODE_BIN" --import tsx bench/cluster/stalls.ts \
@@ -238,7 +237,7 @@ table ip tunlb_bench {
   }
 }
 NFT
-  wait_quiet
+  wait_quiet nf
   for b in "${LAB_BALANCERS[@]}"; do stats "$b" "$OUT/nf-before-$b.json"; udp_snmp "$b" >"$OUT/nf-before-$b.snmp"; done
   kv nf_srv_rx0 "$(srv_rx)"; kv nf_tundrop0 "$(tun_drops "$LAB_ENTRY_BALANCER")"; kv nf_echo0 "$(client_echoes)"
   cpu_snap "$OUT/nf.cpu0"
@@ -309,10 +308,6 @@ session() {
   log "lab up and serving in $((SECONDS - t0)) s"
   if [[ " $ONLY " == *" failover "* ]]; then failover_tests; fi
   if [[ " $ONLY " == *" newflows "* ]]; then
-    if [[ -n $LB1_NICE ]]; then
-      renice -n "$LB1_NICE" -p "$(lbpid "$LAB_ENTRY_BALANCER")" >/dev/null && kv lb1_nice "$LB1_NICE"
-      log "lb1's main thread reniced to $LB1_NICE"
-    fi
     newflows_test
     [[ -z $NF_SWEEP ]] || sweep
   fi
