@@ -52,6 +52,25 @@ const pct = (sorted: number[], p: number): number => {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
 };
 const code = (s: string | undefined): string => (s ? '`' + s.trim().replace(/\|/g, '\\|') + '`' : '—');
+/** CPU (% of one core) of processes outside the lab between two cpu_snaps (their .bg files). */
+function bgPct(f0: string, f1: string, hz: number): number {
+  const a = snap(`${f0}.bg`);
+  const b = snap(`${f1}.bg`);
+  const w = (num(snap(f1).get('t_ms')) - num(snap(f0).get('t_ms'))) / 1000;
+  let t = 0;
+  for (const [pid, v] of b) t += v - (a.get(pid) ?? 0);
+  return w > 0 ? (100 * t) / hz / w : NaN;
+}
+/** lb1's CPU and main-thread run-queue wait (% of wall time) between two cpu_snaps. */
+function lb1Load(f0: string, f1: string, hz: number): string {
+  const a = snap(f0);
+  const b = snap(f1);
+  const w = (num(b.get('t_ms')) - num(a.get('t_ms'))) / 1000;
+  if (!(w > 0)) return '';
+  const cpu = (100 * (num(b.get('lb1')) - num(a.get('lb1')))) / hz / w;
+  const wait = (100 * (num(b.get('lb1_wait_ns')) - num(a.get('lb1_wait_ns')))) / 1e9 / w;
+  return `lb1 CPU ${fmt(cpu)} %, its event loop waiting for a CPU ${fmt(wait)} % of the time; processes outside the lab ${fmt(bgPct(f0, f1, hz))} % of a core`;
+}
 /** A cpu_snap file of run.sh: "name value" lines. */
 function snap(f: string): Map<string, number> {
   const m = new Map<string, number>();
@@ -373,6 +392,11 @@ function main(): void {
           ? `lb2 serving again (every balancer sees it up and serving) ${fmt(servingMs / 1000, 1)} s after \`lab.sh start lb2\``
           : 'lb2 NOT serving 60 s after `lab.sh start lb2`'),
       "lb1's `membership.events` vs the kill time; `bash scripts/lab.sh start lb2`, then `membership.peers` of lb1..3",
+    ]);
+    rows.push([
+      `Load during the ${name} run`,
+      lb1Load(`${name}.cpu0`, `${name}.cpu1`, num(kv.get('hz')) || 100) || '—',
+      '/proc/PID/stat, /proc/PID/schedstat of lb1; processes in the root network namespace',
     ]);
   }
 
