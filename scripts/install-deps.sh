@@ -2,12 +2,11 @@
 # Installs what tunlb needs on a fresh Debian machine (root), then the npm packages and the
 # native addon (`npm ci` runs node-gyp for binding.gyp and `npm run build` via `prepare`).
 # Idempotent: packages already present are not reinstalled.
-#   usage: scripts/install-deps.sh [--browser]   (--browser adds chromium for the UI test)
+#   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant: `vagrant validate` of the VM lab)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium)
-[ "${1:-}" = "--browser" ] && pkgs+=(chromium)
+pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium vagrant)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -201,6 +201,9 @@ export class ForwarderStats {
   tcpResetBackendDown = 0;
   /** UDP/ICMP flows moved to another backend because theirs was down. */
   udpMovedBackendDown = 0;
+  /** TUN batches processed, and their sizes: index k counts batches of 2^k .. 2^(k+1)-1 packets. */
+  batches = 0;
+  readonly batchSizeLog2 = new Float64Array(16);
   /** Drops by PacketResult code (parse and rewrite). */
   readonly packetDrops = new Float64Array(PACKET_RESULT_COUNT);
   /** Drops by ForwardDrop code (decisions). */
@@ -295,6 +298,8 @@ export class Forwarder {
     const vh = batch.vnet;
     const st = this.stats;
     if (this.#peerOut !== undefined) this.#peerOut.count = 0;
+    st.batches++;
+    st.batchSizeLog2[count > 0 ? Math.min(15, 31 - Math.clz32(count)) : 0]!++;
     if (this.#dsrOut !== undefined) this.#dsrOut.count = 0;
     this.#vnetBuf = vnet ? vh : null;
     let out = 0;
