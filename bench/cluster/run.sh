@@ -26,17 +26,17 @@
 #             client sends no port unreachables), the CPU budget (each balancer, the servers, the
 #             generator, processes outside the lab, softirq, idle), lb1's main-thread run and
 #             run-queue wait time (/proc/PID/schedstat) and a `top` frame taken mid-run.
-#   Before the failover and the newflows tests: up to QUIET_WAIT s for processes outside the lab
-#   to quiet down (a shared machine); what they used during each run is reported.
 #             UDP flows are replicated on their first packet.
 #   sweep     the same generator paced at each rate of NF_SWEEP for NF_SWEEP_SECS s: lb1's
 #             created flows/s against the offered rate (an unpaced generator spends CPU, and the
 #             kernel's softirq forwarding, on datagrams lb1's full TUN queue then drops).
+# Before the failover and the newflows tests: up to QUIET_WAIT s for processes outside the lab
+# to quiet down (the machine is shared); what they used during each run is reported.
 # Then bench/cluster/report.ts prints one markdown table with the command behind each row.
 # Raw results stay in $BENCH_OUT (default /tmp/tunlb-bench-cluster).
 #
 # The lab is shared: everything from a clean `lab.sh down` to the final `lab.sh down` runs under
-# `flock /tmp/tunlb-lab-session.lock` (one hold, about a minute). All traffic stays inside the
+# `flock /tmp/tunlb-lab-session.lock` (one hold, 1.5 to 2.5 minutes). All traffic stays inside the
 # lab namespaces (nothing is added to the root namespace); every generator is bounded by
 # timeout(1); processes this script starts are stopped by PID; the lab is removed on exit.
 # Balancers are what `npm run build` left in dist/ (the commit and build time are printed).
@@ -46,7 +46,7 @@
 #   NF_SWEEP="15000 20000 30000 40000" NF_SWEEP_SECS=3   paced runs after it ("" = none)
 #   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=5 (s into the run) STALL_WARMUP=2 (s)
 #   QUIET_PCT=30 QUIET_WAIT=20   wait (at most QUIET_WAIT s) until processes outside the lab use
-#                                less than QUIET_PCT % of a core before the newflows test
+#                                less than QUIET_PCT % of a core, before each test group
 #   BENCH_ONLY="failover newflows"   tests to run (either or both)
 #   BENCH_PROFILE=1   balancers under `node --cpu-prof` (TUNLB_CMD of lab.sh); only the newflows
 #                     test runs; prints the hottest functions of lb1 (and lb2, lb3)
