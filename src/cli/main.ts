@@ -8,6 +8,7 @@
  *   tunlb flows [--admin HOST:PORT]      flows held by a balancer
  *   tunlb backends [--admin HOST:PORT] [--json]      backends' health and drain marks
  *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
+ *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused)
  *   tunlb capture --iface IF [--filter BPF] [--count N] [--out F.pcap] [--decode]   packet capture
  */
 import { Command, Option } from 'commander';
@@ -44,6 +45,14 @@ export function main(argv: string[]): void {
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
+      // SIGHUP: reload the config file (refusals are logged by the balancer; it keeps running).
+      process.on('SIGHUP', () => {
+        try {
+          balancer?.reload();
+        } catch {
+          /* logged as config_reload_refused */
+        }
+      });
       balancer = await Balancer.start({ configPath: opts.config, id: opts.id, logLevel: opts.logLevel, adminListen: opts.admin });
       if (stopping !== undefined) await balancer.stop(stopping).then(() => process.exit(0));
     });
@@ -121,6 +130,34 @@ export function main(argv: string[]): void {
         else console.log(body.changed ? `${vip} ${address}: ${name}ed` : `${vip} ${address}: already ${name}ed`);
       });
   }
+
+  program
+    .command('reload')
+    .description('reload the config file of a running balancer (as SIGHUP): VIPs and backends change, established flows stay; an invalid config is refused')
+    .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { admin: string; json?: boolean }) => {
+      let body: { error?: string; errors?: string[] } & Record<string, unknown>;
+      try {
+        body = (await adminCall(opts.admin, 'POST', '/api/v1/reload')) as typeof body;
+      } catch (e) {
+        const b = isTunlbError(e, ErrorCodes.ADMIN) ? (e.details?.['body'] as typeof body | undefined) : undefined;
+        if (b?.errors === undefined) throw e;
+        console.error(`tunlb: reload refused, the running config stays: ${b.error ?? ''}`);
+        for (const line of b.errors) console.error(line);
+        process.exit(2);
+      }
+      if (opts.json) {
+        console.log(JSON.stringify(body));
+        return;
+      }
+      const r = body as unknown as { generation: number; vips: { added: string[]; removed: string[] }; backends: { added: string[]; removed: string[]; reweighted: string[] }; flows: { remapped: number; moved: number; removed: number }; restartNeeded: string[] };
+      console.log(`reloaded: forwarding table generation ${r.generation}`);
+      console.log(`  VIPs added: ${r.vips.added.join(', ') || '-'}; removed: ${r.vips.removed.join(', ') || '-'}`);
+      console.log(`  backends added: ${r.backends.added.join(', ') || '-'}; removed: ${r.backends.removed.join(', ') || '-'}; reweighted: ${r.backends.reweighted.join(', ') || '-'}`);
+      console.log(`  flows remapped ${r.flows.remapped}, moved ${r.flows.moved}, removed ${r.flows.removed}`);
+      if (r.restartNeeded.length > 0) console.log(`  changed but applied only after a restart: ${r.restartNeeded.join(', ')}`);
+    });
 
   // tunlb capture (src/control/capture.ts; recipes in docs/operations.md)
   const ints = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map(Number)];

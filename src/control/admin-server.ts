@@ -18,6 +18,8 @@
  *   POST /api/v1/backends/drain, /api/v1/backends/undrain   JSON {vip, address}: drain marks
  *                         (cluster-wide: new flows avoid the backend, existing flows stay);
  *                         400 with a message for an unknown VIP or backend
+ *   POST /api/v1/reload   reload the config file (src/control/reload.ts): 200 with what changed;
+ *                         400 {error, code, errors[]} when refused (the running config stays)
  *
  * Bearer token (config `admin.token_file`): read once at start (surrounding whitespace
  * trimmed; an empty or unreadable file fails the start with one line). When set, /api/* and
@@ -37,6 +39,7 @@ import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { TunlbError, ErrorCodes, isTunlbError } from '../errors';
+import { formatConfigErrors } from '../config';
 import { FlowFlags } from '../flow';
 import type { Balancer } from './balancer';
 import { listFlows } from './flow-listing';
@@ -413,7 +416,7 @@ function fail(res: ServerResponse, e: unknown): void {
 }
 
 /** Endpoints that change state: POST only (everything else is GET/HEAD). */
-const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain']);
+const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain', '/api/v1/reload']);
 const MAX_BODY = 65536;
 
 /** A small JSON request body (at most MAX_BODY bytes); null when empty or not a JSON object. */
@@ -499,6 +502,16 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, st
         return send(200, { changed: ev !== null, event: ev });
       } catch (e) {
         if (isTunlbError(e, ErrorCodes.ADMIN)) return send(400, { error: e.message });
+        throw e;
+      }
+    }
+    case '/api/v1/reload': {
+      try {
+        return send(200, b.reload());
+      } catch (e) {
+        if (isTunlbError(e, ErrorCodes.CONFIG_INVALID) || isTunlbError(e, ErrorCodes.CONFIG_NOT_FOUND) || isTunlbError(e, ErrorCodes.CONFIG_KEY_MISSING) || isTunlbError(e, ErrorCodes.USAGE)) {
+          return send(400, { error: e.message, code: e.code, errors: formatConfigErrors(e).split('\n') });
+        }
         throw e;
       }
     }

@@ -44,6 +44,7 @@ import { snapshotStats, type BalancerSnapshot } from './snapshot';
 import { L2Socket } from '../dataplane/l2-socket';
 import { NeighbourTable } from '../dataplane/neighbours';
 import { createDsrOutput, type DsrOutput } from '../dataplane/forwarder';
+import { reloadConfig, type ReloadResult } from './reload';
 
 const MAX_BATCHES_PER_WAKEUP = 8;
 /** Flow-table entry ids examined per expiry tick (every EXPIRY_INTERVAL_MS). */
@@ -89,6 +90,7 @@ export class Balancer {
   #admin: AdminServer | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
   #stopped = false;
+  #configPath = '';
 
   private constructor(
     config: Config,
@@ -201,6 +203,7 @@ export class Balancer {
       if (opts.device === undefined && NeighbourTable.needed(forwarding)) dsr = openDsr(forwarding, device, log);
       b = new Balancer(config, self.index, log, device, forwarding, hashKey, table, cluster, dataSocket, dsr);
       b.#t0 = t0;
+      b.#configPath = opts.configPath;
       b.#startHealth();
       const listen = opts.adminListen ?? `${config.admin.listen.host}:${config.admin.listen.port}`;
       if (listen !== 'off') b.#admin = await AdminServer.listen(listen, b);
@@ -296,6 +299,25 @@ export class Balancer {
       } catch (e) {
         this.log.error({ event: 'forwarding_table_rejected', err: (e as Error).message }, 'forwarding table rebuild failed; the running table stays');
       }
+    });
+  }
+
+  /**
+   * Reloads the config file (src/control/reload.ts): VIPs and backends change live, flows on
+   * kept backends stay. Throws TunlbError (CONFIG_*, USAGE) when refused (logged; nothing
+   * changed). `config` keeps the start-up config; forwarder.forwarding.config is the live one.
+   */
+  reload(): ReloadResult {
+    if (this.#stopped) throw new TunlbError(ErrorCodes.USAGE, 'balancer stopped');
+    return reloadConfig({
+      configPath: this.#configPath,
+      hashKey: this.#hashKey,
+      forwarder: this.forwarder,
+      table: this.table,
+      health: this.health,
+      log: this.log,
+      nowSec: this.nowSec(),
+      onForwarding: (ft) => this.#dsr?.neighbours.setForwarding(ft),
     });
   }
 

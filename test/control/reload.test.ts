@@ -3,12 +3,16 @@
  * Balancer.start over a FakeTunDevice, driven through the admin endpoint.
  *   - drain / undrain (POST /api/v1/backends/drain|undrain, GET /api/v1/backends): a drained
  *     backend gets no new flows; its existing flows keep forwarding to it.
+ *   - reload (POST /api/v1/reload, as SIGHUP): flows on backends that remain keep their
+ *     backend (and their replies are un-NATed) after a reload that reorders, adds and removes
+ *     backends; UDP flows of the removed one move; an invalid reload changes nothing.
  */
 import test from 'ava';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { writeFileSync as write } from 'node:fs';
 import { Balancer } from '../../src/control/balancer';
 import { createLogger } from '../../src/control/logger';
 import { FakeTunDevice, type FakeWritten } from '../../src/dataplane/fake-tun';
@@ -156,4 +160,77 @@ test('drain: a drained backend gets no new flows over 3000, its existing flows s
   await new Promise((r) => setTimeout(r, 20));
   const after = await udpFlows(t, s, range(40000, 300));
   t.true([...after.values()].filter((be) => be === '10.99.3.22').length > 50, 'new flows reach it again after undrain');
+});
+
+test('reload: reorder, add and remove backends; flows on kept backends stay on them; an invalid reload changes nothing', async (t) => {
+  const s = await start(t, yaml(['{ address: 10.99.3.21 }', '{ address: 10.99.3.22 }', '{ address: 10.99.3.23, port: 8080 }']));
+  const before = await udpFlows(t, s, range(10000, 600));
+  // TCP flows too: replies must still be un-NATed after the reload.
+  s.dev.takeWritten();
+  for (const p of range(30000, 60)) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_SYN));
+  t.true(await until(() => s.dev.written.length >= 60));
+  const tcpBe = new Map<number, string>();
+  for (const w of s.dev.takeWritten()) tcpBe.set(sportOf(w), dstOf(w));
+  const gen = s.b.forwarder.forwarding.generation;
+
+  // Invalid: refused with the errors, nothing changes.
+  write(s.path, yaml(['{ address: 10.99.3.21 }', '{ address: not-an-address }']));
+  const bad = await call(`http://${s.admin}/api/v1/reload`, 'POST');
+  t.is(bad.status, 400);
+  t.true(Array.isArray(bad.body.errors) && bad.body.errors.length > 0);
+  t.regex(bad.body.errors.join('\n'), /not-an-address/);
+  t.is(s.b.forwarder.forwarding.generation, gen);
+  t.true(s.logs.some((l) => l.includes('"config_reload_refused"')));
+  const still = await udpFlows(t, s, range(10000, 600));
+  for (const [p, be] of before) t.is(still.get(p), be);
+  // A changed balancer list is refused too.
+  write(s.path, yaml(['{ address: 10.99.3.21 }']).replace('  - { id: lb1, address: 10.99.2.11 }', '  - { id: lb1, address: 10.99.2.11 }\n  - { id: lb2, address: 10.99.2.12 }'));
+  const bal = await call(`http://${s.admin}/api/v1/reload`, 'POST');
+  t.is(bal.status, 400);
+  t.regex(bal.body.error, /balancer list changed/);
+  t.is(s.b.forwarder.forwarding.generation, gen);
+
+  // Reorder (23 first), add 24, remove 22, reweight 21.
+  write(s.path, yaml(['{ address: 10.99.3.24 }', '{ address: 10.99.3.23, port: 8080 }', '{ address: 10.99.3.21, weight: 3 }']));
+  const ok = await call(`http://${s.admin}/api/v1/reload`, 'POST');
+  t.is(ok.status, 200, JSON.stringify(ok.body));
+  t.is(ok.body.generation, gen + 1);
+  t.deepEqual(ok.body.backends.added, ['web4 10.99.3.24']);
+  t.deepEqual(ok.body.backends.removed, ['web4 10.99.3.22']);
+  t.deepEqual(ok.body.backends.reweighted, ['web4 10.99.3.21']);
+  const on22 = [...before.values()].filter((be) => be === '10.99.3.22').length;
+  t.true(on22 > 50);
+  t.is(ok.body.flows.moved, on22, 'UDP flows of the removed backend moved');
+  t.is(ok.body.flows.removed, [...tcpBe.values()].filter((be) => be === '10.99.3.22').length, 'TCP flows of the removed backend removed');
+  t.true(ok.body.flows.remapped > 0, 'reordered backends remapped');
+  const ev = s.logs.map((l) => JSON.parse(l)).find((e) => e.event === 'config_reloaded');
+  t.truthy(ev);
+  t.is(ev.backendsAdded, 1);
+  t.is(ev.backendsRemoved, 1);
+  t.is(ev.flowsMoved, on22);
+
+  const after = await udpFlows(t, s, range(10000, 600));
+  for (const [p, be] of before) {
+    if (be === '10.99.3.22') t.not(after.get(p), '10.99.3.22', `flow ${p} moved off the removed backend`);
+    else t.is(after.get(p), be, `flow ${p} stays on ${be}`);
+  }
+  // TCP flows on kept backends: the next segment goes to the same backend, the reply comes back from the VIP.
+  const kept = [...tcpBe].filter(([, be]) => be !== '10.99.3.22');
+  for (const [p] of kept) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 1, ack: 1 }));
+  t.true(await until(() => s.dev.written.length >= kept.length));
+  for (const w of s.dev.takeWritten()) t.is(dstOf(w), tcpBe.get(sportOf(w)));
+  for (const [p, be] of kept) s.dev.inject(P.tcp4(be, CLIENT, be === '10.99.3.23' ? 8080 : 80, p, P.TCP_ACK, undefined, { seq: 1, ack: 2 }));
+  t.true(await until(() => s.dev.written.length >= kept.length));
+  for (const w of s.dev.takeWritten()) {
+    const L = P.layout(w.packet);
+    t.is(formatIp(w.packet, L.srcOff, L.alen), VIP);
+    t.is((w.packet[L.l4Off]! << 8) | w.packet[L.l4Off + 1]!, 80);
+    t.deepEqual(P.checksumErrors(w.packet), []);
+  }
+  // New flows reach the added backend.
+  const fresh = await udpFlows(t, s, range(50000, 600));
+  t.true([...fresh.values()].some((be) => be === '10.99.3.24'));
+  t.false([...fresh.values()].some((be) => be === '10.99.3.22'));
+  const list = await call(`http://${s.admin}/api/v1/backends`);
+  t.deepEqual(list.body.backends.map((x: { backend: string }) => x.backend), ['10.99.3.24', '10.99.3.23', '10.99.3.21']);
 });

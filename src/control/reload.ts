@@ -1,0 +1,147 @@
+/**
+ * Config reload without a restart (SIGHUP, `tunlb reload` → POST /api/v1/reload).
+ *
+ *   1. loadConfig of the same file. Invalid → TunlbError(CONFIG_INVALID, errors in details):
+ *      refused, nothing changes (the running config, tables and flows stay).
+ *   2. Refused (TunlbError USAGE, nothing changes) when what needs a restart changed: the
+ *      balancer list (ids and order: rankings, health ownership, the wire) or the cluster key
+ *      (every flow hash).
+ *   3. A forwarding table of the new config, generation + 1; eligibility and up-ness of kept
+ *      backends from the health monitor's current view (new backends start eligible, as at
+ *      start-up, until their first check).
+ *   4. Flow records remapped to it (src/dataplane/flow-remap.ts: by VIP name and backend id;
+ *      removed backends' flows: non-TCP moved, TCP removed → reset by the next backend;
+ *      removed VIPs' flows removed), and the table swapped in, in the same synchronous call
+ *      (between batches).
+ *   5. health.updateConfig(newConfig) (kept backends keep health and drain marks; its
+ *      transitions schedule the usual incremental rebuild).
+ *   6. One log event `config_reloaded` with the counts.
+ *
+ * Settings outside VIPs (tun, flow_table, admin, log, cluster timers) are read at start only:
+ * a reload logs them as `restart_needed` in the result and keeps the running values.
+ */
+import { loadConfig, type Config } from '../config';
+import { TunlbError, ErrorCodes } from '../errors';
+import { deriveHashKey } from '../cluster/hash-key';
+import { buildForwardingTable, backendId, type ForwardingTable } from '../dataplane/forwarding-table';
+import { planRemap, remapFlows, type RemapStats } from '../dataplane/flow-remap';
+import type { Forwarder } from '../dataplane/forwarder';
+import type { FlowTable } from '../flow';
+import type { HealthMonitor } from '../backends/health-monitor';
+import type { Logger } from './logger';
+
+export interface ReloadTarget {
+  configPath: string;
+  hashKey: Uint32Array;
+  forwarder: Forwarder;
+  table: FlowTable;
+  health: HealthMonitor;
+  log: Logger;
+  nowSec: number;
+  /** Called with the new table right after the forwarder got it (DSR neighbours). */
+  onForwarding?: (ft: ForwardingTable) => void;
+}
+
+export interface ReloadResult {
+  config: string;
+  generation: number;
+  vips: { added: string[]; removed: string[] };
+  backends: { added: string[]; removed: string[]; reweighted: string[] };
+  flows: RemapStats;
+  /** Top-level settings that changed but apply only after a restart. */
+  restartNeeded: string[];
+}
+
+const START_ONLY = ['tun', 'flowTable', 'admin', 'log'] as const;
+
+/** Reloads (see header). Throws TunlbError (CONFIG_*, USAGE) when refused; nothing changed then. */
+export function reloadConfig(target: ReloadTarget): ReloadResult {
+  const prev = target.forwarder.forwarding;
+  const old = prev.config;
+  let next: Config;
+  try {
+    next = loadConfig(target.configPath);
+  } catch (e) {
+    refused(target, e);
+    throw e;
+  }
+  const ids = (c: Config): string => c.balancers.map((b) => `${b.id}@${b.address.text}:${b.dataPort}`).join(',');
+  if (ids(next) !== ids(old)) {
+    const e = new TunlbError(ErrorCodes.USAGE, `reload refused: the balancer list changed (${old.balancers.map((b) => b.id).join(', ')} → ${next.balancers.map((b) => b.id).join(', ')}); restart the balancers to change it`);
+    refused(target, e);
+    throw e;
+  }
+  const key = deriveHashKey(next.cluster.key.reveal());
+  if (key.length !== target.hashKey.length || key.some((w, i) => w !== target.hashKey[i])) {
+    const e = new TunlbError(ErrorCodes.USAGE, 'reload refused: the cluster key changed (every flow hash would move); restart the cluster to change it');
+    refused(target, e);
+    throw e;
+  }
+
+  // Eligibility / up-ness of kept backends from the monitor's current view, by identity.
+  const view = new Map<string, { eligible: boolean; up: boolean }>();
+  for (const s of target.health.states()) {
+    const v = old.vips[s.vipIndex];
+    if (v) view.set(`${v.name}\0${backendId(v, s.backendIndex)}`, { eligible: s.eligible, up: s.health !== 'unhealthy' });
+  }
+  const look = (v: Config['vips'][number], i: number) => view.get(`${v.name}\0${backendId(v, i)}`);
+  const ft = buildForwardingTable(next, target.hashKey, prev.generation + 1, (v, i) => look(v, i)?.eligible ?? true, undefined, (v, i) => look(v, i)?.up ?? true);
+
+  const flows = remapFlows(target.table, planRemap(prev, ft), ft, target.hashKey, target.nowSec);
+  target.forwarder.setForwarding(ft);
+  target.onForwarding?.(ft);
+  target.health.updateConfig(next);
+
+  const result = summarize(old, next, ft.generation, flows);
+  target.log.info(
+    {
+      event: 'config_reloaded',
+      config: next.source,
+      generation: ft.generation,
+      vipsAdded: result.vips.added.length,
+      vipsRemoved: result.vips.removed.length,
+      backendsAdded: result.backends.added.length,
+      backendsRemoved: result.backends.removed.length,
+      backendsReweighted: result.backends.reweighted.length,
+      flowsScanned: flows.scanned,
+      flowsRemapped: flows.remapped,
+      flowsMoved: flows.moved,
+      flowsRemoved: flows.removed,
+      restartNeeded: result.restartNeeded,
+    },
+    `config reloaded (generation ${ft.generation}): VIPs +${result.vips.added.length}/-${result.vips.removed.length}, backends +${result.backends.added.length}/-${result.backends.removed.length}/~${result.backends.reweighted.length}, flows remapped ${flows.remapped}, moved ${flows.moved}, removed ${flows.removed}`,
+  );
+  for (const w of next.warnings) target.log.warn({ event: 'config_warning' }, w);
+  return result;
+}
+
+function refused(target: ReloadTarget, e: unknown): void {
+  const err = e as TunlbError;
+  target.log.error({ event: 'config_reload_refused', code: err.code, err: err.message, errors: err.details?.['errors'] }, `config reload refused, the running config stays: ${err.message}`);
+}
+
+function summarize(old: Config, next: Config, generation: number, flows: RemapStats): ReloadResult {
+  const names = (c: Config): Set<string> => new Set(c.vips.map((v) => v.name));
+  const on = names(old);
+  const nn = names(next);
+  const backends = (c: Config): Map<string, number> => {
+    const m = new Map<string, number>();
+    for (const v of c.vips) v.backends.forEach((b, i) => m.set(`${v.name} ${backendId(v, i)}`, b.weight));
+    return m;
+  };
+  const ob = backends(old);
+  const nb = backends(next);
+  const restartNeeded = START_ONLY.filter((k) => JSON.stringify(old[k]) !== JSON.stringify(next[k]));
+  return {
+    config: next.source,
+    generation,
+    vips: { added: [...nn].filter((n) => !on.has(n)), removed: [...on].filter((n) => !nn.has(n)) },
+    backends: {
+      added: [...nb.keys()].filter((k) => !ob.has(k)),
+      removed: [...ob.keys()].filter((k) => !nb.has(k)),
+      reweighted: [...nb].filter(([k, w]) => ob.has(k) && ob.get(k) !== w).map(([k]) => k),
+    },
+    flows,
+    restartNeeded: [...restartNeeded],
+  };
+}
