@@ -533,7 +533,16 @@ export class Replicator {
       this.#sentState[id] !== state ||
       (flags & F_NEED_REFRESH) !== 0;
     if ((flags & F_FROM_PEER) !== 0) {
-      // Learnt: only while we forward it and its primary cannot (dead) or is us.
+      // Learnt, and we are its primary: the peer that decided it has just announced it, so
+      // start its refresh clock here instead of echoing a REFRESH of every flow forwarded to
+      // us at once (that doubled the records on the wire per new flow: bench/cluster/RESULTS.md).
+      const fp = t.primary(id);
+      if (sentAt === 0 && fp === this.selfIndex) {
+        this.#sentAt[id] = now + 1;
+        this.#sentState[id] = state;
+        return;
+      }
+      // Then only while we forward it and its primary cannot (dead) or is us.
       const localAt = this.#localAt[id]!;
       if (!due || localAt === 0 || now - (localAt - 1) >= this.#refreshS) return;
       const p = t.primary(id);
