@@ -25,6 +25,9 @@ export interface BalancerSnapshot {
     peerRxPackets: number;
     failoverPackets: number;
     secondChancePackets: number;
+    /** Flows on a backend that went down (src/dataplane/forwarder.ts "Backend down"). */
+    tcpResetBackendDown: number;
+    udpMovedBackendDown: number;
     drops: Record<string, number>;
   };
   membership: null | {
@@ -77,6 +80,8 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
       peerRxPackets: st.peerRxPackets,
       failoverPackets: st.failoverPackets,
       secondChancePackets: st.secondChancePackets,
+      tcpResetBackendDown: st.tcpResetBackendDown,
+      udpMovedBackendDown: st.udpMovedBackendDown,
       drops,
     },
     membership:
