@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { writeFileSync as write } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { Balancer } from '../../src/control/balancer';
 import { createLogger } from '../../src/control/logger';
 import { FakeTunDevice, type FakeWritten } from '../../src/dataplane/fake-tun';
@@ -233,4 +234,39 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
   t.false([...fresh.values()].some((be) => be === '10.99.3.22'));
   const list = await call(`http://${s.admin}/api/v1/backends`);
   t.deepEqual(list.body.backends.map((x: { backend: string }) => x.backend), ['10.99.3.24', '10.99.3.23', '10.99.3.21']);
+});
+
+test('a backend that fails its health check: its TCP flows get an RST from the VIP, its UDP flows move (balancer wiring)', async (t) => {
+  const srv = createServer((c) => c.destroy());
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as AddressInfo).port;
+  t.teardown(() => srv.close());
+  const s = await start(t, yaml([`{ address: 127.0.0.1, health: { type: tcp, port: ${port}, interval_ms: 100, timeout_ms: 50, rise: 1, fall: 1 } }`, '{ address: 127.0.0.2 }']));
+  t.true(await until(() => s.b.health.states()[0]!.health === 'healthy'), 'checked healthy');
+  const udp = await udpFlows(t, s, range(10000, 100));
+  s.dev.takeWritten();
+  for (const p of range(30000, 40)) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_SYN));
+  t.true(await until(() => s.dev.written.length >= 40));
+  const tcpBe = new Map<number, string>();
+  for (const w of s.dev.takeWritten()) tcpBe.set(sportOf(w), dstOf(w));
+  const tcpOn1 = [...tcpBe].filter(([, be]) => be === '127.0.0.1').map(([p]) => p);
+  t.true(tcpOn1.length > 5);
+
+  srv.close();
+  t.true(await until(() => s.b.health.states()[0]!.health === 'unhealthy'), 'checked unhealthy');
+  t.true(await until(() => s.b.forwarder.forwarding.backendUp[0]![0] === 0), 'table rebuilt with backendUp 0');
+
+  for (const p of tcpOn1) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 10, ack: 99 }));
+  t.true(await until(() => s.dev.written.length >= tcpOn1.length));
+  for (const w of s.dev.takeWritten()) {
+    const L = P.layout(w.packet);
+    t.is(formatIp(w.packet, L.srcOff, L.alen), VIP);
+    t.is(dstOf(w), CLIENT);
+    t.is(w.packet[L.l4Off + 13], P.TCP_RST);
+    t.deepEqual(P.checksumErrors(w.packet), []);
+  }
+  const moved = await udpFlows(t, s, range(10000, 100));
+  for (const [p] of udp) t.is(moved.get(p), '127.0.0.2');
+  t.is(s.b.forwarder.stats.tcpResetBackendDown, tcpOn1.length);
+  t.is(s.b.forwarder.stats.udpMovedBackendDown, [...udp.values()].filter((be) => be === '127.0.0.1').length);
 });
