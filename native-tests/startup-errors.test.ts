@@ -116,7 +116,7 @@ rootTest('an unknown --id exits 2 and names the known ids', async (t) => {
 rootTest('a missing config file exits 2 with the fix', async (t) => {
   const r = await tunlbRun(['--config', path.join(dir, 'nope.yaml'), '--id', 'lb1']);
   t.is(r.code, 2, r.stderr);
-  t.deepEqual(errLines(r), [`tunlb: config file ${path.join(dir, 'nope.yaml')} does not exist; pass the right path, or start from config/example.yaml`]);
+  t.deepEqual(errLines(r), [`tunlb: config file ${path.join(dir, 'nope.yaml')} does not exist; pass the right path, or start from config/example.yaml [TUNLB_CONFIG_NOT_FOUND]`]);
 });
 
 rootTest('the balancer address not present in the namespace: one clear line, exit 1', async (t) => {
@@ -126,7 +126,7 @@ rootTest('the balancer address not present in the namespace: one clear line, exi
   t.is(r.code, 1, r.stderr);
   const lines = errLines(r);
   t.is(lines.length, 1, r.stderr);
-  t.regex(lines[0]!, /^tunlb: balancers\[1\]\.address 10\.77\.9\.12 is not on any interface here: run the balancer in the host or network namespace that owns it \(e\.g\. ip netns exec NS tunlb run \.\.\.\), or fix balancers\[1\]\.address$/);
+  t.regex(lines[0]!, /^tunlb: balancers\[1\]\.address 10\.77\.9\.12 is not on any interface here: run the balancer in the host or network namespace that owns it \(e\.g\. ip netns exec NS tunlb run \.\.\.\), or fix balancers\[1\]\.address \[TUNLB_ADDRESS_NOT_PRESENT\]$/);
   t.false(await tunExists(), 'no TUN device left behind');
 });
 
@@ -163,7 +163,7 @@ rootTest('TUN name busy: a second balancer with the same tun.name in the namespa
   t.is(r.code, 1, r.stderr);
   const lines = errLines(r);
   t.is(lines.length, 1, r.stderr);
-  t.is(lines[0], `tunlb: TUN device name ${TUN} is in use (another fd has it; open it with multiQueue to add queues)`);
+  t.is(lines[0], `tunlb: TUN device name ${TUN} is in use (another fd has it; open it with multiQueue to add queues) [TUNLB_DEVICE_BUSY]`);
   t.true(await tunExists(), 'the first balancer still holds the device');
 
   first.kill('SIGTERM');
@@ -186,6 +186,6 @@ rootTest('not root: a key only root can read, then the TUN device: one no-permis
   const lines = errLines(r2);
   t.is(lines.length, 1, r2.stderr);
   // EACCES when /dev/net/tun is not world-accessible (mode 0600 on some hosts), else EPERM.
-  t.regex(lines[0]!, new RegExp(`^tunlb: cannot create TUN device ${TUN} \\((open /dev/net/tun: EACCES|TUNSETIFF: EPERM)\\): run as root or grant CAP_NET_ADMIN$`));
+  t.regex(lines[0]!, new RegExp(`^tunlb: cannot create TUN device ${TUN} \\((open /dev/net/tun: EACCES|TUNSETIFF: EPERM)\\): run as root or grant CAP_NET_ADMIN \\[TUNLB_NO_PERMISSION\\]$`));
   t.false(await tunExists());
 });
