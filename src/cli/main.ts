@@ -99,6 +99,35 @@ export function main(argv: string[]): void {
   }
 
   program
+    .command('status')
+    .description('cluster membership as one balancer sees it: peers, their state, probe RTT, flows by primary; recent events')
+    .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { admin: string; json?: boolean }) => {
+      const body = (await adminCall(opts.admin, 'GET', '/api/v1/status')) as StatusBody;
+      if (opts.json) {
+        console.log(JSON.stringify(body));
+        return;
+      }
+      const s = body.self;
+      console.log(`cluster ${body.cluster}: seen from ${s.id} (${s.status}, up ${s.uptimeS} s${s.syncedFrom ? `, synced from ${s.syncedFrom}` : ''})`);
+      console.log('  balancer  address          state    status    rtt ms   last ack   flows as primary / backup');
+      for (const x of body.balancers) {
+        const rtt = x.rttMs === null ? '-' : x.rttMs.toFixed(2);
+        const ack = x.self ? 'self' : x.lastAckAgoMs === null ? '-' : `${Math.round(x.lastAckAgoMs)} ms`;
+        console.log(
+          `  ${x.id.padEnd(9)} ${x.address.padEnd(16)} ${String(x.state).padEnd(8)} ${String(x.status).padEnd(9)} ${rtt.padStart(6)}   ${ack.padStart(8)}   ${x.flowsAsPrimary} / ${x.flowsAsBackup}`,
+        );
+      }
+      console.log(`  flows held here: ${body.flows.active} of ${body.flows.capacity}`);
+      const ev = body.events.slice(-8);
+      if (ev.length > 0) {
+        console.log('  recent events:');
+        for (const e of ev) console.log(`    ${String(e['at'] ?? '')} ${String(e['type'] ?? '')} ${String(e['id'] ?? e['peer'] ?? '')} ${String(e['reason'] ?? '')}`);
+      }
+    });
+
+  program
     .command('backends')
     .description("every backend's health, drain mark and eligibility (cluster-wide view of one balancer)")
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
@@ -226,4 +255,22 @@ async function adminCall(admin: string, method: 'GET' | 'POST', path: string, bo
   }
   if (!res.ok) throw new TunlbError(ErrorCodes.ADMIN, `${admin}${path}: ${json.error ?? `HTTP ${res.status}`}`, { status: res.status, body: json });
   return json;
+}
+
+interface StatusBody {
+  cluster: string;
+  self: { id: string; status: string; uptimeS: number; syncedFrom: string | null };
+  balancers: Array<{
+    id: string;
+    address: string;
+    self: boolean;
+    state: string;
+    status: string;
+    rttMs: number | null;
+    lastAckAgoMs: number | null;
+    flowsAsPrimary: number;
+    flowsAsBackup: number;
+  }>;
+  flows: { active: number; capacity: number };
+  events: Array<Record<string, unknown>>;
 }
