@@ -123,7 +123,7 @@ export function main(argv: string[]): void {
       const ev = body.events.slice(-8);
       if (ev.length > 0) {
         console.log('  recent events:');
-        for (const e of ev) console.log(`    ${String(e['at'] ?? '')} ${String(e['type'] ?? '')} ${String(e['id'] ?? e['peer'] ?? '')} ${String(e['reason'] ?? '')}`);
+        for (const e of ev) console.log(`    ${String(e['at'] ?? '')} ${String(e['type'] ?? '')} ${String(e['balancer'] ?? e['id'] ?? '')} ${String(e['reason'] ?? '')}`);
       }
     });
 
