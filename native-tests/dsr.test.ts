@@ -383,16 +383,27 @@ rootTest('lab --method dsr: captures: frames to the server MAC with the VIP as d
  * namespace only, restored after) and the data port Q (--cport) is chosen so that the
  * documented hash sends both to the same backend.
  */
-rootTest('lab --method dsr: iperf3 through the VIP, 1 stream, 5 s, each direction', async (t) => {
+rootTest('lab --method dsr: iperf3 through the VIP, 1 stream, 5 s: served by the entry, by a peer, and reversed', async (t) => {
   await requireUp(t);
   const config = loadConfig(path.join(LAB_DIR, 'lab.yaml'));
   const hk = deriveHashKey(config.cluster.key.reveal());
   const ft = buildForwardingTable(config, hk, 1);
-  const backendOf = (sport: number): number => ft.backendTables[0]!.lookup(hashFlowKey(hk, keyFromParts(CLIENT4, VIP4, sport, 5201, 6)));
+  const hashOf = (sport: number): number => hashFlowKey(hk, keyFromParts(CLIENT4, VIP4, sport, 5201, 6));
+  const backendOf = (sport: number): number => ft.backendTables[0]!.lookup(hashOf(sport));
+  const live = Uint8Array.of(1, 1, 1);
+  const pick = new Int32Array(2);
+  const primaryOf = (sport: number): number => (ft.ranking.pickLive(hashOf(sport) & 0xffff, live, pick), pick[0]!);
   const range = (await execIn('client', ['sysctl', '-n', 'net.ipv4.ip_local_port_range'])).stdout.trim().split(/\s+/).join(' ');
-  for (const [reverse, P] of [[false, 45011], [true, 45012]] as const) {
-    let Q = 46001;
-    while (backendOf(Q) !== backendOf(P)) Q++;
+  // lb1 (the entry) serving the data flow itself, a peer serving it (encapsulated hop on lbnet
+  // first), and the reverse direction (data from the server bypasses every balancer).
+  const runs = [
+    { reverse: false, primary: 0, P: 45011, what: 'client→server, served by lb1 (data through lb1, ACKs direct)' },
+    { reverse: false, primary: 2, P: 45012, what: 'client→server, served by lb3 (lb1 encapsulates to lb3 first)' },
+    { reverse: true, primary: 0, P: 45013, what: 'server→client (-R: data bypasses the balancers entirely)' },
+  ];
+  for (const { reverse, primary, P, what } of runs) {
+    let Q = 46001 + (P - 45011) * 1000; // a data port of its own per run (no TIME_WAIT reuse)
+    while (backendOf(Q) !== backendOf(P) || primaryOf(Q) !== primary) Q++;
     await execIn('client', ['sysctl', '-qw', `net.ipv4.ip_local_port_range=${P} ${P}`]);
     let r;
     try {
@@ -403,13 +414,12 @@ rootTest('lab --method dsr: iperf3 through the VIP, 1 stream, 5 s, each directio
     t.is(r.code, 0, `iperf3 ${reverse ? '-R ' : ''}exit ${r.code}: ${r.stdout.slice(-600)} ${r.stderr}`);
     if (r.code !== 0) continue;
     const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number; bytes: number }; sum_sent: { retransmits?: number } } };
+    const rows = (await flows('lb1')).flows.filter((f) => f.key.includes(`:${Q} -> ${VIP4}:5201`));
     t.log(
-      `iperf3 ${reverse ? 'server→client (-R: data bypasses the balancers entirely)' : 'client→server (data through the balancers, ACKs direct)'} ` +
-        `to ${config.vips[0]!.backends[backendOf(P)]!.address.text}: ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s, retransmits ${j.end.sum_sent.retransmits ?? '?'}`,
+      `iperf3 ${what}, to ${config.vips[0]!.backends[backendOf(P)]!.address.text}: ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s, ` +
+        `retransmits ${j.end.sum_sent.retransmits ?? '?'} (data flow :${Q}: ${rows.map((f) => `primary ${f.primary}, backup ${f.backup}`).join('; ')})`,
     );
     t.true(j.end.sum_received.bytes > 0);
-    const rows = (await flows('lb1')).flows.filter((f) => f.key.includes(`:${Q} -> ${VIP4}:5201`));
-    t.log(`  data flow ${CLIENT4}:${Q}: ${rows.map((f) => `primary ${f.primary}, backup ${f.backup}, backend ${f.backend}, ${f.packets} packets`).join('; ')}`);
   }
   const after = await Promise.all(BALANCERS.map(statsOrUndefined));
   t.is(sum(after, (s) => (s.counters as Counters).replyPackets), 0);
