@@ -1,7 +1,7 @@
 /**
  * DSR (direct server return), kernel-facing. Root only; every test skips with NEEDS_ROOT otherwise.
  *
- *  (1) L2Socket (AF_PACKET, native/packet-socket.cc) in two namespaces of its own (dsrt-a, dsrt-b,
+ *  (1) L2Socket (AF_PACKET, native/packet-socket.cc) in two namespaces of its own (tunlb-t-dsr-*,
  *      a veth between them; created and deleted by the test, nothing else touched): a batch of
  *      frames arrives at the peer's MAC with the VIP held on its lo as destination; a GSO
  *      super-packet with a partial checksum (PACKET_VNET_HDR) is accepted whole; errors map to
@@ -22,6 +22,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { hasRoot, rootTest } from './helpers/root';
+import { createNetns, ipIn, removeNetns, uniqueNetnsName } from './helpers/netns';
 import {
   BALANCERS,
   flows,
@@ -111,25 +112,34 @@ async function macOf(ns: string, dev: string): Promise<string> {
 
 // ------------------------------------------------------------------ (1) own namespaces --------
 
-const NS_A = 'dsrt-a';
-const NS_B = 'dsrt-b';
+// Per-process names (tunlb-t-*, helpers/netns.ts): removed by each test, and on exit as a trap.
+let NS_A = '';
+let NS_B = '';
 
 async function ownNamespaces(): Promise<void> {
-  await dropOwnNamespaces();
-  const sh = [
-    `ip netns add ${NS_A}`, `ip netns add ${NS_B}`,
-    `ip -n ${NS_A} link add va type veth peer name vb netns ${NS_B}`,
-    `ip -n ${NS_A} link set lo up`, `ip -n ${NS_B} link set lo up`,
-    `ip -n ${NS_A} addr add 10.200.0.1/24 dev va`, `ip -n ${NS_A} link set va up`,
-    `ip -n ${NS_B} addr add 10.200.0.2/24 dev vb`, `ip -n ${NS_B} link set vb up`,
-    `ip -n ${NS_B} addr add 10.200.9.9/32 dev lo`,
-  ].join(' && ');
-  const r = await run('sh', ['-c', sh], { timeoutMs: 10_000 });
-  if (r.code !== 0) throw new Error(`namespaces: ${r.stderr}`);
+  for (let attempt = 0; ; attempt++) {
+    dropOwnNamespaces();
+    NS_A = uniqueNetnsName('dsr-a');
+    NS_B = uniqueNetnsName('dsr-b');
+    try {
+      createNetns(NS_A);
+      createNetns(NS_B);
+      ipIn(NS_A, ['link', 'add', 'va', 'type', 'veth', 'peer', 'name', 'vb', 'netns', NS_B]);
+      ipIn(NS_A, 'addr add 10.200.0.1/24 dev va');
+      ipIn(NS_A, 'link set va up');
+      ipIn(NS_B, 'addr add 10.200.0.2/24 dev vb');
+      ipIn(NS_B, 'link set vb up');
+      ipIn(NS_B, 'addr add 10.200.9.9/32 dev lo');
+      return;
+    } catch (e) {
+      // `ip netns add` racing another process's namespace operations: once more, new names.
+      if (attempt >= 1) throw e;
+    }
+  }
 }
 
-async function dropOwnNamespaces(): Promise<void> {
-  for (const ns of [NS_A, NS_B]) await run('ip', ['netns', 'del', ns], { timeoutMs: 5000 });
+function dropOwnNamespaces(): void {
+  for (const ns of [NS_A, NS_B]) if (ns !== '') removeNetns(ns);
 }
 
 function csum(b: Uint8Array, off: number, len: number, init = 0): number {
@@ -214,7 +224,7 @@ rootTest('L2Socket: a batch of frames reaches the peer MAC with its lo address a
     t.throws(() => sock.send(batch, 1, null, null), { instanceOf: TunlbError, message: /closed/ });
   } finally {
     rmSync(dir, { recursive: true, force: true });
-    await dropOwnNamespaces();
+    dropOwnNamespaces();
   }
 });
 
@@ -245,7 +255,7 @@ rootTest('L2Socket with PACKET_VNET_HDR: a 30 000-byte TCP GSO super-packet with
     t.is(bytes, payload, 'every payload byte arrived (whole or segmented by the kernel)');
   } finally {
     rmSync(dir, { recursive: true, force: true });
-    await dropOwnNamespaces();
+    dropOwnNamespaces();
   }
 });
 
