@@ -116,8 +116,12 @@ static Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   };
   int one = 1, zero = 0;
   if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) return fail("SO_REUSEADDR");
-  if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0) return fail("SO_RCVBUF");
-  if (sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) < 0) return fail("SO_SNDBUF");
+  // *BUFFORCE (CAP_NET_ADMIN, which a balancer has) passes net.core.[rw]mem_max; without the
+  // capability fall back to the plain option, which the kernel caps at that limit.
+  if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0) return fail("SO_RCVBUF");
+  if (sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) < 0) return fail("SO_SNDBUF");
   if (fam == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) < 0) return fail("IPV6_V6ONLY");
   struct sockaddr_storage ss;
   socklen_t sl;

@@ -195,7 +195,14 @@ export class Balancer {
           onHealth: (sender, body) => b?.health.onReport(sender, body as HealthReportBody),
           onEvent: () => b?.health.liveChanged(),
         });
-        dataSocket = UdpBatchSocket.open({ address: self.balancer.address.text, port: self.balancer.dataPort });
+        // Encapsulated GSO super-packets arrive as 64 KiB datagrams: a default-sized receive
+        // buffer overflows under a TCP stream (UdpRcvbufErrors), so size it for bursts.
+        dataSocket = UdpBatchSocket.open({
+          address: self.balancer.address.text,
+          port: self.balancer.dataPort,
+          rcvBuf: 16 << 20,
+          sndBuf: 8 << 20,
+        });
       }
       device =
         opts.device ??
