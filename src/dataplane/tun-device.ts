@@ -16,10 +16,11 @@
 import { ErrorCodes, TunlbError } from '../errors';
 import {
   FEAT_CSUM, FEAT_MULTI_QUEUE, FEAT_TSO4, FEAT_TSO6, FEAT_VNET_HDR, INFO_ERRORS, INFO_LAST_ERRNO, INFO_LEN,
-  INFO_STOPPED_AGAIN, native, netnsPath, errnoCode, errnoSyscall, UV_READABLE, WANT_MULTI_QUEUE, WANT_OFFLOAD,
-  WANT_VNET_HDR, type NativeAddon, type NativePoller,
+  INFO_STOPPED_AGAIN, native, netnsPath, errnoCode, errnoSyscall, WANT_MULTI_QUEUE, WANT_OFFLOAD,
+  WANT_VNET_HDR, type NativeAddon,
 } from './native';
 import { GSO_MAX_PACKET, type PacketBatch } from './packet-batch';
+import { PolledFd } from './polled-fd';
 
 /** What the device actually got (probed once at open); log it. */
 export interface TunFeatures {
@@ -147,7 +148,7 @@ export function mapTunOpenError(e: unknown, name: string, netns: string | undefi
     `cannot open TUN device ${name} (${syscall}: ${code ?? String(e)})`, details, opts);
 }
 
-export class TunDevice implements TunLike {
+export class TunDevice extends PolledFd implements TunLike {
   readonly name: string;
   readonly mtu: number;
   readonly features: Readonly<TunFeatures>;
@@ -155,16 +156,11 @@ export class TunDevice implements TunLike {
   readonly stats: TunStats = {
     readPackets: 0, readBytes: 0, writePackets: 0, writeBytes: 0, writeErrors: 0, writeAgain: 0, lastErrno: 0,
   };
-  private fd: number;
-  private readonly nat: NativeAddon;
   private readonly info = new Int32Array(INFO_LEN);
   private readonly vnet: boolean;
-  private poller: NativePoller | undefined;
-  private readableCb: (() => void) | undefined;
 
   private constructor(nat: NativeAddon, fd: number, name: string, mtu: number, feat: number) {
-    this.nat = nat;
-    this.fd = fd;
+    super(nat, fd);
     this.name = name;
     this.mtu = mtu;
     this.features = Object.freeze({
@@ -196,9 +192,6 @@ export class TunDevice implements TunLike {
     return new TunDevice(nat, r.fd, r.name, mtu, r.features);
   }
 
-  get closed(): boolean {
-    return this.fd < 0;
-  }
 
   read(batch: PacketBatch, max: number = batch.count): number {
     const fd = this.fd;
@@ -245,36 +238,8 @@ export class TunDevice implements TunLike {
     return n;
   }
 
-  onReadable(cb: () => void): void {
-    if (this.fd < 0) throw closedError(this.name);
-    this.readableCb = cb;
-    if (this.poller === undefined) {
-      this.poller = new this.nat.Poller(this.fd, () => {
-        const f = this.readableCb;
-        if (f !== undefined && this.fd >= 0) f();
-      });
-    }
-    this.poller.start(UV_READABLE);
-  }
-
-  stop(): void {
-    if (this.fd < 0) throw closedError(this.name);
-    this.poller?.stop();
-  }
-
-  /** Lets the process exit while polling (like socket.unref()). */
-  unref(): void {
-    this.poller?.unref();
-  }
-
-  close(): void {
-    if (this.fd < 0) return;
-    const fd = this.fd;
-    this.fd = -1;
-    this.readableCb = undefined;
-    this.poller?.close(); // before the fd is closed (libuv's rule)
-    this.poller = undefined;
-    this.nat.closeFd(fd);
+  protected closedError(): TunlbError {
+    return closedError(this.name);
   }
 
   private tooSmall(batch: PacketBatch): never {

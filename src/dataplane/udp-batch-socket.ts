@@ -12,9 +12,10 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { ErrorCodes, TunlbError } from '../errors';
 import {
   INFO_ERRORS, INFO_LAST_ERRNO, INFO_LEN, INFO_STOPPED_AGAIN, INFO_TRUNCATED, native, netnsPath, errnoCode,
-  errnoSyscall, UV_READABLE, type NativeAddon, type NativePoller,
+  errnoSyscall, type NativeAddon,
 } from './native';
 import type { PacketBatch } from './packet-batch';
+import { PolledFd } from './polled-fd';
 
 export interface UdpMulticastOptions {
   /** Group to join, e.g. 239.99.0.1. */
@@ -146,7 +147,7 @@ export function mapUdpOpenError(e: unknown, what: string, netns: string | undefi
     `cannot open UDP socket ${what} (${syscall || 'udpOpen'}: ${code ?? (e as Error)?.message})`, details, opts);
 }
 
-export class UdpBatchSocket {
+export class UdpBatchSocket extends PolledFd {
   readonly family: 4 | 6;
   readonly address: string;
   /** The bound port (the kernel's choice when opened with port 0). */
@@ -154,15 +155,10 @@ export class UdpBatchSocket {
   readonly stats: UdpStats = {
     recvPackets: 0, recvBytes: 0, recvTruncated: 0, sentPackets: 0, sendErrors: 0, sendAgain: 0, lastErrno: 0,
   };
-  private fd: number;
-  private readonly nat: NativeAddon;
   private readonly info = new Int32Array(INFO_LEN);
-  private poller: NativePoller | undefined;
-  private readableCb: (() => void) | undefined;
 
   private constructor(nat: NativeAddon, fd: number, family: 4 | 6, address: string, port: number) {
-    this.nat = nat;
-    this.fd = fd;
+    super(nat, fd);
     this.family = family;
     this.address = address;
     this.port = port;
@@ -202,9 +198,6 @@ export class UdpBatchSocket {
     return new UdpBatchSocket(nat, r.fd, family, opts.address, r.port);
   }
 
-  get closed(): boolean {
-    return this.fd < 0;
-  }
 
   /**
    * Receives up to `max` datagrams into slots 0..n-1 (same layout as TunDevice.read) and their
@@ -257,35 +250,7 @@ export class UdpBatchSocket {
     return n;
   }
 
-  /** Level-triggered readiness callback, as TunDevice.onReadable. */
-  onReadable(cb: () => void): void {
-    if (this.fd < 0) throw closedError(this.address);
-    this.readableCb = cb;
-    if (this.poller === undefined) {
-      this.poller = new this.nat.Poller(this.fd, () => {
-        const f = this.readableCb;
-        if (f !== undefined && this.fd >= 0) f();
-      });
-    }
-    this.poller.start(UV_READABLE);
-  }
-
-  stop(): void {
-    if (this.fd < 0) throw closedError(this.address);
-    this.poller?.stop();
-  }
-
-  unref(): void {
-    this.poller?.unref();
-  }
-
-  close(): void {
-    if (this.fd < 0) return;
-    const fd = this.fd;
-    this.fd = -1;
-    this.readableCb = undefined;
-    this.poller?.close();
-    this.poller = undefined;
-    this.nat.closeFd(fd);
+  protected closedError(): TunlbError {
+    return closedError(this.address);
   }
 }
