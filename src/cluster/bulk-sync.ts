@@ -38,7 +38,6 @@ import { ErrorCodes, TunlbError } from '../errors';
 import type { FlowTable } from '../flow';
 import {
   COMPACT_V4_KEY_LEN,
-  compactV4Key,
   delimitedSize,
   envelopeHeaderSize,
   FLOW_KEY_LEN,
@@ -48,7 +47,9 @@ import {
   tunlb,
   varintSize,
   type EnvelopeSigner,
+  fillRecordSlot,
   type FlowRecordFields,
+  type RecordSlot,
   type ReceivedSyncChunk,
 } from '../protocol';
 
@@ -112,11 +113,7 @@ export class SyncStats {
 
 // ----------------------------------------------------------------------------- packing
 
-interface Slot {
-  rec: tunlb.v1.FlowRecord;
-  key40: Uint8Array;
-  key13: Uint8Array;
-}
+type Slot = RecordSlot;
 
 /** Packs FlowRecords into one SyncChunk datagram under the budget (exact sizes, no trial encode). */
 export class SyncChunkPacker {
@@ -150,24 +147,7 @@ export class SyncChunkPacker {
     const header = envelopeHeaderSize(this.signer, this.signer.nextSeq);
     // The SyncChunk body sits in Envelope field 14 (one-byte tag): same framing as records.
     if (signedDatagramSize(header, this.reserve + this.recsLen + recLen) > this.budget) return false;
-    const s = this.slot(this.count++);
-    const r = s.rec;
-    r.op = f.op;
-    r.primary = f.primary;
-    r.backup = f.backup;
-    r.vip = f.vip;
-    r.backend = f.backend;
-    r.state = f.state;
-    r.ageS = f.ageS;
-    r.idleS = f.idleS;
-    r.tableGeneration = f.tableGeneration;
-    if (compact) {
-      compactV4Key(key, 0, s.key13, 0);
-      r.key = s.key13;
-    } else {
-      s.key40.set(key.subarray(0, FLOW_KEY_LEN));
-      r.key = s.key40;
-    }
+    fillRecordSlot(this.slot(this.count++), f, key, 0, compact);
     this.recsLen += recLen;
     return true;
   }

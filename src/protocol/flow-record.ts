@@ -147,3 +147,37 @@ export function flowRecordSize(f: FlowRecordFields, keyLen: number): number {
 export function delimitedSize(n: number): number {
   return 1 + varintSize(n) + n;
 }
+
+/**
+ * A reusable FlowRecord message with its own key buffers, so packing records into datagrams
+ * allocates nothing per record once the slot exists (RecordBatcher, bulk-sync chunks).
+ */
+export interface RecordSlot {
+  rec: tunlb.v1.FlowRecord;
+  key40: Uint8Array;
+  key13: Uint8Array;
+}
+
+/**
+ * Copies `f` and the 40-byte key at key[keyOff..] into the slot's record; the key travels in
+ * its 13-byte form when `compact` (isCompactV4). The record references the slot's buffers.
+ */
+export function fillRecordSlot(slot: RecordSlot, f: FlowRecordFields, key: Uint8Array, keyOff: number, compact: boolean): void {
+  const r = slot.rec;
+  r.op = f.op;
+  r.primary = f.primary;
+  r.backup = f.backup;
+  r.vip = f.vip;
+  r.backend = f.backend;
+  r.state = f.state;
+  r.ageS = f.ageS;
+  r.idleS = f.idleS;
+  r.tableGeneration = f.tableGeneration;
+  if (compact) {
+    compactV4Key(key, keyOff, slot.key13, 0);
+    r.key = slot.key13;
+  } else {
+    slot.key40.set(key.subarray(keyOff, keyOff + FLOW_KEY_LEN));
+    r.key = slot.key40;
+  }
+}

@@ -27,13 +27,14 @@ import { tunlb } from './generated/tunlb';
 import { MAC_LEN, PROTOCOL_VERSION, type EnvelopeSigner } from './codec';
 import {
   COMPACT_V4_KEY_LEN,
-  compactV4Key,
   delimitedSize,
   FLOW_KEY_LEN,
   flowRecordSize,
   isCompactV4,
   varintSize,
+  fillRecordSlot,
   type FlowRecordFields,
+  type RecordSlot,
 } from './flow-record';
 
 /** Default UDP payload budget of one control datagram. */
@@ -64,12 +65,9 @@ export function envelopeHeaderSize(signer: EnvelopeSigner, seq: number): number 
   );
 }
 
-interface Slot {
-  rec: tunlb.v1.FlowRecord;
+interface Slot extends RecordSlot {
   /** Delimited size of the record in the batch body. */
   size: number;
-  key40: Uint8Array;
-  key13: Uint8Array;
 }
 
 export interface RecordBatcherOptions {
@@ -132,23 +130,7 @@ export class RecordBatcher {
     }
     const slot = this.slot(this.count);
     slot.size = recLen;
-    const r = slot.rec;
-    r.op = f.op;
-    r.primary = f.primary;
-    r.backup = f.backup;
-    r.vip = f.vip;
-    r.backend = f.backend;
-    r.state = f.state;
-    r.ageS = f.ageS;
-    r.idleS = f.idleS;
-    r.tableGeneration = f.tableGeneration;
-    if (compact) {
-      compactV4Key(key, keyOff, slot.key13, 0);
-      r.key = slot.key13;
-    } else {
-      slot.key40.set(key.subarray(keyOff, keyOff + FLOW_KEY_LEN));
-      r.key = slot.key40;
-    }
+    fillRecordSlot(slot, f, key, keyOff, compact);
     this.count++;
     this.bodyLen += recLen;
   }
