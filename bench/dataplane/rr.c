@@ -3,7 +3,8 @@
 //
 //   rr serve PORT
 //       UDP and TCP echo on PORT (IPv4, any address), one thread, poll(2). Every datagram is sent
-//       back as is; every TCP byte read is written back at once (TCP_NODELAY). Runs until killed.
+//       back as is, from the address it was sent to (IP_PKTINFO: the VIP under DSR); every TCP
+//       byte read is written back at once (TCP_NODELAY). Runs until killed.
 //
 //   rr udp|tcp HOST PORT COUNT [WARMUP=100] [SIZE=64] [TIMEOUT_MS=500]
 //       COUNT sequential request/responses of SIZE bytes over one UDP "connection" (one source port,
@@ -55,6 +56,7 @@ static void serve(int port) {
   if (u < 0 || l < 0) die("socket");
   setsockopt(u, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(u, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
   if (bind(u, (void *)&a, sizeof a) < 0 || bind(l, (void *)&a, sizeof a) < 0) die("bind");
   if (listen(l, 16) < 0) die("listen");
   struct pollfd p[2 + MAX_CONNS];
@@ -68,10 +70,36 @@ static void serve(int port) {
       die("poll");
     }
     if (p[0].revents & POLLIN) {
+      // The reply leaves from the address the request was sent to (IP_PKTINFO): with direct
+      // server return the request's destination is the VIP (held on lo), and a reply from the
+      // interface's own address would not match the client's connected socket.
       struct sockaddr_storage from;
-      socklen_t fl = sizeof from;
-      ssize_t r = recvfrom(u, buf, sizeof buf, MSG_DONTWAIT, (void *)&from, &fl);
-      if (r >= 0) sendto(u, buf, r, MSG_DONTWAIT, (void *)&from, fl);
+      char cbuf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+      struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+      struct msghdr m = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+      ssize_t r = recvmsg(u, &m, MSG_DONTWAIT);
+      if (r >= 0) {
+        struct in_pktinfo *pi = NULL;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c != NULL; c = CMSG_NXTHDR(&m, c))
+          if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) pi = (struct in_pktinfo *)CMSG_DATA(c);
+        iov.iov_len = (size_t)r;
+        m.msg_flags = 0;
+        if (pi != NULL) {
+          struct in_pktinfo out = {.ipi_spec_dst = pi->ipi_addr};
+          memset(cbuf, 0, sizeof cbuf);
+          m.msg_controllen = sizeof cbuf;
+          struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+          c->cmsg_level = IPPROTO_IP;
+          c->cmsg_type = IP_PKTINFO;
+          c->cmsg_len = CMSG_LEN(sizeof out);
+          memcpy(CMSG_DATA(c), &out, sizeof out);
+        } else {
+          m.msg_control = NULL;
+          m.msg_controllen = 0;
+        }
+        sendmsg(u, &m, MSG_DONTWAIT);
+      }
     }
     if ((p[1].revents & POLLIN) && n < 2 + MAX_CONNS) {
       int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
