@@ -5,7 +5,9 @@
  *   tunlb run --config FILE --id ID      run one balancer (in the namespace/host that owns ID's address)
  *   tunlb check-config --config FILE     validate a config file and print what it describes
  *   tunlb stats [--admin HOST:PORT]      a balancer's counters from its admin endpoint
- *   tunlb flows [--admin HOST:PORT]      flows held by a balancer
+ *   tunlb flows [--admin HOST:PORT] [--vip V] [--backend A] [--client A] [--proto P] [--primary ID]
+ *               [--backup ID] [--state S] [--min-age S] [--max-idle S] [--limit N] [--json]
+ *                                        flows held by a balancer, filtered (src/control/flow-listing.ts)
  *   tunlb backends [--admin HOST:PORT] [--json]      backends' health and drain marks
  *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
  *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused)
@@ -15,6 +17,7 @@ import { Command, Option } from 'commander';
 import { Balancer } from '../control/balancer';
 import { loadConfig, formatConfigErrors } from '../config';
 import { isTunlbError, ErrorCodes, TunlbError } from '../errors';
+import { FLOW_STATE_NAMES, MAX_FLOW_LIMIT, parseFlowLimit, type FlowListing, type FlowRow } from '../control/flow-listing';
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';
 
@@ -75,28 +78,51 @@ export function main(argv: string[]): void {
       for (const w of c.warnings) console.log(`  warning: ${w}`);
     });
 
-  for (const [name, path, desc] of [
-    ['stats', '/api/v1/stats', "a balancer's counters, flow-table figures and device features"],
-    ['flows', '/api/v1/flows', 'flows held by a balancer (primary, backup, backend, age)'],
-  ] as const) {
-    program
-      .command(name)
-      .description(desc)
-      .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
-      .option('--limit <n>', 'flows: how many to list', '100')
-      .option('--json', 'machine-readable output')
-      .action(async (opts: { admin: string; limit: string; json?: boolean }) => {
-        const url = `http://${opts.admin}${path}${name === 'flows' ? `?limit=${Number(opts.limit) || 100}` : ''}`;
-        let body: unknown;
-        try {
-          const res = await fetch(url);
-          body = await res.json();
-        } catch (e) {
-          throw new TunlbError(ErrorCodes.ADMIN, `cannot reach the admin endpoint ${opts.admin}: ${(e as Error).message} (is the balancer running? in which namespace?)`);
-        }
-        console.log(opts.json ? JSON.stringify(body) : JSON.stringify(body, null, 2));
-      });
-  }
+  program
+    .command('stats')
+    .description("a balancer's counters, flow-table figures and device features")
+    .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--json', 'machine-readable output (one line)')
+    .action(async (opts: { admin: string; json?: boolean }) => {
+      const body = await adminCall(opts.admin, 'GET', '/api/v1/stats');
+      console.log(opts.json ? JSON.stringify(body) : JSON.stringify(body, null, 2));
+    });
+
+  program
+    .command('flows')
+    .description('flows held by a balancer (VIP, primary, backup, backend, state, age), filtered; filters AND together, a comma list inside one is an OR')
+    .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--vip <name>', 'flows of this VIP (name or address)')
+    .option('--backend <addr>', 'flows to this backend (address in any spelling, IPv4 or IPv6)')
+    .option('--client <addr>', 'flows from this client: ADDR, ADDR/PREFIX, ADDR:PORT or [IPv6]:PORT')
+    .option('--proto <proto>', 'tcp, udp, icmp (ICMP and ICMPv6 echo), icmpv6, or a protocol number')
+    .option('--primary <id>', "flows whose record's primary is this balancer id")
+    .option('--backup <id>', "flows whose record's backup is this balancer id")
+    .option('--state <state>', `flow state: ${Object.keys(FLOW_STATE_NAMES).join(', ')} ("tcp_" may be left out)`)
+    .option('--min-age <s>', 'flows created at least S seconds ago')
+    .option('--max-idle <s>', 'flows that saw a packet in the last S seconds')
+    .option('--limit <n>', `list at most N matching flows (1..${MAX_FLOW_LIMIT})`, '100')
+    .option('--json', 'machine-readable output (one line: total, scanned, matched, truncated, filters, flows)')
+    .action(async (opts: FlowsOpts) => {
+      const params = new URLSearchParams({ limit: String(parseFlowLimit(opts.limit)) });
+      for (const [flag, param] of FLOW_FLAGS) {
+        const v = opts[flag];
+        if (v === undefined) continue;
+        if (v.trim() === '') throw new TunlbError(ErrorCodes.USAGE, `flows --${param}: empty value`);
+        params.set(param, v);
+      }
+      const body = (await adminCall(opts.admin, 'GET', `/api/v1/flows?${params.toString()}`)) as FlowListing;
+      if (opts.json) {
+        console.log(JSON.stringify(body));
+        return;
+      }
+      const f = Object.entries(body.filters ?? {}).map(([k, v]) => `--${k} ${v}`).join(' ');
+      console.log(
+        `${body.total} flow(s) in the table of ${opts.admin}; scanned ${body.scanned}, ${body.truncated ? `more than ${body.flows.length}` : body.matched} match${f ? ` (${f})` : ''}`,
+      );
+      if (body.flows.length > 0) console.log(flowTable(body.flows));
+      if (body.truncated) console.log(`truncated: listing stopped at --limit ${body.limit}; more flows match (raise --limit or narrow the filters)`);
+    });
 
   program
     .command('status')
@@ -170,7 +196,7 @@ export function main(argv: string[]): void {
       try {
         body = (await adminCall(opts.admin, 'POST', '/api/v1/reload')) as typeof body;
       } catch (e) {
-        const b = isTunlbError(e, ErrorCodes.ADMIN) ? (e.details?.['body'] as typeof body | undefined) : undefined;
+        const b = isTunlbError(e) ? (e.details?.['body'] as typeof body | undefined) : undefined;
         if (b?.errors === undefined) throw e;
         console.error(`tunlb: reload refused, the running config stays: ${b.error ?? ''}`);
         for (const line of b.errors) console.error(line);
@@ -253,8 +279,51 @@ async function adminCall(admin: string, method: 'GET' | 'POST', path: string, bo
   } catch (e) {
     throw new TunlbError(ErrorCodes.ADMIN, `cannot reach the admin endpoint ${admin}: ${(e as Error).message} (is the balancer running? in which namespace?)`);
   }
-  if (!res.ok) throw new TunlbError(ErrorCodes.ADMIN, `${admin}${path}: ${json.error ?? `HTTP ${res.status}`}`, { status: res.status, body: json });
+  if (!res.ok) {
+    // A request the endpoint refuses as unusable (a bad filter value): a usage error, its message as is.
+    if (res.status === 400 && json['code'] === ErrorCodes.USAGE && typeof json.error === 'string') {
+      throw new TunlbError(ErrorCodes.USAGE, json.error, { status: res.status, body: json });
+    }
+    throw new TunlbError(ErrorCodes.ADMIN, `${admin}${path}: ${json.error ?? `HTTP ${res.status}`}`, { status: res.status, body: json });
+  }
   return json;
+}
+
+interface FlowsOpts {
+  admin: string;
+  limit: string;
+  json?: boolean;
+  vip?: string;
+  backend?: string;
+  client?: string;
+  proto?: string;
+  primary?: string;
+  backup?: string;
+  state?: string;
+  minAge?: string;
+  maxIdle?: string;
+}
+
+/** `tunlb flows` options and the GET /api/v1/flows parameters they become. */
+const FLOW_FLAGS: ReadonlyArray<readonly [Exclude<keyof FlowsOpts, 'admin' | 'limit' | 'json'>, string]> = [
+  ['vip', 'vip'],
+  ['backend', 'backend'],
+  ['client', 'client'],
+  ['proto', 'proto'],
+  ['primary', 'primary'],
+  ['backup', 'backup'],
+  ['state', 'state'],
+  ['minAge', 'min-age'],
+  ['maxIdle', 'max-idle'],
+];
+
+/** Flow rows as an aligned text table. */
+function flowTable(rows: FlowRow[]): string {
+  const head = ['KEY', 'VIP', 'PRIMARY', 'BACKUP', 'BACKEND', 'STATE', 'PACKETS', 'AGE_S', 'IDLE_S'];
+  const cells = rows.map((r) => [r.key, r.vip, r.primary, r.backup, r.backend, r.stateName ?? String(r.state), String(r.packets), String(r.ageS), String(r.idleS)]);
+  const w = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]): string => c.map((x, i) => (i >= 6 ? x.padStart(w[i]!) : x.padEnd(w[i]!))).join('  ').trimEnd();
+  return [line(head), ...cells.map(line)].join('\n');
 }
 
 interface StatusBody {

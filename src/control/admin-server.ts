@@ -8,7 +8,10 @@
  *   GET /metrics          Prometheus text format (src/control/metrics.ts)
  *   GET /api/v1/stats     counters, flow-table figures, device features (BalancerSnapshot),
  *                         plus `at` (server time, epoch ms) for rate computations
- *   GET /api/v1/flows     flows held by this balancer: ?limit=N (default 1000, max 100000)
+ *   GET /api/v1/flows     flows held by this balancer: ?limit=N (default 1000, max 100000) and
+ *                         filters vip, backend, client, proto, primary, backup, state, min-age,
+ *                         max-idle (src/control/flow-listing.ts; the `tunlb flows` flags); 400
+ *                         {error, code: TUNLB_USAGE} for an unusable filter or unknown parameter
  *   GET /api/v1/status    cluster membership: this balancer and its peers (state, status, RTT,
  *                         flows), flow counts from this balancer's table, recent events
  *   GET /api/v1/events    recent events, oldest first: ?limit=N (default 100, max 500)
@@ -42,7 +45,7 @@ import { TunlbError, ErrorCodes, isTunlbError } from '../errors';
 import { formatConfigErrors } from '../config';
 import { FlowFlags } from '../flow';
 import type { Balancer } from './balancer';
-import { listFlows } from './flow-listing';
+import { flowQueryFromParams, listFlows } from './flow-listing';
 import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
 
@@ -478,8 +481,16 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, st
     }
     case '/api/v1/stats':
       return send(200, { ...b.snapshot(), at: Date.now() });
-    case '/api/v1/flows':
-      return send(200, listFlows(b, intParam(url, 'limit', 1000, 100000)));
+    case '/api/v1/flows': {
+      let query;
+      try {
+        query = flowQueryFromParams(b, url.searchParams);
+      } catch (e) {
+        if (isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message, code: e.code });
+        throw e;
+      }
+      return send(200, listFlows(b, query));
+    }
     case '/api/v1/status':
       return send(200, state.status());
     case '/api/v1/events':
