@@ -3,10 +3,15 @@
  *   <mb>.kv             "key value" lines written by run.sh (UDP counters, CPU shares)
  *   <mb>-rr-udp.txt     rr.c output (n, lost, min/p50/p90/p99/max/mean in µs)
  *   <mb>-rr-tcp.txt
- *   <mb>-tcp1.json      iperf3 -J, 1 and 4 streams
- *   <mb>-tcp4.json
+ *   <mb>-<test>.json    iperf3 -J: tcp1, tcp4 (1 and 4 streams, client→server), tcp1r, tcp4r
+ *                       (-R, server→client), tcp1e, tcp1p, tcp1pr (3-balancer DSR, served by
+ *                       the entry, by a peer, by a peer reversed)
+ *   <mb>-<test>.flows.json   (tunlb-dsr3) lb1's flow table after the test (who served it)
+ *   tunlb-dsr3.ports    "test port": the data connection's client port (iperf3 --cport)
  *   prof/*.cpuprofile   (BENCH_PROFILE=1) V8 CPU profile of the tunlb process
- * Middleboxes (<mb>): tunlb, kernel, haproxy, cplain, cgso; a missing one is a "—" column.
+ * Middleboxes (<mb>): tunlb, kernel, haproxy, cplain, cgso (first table); tunlb-dsr, kernel-dsr,
+ * with tunlb and kernel again as the NAT peers (second table, DSR); tunlb-dsr3 (third). A
+ * missing one is a "—" column.
  *
  * Usage: node --import tsx bench/dataplane/report.ts DIR
  */
@@ -22,13 +27,25 @@ const TARGET_ADDED_P50_US = 50;
 const NOISY_BG_PCT = 20;
 
 const MBS = ['tunlb', 'kernel', 'haproxy', 'cplain', 'cgso'] as const;
-type Mb = (typeof MBS)[number];
+const DSR_MBS = ['tunlb-dsr', 'kernel-dsr', 'tunlb', 'kernel'] as const;
+const ALL_MBS = ['tunlb', 'kernel', 'haproxy', 'cplain', 'cgso', 'tunlb-dsr', 'kernel-dsr', 'tunlb-dsr3'] as const;
+type Mb = (typeof ALL_MBS)[number];
 const TITLE: Record<Mb, string> = {
   tunlb: 'tunlb (1 balancer)',
   kernel: 'kernel nft DNAT',
   haproxy: 'HAProxy TCP, 1 thread',
   cplain: 'C TUN plain',
   cgso: 'C TUN vnet+TSO',
+  'tunlb-dsr': 'tunlb DSR (1 balancer)',
+  'kernel-dsr': 'kernel route DSR',
+  'tunlb-dsr3': 'tunlb DSR, 3 balancers',
+};
+/** Titles in the DSR table, where tunlb and kernel are the NAT peers. */
+const DSR_TITLE: Record<(typeof DSR_MBS)[number], string> = {
+  'tunlb-dsr': 'tunlb DSR',
+  'kernel-dsr': 'kernel route (DSR-equivalent)',
+  tunlb: 'tunlb NAT',
+  kernel: 'kernel nft DNAT',
 };
 
 type Values = Map<string, number>;
@@ -50,9 +67,11 @@ function readKv(dir: string, mb: Mb): Values | undefined {
       if (Number.isFinite(x)) v.set(`rr_${proto}_${words[i]}`, x);
     }
   }
-  for (const p of [1, 4]) {
-    const jf = join(dir, `${mb}-tcp${p}.json`);
-    if (!existsSync(jf)) continue;
+  for (const jn of readdirSync(dir)) {
+    const m = new RegExp(`^${mb}-(tcp[0-9a-z]+)\\.json$`).exec(jn);
+    if (m === null) continue;
+    const p = m[1]!.slice(3);
+    const jf = join(dir, jn);
     try {
       const j = JSON.parse(readFileSync(jf, 'utf8')) as {
         end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } };
@@ -167,13 +186,127 @@ function profileTop(dir: string, top = 15): string[] {
   return out;
 }
 
+// ---- DSR (direct server return) ----
+
+const DSR_ROWS: Row[] = [
+  { metric: 'TCP upload, 1 stream (Gbit/s): client→server, data through the balancer', key: 'tcp1_bps', fmt: gbit, cmp: 'ratio' },
+  { metric: 'TCP upload, 4 streams (Gbit/s)', key: 'tcp4_bps', fmt: gbit, cmp: 'ratio' },
+  { metric: 'TCP download, 1 stream (Gbit/s): -R, DSR data bypasses the balancer', key: 'tcp1r_bps', fmt: gbit, cmp: 'ratio' },
+  { metric: 'TCP download, 4 streams (Gbit/s): -R', key: 'tcp4r_bps', fmt: gbit, cmp: 'ratio' },
+  { metric: 'TCP request/response p50 (µs)', key: 'rr_tcp_p50_us', fmt: us, cmp: 'diff' },
+  { metric: 'TCP request/response p99 (µs)', key: 'rr_tcp_p99_us', fmt: us, cmp: 'diff' },
+  { metric: 'UDP request/response p50 (µs)', key: 'rr_udp_p50_us', fmt: us, cmp: 'diff' },
+  { metric: 'TCP upload 1 stream: retransmits', key: 'tcp1_retransmits', fmt: int },
+  { metric: 'TCP download 1 stream: retransmits', key: 'tcp1r_retransmits', fmt: int },
+  { metric: 'TCP upload 1 stream: balancer process CPU (% of a core)', key: 'tcp1_cpu_mb', fmt: pct },
+  { metric: 'TCP upload 4 streams: balancer process CPU', key: 'tcp4_cpu_mb', fmt: pct },
+  { metric: 'TCP download 1 stream: balancer process CPU', key: 'tcp1r_cpu_mb', fmt: pct },
+  { metric: 'TCP download 4 streams: balancer process CPU', key: 'tcp4r_cpu_mb', fmt: pct },
+  { metric: "TCP upload 1 stream: balancer's core busy, incl. softirq (pinned)", key: 'tcp1_cpu_mbcore', fmt: pct },
+  { metric: "TCP download 1 stream: balancer's core busy, incl. softirq (pinned)", key: 'tcp1r_cpu_mbcore', fmt: pct },
+  { metric: 'TCP upload 1 stream: host CPU busy / softirq (% of a core)', key: 'tcp1_cpu_host', fmt: pct },
+  { metric: 'TCP download 1 stream: host CPU busy / softirq (% of a core)', key: 'tcp1r_cpu_host', fmt: pct },
+  { metric: 'TCP upload 1 / download 1: background CPU, other processes', key: 'tcp1_cpu_bg', fmt: pct },
+];
+
+function dsrCell(row: Row, v: Values | undefined): string {
+  const s = cell(row, v);
+  if (row.key !== 'tcp1_cpu_bg' || s === '—') return s;
+  const r = v?.get('tcp1r_cpu_bg');
+  return r === undefined ? s : `${s} / ${pct(r)}`;
+}
+
+/** lb1's flow-table entry for the data connection (client port) of a tunlb-dsr3 test. */
+function servedBy(dir: string, test: string, port: number | undefined): string {
+  const f = join(dir, `tunlb-dsr3-${test}.flows.json`);
+  if (port === undefined || !existsSync(f)) return '?';
+  try {
+    const j = JSON.parse(readFileSync(f, 'utf8')) as { flows?: Array<{ key: string; primary: string; backup?: string }> };
+    const hit = (j.flows ?? []).filter((x) => x.key.includes(`:${port} -> `));
+    return hit.length > 0 ? hit.map((x) => `primary ${x.primary}, backup ${x.backup ?? '?'}`).join('; ') : 'not in lb1 table';
+  } catch {
+    return '?';
+  }
+}
+
+function dsrReport(dir: string, res: Map<Mb, Values | undefined>): string[] {
+  const out: string[] = [];
+  const d = res.get('tunlb-dsr');
+  const kd = res.get('kernel-dsr');
+  const n = res.get('tunlb');
+  const kn = res.get('kernel');
+  if (d !== undefined || kd !== undefined) {
+    out.push('DSR (direct server return): servers hold the VIP on lo and answer via the router; NAT peers on the NAT topology, same run.');
+    out.push('');
+    out.push(`| metric | ${DSR_MBS.map((m) => DSR_TITLE[m]).join(' | ')} | DSR/kernel DSR | DSR/tunlb NAT | tunlb NAT/kernel NAT |`);
+    out.push(`|---|${DSR_MBS.map(() => '---:').join('|')}|---:|---:|---:|`);
+    for (const row of DSR_ROWS) {
+      const tv = d?.get(row.key);
+      out.push(
+        `| ${row.metric} | ${DSR_MBS.map((m) => dsrCell(row, res.get(m))).join(' | ')} | ${compare(row, tv, kd?.get(row.key))} | ` +
+          `${compare(row, tv, n?.get(row.key))} | ${compare(row, n?.get(row.key), kn?.get(row.key))} |`,
+      );
+    }
+    out.push('');
+  }
+  const t3 = res.get('tunlb-dsr3');
+  if (t3 !== undefined) {
+    const ports = new Map<string, number>();
+    const pf = join(dir, 'tunlb-dsr3.ports');
+    if (existsSync(pf)) {
+      for (const line of readFileSync(pf, 'utf8').trim().split('\n')) {
+        const [k, x] = line.split(/\s+/);
+        if (k !== undefined && x !== undefined) ports.set(k, Number(x));
+      }
+    }
+    const tests: Array<[string, string]> = [
+      ['tcp1e', 'upload, 1 stream, served by the entry (lb1)'],
+      ['tcp1p', 'upload, 1 stream, served by a peer (lb3: lb1 encapsulates to it)'],
+      ['tcp1pr', 'download (-R), 1 stream, served by a peer (lb3; only ACKs cross)'],
+    ];
+    out.push('DSR, 3 balancers (all pinned to the middlebox core), one iperf3 stream with its data connection pinned (--cport) to a chosen primary:');
+    out.push('');
+    out.push('| test | Gbit/s | retransmits | balancers CPU (% of a core, sum) | host busy / softirq | background | data flow in lb1 table | kernel counters (lbN: delta) |');
+    out.push('|---|---:|---:|---:|---:|---:|---|---|');
+    for (const [k, what] of tests) {
+      const bps = t3.get(`${k}_bps`);
+      const snmp = [...t3.entries()]
+        .filter(([key]) => key.startsWith(`${k}_snmp_`))
+        .map(([key, x]) => `${key.slice(`${k}_snmp_`.length).replace('_', ' ')}: ${x}`)
+        .join(', ');
+      const g = (key: string): string => {
+        const x = t3.get(`${k}_${key}`);
+        return x === undefined ? '—' : pct(x);
+      };
+      out.push(
+        `| ${what} | ${bps === undefined ? '—' : gbit(bps)} | ${t3.get(`${k}_retransmits`) ?? '—'} | ${g('cpu_mb')} | ${g('cpu_host')} / ${g('cpu_softirq')} | ` +
+          `${g('cpu_bg')} | ${servedBy(dir, k, ports.get(k))} | ${snmp || 'none'} |`,
+      );
+    }
+    const e = t3.get('tcp1e_bps');
+    const p = t3.get('tcp1p_bps');
+    if (e !== undefined && p !== undefined) out.push('', `- peer-served / entry-served upload: ${(p / e).toFixed(2)}×`);
+  }
+  const dv = d?.get('tcp1_bps');
+  const kdv = kd?.get('tcp1_bps');
+  if (dv !== undefined && kdv !== undefined) {
+    out.push(`- DSR upload 1 stream: tunlb ${gbit(dv)} Gbit/s = ${(dv / kdv).toFixed(2)}× the kernel's own forwarding (${gbit(kdv)}) on the same topology`);
+  }
+  const dr = d?.get('tcp1r_bps');
+  const nr = n?.get('tcp1r_bps');
+  if (dr !== undefined && nr !== undefined) {
+    out.push(`- DSR download 1 stream (data bypasses the balancer): tunlb DSR ${gbit(dr)} Gbit/s = ${(dr / nr).toFixed(2)}× tunlb NAT (${gbit(nr)}), where every data packet crosses it`);
+  }
+  return out;
+}
+
 function main(): void {
   const dir = process.argv[2];
   if (dir === undefined) {
     console.error('usage: report.ts DIR');
     process.exit(2);
   }
-  const res = new Map<Mb, Values | undefined>(MBS.map((m) => [m, readKv(dir, m)]));
+  const res = new Map<Mb, Values | undefined>(ALL_MBS.map((m) => [m, readKv(dir, m)]));
   const t = res.get('tunlb');
   const k = res.get('kernel');
   const h = res.get('haproxy');
@@ -221,11 +354,11 @@ function main(): void {
         `(tunlb ${us(a)}, kernel ${us(b)}); target ≤ ${TARGET_ADDED_P50_US} µs: ${verdict(a - b <= TARGET_ADDED_P50_US)}`,
     );
   }
-  const lost = MBS.flatMap((m) =>
+  const lost = ALL_MBS.flatMap((m) =>
     ['udp', 'tcp'].map((p) => [m, p, res.get(m)?.get(`rr_${p}_lost`)] as const).filter(([, , x]) => x !== undefined && x > 0),
   );
-  for (const m of MBS) {
-    const noisy = ['rr_udp', 'rr_tcp', 'udp', 'tcp1', 'tcp4']
+  for (const m of ALL_MBS) {
+    const noisy = ['rr_udp', 'rr_tcp', 'udp', 'tcp1', 'tcp4', 'tcp1r', 'tcp4r', 'tcp1e', 'tcp1p', 'tcp1pr']
       .map((k) => [k, res.get(m)?.get(`${k}_cpu_bg`)] as const)
       .filter(([, x]) => x !== undefined && x > NOISY_BG_PCT);
     if (noisy.length > 0) {
@@ -236,6 +369,8 @@ function main(): void {
     }
   }
   for (const [m, p, x] of lost) console.log(`- note: ${m} lost ${x} ${p.toUpperCase()} requests (not in the percentiles)`);
+  const dsr = dsrReport(dir, res);
+  if (dsr.length > 0) console.log(['', ...dsr].join('\n'));
   for (const m of MBS) {
     const f = join(dir, `${m}-udp.perf.txt`);
     if (existsSync(f)) console.log(`\nperf, ${m} process during the UDP test (self time by DSO, then by symbol):\n${readFileSync(f, 'utf8').trimEnd()}`);

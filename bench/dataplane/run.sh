@@ -8,10 +8,22 @@
 #   cplain   the C reference TUN forwarder tunfwd.c (one read + one write per packet)   } from
 #   cgso     the C reference with virtio-net header + TSO offload, tunfwd_gso.c          } BENCH_REF_DIR
 #   tunlb    tunlb itself (`lab.sh up --lb tunlb --balancers 1`), HEAD built apart (BENCH_BUILD)
+# then direct server return (DSR: `lab.sh up --method dsr`, the servers hold the VIP on lo and
+# answer the client via the router, bypassing the balancer), on that topology:
+#   tunlb-dsr   tunlb, one balancer, config/lab-dsr.yaml (frames to srv1's MAC, AF_PACKET)
+#   kernel-dsr  the kernel's own DSR forwarding: tunlb stopped, `ip route VIP via srv1 dev back0`
+#               in tunlb-lb1 (the packet goes unchanged to srv1's MAC, as with an IPVS director
+#               in DR mode; IPVS itself is not in this kernel, CONFIG_IP_VS is not set)
+#   tunlb-dsr3  three balancers: one stream whose data flow lb1 serves itself, and one a peer
+#               (lb3) serves (lb1 encapsulates each packet to lb3 on lbnet), both directions for
+#               the peer (iperf3 --cport with a port chosen by the hash, bench/dataplane/dsr-ports.ts)
+# The NAT peers of the DSR rows are the tunlb and kernel columns above, in the same run.
 # Rows, for each (where it applies):
 #   UDP      64-byte datagrams from 256 source ports to VIP:9000 for BENCH_SECS s (blast.c from
 #            BENCH_REF_DIR), counted at the servers' eth0 rx_packets (nothing listens on 9000);
-#   TCP      iperf3 -c VIP -t BENCH_SECS with 1 and with 4 streams (receiver's figure);
+#   TCP      iperf3 -c VIP -t BENCH_SECS with 1 and with 4 streams (receiver's figure), client→
+#            server; for kernel, tunlb, tunlb-dsr and kernel-dsr also server→client (-R: under
+#            DSR the data bypasses the balancer and only the client's ACKs cross it);
 #   latency  BENCH_RR sequential 64-byte UDP and TCP request/responses to VIP:9100 (rr.c, one
 #            flow each, after 100 warm-up ones), p50/p99 in µs; echo by rr.c on the servers;
 #   CPU      the middlebox process's CPU (utime+stime from /proc/PID/stat, % of one core), the
@@ -28,16 +40,21 @@
 # bench/dataplane/lab-config.ts). srv2 and srv3 stay configured (tunlb: weight 0; HAProxy:
 # `balance first`).
 #
-# Then bench/dataplane/report.ts prints one markdown table (a column per middlebox, ratios and
-# targets). Raw results stay in $BENCH_OUT (default /tmp/tunlb-bench-dataplane).
+# Then bench/dataplane/report.ts prints the markdown tables (a column per middlebox, ratios and
+# targets; then the DSR table and the 3-balancer DSR one). Raw results stay in $BENCH_OUT
+# (default /tmp/tunlb-bench-dataplane).
 #
 # The lab is shared: everything from `lab.sh down` (a clean start) to the final `lab.sh down`
-# runs under `flock /tmp/tunlb-lab-session.lock` (one hold, 2-3 minutes); building and compiling
-# happen before it. All traffic stays between lab namespaces; every generator is bounded by
+# runs under `flock /tmp/tunlb-lab-session.lock` (one hold, about 5 minutes with every section);
+# building and compiling happen before it. When an ancestor process already holds that lock
+# (`flock /tmp/tunlb-lab-session.lock npm run bench:dataplane`), the script does not take it again
+# (that would deadlock: flock locks belong to open files, not to process trees). All traffic stays between lab namespaces; every generator is bounded by
 # timeout(1); the processes this script starts are stopped by PID; the lab is removed on exit.
 #
 # Environment:
-#   BENCH_ONLY="kernel haproxy cplain cgso tunlb"   middleboxes to run (any subset, that order)
+#   BENCH_ONLY="kernel haproxy cplain cgso tunlb tunlb-dsr kernel-dsr tunlb-dsr3"
+#                          middleboxes to run (any subset, that order; e.g. the DSR section and
+#                          its NAT peers only: BENCH_ONLY="kernel tunlb tunlb-dsr kernel-dsr tunlb-dsr3")
 #   BENCH_SECS=5 BENCH_FLOWS=256 BENCH_RR=2000       test length, UDP flows, RR count
 #   BENCH_BUILD=head       what "tunlb" is: head = the last commit that builds (of HEAD and the
 #                          BENCH_BUILD_BACK=8 before it that touched src/), built once into
@@ -66,7 +83,7 @@ source "$REPO/scripts/lab-topology.sh"
 # shellcheck source=scripts/lab-lib.sh
 source "$REPO/scripts/lab-lib.sh"
 
-ONLY=${BENCH_ONLY:-kernel haproxy cplain cgso tunlb}
+ONLY=${BENCH_ONLY:-kernel haproxy cplain cgso tunlb tunlb-dsr kernel-dsr tunlb-dsr3}
 SECS=${BENCH_SECS:-5}
 FLOWS=${BENCH_FLOWS:-256}
 RR_N=${BENCH_RR:-2000}
@@ -95,6 +112,18 @@ if [[ ${BENCH_PIN:-1} == 1 ]] && ((NCPU >= 2)); then PIN=1; MB_CPU=$((NCPU - 1))
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 want() { [[ " $ONLY " == *" $1 "* ]]; }
+# lock_held_by_ancestor FILE: this shell or one of its ancestors holds a flock on FILE (/proc/locks:
+# "N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF"; waiters' lines have "->" and are skipped).
+lock_held_by_ancestor() {
+  local ino pid=$$ anc=" " st
+  ino=$(stat -c %i "$1" 2>/dev/null) || return 1
+  while [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)); do
+    anc+="$pid "
+    st=$(<"/proc/$pid/stat") 2>/dev/null || break
+    st=${st##*) }; read -r _ pid _ <<<"$st"
+  done
+  awk -v ino="$ino" -v anc="$anc" '$2 == "FLOCK" { split($6, d, ":"); if (d[3] == ino && index(anc, " " $5 " ")) f = 1 } END { exit !f }' /proc/locks
+}
 
 # ============================ session: under the lab lock =====================================
 # Everything that touches the lab. Invoked as `run.sh __session` by flock (below).
@@ -128,7 +157,13 @@ stop_pid() { # stop_pid PID: TERM, wait up to 3 s, KILL
 kv() { echo "$2 $3" >>"$OUT/$1.kv"; }    # kv MB KEY VALUE
 
 # CPU accounting over a test: process ticks of PID (if any) and the host's /proc/stat.
-proc_ticks() { [[ -n ${1:-} && -r /proc/$1/stat ]] && awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" || echo 0; }
+proc_ticks() { # proc_ticks "PID..." : utime+stime summed over the processes (a gone one counts 0)
+  local p t=0 x
+  for p in ${1:-}; do
+    x=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) && t=$((t + ${x:-0}))
+  done
+  echo "$t"
+}
 # host_ticks: busy and softirq ticks of all cores, then busy ticks of GEN_CPU and of MB_CPU.
 host_ticks() {
   awk -v g="cpu$GEN_CPU" -v m="cpu$MB_CPU" '$1 ~ /^cpu/ { b[$1] = $2 + $3 + $4 + $7 + $8 + $9; if ($1 == "cpu") s = $8 }
@@ -220,20 +255,51 @@ udp_once() { # udp_once MB
   kv "$mb" udp_delivered_pps $(((b - a) / SECS))
   kv "$mb" udp_tun_dropped $(($(tun_drops) - d0))
 }
-tcp_once() { # tcp_once MB STREAMS
+tcp_once() { # tcp_once MB TEST STREAMS [iperf3 args...]   (TEST: tcp1, tcp4r, ...; see TCP_ARGS)
+  local mb=$1 t=$2 p=$3; shift 3
+  snmp_snap "$OUT/.snmp0"
   cpu_begin
-  ip netns exec "$CL" "${PIN_GEN[@]}" timeout $((SECS + 15)) iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -t "$SECS" -P "$2" -J \
-    >"$OUT/$1-tcp$2.json" 2>"$OUT/$1-tcp$2.err" || log "$1: iperf3 -P $2 failed (see $OUT/$1-tcp$2.json)"
-  cpu_end "$1" "tcp$2"
+  ip netns exec "$CL" "${PIN_GEN[@]}" timeout $((SECS + 15)) iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -t "$SECS" -P "$p" -J "$@" \
+    >"$OUT/$mb-$t.json" 2>"$OUT/$mb-$t.err" || log "$mb: iperf3 -P $p $* failed (see $OUT/$mb-$t.json)"
+  cpu_end "$mb" "$t"
+  snmp_snap "$OUT/.snmp1"; snmp_delta "$mb" "$t"
+  # The balancers' flow table right after the test (3-balancer DSR: who served the data flow).
+  if [[ $mb == tunlb-dsr3 ]]; then
+    ip netns exec "$LB" curl -s -m 2 "http://127.0.0.1:9180/api/v1/flows?limit=100000" >"$OUT/$mb-$t.flows.json" 2>/dev/null || true
+  fi
   sleep 0.5
 }
-measure() { # measure MB [PID of the middlebox process]
-  local mb=$1 t0=$SECONDS try p
-  MB_PID=${2:-}
+# The iperf3 tests: name -> "STREAMS [iperf3 args]". r = reversed (-R: the server sends, the
+# client receives; under DSR the data then bypasses the balancer and only ACKs cross it).
+declare -A TCP_ARGS=([tcp1]="1" [tcp4]="4" [tcp1r]="1 -R" [tcp4r]="4 -R")
+# Kernel counters of the balancer namespaces around each TCP test (/proc/net/snmp is per
+# namespace): IP fragmentation and UDP receive-buffer drops (the encapsulated hop to a peer).
+SNMP_NS=()
+snmp_snap() { # snmp_snap FILE: "ns counter value" for SNMP_NS
+  local n
+  : >"$1"
+  for n in "${SNMP_NS[@]}"; do
+    ip netns exec "$LAB_NS_PREFIX$n" cat /proc/net/snmp 2>/dev/null | awk -v ns="$n" '
+      $1 == "Ip:" && !ih { for (i = 2; i <= NF; i++) h[i] = $i; ih = 1; next }
+      $1 == "Ip:" { for (i = 2; i <= NF; i++) if (h[i] ~ /^(FragCreates|FragFails|ReasmReqds|ReasmOKs|ReasmFails)$/) print ns, h[i], $i; next }
+      $1 == "Udp:" && !uh { for (i = 2; i <= NF; i++) u[i] = $i; uh = 1; next }
+      $1 == "Udp:" { for (i = 2; i <= NF; i++) if (u[i] ~ /^(InErrors|RcvbufErrors|SndbufErrors)$/) print ns, "Udp" u[i], $i }' >>"$1" || true
+  done
+}
+snmp_delta() { # snmp_delta MB TEST: non-zero deltas as kv "TEST_snmp_NS_COUNTER N"
+  awk -v t="$2" 'NR == FNR { a[$1 " " $2] = $3; next } { d = $3 - a[$1 " " $2]; if (d != 0) printf "%s_snmp_%s_%s %d\n", t, $1, $2, d }' \
+    "$OUT/.snmp0" "$OUT/.snmp1" >>"$OUT/$1.kv" 2>/dev/null || true
+}
+# Tests, in the order they run: rr_udp rr_tcp (latency), udp (64-byte flood), then the TCP tests
+# of TCP_ARGS (tcp1 tcp4 tcp1r tcp4r, ...).
+TESTS_ALL="rr_udp rr_tcp udp tcp1 tcp4 tcp1r tcp4r"
+measure() { # measure MB "TESTS" ["PIDs of the middlebox processes"]
+  local mb=$1 tests=$2 t0=$SECONDS try p t a
+  MB_PID=${3:-}
   : >"$OUT/$mb.kv"
   if [[ -n $MB_PID ]]; then
-    kv "$mb" pid "$MB_PID"
-    if ((PIN)); then taskset -a -p -c "$MB_CPU" "$MB_PID" >/dev/null || log "$mb: taskset failed"; fi
+    kv "$mb" pid "${MB_PID// /,}"
+    if ((PIN)); then for p in $MB_PID; do taskset -a -p -c "$MB_CPU" "$p" >/dev/null || log "$mb: taskset $p failed"; done; fi
   fi
   # Warm-up, not measured (the same for all): JIT, ARP, caches.
   if [[ $mb != haproxy ]]; then
@@ -242,16 +308,17 @@ measure() { # measure MB [PID of the middlebox process]
   fi
   ip netns exec "$CL" "${PIN_GEN[@]}" timeout 10 "$BIN/rr" tcp "$VIP" "$RR_PORT" 500 0 >/dev/null 2>&1 || true
   wait_quiet
-  for p in udp tcp; do
-    [[ $mb == haproxy && $p == udp ]] && continue
-    for try in 1 2; do rr_once "$mb" "$p"; noisy $try || break; done
-  done
-  if [[ $mb != haproxy ]]; then
-    for try in 1 2; do udp_once "$mb"; noisy $try || break; done
-    sleep 0.5
-  fi
-  for p in 1 4; do
-    for try in 1 2; do tcp_once "$mb" "$p"; noisy $try || break; done
+  for t in $tests; do
+    for try in 1 2; do
+      case $t in
+        rr_udp | rr_tcp) rr_once "$mb" "${t#rr_}" ;;
+        udp) udp_once "$mb" ;;
+        *) [[ -n ${TCP_ARGS[$t]:-} ]] || die "unknown test $t"
+           read -r -a a <<<"${TCP_ARGS[$t]}"; tcp_once "$mb" "$t" "${a[@]}" ;;
+      esac
+      noisy $try || break
+    done
+    [[ $t != udp ]] || sleep 0.5
   done
   log "$mb: done in $((SECONDS - t0)) s"
 }
@@ -272,7 +339,7 @@ run_cref() { # run_cref MB BINARY
   lab_wait_tun "$LB" "$pid" 10 || rc=$?
   if ((rc)); then log "$mb: $exe did not create $LAB_TUN_DEV (log $OUT/$mb.log)"; stop_pid "$pid"; return 0; fi
   lab_tun_routes "$LB" "$LAB_IF_LB_BACK"
-  if vip_check "$mb"; then measure "$mb" "$pid"; fi
+  if vip_check "$mb"; then measure "$mb" "rr_udp rr_tcp udp tcp1 tcp4" "$pid"; fi
   stop_pid "$pid"
   for ((rc = 0; rc < 30; rc++)); do ip -n "$LB" link show dev "$LAB_TUN_DEV" >/dev/null 2>&1 || break; sleep 0.1; done
 }
@@ -282,6 +349,7 @@ session() {
   trap 'exit 130' INT TERM HUP
   local t0=$SECONDS n s pid
   log "lab lock held; clean start (lab.sh down)"
+  SNMP_NS=("$LAB_ENTRY_BALANCER")
   bash "$LAB" down >/dev/null 2>&1 || true
 
   # --- kernel nftables DNAT (also brings the topology and the servers up) ---
@@ -304,7 +372,7 @@ table inet tunlb_lab {
   }
 }
 NFT
-    if vip_check kernel; then measure kernel; fi
+    if vip_check kernel; then measure kernel "$TESTS_ALL"; fi
   fi
 
   # --- HAProxy, TCP mode, one thread, on the VIP address itself ---
@@ -312,7 +380,7 @@ NFT
   if want haproxy; then
     ip -n "$LB" addr add "$VIP/32" dev lo
     start_bg haproxy "$LB" haproxy -db -f "$OUT/haproxy.cfg"; pid=$LAST_PID
-    if vip_check haproxy; then measure haproxy "$pid"; fi
+    if vip_check haproxy; then measure haproxy "rr_tcp tcp1 tcp4" "$pid"; fi
     stop_pid "$pid"
     ip -n "$LB" addr del "$VIP/32" dev lo
   fi
@@ -330,7 +398,7 @@ NFT
     if [[ ${BENCH_PROFILE:-0} == 1 ]]; then cmd="$NODE_BIN --cpu-prof --cpu-prof-dir=$OUT/prof $TUNLB_ROOT/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}"; fi
     if TUNLB_CMD=$cmd TUNLB_LAB_CONFIG=$OUT/lab.yaml bash "$LAB" up --lb tunlb --balancers 1 >"$OUT/lab-up-tunlb.log" 2>&1; then
       pid=$(<"$LAB_DIR/pids/$LAB_ENTRY_BALANCER.pid")
-      if vip_check tunlb; then measure tunlb "$pid"; fi
+      if vip_check tunlb; then measure tunlb "$TESTS_ALL" "$pid"; fi
       ip netns exec "$LB" curl -s -m 2 "http://127.0.0.1:9180/api/v1/stats" >"$OUT/tunlb-stats.json" 2>/dev/null || true
       # SIGTERM, so that --cpu-prof writes its profile as the process exits (lab.sh down would too).
       if [[ ${BENCH_PROFILE:-0} == 1 ]]; then stop_pid "$pid"; fi
@@ -338,7 +406,67 @@ NFT
       cat "$OUT/lab-up-tunlb.log" >&2; log "tunlb: lab.sh up --lb tunlb failed; skipped"
     fi
   fi
+
+  # --- direct server return: the servers hold the VIP on lo and answer via the router ---
+  if want tunlb-dsr || want kernel-dsr; then dsr_single; fi
+  if want tunlb-dsr3; then dsr_three; fi
   log "lab session: $((SECONDS - t0)) s"
+}
+
+# DSR, one balancer (`lab.sh up --lb tunlb --balancers 1 --method dsr`): tunlb DSR, then the
+# kernel's own forwarding on the same topology (kernel-dsr: tunlb stopped, a plain route of the
+# VIP to srv1 on the back network, so lb1's kernel forwards each packet unchanged to srv1's MAC,
+# as an IPVS director in DR mode would; this kernel has no IPVS, CONFIG_IP_VS is not set).
+dsr_single() {
+  local pid cmd="$NODE_BIN $TUNLB_ROOT/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}"
+  if ! TUNLB_CMD=$cmd TUNLB_LAB_CONFIG=$OUT/lab-dsr.yaml bash "$LAB" up --lb tunlb --balancers 1 --method dsr >"$OUT/lab-up-dsr.log" 2>&1; then
+    cat "$OUT/lab-up-dsr.log" >&2; log "tunlb-dsr: lab.sh up --method dsr failed; DSR skipped"; return 0
+  fi
+  pid=$(<"$LAB_DIR/pids/$LAB_ENTRY_BALANCER.pid")
+  if want tunlb-dsr && vip_check tunlb-dsr; then
+    measure tunlb-dsr "rr_udp rr_tcp tcp1 tcp4 tcp1r tcp4r" "$pid"
+    ip netns exec "$LB" curl -s -m 2 "http://127.0.0.1:9180/api/v1/stats" >"$OUT/tunlb-dsr-stats.json" 2>/dev/null || true
+  fi
+  if want kernel-dsr; then
+    stop_pid "$pid"     # the lab's lb1 (started by this session's lab.sh up); its tunlb0 goes with it
+    rm -f "$LAB_DIR/pids/$LAB_ENTRY_BALANCER.pid"
+    lab_tun_unroute "$LB"
+    ip -n "$LB" route replace "$VIP/32" via "$SRV1" dev "$LAB_IF_LB_BACK"
+    if vip_check kernel-dsr; then measure kernel-dsr "rr_udp rr_tcp tcp1 tcp4 tcp1r tcp4r"; fi
+    ip -n "$LB" route del "$VIP/32" via "$SRV1" dev "$LAB_IF_LB_BACK" 2>/dev/null || true
+  fi
+}
+
+# DSR, three balancers: one TCP stream whose data flow is served by the entry (lb1) and one
+# served by a peer (lb3: lb1 encapsulates every packet to lb3 on lbnet, lb3 sends it to srv1),
+# both directions for the peer. iperf3 --cport pins the data connection's source port to one
+# whose primary is the wanted balancer (bench/dataplane/dsr-ports.ts, the documented hash). The
+# three balancer processes are all pinned to the middlebox core (the middlebox is one core).
+dsr_port() { # dsr_port PRIMARY FROM: a client port whose flow to VIP:5201 has that primary balancer
+  (cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/dsr-ports.ts" "$TUNLB_ROOT" "$LAB_DIR/lab.yaml" "$LAB_CLIENT_FRONT4" "$VIP" "$LAB_IPERF_PORT" "$1" "$2")
+}
+dsr_three() {
+  local cmd="$NODE_BIN $TUNLB_ROOT/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}" b pids="" qe qp qr i
+  if ! TUNLB_CMD=$cmd TUNLB_LAB_CONFIG=$OUT/lab-dsr.yaml bash "$LAB" up --lb tunlb --balancers 3 --method dsr >"$OUT/lab-up-dsr3.log" 2>&1; then
+    cat "$OUT/lab-up-dsr3.log" >&2; log "tunlb-dsr3: lab.sh up --balancers 3 --method dsr failed; skipped"; return 0
+  fi
+  for b in "${LAB_BALANCERS[@]}"; do pids+="${pids:+ }$(<"$LAB_DIR/pids/$b.pid")"; done
+  # Every balancer must see the others up before the hash's ranking (all live) applies.
+  for ((i = 0; i < 50; i++)); do
+    [[ $(ip netns exec "$LB" curl -s -m 1 "http://127.0.0.1:9180/api/v1/status" 2>/dev/null | grep -o '"serving"' | wc -l) -ge 3 ]] && break
+    sleep 0.2
+  done
+  if ! { qe=$(dsr_port 0 47001) && qp=$(dsr_port 2 48001) && qr=$(dsr_port 2 49001); }; then
+    log "tunlb-dsr3: dsr-ports.ts failed; skipped"; return 0
+  fi
+  TCP_ARGS[tcp1e]="1 --cport $qe"; TCP_ARGS[tcp1p]="1 --cport $qp"; TCP_ARGS[tcp1pr]="1 -R --cport $qr"
+  echo "tcp1e $qe"$'\n'"tcp1p $qp"$'\n'"tcp1pr $qr" >"$OUT/tunlb-dsr3.ports"
+  SNMP_NS=("${LAB_BALANCERS[@]}")
+  if vip_check tunlb-dsr3; then measure tunlb-dsr3 "tcp1e tcp1p tcp1pr" "$pids"; fi
+  SNMP_NS=("$LAB_ENTRY_BALANCER")
+  for b in "${LAB_BALANCERS[@]}"; do
+    ip netns exec "$LAB_NS_PREFIX$b" curl -s -m 2 "http://127.0.0.1:9180/api/v1/stats" >"$OUT/tunlb-dsr3-stats-$b.json" 2>/dev/null || true
+  done
 }
 
 # ============================ preparation (no lock), then the session, then the report ========
@@ -407,6 +535,10 @@ gcc -O2 -o "$BIN/blast" "$REF/blast.c"
 for c in tunfwd tunfwd_gso; do [[ -f $REF/$c.c ]] && gcc -O2 -o "$BIN/$c" "$REF/$c.c"; done
 
 (cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/lab-config.ts" "$TUNLB_ROOT/config/lab.yaml" "$OUT/lab.yaml")
+if want tunlb-dsr || want kernel-dsr || want tunlb-dsr3; then
+  [[ -f $TUNLB_ROOT/config/lab-dsr.yaml ]] || die "$TUNLB_ROOT/config/lab-dsr.yaml missing (the measured build has no DSR)"
+  (cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/lab-config.ts" "$TUNLB_ROOT/config/lab-dsr.yaml" "$OUT/lab-dsr.yaml")
+fi
 servers=""
 for n in "${LAB_SERVERS[@]}"; do servers+="  server $n ${LAB_BACK4[$n]}"$'\n'; done
 cat >"$OUT/haproxy.cfg" <<EOF
@@ -432,7 +564,14 @@ EOF
 haproxy -c -q -f "$OUT/haproxy.cfg" || die "haproxy rejects $OUT/haproxy.cfg"
 log "prepared in $((SECONDS - T0)) s; waiting for the lab lock $LOCK"
 
-TUNLB_ROOT=$TUNLB_ROOT flock -w "${BENCH_LOCK_WAIT:-900}" "$LOCK" bash "$0" __session || die "lab session failed (raw results in $OUT)"
+if lock_held_by_ancestor "$LOCK"; then
+  # `flock /tmp/tunlb-lab-session.lock npm run bench:dataplane`: taking it again would deadlock
+  # (flock locks belong to open files, not to process trees).
+  log "the lab lock $LOCK is held by a caller (an ancestor process); not taking it again"
+  TUNLB_ROOT=$TUNLB_ROOT bash "$0" __session || die "lab session failed (raw results in $OUT)"
+else
+  TUNLB_ROOT=$TUNLB_ROOT flock -w "${BENCH_LOCK_WAIT:-900}" "$LOCK" bash "$0" __session || die "lab session failed (raw results in $OUT)"
+fi
 
 (cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/report.ts" "$OUT")
 log "total $((SECONDS - T0)) s; raw results in $OUT"
