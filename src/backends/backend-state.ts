@@ -6,8 +6,14 @@
  * The state is the product of three facts:
  *   health   unknown | healthy | unhealthy   (checks against rise/fall, or a peer's report)
  *   drained  boolean                         (operator: drain / undrain, cluster-wide)
+ *   expired  boolean                         (the VIP's drain_timeout_s passed while drained)
  *   removed  boolean                         (the backend left the config on reload; final)
- * and is shown as ONE name: removed ? 'removed' : drained ? 'draining' : health.
+ * and is shown as ONE name:
+ *   removed ? 'removed' : drained ? (expired ? 'drained' : 'draining') : health.
+ *
+ *   'draining'  no new flows; established flows stay on the backend until they end.
+ *   'drained'   no new flows, and the backend counts as DOWN for established flows (like
+ *               unhealthy: the forwarder resets their TCP flows and moves UDP/ICMP ones).
  *
  *   eligible for new flows  <=>  state === 'healthy'  (healthy, not draining, not removed;
  *                                                      weight > 0 is checked by the table)
@@ -26,7 +32,9 @@
  * | healthy/unhealthy/unknown | peer report (the backend's health owner) with another health | that health | "lb2: 3 consecutive failures: …" |
  * | unknown/healthy/unhealthy | drain (operator, any balancer)       | draining    | "drained by operator on lb1"                      |
  * | draining        | undrain                                       | its health  | "undrained by operator on lb1"                    |
- * | draining        | health changes (checks or report)             | draining    | event with fromHealth/toHealth (still no new flows) |
+ * | draining/drained| health changes (checks or report)             | (the same)  | event with fromHealth/toHealth (still no new flows) |
+ * | draining        | drain timeout passes (monitor's clock)        | drained     | "drain timeout 300 s passed (drained by operator on lb1)" |
+ * | drained         | undrain                                       | its health  | "undrained by operator on lb1"                    |
  * | any but removed | health check removed from the config (reload) | healthy*    | "no health check configured"                      |
  * | any but removed | backend removed from the config (reload)      | removed     | "removed from the configuration"                  |
  * | removed         | anything                                      | (no change) | removed is final: a re-added backend is a new one |
@@ -40,10 +48,10 @@
 /** Health as checks (or the health owner's reports) see it. */
 export type HealthName = 'unknown' | 'healthy' | 'unhealthy';
 /** The one state name shown to operators and used in events. */
-export type BackendStateName = 'unknown' | 'healthy' | 'unhealthy' | 'draining' | 'removed';
+export type BackendStateName = 'unknown' | 'healthy' | 'unhealthy' | 'draining' | 'drained' | 'removed';
 
 /** What caused a transition. */
-export type TransitionCause = 'check' | 'peer' | 'operator' | 'config';
+export type TransitionCause = 'check' | 'peer' | 'operator' | 'config' | 'timeout';
 
 /** One state change, to be logged by the owner (`reason` is one human-readable line). */
 export interface BackendTransition {
@@ -74,6 +82,7 @@ function plural(n: number, one: string, many: string): string {
 export class BackendState {
   #health: HealthName;
   #drained = false;
+  #expired = false;
   #removed = false;
   #checked: boolean;
   #rise: number;
@@ -93,6 +102,10 @@ export class BackendState {
   }
   get drained(): boolean {
     return this.#drained;
+  }
+  /** The drain timeout passed while drained (state 'drained'); cleared by undrain. */
+  get drainExpired(): boolean {
+    return this.#expired;
   }
   get removed(): boolean {
     return this.#removed;
@@ -114,9 +127,17 @@ export class BackendState {
     return this.#failures;
   }
 
-  /** removed ? 'removed' : drained ? 'draining' : health. */
+  /** removed ? 'removed' : drained ? (expired ? 'drained' : 'draining') : health. */
   get state(): BackendStateName {
-    return this.#removed ? 'removed' : this.#drained ? 'draining' : this.#health;
+    return this.#removed ? 'removed' : this.#drained ? (this.#expired ? 'drained' : 'draining') : this.#health;
+  }
+
+  /**
+   * Established flows must leave this backend (the forwarder treats it as down): unhealthy,
+   * drained past its timeout, or removed. A 'draining' backend keeps them.
+   */
+  get down(): boolean {
+    return this.#removed || this.#expired || this.#health === 'unhealthy';
   }
 
   /** New flows may go here: healthy, not draining, not removed. */
@@ -171,7 +192,19 @@ export class BackendState {
     if (this.#removed || drained === this.#drained) return null;
     const before = this.#snapshot();
     this.#drained = drained;
+    this.#expired = false;
     return this.#transition(before, reason, cause);
+  }
+
+  /**
+   * The drain timeout passed: 'draining' → 'drained'. Null unless draining (not drained, already
+   * expired, or removed: nothing to do). The caller (the health monitor) owns the clock.
+   */
+  expireDrain(reason: string): BackendTransition | null {
+    if (this.#removed || !this.#drained || this.#expired) return null;
+    const before = this.#snapshot();
+    this.#expired = true;
+    return this.#transition(before, reason, 'timeout');
   }
 
   /**

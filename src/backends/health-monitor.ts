@@ -37,6 +37,11 @@
  * `drain()` / `undrain()` set a cluster-wide mark, last writer wins: stamp = max(wall ms,
  * previous stamp + 1) * 32 + balancer index, sent at once and repeated in every periodic
  * report by every balancer that knows it, so a lost datagram heals within a period.
+ * The drain timeout (vips[].drain_timeout_s, 0 = none) counts from the stamp's wall time:
+ * every balancer's tick (tickMs) moves a backend still drained past it to 'drained', whose
+ * established flows the forwarder then cuts (backend down). The stamp is the same everywhere,
+ * so balancers agree to within their wall-clock skew plus one tick; a balancer that starts
+ * later learns the stamp from the periodic reports and expires it at once if it is due.
  *
  * ## Wiring (the balancer)
  *   const hm = new HealthMonitor({
@@ -112,6 +117,12 @@ export interface BackendStatus {
   readonly state: BackendStateName;
   readonly health: HealthName;
   readonly drained: boolean;
+  /** Wall ms (Date.now) of the drain command, null when not drained. */
+  readonly drainedAtMs: number | null;
+  /** Wall ms when the drain timeout cuts the remaining flows; null: not drained, or no timeout. */
+  readonly drainDeadlineMs: number | null;
+  /** Established flows leave it (the forwarder's backendUp = 0): unhealthy, drained, removed. */
+  readonly down: boolean;
   /** state === 'healthy' (weight > 0 is the table's business). */
   readonly eligible: boolean;
   /** Check type, or null without a health check (always healthy). */
@@ -144,6 +155,8 @@ export interface HealthMonitorStats {
   /** Entries for a (vip, backend) we do not have, or whose id hash differs (another config). */
   entriesUnknown: number;
   drainsApplied: number;
+  /** Drains whose timeout passed here ('draining' → 'drained'). */
+  drainsExpired: number;
   ownershipChanges: number;
 }
 
@@ -278,6 +291,7 @@ export class HealthMonitor {
     entriesStale: 0,
     entriesUnknown: 0,
     drainsApplied: 0,
+    drainsExpired: 0,
     ownershipChanges: 0,
   };
 
@@ -416,6 +430,9 @@ export class HealthMonitor {
       state: e.sm.state,
       health: e.sm.health,
       drained: e.sm.drained,
+      drainedAtMs: e.sm.drained ? drainWallMs(e.drainStamp) : null,
+      drainDeadlineMs: e.sm.drained && e.vip.drainTimeoutS > 0 ? drainWallMs(e.drainStamp) + e.vip.drainTimeoutS * 1000 : null,
+      down: e.sm.down,
       eligible: e.sm.eligible,
       check: e.health?.type ?? null,
       owner: e.owner >= 0 ? this.#ids[e.owner]! : null,
@@ -444,6 +461,30 @@ export class HealthMonitor {
   /** Ends a drain (cluster-wide). Same arguments and errors as drain(). */
   undrain(vip: string | number, backendAddress: string): BackendEvent | null {
     return this.#setDrain(this.#find(vip, backendAddress), false);
+  }
+
+  /**
+   * Moves every backend drained past its VIP's drain_timeout_s to 'drained' (start() calls it
+   * every tick; exposed for tests). Returns how many expired now.
+   */
+  expireDrains(): number {
+    let n = 0;
+    let wall = -1;
+    for (const e of this.#all) {
+      const timeoutS = e.vip.drainTimeoutS;
+      if (timeoutS <= 0 || !e.sm.drained || e.sm.drainExpired || e.sm.removed) continue;
+      if (wall < 0) wall = this.#wall();
+      const at = drainWallMs(e.drainStamp);
+      if (wall < at + timeoutS * 1000) continue;
+      const origin = this.#ids[e.drainStamp % MAX_BALANCERS] ?? `balancer ${e.drainStamp % MAX_BALANCERS}`;
+      const t = e.sm.expireDrain(`drain timeout ${timeoutS} s passed (drained by operator on ${origin} at ${new Date(at).toISOString()}); remaining flows are cut`);
+      if (t) {
+        n++;
+        this.stats.drainsExpired++;
+        this.#apply(e, t, this.#ids[this.selfIndex]!);
+      }
+    }
+    return n;
   }
 
   // ---------------------------------------------------------------- cluster
@@ -713,6 +754,7 @@ export class HealthMonitor {
   #tick(): void {
     if (!this.#running) return;
     this.#refreshOwnership(true);
+    this.expireDrains();
     this.#tickTimer = this.#timers.setTimeout(() => this.#tick(), this.#tickMs);
   }
 
@@ -810,7 +852,7 @@ export class HealthMonitor {
     e.reason = t.reason;
     e.sinceMs = ev.atMs;
     if (this.#log) {
-      const bad = t.to === 'unhealthy' || t.to === 'removed' || (t.to === 'draining' && t.toHealth === 'unhealthy');
+      const bad = t.to === 'unhealthy' || t.to === 'removed' || t.to === 'drained' || (t.to === 'draining' && t.toHealth === 'unhealthy');
       this.#log[bad ? 'warn' : 'info'](
         {
           event: 'backend_state',
@@ -907,6 +949,11 @@ export class HealthMonitor {
       this.#log?.warn({ event: 'health_report_send_failed', err: (err as Error)?.message }, 'health report not sent');
     }
   }
+}
+
+/** Wall ms of a drain stamp (stamp = ms * MAX_BALANCERS + balancer index). */
+function drainWallMs(stamp: number): number {
+  return Math.floor(stamp / MAX_BALANCERS);
 }
 
 function varintLen(n: number): number {

@@ -203,6 +203,7 @@ function build(f: ConfigFile, source: string, key: SecretKey, keySource: KeySour
       protocolAllowed,
       ports: portSet,
       method: v.method,
+      drainTimeoutS: v.drain_timeout_s,
       backends: v.backends.map((b, bi) => ({
         index: bi,
         address: ip(b.address),

@@ -207,6 +207,12 @@ export const VipSchema = z.strictObject({
   ports: portSpec().default('*'),
   /** Forwarding method: nat (rewrite destination) or dsr (direct server return, layer 2). Default nat. */
   method: z.enum(['nat', 'dsr']).default('nat'),
+  /**
+   * How long a drained backend keeps its established flows, in seconds; when it passes, the
+   * backend's remaining flows are cut as if it were down (TCP reset, UDP/ICMP moved).
+   * 0 = never (flows stay until they end). Default 300.
+   */
+  drain_timeout_s: int(0, 604_800).default(300),
   /** Backends (required), 1..65535; numbered by position (u16, 0xffff = none). */
   backends: z.array(BackendSchema).min(1).max(65535),
 });
@@ -311,6 +317,7 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'vips[].protocols': { expect: 'a list of tcp, udp, icmp', default: '[tcp, udp, icmp]' },
   'vips[].ports': { expect: '"*" or a list of ports 1..65535 and "low-high" ranges', default: '"*"' },
   'vips[].method': { expect: 'nat or dsr', default: 'nat' },
+  'vips[].drain_timeout_s': { expect: 'an integer 0..604800 (seconds; 0 = never)', default: '300' },
   'vips[].backends': { expect: 'a list of 1..65535 backends', default: 'required' },
   'vips[].backends[].address': { expect: "an IP address of the VIP's family", default: 'required' },
   'vips[].backends[].port': { expect: 'an integer port 1..65535', default: 'keep the destination port' },

@@ -111,6 +111,8 @@ export interface VipConfig {
   /** Forwarded destination ports (tcp/udp; ICMP is not filtered by port). */
   readonly ports: PortSet;
   readonly method: 'nat' | 'dsr';
+  /** Seconds a drained backend keeps its flows before they are cut (0 = never). */
+  readonly drainTimeoutS: number;
   readonly backends: readonly BackendConfig[];
 }
 

@@ -283,8 +283,9 @@ export class Balancer {
       },
       onChange: (_v, _b, e) => {
         // Health changes matter even without an eligibility change (a drained backend going
-        // down): backendUp decides what happens to its existing flows.
-        if (e.eligible !== e.wasEligible || e.fromHealth !== e.toHealth) this.#scheduleRebuild();
+        // down), and so does a drain timeout ('draining' → 'drained'): backendUp decides what
+        // happens to existing flows.
+        if (e.eligible !== e.wasEligible || e.fromHealth !== e.toHealth || e.from !== e.to) this.#scheduleRebuild();
       },
     });
     // Until a backend's first check completes (milliseconds), the table built at start
@@ -445,10 +446,13 @@ function openDsr(forwarding: ForwardingTable, device: TunLike, log: Logger): { n
   return { neighbours, socket };
 }
 
-/** backendUp of a forwarding table from the monitor's view: down = unhealthy (draining stays up). */
+/**
+ * backendUp of a forwarding table from the monitor's view: down = unhealthy, drained past its
+ * drain timeout, or removed ('draining' stays up and keeps its flows).
+ */
 export function backendUpOf(hm: HealthMonitor): (vip: { index: number }, i: number) => boolean {
   const down = new Set<string>();
-  for (const x of hm.states()) if (x.health === 'unhealthy' || x.state === 'removed') down.add(`${x.vipIndex}/${x.backendIndex}`);
+  for (const x of hm.states()) if (x.down) down.add(`${x.vipIndex}/${x.backendIndex}`);
   return (vip, i) => !down.has(`${vip.index}/${i}`);
 }
 

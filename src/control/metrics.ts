@@ -48,6 +48,15 @@
  *   tunlb_second_chance_packets_total
  *   tunlb_event_loop_stalls_total, tunlb_event_loop_stall_seconds_total   late probe ticks (Membership)
  *   tunlb_forwarding_generation, tunlb_vip_backends{vip}
+ *   tunlb_backend_state{vip,backend,state}                     1 for the backend's current state, 0 for the others
+ *                                                              (unknown|healthy|unhealthy|draining|drained|removed)
+ *   tunlb_backend_eligible{vip,backend}                        1 when new flows may go there
+ *   tunlb_backend_weight{vip,backend}
+ *   tunlb_health_checks_total{result=ok|failed}                checks run by this balancer (HealthMonitor.stats)
+ *   tunlb_health_reports_total{direction=sent|received}
+ *   tunlb_drains_expired_total                                 drains whose drain_timeout_s passed here
+ *   tunlb_backend_down_flows_total{action=tcp_reset|moved}     established flows cut (TCP RST) or moved (UDP/ICMP)
+ *                                                              because their backend went down
  *   tunlb_dataplane_batch_capacity                             packets per TUN read (config tun.batch)
  *   tunlb_dataplane_batch_size                                 histogram, only when the forwarder counts
  *                                                              batches (see BATCH_SOURCE below)
@@ -60,16 +69,18 @@ import { forwardDropNames } from '../dataplane/forward-drop';
 import { PROTOCOL_RESULT_NAMES } from '../protocol/result';
 import { REJECT_REASONS } from '../cluster/replicator';
 import type { Balancer } from './balancer';
+import type { BackendStateName } from '../backends/backend-state';
 
 const STATE_VALUE: Record<string, number> = { unknown: 0, up: 1, suspect: 2, dead: 3 };
 const STATUS_VALUE: Record<string, number> = { unknown: 0, syncing: 1, serving: 2, draining: 3 };
+/** Every backend state name (src/backends/backend-state.ts), for the one-hot state gauge. */
+const BACKEND_STATES: readonly BackendStateName[] = ['unknown', 'healthy', 'unhealthy', 'draining', 'drained', 'removed'];
 
 /** Probe RTT buckets, seconds: 50 µs .. 250 ms (lab RTTs are tens of µs to a few ms). */
 export const RTT_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
 
 /**
- * Batch-size counters the histogram reads when the forwarder has them (it does not yet; see
- * the report in the commit): `stats.batches` (TUN batches processed) and
+ * Batch-size counters the histogram reads (ForwarderStats has them): `stats.batches` (TUN batches processed) and
  * `stats.batchSizeLog2` (Float64Array; index k counts batches of 2^k .. 2^(k+1)-1 packets),
  * each bumped once per processBatch, never per packet. Sum = stats.rxPackets.
  */
@@ -280,6 +291,33 @@ export class Metrics {
     gaugeBy('tunlb_vip_backends', 'Backends configured per VIP', 'vip', () =>
       b.forwarder.forwarding.config.vips.map((v) => [v.name, v.backends.length]),
     );
+
+    // ---- backends (HealthMonitor's shared view; the same on every balancer)
+    const backendGauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>) => void): void => {
+      new Gauge({ name, help, registers, labelNames, collect() { this.reset(); if (b.health !== undefined) fill(this); } });
+    };
+    backendGauge('tunlb_backend_state', "Backend state, one series per state name: 1 = the backend's current state", ['vip', 'backend', 'state'], (g) => {
+      for (const x of b.health.states()) for (const name of BACKEND_STATES) g.set({ vip: x.vip, backend: x.backend, state: name }, x.state === name ? 1 : 0);
+    });
+    backendGauge('tunlb_backend_eligible', 'Backend takes new flows (healthy, not draining, not removed)', ['vip', 'backend'], (g) => {
+      for (const x of b.health.states()) g.set({ vip: x.vip, backend: x.backend }, x.eligible ? 1 : 0);
+    });
+    backendGauge('tunlb_backend_weight', 'Configured backend weight', ['vip', 'backend'], (g) => {
+      for (const x of b.health.states()) g.set({ vip: x.vip, backend: x.backend }, x.weight);
+    });
+    counterBy('tunlb_health_checks_total', 'Health checks run by this balancer, by result', 'result', () => {
+      const hs = b.health?.stats;
+      return [['ok', hs ? hs.checksRun - hs.checksFailed : 0], ['failed', hs?.checksFailed ?? 0]];
+    });
+    counterBy('tunlb_health_reports_total', 'Backend health reports on the control channel', 'direction', () => [
+      ['sent', b.health?.stats.reportsSent ?? 0],
+      ['received', b.health?.stats.reportsReceived ?? 0],
+    ]);
+    counter('tunlb_drains_expired_total', 'Drained backends whose drain_timeout_s passed here (remaining flows cut)', () => b.health?.stats.drainsExpired ?? 0);
+    counterBy('tunlb_backend_down_flows_total', 'Established flows whose backend was down: TCP answered with a reset, UDP/ICMP moved', 'action', () => [
+      ['tcp_reset', st.tcpResetBackendDown],
+      ['moved', st.udpMovedBackendDown],
+    ]);
 
     // ---- data-plane batches
     gauge('tunlb_dataplane_batch_capacity', 'Packets per TUN read at most (config tun.batch)', () => b.config.tun.batch);

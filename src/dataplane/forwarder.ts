@@ -37,8 +37,9 @@
  *                loopback and answers the client directly. No MAC yet: dsr_no_neighbour.
  *
  * Backend down (issue 5): a flow's record is the truth, but when the forwarding table marks
- * its backend down (backendUp = 0: unhealthy, or removed by a reload; draining stays up and
- * keeps its flows), the serving balancer, at the flow's next client→VIP packet:
+ * its backend down (backendUp = 0: unhealthy, drained past its drain timeout, or removed by a
+ * reload; draining stays up and keeps its flows), the serving balancer, at the flow's next
+ * client→VIP packet:
  *   TCP          does not forward it: the packet is rewritten in place into a minimal RST to
  *                the client, as if from VIP:port (RFC 9293 3.10.7.1: ACK set → seq = SEG.ACK,
  *                no ACK; else seq = 0, ACK, ack = SEG.SEQ + SEG.LEN; fresh IPv4/IPv6 header,

@@ -101,6 +101,24 @@ test('eligible iff healthy, not draining, not removed; the event carries eligibi
   t.like(s.checkResult(true, 'ok')!, { from: 'unhealthy', to: 'healthy', eligible: true });
 });
 
+test('drain timeout: draining -> drained (down, still not eligible); undrain returns to the health; only a draining backend expires', (t) => {
+  const s = new BackendState({ checked: false, rise: 1, fall: 1 });
+  t.is(s.expireDrain('x'), null, 'not drained: nothing to expire');
+  s.setDrained(true, 'drained by operator on lb1');
+  t.false(s.down, 'draining keeps its flows');
+  const ex = s.expireDrain('drain timeout 300 s passed')!;
+  t.like(ex, { from: 'draining', to: 'drained', fromHealth: 'healthy', toHealth: 'healthy', cause: 'timeout', wasEligible: false, eligible: false });
+  t.is(s.state, 'drained');
+  t.true(s.down);
+  t.true(s.drainExpired);
+  t.is(s.expireDrain('again'), null);
+  t.like(s.setDrained(false, 'undrained by operator on lb2')!, { from: 'drained', to: 'healthy', eligible: true });
+  t.false(s.down);
+  t.false(s.drainExpired);
+  s.setDrained(true, 'drained again');
+  t.is(s.state, 'draining', 'a new drain starts draining again');
+});
+
 test('removed is final', (t) => {
   const s = new BackendState({ checked: true, rise: 1, fall: 1 });
   s.checkResult(true, 'd');

@@ -358,6 +358,59 @@ test('stale reports are ignored: older sequence, older epoch, non-owner sender, 
   m.stop();
 });
 
+/** A VIP of `n` unchecked backends with the given drain timeout. */
+function drainVip(n: number, drainTimeoutS: number) {
+  return [{ name: 'web4', address: '10.8.0.10', ports: [80], drain_timeout_s: drainTimeoutS, backends: Array.from({ length: n }, (_, i) => ({ address: backendAddr(i) })) }];
+}
+
+test('drain timeout: every balancer moves the backend to drained (down) when drain_timeout_s has passed since the drain stamp', async (t) => {
+  const sim = new SimCluster(makeConfig({ balancers: 3, vips: drainVip(3, 2) }));
+  sim.start();
+  await sim.clock.advance(1000);
+  const drainAt = sim.clock.now;
+  sim.nodes[1]!.monitor.drain('web4', backendAddr(1));
+  await sim.clock.advance(1);
+  for (const n of sim.nodes) {
+    const st = n.monitor.states()[1]!;
+    t.like(st, { state: 'draining', down: false, drainedAtMs: 1_700_000_000_000 + drainAt, drainDeadlineMs: 1_700_000_000_000 + drainAt + 2000 });
+  }
+  await sim.clock.advance(2000 - 1 - 100);
+  t.deepEqual(sim.nodes.map((n) => n.monitor.stateOf(0, 1)), ['draining', 'draining', 'draining'], 'not before the timeout');
+  await sim.clock.advance(200); // the deadline plus one tick (100 ms)
+  t.deepEqual(sim.nodes.map((n) => n.monitor.stateOf(0, 1)), ['drained', 'drained', 'drained']);
+  for (const n of sim.nodes) {
+    t.true(n.monitor.states()[1]!.down);
+    t.is(n.monitor.stats.drainsExpired, 1);
+    const ev = n.events.find((e) => e.to === 'drained')!;
+    t.like(ev, { from: 'draining', cause: 'timeout', eligible: false, by: sim.config.balancers[n.index]!.id });
+    t.regex(ev.reason, /^drain timeout 2 s passed \(drained by operator on lb2 at 2023-11-14T22:13:21\.000Z\); remaining flows are cut$/);
+  }
+  t.deepEqual(sim.eligibility(), ['101', '101', '101']);
+  // A balancer that (re)starts later learns the old stamp from a periodic report and is due at once.
+  sim.kill(2);
+  await sim.clock.advance(500);
+  sim.revive(2);
+  await sim.clock.advance(1100 + 100);
+  t.is(sim.nodes[2]!.monitor.stateOf(0, 1), 'drained');
+  t.like(sim.nodes[2]!.events.find((e) => e.backendIndex === 1 && e.to === 'drained'), { cause: 'timeout' });
+  // Undrain ends it everywhere.
+  sim.nodes[0]!.monitor.undrain('web4', backendAddr(1));
+  await sim.clock.advance(1);
+  t.deepEqual(sim.nodes.map((n) => n.monitor.stateOf(0, 1)), ['healthy', 'healthy', 'healthy']);
+  t.deepEqual(sim.nodes.map((n) => n.monitor.states()[1]!.down), [false, false, false]);
+  sim.stop();
+});
+
+test('drain timeout 0: a drained backend keeps its flows (two hours later still draining, not drained)', async (t) => {
+  const { m, clock } = single({ vips: drainVip(2, 0) });
+  m.start();
+  m.drain('web4', backendAddr(0));
+  await clock.advance(2 * 3600 * 1000); // two hours (the default timeout is 300 s)
+  t.like(m.states()[0], { state: 'draining', down: false, drainDeadlineMs: null });
+  t.is(m.expireDrains(), 0);
+  m.stop();
+});
+
 test('drain marks: last writer wins by stamp, from any balancer; older marks are ignored', async (t) => {
   const sim = new SimCluster(makeConfig({ balancers: 3, backends: 4, health: null }));
   sim.start();

@@ -76,7 +76,7 @@ test('every default is applied', (t) => {
     tun: { name: 'tunlb0', mtu: 1500, queues: 1, offload: true, batch: 64 },
     vips: [
       {
-        index: 0, name: 'v4', address: '10.0.1.10', protocols: ['tcp', 'udp', 'icmp'], ports: '*', method: 'nat',
+        index: 0, name: 'v4', address: '10.0.1.10', protocols: ['tcp', 'udp', 'icmp'], ports: '*', method: 'nat', drainTimeoutS: 300,
         backends: [{ index: 0, address: '10.0.2.21', port: null, weight: 1, health: null }],
       },
     ],

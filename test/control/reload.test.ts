@@ -6,6 +6,8 @@
  *   - reload (POST /api/v1/reload, as SIGHUP): flows on backends that remain keep their
  *     backend (and their replies are un-NATed) after a reload that reorders, adds and removes
  *     backends; UDP flows of the removed one move; an invalid reload changes nothing.
+ *   - drain timeout (vips[].drain_timeout_s): past it the drained backend is 'drained' and
+ *     its remaining flows are cut like a down backend's (TCP reset, UDP moved).
  */
 import test from 'ava';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +25,7 @@ import { CLIENT, VIP } from '../helpers/fixtures';
 
 const KEY = Buffer.alloc(32, 0x3d);
 
-function yaml(backends: string[]): string {
+function yaml(backends: string[], vipExtra = ''): string {
   return `
 cluster: { id: reload-test, key_file: cluster.key }
 balancers:
@@ -34,7 +36,7 @@ vips:
   - name: web4
     address: ${VIP}
     protocols: [tcp, udp]
-    ports: [80, 53]
+    ports: [80, 53]${vipExtra}
     backends:
 ${backends.map((b) => `      - ${b}`).join('\n')}
 admin: { listen: "127.0.0.1:9180" }
@@ -269,4 +271,57 @@ test('a backend that fails its health check: its TCP flows get an RST from the V
   for (const [p] of udp) t.is(moved.get(p), '127.0.0.2');
   t.is(s.b.forwarder.stats.tcpResetBackendDown, tcpOn1.length);
   t.is(s.b.forwarder.stats.udpMovedBackendDown, [...udp.values()].filter((be) => be === '127.0.0.1').length);
+});
+
+test('drain timeout: flows stay while draining; past drain_timeout_s the backend is drained, its TCP flows get an RST and its UDP flows move', async (t) => {
+  const s = await start(t, yaml(['{ address: 10.99.3.21 }', '{ address: 10.99.3.22 }'], '\n    drain_timeout_s: 1'));
+  const udp = await udpFlows(t, s, range(10000, 100));
+  const udpOn2 = [...udp].filter(([, be]) => be === '10.99.3.22').map(([p]) => p);
+  s.dev.takeWritten();
+  for (const p of range(30000, 40)) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_SYN));
+  t.true(await until(() => s.dev.written.length >= 40));
+  const tcpOn2 = s.dev.takeWritten().filter((w) => dstOf(w) === '10.99.3.22').map(sportOf);
+  t.true(udpOn2.length > 10 && tcpOn2.length > 5, `flows on 10.99.3.22: udp ${udpOn2.length}, tcp ${tcpOn2.length}`);
+
+  const drainedAt = Date.now();
+  const d = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST', { vip: 'web4', address: '10.99.3.22' });
+  t.is(d.status, 200);
+  const row = (await call(`http://${s.admin}/api/v1/backends`)).body.backends.find((x: { backend: string }) => x.backend === '10.99.3.22');
+  t.is(row.state, 'draining');
+  t.false(row.down);
+  t.true(Math.abs(row.drainDeadlineMs - (drainedAt + 1000)) < 500, `deadline ${row.drainDeadlineMs - drainedAt} ms after the drain`);
+
+  // Before the timeout: established flows still reach the draining backend.
+  const still = await udpFlows(t, s, udpOn2);
+  for (const p of udpOn2) t.is(still.get(p), '10.99.3.22');
+  for (const p of tcpOn2) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 10, ack: 99 }));
+  t.true(await until(() => s.dev.written.length >= tcpOn2.length));
+  t.true(s.dev.takeWritten().every((w) => dstOf(w) === '10.99.3.22'), 'TCP flows still forwarded while draining');
+
+  t.true(await until(() => s.b.health.stateOf(0, 1) === 'drained', 4000), 'drained after drain_timeout_s');
+  t.true(Date.now() - drainedAt >= 1000, 'not before the timeout');
+  t.true(await until(() => s.b.forwarder.forwarding.backendUp[0]![1] === 0), 'table rebuilt with backendUp 0');
+  const ev = s.logs.map((l) => JSON.parse(l) as { event?: string; to?: string; reason?: string; cause?: string }).find((e) => e.event === 'backend_state' && e.to === 'drained');
+  t.like(ev, { cause: 'timeout' });
+  t.regex(ev?.reason ?? '', /drain timeout 1 s passed \(drained by operator on lb1 at .*\); remaining flows are cut/);
+
+  for (const p of tcpOn2) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 11, ack: 99 }));
+  t.true(await until(() => s.dev.written.length >= tcpOn2.length));
+  for (const w of s.dev.takeWritten()) {
+    const L = P.layout(w.packet);
+    t.is(formatIp(w.packet, L.srcOff, L.alen), VIP);
+    t.is(dstOf(w), CLIENT);
+    t.is(w.packet[L.l4Off + 13], P.TCP_RST);
+  }
+  const moved = await udpFlows(t, s, udpOn2);
+  for (const p of udpOn2) t.is(moved.get(p), '10.99.3.21', `UDP flow ${p} moved`);
+  t.is(s.b.forwarder.stats.tcpResetBackendDown, tcpOn2.length);
+  const metrics = await (await fetch(`http://${s.admin}/metrics`)).text();
+  t.regex(metrics, /tunlb_backend_state\{vip="web4",backend="10\.99\.3\.22",state="drained"\} 1/);
+  t.regex(metrics, /tunlb_drains_expired_total 1/);
+  t.regex(metrics, new RegExp(`tunlb_backend_down_flows_total\\{action="tcp_reset"\\} ${tcpOn2.length}`));
+
+  // Undrain: back to healthy, new flows may go there again.
+  t.is((await call(`http://${s.admin}/api/v1/backends/undrain`, 'POST', { vip: 'web4', address: '10.99.3.22' })).status, 200);
+  t.true(await until(() => s.b.health.stateOf(0, 1) === 'healthy' && s.b.forwarder.forwarding.backendUp[0]![1] === 1));
 });
