@@ -14,14 +14,23 @@
 #    what each balancer saw, then brings lb2 back (it bulk-syncs the flow table before serving);
 # 6. tears the lab down (always, also on Ctrl-C or an error).
 #
+# The namespace lab is one per machine: steps 2-6 run under the lab session lock
+# (/tmp/tunlb-lab-session.lock, the one the lab tests and benchmarks take), so the demo waits
+# while someone else uses the lab. Running it under `flock /tmp/tunlb-lab-session.lock ...`
+# works too (the demo sees that its caller holds the lock and does not take it again).
+#
 # Options: --no-install skips step 1 (already installed and built).
-# Environment: DEMO_CONNS (30), DEMO_INTERVAL_MS (20), DEMO_DURATION_S (14), DEMO_KILL_AFTER_S (4).
+# Environment: DEMO_CONNS (30), DEMO_INTERVAL_MS (20), DEMO_DURATION_S (14), DEMO_KILL_AFTER_S (4),
+#   TUNLB_LAB_SESSION_LOCK (/tmp/tunlb-lab-session.lock), DEMO_LOCK_WAIT_S (900).
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 cd "$REPO"
-LAB=(bash "$REPO/scripts/lab.sh")
+# fd 7 holds the lab session lock (below); the lab's daemons must not inherit it.
+lab() { bash "$REPO/scripts/lab.sh" "$@" 7>&-; }
+LOCK=${TUNLB_LAB_SESSION_LOCK:-/tmp/tunlb-lab-session.lock}
+LOCK_WAIT_S=${DEMO_LOCK_WAIT_S:-900}
 CONNS=${DEMO_CONNS:-30}
 INTERVAL_MS=${DEMO_INTERVAL_MS:-20}
 DURATION_S=${DEMO_DURATION_S:-14}
@@ -42,6 +51,7 @@ die() { echo "demo: $*" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/tunlb-demo.XXXXXX)
 TRAFFIC_PID=""
 LAB_STARTED=0
+DONE=0
 T0=$EPOCHREALTIME
 
 cleanup() {
@@ -52,14 +62,46 @@ cleanup() {
   if ((LAB_STARTED)); then
     echo
     echo "== tearing the lab down (scripts/lab.sh down)"
-    "${LAB[@]}" down >"$WORK/down.log" 2>&1 || cat "$WORK/down.log"
-    echo "   every lab namespace removed; balancer logs kept in /run/tunlb-lab/logs/"
+    lab down >"$WORK/down.log" 2>&1 || cat "$WORK/down.log"
+    local left="" n
+    for n in client router lb1 lb2 lb3 srv1 srv2 srv3; do [[ -e /run/netns/tunlb-$n ]] && left+=" tunlb-$n"; done
+    if [[ -z $left ]]; then
+      echo "   every lab namespace removed (ip netns list shows no tunlb-*); balancer logs kept in"
+      echo "   /run/tunlb-lab/logs/ until the next lab.sh up"
+    else
+      echo "   namespaces still there:$left (bash scripts/lab.sh down removes them)"
+    fi
   fi
   rm -rf "$WORK"
+  if ((rc == 0 && DONE)); then
+    echo
+    echo "demo done in $(since "$T0") s (after install)"
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# lock_held_by_ancestor: true when a process above us holds a flock on $LOCK (e.g. the demo was
+# started as `flock /tmp/tunlb-lab-session.lock bash scripts/demo.sh`): taking it again on a
+# new open file would wait for ourselves.
+lock_held_by_ancestor() {
+  local ino p stat mine=" " lk
+  ino=$(stat -c %i "$LOCK" 2>/dev/null) || return 1
+  p=$$
+  while [[ $p =~ ^[0-9]+$ ]] && ((p > 1)); do
+    mine+="$p "
+    stat=$(<"/proc/$p/stat") 2>/dev/null || break
+    stat=${stat##*) }          # after "pid (comm) ": state ppid ...
+    read -r _ p _ <<<"$stat"
+  done
+  # /proc/locks: "1: FLOCK  ADVISORY  WRITE 12345 00:1a:67890 0 EOF" ("1: -> FLOCK ..." = waiting)
+  while read -r -a lk; do
+    [[ ${lk[1]} == FLOCK ]] || continue
+    [[ ${lk[5]##*:} == "$ino" && $mine == *" ${lk[4]} "* ]] && return 0
+  done </proc/locks
+  return 1
+}
 
 # Seconds since the demo started (after install), one decimal.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
@@ -80,7 +122,8 @@ EOF
 
 # ---- 1. install ----
 if ((INSTALL)); then
-  echo "== [1/5] installing dependencies (scripts/install-deps.sh: Debian packages, npm ci, build)"
+  echo "== [1/5] installing dependencies (scripts/install-deps.sh: Debian packages, npm ci, build;"
+  echo "   a minute or more on a fresh machine, quicker once installed)"
   t=$EPOCHREALTIME
   if ! bash "$REPO/scripts/install-deps.sh" >"$WORK/install.log" 2>&1; then
     tail -n 40 "$WORK/install.log"
@@ -90,12 +133,23 @@ if ((INSTALL)); then
 else
   echo "== [1/5] install skipped (--no-install)"
 fi
+
+# ---- the lab session lock (held until this script exits) ----
+if lock_held_by_ancestor; then
+  echo "== lab session lock $LOCK: held by the caller"
+else
+  exec 7>>"$LOCK"
+  if ! flock -n 7; then
+    echo "== waiting for the lab session lock $LOCK: someone else is using the namespace lab (at most ${LOCK_WAIT_S} s)"
+    flock -w "$LOCK_WAIT_S" 7 || die "the lab session lock $LOCK is still held after ${LOCK_WAIT_S} s (fuser -v $LOCK shows by whom)"
+  fi
+fi
 T0=$EPOCHREALTIME
 
 # ---- 2. the lab ----
-echo "== [2/5] building the lab (scripts/lab.sh up): 9 network namespaces, 3 balancers"
+echo "== [2/5] building the lab (scripts/lab.sh up): 8 network namespaces, 3 balancers"
 LAB_STARTED=1
-if ! "${LAB[@]}" up >"$WORK/up.log" 2>&1; then
+if ! lab up >"$WORK/up.log" 2>&1; then
   tail -n 30 "$WORK/up.log"
   die "lab.sh up failed (output above; balancer logs in /run/tunlb-lab/logs/)"
 fi
@@ -143,7 +197,7 @@ echo
 echo "== [3/5] traffic: $CONNS TCP connections client -> 10.99.0.10:7 (echo), one message every ${INTERVAL_MS} ms each, ${DURATION_S} s"
 echo "   (scripts/traffic.ts longlived; a stall is the gap between two echoes on one connection)"
 timeout -k 2 $((DURATION_S + 20)) ip netns exec tunlb-client node --import tsx "$REPO/scripts/traffic.ts" longlived \
-  --conns "$CONNS" --interval-ms "$INTERVAL_MS" --duration-s "$DURATION_S" --json >"$WORK/traffic.out" 2>"$WORK/traffic.err" &
+  --conns "$CONNS" --interval-ms "$INTERVAL_MS" --duration-s "$DURATION_S" --json >"$WORK/traffic.out" 2>"$WORK/traffic.err" 7>&- &
 TRAFFIC_PID=$!
 T_TRAFFIC=$EPOCHREALTIME
 for _ in $(seq 1 200); do grep -q ' connected' "$WORK/traffic.out" 2>/dev/null && break; sleep 0.05; done
@@ -167,7 +221,7 @@ while awk -v a="$(since "$T_TRAFFIC")" -v b="$KILL_AFTER_S" 'BEGIN { exit !(a < 
 echo
 echo "== [4/5] t=$(since "$T_TRAFFIC") s ($(clock)): kill -9 $VICTIM (scripts/lab.sh kill $VICTIM)"
 KILL_MS=$(epoch_ms)
-"${LAB[@]}" kill "$VICTIM" 2>&1 | sed 's/^/   /'
+lab kill "$VICTIM" 2>&1 | sed 's/^/   /'
 echo "   waiting for the traffic to finish ..."
 wait "$TRAFFIC_PID" || true
 TRAFFIC_PID=""
@@ -181,7 +235,9 @@ if [[ ! -s $SUMMARY ]]; then
 fi
 KILL_REL_MS=$(json "$SUMMARY" "$KILL_MS - j.startedAtEpochMs")
 echo
-echo "   timeline (from the client; $VICTIM killed at t=$(awk -v m="$KILL_REL_MS" 'BEGIN { printf "%.2f", m / 1000 }') s)"
+echo "   timeline (from the client; $VICTIM killed at t=$(awk -v m="$KILL_REL_MS" 'BEGIN { printf "%.2f", m / 1000 }') s). One row per second of traffic"
+echo "   (t = the second's end): connections still open, echoes received, and the longest gap"
+echo "   between two echoes on any one connection (20 ms = no stall)"
 # The per-second table and the events, with the second of the kill marked.
 awk -v k="$KILL_REL_MS" '
   /^\{/ { next }
@@ -242,14 +298,20 @@ echo
 echo "   bringing $VICTIM back (scripts/lab.sh start $VICTIM): it pulls the flow table from a live peer"
 echo "   before it serves"
 t=$EPOCHREALTIME
-if "${LAB[@]}" start "$VICTIM" >"$WORK/start.log" 2>&1; then
+if lab start "$VICTIM" >"$WORK/start.log" 2>&1; then
   for _ in $(seq 1 100); do
     stats "$VICTIM" "$WORK/s.json" && [[ $(json "$WORK/s.json" 'j.membership.status') == serving ]] && break
     sleep 0.1
   done
   json "$WORK/s.json" '`   ${j.id} serving again after '"$(since "$t")"' s: synced from ${j.membership.syncedFrom ?? "nobody"}, holds ${j.flows.active} flow records`'
+  if flows "$VICTIM" "$WORK/flows2.json"; then
+    json "$WORK/flows2.json" '(() => {
+      const mine = j.flows.filter(f => f.key.startsWith("tcp 10.99.1.2:") && f.key.endsWith("-> 10.99.0.10:7"));
+      const back = mine.filter(f => f.primary === "'"$VICTIM"'").length;
+      return `   (the demo'"'"'s ${mine.length} among them; ${back} of those name '"$VICTIM"' as primary: records are not re-decided, so '"$VICTIM"' serves them again)`;
+    })()'
+  fi
 else
   tail -n 5 "$WORK/start.log" | sed 's/^/   /'
 fi
-echo
-echo "demo done in $(since "$T0") s (after install)"
+DONE=1
