@@ -1,0 +1,436 @@
+/**
+ * Every `tunlb` subcommand against the three-balancer namespace lab (`scripts/lab.sh up`: lb1..lb3,
+ * entry lb1), as an operator runs them: `bin/tunlb SUBCOMMAND` inside a balancer's namespace,
+ * where its admin endpoint listens (127.0.0.1:9180, config/lab.yaml; no token in the lab).
+ * Covered: --help of every subcommand, check-config, status, stats, flows (table, --json,
+ * every filter, a refused filter), backends, drain/undrain (marks seen cluster-wide, new
+ * connections avoid the drained backend), reload (unchanged config accepted; a broken one
+ * refused and the running config kept; the file restored), capture (a pcap that `tcpdump -r`
+ * reads, and --decode lines), and one-line `[TUNLB_...]` errors with a non-zero exit.
+ * Assertions are on content, not only exit codes.
+ *
+ * Root only (network namespaces); every test skips with NEEDS_ROOT otherwise. The file holds the
+ * lab session lock (/tmp/tunlb-lab-session.lock) from `up` to `down`; `down` always runs. Traffic
+ * comes from scripts/traffic.ts and curl in tunlb-client; every command is bounded in time;
+ * nothing is added to the root namespace (tcpdump -r only reads a file).
+ * bin/tunlb runs dist/: build first (npm run build).
+ * Run alone: flock /tmp/tunlb-lab-session.lock npx ava --config ava.native.config.cjs native-tests/cli-lab.test.ts
+ */
+import test, { type ExecutionContext } from 'ava';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { hasRoot, nativeSuite } from './helpers/root';
+import { LAB_DIR, REPO, execIn, holdLabSession, lab, labLogTail, poll, run, staleBuild, type LabSession, type RunResult } from './helpers/lab';
+import { startTraffic, type TrafficRun } from './helpers/traffic';
+
+const TUNLB = path.join(REPO, 'bin', 'tunlb');
+const LAB_CONFIG = path.join(LAB_DIR, 'lab.yaml');
+const VIP4 = '10.99.0.10';
+const CLIENT4 = '10.99.1.2';
+const BALANCERS = ['lb1', 'lb2', 'lb3'] as const;
+const LBNET4: Record<string, string> = { lb1: '10.99.2.11', lb2: '10.99.2.12', lb3: '10.99.2.13' };
+const BACKENDS4 = ['10.99.3.21', '10.99.3.22', '10.99.3.23'];
+const BACKENDS6 = ['fd99:3::21', 'fd99:3::22', 'fd99:3::23'];
+const SERVER_OF: Record<string, string> = { '10.99.3.21': 'srv1', '10.99.3.22': 'srv2', '10.99.3.23': 'srv3' };
+/** The subcommands `tunlb --help` must list (a new one fails the --help test until covered here). */
+const SUBCOMMANDS = ['run', 'check-config', 'stats', 'flows', 'status', 'backends', 'drain', 'undrain', 'reload', 'capture'];
+/** One error line: `tunlb: MESSAGE [TUNLB_CODE]` (src/cli/main.ts). */
+const ERROR_LINE = /^tunlb: \S.* \[TUNLB_[A-Z_]+\]$/;
+
+const rootTest = nativeSuite('cli-lab');
+let session: LabSession | undefined;
+let upError: string | undefined;
+let longlived: TrafficRun | undefined;
+let work: string | undefined;
+
+/** `bin/tunlb ARGS` inside balancer namespace `lb` (default lb1), bounded in time. */
+function tunlb(args: string[], lb = 'lb1', timeoutMs = 30_000): Promise<RunResult> {
+  return execIn(lb, [process.execPath, TUNLB, ...args], { timeoutMs });
+}
+
+function show(r: RunResult): string {
+  return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''} after ${r.seconds.toFixed(1)} s\nstdout: ${r.stdout.slice(0, 3000)}\nstderr: ${r.stderr.slice(0, 3000)}`;
+}
+
+/** Runs `tunlb ARGS` and expects exit 0; returns stdout. */
+async function ok(t: ExecutionContext, args: string[], lb = 'lb1', timeoutMs = 30_000): Promise<string> {
+  const r = await tunlb(args, lb, timeoutMs);
+  t.is(r.code, 0, `tunlb ${args.join(' ')} in ${lb}: ${show(r)}`);
+  return r.stdout;
+}
+
+async function json<T>(t: ExecutionContext, args: string[], lb = 'lb1'): Promise<T> {
+  const out = await ok(t, [...args, '--json'], lb);
+  try {
+    return JSON.parse(out) as T;
+  } catch {
+    t.fail(`tunlb ${args.join(' ')} --json in ${lb}: not one JSON document: ${out.slice(0, 500)}`);
+    throw new Error('not JSON');
+  }
+}
+
+/** Expects a failure: non-zero exit, nothing on stdout, exactly one `tunlb: ... [CODE]` line. */
+async function refused(t: ExecutionContext, args: string[], code: string, exit: number, lb = 'lb1'): Promise<string> {
+  const r = await tunlb(args, lb);
+  const lines = r.stderr.trimEnd().split('\n');
+  t.is(r.code, exit, `tunlb ${args.join(' ')}: ${show(r)}`);
+  t.is(r.stdout, '', `tunlb ${args.join(' ')}: nothing on stdout`);
+  t.is(lines.length, 1, `tunlb ${args.join(' ')}: one error line: ${r.stderr}`);
+  t.regex(lines[0]!, ERROR_LINE);
+  t.true(lines[0]!.endsWith(`[${code}]`), `${lines[0]} ends with [${code}]`);
+  return lines[0]!;
+}
+
+interface FlowRow {
+  key: string;
+  vip: string;
+  primary: string;
+  backup: string;
+  backend: string;
+  state: number;
+  stateName: string;
+  packets: number;
+  ageS: number;
+  idleS: number;
+}
+interface FlowListing {
+  total: number;
+  scanned: number;
+  matched: number;
+  truncated: boolean;
+  limit: number;
+  filters: Record<string, string>;
+  flows: FlowRow[];
+}
+interface BackendRow {
+  vip: string;
+  backend: string;
+  state: string;
+  health: string;
+  drained: boolean;
+  eligible: boolean;
+}
+
+test.before(async () => {
+  if (!hasRoot()) return;
+  const stale = staleBuild();
+  if (stale !== undefined) console.log(`cli-lab.test.ts: WARNING: ${stale}`);
+  const distOld = staleDist();
+  if (distOld !== undefined) {
+    upError = distOld;
+    return;
+  }
+  session = await holdLabSession();
+  console.log(`cli-lab.test.ts: lab session lock ${session.how}`);
+  await lab(['down'], 120_000);
+  const up = await lab(['up'], 240_000);
+  if (up.code !== 0) {
+    upError = `lab.sh up failed (${up.code}): ${up.stderr.slice(-3000)}\n${BALANCERS.map((b) => labLogTail(b, 15)).join('\n')}`;
+    return;
+  }
+  // Every balancer serving and seeing both peers up before any test runs.
+  const ready = await poll(async () => {
+    for (const lb of BALANCERS) {
+      const r = await tunlb(['status', '--json'], lb, 15_000);
+      if (r.code !== 0) return false;
+      const s = JSON.parse(r.stdout) as { self: { status: string }; balancers: Array<{ state: string; status: string }> };
+      if (s.self.status !== 'serving' || s.balancers.some((b) => (b.state !== 'self' && b.state !== 'up') || b.status !== 'serving')) return false;
+    }
+    return true;
+  }, 60_000, 500);
+  if (!ready) upError = `the three balancers did not all report the others up and serving within 60 s\n${BALANCERS.map((b) => labLogTail(b, 15)).join('\n')}`;
+  work = mkdtempSync(path.join(tmpdir(), 'tunlb-cli-lab-'));
+});
+
+test.after.always(async () => {
+  longlived?.kill();
+  if (longlived) await longlived.done;
+  if (session !== undefined) {
+    const down = await lab(['down'], 120_000);
+    if (down.code !== 0) console.log(`cli-lab.test.ts: lab.sh down failed (${down.code}): ${down.stderr.slice(-2000)}`);
+    session.release();
+  }
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+/** dist/ is what bin/tunlb and the lab run: it must hold the CLI and admin endpoint under test. */
+function staleDist(): string | undefined {
+  for (const f of ['src/cli/main.ts', 'src/control/admin-server.ts', 'src/control/flow-listing.ts']) {
+    const dst = path.join(REPO, 'dist', f.replace(/\.ts$/, '.js'));
+    if (!existsSync(dst) || statSync(path.join(REPO, f)).mtimeMs > statSync(dst).mtimeMs + 1000) return `${f} is newer than dist/ (bin/tunlb runs dist): run npm run build`;
+  }
+  return undefined;
+}
+
+function labUp(t: ExecutionContext): boolean {
+  if (upError !== undefined) {
+    t.fail(upError);
+    return false;
+  }
+  return true;
+}
+
+rootTest('--help of tunlb and of every subcommand', async (t) => {
+  const top = await run(process.execPath, [TUNLB, '--help'], { timeoutMs: 30_000 });
+  t.is(top.code, 0, show(top));
+  const listed = [...top.stdout.matchAll(/^ {2}([a-z][a-z-]*)\b/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+  t.deepEqual([...listed].sort(), [...SUBCOMMANDS].sort(), `tunlb --help lists: ${listed.join(', ')}`);
+  const helps = await Promise.all(SUBCOMMANDS.map((c) => run(process.execPath, [TUNLB, c, '--help'], { timeoutMs: 30_000 })));
+  SUBCOMMANDS.forEach((c, i) => {
+    const r = helps[i]!;
+    t.is(r.code, 0, `${c} --help: ${show(r)}`);
+    t.regex(r.stdout, new RegExp(`^Usage: tunlb ${c}\\b`), `${c} --help usage line`);
+    t.regex(r.stdout, /-h, --help/, `${c} --help lists --help`);
+  });
+  const flowsHelp = helps[SUBCOMMANDS.indexOf('flows')]!.stdout;
+  for (const f of ['--vip', '--backend', '--client', '--proto', '--primary', '--backup', '--state', '--min-age', '--max-idle', '--limit', '--json']) t.true(flowsHelp.includes(f), `flows --help lists ${f}`);
+  t.regex(flowsHelp, /tcp_established/, 'flows --help names the flow states');
+});
+
+rootTest('check-config: the running lab config is valid and described', async (t) => {
+  if (!labUp(t)) return;
+  const out = await ok(t, ['check-config', '--config', LAB_CONFIG]);
+  t.regex(out, new RegExp(`^${LAB_CONFIG.replace(/[/.]/g, '\\$&')}: cluster "lab", 3 balancer\\(s\\), 2 VIP\\(s\\): valid$`, 'm'));
+  t.regex(out, /^ {2}web4 10\.99\.0\.10 nat tcp\/udp\/icmp → 10\.99\.3\.21\(w1\) 10\.99\.3\.22\(w1\) 10\.99\.3\.23\(w1\)$/m);
+  t.regex(out, /^ {2}web6 fd99::10 nat tcp\/udp\/icmp → fd99:3::21\(w1\) fd99:3::22\(w1\) fd99:3::23\(w1\)$/m);
+  const cfg = JSON.parse(await ok(t, ['check-config', '--config', LAB_CONFIG, '--json'])) as { balancers: Array<{ id: string }> };
+  t.deepEqual(cfg.balancers.map((b) => b.id), [...BALANCERS]);
+  // A file that does not exist: one line, exit 2 (no admin endpoint needed).
+  await refused(t, ['check-config', '--config', '/nonexistent/tunlb.yaml'], 'TUNLB_CONFIG_NOT_FOUND', 2);
+});
+
+rootTest('status: three balancers up and serving, seen from each of them', async (t) => {
+  if (!labUp(t)) return;
+  for (const lb of BALANCERS) {
+    const out = await ok(t, ['status'], lb);
+    t.regex(out, new RegExp(`^cluster lab: seen from ${lb} \\(serving, up \\d+ s`), `${lb}: ${out}`);
+    for (const other of BALANCERS) {
+      const state = other === lb ? 'self' : 'up';
+      t.regex(out, new RegExp(`^ {2}${other} +${LBNET4[other]!.replace(/\./g, '\\.')} +${state} +serving `, 'm'), `${lb} sees ${other} ${state}: ${out}`);
+    }
+    t.regex(out, /^ {2}flows held here: \d+ of \d+$/m);
+  }
+});
+
+rootTest('stats, flows (table, --json, every filter), backends, with live connections', async (t) => {
+  if (!labUp(t)) return;
+  // Long-lived echo connections (TCP port 7) and a few short HTTP ones, all from tunlb-client.
+  longlived = startTraffic(['longlived', '--conns', '6', '--interval-ms', '200', '--duration-s', '150', '--target', `${VIP4}:7`, '--json', '--quiet'], 200_000);
+  const curls = await Promise.all([0, 1, 2, 3, 4].map(() => execIn('client', ['curl', '-sS', '-m', '5', `http://${VIP4}/`], { timeoutMs: 10_000 })));
+  for (const c of curls) t.regex(c.stdout, /^srv[123]\n$/, `curl through the VIP: ${show(c)}`);
+  const established = async (): Promise<FlowListing | undefined> => {
+    const r = await tunlb(['flows', '--json', '--proto', 'tcp', '--state', 'established', '--limit', '1000']);
+    if (r.code !== 0) return undefined;
+    const l = JSON.parse(r.stdout) as FlowListing;
+    return l.flows.filter((f) => f.key.endsWith(`${VIP4}:7`)).length >= 6 ? l : undefined;
+  };
+  t.true(await poll(async () => (await established()) !== undefined, 30_000, 500), 'six established echo connections listed on lb1');
+
+  // stats
+  const stats = await json<{ id: string; flows: { active: number; created: number }; counters: { rxPackets: number; txPackets: number }; forwarding: { generation: number; vips: Array<{ name: string }> } }>(t, ['stats']);
+  t.is(stats.id, 'lb1');
+  t.true(stats.flows.active >= 6, `flows.active ${stats.flows.active}`);
+  t.true(stats.counters.rxPackets > 0 && stats.counters.txPackets > 0, JSON.stringify(stats.counters));
+  t.deepEqual(stats.forwarding.vips.map((v) => v.name), ['web4', 'web6']);
+  const statsText = await ok(t, ['stats']);
+  t.regex(statsText, /^\{\n {2}"id": "lb1",/, 'stats: readable JSON');
+
+  // flows: table
+  const table = await ok(t, ['flows']);
+  const lines = table.trimEnd().split('\n');
+  t.regex(lines[0]!, /^\d+ flow\(s\) in the table of 127\.0\.0\.1:9180; scanned \d+, (\d+|more than \d+) match$/, table);
+  t.regex(lines[1]!, /^KEY +VIP +PRIMARY +BACKUP +BACKEND +STATE +PACKETS +AGE_S +IDLE_S$/);
+  const echoLines = lines.filter((l) => l.includes(`-> ${VIP4}:7 `));
+  t.true(echoLines.length >= 6, table);
+  for (const l of echoLines) t.regex(l, /^tcp 10\.99\.1\.2:\d+ -> 10\.99\.0\.10:7 +web4 +lb[123] +lb[123] +10\.99\.3\.2[123] +tcp_established +\d+ +\d+ +\d+$/, l);
+
+  // flows --json: every row names the lab's balancers and backends
+  const all = await json<FlowListing>(t, ['flows', '--limit', '100000']);
+  t.false(all.truncated);
+  t.is(all.matched, all.flows.length);
+  t.is(all.scanned, all.total);
+  t.true(all.flows.length >= 6);
+  for (const f of all.flows) {
+    t.true(BALANCERS.includes(f.primary as 'lb1') && BALANCERS.includes(f.backup as 'lb1') && f.primary !== f.backup, JSON.stringify(f));
+    t.true((f.vip === 'web4' ? BACKENDS4 : BACKENDS6).includes(f.backend), JSON.stringify(f));
+  }
+  const echo = (await established())!;
+  const sample = echo.flows.find((f) => f.key.endsWith(`${VIP4}:7`))!;
+  const clientPort = /:(\d+) ->/.exec(sample.key)![1]!;
+
+  // every filter: each listed row satisfies it, and the flows it should keep are there
+  const check = async (args: string[], pred: (f: FlowRow) => boolean, mustInclude: FlowRow[], lb = 'lb1'): Promise<FlowListing> => {
+    const l = await json<FlowListing>(t, ['flows', ...args, '--limit', '100000'], lb);
+    for (const f of l.flows) t.true(pred(f), `flows ${args.join(' ')} in ${lb} listed ${JSON.stringify(f)}`);
+    for (const m of mustInclude) t.true(l.flows.some((f) => f.key === m.key), `flows ${args.join(' ')} in ${lb} lists ${m.key}`);
+    t.false(l.truncated);
+    return l;
+  };
+  const echoFlows = echo.flows.filter((f) => f.key.endsWith(`${VIP4}:7`));
+  await check(['--vip', 'web4'], (f) => f.vip === 'web4', echoFlows);
+  t.is((await check(['--vip', 'web6'], (f) => f.vip === 'web6', [])).flows.length, 0, 'no IPv6 traffic was sent');
+  await check(['--backend', sample.backend], (f) => f.backend === sample.backend, [sample]);
+  await check(['--backend', `::ffff:${sample.backend}`], (f) => f.backend === sample.backend, [sample]);
+  await check(['--client', CLIENT4], (f) => f.key.includes(` ${CLIENT4}:`), echoFlows);
+  await check(['--client', '10.99.1.0/24'], (f) => f.key.includes(' 10.99.1.'), echoFlows);
+  const one = await check(['--client', `${CLIENT4}:${clientPort}`], (f) => f.key.startsWith(`tcp ${CLIENT4}:${clientPort} `), [sample]);
+  t.is(one.flows.length, 1);
+  await check(['--proto', 'tcp'], (f) => f.key.startsWith('tcp '), echoFlows);
+  t.is((await check(['--proto', 'udp'], (f) => f.key.startsWith('udp '), [])).flows.length, 0, 'no UDP traffic was sent');
+  await check(['--primary', sample.primary], (f) => f.primary === sample.primary, [sample]);
+  await check(['--backup', sample.backup], (f) => f.backup === sample.backup, [sample]);
+  await check(['--state', 'established'], (f) => f.stateName === 'tcp_established', echoFlows);
+  await check(['--max-idle', '5'], (f) => f.idleS <= 5, echoFlows);
+  await check(['--min-age', '1'], (f) => f.ageS >= 1, echoFlows);
+  t.is((await check(['--min-age', '86400'], () => false, [])).matched, 0);
+  const combo = await check(['--vip', 'web4', '--proto', 'tcp', '--state', 'established', '--primary', sample.primary, '--backend', sample.backend], (f) => f.primary === sample.primary && f.backend === sample.backend, [sample]);
+  t.deepEqual(combo.filters, { vip: 'web4', backend: sample.backend, proto: 'tcp', primary: sample.primary, state: 'tcp_established' });
+  // The records are replicated: lb2 and lb3 list the same echo flows with the same decision.
+  for (const lb of ['lb2', 'lb3']) await check(['--client', `${CLIENT4}:${clientPort}`], (f) => f.primary === sample.primary && f.backup === sample.backup && f.backend === sample.backend, [sample], lb);
+  // The limit: matching rows count toward it.
+  const lim = await json<FlowListing>(t, ['flows', '--state', 'established', '--limit', '2']);
+  t.is(lim.flows.length, 2);
+  t.true(lim.truncated);
+  const limText = await ok(t, ['flows', '--state', 'established', '--limit', '2']);
+  t.regex(limText, /^truncated: listing stopped at --limit 2; more flows match/m);
+  // Refused filters: one line, exit 2, the stable code.
+  t.regex(await refused(t, ['flows', '--vip', 'web9'], 'TUNLB_USAGE', 2), /no VIP "web9"/);
+  t.regex(await refused(t, ['flows', '--backend', '10.99.3.99'], 'TUNLB_USAGE', 2), /10\.99\.3\.99 is not a backend of any VIP/);
+  t.regex(await refused(t, ['flows', '--state', 'listen'], 'TUNLB_USAGE', 2), /"listen" is not a flow state/);
+  t.regex(await refused(t, ['flows', '--primary', 'lb7'], 'TUNLB_USAGE', 2), /no balancer "lb7"/);
+  t.regex(await refused(t, ['flows', '--limit', '0'], 'TUNLB_USAGE', 2), /flows limit/);
+  // The API mirrors the flags (curl inside lb1's namespace).
+  const api = await execIn('lb1', ['curl', '-sS', '-m', '5', '-w', '\\n%{http_code}', `http://127.0.0.1:9180/api/v1/flows?state=listen`], { timeoutMs: 10_000 });
+  const [apiBody, apiCode] = api.stdout.trimEnd().split('\n');
+  t.is(apiCode, '400', show(api));
+  t.like(JSON.parse(apiBody!), { code: 'TUNLB_USAGE' });
+
+  // backends: the six lab backends, healthy, not drained
+  const be = await json<{ backends: BackendRow[] }>(t, ['backends']);
+  t.deepEqual(be.backends.map((b) => `${b.vip} ${b.backend}`).sort(), [...BACKENDS4.map((a) => `web4 ${a}`), ...BACKENDS6.map((a) => `web6 ${a}`)].sort());
+  for (const b of be.backends) t.like(b, { drained: false, eligible: true }, JSON.stringify(b));
+  const beText = await ok(t, ['backends']);
+  t.is(beText.trimEnd().split('\n').length, 6, beText);
+  for (const a of [...BACKENDS4, ...BACKENDS6]) t.regex(beText, new RegExp(`^web[46] +${a.replace(/\./g, '\\.')} `, 'm'));
+});
+
+/** How many of `count` new HTTP connections each server answered (traffic.ts newconns). */
+async function newConns(t: ExecutionContext, count: number): Promise<Record<string, number>> {
+  const r = await execIn('client', [process.execPath, '--import', 'tsx', path.join(REPO, 'scripts', 'traffic.ts'), 'newconns', '--count', String(count), '--concurrency', '4', '--target', `${VIP4}:80`, '--duration-s', '60', '--json', '--quiet'], { timeoutMs: 90_000 });
+  t.is(r.code, 0, show(r));
+  const last = r.stdout.trimEnd().split('\n').pop() ?? '{}';
+  const s = JSON.parse(last) as { answered: number; errors: number; answers: Record<string, number> };
+  t.is(s.answered, count, `every connection answered: ${last.slice(0, 500)}`);
+  return s.answers;
+}
+
+async function drainedEverywhere(address: string, want: boolean): Promise<boolean> {
+  for (const lb of BALANCERS) {
+    const r = await tunlb(['backends', '--json'], lb, 15_000);
+    if (r.code !== 0) return false;
+    const row = (JSON.parse(r.stdout) as { backends: BackendRow[] }).backends.find((b) => b.vip === 'web4' && b.backend === address);
+    if (row === undefined || row.drained !== want) return false;
+  }
+  return true;
+}
+
+rootTest('drain / undrain: the mark reaches every balancer, new connections avoid the drained backend', async (t) => {
+  if (!labUp(t)) return;
+  const target = '10.99.3.22';
+  try {
+    t.is((await ok(t, ['drain', 'web4', target])).trim(), `web4 ${target}: drained`);
+    t.true(await poll(() => drainedEverywhere(target, true), 20_000, 300), 'drained on lb1, lb2 and lb3');
+    const text = await ok(t, ['backends'], 'lb2');
+    t.regex(text, new RegExp(`^web4 +${target.replace(/\./g, '\\.')} .*drained \\(no new flows\\)`, 'm'), text);
+    t.is((await ok(t, ['drain', 'web4', target, '--json'])).trim(), JSON.stringify({ changed: false, event: null }));
+    t.is((await ok(t, ['drain', 'web4', target])).trim(), `web4 ${target}: already drained`);
+    const answers = await newConns(t, 24);
+    t.is(answers[SERVER_OF[target]!] ?? 0, 0, `no new connection to the drained ${SERVER_OF[target]}: ${JSON.stringify(answers)}`);
+    t.true((answers['srv1'] ?? 0) > 0 && (answers['srv3'] ?? 0) > 0, JSON.stringify(answers));
+  } finally {
+    const u = await tunlb(['undrain', 'web4', target]);
+    t.is(u.code, 0, show(u));
+    t.is(u.stdout.trim(), `web4 ${target}: undrained`);
+  }
+  t.true(await poll(() => drainedEverywhere(target, false), 20_000, 300), 'undrained on lb1, lb2 and lb3');
+  const be = await json<{ backends: BackendRow[] }>(t, ['backends'], 'lb3');
+  t.like(be.backends.find((b) => b.backend === target), { drained: false, eligible: true });
+  // Back in rotation: with three equal weights, 30 new connections all missing srv2 has p = (2/3)^30 ≈ 5e-6.
+  const answers = await newConns(t, 30);
+  t.true((answers[SERVER_OF[target]!] ?? 0) > 0, `srv2 answers again: ${JSON.stringify(answers)}`);
+  t.is((await ok(t, ['undrain', 'web4', target])).trim(), `web4 ${target}: already undrained`);
+});
+
+rootTest('reload: an unchanged config is accepted; a broken one is refused and the running config kept', async (t) => {
+  if (!labUp(t)) return;
+  const gen0 = (await json<{ forwarding: { generation: number } }>(t, ['stats'])).forwarding.generation;
+  const same = await ok(t, ['reload']);
+  t.regex(same, /^reloaded: forwarding table generation \d+$/m, same);
+  t.regex(same, /^ {2}VIPs added: -; removed: -$/m, same);
+  t.regex(same, /^ {2}backends added: -; removed: -; reweighted: -$/m, same);
+  t.regex(same, /^ {2}flows remapped \d+, moved 0, removed 0$/m, same);
+  const gen1 = (await json<{ forwarding: { generation: number } }>(t, ['stats'])).forwarding.generation;
+  t.true(gen1 >= gen0, `generation ${gen0} -> ${gen1}`);
+
+  const original = readFileSync(LAB_CONFIG, 'utf8');
+  try {
+    // A backend that is not an address.
+    writeFileSync(LAB_CONFIG, original.replace('address: 10.99.3.22,', 'address: srv2.lab,'));
+    const r = await tunlb(['reload']);
+    t.is(r.code, 2, show(r));
+    t.is(r.stdout, '');
+    const err = r.stderr.trimEnd().split('\n');
+    t.regex(err[0]!, /^tunlb: reload refused, the running config stays: /, r.stderr);
+    t.true(err.slice(1).some((l) => l.includes('srv2.lab')), `the error names the bad value: ${r.stderr}`);
+    // Still running with the old config: same generation, same backends, status serving.
+    const after = await json<{ forwarding: { generation: number; vips: Array<{ name: string; backends: string[] }> } }>(t, ['stats']);
+    t.is(after.forwarding.generation, gen1, 'the forwarding table did not change');
+    t.deepEqual(after.forwarding.vips.find((v) => v.name === 'web4')?.backends, BACKENDS4);
+    t.regex(await ok(t, ['status']), /^cluster lab: seen from lb1 \(serving/);
+    const curl = await execIn('client', ['curl', '-sS', '-m', '5', `http://${VIP4}/`], { timeoutMs: 10_000 });
+    t.regex(curl.stdout, /^srv[123]\n$/, `the VIP still answers: ${show(curl)}`);
+    // Not YAML at all: refused too.
+    writeFileSync(LAB_CONFIG, 'vips: [unclosed\n');
+    const r2 = await tunlb(['reload']);
+    t.is(r2.code, 2, show(r2));
+    t.regex(r2.stderr, /^tunlb: reload refused, the running config stays: /);
+  } finally {
+    writeFileSync(LAB_CONFIG, original);
+  }
+  t.is(readFileSync(LAB_CONFIG, 'utf8'), original, 'lab.yaml restored');
+  const again = await ok(t, ['reload']);
+  t.regex(again, /^reloaded: /m, 'the restored file reloads');
+});
+
+rootTest('capture: probes on lbnet0 into a pcap that tcpdump -r reads, and decoded lines', async (t) => {
+  if (!labUp(t)) return;
+  const pcap = path.join(work!, 'lbnet.pcap');
+  const out = await ok(t, ['capture', '--iface', 'lbnet0', '--filter', 'udp port 7946 and not dst host 239.99.0.1', '--count', '6', '--duration-s', '20', '--out', pcap, '--decode', '--config', LAB_CONFIG], 'lb1', 60_000);
+  const decoded = out.split('\n').filter((l) => /^\d\d:\d\d:\d\d\.\d{6} /.test(l));
+  t.is(decoded.length, 6, out);
+  for (const l of decoded) t.regex(l, /^\d\d:\d\d:\d\d\.\d{6} lb[123] → lb[123] (probe|probe-ack) seq=\d+ /, l);
+  const td = await run('tcpdump', ['-n', '-r', pcap], { timeoutMs: 20_000 });
+  t.is(td.code, 0, show(td));
+  const pk = td.stdout.trimEnd().split('\n');
+  t.is(pk.length, 6, td.stdout);
+  for (const l of pk) t.regex(l, /IP 10\.99\.2\.1[123]\.7946 > 10\.99\.2\.1[123]\.7946: UDP/, l);
+  t.regex(td.stderr, /link-type EN10MB/, td.stderr);
+  // Our own reader decodes the file the same way (no root needed).
+  const rd = await run(process.execPath, [TUNLB, 'capture', '--read', pcap, '--config', LAB_CONFIG], { timeoutMs: 30_000 });
+  t.is(rd.code, 0, show(rd));
+  t.is(rd.stdout.split('\n').filter((l) => / (probe|probe-ack) seq=/.test(l)).length, 6, rd.stdout);
+});
+
+rootTest('errors: one line with a stable code and a non-zero exit', async (t) => {
+  if (!labUp(t)) return;
+  t.regex(await refused(t, ['drain', 'web9', '10.99.3.22'], 'TUNLB_ADMIN', 1), /web9/);
+  t.regex(await refused(t, ['undrain', 'web4', '10.99.3.99'], 'TUNLB_ADMIN', 1), /10\.99\.3\.99/);
+  // No balancer there: the admin endpoint cannot be reached.
+  t.regex(await refused(t, ['status', '--admin', '127.0.0.1:9'], 'TUNLB_ADMIN', 1), /cannot reach the admin endpoint 127\.0\.0\.1:9/);
+  t.regex(await refused(t, ['stats', '--admin', '127.0.0.1:9'], 'TUNLB_ADMIN', 1), /cannot reach the admin endpoint/);
+  // Unknown subcommand / option: commander's usage error, non-zero.
+  const bad = await run(process.execPath, [TUNLB, 'flows', '--colour', 'blue'], { timeoutMs: 30_000 });
+  t.not(bad.code, 0, show(bad));
+  t.regex(bad.stderr, /unknown option '--colour'/);
+});
