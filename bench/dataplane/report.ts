@@ -266,7 +266,7 @@ function dsrReport(dir: string, res: Map<Mb, Values | undefined>): string[] {
     ];
     out.push('DSR, 3 balancers (all pinned to the middlebox core), one iperf3 stream with its data connection pinned (--cport) to a chosen primary:');
     out.push('');
-    out.push('| test | Gbit/s | retransmits | balancers CPU (% of a core, sum) | host busy / softirq | background | data flow in lb1 table | kernel counters (lbN: delta) |');
+    out.push('| test | Gbit/s | retransmits | balancers CPU (% of a core): sum (lb1 / lb2 / lb3) | host busy / softirq | background | data flow in lb1 table | kernel counters (lbN: delta) |');
     out.push('|---|---:|---:|---:|---:|---:|---|---|');
     for (const [k, what] of tests) {
       const bps = t3.get(`${k}_bps`);
@@ -279,7 +279,8 @@ function dsrReport(dir: string, res: Map<Mb, Values | undefined>): string[] {
         return x === undefined ? '—' : pct(x);
       };
       out.push(
-        `| ${what} | ${bps === undefined ? '—' : gbit(bps)} | ${t3.get(`${k}_retransmits`) ?? '—'} | ${g('cpu_mb')} | ${g('cpu_host')} / ${g('cpu_softirq')} | ` +
+        `| ${what} | ${bps === undefined ? '—' : gbit(bps)} | ${t3.get(`${k}_retransmits`) ?? '—'} | ` +
+          `${g('cpu_mb')} (${['lb1', 'lb2', 'lb3'].map((b) => g(`cpu_mb_${b}`)).join(' / ')}) | ${g('cpu_host')} / ${g('cpu_softirq')} | ` +
           `${g('cpu_bg')} | ${servedBy(dir, k, ports.get(k))} | ${snmp || 'none'} |`,
       );
     }

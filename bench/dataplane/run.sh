@@ -33,7 +33,7 @@
 # Each middlebox first gets the same unmeasured warm-up (1 s of UDP, 500 UDP and TCP round
 # trips). The machine is shared: before each middlebox the script waits for the background to
 # fall under BENCH_QUIET=20 % of a core, repeats a test once when the background exceeded it
-# during the test (both budgeted, so that the lab is held 3 minutes at most: BENCH_QUIET_BUDGET
+# during the test (both budgeted, so that waiting and repeats add 1-2 minutes at most: BENCH_QUIET_BUDGET
 # =40 s of waiting, BENCH_RETRIES=3 repeats), and the report flags what stayed noisy.
 # Every middlebox sends the VIP to srv1: iperf3's control and data connections must reach the
 # same server, and tunlb and nftables choose a backend per connection (details:
@@ -201,7 +201,13 @@ wait_quiet() {
   QUIET_LEFT=$((QUIET_LEFT - i))
   log "still busy (wait budget used up); measuring anyway (see the background rows)"
 }
-cpu_begin() { CPU_T0=$EPOCHREALTIME; CPU_P0=$(proc_ticks "${MB_PID:-}"); read -r CPU_B0 CPU_S0 CPU_G0 CPU_M0 < <(host_ticks); bg_snap "$OUT/.cpu0"; }
+# With several middlebox processes (MB_PID "p1 p2 ..."; MB_NAMES "lb1 lb2 ..."), each one's CPU too.
+declare -A CPU_EACH0=()
+cpu_begin() {
+  local p
+  CPU_T0=$EPOCHREALTIME; CPU_P0=$(proc_ticks "${MB_PID:-}"); read -r CPU_B0 CPU_S0 CPU_G0 CPU_M0 < <(host_ticks); bg_snap "$OUT/.cpu0"
+  CPU_EACH0=(); for p in ${MB_NAMES:+$MB_PID}; do CPU_EACH0[$p]=$(proc_ticks "$p"); done
+}
 cpu_end() { # cpu_end MB PREFIX
   local t1 p1 b1 s1 g1 m1 g hz; t1=$EPOCHREALTIME; p1=$(proc_ticks "${MB_PID:-}"); read -r b1 s1 g1 m1 < <(host_ticks); hz=$(getconf CLK_TCK)
   bg_snap "$OUT/.cpu1"; g=$(bg_ticks "$OUT/.cpu0" "$OUT/.cpu1")
@@ -213,6 +219,14 @@ cpu_end() { # cpu_end MB PREFIX
       if (pin) printf "%s_cpu_gencore %.1f\n%s_cpu_mbcore %.1f\n", k, 100 * gc / d, k, 100 * mc / d >> f
       printf "%s_cpu_host %.1f\n%s_cpu_softirq %.1f\n%s_cpu_bg %.1f\n", k, 100 * b / d, k, 100 * s / d, k, 100 * g / d >> f }'
   LAST_BG=$(awk -v t0="$CPU_T0" -v t1="$t1" -v g="$g" -v hz="$hz" 'BEGIN { printf "%.0f", 100 * g / ((t1 - t0) * hz) }')
+  if [[ -n ${MB_NAMES:-} ]]; then
+    local i=0 p names; read -r -a names <<<"$MB_NAMES"
+    for p in $MB_PID; do
+      awk -v t0="$CPU_T0" -v t1="$t1" -v d="$(($(proc_ticks "$p") - ${CPU_EACH0[$p]:-0}))" -v hz="$hz" -v k="$2" -v n="${names[$i]}" \
+        'BEGIN { printf "%s_cpu_mb_%s %.1f\n", k, n, 100 * d / ((t1 - t0) * hz) }' >>"$OUT/$1.kv"
+      i=$((i + 1))
+    done
+  fi
 }
 
 srv_rx() { local s=0 n; for n in "${LAB_SERVERS[@]}"; do s=$((s + $(ip netns exec "$LAB_NS_PREFIX$n" cat "/sys/class/net/$LAB_IF_SRV_BACK/statistics/rx_packets"))); done; echo "$s"; }
@@ -462,7 +476,9 @@ dsr_three() {
   TCP_ARGS[tcp1e]="1 --cport $qe"; TCP_ARGS[tcp1p]="1 --cport $qp"; TCP_ARGS[tcp1pr]="1 -R --cport $qr"
   echo "tcp1e $qe"$'\n'"tcp1p $qp"$'\n'"tcp1pr $qr" >"$OUT/tunlb-dsr3.ports"
   SNMP_NS=("${LAB_BALANCERS[@]}")
+  MB_NAMES="${LAB_BALANCERS[*]}"
   if vip_check tunlb-dsr3; then measure tunlb-dsr3 "tcp1e tcp1p tcp1pr" "$pids"; fi
+  MB_NAMES=""
   SNMP_NS=("$LAB_ENTRY_BALANCER")
   for b in "${LAB_BALANCERS[@]}"; do
     ip netns exec "$LAB_NS_PREFIX$b" curl -s -m 2 "http://127.0.0.1:9180/api/v1/stats" >"$OUT/tunlb-dsr3-stats-$b.json" 2>/dev/null || true
