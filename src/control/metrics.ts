@@ -46,6 +46,8 @@
  *   tunlb_failovers_total                                      peer_down events (Membership.stats.failovers)
  *   tunlb_failover_packets_total                               packets sent via a flow's backup (primary dead)
  *   tunlb_second_chance_packets_total
+ *   tunlb_reply_fallback_packets_total{via=first_fragment|later_fragment|three_tuple}   replies matched
+ *                                                              without their flow's reply key (fragments)
  *   tunlb_event_loop_stalls_total, tunlb_event_loop_stall_seconds_total   late probe ticks (Membership)
  *   tunlb_forwarding_generation, tunlb_vip_backends{vip}
  *   tunlb_backend_state{vip,backend,state}                     1 for the backend's current state, 0 for the others
@@ -282,6 +284,11 @@ export class Metrics {
     counter('tunlb_peer_restarts_total', 'Peers seen with a new incarnation (restarted)', () => ms?.restarts ?? 0);
     counter('tunlb_failovers_total', 'Peers declared dead (peer_down events): their flows go to their backups', () => ms?.failovers ?? 0);
     counter('tunlb_failover_packets_total', "Packets sent to a flow's backup (or a later holder) because its primary was dead", () => st.failoverPackets);
+    counterBy('tunlb_reply_fallback_packets_total', "Replies matched without the flow's reply key: a fragmented reply's first fragment by its 5-tuple, later ones by fragment id, a reply to a fragmented request by its 3-tuple", 'via', () => [
+      ['first_fragment', st.replyFirstFragments],
+      ['later_fragment', st.replyLaterFragments],
+      ['three_tuple', st.replyThreeTuple],
+    ]);
     counter('tunlb_second_chance_packets_total', 'Mid-stream packets without a record sent to their ranked primary', () => st.secondChancePackets);
     counter('tunlb_event_loop_stalls_total', 'Probe ticks that ran late (event-loop stalls; not counted against peers)', () => ms?.stalls ?? 0);
     counter('tunlb_event_loop_stall_seconds_total', 'Total lateness of late probe ticks, seconds', () => (ms?.stallMs ?? 0) / 1000);

@@ -28,6 +28,10 @@ export interface BalancerSnapshot {
     /** Flows on a backend that went down (src/dataplane/forwarder.ts "Backend down"). */
     tcpResetBackendDown: number;
     udpMovedBackendDown: number;
+    /** Replies matched by a fallback key (src/dataplane/forwarder.ts #replyFallback). */
+    replyFirstFragments: number;
+    replyLaterFragments: number;
+    replyThreeTuple: number;
     drops: Record<string, number>;
   };
   membership: null | {
@@ -82,6 +86,9 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
       secondChancePackets: st.secondChancePackets,
       tcpResetBackendDown: st.tcpResetBackendDown,
       udpMovedBackendDown: st.udpMovedBackendDown,
+      replyFirstFragments: st.replyFirstFragments,
+      replyLaterFragments: st.replyLaterFragments,
+      replyThreeTuple: st.replyThreeTuple,
       drops,
     },
     membership:

@@ -90,6 +90,7 @@ import { FlowFlags } from '../flow';
 import { writeReplyKey } from './reply-key';
 import { internetChecksum, l4Checksum } from '../packet/checksum';
 import { type DsrNeighbours, NEIGH_STRIDE, NEIGH_VALID, NEIGH_SRC_MAC } from './neighbours';
+import { FragCache } from '../flow/frag-cache';
 
 // Imported functions bound to module constants: under tsx (tests, dev runs) each use of an
 // imported binding is otherwise a getter call that V8 does not inline (measured: 7x slower).
@@ -117,6 +118,7 @@ const FULL = CSUM_FULL;
 const PARTIAL = CSUM_PARTIAL;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
+const KEY_SPORT = 32;
 const KEY_DPORT = 34;
 /** Ethernet II header in front of a DSR frame (dst MAC, src MAC, ethertype). */
 const ETH_HLEN = 14;
@@ -202,6 +204,15 @@ export class ForwarderStats {
   tcpResetBackendDown = 0;
   /** UDP/ICMP flows moved to another backend because theirs was down. */
   udpMovedBackendDown = 0;
+  /**
+   * Replies matched although their key was not the flow's reply key (docs/design.md
+   * "Fragments"): the first fragment of a fragmented reply by its full 5-tuple, a later
+   * fragment by the fragment-id cache, an unfragmented reply to a flow created by fragments
+   * (keyed without ports) by its 3-tuple.
+   */
+  replyFirstFragments = 0;
+  replyLaterFragments = 0;
+  replyThreeTuple = 0;
   /** TUN batches processed, and their sizes: index k counts batches of 2^k .. 2^(k+1)-1 packets. */
   batches = 0;
   readonly batchSizeLog2 = new Float64Array(16);
@@ -256,6 +267,11 @@ export class Forwarder {
   #outLen = -1;
   /** Address scratch for building an RST in place (client and VIP addresses). */
   readonly #addrScratch = new Uint8Array(32);
+  /** Later fragments of fragmented replies → their flow (src/flow/frag-cache.ts). */
+  readonly #frags = new FragCache();
+  /** Scratch key for the reply fallbacks (5-tuple of a first fragment, 3-tuple of a reply). */
+  readonly #altBytes: Uint8Array;
+  readonly #altWords: Uint32Array;
 
   constructor(opts: ForwarderOptions) {
     this.#table = opts.table;
@@ -275,6 +291,9 @@ export class Forwarder {
     const fb = new ArrayBuffer(40);
     this.#fwdBytes = new Uint8Array(fb);
     this.#fwdWords = new Uint32Array(fb);
+    const ab = new ArrayBuffer(40);
+    this.#altBytes = new Uint8Array(ab);
+    this.#altWords = new Uint32Array(ab);
   }
 
   get forwarding(): ForwardingTable {
@@ -493,11 +512,56 @@ export class Forwarder {
     return Action.EMIT;
   }
 
+  /**
+   * A reply whose key is in no index (docs/design.md "Fragments"). Returns a reply ref
+   * ((id << 1) | 1) or -1. Runs only on a miss, so it costs nothing on the common path.
+   *   first fragment     look up its 5-tuple (ports from its L4 header); on a hit, record the
+   *                      datagram's (src, dst, proto, fragment id) → flow in the cache
+   *   later fragment     the cache
+   *   unfragmented TCP/UDP  its 3-tuple (ports 0): a flow the client created with fragments
+   */
+  #replyFallback(nowSec: number): number {
+    const info = this.#info;
+    const table = this.#table;
+    const proto = info.key[36]!;
+    if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return -1;
+    if (info.isFragment !== 0) {
+      if (info.isFirstFragment === 0) {
+        const id = this.#frags.lookup(info.keyWords, info.fragId, nowSec, table);
+        if (id < 0 || !table.hasReplyKey(id)) return -1;
+        this.stats.replyLaterFragments++;
+        return (id << 1) | 1;
+      }
+      const alt = this.#altBytes;
+      alt.set(info.key);
+      alt[KEY_SPORT] = info.sport >>> 8;
+      alt[KEY_SPORT + 1] = info.sport & 0xff;
+      alt[KEY_DPORT] = info.dport >>> 8;
+      alt[KEY_DPORT + 1] = info.dport & 0xff;
+      const ref = table.lookup(this.#altWords, nowSec);
+      if (ref < 0 || (ref & 1) === 0) return -1;
+      this.#frags.insert(info.keyWords, info.fragId, ref >>> 1, table.created(ref >>> 1), nowSec);
+      this.stats.replyFirstFragments++;
+      return ref;
+    }
+    const alt = this.#altBytes;
+    alt.set(info.key);
+    alt[KEY_SPORT] = 0;
+    alt[KEY_SPORT + 1] = 0;
+    alt[KEY_DPORT] = 0;
+    alt[KEY_DPORT + 1] = 0;
+    const ref = table.lookup(this.#altWords, nowSec);
+    if (ref < 0 || (ref & 1) === 0) return -1;
+    this.stats.replyThreeTuple++;
+    return ref;
+  }
+
   #toClient(buf: Uint8Array, off: number, csumMode: number, nowSec: number): number {
     const info = this.#info;
     const st = this.stats;
     const table = this.#table;
-    const ref = table.lookup(info.keyWords, nowSec);
+    let ref = table.lookup(info.keyWords, nowSec);
+    if (ref < 0) ref = this.#replyFallback(nowSec);
     if (ref < 0 || (ref & 1) === 0) return this.#drop(ForwardDrop.NO_FLOW);
     const id = ref >>> 1;
     table.touch(id, nowSec, info.tcpFlags, 1);

@@ -452,6 +452,71 @@ test('fragments: a fragmented reply of a fragment flow goes back from the VIP', 
   t.fail('no client landed on a port-keeping backend');
 });
 
+// Replies whose key is not the flow's reply key (src/dataplane/forwarder.ts #replyFallback).
+// A small request and an answer the backend must fragment (DNS with EDNS, any UDP service
+// answering > MTU): the answer's fragments are keyed (backend, client, udp, ports 0).
+for (const v6 of [false, true]) {
+  test(`fragments: a fragmented reply to an unfragmented flow goes back from the VIP, its port restored (${v6 ? 'v6' : 'v4'})`, (t) => {
+    const h = setup();
+    const [c0, v] = v6 ? [CLIENT6, VIP6] : [CLIENT, VIP];
+    const udp = v6 ? P.udp6 : P.udp4;
+    const ports = new Set<string>();
+    for (let i = 0; i < 24; i++) {
+      const cp = 4400 + i;
+      const r = h.send(udp(c0, v, cp, 53, data(20)));
+      t.true(r.emitted);
+      const be = backendOf(h, v, r.out);
+      ports.add(String(be.port));
+      // In order, and with the last fragment delayed behind the first (cache hit for both later ones).
+      const frags = P.fragmentPacket(udp(be.addr, c0, bport(be, 53), cp, data(3000, i)), 1200, 0x900 + i);
+      t.is(frags.length, 3);
+      const order = i % 2 === 0 ? [0, 1, 2] : [0, 2, 1];
+      const outs = order.map((k) => h.send(frags[k]!));
+      t.true(outs.every((o) => o.emitted), `datagram ${i}: ${JSON.stringify(h.drops())}`);
+      const re = P.reassemble(outs.map((o) => o.out));
+      const expected = udp(v, c0, 53, cp, data(3000, i));
+      t.deepEqual(P.checksumErrors(re), [], `datagram ${i}: checksums`);
+      t.is(P.hex(re.subarray(P.layout(re).l4Off)), P.hex(expected.subarray(P.layout(expected).l4Off)), `datagram ${i}: from VIP:53 with the data`);
+      const L = P.layout(re);
+      t.is(formatIp(re, L.srcOff, L.alen), v);
+    }
+    t.true(ports.has('null') && ports.size > 1, `both a port-keeping and a port-rewriting backend answered: ${[...ports]}`);
+    t.is(h.fwd.stats.replyFirstFragments, 24);
+    t.is(h.fwd.stats.replyLaterFragments, 48);
+    t.deepEqual(h.drops(), {});
+  });
+}
+
+test('fragments: a later reply fragment without its first fragment, or of an unknown datagram id, is dropped as no_flow', (t) => {
+  const h = setup();
+  const r = h.send(P.udp4(CLIENT, VIP, 4500, 53, data(20)));
+  const be = backendOf(h, VIP, r.out);
+  const frags = P.fragmentPacket(P.udp4(be.addr, CLIENT, bport(be, 53), 4500, data(3000)), 1200, 0x77);
+  t.false(h.send(frags[1]!).emitted, 'before its first fragment: no flow known yet');
+  t.true(h.send(frags[0]!).emitted);
+  t.true(h.send(frags[2]!).emitted);
+  const other = P.fragmentPacket(P.udp4(be.addr, CLIENT, bport(be, 53), 4500, data(3000)), 1200, 0x78);
+  t.false(h.send(other[2]!).emitted, 'another datagram id');
+  t.deepEqual(h.drops(), { no_flow: 2 });
+});
+
+test('fragments: an unfragmented reply to a flow the client created with fragments goes back from the VIP (3-tuple)', (t) => {
+  const h = setup();
+  for (let i = 2; i < 250; i++) {
+    const c = `10.99.1.${i}`;
+    const outs = P.fragmentPacket(P.udp4(c, VIP, 4000, 53, data(2000)), 1200, 7).map((f) => h.send(f));
+    t.true(outs.every((o) => o.emitted));
+    const be = backendOf(h, VIP, outs[0]!.out);
+    if (be.port !== null) continue;
+    const back = h.send(P.udp4(be.addr, c, 53, 4000, data(40, 3)));
+    t.true(back.emitted, JSON.stringify(h.drops()));
+    t.is(P.hex(back.out), P.hex(P.udp4(VIP, c, 53, 4000, data(40, 3))));
+    t.is(h.fwd.stats.replyThreeTuple, 1);
+    return;
+  }
+  t.fail('no client landed on a port-keeping backend');
+});
+
 // ---------------------------------------------------------------------------------------------
 // Drops: not for us, not served, malformed. Each is counted under exactly one reason, and the
 // next good packet still forwards.
@@ -860,18 +925,7 @@ test('forward-drop names: one per reason', (t) => {
 
 // ---- Known limitations, reported (test.failing: AVA flags them the day they are fixed) ----
 
-test.failing('KNOWN BUG: a fragmented reply to an unfragmented flow is dropped as no_flow', (t) => {
-  // A small UDP query and a large answer the backend must fragment (DNS with EDNS, any UDP
-  // service answering > MTU). The answer's fragments are keyed (backend, client, udp, ports 0),
-  // which is neither a VIP destination nor the flow's reply key backend:53 → client:port.
-  const h = setup();
-  const r = h.send(P.udp4(CLIENT, VIP, 4444, 53, data(20)));
-  const be = backendOf(h, VIP, r.out);
-  const back = P.fragmentPacket(P.udp4(be.addr, CLIENT, bport(be, 53), 4444, data(3000)), 1200, 9).map((f) => h.send(f));
-  t.deepEqual(back.map((b) => b.emitted), [true, true, true], JSON.stringify(h.drops()));
-});
-
-test.failing('KNOWN BUG: the first fragment of a reply from a port-rewrite backend gets source port 0', (t) => {
+test.failing('KNOWN BUG: a reply to a fragmented request from a port-rewrite backend keeps the backend port, not the VIP port', (t) => {
   // A fragment flow is keyed with ports 0, so the VIP port to restore is not in the record:
   // #toClient restores "the forward key's destination port", which is 0.
   const h = setup();
