@@ -7,7 +7,7 @@
  * peers' sockets).
  */
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -170,6 +170,19 @@ test('metrics: counters move after packets (packets, bytes, drops by reason, flo
   // Counters only go up between scrapes.
   const m2 = await scrape(s.base);
   for (const [k, v] of m1) if (k.startsWith('tunlb_') && k.includes('_total')) t.true((m2.get(k) ?? -1) >= v, k);
+});
+
+test('metrics: every tunlb_* metric the endpoint exposes is documented in docs/operations.md "Metrics", and nothing documented is missing', async (t) => {
+  const s = await start(t);
+  const text = (await get(`${s.base}/metrics`)).text;
+  const exposed = new Set([...text.matchAll(/^# HELP (tunlb_[a-z0-9_]+) /gm)].map((m) => m[1]!));
+  t.true(exposed.size > 40, `${exposed.size} metrics`);
+  const doc = readFileSync(join(__dirname, '..', '..', 'docs', 'operations.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('## Metrics'), doc.indexOf('\n## ', doc.indexOf('## Metrics') + 3));
+  const documented = new Set([...section.matchAll(/`(tunlb_[a-z0-9_]+)`/g)].map((m) => m[1]!));
+  t.deepEqual([...exposed].filter((n) => !documented.has(n)), [], 'exposed but not documented');
+  // Peer metrics exist only with peers (tested below); everything else must be exposed here.
+  t.deepEqual([...documented].filter((n) => !exposed.has(n) && !n.startsWith('tunlb_peer_')), [], 'documented but not exposed');
 });
 
 test('admin: /api/v1/status, /api/v1/events, /api/v1/history, /api/v1/stats `at`, and the status page', async (t) => {
