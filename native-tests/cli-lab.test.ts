@@ -302,7 +302,7 @@ rootTest('stats, flows (table, --json, every filter), backends, with live connec
   t.regex(await refused(t, ['flows', '--limit', '0'], 'TUNLB_USAGE', 2), /flows limit/);
   // The API mirrors the flags (curl inside lb1's namespace).
   const api = await execIn('lb1', ['curl', '-sS', '-m', '5', '-w', '\\n%{http_code}', `http://127.0.0.1:9180/api/v1/flows?state=listen`], { timeoutMs: 10_000 });
-  const [apiBody, apiCode] = api.stdout.trimEnd().split('\n');
+  const [apiBody, apiCode] = api.stdout.split('\n').filter((l) => l !== '');
   t.is(apiCode, '400', show(api));
   t.like(JSON.parse(apiBody!), { code: 'TUNLB_USAGE' });
 

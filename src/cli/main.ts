@@ -12,7 +12,11 @@
  *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
  *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused)
  *   tunlb capture --iface IF [--filter BPF] [--count N] [--out F.pcap] [--decode]   packet capture
+ *
+ * The admin subcommands (stats, flows, status, backends, drain, undrain, reload) send the bearer
+ * token of --token-file FILE (or $TUNLB_ADMIN_TOKEN_FILE) when the endpoint has admin.token_file.
  */
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { Balancer } from '../control/balancer';
 import { loadConfig, formatConfigErrors } from '../config';
@@ -82,9 +86,10 @@ export function main(argv: string[]): void {
     .command('stats')
     .description("a balancer's counters, flow-table figures and device features")
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
     .option('--json', 'machine-readable output (one line)')
     .action(async (opts: { admin: string; json?: boolean }) => {
-      const body = await adminCall(opts.admin, 'GET', '/api/v1/stats');
+      const body = await adminCall(opts, 'GET', '/api/v1/stats');
       console.log(opts.json ? JSON.stringify(body) : JSON.stringify(body, null, 2));
     });
 
@@ -92,6 +97,7 @@ export function main(argv: string[]): void {
     .command('flows')
     .description('flows held by a balancer (VIP, primary, backup, backend, state, age), filtered; filters AND together, a comma list inside one is an OR')
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
     .option('--vip <name>', 'flows of this VIP (name or address)')
     .option('--backend <addr>', 'flows to this backend (address in any spelling, IPv4 or IPv6)')
     .option('--client <addr>', 'flows from this client: ADDR, ADDR/PREFIX, ADDR:PORT or [IPv6]:PORT')
@@ -111,7 +117,7 @@ export function main(argv: string[]): void {
         if (v.trim() === '') throw new TunlbError(ErrorCodes.USAGE, `flows --${param}: empty value`);
         params.set(param, v);
       }
-      const body = (await adminCall(opts.admin, 'GET', `/api/v1/flows?${params.toString()}`)) as FlowListing;
+      const body = (await adminCall(opts, 'GET', `/api/v1/flows?${params.toString()}`)) as FlowListing;
       if (opts.json) {
         console.log(JSON.stringify(body));
         return;
@@ -128,9 +134,10 @@ export function main(argv: string[]): void {
     .command('status')
     .description('cluster membership as one balancer sees it: peers, their state, probe RTT, flows by primary; recent events')
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
     .option('--json', 'machine-readable output')
     .action(async (opts: { admin: string; json?: boolean }) => {
-      const body = (await adminCall(opts.admin, 'GET', '/api/v1/status')) as StatusBody;
+      const body = (await adminCall(opts, 'GET', '/api/v1/status')) as StatusBody;
       if (opts.json) {
         console.log(JSON.stringify(body));
         return;
@@ -157,9 +164,10 @@ export function main(argv: string[]): void {
     .command('backends')
     .description("every backend's health, drain mark and eligibility (cluster-wide view of one balancer)")
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
     .option('--json', 'machine-readable output')
     .action(async (opts: { admin: string; json?: boolean }) => {
-      const body = (await adminCall(opts.admin, 'GET', '/api/v1/backends')) as { backends: BackendRow[] };
+      const body = (await adminCall(opts, 'GET', '/api/v1/backends')) as { backends: BackendRow[] };
       if (opts.json) {
         console.log(JSON.stringify(body));
         return;
@@ -178,9 +186,10 @@ export function main(argv: string[]): void {
       .command(`${name} <vip> <address>`)
       .description(desc)
       .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+      .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
       .option('--json', 'machine-readable output')
       .action(async (vip: string, address: string, opts: { admin: string; json?: boolean }) => {
-        const body = (await adminCall(opts.admin, 'POST', `/api/v1/backends/${name}`, { vip, address })) as { changed: boolean };
+        const body = (await adminCall(opts, 'POST', `/api/v1/backends/${name}`, { vip, address })) as { changed: boolean };
         if (opts.json) console.log(JSON.stringify(body));
         else console.log(body.changed ? `${vip} ${address}: ${name}ed` : `${vip} ${address}: already ${name}ed`);
       });
@@ -190,11 +199,12 @@ export function main(argv: string[]): void {
     .command('reload')
     .description('reload the config file of a running balancer (as SIGHUP): VIPs and backends change, established flows stay; an invalid config is refused')
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
     .option('--json', 'machine-readable output')
     .action(async (opts: { admin: string; json?: boolean }) => {
       let body: { error?: string; errors?: string[] } & Record<string, unknown>;
       try {
-        body = (await adminCall(opts.admin, 'POST', '/api/v1/reload')) as typeof body;
+        body = (await adminCall(opts, 'POST', '/api/v1/reload')) as typeof body;
       } catch (e) {
         const b = isTunlbError(e) ? (e.details?.['body'] as typeof body | undefined) : undefined;
         if (b?.errors === undefined) throw e;
@@ -266,13 +276,18 @@ interface BackendRow {
  * One admin API call; returns the JSON body of a 2xx answer. Throws TunlbError(ADMIN) when the
  * endpoint cannot be reached, or with the server's `error` message on a 4xx/5xx answer.
  */
-async function adminCall(admin: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+async function adminCall(opts: AdminOpts, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+  const admin = opts.admin;
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const token = adminToken(opts);
+  if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
   let res: Response;
   let json: { error?: string } & Record<string, unknown>;
   try {
     res = await fetch(`http://${admin}${path}`, {
       method,
-      headers: body !== undefined ? { 'content-type': 'application/json' } : undefined,
+      headers,
       body: body !== undefined ? JSON.stringify(body) : undefined,
     });
     json = (await res.json()) as typeof json;
@@ -284,13 +299,34 @@ async function adminCall(admin: string, method: 'GET' | 'POST', path: string, bo
     if (res.status === 400 && json['code'] === ErrorCodes.USAGE && typeof json.error === 'string') {
       throw new TunlbError(ErrorCodes.USAGE, json.error, { status: res.status, body: json });
     }
-    throw new TunlbError(ErrorCodes.ADMIN, `${admin}${path}: ${json.error ?? `HTTP ${res.status}`}`, { status: res.status, body: json });
+    const hint = res.status === 401 ? ' (pass --token-file FILE or set TUNLB_ADMIN_TOKEN_FILE)' : '';
+    throw new TunlbError(ErrorCodes.ADMIN, `${admin}${path}: ${json.error ?? `HTTP ${res.status}`}${hint}`, { status: res.status, body: json });
   }
   return json;
 }
 
+interface AdminOpts {
+  admin: string;
+  tokenFile?: string;
+}
+
+/** The bearer token from --token-file or $TUNLB_ADMIN_TOKEN_FILE (trimmed), or undefined. */
+function adminToken(opts: AdminOpts): string | undefined {
+  const file = opts.tokenFile ?? process.env['TUNLB_ADMIN_TOKEN_FILE'];
+  if (file === undefined || file === '') return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new TunlbError(ErrorCodes.USAGE, `admin token file ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  if (text === '' || /\s/.test(text)) throw new TunlbError(ErrorCodes.USAGE, `admin token file ${file} must hold one token on one line`);
+  return text;
+}
+
 interface FlowsOpts {
   admin: string;
+  tokenFile?: string;
   limit: string;
   json?: boolean;
   vip?: string;
@@ -305,7 +341,7 @@ interface FlowsOpts {
 }
 
 /** `tunlb flows` options and the GET /api/v1/flows parameters they become. */
-const FLOW_FLAGS: ReadonlyArray<readonly [Exclude<keyof FlowsOpts, 'admin' | 'limit' | 'json'>, string]> = [
+const FLOW_FLAGS: ReadonlyArray<readonly [Exclude<keyof FlowsOpts, 'admin' | 'tokenFile' | 'limit' | 'json'>, string]> = [
   ['vip', 'vip'],
   ['backend', 'backend'],
   ['client', 'client'],

@@ -34,21 +34,23 @@ vips:
   - name: web6
     address: "${VIP6}"
     backends: [{ address: "fd99:3::21" }]
-admin: { listen: "127.0.0.1:9180" }
 log: { level: info }
 `;
+const TOKEN = 'tok-flows-5e1d';
 
 interface Lab {
   b: Balancer;
   dev: FakeTunDevice;
   admin: string;
+  dir: string;
 }
 
 /** One balancer (cluster of one) on a FakeTunDevice, admin on an ephemeral port; 12 flows. */
-async function start(t: import('ava').ExecutionContext): Promise<Lab> {
+async function start(t: import('ava').ExecutionContext, opts: { token?: boolean } = {}): Promise<Lab> {
   const dir = mkdtempSync(join(tmpdir(), 'tunlb-flows-'));
   writeFileSync(join(dir, 'cluster.key'), Buffer.alloc(32, 0x3d), { mode: 0o600 });
-  writeFileSync(join(dir, 'tunlb.yaml'), CONFIG);
+  if (opts.token) writeFileSync(join(dir, 'admin.token'), `${TOKEN}\n`, { mode: 0o600 });
+  writeFileSync(join(dir, 'tunlb.yaml'), `${CONFIG}admin: { listen: "127.0.0.1:9180"${opts.token ? ', token_file: admin.token' : ''} }\n`);
   const dev = new FakeTunDevice({ name: 'tunlb-ftest0', queueLimit: 1000 });
   const lines: string[] = [];
   const b = await Balancer.start({
@@ -70,7 +72,7 @@ async function start(t: import('ava').ExecutionContext): Promise<Lab> {
   const deadline = Date.now() + 5000;
   while (b.table.size < 12 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   t.is(b.table.size, 12, 'twelve flows in the table');
-  return { b, dev, admin };
+  return { b, dev, admin, dir };
 }
 
 async function get(url: string): Promise<{ status: number; body: any }> {
@@ -79,10 +81,10 @@ async function get(url: string): Promise<{ status: number; body: any }> {
 }
 
 /** `tunlb ARGS` from the sources (tsx), bounded in time. */
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   const code = "require('./src/cli/main').main(['node', 'tunlb', ...process.argv.slice(1)])";
   return new Promise((done) => {
-    execFile(process.execPath, ['--import', 'tsx', '-e', code, ...args], { cwd: REPO, timeout: 60_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', '-e', code, ...args], { cwd: REPO, timeout: 60_000, killSignal: 'SIGKILL', env: { ...process.env, TUNLB_ADMIN_TOKEN_FILE: '', ...env } }, (err, stdout, stderr) => {
       const e = err as { code?: number } | null;
       done({ code: e ? (typeof e.code === 'number' ? e.code : -1) : 0, stdout: String(stdout), stderr: String(stderr) });
     });
@@ -156,4 +158,23 @@ test('tunlb flows (CLI): table, --json with filters, one-line [TUNLB_USAGE] erro
   t.is(bad.stderr, 'tunlb: flows filter backend: "srv9" is not an IPv4 or IPv6 address [TUNLB_USAGE]\n');
   t.is(badLimit.code, 2);
   t.is(badLimit.stderr, 'tunlb: flows limit: "lots" is not a whole number in 1..100000 [TUNLB_USAGE]\n');
+});
+
+test('tunlb flows/status (CLI) with an admin token: --token-file or $TUNLB_ADMIN_TOKEN_FILE; without it one [TUNLB_ADMIN] line', async (t) => {
+  const { admin, dir } = await start(t, { token: true });
+  const file = join(dir, 'admin.token');
+  const [none, flag, env, status] = await Promise.all([
+    cli(['flows', '--admin', admin]),
+    cli(['flows', '--admin', admin, '--token-file', file, '--json']),
+    cli(['flows', '--admin', admin, '--proto', 'udp', '--json'], { TUNLB_ADMIN_TOKEN_FILE: file }),
+    cli(['status', '--admin', admin, '--token-file', file]),
+  ]);
+  t.is(none.code, 1);
+  t.regex(none.stderr, /^tunlb: 127\.0\.0\.1:\d+\/api\/v1\/flows\?limit=100: bearer token required.* \(pass --token-file FILE or set TUNLB_ADMIN_TOKEN_FILE\) \[TUNLB_ADMIN\]\n$/);
+  t.is(flag.code, 0, flag.stderr);
+  t.is((JSON.parse(flag.stdout) as { total: number }).total, 12);
+  t.is(env.code, 0, env.stderr);
+  t.is((JSON.parse(env.stdout) as { flows: unknown[] }).flows.length, 3);
+  t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, /^cluster flows-admin-test: seen from lb1 \(serving/);
 });
