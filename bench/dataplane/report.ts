@@ -264,7 +264,8 @@ function dsrReport(dir: string, res: Map<Mb, Values | undefined>): string[] {
       ['tcp1p', 'upload, 1 stream, served by a peer (lb3: lb1 encapsulates to it)'],
       ['tcp1pr', 'download (-R), 1 stream, served by a peer (lb3; only ACKs cross)'],
     ];
-    out.push('DSR, 3 balancers (all pinned to the middlebox core), one iperf3 stream with its data connection pinned (--cport) to a chosen primary:');
+    const pinned = t3.get('tcp1e_cpu_mbcore') !== undefined ? 'all pinned to the middlebox core' : 'not pinned (BENCH_PIN=0)';
+    out.push(`DSR, 3 balancers (${pinned}), one iperf3 stream with its data connection pinned (--cport) to a chosen primary:`);
     out.push('');
     out.push('| test | Gbit/s | retransmits | balancers CPU (% of a core): sum (lb1 / lb2 / lb3) | host busy / softirq | background | data flow in lb1 table | kernel counters (lbN: delta) |');
     out.push('|---|---:|---:|---:|---:|---:|---|---|');
