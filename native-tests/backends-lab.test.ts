@@ -11,13 +11,14 @@
  *   (2) reload with live connections: 45 long-lived TCP echo connections (one message every
  *       50 ms, traffic.ts longlived) and 30 steady UDP flows (one datagram every 100 ms) run
  *       while all three balancers reload (POST /api/v1/reload) a config that reweights web4
- *       (srv1 3, srv3 1), removes srv2, and adds a VIP web4b 10.99.0.11 → srv1, srv3 (the test
- *       routes 10.99.0.11 inside tunlb-router → lb1 and inside tunlb-lb1 → tunlb0, and removes
- *       both routes afterwards; the lab scripts route only 10.99.0.10). Asserts:
+ *       (srv1 3, srv3 1), removes srv2, and adds a VIP web4b 10.99.0.11 → srv1, srv3 (the lab
+ *       scripts route only 10.99.0.10: the test routes 10.99.0.11 inside tunlb-router → lb1 and
+ *       inside tunlb-lb1 → tunlb0, and gives tunlb-client a second address 10.99.1.3 as the
+ *       source towards it (see addVip4bRoutes for why); all removed afterwards). Asserts:
  *         - every TCP connection on a kept backend survives with no reset and no gap ≥ 1 s,
  *           and keeps its backend in the flow tables of all three balancers;
  *         - every TCP connection on srv2 ends with ECONNRESET within 3 s of the reload (reset,
- *           not a hang), and its record is gone from srv2;
+ *           not a hang), and no balancer keeps a record of it on srv2;
  *         - UDP flows on srv2 move to srv1/srv3 (gap < 1 s); the others never change server;
  *         - 2000 new connections split 3:1 over srv1/srv3 (±15 %), none to srv2;
  *         - the new VIP answers (200 connections, srv1/srv3 only).
@@ -65,6 +66,9 @@ const rootTest = nativeSuite('backends lab');
 const VIP4 = '10.99.0.10';
 const VIP4B = '10.99.0.11';
 const CLIENT4 = '10.99.1.2';
+/** A second client address (tunlb-client only), the source towards VIP4B: see addVip4bRoutes. */
+const CLIENT4B = '10.99.1.3';
+const ROUTER_FRONT4 = '10.99.1.1';
 const LB1_LBNET4 = '10.99.2.11';
 const ADMIN = '127.0.0.1:9180';
 const SRV: Record<string, string> = { srv1: '10.99.3.21', srv2: '10.99.3.22', srv3: '10.99.3.23' };
@@ -166,11 +170,23 @@ function allServing(s: ClusterStats | undefined): boolean {
   return !!m && m.status === 'serving' && m.peers.every((p) => p.state === 'self' || (p.state === 'up' && p.status === 'serving'));
 }
 
+/**
+ * Routes for VIP4B, inside lab namespaces only: router → lb1, lb1 → tunlb0, and in the client a
+ * second address CLIENT4B used as the source towards VIP4B. Why a second client address: web4
+ * and web4b share their backends (srv1:80, srv3:80) and tunlb does not rewrite source
+ * addresses or ports, so a connection CLIENT4:P → VIP4B:80 has the same NAT reply key
+ * (srvN:80 → CLIENT4:P) as an earlier CLIENT4:P → VIP4:80 whose record still lingers
+ * (tcp_closing_s = 10 s): the new flow is refused (drop flow_conflict) until that record
+ * expires. Thousands of short connections to VIP4 just before make such source-port reuse
+ * likely; a separate client address keeps the two VIPs' flows apart.
+ */
 async function addVip4bRoutes(): Promise<void> {
   routesAdded = true;
   for (const [ns, argv] of [
     ['tunlb-router', ['route', 'replace', `${VIP4B}/32`, 'via', LB1_LBNET4]],
     ['tunlb-lb1', ['route', 'replace', `${VIP4B}/32`, 'dev', 'tunlb0']],
+    ['tunlb-client', ['addr', 'replace', `${CLIENT4B}/24`, 'dev', 'eth0']],
+    ['tunlb-client', ['route', 'replace', `${VIP4B}/32`, 'via', ROUTER_FRONT4, 'src', CLIENT4B]],
   ] as const) {
     const r = await run('ip', ['-n', ns, ...argv], { timeoutMs: 5000 });
     if (r.code !== 0) throw new Error(`ip -n ${ns} ${argv.join(' ')}: ${r.stderr}`);
@@ -178,7 +194,14 @@ async function addVip4bRoutes(): Promise<void> {
 }
 
 async function removeVip4bRoutes(): Promise<void> {
-  for (const ns of ['tunlb-router', 'tunlb-lb1']) await run('ip', ['-n', ns, 'route', 'del', `${VIP4B}/32`], { timeoutMs: 5000 });
+  for (const [ns, argv] of [
+    ['tunlb-client', ['route', 'del', `${VIP4B}/32`]],
+    ['tunlb-client', ['addr', 'del', `${CLIENT4B}/24`, 'dev', 'eth0']],
+    ['tunlb-lb1', ['route', 'del', `${VIP4B}/32`]],
+    ['tunlb-router', ['route', 'del', `${VIP4B}/32`]],
+  ] as const) {
+    await run('ip', ['-n', ns, ...argv], { timeoutMs: 5000 });
+  }
   routesAdded = false;
 }
 
@@ -437,6 +460,18 @@ rootTest('(2) reload with live connections: reweight, add a VIP, remove a backen
   const ll = startTraffic(['longlived', '--conns', String(CONNS), '--interval-ms', '50', '--duration-s', String(LL_S), '--target', `${VIP4}:7`, '--json'], (LL_S + 20) * 1000);
   const udpSteady = udpClient(['steady', VIP4, '5353', String(UDP_SOCKS), '100', String((LL_S - 5) * 1000)], (LL_S + 15) * 1000);
   let reloadedAll = false;
+  // AVA assertions throw: each part after the reload runs even when an earlier one failed (its
+  // failure is recorded, the first error is rethrown at the end), so one failure does not hide
+  // what happened to the live connections.
+  const failures: unknown[] = [];
+  const part = async (fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (e) {
+      failures.push(e);
+    }
+  };
+  let invalidDone = Number.POSITIVE_INFINITY;
   try {
     const connected = await ll.waitLine(/\d+\/\d+ connected/, 20_000);
     t.truthy(connected, `longlived did not report its connections: ${ll.lines.slice(-10).join('\n')}`);
@@ -480,102 +515,112 @@ rootTest('(2) reload with live connections: reweight, add a VIP, remove a backen
     });
 
     // --- after: kept connections keep their backend; srv2's records are gone ---
-    await sleep(3000);
-    const after = Object.fromEntries(await Promise.all(BALANCERS.map(async (b) => [b, await flowMap(b)] as const))) as Record<string, Map<string, FlowRow>>;
-    for (const b of BALANCERS) {
-      const rows = echoRows(after[b]!);
-      t.log(`after reload, ${b} /api/v1/flows echo connections per backend: ${JSON.stringify(perBackend(rows))} (flow table total ${after[b]!.size})`);
-      const moved = kept.filter((p) => NAME_OF[after[b]!.get(keyOf(p, 7))?.backend ?? ''] !== backendOf.get(p));
-      t.deepEqual(moved, [], `${b}: connections on kept backends whose record is gone or names another backend`);
-      const onOld = onSrv2.filter((p) => after[b]!.get(keyOf(p, 7))?.backend === SRV['srv2']);
-      t.deepEqual(onOld, [], `${b}: records still on the removed backend`);
-    }
-    for (const b of BALANCERS) t.log(`after reload, ${b} /api/v1/backends: ${(await backendsOf(b)).map((x) => `${x.vip} ${NAME_OF[x.backend] ?? x.backend} w${x.weight} ${x.state}`).join(', ')}`);
-
-    // --- new connections follow the new weights; the new VIP answers ---
-    const nc = await newconns(2000);
-    t.true(nc.answered >= 1980, `after the reload only ${nc.answered}/2000 new connections answered (${nc.errors} errors)`);
-    assertShares(t, 'after the reload, TCP new connections (srv1 3, srv3 1, srv2 removed)', nc.answers, { srv1: 3, srv3: 1 });
-    const nb = await newconns(200, `${VIP4B}:80`, 20);
-    t.log(`new VIP ${VIP4B}: ${nb.answered}/200 answered, ${JSON.stringify(nb.answers)}`);
-    t.is(nb.answered, 200, `the new VIP ${VIP4B} answered ${nb.answered}/200 (${nb.errors} errors): ${JSON.stringify(nb.rows.filter((r) => r.error !== null).slice(0, 5))}`);
-    t.deepEqual(Object.keys(nb.answers).filter((s) => s !== 'srv1' && s !== 'srv3'), [], `the new VIP's answers: ${JSON.stringify(nb.answers)}`);
-
-    // --- an invalid config is refused whole; the running config stays ---
-    const gen1 = await Promise.all(BALANCERS.map(generation));
-    writeFileSync(LAB_CONFIG, invalidConfig());
-    const bad = await Promise.all(BALANCERS.map(reload));
-    bad.forEach((r, i) => {
-      const b = BALANCERS[i]!;
-      t.is(r.status, 400, `${b}: the invalid config was not refused: ${r.raw}`);
-      t.is(r.body.code, 'TUNLB_CONFIG_INVALID', `${b}: ${r.raw}`);
-      const errs = (r.body.errors ?? []).join('\n');
-      if (i === 0) t.log(`invalid config refused by ${b}: ${r.body.error}\n${errs}`);
-      t.regex(errs, /vips\[0\]\.backends\[1\]\.address: IPv6 backend fd99:3::23 in IPv4 VIP "web4"/, `${b}: the family error names its field`);
-      t.regex(errs, /vips\[0\]\.backends\[0\]\.weigth: unknown field "weigth".*did you mean "weight"/, `${b}: the misspelled field is named`);
+    await part(async () => {
+      await sleep(3000);
+      const after = Object.fromEntries(await Promise.all(BALANCERS.map(async (b) => [b, await flowMap(b)] as const))) as Record<string, Map<string, FlowRow>>;
+      for (const b of BALANCERS) {
+        const rows = echoRows(after[b]!);
+        t.log(`after reload, ${b} /api/v1/flows echo connections per backend: ${JSON.stringify(perBackend(rows))} (flow table total ${after[b]!.size})`);
+        const moved = kept.filter((p) => NAME_OF[after[b]!.get(keyOf(p, 7))?.backend ?? ''] !== backendOf.get(p));
+        t.deepEqual(moved, [], `${b}: connections on kept backends whose record is gone or names another backend`);
+        const onOld = onSrv2.filter((p) => after[b]!.get(keyOf(p, 7))?.backend === SRV['srv2']);
+        t.deepEqual(onOld, [], `${b}: records still on the removed backend`);
+      }
+      for (const b of BALANCERS) t.log(`after reload, ${b} /api/v1/backends: ${(await backendsOf(b)).map((x) => `${x.vip} ${NAME_OF[x.backend] ?? x.backend} w${x.weight} ${x.state}`).join(', ')}`);
     });
-    const gen2 = await Promise.all(BALANCERS.map(generation));
-    t.deepEqual(gen2, gen1, 'the forwarding generation did not move on the refused reload');
-    const nc2 = await newconns(300);
-    t.true(nc2.answered >= 297, `after the refused reload only ${nc2.answered}/300 answered`);
-    t.deepEqual(Object.keys(nc2.answers).filter((s) => s !== 'srv1' && s !== 'srv3'), [], `after the refused reload: ${JSON.stringify(nc2.answers)}`);
-    t.log(`after the refused reload: 300 new connections ${JSON.stringify(nc2.answers)}`);
-    const b2 = await newconns(50, `${VIP4B}:80`, 10);
-    t.is(b2.answered, 50, `after the refused reload the new VIP answered ${b2.answered}/50`);
-    const invalidDone = Date.now();
+    await part(async () => {
+      // --- new connections follow the new weights; the new VIP answers ---
+      const nc = await newconns(2000);
+      t.true(nc.answered >= 1980, `after the reload only ${nc.answered}/2000 new connections answered (${nc.errors} errors)`);
+      assertShares(t, 'after the reload, TCP new connections (srv1 3, srv3 1, srv2 removed)', nc.answers, { srv1: 3, srv3: 1 });
+      const nb = await newconns(200, `${VIP4B}:80`, 20);
+      t.log(`new VIP ${VIP4B}: ${nb.answered}/200 answered, ${JSON.stringify(nb.answers)}`);
+      t.is(nb.answered, 200, `the new VIP ${VIP4B} answered ${nb.answered}/200 (${nb.errors} errors): ${JSON.stringify(nb.rows.filter((r) => r.error !== null).slice(0, 5))}`);
+      t.deepEqual(Object.keys(nb.answers).filter((s) => s !== 'srv1' && s !== 'srv3'), [], `the new VIP's answers: ${JSON.stringify(nb.answers)}`);
 
-    // --- the live connections over the whole run ---
-    const d = await ll.done;
-    const res = d.json.find((x) => x['mode'] === 'longlived') as unknown as LonglivedResult | undefined;
-    if (res === undefined) {
-      t.fail(`longlived gave no summary (exit ${d.code}): ${d.lines.slice(-10).join('\n')}\n${d.stderr.slice(-1500)}`);
-      return;
-    }
-    const endEpoch = res.startedAtEpochMs + LL_S * 1000;
-    t.true(invalidDone < endEpoch - 1000, `the refused reload and its checks ended ${endEpoch - invalidDone} ms before the long-lived run: too late to show that the connections continued (machine too slow?)`);
-    const byPort = new Map(res.perConn.map((c) => [c.localPort, c]));
-    const keptConns = kept.map((p) => byPort.get(p)!).filter(Boolean);
-    const srv2Conns = onSrv2.map((p) => byPort.get(p)!).filter(Boolean);
-    t.is(keptConns.length + srv2Conns.length, CONNS);
-    const keptBad = keptConns.filter((c) => c.ended !== null);
-    const keptGap = Math.max(...keptConns.map((c) => c.maxStallMs));
-    const worstKept = keptConns.find((c) => c.maxStallMs === keptGap)!;
-    t.log(
-      `long-lived TCP (${CONNS} conns, 50 ms): kept backends ${keptConns.length} conns, ${keptConns.length - keptBad.length} survived, longest gap ${keptGap} ms ` +
-        `(port ${worstKept.localPort}, ended ${((res.startedAtEpochMs + worstKept.maxStallEndedAtMs - reloadStart) / 1000).toFixed(2)} s after the reload started), p50 of per-connection longest gaps ${median(keptConns.map((c) => c.maxStallMs))} ms`,
-    );
-    t.deepEqual(keptBad.map((c) => `${c.localPort}: ${c.ended}`), [], 'connections on kept backends ended');
-    t.true(keptGap < 1000, `a connection on a kept backend stalled ${keptGap} ms`);
-    const cut = srv2Conns.map((c) => ({ port: c.localPort, ended: c.ended, afterReloadMs: c.endedAtMs === null ? null : res.startedAtEpochMs + c.endedAtMs - reloadStart }));
-    t.log(`long-lived TCP on the removed srv2: ${srv2Conns.length} conns: ${JSON.stringify(tally(cut.map((c) => c.ended ?? 'survived')))}; ended after the reload started (ms): ${cut.map((c) => c.afterReloadMs).sort((a, b) => (a ?? 0) - (b ?? 0)).join(', ')}`);
-    for (const c of cut) {
-      t.is(c.ended, 'ECONNRESET', `connection ${c.port} on srv2 did not end with a reset: ${c.ended ?? 'still running at the end'}`);
-      if (c.afterReloadMs !== null) t.true(c.afterReloadMs >= 0 && c.afterReloadMs <= reloadEnd - reloadStart + 3000, `connection ${c.port} on srv2 reset ${c.afterReloadMs} ms after the reload started (bound: the reload + 3 s)`);
-    }
+    });
+    await part(async () => {
+      // --- an invalid config is refused whole; the running config stays ---
+      const gen1 = await Promise.all(BALANCERS.map(generation));
+      writeFileSync(LAB_CONFIG, invalidConfig());
+      const bad = await Promise.all(BALANCERS.map(reload));
+      bad.forEach((r, i) => {
+        const b = BALANCERS[i]!;
+        t.is(r.status, 400, `${b}: the invalid config was not refused: ${r.raw}`);
+        t.is(r.body.code, 'TUNLB_CONFIG_INVALID', `${b}: ${r.raw}`);
+        const errs = (r.body.errors ?? []).join('\n');
+        if (i === 0) t.log(`invalid config refused by ${b}: ${r.body.error}\n${errs}`);
+        t.regex(errs, /vips\[0\]\.backends\[1\]\.address: IPv6 backend fd99:3::23 in IPv4 VIP "web4"/, `${b}: the family error names its field`);
+        t.regex(errs, /vips\[0\]\.backends\[0\]\.weigth: unknown field "weigth".*did you mean "weight"/, `${b}: the misspelled field is named`);
+      });
+      const gen2 = await Promise.all(BALANCERS.map(generation));
+      t.deepEqual(gen2, gen1, 'the forwarding generation did not move on the refused reload');
+      const nc2 = await newconns(300);
+      t.true(nc2.answered >= 297, `after the refused reload only ${nc2.answered}/300 answered`);
+      t.deepEqual(Object.keys(nc2.answers).filter((s) => s !== 'srv1' && s !== 'srv3'), [], `after the refused reload: ${JSON.stringify(nc2.answers)}`);
+      t.log(`after the refused reload: 300 new connections ${JSON.stringify(nc2.answers)}`);
+      const b2 = await newconns(50, `${VIP4B}:80`, 10);
+      t.is(b2.answered, 50, `after the refused reload the new VIP answered ${b2.answered}/50`);
+      invalidDone = Date.now();
+    });
 
-    // --- UDP flows: srv2's moved, the others untouched ---
-    const ur = await udpSteady;
-    const us = parseLastJson<{ startedAt: number; endedAt: number; socks: SteadySock[] }>(ur, 'udp steady');
-    const moved = us.socks.filter((s) => s.runs[0]?.name === 'srv2');
-    const stay = us.socks.filter((s) => s.runs[0]?.name !== 'srv2');
-    const uGap = Math.max(...us.socks.map((s) => s.maxGap));
-    t.log(
-      `UDP steady (${UDP_SOCKS} flows, 100 ms): ${moved.length} started on srv2 -> ${JSON.stringify(tally(moved.map((s) => s.runs.map((r) => r.name).join('>'))))}; ` +
-        `${stay.length} others -> ${JSON.stringify(tally(stay.map((s) => s.runs.map((r) => r.name).join('>'))))}; longest gap ${uGap} ms`,
-    );
-    t.true(us.socks.every((s) => s.answers > 0), 'every UDP flow was answered');
-    for (const s of stay) {
-      t.is(s.runs.length, 1, `UDP flow ${s.port} changed server: ${JSON.stringify(s.runs)}`);
-      t.true(s.maxGap < 1000, `UDP flow ${s.port} (${s.runs[0]?.name}) had a ${s.maxGap} ms gap`);
-    }
-    for (const s of moved) {
-      const names = s.runs.map((r) => r.name);
-      t.true(names.length === 2 && (names[1] === 'srv1' || names[1] === 'srv3'), `UDP flow ${s.port} on srv2 went ${names.join(' > ')} (expected srv2 > srv1|srv3)`);
-      t.true(s.runs[0]!.last <= reloadEnd + 500 && s.runs[1] !== undefined && s.runs[1].first >= reloadStart, `UDP flow ${s.port} switched outside the reload: ${JSON.stringify(s.runs)} (reload ${reloadStart}..${reloadEnd})`);
-      t.true(s.maxGap < 1000, `UDP flow ${s.port} moved from srv2 with a ${s.maxGap} ms gap`);
-    }
+    await part(async () => {
+      // --- the live connections over the whole run ---
+      const d = await ll.done;
+      const res = d.json.find((x) => x['mode'] === 'longlived') as unknown as LonglivedResult | undefined;
+      if (res === undefined) {
+        t.fail(`longlived gave no summary (exit ${d.code}): ${d.lines.slice(-10).join('\n')}\n${d.stderr.slice(-1500)}`);
+        return;
+      }
+      const endEpoch = res.startedAtEpochMs + LL_S * 1000;
+      t.true(invalidDone < endEpoch - 1000, `the refused reload and its checks ended ${endEpoch - invalidDone} ms before the long-lived run: too late to show that the connections continued (machine too slow?)`);
+      const byPort = new Map(res.perConn.map((c) => [c.localPort, c]));
+      const keptConns = kept.map((p) => byPort.get(p)!).filter(Boolean);
+      const srv2Conns = onSrv2.map((p) => byPort.get(p)!).filter(Boolean);
+      t.is(keptConns.length + srv2Conns.length, CONNS);
+      const keptBad = keptConns.filter((c) => c.ended !== null);
+      const keptGap = Math.max(...keptConns.map((c) => c.maxStallMs));
+      const worstKept = keptConns.find((c) => c.maxStallMs === keptGap)!;
+      t.log(
+        `long-lived TCP (${CONNS} conns, 50 ms): kept backends ${keptConns.length} conns, ${keptConns.length - keptBad.length} survived, longest gap ${keptGap} ms ` +
+          `(port ${worstKept.localPort}, ended ${((res.startedAtEpochMs + worstKept.maxStallEndedAtMs - reloadStart) / 1000).toFixed(2)} s after the reload started), p50 of per-connection longest gaps ${median(keptConns.map((c) => c.maxStallMs))} ms`,
+      );
+      t.deepEqual(keptBad.map((c) => `${c.localPort}: ${c.ended}`), [], 'connections on kept backends ended');
+      t.true(keptGap < 1000, `a connection on a kept backend stalled ${keptGap} ms`);
+      const cut = srv2Conns.map((c) => ({ port: c.localPort, ended: c.ended, afterReloadMs: c.endedAtMs === null ? null : res.startedAtEpochMs + c.endedAtMs - reloadStart }));
+      t.log(`long-lived TCP on the removed srv2: ${srv2Conns.length} conns: ${JSON.stringify(tally(cut.map((c) => c.ended ?? 'survived')))}; ended after the reload started (ms): ${cut.map((c) => c.afterReloadMs).sort((a, b) => (a ?? 0) - (b ?? 0)).join(', ')}`);
+      for (const c of cut) {
+        t.is(c.ended, 'ECONNRESET', `connection ${c.port} on srv2 did not end with a reset: ${c.ended ?? 'still running at the end'}`);
+        if (c.afterReloadMs !== null) t.true(c.afterReloadMs >= 0 && c.afterReloadMs <= reloadEnd - reloadStart + 3000, `connection ${c.port} on srv2 reset ${c.afterReloadMs} ms after the reload started (bound: the reload + 3 s)`);
+      }
+
+    });
+    await part(async () => {
+      // --- UDP flows: srv2's moved, the others untouched ---
+      const ur = await udpSteady;
+      const us = parseLastJson<{ startedAt: number; endedAt: number; socks: SteadySock[] }>(ur, 'udp steady');
+      const moved = us.socks.filter((s) => s.runs[0]?.name === 'srv2');
+      const stay = us.socks.filter((s) => s.runs[0]?.name !== 'srv2');
+      const uGap = Math.max(...us.socks.map((s) => s.maxGap));
+      t.log(
+        `UDP steady (${UDP_SOCKS} flows, 100 ms): ${moved.length} started on srv2 -> ${JSON.stringify(tally(moved.map((s) => s.runs.map((r) => r.name).join('>'))))}; ` +
+          `${stay.length} others -> ${JSON.stringify(tally(stay.map((s) => s.runs.map((r) => r.name).join('>'))))}; longest gap ${uGap} ms`,
+      );
+      t.true(us.socks.every((s) => s.answers > 0), 'every UDP flow was answered');
+      for (const s of stay) {
+        t.is(s.runs.length, 1, `UDP flow ${s.port} changed server: ${JSON.stringify(s.runs)}`);
+        t.true(s.maxGap < 1000, `UDP flow ${s.port} (${s.runs[0]?.name}) had a ${s.maxGap} ms gap`);
+      }
+      for (const s of moved) {
+        const names = s.runs.map((r) => r.name);
+        t.true(names.length === 2 && (names[1] === 'srv1' || names[1] === 'srv3'), `UDP flow ${s.port} on srv2 went ${names.join(' > ')} (expected srv2 > srv1|srv3)`);
+        t.true(s.runs[0]!.last <= reloadEnd + 500 && s.runs[1] !== undefined && s.runs[1].first >= reloadStart, `UDP flow ${s.port} switched outside the reload: ${JSON.stringify(s.runs)} (reload ${reloadStart}..${reloadEnd})`);
+        t.true(s.maxGap < 1000, `UDP flow ${s.port} moved from srv2 with a ${s.maxGap} ms gap`);
+      }
+    });
     const cs = await Promise.all(BALANCERS.map(statsOrUndefined));
     t.log(`counters after: ${BALANCERS.map((b, i) => `${b} secondChance ${cs[i]?.counters.secondChancePackets} tcpResetBackendDown ${(cs[i]?.counters as Record<string, unknown> | undefined)?.['tcpResetBackendDown']} drops ${JSON.stringify(cs[i]?.counters.drops)}`).join('; ')}`);
+    if (failures.length > 0) throw failures[0];
   } finally {
     ll.kill();
     await udpSteady.catch(() => undefined);
