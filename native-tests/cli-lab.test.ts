@@ -294,6 +294,7 @@ rootTest('stats, flows (table, --json, every filter), backends, with live connec
   t.true(lim.truncated);
   const limText = await ok(t, ['flows', '--state', 'established', '--limit', '2']);
   t.regex(limText, /^truncated: listing stopped at --limit 2; more flows match/m);
+  t.log(`tunlb flows --state established --limit 2:\n${limText}`);
   // Refused filters: one line, exit 2, the stable code.
   t.regex(await refused(t, ['flows', '--vip', 'web9'], 'TUNLB_USAGE', 2), /no VIP "web9"/);
   t.regex(await refused(t, ['flows', '--backend', '10.99.3.99'], 'TUNLB_USAGE', 2), /10\.99\.3\.99 is not a backend of any VIP/);
@@ -338,6 +339,10 @@ async function drainedEverywhere(address: string, want: boolean): Promise<boolea
 rootTest('drain / undrain: the mark reaches every balancer, new connections avoid the drained backend', async (t) => {
   if (!labUp(t)) return;
   const target = '10.99.3.22';
+  // The long-lived echo connections (previous test) that run on the backend about to be drained.
+  const onTarget = async (): Promise<FlowRow[]> =>
+    (await json<FlowListing>(t, ['flows', '--backend', target, '--state', 'established', '--limit', '1000'])).flows.filter((f) => f.key.endsWith(`${VIP4}:7`));
+  const before = await onTarget();
   try {
     t.is((await ok(t, ['drain', 'web4', target])).trim(), `web4 ${target}: drained`);
     t.true(await poll(() => drainedEverywhere(target, true), 20_000, 300), 'drained on lb1, lb2 and lb3');
@@ -348,6 +353,14 @@ rootTest('drain / undrain: the mark reaches every balancer, new connections avoi
     const answers = await newConns(t, 24);
     t.is(answers[SERVER_OF[target]!] ?? 0, 0, `no new connection to the drained ${SERVER_OF[target]}: ${JSON.stringify(answers)}`);
     t.true((answers['srv1'] ?? 0) > 0 && (answers['srv3'] ?? 0) > 0, JSON.stringify(answers));
+    // Existing flows stay: the echo connections on the drained backend are still there and moving.
+    const during = await onTarget();
+    t.log(`echo connections on ${target}: ${before.length} before the drain, ${during.length} while drained`);
+    for (const f of before) {
+      const now = during.find((x) => x.key === f.key);
+      t.truthy(now, `${f.key} still on ${target} while drained`);
+      if (now) t.true(now.packets > f.packets, `${f.key}: packets ${f.packets} -> ${now.packets}`);
+    }
   } finally {
     const u = await tunlb(['undrain', 'web4', target]);
     t.is(u.code, 0, show(u));
