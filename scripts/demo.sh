@@ -292,7 +292,8 @@ for b in lb1 lb2 lb3; do
 done
 echo "   (tun rx: packets read from the balancer's TUN device; to/from peers: packets encapsulated"
 echo "    between balancers (lb1 receives everything and hands each flow to its primary); failover:"
-echo "    packets sent to a flow's backup because its primary was dead)"
+echo "    packets sent to a flow's backup because its primary was dead). lb2 and lb3 read little from"
+echo "    their own TUN device: the router sends the VIP to lb1, and the servers answer through lb1"
 
 echo
 echo "   bringing $VICTIM back (scripts/lab.sh start $VICTIM): it pulls the flow table from a live peer"
