@@ -25,7 +25,7 @@ cluster: { id: flows-admin-test, key_file: cluster.key }
 balancers:
   - { id: lb1, address: 10.99.2.11 }
 tun: { name: tunlb-ftest0, batch: 8 }
-flow_table: { capacity: 1024 }
+flow_table: { capacity: 1024, timeouts: { tcp_syn_s: 3600, udp_s: 3600 } }   # no flow expires during a slow run
 vips:
   - name: web4
     address: ${VIP}
