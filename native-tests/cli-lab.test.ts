@@ -269,7 +269,7 @@ rootTest('stats, flows (table, --json, every filter), backends, with live connec
   };
   const echoFlows = echo.flows.filter((f) => f.key.endsWith(`${VIP4}:7`));
   await check(['--vip', 'web4'], (f) => f.vip === 'web4', echoFlows);
-  t.is((await check(['--vip', 'web6'], (f) => f.vip === 'web6', [])).flows.length, 0, 'no IPv6 traffic was sent');
+  await check(['--vip', 'web6'], (f) => f.vip === 'web6' && f.key.includes('[fd99::10]'), []); // lab.sh up's own IPv6 check, if not expired yet
   await check(['--backend', sample.backend], (f) => f.backend === sample.backend, [sample]);
   await check(['--backend', `::ffff:${sample.backend}`], (f) => f.backend === sample.backend, [sample]);
   await check(['--client', CLIENT4], (f) => f.key.includes(` ${CLIENT4}:`), echoFlows);
@@ -277,7 +277,7 @@ rootTest('stats, flows (table, --json, every filter), backends, with live connec
   const one = await check(['--client', `${CLIENT4}:${clientPort}`], (f) => f.key.startsWith(`tcp ${CLIENT4}:${clientPort} `), [sample]);
   t.is(one.flows.length, 1);
   await check(['--proto', 'tcp'], (f) => f.key.startsWith('tcp '), echoFlows);
-  t.is((await check(['--proto', 'udp'], (f) => f.key.startsWith('udp '), [])).flows.length, 0, 'no UDP traffic was sent');
+  await check(['--proto', 'udp'], (f) => f.key.startsWith('udp '), []);
   await check(['--primary', sample.primary], (f) => f.primary === sample.primary, [sample]);
   await check(['--backup', sample.backup], (f) => f.backup === sample.backup, [sample]);
   await check(['--state', 'established'], (f) => f.stateName === 'tcp_established', echoFlows);
