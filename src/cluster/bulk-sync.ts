@@ -70,6 +70,8 @@ export interface SyncHost {
   /** Schedules the next step (default setImmediate). */
   readonly defer: (fn: () => void) => void;
   readonly log?: SyncLogger | undefined;
+  /** A balancer's name for log lines (default "balancer N"). */
+  readonly peerName?: ((index: number) => string) | undefined;
 }
 
 export interface SyncLogger {
@@ -87,6 +89,11 @@ export interface SyncResult {
 
 /** Upper bounds of the syncStepHistogram buckets (the last bucket is everything longer). */
 export const SYNC_STEP_BUCKETS_MS: readonly number[] = [0.5, 1, 2, 5, 10];
+
+/** "lb2" (the host's peerName) or "balancer 1", for log lines. */
+function peerLabel(host: SyncHost, index: number): string {
+  return host.peerName?.(index) ?? `balancer ${index}`;
+}
 
 export class SyncStats {
   syncRequestsReceived = 0;
@@ -234,7 +241,7 @@ export class BulkSyncServer {
     }
     if (this.jobs.size >= this.maxJobs) {
       this.stats.syncBusy++;
-      this.host.log?.warn({ event: 'sync_busy', peer, requestId }, `bulk sync request from balancer ${peer} dropped: ${this.jobs.size} syncs running`);
+      this.host.log?.warn({ event: 'sync_busy', peer, requestId }, `bulk sync request from ${peerLabel(this.host, peer)} dropped: ${this.jobs.size} syncs running`);
       return;
     }
     const cursor = Number.isInteger(fromCursor) && fromCursor > 0 && fromCursor < this.host.table.capacity ? fromCursor : 0;
@@ -252,7 +259,7 @@ export class BulkSyncServer {
       startedMs: performance.now(),
     };
     this.jobs.set(jobKey, job);
-    this.host.log?.info({ event: 'sync_serve_start', peer, requestId, fromCursor: cursor }, `bulk sync to balancer ${peer} started`);
+    this.host.log?.info({ event: 'sync_serve_start', peer, requestId, fromCursor: cursor }, `bulk sync to ${peerLabel(this.host, peer)} started`);
     this.host.defer(() => this.step(jobKey, job));
   }
 
@@ -287,7 +294,7 @@ export class BulkSyncServer {
       this.stats.syncJobsCompleted++;
       this.host.log?.info(
         { event: 'sync_serve_done', peer: job.peer, requestId: job.requestId, records: job.total, chunks: job.chunkIndex, ms: Math.round(performance.now() - job.startedMs) },
-        `bulk sync to balancer ${job.peer}: ${job.total} records in ${job.chunkIndex} chunks`,
+        `bulk sync to ${peerLabel(this.host, job.peer)}: ${job.total} records in ${job.chunkIndex} chunks`,
       );
       return;
     }
@@ -383,12 +390,12 @@ export class BulkSyncClient {
       this.pending.set(requestId, p);
       p.timer = setTimeout(() => {
         const got = p.doneIndex < 0 ? 'no done chunk' : `${p.chunks}/${p.doneIndex + 1} chunks`;
-        this.fail(p, `bulk sync from balancer ${peer} timed out after ${timeoutMs} ms (${got}, ${p.records} records): retry with another peer`);
+        this.fail(p, `bulk sync from ${peerLabel(this.host, peer)} timed out after ${timeoutMs} ms (${got}, ${p.records} records): retry with another peer`);
       }, timeoutMs);
       try {
         this.host.sendTo(peer, this.host.signer.seal('syncRequest', { requestId, fromCursor: 0 }));
       } catch (e) {
-        this.fail(p, `bulk sync request to balancer ${peer} could not be sent: ${String(e)}`);
+        this.fail(p, `bulk sync request to ${peerLabel(this.host, peer)} could not be sent: ${String(e)}`);
       }
     });
   }
@@ -415,7 +422,7 @@ export class BulkSyncClient {
       if (p.records === p.total) {
         this.finish(p);
       } else {
-        this.fail(p, `bulk sync from balancer ${sender}: received ${p.records} records, the peer sent ${p.total}`);
+        this.fail(p, `bulk sync from ${peerLabel(this.host, sender)}: received ${p.records} records, the peer sent ${p.total}`);
       }
     }
   }
@@ -430,7 +437,7 @@ export class BulkSyncClient {
     if (p.timer !== undefined) clearTimeout(p.timer);
     this.stats.syncsCompleted++;
     const r: SyncResult = { records: p.records, chunks: p.chunks, elapsedMs: performance.now() - p.startedMs };
-    this.host.log?.info({ event: 'sync_done', peer: p.peer, ...r }, `bulk sync from balancer ${p.peer}: ${r.records} records in ${r.chunks} chunks`);
+    this.host.log?.info({ event: 'sync_done', peer: p.peer, ...r }, `bulk sync from ${peerLabel(this.host, p.peer)}: ${r.records} records in ${r.chunks} chunks`);
     p.resolve(r);
   }
 

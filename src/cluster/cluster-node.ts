@@ -82,6 +82,7 @@ export class ClusterNode {
       table: opts.table,
       selfIndex: opts.selfIndex,
       balancerCount: c.balancers.length,
+      balancerIds: c.balancers.map((b) => b.id),
       forwarding: opts.forwarding,
       signer: channel.signer,
       broadcast: (d) => channel.broadcast(d),

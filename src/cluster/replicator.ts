@@ -127,6 +127,8 @@ export interface ReplicatorOptions {
   /** This balancer's index (0..balancerCount-1). */
   selfIndex: number;
   balancerCount: number;
+  /** Balancer ids by index, for log lines (default "balancer N"). */
+  balancerIds?: readonly string[];
   /** The current forwarding table (reply keys for learnt records, generation). */
   forwarding: () => ForwardingTable;
   /** One per process; seals every envelope. */
@@ -376,6 +378,7 @@ export class Replicator {
       applyRecord: (sender, rec) => this.#applySafe(sender, rec),
       defer: opts.defer ?? ((fn) => setImmediate(fn)),
       log: opts.log,
+      peerName: (i) => opts.balancerIds?.[i] ?? `balancer ${i}`,
     };
     this.#syncServer = new BulkSyncServer(host, this.stats, {
       ...(opts.syncMaxJobs !== undefined ? { maxJobs: opts.syncMaxJobs } : {}),
