@@ -198,6 +198,8 @@ const DSR_ROWS: Row[] = [
   { metric: 'UDP request/response p50 (µs)', key: 'rr_udp_p50_us', fmt: us, cmp: 'diff' },
   { metric: 'TCP upload 1 stream: retransmits', key: 'tcp1_retransmits', fmt: int },
   { metric: 'TCP download 1 stream: retransmits', key: 'tcp1r_retransmits', fmt: int },
+  { metric: "TCP upload 1 stream: dropped at lb1's TUN queue (packets)", key: 'tcp1_tun_dropped', fmt: int },
+  { metric: "TCP download 1 stream: dropped at lb1's TUN queue (packets)", key: 'tcp1r_tun_dropped', fmt: int },
   { metric: 'TCP upload 1 stream: balancer process CPU (% of a core)', key: 'tcp1_cpu_mb', fmt: pct },
   { metric: 'TCP upload 4 streams: balancer process CPU', key: 'tcp4_cpu_mb', fmt: pct },
   { metric: 'TCP download 1 stream: balancer process CPU', key: 'tcp1r_cpu_mb', fmt: pct },

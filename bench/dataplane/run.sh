@@ -270,13 +270,14 @@ udp_once() { # udp_once MB
   kv "$mb" udp_tun_dropped $(($(tun_drops) - d0))
 }
 tcp_once() { # tcp_once MB TEST STREAMS [iperf3 args...]   (TEST: tcp1, tcp4r, ...; see TCP_ARGS)
-  local mb=$1 t=$2 p=$3; shift 3
-  snmp_snap "$OUT/.snmp0"
+  local mb=$1 t=$2 p=$3 d0; shift 3
+  snmp_snap "$OUT/.snmp0"; d0=$(tun_drops)
   cpu_begin
   ip netns exec "$CL" "${PIN_GEN[@]}" timeout $((SECS + 15)) iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -t "$SECS" -P "$p" -J "$@" \
     >"$OUT/$mb-$t.json" 2>"$OUT/$mb-$t.err" || log "$mb: iperf3 -P $p $* failed (see $OUT/$mb-$t.json)"
   cpu_end "$mb" "$t"
   snmp_snap "$OUT/.snmp1"; snmp_delta "$mb" "$t"
+  kv "$mb" "${t}_tun_dropped" $(($(tun_drops) - d0))   # packets the kernel dropped at lb1's TUN queue
   # The balancers' flow table right after the test (3-balancer DSR: who served the data flow).
   if [[ $mb == tunlb-dsr3 ]]; then
     ip netns exec "$LB" curl -s -m 2 "http://127.0.0.1:9180/api/v1/flows?limit=100000" >"$OUT/$mb-$t.flows.json" 2>/dev/null || true
