@@ -234,7 +234,10 @@ rootTest('stats, flows (table, --json, every filter), backends, with live connec
   t.true(stats.counters.rxPackets > 0 && stats.counters.txPackets > 0, JSON.stringify(stats.counters));
   t.deepEqual(stats.forwarding.vips.map((v) => v.name), ['web4', 'web6']);
   const statsText = await ok(t, ['stats']);
-  t.regex(statsText, /^\{\n {2}"id": "lb1",/, 'stats: readable JSON');
+  t.regex(statsText, /^balancer +lb1 in cluster lab, up \S+, serving \(incarnation \d+/, statsText);
+  t.regex(statsText, /^flows +\d+ active of [\d,]+; /m);
+  for (const peer of ['lb2', 'lb3']) t.regex(statsText, new RegExp(`^peer +${peer} +up +serving +rtt \\d+\\.\\d+ ms$`, 'm'), statsText);
+  t.regex(statsText, /^vip +web4 10\.99\.0\.10 nat → 10\.99\.3\.21 10\.99\.3\.22 10\.99\.3\.23$/m);
 
   // flows: table
   const table = await ok(t, ['flows']);
@@ -347,7 +350,8 @@ rootTest('drain / undrain: the mark reaches every balancer, new connections avoi
     t.is((await ok(t, ['drain', 'web4', target])).trim(), `web4 ${target}: drained`);
     t.true(await poll(() => drainedEverywhere(target, true), 20_000, 300), 'drained on lb1, lb2 and lb3');
     const text = await ok(t, ['backends'], 'lb2');
-    t.regex(text, new RegExp(`^web4 +${target.replace(/\./g, '\\.')} .*drained \\(no new flows\\)`, 'm'), text);
+    // draining, with the drain timeout's deadline (lab: drain_timeout_s default 300).
+    t.regex(text, new RegExp(`^web4 +${target.replace(/\./g, '\\.')} +w1 +draining +health=healthy until \\d\\d:\\d\\d:\\d\\dZ \\(in [45]m\\d+s\\) \\(no new flows\\) +drained by operator on lb1$`, 'm'), text);
     t.is((await ok(t, ['drain', 'web4', target, '--json'])).trim(), JSON.stringify({ changed: false, event: null }));
     t.is((await ok(t, ['drain', 'web4', target])).trim(), `web4 ${target}: already drained`);
     const answers = await newConns(t, 24);

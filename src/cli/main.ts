@@ -22,6 +22,8 @@ import { Balancer } from '../control/balancer';
 import { loadConfig, formatConfigErrors } from '../config';
 import { isTunlbError, ErrorCodes, TunlbError } from '../errors';
 import { FLOW_STATE_NAMES, MAX_FLOW_LIMIT, parseFlowLimit, type FlowListing, type FlowRow } from '../control/flow-listing';
+import { formatStats } from './stats-text';
+import { LOG_LEVELS } from '../config/schema';
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';
 
@@ -38,7 +40,7 @@ export function main(argv: string[]): void {
     .description('run one balancer: read its TUN device, balance VIP flows to backends, write packets back')
     .requiredOption('-c, --config <file>', 'cluster configuration (YAML or JSON)')
     .requiredOption('-i, --id <id>', "this balancer's id in the config's balancers list")
-    .addOption(new Option('--log-level <level>', 'override log.level').choices(['trace', 'debug', 'info', 'warn', 'error']))
+    .addOption(new Option('--log-level <level>', 'override log.level').choices([...LOG_LEVELS]))
     .option('--admin <host:port>', 'override admin.listen ("off" to disable)')
     .action(async (opts: { config: string; id: string; logLevel?: string; admin?: string }) => {
       // Signals are handled from the start: one that arrives while the balancer is still
@@ -90,7 +92,7 @@ export function main(argv: string[]): void {
     .option('--json', 'machine-readable output (one line)')
     .action(async (opts: { admin: string; json?: boolean }) => {
       const body = await adminCall(opts, 'GET', '/api/v1/stats');
-      console.log(opts.json ? JSON.stringify(body) : JSON.stringify(body, null, 2));
+      console.log(opts.json ? JSON.stringify(body) : formatStats(body));
     });
 
   program
@@ -174,12 +176,12 @@ export function main(argv: string[]): void {
       }
       for (const x of body.backends) {
         const addr = `${x.backend}${x.port !== null ? `:${x.port}` : ''}`;
-        console.log(`${x.vip.padEnd(12)} ${addr.padEnd(28)} w${String(x.weight).padEnd(4)} ${x.state.padEnd(9)} health=${x.health}${x.drained ? ' drained' : ''}${x.eligible ? '' : ' (no new flows)'}  ${x.reason}`);
+        console.log(`${x.vip.padEnd(12)} ${addr.padEnd(28)} w${String(x.weight).padEnd(4)} ${x.state.padEnd(9)} health=${x.health}${drainNote(x, Date.now())}${x.eligible ? '' : ' (no new flows)'}  ${x.reason}`);
       }
     });
 
   for (const [name, desc] of [
-    ['drain', 'drain a backend cluster-wide: no new flows, existing flows stay'],
+    ['drain', "drain a backend cluster-wide: no new flows; existing flows stay until they end or the VIP's drain_timeout_s passes (then they are cut)"],
     ['undrain', 'end the drain of a backend (cluster-wide)'],
   ] as const) {
     program
@@ -268,8 +270,18 @@ interface BackendRow {
   state: string;
   health: string;
   drained: boolean;
+  /** Wall ms; null when not drained or without a drain timeout (older balancers: absent). */
+  drainDeadlineMs?: number | null;
   eligible: boolean;
   reason: string;
+}
+
+/** " until 12:04:31Z (in 4m10s)" for a draining backend with a drain timeout, else "". */
+function drainNote(x: BackendRow, nowMs: number): string {
+  if (x.state !== 'draining' || typeof x.drainDeadlineMs !== 'number') return '';
+  const left = Math.max(0, Math.round((x.drainDeadlineMs - nowMs) / 1000));
+  const at = new Date(x.drainDeadlineMs).toISOString().slice(11, 19);
+  return ` until ${at}Z (in ${left >= 60 ? `${Math.floor(left / 60)}m` : ''}${left % 60}s)`;
 }
 
 /**

@@ -1,0 +1,82 @@
+/**
+ * `tunlb stats` for people: the admin endpoint's snapshot (src/control/snapshot.ts,
+ * GET /api/v1/stats) as a few aligned lines. Pure: object in, string out; `--json` prints the
+ * snapshot itself. Tolerates missing fields (an older balancer answers with fewer).
+ */
+
+interface Snapshot {
+  id?: string;
+  cluster?: string;
+  uptimeS?: number;
+  device?: { name?: string; mtu?: number; features?: Record<string, unknown> };
+  flows?: { active?: number; capacity?: number; created?: number; expired?: number; refusedFull?: number; earlyDrops?: number; conflicts?: number };
+  counters?: Record<string, unknown> & { drops?: Record<string, number> };
+  membership?: null | {
+    status?: string;
+    incarnation?: number;
+    syncedFrom?: string | null;
+    peers?: Array<{ id?: string; state?: string; status?: string; rttMs?: number | null; live?: boolean }>;
+    replication?: Record<string, unknown>;
+    controlRejected?: Record<string, number>;
+  };
+  forwarding?: { generation?: number; vips?: Array<{ name?: string; address?: string; method?: string; backends?: string[] }> };
+}
+
+const n = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+
+/** 1234567 → "1,234,567". */
+function num(v: unknown): string {
+  return Math.round(n(v)).toLocaleString('en-US');
+}
+
+function duration(s: number): string {
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = Math.floor(s % 60);
+  return d > 0 ? `${d}d${h}h${m}m` : h > 0 ? `${h}h${m}m${sec}s` : m > 0 ? `${m}m${sec}s` : `${sec}s`;
+}
+
+/** The nonzero entries of a counter map as "name=value, ..." (or "none"). */
+function nonzero(m: Record<string, number> | undefined): string {
+  const parts = Object.entries(m ?? {})
+    .filter(([, v]) => n(v) > 0)
+    .sort((a, b) => n(b[1]) - n(a[1]))
+    .map(([k, v]) => `${k}=${num(v)}`);
+  return parts.length > 0 ? parts.join(', ') : 'none';
+}
+
+export function formatStats(body: unknown): string {
+  const s = (body ?? {}) as Snapshot;
+  const c = s.counters ?? {};
+  const f = s.flows ?? {};
+  const lines: string[] = [];
+  const row = (label: string, value: string): void => {
+    lines.push(`${label.padEnd(12)} ${value}`);
+  };
+  const ms = s.membership;
+  row('balancer', `${s.id ?? '?'} in cluster ${s.cluster ?? '?'}, up ${duration(n(s.uptimeS))}${ms ? `, ${ms.status ?? '?'} (incarnation ${ms.incarnation ?? '?'}${ms.syncedFrom ? `, synced from ${ms.syncedFrom}` : ''})` : ', no peers'}`);
+  const feats = Object.entries(s.device?.features ?? {})
+    .filter(([, v]) => v === true)
+    .map(([k]) => k);
+  row('device', `${s.device?.name ?? '?'} mtu ${s.device?.mtu ?? '?'}${feats.length > 0 ? ` (${feats.join(', ')})` : ''}`);
+  row('packets in', `${num(c['rxPackets'])} from TUN (${num(c['rxBytes'])} B), ${num(c['peerRxPackets'])} from peers`);
+  row('packets out', `${num(c['forwardPackets'])} to backends, ${num(c['replyPackets'])} to clients, ${num(c['peerTxPackets'])} to peers`);
+  row('flows', `${num(f.active)} active of ${num(f.capacity)}; ${num(f.created)} created here, ${num(f.expired)} expired; refused: full ${num(f.refusedFull)}, early drop ${num(f.earlyDrops)}, conflict ${num(f.conflicts)}`);
+  row('failover', `${num(c['failoverPackets'])} packets via a backup, ${num(c['secondChancePackets'])} second-chance`);
+  row('backend down', `${num(c['tcpResetBackendDown'])} TCP flows reset, ${num(c['udpMovedBackendDown'])} UDP/ICMP flows moved`);
+  row('drops', nonzero(c.drops));
+  if (ms) {
+    const r = ms.replication ?? {};
+    row('records', `${num(r['recordsSent'])} sent in ${num(r['datagramsSent'])} datagrams, ${num(r['recordsReceived'])} received, ${num(r['applied'])} applied`);
+    row('rejected', nonzero(ms.controlRejected));
+    for (const p of ms.peers ?? []) {
+      if (p.state === 'self') continue;
+      row('peer', `${(p.id ?? '?').padEnd(8)} ${(p.state ?? '?').padEnd(8)} ${(p.status ?? '?').padEnd(8)} ${p.rttMs !== null && p.rttMs !== undefined ? `rtt ${p.rttMs.toFixed(2)} ms` : 'rtt -'}${p.live ? '' : ' (not live)'}`);
+    }
+  }
+  const fw = s.forwarding;
+  for (const v of fw?.vips ?? []) row('vip', `${v.name ?? '?'} ${v.address ?? '?'} ${v.method ?? '?'} → ${(v.backends ?? []).join(' ')}`);
+  if (fw) row('generation', String(fw.generation ?? '?'));
+  return lines.join('\n');
+}

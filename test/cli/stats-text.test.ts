@@ -1,0 +1,55 @@
+/** `tunlb stats` human output (src/cli/stats-text.ts) from an admin snapshot. */
+import test from 'ava';
+import { formatStats } from '../../src/cli/stats-text';
+
+const snapshot = {
+  id: 'lb1',
+  cluster: 'lab',
+  uptimeS: 3725,
+  device: { name: 'tunlb0', mtu: 1500, features: { vnetHdr: true, multiQueue: true, tso: false } },
+  flows: { active: 1234, capacity: 1048576, created: 5000, expired: 3766, refusedFull: 0, earlyDrops: 0, conflicts: 2 },
+  counters: {
+    rxPackets: 1_000_000, rxBytes: 640_000_000, txPackets: 990_000, peerRxPackets: 12, peerTxPackets: 300,
+    forwardPackets: 600_000, replyPackets: 389_000, failoverPackets: 7, secondChancePackets: 1,
+    tcpResetBackendDown: 3, udpMovedBackendDown: 4, drops: { no_flow: 10, truncated: 2, port_not_served: 0 },
+  },
+  membership: {
+    status: 'serving', incarnation: 42, syncedFrom: 'lb2',
+    peers: [
+      { id: 'lb1', state: 'self', status: 'serving', rttMs: null, live: true },
+      { id: 'lb2', state: 'up', status: 'serving', rttMs: 0.123, live: true },
+      { id: 'lb3', state: 'dead', status: 'serving', rttMs: null, live: false },
+    ],
+    replication: { recordsSent: 900, datagramsSent: 20, recordsReceived: 1800, applied: 1700 },
+    controlRejected: { bad_mac: 0, replay: 5 },
+  },
+  forwarding: { generation: 3, vips: [{ name: 'web4', address: '10.99.0.10', method: 'nat', backends: ['10.99.3.21', '10.99.3.22'] }] },
+};
+
+test('stats text: one labelled line per aspect, counters with separators, nonzero drops only, peers but not self', (t) => {
+  const lines = formatStats(snapshot).split('\n');
+  t.deepEqual(lines, [
+    'balancer     lb1 in cluster lab, up 1h2m5s, serving (incarnation 42, synced from lb2)',
+    'device       tunlb0 mtu 1500 (vnetHdr, multiQueue)',
+    'packets in   1,000,000 from TUN (640,000,000 B), 12 from peers',
+    'packets out  600,000 to backends, 389,000 to clients, 300 to peers',
+    'flows        1,234 active of 1,048,576; 5,000 created here, 3,766 expired; refused: full 0, early drop 0, conflict 2',
+    'failover     7 packets via a backup, 1 second-chance',
+    'backend down 3 TCP flows reset, 4 UDP/ICMP flows moved',
+    'drops        no_flow=10, truncated=2',
+    'records      900 sent in 20 datagrams, 1,800 received, 1,700 applied',
+    'rejected     replay=5',
+    'peer         lb2      up       serving  rtt 0.12 ms',
+    'peer         lb3      dead     serving  rtt - (not live)',
+    'vip          web4 10.99.0.10 nat → 10.99.3.21 10.99.3.22',
+    'generation   3',
+  ]);
+});
+
+test('stats text: a balancer without peers and with fields missing still prints, without throwing', (t) => {
+  const out = formatStats({ id: 'solo', cluster: 'c', uptimeS: 5, membership: null });
+  t.regex(out, /^balancer +solo in cluster c, up 5s, no peers$/m);
+  t.regex(out, /^drops +none$/m);
+  t.notThrows(() => formatStats(null));
+  t.notThrows(() => formatStats({ counters: { drops: null } }));
+});
