@@ -40,6 +40,8 @@ const TITLE: Record<Mb, string> = {
   'kernel-dsr': 'kernel route DSR',
   'tunlb-dsr3': 'tunlb DSR, 3 balancers',
 };
+/** The client's node name (scripts/lab-topology.sh LAB_CLIENT): its kernel counters' prefix in <mb>.kv. */
+const CLIENT = 'client';
 /** Titles in the DSR table, where tunlb and kernel are the NAT peers. */
 const DSR_TITLE: Record<(typeof DSR_MBS)[number], string> = {
   'tunlb-dsr': 'tunlb DSR',
@@ -249,6 +251,16 @@ function dsrReport(dir: string, res: Map<Mb, Values | undefined>): string[] {
           `${compare(row, tv, n?.get(row.key))} | ${compare(row, n?.get(row.key), kn?.get(row.key))} |`,
       );
     }
+    // The TCP ends' kernel counters (client, srv1) behind the retransmits, per test.
+    for (const m of DSR_MBS) {
+      const v = res.get(m);
+      if (v === undefined) continue;
+      for (const tst of ['tcp1', 'tcp1r', 'tcp4', 'tcp4r']) {
+        const c = [...v.entries()].filter(([key]) => key.startsWith(`${tst}_snmp_${CLIENT}_`) || key.startsWith(`${tst}_snmp_srv1_`));
+        if (c.length === 0) continue;
+        out.push(`- ${DSR_TITLE[m]}, ${tst} (${v.get(`${tst}_retransmits`) ?? '?'} retransmits): ${c.map(([key, x]) => `${key.slice(`${tst}_snmp_`.length).replace('_', ' ')} ${x}`).join(', ')}`);
+      }
+    }
     out.push('');
   }
   const t3 = res.get('tunlb-dsr3');
@@ -274,7 +286,7 @@ function dsrReport(dir: string, res: Map<Mb, Values | undefined>): string[] {
     for (const [k, what] of tests) {
       const bps = t3.get(`${k}_bps`);
       const snmp = [...t3.entries()]
-        .filter(([key]) => key.startsWith(`${k}_snmp_`))
+        .filter(([key]) => key.startsWith(`${k}_snmp_lb`))
         .map(([key, x]) => `${key.slice(`${k}_snmp_`.length).replace('_', ' ')}: ${x}`)
         .join(', ');
       const g = (key: string): string => {

@@ -287,12 +287,20 @@ tcp_once() { # tcp_once MB TEST STREAMS [iperf3 args...]   (TEST: tcp1, tcp4r, .
 # The iperf3 tests: name -> "STREAMS [iperf3 args]". r = reversed (-R: the server sends, the
 # client receives; under DSR the data then bypasses the balancer and only ACKs cross it).
 declare -A TCP_ARGS=([tcp1]="1" [tcp4]="4" [tcp1r]="1 -R" [tcp4r]="4 -R")
-# Kernel counters of the balancer namespaces around each TCP test (/proc/net/snmp is per
-# namespace): IP fragmentation and UDP receive-buffer drops (the encapsulated hop to a peer).
+# Kernel counters around each TCP test (/proc/net/snmp and netstat are per namespace): in the
+# balancer namespaces (SNMP_NS), IP fragmentation and UDP receive-buffer drops (the encapsulated
+# hop to a peer); in the client and srv1 (the TCP ends), why segments were retransmitted (loss
+# detection, timeouts, spurious retransmits reported by D-SACK, reordering, receive-side drops).
 SNMP_NS=()
-snmp_snap() { # snmp_snap FILE: "ns counter value" for SNMP_NS
+SNMP_TCP_NS=("$LAB_CLIENT" srv1)
+snmp_snap() { # snmp_snap FILE: "ns counter value" for SNMP_NS and SNMP_TCP_NS
   local n
   : >"$1"
+  for n in "${SNMP_TCP_NS[@]}"; do
+    ip netns exec "$LAB_NS_PREFIX$n" cat /proc/net/netstat 2>/dev/null | awk -v ns="$n" '
+      $1 == "TcpExt:" && !h { for (i = 2; i <= NF; i++) k[i] = $i; h = 1; next }
+      $1 == "TcpExt:" { for (i = 2; i <= NF; i++) if (k[i] ~ /^(TCPLostRetransmit|TCPTimeouts|TCPSpuriousRTOs|TCPDSACKRecv|TCPDSACKOfoRecv|TCPSACKReorder|TCPTSReorder|TCPRcvQDrop|TCPOFODrop|TCPBacklogDrop|TCPZeroWindowDrop|PruneCalled|TCPFastRetrans|TCPSlowStartRetrans|TCPLossProbes|TCPLossProbeRecovery|TCPDSACKUndo|TCPSpuriousRtxHostQueues)$/) print ns, k[i], $i }' >>"$1" || true
+  done
   for n in "${SNMP_NS[@]}"; do
     ip netns exec "$LAB_NS_PREFIX$n" cat /proc/net/snmp 2>/dev/null | awk -v ns="$n" '
       $1 == "Ip:" && !ih { for (i = 2; i <= NF; i++) h[i] = $i; ih = 1; next }
