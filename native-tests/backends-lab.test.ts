@@ -20,7 +20,9 @@
  *         - every TCP connection on srv2 ends with ECONNRESET within 3 s of the reload (reset,
  *           not a hang), and no balancer keeps a record of it on srv2;
  *         - UDP flows on srv2 move to srv1/srv3 (gap < 1 s); the others never change server;
- *         - 2000 new connections split 3:1 over srv1/srv3 (±15 %), none to srv2;
+ *         - 2000 new connections split 3:1 over srv1/srv3 (±15 %; counted over those that got
+ *           a fresh record: a reused 5-tuple whose old record lingers follows that record),
+ *           none to srv2;
  *         - the new VIP answers (200 connections, srv1/srv3 only).
  *       Then an invalid config (an IPv6 backend in the IPv4 VIP and a misspelled field) is
  *       refused by every balancer with HTTP 400 naming both field paths; the forwarding
