@@ -28,6 +28,9 @@
  *   tunlb_flows_active, tunlb_flows_capacity
  *   tunlb_flows_created_total                                  flows decided by this balancer
  *   tunlb_flows_expired_total, tunlb_flows_refused_total{reason=table_full|early_drop|conflict}
+ *   tunlb_flows_taken_over_total                               closing TCP records that yielded their reply key
+ *   tunlb_syn_reuse_rebound_total                              new TCP connections on a lingering record moved off
+ *                                                              a backend that takes no new flows
  *   tunlb_records_sent_total{op=create|refresh|delete}, tunlb_record_datagrams_sent_total
  *   tunlb_records_received_total
  *   tunlb_records_applied_total{result=applied|updated|adopted|decision_kept|deleted}
@@ -204,6 +207,7 @@ export class Metrics {
     gauge('tunlb_flows_capacity', 'Flow table capacity', () => t.capacity);
     counter('tunlb_flows_created_total', 'Flows decided by this balancer (new-flow decisions)', () => st.flowsCreated);
     counter('tunlb_flows_expired_total', 'Flow records removed after their idle timeout', () => t.expired);
+    counter('tunlb_flows_taken_over_total', "Closing/closed TCP records removed because a new flow needed their reply key (two VIPs sharing a backend)", () => t.takeovers);
     counterBy('tunlb_flows_refused_total', 'Flows not inserted (table_full), evicted early (early_drop) or clashing with another flow (conflict)', 'reason', () => [
       ['table_full', t.refusedFull],
       ['early_drop', t.earlyDrops],
@@ -289,6 +293,7 @@ export class Metrics {
       ['later_fragment', st.replyLaterFragments],
       ['three_tuple', st.replyThreeTuple],
     ]);
+    counter('tunlb_syn_reuse_rebound_total', 'New TCP connections (SYN) on a lingering record whose backend takes no new flows, moved to the current pick', () => st.synReuseRebound);
     counter('tunlb_second_chance_packets_total', 'Mid-stream packets without a record sent to their ranked primary', () => st.secondChancePackets);
     counter('tunlb_event_loop_stalls_total', 'Probe ticks that ran late (event-loop stalls; not counted against peers)', () => ms?.stalls ?? 0);
     counter('tunlb_event_loop_stall_seconds_total', 'Total lateness of late probe ticks, seconds', () => (ms?.stallMs ?? 0) / 1000);

@@ -13,7 +13,7 @@ export interface BalancerSnapshot {
   startedAt: string;
   uptimeS: number;
   device: { name: string; mtu: number; features: object; stats: object };
-  flows: { active: number; capacity: number; created: number; expired: number; refusedFull: number; earlyDrops: number; conflicts: number };
+  flows: { active: number; capacity: number; created: number; expired: number; refusedFull: number; earlyDrops: number; conflicts: number; takeovers: number };
   counters: {
     rxPackets: number;
     rxBytes: number;
@@ -28,6 +28,8 @@ export interface BalancerSnapshot {
     /** Flows on a backend that went down (src/dataplane/forwarder.ts "Backend down"). */
     tcpResetBackendDown: number;
     udpMovedBackendDown: number;
+    /** New TCP connections on a lingering record moved off a backend that takes no new flows. */
+    synReuseRebound: number;
     /** Replies matched by a fallback key (src/dataplane/forwarder.ts #replyFallback). */
     replyFirstFragments: number;
     replyLaterFragments: number;
@@ -72,6 +74,7 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
       refusedFull: t.refusedFull,
       earlyDrops: t.earlyDrops,
       conflicts: t.conflicts,
+      takeovers: t.takeovers,
     },
     counters: {
       rxPackets: st.rxPackets,
@@ -86,6 +89,7 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
       secondChancePackets: st.secondChancePackets,
       tcpResetBackendDown: st.tcpResetBackendDown,
       udpMovedBackendDown: st.udpMovedBackendDown,
+      synReuseRebound: st.synReuseRebound,
       replyFirstFragments: st.replyFirstFragments,
       replyLaterFragments: st.replyLaterFragments,
       replyThreeTuple: st.replyThreeTuple,

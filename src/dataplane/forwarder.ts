@@ -56,6 +56,15 @@
  *   when they serve it (their tables pick the same new backend); the removal is not
  *   replicated (their copies expire).
  *
+ * Connection reuse: a new connection (a SYN without ACK or RST) on a 5-tuple whose record
+ * lingers (the client reused its port: TIME_WAIT reuse, a NAT in front of many clients) and
+ * names a backend that takes no new flows (draining, drained, unhealthy, removed, weight 0) is
+ * moved to the backend the table picks now, as IPVS's conn_reuse_mode does, instead of
+ * reaching a drained backend or being reset: the record is re-bound (#rebind; counted:
+ * synReuseRebound). Every balancer holding the record applies the same rule to the same
+ * packet and table, so they agree; the flow's primary replicates the new decision. Any other
+ * packet of an existing flow keeps its recorded backend.
+ *
  * Packets from peers (processPeerBatch) take steps 1-4 and 7-8 only: they are accepted only
  * from configured balancers' addresses, a decision in the header is adopted for a flow this
  * balancer does not hold yet, and they are never forwarded again.
@@ -72,7 +81,7 @@ import { NO_BACKEND } from '../cluster/backend-table';
 import { FlowTable, InsertResult } from '../flow';
 import type { PacketBatch } from './packet-batch';
 import { VNET_HDR_LEN, VNET_F_NEEDS_CSUM } from './packet-batch';
-import { type ForwardingTable, findVip, KEEP_PORT, METHOD_DSR } from './forwarding-table';
+import { type ForwardingTable, findVip, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from './forwarding-table';
 import { ForwardDrop, FORWARD_DROP_COUNT } from './forward-drop';
 import {
   EncapInfo,
@@ -110,6 +119,7 @@ const TCP_ACK = 0x10;
 /** processPacket-internal: #backendDown rewrote the packet into a TCP RST to emit. */
 const RST_EMITTED = -2;
 const F_FROM_PEER = FlowFlags.FROM_PEER;
+const F_REPLICATED = FlowFlags.REPLICATED;
 const TCP_SYN = 0x02;
 /** Largest UDP payload a peer datagram can carry (IPv4: 65535 - 20 - 8). */
 const MAX_UDP_PAYLOAD = 65507;
@@ -204,6 +214,12 @@ export class ForwarderStats {
   tcpResetBackendDown = 0;
   /** UDP/ICMP flows moved to another backend because theirs was down. */
   udpMovedBackendDown = 0;
+  /**
+   * New TCP connections (a SYN without ACK) on a 5-tuple whose lingering record names a backend
+   * that takes no new flows (draining, down, weight 0), moved to the table's pick ("Connection
+   * reuse").
+   */
+  synReuseRebound = 0;
   /**
    * Replies matched although their key was not the flow's reply key (docs/design.md
    * "Fragments"): the first fragment of a fragmented reply by its full 5-tuple, a later
@@ -445,6 +461,17 @@ export class Forwarder {
       // A client→VIP packet can only match a forward key: reply keys have a backend source.
       if ((ref & 1) !== 0) return this.#drop(ForwardDrop.FLOW_CONFLICT);
       id = ref >>> 1;
+      if (proto === IPPROTO_TCP && (info.tcpFlags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN) {
+        // Connection reuse: a SYN on a lingering record whose backend takes no new flows.
+        const upv = ft.backendUp[table.vip(id)];
+        if (table.vip(id) !== vip || upv === undefined || (upv[table.backend(id)]! & BACKEND_ELIGIBLE) === 0) {
+          const nb = ft.backendTables[vip]!.lookup(flowHash(this.#hashKey, key));
+          if (nb === NO_BACKEND) return this.#drop(ForwardDrop.NO_BACKEND);
+          id = this.#rebind(id, vip, nb, nowSec, false);
+          if (id < 0) return Action.DROP;
+          st.synReuseRebound++;
+        }
+      }
     } else {
       if (info.isIcmpError !== 0) return this.#drop(ForwardDrop.ICMP_ERROR_NO_FLOW);
       const e = this.#encap;
@@ -819,15 +846,39 @@ export class Forwarder {
       this.#drop(ForwardDrop.NO_BACKEND);
       return -1;
     }
+    const nid = this.#rebind(id, vip, nb, nowSec, true);
+    if (nid >= 0) this.stats.udpMovedBackendDown++;
+    return nid;
+  }
+
+  /**
+   * Moves flow `id` (this packet's forward key) to backend `nb` of `vip`, keeping its primary
+   * and backup. NAT: the reply key changes with the backend, so the record is re-inserted
+   * (entry id, packet count and created time restart; a peer-learnt flag is kept). DSR: the
+   * decision is updated in place. `ready`: hand a flow decided here to the replication sink
+   * at once (else the usual threshold applies). Returns the flow's id, or -1 (drop counted).
+   * Every balancer that holds the record and sees the packet makes the same move: `nb` comes
+   * from the forwarding table, which is the same everywhere.
+   */
+  #rebind(id: number, vip: number, nb: number, nowSec: number, ready: boolean): number {
+    const info = this.#info;
+    const table = this.#table;
+    const ft = this.#ft;
     const primary = table.primary(id);
     const backup = table.backup(id);
-    const fromPeer = table.flags(id) & F_FROM_PEER;
+    // The flow's primary owns the new decision (replicates it; peers adopt a primary's record);
+    // anyone else keeps a peer-learnt record peer-learnt (the primary makes the same move).
+    const fromPeer = primary !== this.#selfIndex ? table.flags(id) & F_FROM_PEER : 0;
     if (ft.vipMethod[vip] === METHOD_DSR) {
       table.setDecision(id, primary, backup, nb);
-      this.stats.udpMovedBackendDown++;
+      if (table.vip(id) !== vip) table.setVip(id, vip);
+      if (fromPeer === 0) {
+        // In place: forget "replicated" too, so the new decision is sent again.
+        table.updateFlags(id, 0, F_FROM_PEER | F_REPLICATED);
+        if (ready && this.#sink !== undefined) this.#sink.flowReady(id);
+      }
       return id;
     }
-    // The reply key changes with the backend: re-insert (the forward key is this packet's).
     if (!replyKeyOf(ft, vip, nb, info.key, 0, this.#replyBytes)) {
       this.#drop(ForwardDrop.NO_BACKEND);
       return -1;
@@ -840,8 +891,7 @@ export class Forwarder {
     }
     table.touch(nid, nowSec, 0, 0);
     if (fromPeer !== 0) table.updateFlags(nid, F_FROM_PEER, 0);
-    else if (this.#sink !== undefined) this.#sink.flowReady(nid);
-    this.stats.udpMovedBackendDown++;
+    else if (ready && this.#sink !== undefined) this.#sink.flowReady(nid);
     return nid;
   }
 

@@ -23,6 +23,10 @@ export const KEEP_PORT = -1;
 export const METHOD_NAT = 0;
 export const METHOD_DSR = 1;
 
+/** backendUp bits (ForwardingTable.backendUp). */
+export const BACKEND_UP = 1;
+export const BACKEND_ELIGIBLE = 2;
+
 /** Per-backend eligibility for new flows, decided by the control plane (health, drain). */
 export type BackendEligibility = (vip: VipConfig, backendIndex: number) => boolean;
 /** Per-backend "up" for existing flows (false: unhealthy or removed; draining is up). */
@@ -48,9 +52,12 @@ export interface ForwardingTable {
   /** Per VIP: destination port per backend, or KEEP_PORT. */
   readonly backendPort: readonly Int32Array[];
   /**
-   * Per VIP: 1 per backend unless it is down (unhealthy; a reload's tombstone of a removed
-   * backend). Draining backends stay up. Existing flows on a down backend get the forwarder's
-   * backend-down treatment (TCP reset, UDP/ICMP moved: src/dataplane/forwarder.ts).
+   * Per VIP, per backend: 0 when it is down (unhealthy, drained past its drain timeout, a
+   * reload's tombstone of a removed backend), else BACKEND_UP, plus BACKEND_ELIGIBLE when it
+   * takes new flows (healthy, not draining, weight > 0). Existing flows on a down backend get
+   * the forwarder's backend-down treatment (TCP reset, UDP/ICMP moved); a new TCP connection
+   * (SYN) on a lingering record of a backend that is not eligible is moved to the table's
+   * pick (src/dataplane/forwarder.ts "Connection reuse").
    */
   readonly backendUp: readonly Uint8Array[];
   readonly ranking: BalancerRanking;
@@ -99,12 +106,14 @@ export function buildForwardingTable(
     const addrs = new Uint8Array(vip.backends.length * 16);
     const ports = new Int32Array(vip.backends.length);
     const ups = new Uint8Array(vip.backends.length);
-    for (let i = 0; i < ups.length; i++) ups[i] = up(vip, i) ? 1 : 0;
     backendUp.push(ups);
     const specs = vip.backends.map((b, i) => {
       addrs.set(b.address.bytes, i * 16);
       ports[i] = b.port === null ? KEEP_PORT : b.port;
-      return { id: backendId(vip, i), weight: b.weight, eligible: b.weight > 0 && eligible(vip, i) };
+      const isUp = up(vip, i);
+      const takesNew = isUp && b.weight > 0 && eligible(vip, i);
+      ups[i] = isUp ? BACKEND_UP | (takesNew ? BACKEND_ELIGIBLE : 0) : 0;
+      return { id: backendId(vip, i), weight: b.weight, eligible: takesNew };
     });
     const prevTable = previous && previous.config.vips[v]?.name === vip.name ? previous.backendTables[v] : undefined;
     backendTables.push(buildBackendTable(specs, hashKey, generation, prevTable));

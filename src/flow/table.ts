@@ -108,7 +108,7 @@ export const FlowFlags = {
 export const TcpFlags = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;
 
 /** Why an entry is being removed, second argument of the expire callback. */
-export const ExpireReason = { IDLE: 0, EARLY_DROP: 1 } as const;
+export const ExpireReason = { IDLE: 0, EARLY_DROP: 1, TAKEOVER: 2 } as const;
 
 export type ExpireCallback = (entryId: number, reason: number) => void;
 
@@ -161,6 +161,7 @@ const TCP_RST = 0x04;
 const TCP_ACK = 0x10;
 const REASON_IDLE = 0;
 const REASON_EARLY_DROP = 1;
+const REASON_TAKEOVER = 2;
 // Checked once at load: the mirrors above must equal the exported enums.
 if (
   ST_FREE !== FlowState.FREE || ST_SYN_SEEN !== FlowState.TCP_SYN_SEEN || ST_ESTABLISHED !== FlowState.TCP_ESTABLISHED ||
@@ -168,7 +169,7 @@ if (
   F_REPLICATED !== FlowFlags.REPLICATED || F_FROM_PEER !== FlowFlags.FROM_PEER || F_SEEN_REPLY !== FlowFlags.SEEN_REPLY ||
   F_NO_REPLY_KEY !== FlowFlags.NO_REPLY_KEY || TCP_FIN !== TcpFlags.FIN || TCP_SYN !== TcpFlags.SYN ||
   TCP_RST !== TcpFlags.RST || TCP_ACK !== TcpFlags.ACK || REASON_IDLE !== ExpireReason.IDLE ||
-  REASON_EARLY_DROP !== ExpireReason.EARLY_DROP
+  REASON_EARLY_DROP !== ExpireReason.EARLY_DROP || REASON_TAKEOVER !== ExpireReason.TAKEOVER
 ) {
   throw new Error('src/flow/table.ts: hot-path constants out of sync with the exported enums');
 }
@@ -196,6 +197,8 @@ export class FlowTable {
   deleted = 0;
   /** Entries removed by the full policy's early drop. */
   earlyDrops = 0;
+  /** Closing/closed TCP entries removed because a new flow needed their reply key. */
+  takeovers = 0;
   hits = 0;
   misses = 0;
   /** insert() results EXISTS / REPLY_CONFLICT. */
@@ -314,7 +317,12 @@ export class FlowTable {
    * primary/backup are u8, vip/backend u16 (0xffff = none).
    *
    * Returns the entryId (>= 0), or InsertResult.FULL / EXISTS / REPLY_CONFLICT (< 0).
-   * An expired entry holding either key is removed first (as by lookup).
+   * An expired entry holding either key is removed first (as by lookup). A TCP entry in
+   * TCP_CLOSING / TCP_CLOSED that holds the new reply key as ITS reply key is removed too
+   * (expire callback with reason TAKEOVER; counted in `takeovers`): two VIPs sharing a backend
+   * give a client port's connections to each the same reply key, and the backend can only
+   * accept the new connection once the old one has ended there (Linux conntrack lets a new
+   * SYN replace a TIME_WAIT entry the same way). A live entry in any other state conflicts.
    */
   insert(
     fwdKey: Uint32Array,
@@ -337,13 +345,13 @@ export class FlowTable {
     let ri = 0;
     for (;;) {
       const r0 = this.removals;
-      fi = this.probeForInsert(fwdKey, hf, nowSec);
+      fi = this.probeForInsert(fwdKey, hf, nowSec, 0);
       if (fi < 0) {
         this.conflicts++;
         return InsertResult.EXISTS;
       }
       if (replyKey !== null) {
-        ri = this.probeForInsert(replyKey, hr, nowSec);
+        ri = this.probeForInsert(replyKey, hr, nowSec, 1);
         if (ri < 0) {
           this.conflicts++;
           return InsertResult.REPLY_CONFLICT;
@@ -399,7 +407,7 @@ export class FlowTable {
    * key is absent, or -1 when a live entry holds it (lastConflictRef set). An expired holder is
    * removed and the probe restarts.
    */
-  private probeForInsert(k: Uint32Array, h: number, nowSec: number): number {
+  private probeForInsert(k: Uint32Array, h: number, nowSec: number, takeover: number): number {
     const refBits = this.refBits;
     const tag = Math.imul(h, TAG_MIX) >>> refBits;
     const refMask = this.refMask;
@@ -415,6 +423,13 @@ export class FlowTable {
         if (this.keyEquals(base + (ref & 1) * R_REPLY, k)) {
           if (nowSec > this.rec[base + R_DEADLINE]!) {
             this.expireEntry(ref >>> 1, REASON_IDLE, this.onExpireDefault);
+            i = h & mask;
+            continue;
+          }
+          const st = this.rec[base + R_META]! & 0xff;
+          if (takeover !== 0 && (ref & 1) !== 0 && (st === ST_CLOSING || st === ST_CLOSED)) {
+            // A closing/closed TCP flow's reply key yields to a new flow (see insert()).
+            this.expireEntry(ref >>> 1, REASON_TAKEOVER, this.onExpireDefault);
             i = h & mask;
             continue;
           }
@@ -470,11 +485,12 @@ export class FlowTable {
     return true;
   }
 
-  /** Callback, then unlink. Counts in `expired` (IDLE) or `earlyDrops` (EARLY_DROP). */
+  /** Callback, then unlink. Counts in `expired` (IDLE), `earlyDrops` (EARLY_DROP) or `takeovers`. */
   private expireEntry(id: number, reason: number, cb: ExpireCallback | undefined): void {
     if (cb !== undefined) cb(id, reason);
     this.unlinkEntry(id);
     if (reason === REASON_IDLE) this.expired++;
+    else if (reason === REASON_TAKEOVER) this.takeovers++;
     else this.earlyDrops++;
   }
 

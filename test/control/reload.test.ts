@@ -323,5 +323,5 @@ test('drain timeout: flows stay while draining; past drain_timeout_s the backend
 
   // Undrain: back to healthy, new flows may go there again.
   t.is((await call(`http://${s.admin}/api/v1/backends/undrain`, 'POST', { vip: 'web4', address: '10.99.3.22' })).status, 200);
-  t.true(await until(() => s.b.health.stateOf(0, 1) === 'healthy' && s.b.forwarder.forwarding.backendUp[0]![1] === 1));
+  t.true(await until(() => s.b.health.stateOf(0, 1) === 'healthy' && s.b.forwarder.forwarding.backendUp[0]![1] === 3), 'up (1) and eligible (2) again');
 });

@@ -118,16 +118,16 @@ for (const v6 of [false, true]) {
     t.is(h.table.size, 0, 'flow removed');
     t.is(h.fwd.stats.tcpResetBackendDown, 1);
 
-    // No ACK (a retransmitted SYN of a flow on a down backend): seq 0, RST|ACK, ack = SEG.SEQ + SEG.LEN.
+    // No ACK (a segment without ACK, not a SYN): seq 0, RST|ACK, ack = SEG.SEQ + SEG.LEN.
     h.markDown(vipName, -1);
     const [syn2] = h.run([tcp(client, vipAddr, 40002, 80, P.TCP_SYN, undefined, { seq: 5000 })]);
     const be2 = h.config.vips.find((v) => v.name === vipName)!.backends.findIndex((b) => b.address.text === dst(syn2!));
     h.markDown(vipName, be2);
-    const [r2] = h.run([tcp(client, vipAddr, 40002, 80, P.TCP_SYN, undefined, { seq: 5000 })]);
+    const [r2] = h.run([tcp(client, vipAddr, 40002, 80, P.TCP_PSH, new Uint8Array(10), { seq: 5001 })]);
     t.deepEqual(P.checksumErrors(r2!), []);
     const L2 = P.layout(r2!);
     t.is(u32(r2!, L2.l4Off + 4), 0);
-    t.is(u32(r2!, L2.l4Off + 8), 5001);
+    t.is(u32(r2!, L2.l4Off + 8), 5011);
     t.is(r2![L2.l4Off + 13], P.TCP_RST | P.TCP_ACK);
     // A client RST is not answered.
     const [syn3] = h.run([tcp(client, vipAddr, 40003, 80, P.TCP_SYN)]);
@@ -173,5 +173,62 @@ for (const v6 of [false, true]) {
     const [seg] = h.run([tcp(client, vipAddr, 42001, 80, P.TCP_ACK, undefined, { seq: 1, ack: 2 })]);
     t.is(dst(seg!), vip.backends[be]!.address.text);
     t.is(h.fwd.stats.tcpResetBackendDown, 0);
+  });
+}
+
+// Connection reuse (src/dataplane/forwarder.ts): a new connection (SYN, no ACK) on a 5-tuple whose
+// record lingers goes to the backend the table picks now when the recorded one takes no new
+// flows; with an eligible recorded backend it stays (same decision as before).
+for (const v6 of [false, true]) {
+  const fam = v6 ? 'IPv6' : 'IPv4';
+  const vipName = v6 ? 'web6' : 'web4';
+  const vipAddr = v6 ? VIP6 : VIP;
+  const client = v6 ? CLIENT6 : CLIENT;
+  const tcp = v6 ? P.tcp6 : P.tcp4;
+
+  for (const [what, drainOnly] of [['draining', true], ['down', false]] as const) {
+    test(`connection reuse, ${fam}: a SYN on a closed flow of a ${what} backend goes to an eligible backend, replies un-NATed`, (t) => {
+      const h = setup();
+      const vip = h.config.vips.find((v) => v.name === vipName)!;
+      const cp = 43001;
+      const [syn] = h.run([tcp(client, vipAddr, cp, 80, P.TCP_SYN, undefined, { seq: 100 })]);
+      const be = vip.backends.findIndex((b) => b.address.text === dst(syn!));
+      h.run([tcp(client, vipAddr, cp, 80, P.TCP_FIN | P.TCP_ACK, undefined, { seq: 101, ack: 9 })]);
+      h.markDown(vipName, be, drainOnly);
+      // The client reuses its port for a new connection (TIME_WAIT reuse, a NAT in front, ...).
+      const [syn2] = h.run([tcp(client, vipAddr, cp, 80, P.TCP_SYN, undefined, { seq: 90000 })]);
+      t.truthy(syn2, 'forwarded, not reset');
+      t.is(syn2![P.layout(syn2!).l4Off + 13], P.TCP_SYN);
+      const nb = vip.backends.find((b) => b.address.text === dst(syn2!))!;
+      t.not(nb.index, be, 'moved off the backend that takes no new flows');
+      t.deepEqual(P.checksumErrors(syn2!), []);
+      t.is(h.fwd.stats.synReuseRebound, 1);
+      t.is(h.fwd.stats.tcpResetBackendDown, 0);
+      t.is(h.table.size, 1);
+      const bport = nb.port ?? 80;
+      const [synack] = h.run([tcp(nb.address.text, client, bport, cp, P.TCP_SYN | P.TCP_ACK, undefined, { seq: 5, ack: 90001 })]);
+      t.truthy(synack);
+      t.is(src(synack!), vipAddr);
+      t.is(u16(synack!, P.layout(synack!).l4Off), 80);
+      // The rest of the new connection stays there (no second move).
+      const [ack] = h.run([tcp(client, vipAddr, cp, 80, P.TCP_ACK, undefined, { seq: 90001, ack: 6 })]);
+      t.is(dst(ack!), nb.address.text);
+      t.is(h.fwd.stats.synReuseRebound, 1);
+    });
+  }
+
+  test(`connection reuse, ${fam}: an established flow of a draining backend keeps it; a SYN with an eligible backend is not moved`, (t) => {
+    const h = setup();
+    const vip = h.config.vips.find((v) => v.name === vipName)!;
+    const [syn] = h.run([tcp(client, vipAddr, 44001, 80, P.TCP_SYN)]);
+    const be = vip.backends.findIndex((b) => b.address.text === dst(syn!));
+    const [again] = h.run([tcp(client, vipAddr, 44001, 80, P.TCP_SYN)]);
+    t.is(dst(again!), vip.backends[be]!.address.text, 'SYN retransmission, eligible backend: same backend');
+    h.markDown(vipName, be, true);
+    for (const flags of [P.TCP_ACK, P.TCP_PSH | P.TCP_ACK, P.TCP_SYN | P.TCP_ACK, P.TCP_FIN | P.TCP_ACK]) {
+      const [seg] = h.run([tcp(client, vipAddr, 44001, 80, flags, undefined, { seq: 1, ack: 2 })]);
+      t.is(dst(seg!), vip.backends[be]!.address.text, `flags ${flags}: stays on the draining backend`);
+    }
+    t.is(h.fwd.stats.synReuseRebound, 0);
   });
 }

@@ -108,6 +108,45 @@ test('duplicate forward key -> EXISTS; reply key clashing with any key -> REPLY_
   t.is(ft.size, 1);
 });
 
+test('reply-key takeover: a closing/closed TCP flow yields its reply key to a new flow (two VIPs sharing a backend); any other state conflicts', (t) => {
+  const expired: Array<[number, number]> = [];
+  const ft = new FlowTable({ capacity: 16, onExpire: (id, reason) => expired.push([id, reason]) });
+  // Client port 40000 to VIP .10 then to VIP .11, both on backend 10.0.3.21:80: same reply key.
+  const r = key('10.0.3.21', 80, '10.0.0.1', 40000, 6);
+  const toVip = (v: number): Uint32Array => key('10.0.0.1', 40000, `10.0.0.${v}`, 80, 6);
+  for (const [name, flags, yields] of [
+    ['syn_seen', 0, false],
+    ['established', TcpFlags.ACK, false],
+    ['closing (FIN)', TcpFlags.FIN | TcpFlags.ACK, true],
+    ['closed (RST)', TcpFlags.RST, true],
+  ] as const) {
+    const old = ft.insert(toVip(10), r, 0, 0, 0, 0, T);
+    t.true(old >= 0, name);
+    ft.touch(old, T, TcpFlags.SYN, 0);
+    if (flags === TcpFlags.ACK) ft.touch(old, T, TcpFlags.ACK, 0);
+    else if (flags !== 0) ft.touch(old, T, flags, 0);
+    expired.length = 0;
+    const nid = ft.insert(toVip(11), r, 0, 0, 1, 0, T);
+    if (yields) {
+      t.true(nid >= 0, `${name}: the new flow gets the reply key`);
+      t.deepEqual(expired, [[old, ExpireReason.TAKEOVER]], `${name}: the old flow is expired (callback: the replicator sends its DELETE)`);
+      t.is(ft.lookup(r, T), (nid << 1) | 1);
+      t.is(ft.lookup(toVip(10), T), -1);
+      t.true(ft.remove(nid));
+    } else {
+      t.is(nid, InsertResult.REPLY_CONFLICT, `${name}: conflicts`);
+      t.is(ft.lastConflictRef, (old << 1) | 1);
+      t.deepEqual(expired, []);
+      t.true(ft.remove(old));
+    }
+  }
+  t.is(ft.takeovers, 2);
+  // UDP never yields (no close): the same clash is a conflict.
+  const ru = key('10.0.3.21', 53, '10.0.0.1', 40000, 17);
+  t.true(ft.insert(key('10.0.0.1', 40000, '10.0.0.10', 53, 17), ru, 0, 0, 0, 0, T) >= 0);
+  t.is(ft.insert(key('10.0.0.1', 40000, '10.0.0.11', 53, 17), ru, 0, 0, 1, 0, T), InsertResult.REPLY_CONFLICT);
+});
+
 test('forced collisions in a tiny table: same home slot, wrap-around, delete keeps the others findable', (t) => {
   const seed = 12345;
   const slotCount = 16;
