@@ -215,7 +215,7 @@ interface ReloadBody {
   generation?: number;
   vips?: { added: string[]; removed: string[] };
   backends?: { added: string[]; removed: string[]; reweighted: string[] };
-  flows?: { scanned: number; remapped: number; moved: number; removed: number };
+  flows?: { scanned: number; remapped: number; moved: number; removed: number; cut: number };
   error?: string;
   code?: string;
   errors?: string[];
@@ -516,7 +516,7 @@ rootTest('(2) reload with live connections: reweight, add a VIP, remove a backen
       t.deepEqual(r.body.backends?.removed, ['web4 10.99.3.22'], `${b} removed backends`);
       t.deepEqual([...(r.body.backends?.reweighted ?? [])].sort(), ['web4 10.99.3.21', 'web4 10.99.3.23'], `${b} reweighted backends`);
       t.deepEqual(r.body.backends?.added, ['web4b 10.99.3.21', 'web4b 10.99.3.23'], `${b} added backends`);
-      t.true((r.body.flows?.removed ?? 0) >= onSrv2.length, `${b} removed ${r.body.flows?.removed} flows, fewer than the ${onSrv2.length} TCP connections on srv2`);
+      t.true((r.body.flows?.cut ?? 0) >= onSrv2.length, `${b} marked ${r.body.flows?.cut} TCP flows to be reset, fewer than the ${onSrv2.length} TCP connections on srv2`);
     });
 
     // --- after: kept connections keep their backend; srv2's records are gone ---

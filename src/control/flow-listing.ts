@@ -376,7 +376,7 @@ export function listFlows(src: FlowSource, query: FlowQuery | number): FlowListi
       vip: vip?.name ?? `#${t.vip(id)}`,
       primary: ids[t.primary(id)]?.id ?? `#${t.primary(id)}`,
       backup: ids[t.backup(id)]?.id ?? `#${t.backup(id)}`,
-      backend: vip?.backends[t.backend(id)]?.address.text ?? `#${t.backend(id)}`,
+      backend: vip?.backends[t.backend(id)]?.address.text ?? (t.backend(id) === 0xffff ? "(removed)" : `#${t.backend(id)}`),
       state: t.state(id),
       stateName: stateName(t.state(id)),
       packets: t.packets(id),

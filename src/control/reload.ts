@@ -10,7 +10,8 @@
  *      backends from the health monitor's current view (new backends start eligible, as at
  *      start-up, until their first check).
  *   4. Flow records remapped to it (src/dataplane/flow-remap.ts: by VIP name and backend id;
- *      removed backends' flows: non-TCP moved, TCP removed → reset by the next backend;
+ *      removed backends' flows: non-TCP moved, TCP marked removed → an RST from the VIP at
+ *      their next client packet;
  *      removed VIPs' flows removed), and the table swapped in, in the same synchronous call
  *      (between batches).
  *   5. health.updateConfig(newConfig) (kept backends keep health and drain marks; its
@@ -107,9 +108,10 @@ export function reloadConfig(target: ReloadTarget): ReloadResult {
       flowsRemapped: flows.remapped,
       flowsMoved: flows.moved,
       flowsRemoved: flows.removed,
+      flowsCut: flows.cut,
       restartNeeded: result.restartNeeded,
     },
-    `config reloaded (generation ${ft.generation}): VIPs +${result.vips.added.length}/-${result.vips.removed.length}, backends +${result.backends.added.length}/-${result.backends.removed.length}/~${result.backends.reweighted.length}, flows remapped ${flows.remapped}, moved ${flows.moved}, removed ${flows.removed}`,
+    `config reloaded (generation ${ft.generation}): VIPs +${result.vips.added.length}/-${result.vips.removed.length}, backends +${result.backends.added.length}/-${result.backends.removed.length}/~${result.backends.reweighted.length}, flows remapped ${flows.remapped}, moved ${flows.moved}, removed ${flows.removed}, TCP to be reset ${flows.cut}`,
   );
   for (const w of next.warnings) target.log.warn({ event: 'config_warning' }, w);
   return result;

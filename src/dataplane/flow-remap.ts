@@ -9,11 +9,11 @@
  *                             established flows are untouched.
  *   backend removed           UDP/ICMP/other: moved now, as the forwarder's "Backend down" rule
  *                             does (src/dataplane/forwarder.ts): the new table's pick for the
- *                             flow hash, re-inserted with its new reply key. TCP: the record is
- *                             removed; the client's next segment is a mid-stream miss, which
- *                             goes to a live backend as a new flow, and that backend (which has
- *                             no such connection) answers it with a reset (RFC 9293 3.10.7.1)
- *                             through the balancer's NAT: the client sees a reset, not a hang.
+ *                             flow hash, re-inserted with its new reply key. TCP: the record's
+ *                             backend becomes NO_BACKEND ("removed"), which the forwarder treats
+ *                             as down: the client's next segment is answered with an RST from
+ *                             VIP:port and the record removed (the client sees a reset at once,
+ *                             not a hang; counted in `cut`).
  *   VIP removed               the record is removed (packets to that address are no longer
  *                             the balancer's).
  *
@@ -45,8 +45,10 @@ export interface RemapStats {
   remapped: number;
   /** Records of a removed backend moved to another backend (non-TCP). */
   moved: number;
-  /** Records removed (TCP on a removed backend, removed VIP, or no backend to move to). */
+  /** Records removed (removed VIP, or no backend to move to). */
   removed: number;
+  /** TCP records of a removed backend, marked to be reset at their next client packet. */
+  cut: number;
 }
 
 /** The index translation from `prev` to `next` (by VIP name and backend id). */
@@ -69,7 +71,7 @@ export function planRemap(prev: ForwardingTable, next: ForwardingTable): RemapPl
 
 /** Translates every record of `table` from the table `plan` was made for to `next` (see header). */
 export function remapFlows(table: FlowTable, plan: RemapPlan, next: ForwardingTable, hashKey: Uint32Array, nowSec: number, chunk = 65536): RemapStats {
-  const st: RemapStats = { scanned: 0, remapped: 0, moved: 0, removed: 0 };
+  const st: RemapStats = { scanned: 0, remapped: 0, moved: 0, removed: 0, cut: 0 };
   const later: number[] = [];
   const visit = (id: number): void => {
     st.scanned++;
@@ -102,9 +104,18 @@ export function remapFlows(table: FlowTable, plan: RemapPlan, next: ForwardingTa
     const id = later[k]!;
     const nvip = later[k + 1]!;
     table.copyKey(id, 0, keyWords);
-    if (nvip < 0 || keyBytes[36] === IPPROTO_TCP) {
+    if (nvip < 0) {
       table.remove(id);
       st.removed++;
+      continue;
+    }
+    if (keyBytes[36] === IPPROTO_TCP) {
+      // Marked removed (backend NO_BACKEND, which no table has): the forwarder treats it as a
+      // down backend at the flow's next client packet, i.e. answers with an RST from VIP:port
+      // at once (rather than letting a live backend reset a connection it never had).
+      table.setVip(id, nvip);
+      table.setDecision(id, table.primary(id), table.backup(id), NO_BACKEND);
+      st.cut++;
       continue;
     }
     const nb = next.backendTables[nvip]!.lookup(hashFlowKey(hashKey, keyBytes));

@@ -518,7 +518,8 @@ export class Forwarder {
     const fv = table.vip(id);
     let be = table.backend(id);
     const upv = ft.backendUp[fv];
-    if (upv !== undefined && upv[be] === 0) {
+    // Down: backendUp 0, or an index the table does not have (a reload's "removed" mark, NO_BACKEND).
+    if (upv !== undefined && (upv[be] ?? 0) === 0) {
       id = this.#backendDown(buf, off, id, fv, nowSec);
       if (id < 0) return id === RST_EMITTED ? Action.EMIT : Action.DROP;
       be = table.backend(id);

@@ -204,7 +204,9 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
   const on22 = [...before.values()].filter((be) => be === '10.99.3.22').length;
   t.true(on22 > 50);
   t.is(ok.body.flows.moved, on22, 'UDP flows of the removed backend moved');
-  t.is(ok.body.flows.removed, [...tcpBe.values()].filter((be) => be === '10.99.3.22').length, 'TCP flows of the removed backend removed');
+  const tcpOn22 = [...tcpBe].filter(([, be]) => be === '10.99.3.22').map(([p]) => p);
+  t.is(ok.body.flows.cut, tcpOn22.length, 'TCP flows of the removed backend marked to be reset');
+  t.is(ok.body.flows.removed, 0);
   t.true(ok.body.flows.remapped > 0, 'reordered backends remapped');
   const ev = s.logs.map((l) => JSON.parse(l)).find((e) => e.event === 'config_reloaded');
   t.truthy(ev);
@@ -230,6 +232,18 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
     t.is((w.packet[L.l4Off]! << 8) | w.packet[L.l4Off + 1]!, 80);
     t.deepEqual(P.checksumErrors(w.packet), []);
   }
+  // TCP flows of the removed backend: the next client segment is answered at once with an RST
+  // from VIP:80 (not sent to a live backend that would have to reset a connection it never had).
+  for (const p of tcpOn22) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 1, ack: 1 }));
+  t.true(await until(() => s.dev.written.length >= tcpOn22.length));
+  for (const w of s.dev.takeWritten()) {
+    const L = P.layout(w.packet);
+    t.is(formatIp(w.packet, L.srcOff, L.alen), VIP);
+    t.is(dstOf(w), CLIENT);
+    t.is(w.packet[L.l4Off + 13], P.TCP_RST);
+    t.deepEqual(P.checksumErrors(w.packet), []);
+  }
+  t.is(s.b.forwarder.stats.tcpResetBackendDown, tcpOn22.length);
   // New flows reach the added backend.
   const fresh = await udpFlows(t, s, range(50000, 600));
   t.true([...fresh.values()].some((be) => be === '10.99.3.24'));
