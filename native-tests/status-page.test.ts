@@ -103,7 +103,8 @@ const cards = (page) => page.$$eval('.bal', (els) => els.map((e) => ({ id: e.dat
     const kpis = await page.$$eval('.kpi', (els) => els.map((e) => e.innerText.replace(/\\s+/g, ' ')));
     const chartPoints = await page.$$eval('svg.plot polyline', (els) => els.map((e) => (e.getAttribute('points') || '').split(' ').filter(Boolean).length));
     await page.screenshot({ path: ${JSON.stringify(SHOT_UP)}, fullPage: true });
-    out({ phase: 'up', httpStatus, title: await page.title(), cards: await cards(page), kpis, chartPoints, problems: problems.slice() });
+    const backendStates = await page.$$eval('[data-backend-state]', (els) => els.map((e) => e.getAttribute('data-backend-state')));
+    out({ phase: 'up', httpStatus, title: await page.title(), cards: await cards(page), kpis, chartPoints, backendStates, problems: problems.slice() });
 
     await nextLine();
     const t0 = Date.now();
@@ -243,6 +244,7 @@ const title = 'status page: headless Chromium in tunlb-lb1 shows three balancers
     t.like(cards[2], { state: 'up', status: 'serving' });
     t.regex(String(up['title']), /tunlb lb1 · 3\/3 live/);
     t.true((up['chartPoints'] as number[]).some((n) => n >= 3), 'the charts have data');
+    t.deepEqual(up['backendStates'], ['healthy', 'healthy', 'healthy', 'healthy', 'healthy', 'healthy'], 'a state badge per lab backend');
     t.deepEqual(up['problems'], [], 'no script errors, failed or foreign requests');
 
     const k = await lab(['kill', 'lb2'], 30_000);

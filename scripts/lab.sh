@@ -141,7 +141,8 @@ build_topology() {
   for n in "${LAB_BALANCERS[@]}"; do
     veth_to_router "$n-lb" "$n" "$LAB_IF_LB_LBNET"
     veth_to_router "$n-bk" "$n" "$LAB_IF_LB_BACK"
-    ip -n "$r" link set "$n-lb" master "$LAB_BR_LBNET" up
+    ip -n "$r" link set "$n-lb" mtu "$LAB_LBNET_MTU" master "$LAB_BR_LBNET" up
+    ip -n "$(ns "$n")" link set "$LAB_IF_LB_LBNET" mtu "$LAB_LBNET_MTU"
     ip -n "$r" link set "$n-bk" master "$LAB_BR_BACK" up
   done
   for n in "${LAB_SERVERS[@]}"; do

@@ -12,7 +12,7 @@
  *     drops (/api/v1/stats every second; /api/v1/history fills the last 5 minutes at load)
  *     and two small charts of the last 5 minutes;
  *   - recent events (peer down, suspect, restarted, failover, status changes), newest first;
- *   - drops by reason (total and per second) and the VIPs with their backends' flow counts.
+ *   - drops by reason (total and per second) and the VIPs with their backends' state (GET /api/v1/backends, a badge each) and flow counts.
  *
  * Hooks for tests and scrapers of the page: every balancer card is
  * `.bal[data-balancer=<id>][data-state=<state>][data-status=<status>]`; `#conn` carries
@@ -146,7 +146,7 @@ const PAGE = String.raw`<!doctype html>
     <div id="drop-list"></div>
   </section>
   <section id="vips" class="span12">
-    <h2>VIPs and backends <small>flows counted in this balancer's table</small></h2>
+    <h2>VIPs and backends <small>state (cluster-wide) · flows counted in this balancer's table</small></h2>
     <div id="vip-list"></div>
   </section>
 </main>
@@ -160,7 +160,7 @@ const PAGE = String.raw`<!doctype html>
   var WINDOW_S = 300;
   var samples = [];        // {at, rx, tx, peerTx, peerRx, fo, drops, active, created, expired}
   var dropHist = [];       // {at, drops: {reason: n}}
-  var status = null, stats = null;
+  var status = null, stats = null, backends = null;
   var lastOk = 0, failures = 0, needToken = false;
 
   // ---- token: ?token= once (kept in this tab), or asked for on the first 401
@@ -437,13 +437,24 @@ const PAGE = String.raw`<!doctype html>
         return '<tr><td class="mono">' + esc(k) + '</td><td class="n">' + int(d[k]) + '</td><td class="n">' + (r == null ? '–' : si(r)) + '</td></tr>';
       }).join('') + '</tbody></table>';
   }
+  /** Backend state name → badge class (src/backends/backend-state.ts names). */
+  var BSTATE = { healthy: 'up', unhealthy: 'dead', draining: 'suspect', drained: 'dead', unknown: '', removed: '' };
+  function backendState(vip, addr) {
+    if (!backends) return null;
+    for (var i = 0; i < backends.length; i++) if (backends[i].vip === vip && backends[i].backend === addr) return backends[i].state;
+    return null;
+  }
   function renderVips() {
     var by = status.flows.byBackend || {};
     if (!status.vips.length) { $('vip-list').innerHTML = '<div class="empty">no VIPs</div>'; return; }
     $('vip-list').innerHTML = '<table><thead><tr><th>VIP</th><th>address</th><th>method</th><th>backends (flows)</th></tr></thead><tbody>' +
       status.vips.map(function (v) {
         return '<tr><td class="mono">' + esc(v.name) + '</td><td class="mono">' + esc(v.address) + '</td><td>' + esc(v.method) + '</td><td class="mono">' +
-          v.backends.map(function (b) { var n = by[v.name + ' ' + b]; return esc(b) + ' <span style="color:var(--muted)">(' + int(n || 0) + ')</span>'; }).join(' &nbsp; ') + '</td></tr>';
+          v.backends.map(function (b) {
+            var n = by[v.name + ' ' + b], st = backendState(v.name, b);
+            return esc(b) + (st ? ' <span class="badge ' + (BSTATE[st] || '') + '" data-backend-state="' + esc(st) + '">' + esc(st) + '</span>' : '') +
+              ' <span style="color:var(--muted)">(' + int(n || 0) + ')</span>';
+          }).join(' &nbsp; ') + '</td></tr>';
       }).join('') + '</tbody></table>';
   }
   function renderConn() {
@@ -479,6 +490,7 @@ const PAGE = String.raw`<!doctype html>
   function tick() {
     Promise.all([api('/api/v1/stats'), api('/api/v1/status')]).then(function (r) {
       stats = r[0]; status = r[1];
+      api('/api/v1/backends').then(function (b) { backends = b.backends; renderVips(); }).catch(function () { /* states optional */ });
       push(fromStats(stats));
       dropHist.push({ at: stats.at, drops: stats.counters.drops });
       while (dropHist.length > 12) dropHist.shift();
