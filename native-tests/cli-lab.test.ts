@@ -314,6 +314,8 @@ rootTest('stats, flows (table, --json, every filter), backends, with live connec
   const be = await json<{ backends: BackendRow[] }>(t, ['backends']);
   t.deepEqual(be.backends.map((b) => `${b.vip} ${b.backend}`).sort(), [...BACKENDS4.map((a) => `web4 ${a}`), ...BACKENDS6.map((a) => `web6 ${a}`)].sort());
   for (const b of be.backends) t.like(b, { drained: false, eligible: true }, JSON.stringify(b));
+  const flowsOnBackends = be.backends.reduce((n, b) => n + ((b as { flows?: number }).flows ?? 0), 0);
+  t.true(flowsOnBackends >= 6, `flows counted per backend: ${flowsOnBackends} (six echo connections at least)`);
   const beText = await ok(t, ['backends']);
   t.is(beText.trimEnd().split('\n').length, 6, beText);
   for (const a of [...BACKENDS4, ...BACKENDS6]) t.regex(beText, new RegExp(`^web[46] +${a.replace(/\./g, '\\.')} `, 'm'));
@@ -351,7 +353,7 @@ rootTest('drain / undrain: the mark reaches every balancer, new connections avoi
     t.true(await poll(() => drainedEverywhere(target, true), 20_000, 300), 'drained on lb1, lb2 and lb3');
     const text = await ok(t, ['backends'], 'lb2');
     // draining, with the drain timeout's deadline (lab: drain_timeout_s default 300).
-    t.regex(text, new RegExp(`^web4 +${target.replace(/\./g, '\\.')} +w1 +draining +health=healthy until \\d\\d:\\d\\d:\\d\\dZ \\(in [45]m\\d+s\\) \\(no new flows\\) +drained by operator on lb1$`, 'm'), text);
+    t.regex(text, new RegExp(`^web4 +${target.replace(/\./g, '\\.')} +w1 +\\d+ flows +draining +health=healthy until \\d\\d:\\d\\d:\\d\\dZ \\(in [45]m\\d+s\\) \\(no new flows\\) +drained by operator on lb1$`, 'm'), text);
     t.is((await ok(t, ['drain', 'web4', target, '--json'])).trim(), JSON.stringify({ changed: false, event: null }));
     t.is((await ok(t, ['drain', 'web4', target])).trim(), `web4 ${target}: already drained`);
     const answers = await newConns(t, 24);

@@ -176,7 +176,7 @@ export function main(argv: string[]): void {
       }
       for (const x of body.backends) {
         const addr = `${x.backend}${x.port !== null ? `:${x.port}` : ''}`;
-        console.log(`${x.vip.padEnd(12)} ${addr.padEnd(28)} w${String(x.weight).padEnd(4)} ${x.state.padEnd(9)} health=${x.health}${drainNote(x, Date.now())}${x.eligible ? '' : ' (no new flows)'}  ${x.reason}`);
+        console.log(`${x.vip.padEnd(12)} ${addr.padEnd(28)} w${String(x.weight).padEnd(4)} ${(x.flows !== undefined ? `${x.flows} flows` : '').padEnd(12)} ${x.state.padEnd(9)} health=${x.health}${drainNote(x, Date.now())}${x.eligible ? '' : ' (no new flows)'}  ${x.reason}`);
       }
     });
 
@@ -274,6 +274,8 @@ interface BackendRow {
   drainDeadlineMs?: number | null;
   eligible: boolean;
   reason: string;
+  /** Flows held on it (older balancers: absent). */
+  flows?: number;
 }
 
 /** " until 12:04:31Z (in 4m10s)" for a draining backend with a drain timeout, else "". */

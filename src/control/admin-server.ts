@@ -497,8 +497,12 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, st
       return send(200, { events: state.mergedEvents(intParam(url, 'limit', 100, 500)) });
     case '/api/v1/history':
       return send(200, { intervalS: 1, samples: state.history });
-    case '/api/v1/backends':
-      return send(200, { backends: b.health.states() });
+    case '/api/v1/backends': {
+      // Each backend with the flows this balancer's table holds on it (every balancer holds
+      // every record, so this is the cluster's count; cached like the status page's counts).
+      const by = state.flowCounts().byBackend;
+      return send(200, { backends: b.health.states().map((x) => ({ ...x, flows: by[`${x.vip} ${x.backend}${x.port ? `:${x.port}` : ''}`] ?? 0 })) });
+    }
     case '/api/v1/backends/drain':
     case '/api/v1/backends/undrain': {
       const body = await readJson(req);

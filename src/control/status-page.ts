@@ -441,7 +441,10 @@ const PAGE = String.raw`<!doctype html>
   var BSTATE = { healthy: 'up', unhealthy: 'dead', draining: 'suspect', drained: 'dead', unknown: '', removed: '' };
   function backendState(vip, addr) {
     if (!backends) return null;
-    for (var i = 0; i < backends.length; i++) if (backends[i].vip === vip && backends[i].backend === addr) return backends[i].state;
+    for (var i = 0; i < backends.length; i++) {
+      var x = backends[i];
+      if (x.vip === vip && (x.backend === addr || (x.port != null && x.backend + ':' + x.port === addr))) return x.state;
+    }
     return null;
   }
   function renderVips() {

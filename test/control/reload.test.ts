@@ -148,6 +148,7 @@ test('drain: a drained backend gets no new flows over 3000, its existing flows s
   const row = list.body.backends.find((x: { backend: string }) => x.backend === '10.99.3.22');
   t.true(row.drained);
   t.false(row.eligible);
+  t.is(row.flows, onDrained.length, 'the flows still held on the drained backend');
 
   const fresh = await udpFlows(t, s, range(20000, 3000));
   t.is(fresh.size, 3000);
