@@ -83,7 +83,7 @@ export function reloadConfig(target: ReloadTarget): ReloadResult {
   const view = new Map<string, { eligible: boolean; up: boolean }>();
   for (const s of target.health.states()) {
     const v = old.vips[s.vipIndex];
-    if (v) view.set(`${v.name}\0${backendId(v, s.backendIndex)}`, { eligible: s.eligible, up: s.health !== 'unhealthy' });
+    if (v) view.set(`${v.name}\0${backendId(v, s.backendIndex)}`, { eligible: s.eligible, up: !s.down });
   }
   const look = (v: Config['vips'][number], i: number) => view.get(`${v.name}\0${backendId(v, i)}`);
   const ft = buildForwardingTable(next, target.hashKey, prev.generation + 1, (v, i) => look(v, i)?.eligible ?? true, undefined, (v, i) => look(v, i)?.up ?? true);
