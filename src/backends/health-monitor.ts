@@ -408,6 +408,12 @@ export class HealthMonitor {
     return e !== undefined && e.sm.eligible;
   }
 
+  /** Established flows must leave this backend: unhealthy, drained past its timeout, removed. */
+  isDown(vipIndex: number, backendIndex: number): boolean {
+    const e = this.#entries[vipIndex]?.[backendIndex];
+    return e !== undefined && e.sm.down;
+  }
+
   /** The state name of one backend (undefined if there is no such backend). */
   stateOf(vipIndex: number, backendIndex: number): BackendStateName | undefined {
     return this.#entries[vipIndex]?.[backendIndex]?.sm.state;

@@ -70,8 +70,8 @@ export interface SyncHost {
   /** Schedules the next step (default setImmediate). */
   readonly defer: (fn: () => void) => void;
   readonly log?: SyncLogger | undefined;
-  /** A balancer's name for log lines (default "balancer N"). */
-  readonly peerName?: ((index: number) => string) | undefined;
+  /** A balancer's name for log lines (undefined: "balancer N"). */
+  readonly peerName?: ((index: number) => string | undefined) | undefined;
 }
 
 export interface SyncLogger {

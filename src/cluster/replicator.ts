@@ -378,7 +378,7 @@ export class Replicator {
       applyRecord: (sender, rec) => this.#applySafe(sender, rec),
       defer: opts.defer ?? ((fn) => setImmediate(fn)),
       log: opts.log,
-      peerName: (i) => opts.balancerIds?.[i] ?? `balancer ${i}`,
+      peerName: (i) => opts.balancerIds?.[i],
     };
     this.#syncServer = new BulkSyncServer(host, this.stats, {
       ...(opts.syncMaxJobs !== undefined ? { maxJobs: opts.syncMaxJobs } : {}),

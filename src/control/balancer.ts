@@ -451,9 +451,7 @@ function openDsr(forwarding: ForwardingTable, device: TunLike, log: Logger): { n
  * drain timeout, or removed ('draining' stays up and keeps its flows).
  */
 export function backendUpOf(hm: HealthMonitor): (vip: { index: number }, i: number) => boolean {
-  const down = new Set<string>();
-  for (const x of hm.states()) if (x.down) down.add(`${x.vipIndex}/${x.backendIndex}`);
-  return (vip, i) => !down.has(`${vip.index}/${i}`);
+  return (vip, i) => !hm.isDown(vip.index, i);
 }
 
 /** Throws ADDRESS_NOT_PRESENT unless `addr` is configured on a local interface. */

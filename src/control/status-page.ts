@@ -491,9 +491,8 @@ const PAGE = String.raw`<!doctype html>
 
   var asked = false;
   function tick() {
-    Promise.all([api('/api/v1/stats'), api('/api/v1/status')]).then(function (r) {
-      stats = r[0]; status = r[1];
-      api('/api/v1/backends').then(function (b) { backends = b.backends; renderVips(); }).catch(function () { /* states optional */ });
+    Promise.all([api('/api/v1/stats'), api('/api/v1/status'), api('/api/v1/backends').catch(function () { return null; })]).then(function (r) {
+      stats = r[0]; status = r[1]; backends = r[2] ? r[2].backends : null;
       push(fromStats(stats));
       dropHist.push({ at: stats.at, drops: stats.counters.drops });
       while (dropHist.length > 12) dropHist.shift();

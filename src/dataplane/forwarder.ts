@@ -560,28 +560,27 @@ export class Forwarder {
         this.stats.replyLaterFragments++;
         return (id << 1) | 1;
       }
-      const alt = this.#altBytes;
-      alt.set(info.key);
-      alt[KEY_SPORT] = info.sport >>> 8;
-      alt[KEY_SPORT + 1] = info.sport & 0xff;
-      alt[KEY_DPORT] = info.dport >>> 8;
-      alt[KEY_DPORT + 1] = info.dport & 0xff;
-      const ref = table.lookup(this.#altWords, nowSec);
+      const ref = this.#lookupWithPorts(info.sport, info.dport, nowSec);
       if (ref < 0 || (ref & 1) === 0) return -1;
       this.#frags.insert(info.keyWords, info.fragId, ref >>> 1, table.created(ref >>> 1), nowSec);
       this.stats.replyFirstFragments++;
       return ref;
     }
-    const alt = this.#altBytes;
-    alt.set(info.key);
-    alt[KEY_SPORT] = 0;
-    alt[KEY_SPORT + 1] = 0;
-    alt[KEY_DPORT] = 0;
-    alt[KEY_DPORT + 1] = 0;
-    const ref = table.lookup(this.#altWords, nowSec);
+    const ref = this.#lookupWithPorts(0, 0, nowSec);
     if (ref < 0 || (ref & 1) === 0) return -1;
     this.stats.replyThreeTuple++;
     return ref;
+  }
+
+  /** table.lookup of this packet's key with its ports replaced by `sport`/`dport`. */
+  #lookupWithPorts(sport: number, dport: number, nowSec: number): number {
+    const alt = this.#altBytes;
+    alt.set(this.#info.key);
+    alt[KEY_SPORT] = sport >>> 8;
+    alt[KEY_SPORT + 1] = sport & 0xff;
+    alt[KEY_DPORT] = dport >>> 8;
+    alt[KEY_DPORT + 1] = dport & 0xff;
+    return this.#table.lookup(this.#altWords, nowSec);
   }
 
   #toClient(buf: Uint8Array, off: number, csumMode: number, nowSec: number): number {
