@@ -5,10 +5,8 @@
  * start-up errors that do not need a kernel.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { createServer } from 'node:net';
 import { Balancer, assertAddressPresent } from '../../src/control/balancer';
 import { createLogger } from '../../src/control/logger';
@@ -17,6 +15,7 @@ import { isTunlbError, ErrorCodes } from '../../src/errors';
 import { formatIp } from '../../src/packet/addr';
 import * as P from '../helpers/packets';
 import { CLIENT, VIP, VIP6, CLIENT6 } from '../helpers/fixtures';
+import { startBalancer, tempConfig, until, type StartedBalancer } from '../helpers/balancer-harness';
 
 const KEY = Buffer.alloc(32, 0xa7);
 
@@ -45,51 +44,8 @@ log: { level: info }
 ${extra}`;
 }
 
-interface Started {
-  b: Balancer;
-  dev: FakeTunDevice;
-  admin: string;
-  logs: string[];
-  dir: string;
-}
-
-function tempConfig(text: string): { dir: string; path: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'tunlb-ctl-'));
-  writeFileSync(join(dir, 'cluster.key'), KEY, { mode: 0o600 });
-  const path = join(dir, 'tunlb.yaml');
-  writeFileSync(path, text);
-  return { dir, path };
-}
-
-function logSink(): { logs: string[]; stream: Writable } {
-  const logs: string[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of String(chunk).split('\n')) if (l) logs.push(l);
-      cb();
-    },
-  });
-  return { logs, stream };
-}
-
-async function start(t: import('ava').ExecutionContext, extra = ''): Promise<Started> {
-  const { dir, path } = tempConfig(config(extra));
-  const dev = new FakeTunDevice({ name: 'tunlb-test0', queueLimit: 10000 });
-  const { logs, stream } = logSink();
-  const b = await Balancer.start({
-    configPath: path,
-    id: 'lb1',
-    device: dev,
-    adminListen: '127.0.0.1:0',
-    logger: createLogger({ level: 'debug', name: 'lb1', destination: stream }),
-  });
-  t.teardown(async () => {
-    await b.stop('teardown');
-    rmSync(dir, { recursive: true, force: true });
-  });
-  // The admin endpoint's host:port (ephemeral port) is in the balancer_started event.
-  const admin = logs.map((l) => JSON.parse(l) as { event?: string; admin?: string }).find((e) => e.event === 'balancer_started')?.admin ?? '';
-  return { b, dev, admin, logs, dir };
+async function start(t: import('ava').ExecutionContext, extra = ''): Promise<StartedBalancer> {
+  return startBalancer(t, { config: config(extra), tunName: 'tunlb-test0', key: KEY });
 }
 
 async function getJson(url: string, init?: RequestInit): Promise<{ status: number; body: any }> {
@@ -102,15 +58,6 @@ async function getJson(url: string, init?: RequestInit): Promise<{ status: numbe
     /* plain text */
   }
   return { status: res.status, body };
-}
-
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
 }
 
 function dstOf(w: FakeWritten): string {
@@ -238,7 +185,7 @@ test('balancer: stop() closes the device and the admin endpoint, logs final coun
 });
 
 test('balancer: start-up errors are TunlbErrors with one clear line; the device is released', async (t) => {
-  const { dir, path } = tempConfig(config());
+  const { dir, path } = tempConfig(config(), KEY);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const quiet = createLogger({ level: 'silent' });
   const unknown = await t.throwsAsync(Balancer.start({ configPath: path, id: 'lb9', device: new FakeTunDevice(), logger: quiet }));

@@ -8,15 +8,12 @@
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Writable } from 'node:stream';
-import { Balancer } from '../../src/control/balancer';
-import { createLogger } from '../../src/control/logger';
-import { FakeTunDevice } from '../../src/dataplane/fake-tun';
+import type { Balancer } from '../../src/control/balancer';
+import type { FakeTunDevice } from '../../src/dataplane/fake-tun';
 import * as P from '../helpers/packets';
 import { CLIENT, CLIENT6, VIP, VIP6 } from '../helpers/fixtures';
+import { startBalancer } from '../helpers/balancer-harness';
 
 const REPO = resolve(__dirname, '..', '..');
 
@@ -47,24 +44,14 @@ interface Lab {
 
 /** One balancer (cluster of one) on a FakeTunDevice, admin on an ephemeral port; 12 flows. */
 async function start(t: import('ava').ExecutionContext, opts: { token?: boolean } = {}): Promise<Lab> {
-  const dir = mkdtempSync(join(tmpdir(), 'tunlb-flows-'));
-  writeFileSync(join(dir, 'cluster.key'), Buffer.alloc(32, 0x3d), { mode: 0o600 });
-  if (opts.token) writeFileSync(join(dir, 'admin.token'), `${TOKEN}\n`, { mode: 0o600 });
-  writeFileSync(join(dir, 'tunlb.yaml'), `${CONFIG}admin: { listen: "127.0.0.1:9180"${opts.token ? ', token_file: admin.token' : ''} }\n`);
-  const dev = new FakeTunDevice({ name: 'tunlb-ftest0', queueLimit: 1000 });
-  const lines: string[] = [];
-  const b = await Balancer.start({
-    configPath: join(dir, 'tunlb.yaml'),
-    id: 'lb1',
-    device: dev,
-    adminListen: '127.0.0.1:0',
-    logger: createLogger({ level: 'info', name: 'lb1', destination: new Writable({ write: (c, _e, cb) => (lines.push(...String(c).split('\n').filter(Boolean)), cb()) }) }),
+  const { b, dev, admin, dir } = await startBalancer(t, {
+    config: `${CONFIG}admin: { listen: "127.0.0.1:9180"${opts.token ? ', token_file: admin.token' : ''} }\n`,
+    tunName: 'tunlb-ftest0',
+    key: Buffer.alloc(32, 0x3d),
+    ...(opts.token ? { token: TOKEN } : {}),
+    queueLimit: 1000,
+    logLevel: 'info',
   });
-  t.teardown(async () => {
-    await b.stop('teardown');
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const admin = lines.map((l) => JSON.parse(l) as { event?: string; admin?: string }).find((e) => e.event === 'balancer_started')?.admin ?? '';
   // 8 TCP (SYN only: tcp_syn_seen), 3 UDP, 1 IPv6 TCP.
   for (let i = 0; i < 8; i++) dev.inject(P.tcp4(CLIENT, VIP, 41000 + i, 80, P.TCP_SYN));
   for (let i = 0; i < 3; i++) dev.inject(P.udp4('10.99.1.3', VIP, 5300 + i, 53, new Uint8Array(8)));

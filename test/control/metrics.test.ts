@@ -10,7 +10,6 @@ import test from 'ava';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { Balancer } from '../../src/control/balancer';
 import { createLogger } from '../../src/control/logger';
 import { Metrics } from '../../src/control/metrics';
@@ -22,6 +21,7 @@ import { Membership, type ProbeBody } from '../../src/cluster/membership';
 import { isTunlbError, ErrorCodes } from '../../src/errors';
 import * as P from '../helpers/packets';
 import { CLIENT, VIP } from '../helpers/fixtures';
+import { startBalancer, until } from '../helpers/balancer-harness';
 
 const KEY = Buffer.alloc(32, 0x5c);
 const TOKEN = 'tok-3f9a1c77e2';
@@ -52,35 +52,14 @@ interface Started {
 }
 
 async function start(t: import('ava').ExecutionContext, opts: { token?: boolean } = {}): Promise<Started> {
-  const dir = mkdtempSync(join(tmpdir(), 'tunlb-metrics-'));
-  writeFileSync(join(dir, 'cluster.key'), KEY, { mode: 0o600 });
-  if (opts.token) writeFileSync(join(dir, 'admin.token'), `${TOKEN}\n`, { mode: 0o600 });
-  const path = join(dir, 'tunlb.yaml');
-  writeFileSync(path, config(opts.token ? ', token_file: admin.token' : ''));
-  const dev = new FakeTunDevice({ name: 'tunlb-mtest0', queueLimit: 10000 });
-  const lines: string[] = [];
-  const b = await Balancer.start({
-    configPath: path,
-    id: 'lb1',
-    device: dev,
-    adminListen: '127.0.0.1:0',
-    logger: createLogger({
-      level: 'info',
-      name: 'lb1',
-      destination: new Writable({
-        write(chunk, _enc, cb) {
-          for (const l of String(chunk).split('\n')) if (l) lines.push(l);
-          cb();
-        },
-      }),
-    }),
+  const s = await startBalancer(t, {
+    config: config(opts.token ? ', token_file: admin.token' : ''),
+    tunName: 'tunlb-mtest0',
+    key: KEY,
+    ...(opts.token ? { token: TOKEN } : {}),
+    logLevel: 'info',
   });
-  t.teardown(async () => {
-    await b.stop('teardown');
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const admin = lines.map((l) => JSON.parse(l) as { event?: string; admin?: string }).find((e) => e.event === 'balancer_started')?.admin;
-  return { b, dev, base: `http://${admin}` };
+  return { b: s.b, dev: s.dev, base: `http://${s.admin}` };
 }
 
 async function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; type: string; text: string; headers: Headers }> {
@@ -103,15 +82,6 @@ async function scrape(base: string, headers: Record<string, string> = {}): Promi
   const r = await get(`${base}/metrics`, headers);
   if (r.status !== 200) throw new Error(`/metrics: ${r.status}`);
   return parse(r.text);
-}
-
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
 }
 
 test('metrics: counters move after packets (packets, bytes, drops by reason, flows, device)', async (t) => {

@@ -10,18 +10,13 @@
  *     its remaining flows are cut like a down backend's (TCP reset, UDP moved).
  */
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { writeFileSync as write } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { Balancer } from '../../src/control/balancer';
-import { createLogger } from '../../src/control/logger';
-import { FakeTunDevice, type FakeWritten } from '../../src/dataplane/fake-tun';
+import type { FakeWritten } from '../../src/dataplane/fake-tun';
 import { formatIp } from '../../src/packet/addr';
 import * as P from '../helpers/packets';
 import { CLIENT, VIP } from '../helpers/fixtures';
+import { startBalancer, until as untilShared, type StartedBalancer } from '../helpers/balancer-harness';
 
 const KEY = Buffer.alloc(32, 0x3d);
 
@@ -44,40 +39,10 @@ log: { level: info }
 `;
 }
 
-interface Started {
-  b: Balancer;
-  dev: FakeTunDevice;
-  admin: string;
-  logs: string[];
-  path: string;
-}
+type Started = StartedBalancer;
 
-async function start(t: import('ava').ExecutionContext, text: string): Promise<Started> {
-  const dir = mkdtempSync(join(tmpdir(), 'tunlb-reload-'));
-  writeFileSync(join(dir, 'cluster.key'), KEY, { mode: 0o600 });
-  const path = join(dir, 'tunlb.yaml');
-  writeFileSync(path, text);
-  const dev = new FakeTunDevice({ name: 'tunlb-rl0', queueLimit: 20000 });
-  const logs: string[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of String(chunk).split('\n')) if (l) logs.push(l);
-      cb();
-    },
-  });
-  const b = await Balancer.start({
-    configPath: path,
-    id: 'lb1',
-    device: dev,
-    adminListen: '127.0.0.1:0',
-    logger: createLogger({ level: 'debug', name: 'lb1', destination: stream }),
-  });
-  t.teardown(async () => {
-    await b.stop('teardown');
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const admin = logs.map((l) => JSON.parse(l) as { event?: string; admin?: string }).find((e) => e.event === 'balancer_started')?.admin ?? '';
-  return { b, dev, admin, logs, path };
+function start(t: import('ava').ExecutionContext, text: string): Promise<Started> {
+  return startBalancer(t, { config: text, tunName: 'tunlb-rl0', key: KEY, queueLimit: 20000 });
 }
 
 async function call(url: string, method = 'GET', body?: unknown): Promise<{ status: number; body: any }> {
@@ -90,14 +55,8 @@ async function call(url: string, method = 'GET', body?: unknown): Promise<{ stat
   return { status: res.status, body: await res.json() };
 }
 
-async function until(cond: () => boolean, ms = 5000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
-}
+/** Reload and health changes take a rebuild or a check interval: 5 s by default here. */
+const until = (cond: () => boolean, ms = 5000): Promise<boolean> => untilShared(cond, ms);
 
 function dstOf(w: FakeWritten): string {
   const L = P.layout(w.packet);
