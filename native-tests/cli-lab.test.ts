@@ -17,12 +17,13 @@
  * Run alone: flock /tmp/tunlb-lab-session.lock npx ava --config ava.native.config.cjs native-tests/cli-lab.test.ts
  */
 import test, { type ExecutionContext } from 'ava';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { hasRoot, nativeSuite } from './helpers/root';
 import { LAB_DIR, REPO, execIn, holdLabSession, lab, labLogTail, poll, run, staleBuild, type LabSession, type RunResult } from './helpers/lab';
 import { startTraffic, type TrafficRun } from './helpers/traffic';
+import type { FlowListing, FlowRow } from '../src/control/flow-listing';
 
 const TUNLB = path.join(REPO, 'bin', 'tunlb');
 const LAB_CONFIG = path.join(LAB_DIR, 'lab.yaml');
@@ -82,27 +83,6 @@ async function refused(t: ExecutionContext, args: string[], code: string, exit: 
   return lines[0]!;
 }
 
-interface FlowRow {
-  key: string;
-  vip: string;
-  primary: string;
-  backup: string;
-  backend: string;
-  state: number;
-  stateName: string;
-  packets: number;
-  ageS: number;
-  idleS: number;
-}
-interface FlowListing {
-  total: number;
-  scanned: number;
-  matched: number;
-  truncated: boolean;
-  limit: number;
-  filters: Record<string, string>;
-  flows: FlowRow[];
-}
 interface BackendRow {
   vip: string;
   backend: string;
@@ -116,7 +96,8 @@ test.before(async () => {
   if (!hasRoot()) return;
   const stale = staleBuild();
   if (stale !== undefined) console.log(`cli-lab.test.ts: WARNING: ${stale}`);
-  const distOld = staleDist();
+  // dist/ is what bin/tunlb and the lab run: it must hold the CLI and admin endpoint under test.
+  const distOld = staleBuild(['src/cli/main.ts', 'src/control/admin-server.ts', 'src/control/flow-listing.ts']);
   if (distOld !== undefined) {
     upError = distOld;
     return;
@@ -154,14 +135,6 @@ test.after.always(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-/** dist/ is what bin/tunlb and the lab run: it must hold the CLI and admin endpoint under test. */
-function staleDist(): string | undefined {
-  for (const f of ['src/cli/main.ts', 'src/control/admin-server.ts', 'src/control/flow-listing.ts']) {
-    const dst = path.join(REPO, 'dist', f.replace(/\.ts$/, '.js'));
-    if (!existsSync(dst) || statSync(path.join(REPO, f)).mtimeMs > statSync(dst).mtimeMs + 1000) return `${f} is newer than dist/ (bin/tunlb runs dist): run npm run build`;
-  }
-  return undefined;
-}
 
 function labUp(t: ExecutionContext): boolean {
   if (upError !== undefined) {

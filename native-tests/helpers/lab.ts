@@ -182,17 +182,8 @@ export interface AdminStats {
   counters: { rxPackets: number; txPackets: number; forwardPackets: number; replyPackets: number; drops: Record<string, number> };
 }
 
-export interface FlowRow {
-  key: string;
-  vip: string;
-  primary: string;
-  backup: string;
-  backend: string;
-  state: number;
-  packets: number;
-  ageS: number;
-  idleS: number;
-}
+import type { FlowRow } from '../../src/control/flow-listing';
+export type { FlowRow };
 
 export function adminStats(lb = 'lb1'): Promise<AdminStats> {
   return adminGet(lb, '/api/v1/stats') as Promise<AdminStats>;
@@ -242,18 +233,17 @@ export function labLogTail(name: string, n = 30): string {
   }
 }
 
-/** Warns when dist/ (what bin/tunlb runs) is older than a source file of the data path. */
-export function staleBuild(): string | undefined {
-  const dist = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
-  let built: number;
-  try {
-    built = statSync(dist).mtimeMs;
-  } catch {
-    return `${dist} missing: run npm run build`;
-  }
-  for (const f of ['src/dataplane/forwarder.ts', 'src/control/balancer.ts', 'src/packet/nat.ts', 'src/packet/parse.ts']) {
-    const m = statSync(path.join(REPO, f)).mtimeMs;
-    if (m > built + 1000) return `${f} is newer than dist/ (bin/tunlb runs dist): run npm run build`;
+/** A message when dist/ (what bin/tunlb runs) is older than one of `files` (default: the data path), else undefined. */
+export function staleBuild(files: readonly string[] = ['src/dataplane/forwarder.ts', 'src/control/balancer.ts', 'src/packet/nat.ts', 'src/packet/parse.ts']): string | undefined {
+  for (const f of files) {
+    const dst = path.join(REPO, 'dist', f.replace(/\.ts$/, '.js'));
+    let built: number;
+    try {
+      built = statSync(dst).mtimeMs;
+    } catch {
+      return `${dst} missing: run npm run build`;
+    }
+    if (statSync(path.join(REPO, f)).mtimeMs > built + 1000) return `${f} is newer than dist/ (bin/tunlb runs dist): run npm run build`;
   }
   return undefined;
 }

@@ -23,18 +23,8 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 
 // ---- admin endpoint of a balancer (inside its namespace) ----
 
-export interface PeerView {
-  index: number;
-  id: string;
-  state: string;
-  status: string;
-  incarnation: number;
-  live: boolean;
-  rttMs: number | null;
-  rttAvgMs: number | null;
-  lastAckAgoMs: number | null;
-  misses: number;
-}
+import type { PeerView } from '../../src/cluster/membership';
+export type { PeerView };
 
 export interface MembershipEventRow {
   at: string;
@@ -62,17 +52,8 @@ export interface ClusterStats {
   };
 }
 
-export interface FlowRow {
-  key: string;
-  vip: string;
-  primary: string;
-  backup: string;
-  backend: string;
-  state: number;
-  packets: number;
-  ageS: number;
-  idleS: number;
-}
+import type { FlowRow } from '../../src/control/flow-listing';
+export type { FlowRow };
 
 async function adminGet(lb: string, urlPath: string): Promise<unknown> {
   const r = await execIn(lb, ['curl', '-sS', '-m', '3', `http://${ADMIN}${urlPath}`], { timeoutMs: 5000 });
