@@ -26,6 +26,8 @@ set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=scripts/lab-lib.sh
+source "$HERE/lab-lib.sh"   # lab_lock_held_by_ancestor
 cd "$REPO"
 # fd 7 holds the lab session lock (below); the lab's daemons must not inherit it.
 lab() { bash "$REPO/scripts/lab.sh" "$@" 7>&-; }
@@ -82,26 +84,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# lock_held_by_ancestor: true when a process above us holds a flock on $LOCK (e.g. the demo was
-# started as `flock /tmp/tunlb-lab-session.lock bash scripts/demo.sh`): taking it again on a
-# new open file would wait for ourselves.
-lock_held_by_ancestor() {
-  local ino p stat mine=" " lk
-  ino=$(stat -c %i "$LOCK" 2>/dev/null) || return 1
-  p=$$
-  while [[ $p =~ ^[0-9]+$ ]] && ((p > 1)); do
-    mine+="$p "
-    stat=$(<"/proc/$p/stat") 2>/dev/null || break
-    stat=${stat##*) }          # after "pid (comm) ": state ppid ...
-    read -r _ p _ <<<"$stat"
-  done
-  # /proc/locks: "1: FLOCK  ADVISORY  WRITE 12345 00:1a:67890 0 EOF" ("1: -> FLOCK ..." = waiting)
-  while read -r -a lk; do
-    [[ ${lk[1]} == FLOCK ]] || continue
-    [[ ${lk[5]##*:} == "$ino" && $mine == *" ${lk[4]} "* ]] && return 0
-  done </proc/locks
-  return 1
-}
 
 # Seconds since the demo started (after install), one decimal.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
@@ -135,7 +117,7 @@ else
 fi
 
 # ---- the lab session lock (held until this script exits) ----
-if lock_held_by_ancestor; then
+if lab_lock_held_by_ancestor "$LOCK"; then
   echo "== lab session lock $LOCK: held by the caller"
 else
   exec 7>>"$LOCK"

@@ -13,6 +13,21 @@ lab_run() { local ns=$1; shift; if [[ -n $ns ]]; then ip netns exec "$ns" "$@"; 
 # lab_ip NS args... : iproute2 in the node.
 lab_ip() { local ns=$1; shift; if [[ -n $ns ]]; then ip -n "$ns" "$@"; else ip "$@"; fi; }
 
+# lab_lock_held_by_ancestor FILE: this shell or one of its ancestors holds a flock on FILE (e.g.
+# `flock /tmp/tunlb-lab-session.lock npm run bench:...`): taking it again on a new open file
+# would wait for ourselves (flock locks belong to open files, not to process trees).
+# /proc/locks: "N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF"; waiters' lines ("->") are skipped.
+lab_lock_held_by_ancestor() {
+  local ino pid=$$ anc=" " st
+  ino=$(stat -c %i "$1" 2>/dev/null) || return 1
+  while [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)); do
+    anc+="$pid "
+    st=$(<"/proc/$pid/stat") 2>/dev/null || break
+    st=${st##*) }; read -r _ pid _ <<<"$st"
+  done
+  awk -v ino="$ino" -v anc="$anc" '$2 == "FLOCK" { split($6, d, ":"); if (d[3] == ino && index(anc, " " $5 " ")) f = 1 } END { exit !f }' /proc/locks
+}
+
 # lab_ensure_tools CMD:PACKAGE... : install (apt) the packages of the commands that are missing.
 lab_ensure_tools() {
   local want missing=()

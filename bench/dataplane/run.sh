@@ -112,18 +112,6 @@ if [[ ${BENCH_PIN:-1} == 1 ]] && ((NCPU >= 2)); then PIN=1; MB_CPU=$((NCPU - 1))
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 want() { [[ " $ONLY " == *" $1 "* ]]; }
-# lock_held_by_ancestor FILE: this shell or one of its ancestors holds a flock on FILE (/proc/locks:
-# "N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF"; waiters' lines have "->" and are skipped).
-lock_held_by_ancestor() {
-  local ino pid=$$ anc=" " st
-  ino=$(stat -c %i "$1" 2>/dev/null) || return 1
-  while [[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)); do
-    anc+="$pid "
-    st=$(<"/proc/$pid/stat") 2>/dev/null || break
-    st=${st##*) }; read -r _ pid _ <<<"$st"
-  done
-  awk -v ino="$ino" -v anc="$anc" '$2 == "FLOCK" { split($6, d, ":"); if (d[3] == ino && index(anc, " " $5 " ")) f = 1 } END { exit !f }' /proc/locks
-}
 
 # ============================ session: under the lab lock =====================================
 # Everything that touches the lab. Invoked as `run.sh __session` by flock (below).
@@ -589,7 +577,7 @@ EOF
 haproxy -c -q -f "$OUT/haproxy.cfg" || die "haproxy rejects $OUT/haproxy.cfg"
 log "prepared in $((SECONDS - T0)) s; waiting for the lab lock $LOCK"
 
-if lock_held_by_ancestor "$LOCK"; then
+if lab_lock_held_by_ancestor "$LOCK"; then
   # `flock /tmp/tunlb-lab-session.lock npm run bench:dataplane`: taking it again would deadlock
   # (flock locks belong to open files, not to process trees).
   log "the lab lock $LOCK is held by a caller (an ancestor process); not taking it again"
