@@ -1,6 +1,7 @@
 // tunlb native addon: module init and shared helpers (see common.h).
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,6 +35,28 @@ static bool GetTyped(const Napi::CallbackInfo& info, size_t i, napi_typedarray_t
     return false;
   }
   return true;
+}
+
+unsigned SendMmsgAll(int fd, struct mmsghdr* msgs, unsigned m, int32_t* st, bool enobufsIsFull, bool* full) {
+  unsigned done = 0, sent = 0;
+  *full = false;
+  while (done < m) {
+    int r = sendmmsg(fd, msgs + done, m - done, MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || (enobufsIsFull && errno == ENOBUFS)) {
+        *full = true;
+        break;
+      }
+      st[kInfoErrors]++;  // this message failed; go on with the next
+      st[kInfoLastErrno] = errno;
+      done++;
+      continue;
+    }
+    done += r;
+    sent += r;
+  }
+  return sent;
 }
 
 bool GetU8(const Napi::CallbackInfo& info, size_t i, uint8_t** data, size_t* len) {

@@ -6,6 +6,8 @@
 #pragma once
 #include <napi.h>
 
+#include <sys/socket.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -46,6 +48,13 @@ class NetnsGuard {
 
 // Per-call status array shared with JS (Int32Array(4), see src/dataplane/native.ts):
 enum InfoSlot { kInfoErrors = 0, kInfoLastErrno = 1, kInfoStoppedAgain = 2, kInfoTruncated = 3, kInfoLen = 4 };
+
+// sendmmsg(2) of msgs[0..m), non-blocking, until all are handled or the socket is full.
+// Returns how many the kernel accepted. A message that fails (EMSGSIZE, ENETDOWN, EINVAL ...)
+// is counted in st[kInfoErrors] / st[kInfoLastErrno] and skipped; EINTR retries. EAGAIN (and
+// ENOBUFS when `enobufsIsFull`: packet sockets report a full queue so) stops early and sets
+// *full. Shared by the UDP and AF_PACKET batch senders.
+unsigned SendMmsgAll(int fd, struct mmsghdr* msgs, unsigned m, int32_t* st, bool enobufsIsFull, bool* full);
 
 // Size of the virtio_net_hdr (linux/virtio_net.h, no num_buffers) the addon asks for with
 // TUNSETVNETHDRSZ; JS keeps one per slot in PacketBatch.vnet at this stride.

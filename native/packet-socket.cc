@@ -222,24 +222,8 @@ static Napi::Value PacketSend(const Napi::CallbackInfo& info) {
       m++;
       next++;
     }
-    unsigned done = 0;
     bool again = false;
-    while (done < m) {
-      int r = sendmmsg(fd, g_pmsgs + done, m - done, MSG_DONTWAIT);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == ENOBUFS) {
-          again = true;
-          break;
-        }
-        st[kInfoErrors]++;  // this frame failed (EMSGSIZE, ENETDOWN, EINVAL ...); go on
-        st[kInfoLastErrno] = errno;
-        done++;
-        continue;
-      }
-      done += r;
-      sent += r;
-    }
+    sent += SendMmsgAll(fd, g_pmsgs, m, st, true, &again);
     if (again) {
       st[kInfoStoppedAgain] = 1;
       break;

@@ -272,24 +272,8 @@ static Napi::Value UdpSend(const Napi::CallbackInfo& info) {
       m++;
       next++;
     }
-    unsigned done = 0;
     bool again = false;
-    while (done < m) {
-      int r = sendmmsg(fd, g_msgs + done, m - done, MSG_DONTWAIT);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-          again = true;
-          break;
-        }
-        st[kInfoErrors]++;  // this message failed; go on with the next
-        st[kInfoLastErrno] = errno;
-        done++;
-        continue;
-      }
-      done += r;
-      sent += r;
-    }
+    sent += SendMmsgAll(fd, g_msgs, m, st, false, &again);
     if (again) {
       st[kInfoStoppedAgain] = 1;
       break;
