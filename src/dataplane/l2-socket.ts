@@ -23,7 +23,7 @@
  */
 import { ErrorCodes, TunlbError } from '../errors';
 import {
-  INFO_ERRORS, INFO_LAST_ERRNO, INFO_LEN, INFO_STOPPED_AGAIN, errnoCode, errnoSyscall, native, netnsPath,
+  INFO_ERRORS, INFO_LAST_ERRNO, INFO_LEN, INFO_STOPPED_AGAIN, errnoCode, errnoSyscall, native, netnsPath, netnsMissingMessage,
   type NativeAddon,
 } from './native';
 
@@ -88,7 +88,7 @@ export function mapPacketOpenError(e: unknown, what: string, netns: string | und
   const opts = { cause: e };
   if ((syscall === 'open netns' || syscall === 'setns') && code === 'ENOENT') {
     return new TunlbError(ErrorCodes.SOCKET,
-      `network namespace "${netns}" does not exist (${netnsPath(netns)}): create it with \`ip netns add ${netns}\``,
+      netnsMissingMessage(netns),
       details, opts);
   }
   if (code === 'EPERM' || code === 'EACCES') {

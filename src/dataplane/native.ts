@@ -119,6 +119,11 @@ export function netnsPath(netns: string | undefined): string {
   return netns.startsWith('/') ? netns : `/run/netns/${netns}`;
 }
 
+/** The message for a netns option whose namespace does not exist (open netns / setns: ENOENT). */
+export function netnsMissingMessage(netns: string | undefined): string {
+  return `network namespace "${netns}" does not exist (${netnsPath(netns)}): create it with \`ip netns add ${netns}\``;
+}
+
 /** The errno name ("EPERM") of an Error thrown by the addon, or undefined. */
 export function errnoCode(e: unknown): string | undefined {
   const c = (e as { code?: unknown } | null)?.code;

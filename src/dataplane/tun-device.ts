@@ -16,7 +16,7 @@
 import { ErrorCodes, TunlbError } from '../errors';
 import {
   FEAT_CSUM, FEAT_MULTI_QUEUE, FEAT_TSO4, FEAT_TSO6, FEAT_VNET_HDR, INFO_ERRORS, INFO_LAST_ERRNO, INFO_LEN,
-  INFO_STOPPED_AGAIN, native, netnsPath, errnoCode, errnoSyscall, WANT_MULTI_QUEUE, WANT_OFFLOAD,
+  INFO_STOPPED_AGAIN, native, netnsPath, netnsMissingMessage, errnoCode, errnoSyscall, WANT_MULTI_QUEUE, WANT_OFFLOAD,
   WANT_VNET_HDR, type NativeAddon,
 } from './native';
 import { GSO_MAX_PACKET, type PacketBatch } from './packet-batch';
@@ -117,7 +117,7 @@ export function mapTunOpenError(e: unknown, name: string, netns: string | undefi
   if (syscall === 'open netns' || syscall === 'setns') {
     if (code === 'ENOENT') {
       return new TunlbError(ErrorCodes.DEVICE_IO,
-        `network namespace "${netns}" does not exist (${netnsPath(netns)}): create it with \`ip netns add ${netns}\``,
+        netnsMissingMessage(netns),
         details, opts);
     }
     if (code === 'EPERM' || code === 'EACCES') {

@@ -11,7 +11,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { ErrorCodes, TunlbError } from '../errors';
 import {
-  INFO_ERRORS, INFO_LAST_ERRNO, INFO_LEN, INFO_STOPPED_AGAIN, INFO_TRUNCATED, native, netnsPath, errnoCode,
+  INFO_ERRORS, INFO_LAST_ERRNO, INFO_LEN, INFO_STOPPED_AGAIN, INFO_TRUNCATED, native, netnsPath, netnsMissingMessage, errnoCode,
   errnoSyscall, type NativeAddon,
 } from './native';
 import type { PacketBatch } from './packet-batch';
@@ -127,7 +127,7 @@ export function mapUdpOpenError(e: unknown, what: string, netns: string | undefi
   const opts = { cause: e };
   if ((syscall === 'open netns' || syscall === 'setns') && code === 'ENOENT') {
     return new TunlbError(ErrorCodes.SOCKET,
-      `network namespace "${netns}" does not exist (${netnsPath(netns)}): create it with \`ip netns add ${netns}\``,
+      netnsMissingMessage(netns),
       details, opts);
   }
   if (code === 'EPERM' || code === 'EACCES') {
