@@ -34,6 +34,7 @@
  */
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
+import { checkEcho } from './echo-check';
 
 // ---------------------------------------------------------------------------------- options --
 
@@ -211,31 +212,20 @@ async function longlived(o: Options): Promise<void> {
         };
         conns.push(c);
         sock.removeAllListeners('error');
-        sock.on('data', (d: Buffer) => {
-          if (!c.alive) return;
-          let off = 0;
-          while (off < d.length) {
-            const p = c.pending;
-            if (p === null) return end(c, 'unexpected data');
-            const n = Math.min(p.length - c.got, d.length - off);
-            if (!d.subarray(off, off + n).equals(p.subarray(c.got, c.got + n))) return end(c, 'bad echo');
-            c.got += n;
-            off += n;
-            if (c.got === p.length) {
-              const t2 = now();
-              const gap = t2 - c.lastEcho;
-              if (gap > c.maxStall) {
-                c.maxStall = gap;
-                c.maxStallEnd = t2;
-              }
-              if (gap > c.secStall) c.secStall = gap;
-              c.lastEcho = t2;
-              c.ok++;
-              echoesThisSecond++;
-              c.pending = null;
+        sock.on('data', (d: Buffer) =>
+          checkEcho(c, d, () => {
+            const t2 = now();
+            const gap = t2 - c.lastEcho;
+            if (gap > c.maxStall) {
+              c.maxStall = gap;
+              c.maxStallEnd = t2;
             }
-          }
-        });
+            if (gap > c.secStall) c.secStall = gap;
+            c.lastEcho = t2;
+            c.ok++;
+            echoesThisSecond++;
+          }, (reason) => end(c, reason)),
+        );
         sock.on('error', (e) => end(c, errName(e)));
         sock.on('end', () => end(c, 'closed by peer (FIN)'));
         sock.on('close', () => end(c, 'closed'));

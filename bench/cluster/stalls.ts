@@ -19,6 +19,7 @@
  * a hard timer ends the process duration + 10 s after the start.
  */
 import * as net from 'node:net';
+import { checkEcho } from '../../scripts/echo-check';
 
 interface Opts { conns: number; intervalMs: number; warmupS: number; durationS: number; host: string; port: number }
 
@@ -102,23 +103,12 @@ async function main(): Promise<void> {
         sock.removeAllListeners('error');
         const c: Conn = { id, sock, localPort: sock.localPort ?? 0, alive: true, ended: null, endedAtMs: null, pending: null, got: 0, seq: 0, ok: 0, last: Date.now(), maxStall: 0, gaps: [] };
         conns.push(c);
-        sock.on('data', (d: Buffer) => {
-          if (!c.alive) return;
-          let off = 0;
-          while (off < d.length) {
-            const p = c.pending;
-            if (p === null) return end(c, 'unexpected data');
-            const n = Math.min(p.length - c.got, d.length - off);
-            if (!d.subarray(off, off + n).equals(p.subarray(c.got, c.got + n))) return end(c, 'bad echo');
-            c.got += n;
-            off += n;
-            if (c.got === p.length) {
-              c.pending = null;
-              c.ok++;
-              gap(c, Date.now());
-            }
-          }
-        });
+        sock.on('data', (d: Buffer) =>
+          checkEcho(c, d, () => {
+            c.ok++;
+            gap(c, Date.now());
+          }, (reason) => end(c, reason)),
+        );
         sock.on('error', (e: NodeJS.ErrnoException) => end(c, e.code ?? e.message));
         sock.on('end', () => end(c, 'closed by peer (FIN)'));
         sock.on('close', () => end(c, 'closed'));
