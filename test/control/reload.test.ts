@@ -77,6 +77,22 @@ async function udpFlows(t: import('ava').ExecutionContext, s: Started, ports: nu
   return m;
 }
 
+/**
+ * Sends an ACK segment (seq/ack) from CLIENT:port to VIP:80 for each port, and expects each to
+ * come back as an RST from VIP:80 to the client with valid checksums (backend down).
+ */
+async function expectResets(t: import('ava').ExecutionContext, s: Started, ports: number[], seq: number, ack: number): Promise<void> {
+  for (const p of ports) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq, ack }));
+  t.true(await until(() => s.dev.written.length >= ports.length));
+  for (const w of s.dev.takeWritten()) {
+    const L = P.layout(w.packet);
+    t.is(formatIp(w.packet, L.srcOff, L.alen), VIP);
+    t.is(dstOf(w), CLIENT);
+    t.is(w.packet[L.l4Off + 13], P.TCP_RST);
+    t.deepEqual(P.checksumErrors(w.packet), []);
+  }
+}
+
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
 
 test('drain: a drained backend gets no new flows over 3000, its existing flows still forward; undrain restores it', async (t) => {
@@ -194,15 +210,7 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
   }
   // TCP flows of the removed backend: the next client segment is answered at once with an RST
   // from VIP:80 (not sent to a live backend that would have to reset a connection it never had).
-  for (const p of tcpOn22) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 1, ack: 1 }));
-  t.true(await until(() => s.dev.written.length >= tcpOn22.length));
-  for (const w of s.dev.takeWritten()) {
-    const L = P.layout(w.packet);
-    t.is(formatIp(w.packet, L.srcOff, L.alen), VIP);
-    t.is(dstOf(w), CLIENT);
-    t.is(w.packet[L.l4Off + 13], P.TCP_RST);
-    t.deepEqual(P.checksumErrors(w.packet), []);
-  }
+  await expectResets(t, s, tcpOn22, 1, 1);
   t.is(s.b.forwarder.stats.tcpResetBackendDown, tcpOn22.length);
   // New flows reach the added backend.
   const fresh = await udpFlows(t, s, range(50000, 600));
@@ -232,15 +240,7 @@ test('a backend that fails its health check: its TCP flows get an RST from the V
   t.true(await until(() => s.b.health.states()[0]!.health === 'unhealthy'), 'checked unhealthy');
   t.true(await until(() => s.b.forwarder.forwarding.backendUp[0]![0] === 0), 'table rebuilt with backendUp 0');
 
-  for (const p of tcpOn1) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 10, ack: 99 }));
-  t.true(await until(() => s.dev.written.length >= tcpOn1.length));
-  for (const w of s.dev.takeWritten()) {
-    const L = P.layout(w.packet);
-    t.is(formatIp(w.packet, L.srcOff, L.alen), VIP);
-    t.is(dstOf(w), CLIENT);
-    t.is(w.packet[L.l4Off + 13], P.TCP_RST);
-    t.deepEqual(P.checksumErrors(w.packet), []);
-  }
+  await expectResets(t, s, tcpOn1, 10, 99);
   const moved = await udpFlows(t, s, range(10000, 100));
   for (const [p] of udp) t.is(moved.get(p), '127.0.0.2');
   t.is(s.b.forwarder.stats.tcpResetBackendDown, tcpOn1.length);
@@ -279,14 +279,7 @@ test('drain timeout: flows stay while draining; past drain_timeout_s the backend
   t.like(ev, { cause: 'timeout' });
   t.regex(ev?.reason ?? '', /drain timeout 1 s passed \(drained by operator on lb1 at .*\); remaining flows are cut/);
 
-  for (const p of tcpOn2) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 11, ack: 99 }));
-  t.true(await until(() => s.dev.written.length >= tcpOn2.length));
-  for (const w of s.dev.takeWritten()) {
-    const L = P.layout(w.packet);
-    t.is(formatIp(w.packet, L.srcOff, L.alen), VIP);
-    t.is(dstOf(w), CLIENT);
-    t.is(w.packet[L.l4Off + 13], P.TCP_RST);
-  }
+  await expectResets(t, s, tcpOn2, 11, 99);
   const moved = await udpFlows(t, s, udpOn2);
   for (const p of udpOn2) t.is(moved.get(p), '10.99.3.21', `UDP flow ${p} moved`);
   t.is(s.b.forwarder.stats.tcpResetBackendDown, tcpOn2.length);
