@@ -85,13 +85,17 @@ const src = (p: Uint8Array): string => {
 const u32 = (p: Uint8Array, o: number): number => ((p[o]! << 24) | (p[o + 1]! << 16) | (p[o + 2]! << 8) | p[o + 3]!) >>> 0;
 const u16 = (p: Uint8Array, o: number): number => (p[o]! << 8) | p[o + 1]!;
 
-for (const v6 of [false, true]) {
-  const fam = v6 ? 'IPv6' : 'IPv4';
-  const vipName = v6 ? 'web6' : 'web4';
-  const vipAddr = v6 ? VIP6 : VIP;
-  const client = v6 ? CLIENT6 : CLIENT;
-  const tcp = v6 ? P.tcp6 : P.tcp4;
-  const udp = v6 ? P.udp6 : P.udp4;
+/** Each family's VIP, client and packet builders (the tests below run once per family). */
+const FAMILIES = [false, true].map((v6) => ({
+  fam: v6 ? 'IPv6' : 'IPv4',
+  vipName: v6 ? 'web6' : 'web4',
+  vipAddr: v6 ? VIP6 : VIP,
+  client: v6 ? CLIENT6 : CLIENT,
+  tcp: v6 ? P.tcp6 : P.tcp4,
+  udp: v6 ? P.udp6 : P.udp4,
+}));
+
+for (const { fam, vipName, vipAddr, client, tcp, udp } of FAMILIES) {
 
   test(`backend down, ${fam} TCP: the next client segment becomes an RST from VIP:80 to the client; the flow is removed`, (t) => {
     const h = setup();
@@ -179,12 +183,7 @@ for (const v6 of [false, true]) {
 // Connection reuse (src/dataplane/forwarder.ts): a new connection (SYN, no ACK) on a 5-tuple whose
 // record lingers goes to the backend the table picks now when the recorded one takes no new
 // flows; with an eligible recorded backend it stays (same decision as before).
-for (const v6 of [false, true]) {
-  const fam = v6 ? 'IPv6' : 'IPv4';
-  const vipName = v6 ? 'web6' : 'web4';
-  const vipAddr = v6 ? VIP6 : VIP;
-  const client = v6 ? CLIENT6 : CLIENT;
-  const tcp = v6 ? P.tcp6 : P.tcp4;
+for (const { fam, vipName, vipAddr, client, tcp } of FAMILIES) {
 
   for (const [what, drainOnly] of [['draining', true], ['down', false]] as const) {
     test(`connection reuse, ${fam}: a SYN on a closed flow of a ${what} backend goes to an eligible backend, replies un-NATed`, (t) => {
