@@ -40,6 +40,7 @@ import {
   type ClusterStats,
   type FlowRow,
   type LabSession,
+  longlivedSummary,
   type LonglivedResult,
 } from './helpers/traffic';
 
@@ -208,14 +209,11 @@ async function failoverRound(t: ExecutionContext, victim: string, bound: number)
     gen.kill();
     throw e;
   }
-  const d = await gen.done;
-  const res = d.json.find((j) => j['mode'] === 'longlived') as LonglivedResult | undefined;
-  if (res === undefined) {
-    t.fail(`no longlived summary: exit ${d.code}\n${d.lines.join('\n')}\n${d.stderr}`);
-    return undefined;
-  }
+  const sum = await longlivedSummary(t, gen);
+  if (sum === undefined) return undefined;
+  const res = sum.res;
   const killRel = killAt - res.startedAtEpochMs;
-  t.log(d.lines.filter((l) => !l.startsWith('{')).join('\n'));
+  t.log(sum.lines.filter((l) => !l.startsWith('{')).join('\n'));
   // Stalls by the victim's role in each connection's flow (from lb1's records before the kill).
   const role = new Map(ours.map((f) => [f.key, f.primary === victim ? 'primary' : f.backup === victim ? 'backup' : 'neither']));
   const groups: Record<string, LonglivedResult['perConn']> = {};

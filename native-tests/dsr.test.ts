@@ -38,7 +38,7 @@ import {
   statsOrUndefined,
   type ClusterStats,
   type LabSession,
-  type LonglivedResult,
+  longlivedSummary,
 } from './helpers/traffic';
 import { execIn, LAB_DIR } from './helpers/lab';
 import { loadConfig } from '../src/config';
@@ -449,12 +449,9 @@ rootTest('lab --method dsr: 30 long-lived connections survive kill -9 of lb2', a
     gen.kill();
     throw e;
   }
-  const d = await gen.done;
-  const res = d.json.find((j) => j['mode'] === 'longlived') as LonglivedResult | undefined;
-  if (res === undefined) {
-    t.fail(`no longlived summary: exit ${d.code}\n${d.lines.join('\n')}\n${d.stderr}`);
-    return;
-  }
+  const sum = await longlivedSummary(t, gen);
+  if (sum === undefined) return;
+  const res = sum.res;
   const s1 = await stats('lb1');
   t.log(`stalls: max ${res.maxStallMs} ms, p50 ${res.p50StallMs} ms, p99 ${res.p99StallMs} ms; lb1 failover packets ${s1.counters.failoverPackets}, drops ${JSON.stringify(s1.counters.drops)}`);
   t.is(res.connected, 30, `only ${res.connected}/30 connected`);

@@ -5,6 +5,7 @@
  * bounded in time; every process started here is killed by its PID; nothing touches the root
  * namespace (commands run through `ip netns exec tunlb-*`).
  */
+import type { ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -164,6 +165,20 @@ export function startTraffic(args: string[], killAfterMs: number, opts: { nice?:
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     },
   };
+}
+
+/**
+ * Waits for a `longlived --json` run to end and returns its summary with the run's output
+ * lines; fails the test (with the output) and returns undefined when there is no summary.
+ */
+export async function longlivedSummary(t: ExecutionContext, gen: TrafficRun): Promise<{ res: LonglivedResult; lines: string[] } | undefined> {
+  const d = await gen.done;
+  const res = d.json.find((j) => j['mode'] === 'longlived') as LonglivedResult | undefined;
+  if (res === undefined) {
+    t.fail(`no longlived summary: exit ${d.code}\n${d.lines.join('\n')}\n${d.stderr}`);
+    return undefined;
+  }
+  return { res, lines: d.lines };
 }
 
 /** What `traffic.ts longlived --json` prints last. */
