@@ -338,7 +338,7 @@ class AdminState {
     const byBackend: Record<string, number> = {};
     vips.forEach((v, vi) => {
       v.backends.forEach((x, j) => {
-        byBackend[`${v.name} ${x.address.text}${x.port ? `:${x.port}` : ''}`] = be[vi]![j]!;
+        byBackend[byBackendKey(v.name, x.address.text, x.port)] = be[vi]![j]!;
       });
     });
     this.#flowCounts = { at: now, total, decidedHere: total - learnt, learnt, byPrimary, byBackup, byBackend };
@@ -443,6 +443,11 @@ function intParam(url: URL, name: string, dflt: number, max: number): number {
   return Math.min(max, Math.max(1, Number(url.searchParams.get(name) ?? dflt) || dflt));
 }
 
+/** Key of FlowCounts.byBackend: "<vip name> <address>[:<port>]" (the status page shows it). */
+function byBackendKey(vip: string, address: string, port: number | null): string {
+  return `${vip} ${address}${port ? `:${port}` : ''}`;
+}
+
 async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, state: AdminState): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin');
   const send = (code: number, body: unknown, headers: Record<string, string> = {}): void => {
@@ -501,7 +506,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, st
       // Each backend with the flows this balancer's table holds on it (every balancer holds
       // every record, so this is the cluster's count; cached like the status page's counts).
       const by = state.flowCounts().byBackend;
-      return send(200, { backends: b.health.states().map((x) => ({ ...x, flows: by[`${x.vip} ${x.backend}${x.port ? `:${x.port}` : ''}`] ?? 0 })) });
+      return send(200, { backends: b.health.states().map((x) => ({ ...x, flows: by[byBackendKey(x.vip, x.backend, x.port)] ?? 0 })) });
     }
     case '/api/v1/backends/drain':
     case '/api/v1/backends/undrain': {
