@@ -34,6 +34,7 @@ import { TunlbError, ErrorCodes } from '../errors';
 import { FlowState, type FlowTable } from '../flow';
 import { formatIp, parseIpInto } from '../packet/addr';
 import { keyToString } from '../packet/flow-key';
+import { NO_BACKEND } from '../cluster/backend-table';
 
 export interface FlowRow {
   key: string;
@@ -376,7 +377,7 @@ export function listFlows(src: FlowSource, query: FlowQuery | number): FlowListi
       vip: vip?.name ?? `#${t.vip(id)}`,
       primary: ids[t.primary(id)]?.id ?? `#${t.primary(id)}`,
       backup: ids[t.backup(id)]?.id ?? `#${t.backup(id)}`,
-      backend: vip?.backends[t.backend(id)]?.address.text ?? (t.backend(id) === 0xffff ? "(removed)" : `#${t.backend(id)}`),
+      backend: vip?.backends[t.backend(id)]?.address.text ?? (t.backend(id) === NO_BACKEND ? '(removed)' : `#${t.backend(id)}`),
       state: t.state(id),
       stateName: stateName(t.state(id)),
       packets: t.packets(id),
