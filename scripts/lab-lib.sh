@@ -179,7 +179,9 @@ lab_server_dsr() {
 # defaults. Does nothing on a node that never was a DSR backend.
 lab_server_undo_dsr() {
   local ns=$1 dev=$2
-  lab_ip "$ns" addr show dev lo | grep -q " $LAB_VIP4/32 " || return 0
+  local lo
+  lo=$(lab_ip "$ns" addr show dev lo)   # not `| grep -q`: under pipefail its early exit is a SIGPIPE
+  [[ $lo == *" $LAB_VIP4/32 "* ]] || return 0
   lab_ip "$ns" addr del "$LAB_VIP4/32" dev lo 2>/dev/null || true
   lab_ip "$ns" -6 addr del "$LAB_VIP6/128" dev lo 2>/dev/null || true
   lab_run "$ns" sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.all.arp_announce=0 \

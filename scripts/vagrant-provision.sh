@@ -142,8 +142,10 @@ name_nic() {
     printf '+ ip link set dev <nic with MAC %s> name %s\n' "$mac" "$want"
   else
     local i
+    # awk reads all of ip's output (no early `exit`): under pipefail, a reader that quits first
+    # makes ip die of SIGPIPE and the whole provisioning exit 141 (seen in CI).
     for ((i = 0; i < 50; i++)); do   # at boot, the NIC may still be on its way (udev)
-      cur=$(lab_ip "$NS" -o link show | awk -v m="$mac" 'tolower($0) ~ "link/ether " m " " { sub(/:$/, "", $2); sub(/@.*/, "", $2); print $2; exit }')
+      cur=$(lab_ip "$NS" -o link show | awk -v m="$mac" '!found && tolower($0) ~ "link/ether " m " " { sub(/:$/, "", $2); sub(/@.*/, "", $2); print $2; found = 1 }')
       [[ -n $cur ]] && break
       sleep 0.2
     done
