@@ -10,7 +10,8 @@ pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ 
 
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  # a string match, not `| grep -q` (its early exit can SIGPIPE the writer under pipefail)
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"install ok installed"* ]] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
