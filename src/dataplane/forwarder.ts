@@ -604,9 +604,10 @@ export class Forwarder {
       // The backend port differs from the VIP port: restore the client's original VIP port.
       table.copyKey(id, 0, this.#fwdWords, 0);
       port = (this.#fwdBytes[KEY_DPORT]! << 8) | this.#fwdBytes[KEY_DPORT + 1]!;
-      // A fragment flow's key has no ports (docs/design.md "Fragments"): the VIP port is
-      // unknown, so leave the port as the backend sent it rather than writing 0.
-      if (port === 0) port = KEEP_PORT;
+      // A fragment flow's key has no ports (docs/design.md "Fragments"): restore the VIP's
+      // port when it has only one; with several it is unknown, so leave the port as the
+      // backend sent it rather than writing 0.
+      if (port === 0) port = ft.vipSolePort[vip]!;
     }
     const rr = natSrc(buf, off, info, ft.vipAddr, vip * 16 + (info.addrLen === 4 ? 12 : 0), port, csumMode);
     if (rr !== OK) {

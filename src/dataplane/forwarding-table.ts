@@ -45,6 +45,12 @@ export interface ForwardingTable {
   readonly vipProto: Uint8Array;
   /** Per VIP: 8192-byte port bitmap (bit p set when port p is served). */
   readonly vipPorts: readonly Uint8Array[];
+  /**
+   * Per VIP: its one port when the VIP serves exactly one, else KEEP_PORT. A flow created by
+   * fragments is keyed without ports, so this is the VIP port a port-rewriting backend's
+   * reply gets back (docs/design.md "Fragments"); with several ports it is unknown.
+   */
+  readonly vipSolePort: Int32Array;
   /** Per VIP: the weighted rendezvous table (row = flowHash >>> 16). */
   readonly backendTables: readonly BackendTable[];
   /** Per VIP: backendCount × 16 bytes of backend addresses. */
@@ -92,6 +98,7 @@ export function buildForwardingTable(
   const vipMethod = new Uint8Array(n);
   const vipProto = new Uint8Array(n * 256);
   const vipPorts: Uint8Array[] = [];
+  const vipSolePort = new Int32Array(n);
   const backendTables: BackendTable[] = [];
   const backendAddr: Uint8Array[] = [];
   const backendPort: Int32Array[] = [];
@@ -103,6 +110,7 @@ export function buildForwardingTable(
     vipMethod[v] = vip.method === 'dsr' ? METHOD_DSR : METHOD_NAT;
     vipProto.set(vip.protocolAllowed, v * 256);
     vipPorts.push(vip.ports.bitmap);
+    vipSolePort[v] = !vip.ports.all && vip.ports.size === 1 ? vip.ports.first : KEEP_PORT;
     const addrs = new Uint8Array(vip.backends.length * 16);
     const ports = new Int32Array(vip.backends.length);
     const ups = new Uint8Array(vip.backends.length);
@@ -131,6 +139,7 @@ export function buildForwardingTable(
     vipMethod,
     vipProto,
     vipPorts,
+    vipSolePort,
     backendTables,
     backendAddr,
     backendPort,

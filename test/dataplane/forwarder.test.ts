@@ -77,6 +77,18 @@ vips:
     method: dsr
     backends:
       - { address: 10.99.3.21 }
+  - name: dns4
+    address: 10.99.0.40
+    protocols: [udp]
+    ports: [53]
+    backends:
+      - { address: 10.99.3.23, port: 5353 }
+  - name: dns6
+    address: "fd99::40"
+    protocols: [udp]
+    ports: [53]
+    backends:
+      - { address: "fd99:3::23", port: 5353 }
 `;
 
 const TCP_ONLY = '10.99.0.20';
@@ -923,22 +935,48 @@ test('forward-drop names: one per reason', (t) => {
   t.is(forwardDropNames[ForwardDrop.NO_FLOW], 'no_flow');
 });
 
-// ---- Known limitations, reported (test.failing: AVA flags them the day they are fixed) ----
+// ---- Fragment flows and port rewriting (docs/design.md "Fragments") ----
+// A flow the client creates with fragments is keyed without ports, so the VIP port a
+// port-rewriting backend's reply must get back is not in the record: it is the VIP's port when
+// the VIP serves one, and unknown (the backend's port is kept) when it serves several.
 
-test.failing('KNOWN BUG: a reply to a fragmented request from a port-rewrite backend keeps the backend port, not the VIP port', (t) => {
-  // A fragment flow is keyed with ports 0, so the VIP port to restore is not in the record:
-  // #toClient restores "the forward key's destination port", which is 0.
-  const h = setup();
-  for (let i = 2; i < 250; i++) {
-    const c = `10.99.1.${i}`;
-    const outs = P.fragmentPacket(P.udp4(c, VIP, 4000, 53, data(2000)), 1200, 7).map((f) => h.send(f));
-    const be = backendOf(h, VIP, outs[0]!.out);
-    if (be.port === null) continue;
-    const back = P.fragmentPacket(P.udp4(be.addr, c, be.port, 4000, data(2500, 9)), 1200, 8).map((f) => h.send(f));
-    t.true(back.every((b) => b.emitted));
-    const re = P.reassemble(back.map((o) => o.out));
-    t.is((re[20]! << 8) | re[21]!, 53, 'reply source port = the VIP port the client used');
-    return;
-  }
-  t.fail('no client landed on the port-rewrite backend');
-});
+const FRAG_REWRITE_CASES = [
+  { name: 'v4, VIP with one port: the reply gets the VIP port', vip: '10.99.0.40', client: '10.99.1.9', want: 53 },
+  { name: 'v6, VIP with one port: the reply gets the VIP port', vip: 'fd99::40', client: 'fd99:1::9', want: 53 },
+  { name: 'v4, VIP with several ports: the backend port is kept (documented limit)', vip: VIP, client: '', want: 8080 },
+  { name: 'v6, VIP with every port: the backend port is kept (documented limit)', vip: VIP6, client: '', want: 8080 },
+] as const;
+
+for (const c of FRAG_REWRITE_CASES) {
+  test(`fragmented request to a port-rewriting backend, fragmented reply: ${c.name}`, (t) => {
+    const h = setup();
+    const v6 = c.vip.includes(':');
+    const udp = v6 ? P.udp6 : P.udp4;
+    // Multi-backend VIPs: find a client the table sends to the port-rewrite backend.
+    for (let i = 2; i < 250; i++) {
+      const cl = c.client !== '' ? c.client : v6 ? `fd99:1::${i.toString(16)}` : `10.99.1.${i}`;
+      const outs = P.fragmentPacket(udp(cl, c.vip, 4000, 53, data(2000)), 1200, 7).map((f) => h.send(f));
+      t.true(outs.every((o) => o.emitted), 'request fragments forwarded');
+      const be = backendOf(h, c.vip, outs[0]!.out);
+      if (be.port === null) continue;
+      const req = P.reassemble(outs.map((o) => o.out));
+      t.deepEqual(P.checksumErrors(req), [], 'request reassembled at the backend: checksums');
+      t.is((req[P.layout(req).l4Off + 2]! << 8) | req[P.layout(req).l4Off + 3]!, be.port, 'request reaches the backend port');
+      const back = P.fragmentPacket(udp(be.addr, cl, be.port, 4000, data(2500, 9)), 1200, 8).map((f) => h.send(f));
+      t.true(back.every((b) => b.emitted), 'reply fragments un-NATed');
+      const re = P.reassemble(back.map((o) => o.out));
+      const L = P.layout(re);
+      t.is(formatIp(re, L.srcOff, L.alen), c.vip, 'reply from the VIP');
+      t.is((re[L.l4Off]! << 8) | re[L.l4Off + 1]!, c.want, 'reply source port');
+      t.deepEqual(P.checksumErrors(re), [], 'reply reassembled at the client: checksums');
+      // An unfragmented reply to the same fragment flow (its 3-tuple) gets the same port.
+      const whole = h.send(udp(be.addr, cl, be.port, 4000, data(100, 3)));
+      t.true(whole.emitted);
+      const W = P.layout(whole.out);
+      t.is((whole.out[W.l4Off]! << 8) | whole.out[W.l4Off + 1]!, c.want, 'unfragmented reply source port');
+      t.deepEqual(P.checksumErrors(whole.out), []);
+      return;
+    }
+    t.fail('no client landed on the port-rewrite backend');
+  });
+}
