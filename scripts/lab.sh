@@ -137,6 +137,7 @@ build_topology() {
     ip -n "$r" link show dev "$n" >/dev/null 2>&1 \
       || ip -n "$r" link add "$n" type bridge forward_delay 0 stp_state 0 mcast_snooping 0
   done
+  lab_sysctl_switch "$r"
   veth_to_router "$LAB_IF_ROUTER_FRONT" "$LAB_CLIENT" "$LAB_IF_CLIENT_FRONT"
   for n in "${LAB_BALANCERS[@]}"; do
     veth_to_router "$n-lb" "$n" "$LAB_IF_LB_LBNET"
