@@ -5,7 +5,7 @@
  *      a veth between them; created and deleted by the test, nothing else touched): a batch of
  *      frames arrives at the peer's MAC with the VIP held on its lo as destination; a GSO
  *      super-packet with a partial checksum (PACKET_VNET_HDR) is accepted whole; errors map to
- *      TunlbError codes.
+ *      TunlbError codes. The addon's rtnetlink neighbour dump against `ip -j neigh show`.
  *  (2) The namespace lab in DSR mode (`scripts/lab.sh up --method dsr`, config/lab-dsr.yaml):
  *      HTTP from the client (IPv4 and IPv6) reaches all three servers; captures on srv1's and
  *      lb1's back interfaces show frames to the server's MAC with the VIP as destination and no
@@ -22,7 +22,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { hasRoot, rootTest } from './helpers/root';
-import { createNetns, ipIn, removeNetns, uniqueNetnsName } from './helpers/netns';
+import { createNetns, ipIn, removeNetns, runIn, uniqueNetnsName } from './helpers/netns';
 import {
   BALANCERS,
   flows,
@@ -48,6 +48,7 @@ import { buildForwardingTable } from '../src/dataplane/forwarding-table';
 import { keyFromParts } from '../src/packet/flow-key';
 import { L2Socket, interfaceInfo, formatMac } from '../src/dataplane/l2-socket';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 } from '../src/dataplane/packet-batch';
+import { dumpKernelNeighbours, parseIpNeighJson, type NeighbourEntry } from '../src/dataplane/neighbours';
 import { TunlbError } from '../src/errors';
 
 const VIP4 = '10.99.0.10';
@@ -268,6 +269,39 @@ rootTest('L2Socket errors: unknown interface and unknown namespace are TunlbErro
   t.regex(e2?.message ?? '', /does not exist/);
   const e3 = t.throws(() => interfaceInfo('lo'), { instanceOf: TunlbError });
   t.regex(e3?.message ?? '', /not an Ethernet interface/);
+});
+
+rootTest('neighbour table: the rtnetlink dump gives what `ip -j neigh show` gives (states, MACs, both families); a missing namespace throws', async (t) => {
+  await ownNamespaces();
+  try {
+    runIn(NS_A, ['sysctl', '-qw', 'net.ipv6.conf.va.disable_ipv6=0']); // the namespace starts with IPv6 off
+    ipIn(NS_A, ['-6', 'addr', 'add', 'fd77::1/64', 'dev', 'va', 'nodad']);
+    const rows: [string, string[]][] = [
+      ['10.200.0.5', ['lladdr', '02:00:00:00:00:05', 'nud', 'permanent']],
+      ['10.200.0.6', ['lladdr', '02:00:00:00:00:06', 'nud', 'stale']],
+      ['10.200.0.7', ['lladdr', '02:00:00:00:00:07', 'nud', 'reachable']],
+      ['10.200.0.8', ['nud', 'incomplete']],
+      ['10.200.0.9', ['nud', 'failed']],
+      ['fd77::5', ['lladdr', '02:00:00:00:00:15', 'nud', 'reachable']],
+      ['fd77::6', ['lladdr', '02:00:00:00:00:16', 'nud', 'stale']],
+    ];
+    for (const [ip, args] of rows) ipIn(NS_A, ['neigh', 'add', ip, 'dev', 'va', ...args]);
+    const byKey = (es: NeighbourEntry[]) => new Map(es.filter((e) => e.dev === 'va').map((e) => [e.dst, { lladdr: e.lladdr, state: e.state }]));
+    const dumped = byKey(dumpKernelNeighbours(NS_A));
+    const ipSays = byKey(parseIpNeighJson(ipIn(NS_A, '-j neigh show')));
+    t.deepEqual(Object.fromEntries(dumped), Object.fromEntries(ipSays), 'same entries as ip -j neigh show');
+    t.deepEqual(dumped.get('10.200.0.5'), { lladdr: '02:00:00:00:00:05', state: ['PERMANENT'] });
+    t.deepEqual(dumped.get('10.200.0.6'), { lladdr: '02:00:00:00:00:06', state: ['STALE'] });
+    t.deepEqual(dumped.get('10.200.0.8'), { lladdr: undefined, state: ['INCOMPLETE'] });
+    t.deepEqual(dumped.get('10.200.0.9'), { lladdr: undefined, state: ['FAILED'] });
+    t.deepEqual(dumped.get('fd77::5'), { lladdr: '02:00:00:00:00:15', state: ['REACHABLE'] });
+    // Only this namespace's table: B's is empty of these entries.
+    t.false(dumpKernelNeighbours(NS_B).some((e) => e.dst === '10.200.0.5'));
+    const err = t.throws(() => dumpKernelNeighbours('tunlb-no-such-ns'));
+    t.is((err as NodeJS.ErrnoException | undefined)?.code, 'ENOENT');
+  } finally {
+    dropOwnNamespaces();
+  }
 });
 
 // ------------------------------------------------------------------ (2) the lab in DSR mode ---

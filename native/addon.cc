@@ -129,6 +129,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitUdp(env, exports);
   InitPoller(env, exports);
   InitPacket(env, exports);
+  InitNeighbours(env, exports);
   return exports;
 }
 

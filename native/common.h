@@ -64,5 +64,6 @@ void InitTun(Napi::Env env, Napi::Object exports);
 void InitUdp(Napi::Env env, Napi::Object exports);
 void InitPoller(Napi::Env env, Napi::Object exports);
 void InitPacket(Napi::Env env, Napi::Object exports);
+void InitNeighbours(Napi::Env env, Napi::Object exports);
 
 }  // namespace tunlb

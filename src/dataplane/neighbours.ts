@@ -17,8 +17,9 @@
  * Which interface: the one whose subnet contains the backend (os.networkInterfaces(); not
  * loopback, not the TUN device): DSR needs the backend on a directly attached network.
  *
- * Freshness: the table is re-read every `refreshMs` (default 1 s; `ip -j neigh show`, or
- * /proc/net/arp when `ip` is unavailable) and soon (≤ 50 ms later) after the hot path reported
+ * Freshness: the table is re-read every `refreshMs` (default 1 s; an rtnetlink RTM_GETNEIGH
+ * dump by the addon, native/neighbours.cc, as `ip neigh show` makes; `ip -j neigh show`, then
+ * /proc/net/arp, only if that fails) and soon (≤ 50 ms later) after the hot path reported
  * a backend without a usable entry (missing(): a flag, no allocation). A backend whose entry is
  * missing, FAILED, INCOMPLETE or STALE is probed: one UDP datagram to its discard port (9) so the
  * kernel resolves (ARP / NS) or re-confirms (STALE → DELAY → PROBE → REACHABLE) it; the probe
@@ -31,6 +32,7 @@ import { readFile } from 'node:fs/promises';
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 import { METHOD_DSR, type ForwardingTable } from './forwarding-table';
 import { interfaceInfo, parseMac, type InterfaceInfo } from './l2-socket';
+import { native, netnsPath, type NativeAddon } from './native';
 import { bytes16ToIp, ipToBytes16 } from './udp-batch-socket';
 
 export const NEIGH_STRIDE = 16;
@@ -103,8 +105,66 @@ interface Target {
   lastProbeMs: number;
 }
 
-/** `ip -j neigh show` (both families), or /proc/net/arp (IPv4 only) when `ip` fails. */
+/** NUD_* state bits of linux/neighbour.h, in the order `ip neigh` prints them. */
+const NUD_NAMES: readonly (readonly [bit: number, name: string])[] = [
+  [0x01, 'INCOMPLETE'], [0x02, 'REACHABLE'], [0x04, 'STALE'], [0x08, 'DELAY'],
+  [0x10, 'PROBE'], [0x20, 'FAILED'], [0x40, 'NOARP'], [0x80, 'PERMANENT'],
+];
+
+const NUD_NOARP = 0x40;
+
+/** NUD_* bits → state names as `ip -j neigh` gives them (0 = "NONE"). */
+export function nudStates(bits: number): string[] {
+  const out: string[] = [];
+  for (const [bit, name] of NUD_NAMES) if ((bits & bit) !== 0) out.push(name);
+  return out.length === 0 ? ['NONE'] : out;
+}
+
+/** One row of the addon's RTM_GETNEIGH dump (native/neighbours.cc). */
+interface NativeNeighbour {
+  dst: string;
+  dev: string;
+  ifindex: number;
+  family: 4 | 6;
+  /** NUD_* bits. */
+  state: number;
+  lladdr?: string;
+}
+
+interface NeighbourAddon {
+  neighDump(netnsPath: string): NativeNeighbour[];
+}
+
+/**
+ * The kernel's neighbour table (both families) of the current network namespace, or of
+ * `netns`, by the addon's rtnetlink dump. Control path (synchronous, bounded by a 2 s
+ * receive timeout). Throws the addon's errno Error.
+ */
+export function dumpKernelNeighbours(netns?: string): NeighbourEntry[] {
+  const rows = (native() as NativeAddon & NeighbourAddon).neighDump(netnsPath(netns));
+  const out: NeighbourEntry[] = [];
+  for (const r of rows) {
+    // As `ip neigh show`: no NUD_NONE entries and no NOARP-only ones (multicast, loopback).
+    if ((r.state & ~NUD_NOARP) === 0) continue;
+    out.push({ dst: r.dst, dev: r.dev, lladdr: r.lladdr, state: nudStates(r.state) });
+  }
+  return out;
+}
+
+/**
+ * The kernel's neighbour table: the rtnetlink dump; if that fails (an addon without it, a
+ * sandbox that refuses netlink), `ip -j neigh show`; then /proc/net/arp (IPv4 only).
+ */
 export async function readKernelNeighbours(): Promise<NeighbourEntry[]> {
+  try {
+    return dumpKernelNeighbours();
+  } catch {
+    return readNeighboursByIp();
+  }
+}
+
+/** `ip -j neigh show` (both families), or /proc/net/arp (IPv4 only) when `ip` fails. */
+async function readNeighboursByIp(): Promise<NeighbourEntry[]> {
   try {
     const out = await new Promise<string>((resolve, reject) => {
       execFile('ip', ['-j', 'neigh', 'show'], { timeout: 2000, maxBuffer: 16 << 20 }, (err, stdout) =>

@@ -18,7 +18,7 @@ import { Forwarder, Action, createDsrOutput, type DsrOutput, type PeerOutput } f
 import { buildForwardingTable, type ForwardingTable } from '../../src/dataplane/forwarding-table';
 import { forwardDropNames } from '../../src/dataplane/forward-drop';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 } from '../../src/dataplane/packet-batch';
-import { NeighbourTable, type NeighbourEntry, NEIGH_STRIDE, NEIGH_VALID, interfaceFor, parseIpNeighJson, parseProcNetArp } from '../../src/dataplane/neighbours';
+import { NeighbourTable, type NeighbourEntry, NEIGH_STRIDE, NEIGH_VALID, interfaceFor, nudStates, parseIpNeighJson, parseProcNetArp } from '../../src/dataplane/neighbours';
 import { formatMac, mapPacketOpenError } from '../../src/dataplane/l2-socket';
 import { writeEncapHeader, ENCAP_HEADER_LEN, ENCAP_F_NEW_FLOW, ENCAP_F_VNET } from '../../src/packet/encap';
 import { CSUM_FULL } from '../../src/packet/nat';
@@ -347,6 +347,22 @@ test('without a DSR output the forwarder still drops DSR VIPs as method_unsuppor
   const pkt = P.tcp4(CLIENT, VIP, 5555, 80);
   t.is(fwd.processPacket(pkt, 0, pkt.length, CSUM_FULL, 0), Action.DROP);
   t.is(fwd.stats.forwardDrops[forwardDropNames.indexOf('method_unsupported')], 1);
+});
+
+test('neighbour states: NUD_* bits of the rtnetlink dump → the names ip -j neigh prints', (t) => {
+  const cases: [number, string[]][] = [
+    [0x00, ['NONE']],
+    [0x01, ['INCOMPLETE']],
+    [0x02, ['REACHABLE']],
+    [0x04, ['STALE']],
+    [0x08, ['DELAY']],
+    [0x10, ['PROBE']],
+    [0x20, ['FAILED']],
+    [0x40, ['NOARP']],
+    [0x80, ['PERMANENT']],
+    [0x82, ['REACHABLE', 'PERMANENT']],
+  ];
+  for (const [bits, names] of cases) t.deepEqual(nudStates(bits), names, `0x${bits.toString(16)}`);
 });
 
 test('neighbour helpers: ip -j neigh, /proc/net/arp, interface by subnet', (t) => {
