@@ -458,10 +458,16 @@ dsr_port() { # dsr_port PRIMARY FROM: a client port whose flow to VIP:5201 has t
 }
 dsr_three() {
   local cmd="$NODE_BIN $TUNLB_ROOT/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}" b pids="" qe qp qr i
+  # BENCH_PROFILE=1: a profile per balancer (the file name holds its pid: lb1 serves tcp1e and
+  # encapsulates tcp1p, the peer serves tcp1p and tcp1pr; see tunlb-dsr3-lbN.pid).
+  if [[ ${BENCH_PROFILE:-0} == 1 ]]; then cmd="$NODE_BIN --cpu-prof --cpu-prof-dir=$OUT/prof $TUNLB_ROOT/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}"; fi
   if ! TUNLB_CMD=$cmd TUNLB_LAB_CONFIG=$OUT/lab-dsr.yaml bash "$LAB" up --lb tunlb --balancers 3 --method dsr >"$OUT/lab-up-dsr3.log" 2>&1; then
     cat "$OUT/lab-up-dsr3.log" >&2; log "tunlb-dsr3: lab.sh up --balancers 3 --method dsr failed; skipped"; return 0
   fi
-  for b in "${LAB_BALANCERS[@]}"; do pids+="${pids:+ }$(<"$LAB_DIR/pids/$b.pid")"; done
+  for b in "${LAB_BALANCERS[@]}"; do
+    pids+="${pids:+ }$(<"$LAB_DIR/pids/$b.pid")"
+    cp "$LAB_DIR/pids/$b.pid" "$OUT/tunlb-dsr3-$b.pid"
+  done
   # Every balancer must see the others up before the hash's ranking (all live) applies.
   for ((i = 0; i < 50; i++)); do
     [[ $(ip netns exec "$LB" curl -s -m 1 "http://127.0.0.1:9180/api/v1/status" 2>/dev/null | grep -o '"serving"' | wc -l) -ge 3 ]] && break
@@ -480,6 +486,8 @@ dsr_three() {
   for b in "${LAB_BALANCERS[@]}"; do
     ip netns exec "$LAB_NS_PREFIX$b" curl -s -m 2 "http://127.0.0.1:9180/api/v1/stats" >"$OUT/tunlb-dsr3-stats-$b.json" 2>/dev/null || true
   done
+  # SIGTERM, so that --cpu-prof writes the profiles as the balancers exit.
+  if [[ ${BENCH_PROFILE:-0} == 1 ]]; then for b in $pids; do stop_pid "$b"; done; fi
 }
 
 # ============================ preparation (no lock), then the session, then the report ========
