@@ -5,6 +5,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +20,18 @@ constexpr unsigned kChunk = 256;  // messages per recvmmsg/sendmmsg call
 static struct mmsghdr g_msgs[kChunk];
 static struct iovec g_iovs[kChunk];
 static struct sockaddr_storage g_names[kChunk];
+// Segmented (UDP GSO) entries: gathered iovecs (a chunk header from the scratch buffer, then
+// its payload in place) and one UDP_SEGMENT control message per sendmmsg message.
+constexpr unsigned kGsoIovs = 8192;
+constexpr unsigned kUdpMaxSegs = 64;         // UDP_MAX_SEGMENTS of older kernels (newer: 128)
+constexpr uint32_t kMaxUdpPayload = 65507;   // 65535 - IPv4 header (20) - UDP header (8)
+static struct iovec g_giovs[kGsoIovs];
+static union {
+  char buf[CMSG_SPACE(sizeof(uint16_t))];
+  struct cmsghdr align;
+} g_ctrl[kChunk];
+static uint32_t g_msgEntry[kChunk];   // the entry each message belongs to
+static bool g_msgLast[kChunk];        // the entry's last message
 
 static const uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
@@ -163,9 +176,15 @@ static Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   uint8_t bound[16];
   uint16_t bport;
   FromSockaddr(&ss, bound, &bport);
+  // UDP GSO (UDP_SEGMENT, Linux 4.18, linux/udp.h): probed once here; without it the sender
+  // never passes segmented entries (udpSend's `chunk` array).
+  int seg = 0;
+  socklen_t segLen = sizeof seg;
+  bool gso = getsockopt(fd, SOL_UDP, UDP_SEGMENT, &seg, &segLen) == 0;
   Napi::Object out = Napi::Object::New(env);
   out.Set("fd", Napi::Number::New(env, fd));
   out.Set("port", Napi::Number::New(env, bport));
+  out.Set("gso", Napi::Boolean::New(env, gso));
   return out;
 }
 
@@ -230,9 +249,20 @@ static Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, n);
 }
 
-// udpSend(fd, family: 4|6, buf, offsets, sizes, count, addrs, ports, info) -> datagrams sent
-// EAGAIN stops (info[2] = 1). Any other error, or a datagram outside `buf` or to an address
-// the socket's family cannot reach, skips that datagram: info[0] += 1, info[1] = errno.
+// udpSend(fd, family: 4|6, buf, offsets, sizes, count, addrs, ports, info
+//         [, chunk: Uint16Array, hdrs: Uint8Array, hdrOffs: Uint32Array, hdrLens: Uint16Array])
+//   -> entries sent
+// Entry i is one datagram buf[offsets[i] .. +sizes[i]] to addrs[16i..]:ports[i], unless
+// chunk[i] > 0: then it is a segmented super-packet (src/packet/gso-split.ts), datagram j =
+// hdrs[hdrOffs[i] + j*hdrLens[i] .. +hdrLens[i]] followed by buf[offsets[i] + j*chunk[i] ..
+// + min(chunk[i], rest of sizes[i])], sent with UDP_SEGMENT = hdrLens[i] + chunk[i] (one
+// sendmmsg message per up to 64 datagrams and 65507 bytes): the kernel passes one GSO skb down
+// the stack and segments it as late as possible (or the NIC does). Only on a socket whose
+// udpOpen reported gso. EAGAIN stops (info[2] = 1). Any other error, or an entry outside its
+// buffers or to an address the socket's family cannot reach, skips that message / entry:
+// info[0] += 1, info[1] = errno (EIO from a GSO message: the path cannot offload the UDP
+// checksum; the caller then stops segmenting). Returns the entries whose messages were all
+// handed over up to the first refused or unsent one.
 static Napi::Value UdpSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint8_t *buf, *addrs; uint32_t *offsets, *sizes; uint16_t* ports; int32_t* st;
@@ -248,10 +278,23 @@ static Napi::Value UdpSend(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "udpSend: batch arrays too small").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  uint16_t *chunk = nullptr, *hdrLens = nullptr;
+  uint8_t* hdrs = nullptr;
+  uint32_t* hdrOffs = nullptr;
+  size_t clen = 0, hlen = 0, holen = 0, hllen = 0;
+  if (info.Length() > 9 && !info[9].IsNull() && !info[9].IsUndefined()) {
+    if (!GetU16(info, 9, &chunk, &clen) || !GetU8(info, 10, &hdrs, &hlen) || !GetU32(info, 11, &hdrOffs, &holen) ||
+        !GetU16(info, 12, &hdrLens, &hllen))
+      return env.Undefined();
+    if (count > clen || count > holen || count > hllen) {
+      Napi::RangeError::New(env, "udpSend: segment arrays too small").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
   uint32_t sent = 0, i = 0;
   while (i < count) {
-    // Build up to kChunk valid messages starting at i; invalid ones are skipped and counted.
-    unsigned m = 0;
+    // Build up to kChunk messages starting at entry i; invalid entries are skipped and counted.
+    unsigned m = 0, giov = 0;
     uint32_t next = i;
     while (next < count && m < kChunk) {
       uint64_t off = offsets[next], len = sizes[next];
@@ -262,18 +305,78 @@ static Napi::Value UdpSend(const Napi::CallbackInfo& info) {
         next++;
         continue;
       }
-      g_iovs[m].iov_base = buf + off;
-      g_iovs[m].iov_len = len;
-      std::memset(&g_msgs[m].msg_hdr, 0, sizeof g_msgs[m].msg_hdr);
-      g_msgs[m].msg_hdr.msg_name = &g_names[m];
-      g_msgs[m].msg_hdr.msg_namelen = sl;
-      g_msgs[m].msg_hdr.msg_iov = &g_iovs[m];
-      g_msgs[m].msg_hdr.msg_iovlen = 1;
-      m++;
+      uint32_t cp = chunk != nullptr ? chunk[next] : 0;
+      if (cp == 0) {
+        g_iovs[m].iov_base = buf + off;
+        g_iovs[m].iov_len = len;
+        std::memset(&g_msgs[m].msg_hdr, 0, sizeof g_msgs[m].msg_hdr);
+        g_msgs[m].msg_hdr.msg_name = &g_names[m];
+        g_msgs[m].msg_hdr.msg_namelen = sl;
+        g_msgs[m].msg_hdr.msg_iov = &g_iovs[m];
+        g_msgs[m].msg_hdr.msg_iovlen = 1;
+        g_msgEntry[m] = next;
+        g_msgLast[m] = true;
+        m++;
+        next++;
+        continue;
+      }
+      // A segmented entry: n datagrams of hl + cp bytes (the last shorter).
+      uint32_t hl = hdrLens[next];
+      uint32_t n = static_cast<uint32_t>((len + cp - 1) / cp);
+      uint32_t dg = hl + cp;
+      uint32_t perMsg = dg == 0 ? 0 : kMaxUdpPayload / dg;
+      if (perMsg > kUdpMaxSegs) perMsg = kUdpMaxSegs;
+      uint32_t msgs = perMsg == 0 ? 0 : (n + perMsg - 1) / perMsg;
+      if (len == 0 || perMsg == 0 || dg > 0xffff || static_cast<uint64_t>(hdrOffs[next]) + static_cast<uint64_t>(n) * hl > hlen ||
+          msgs > kChunk || 2ull * n > kGsoIovs) {
+        st[kInfoErrors]++;
+        st[kInfoLastErrno] = EINVAL;
+        next++;
+        continue;
+      }
+      if (m + msgs > kChunk || giov + 2 * n > kGsoIovs) break;  // send what is built first
+      for (uint32_t g = 0; g < msgs; g++) {
+        uint32_t first = g * perMsg, last = first + perMsg < n ? first + perMsg : n;
+        struct iovec* iov = &g_giovs[giov];
+        for (uint32_t j = first; j < last; j++) {
+          uint64_t po = off + static_cast<uint64_t>(j) * cp;
+          uint64_t pl = len - static_cast<uint64_t>(j) * cp < cp ? len - static_cast<uint64_t>(j) * cp : cp;
+          g_giovs[giov].iov_base = hdrs + hdrOffs[next] + static_cast<uint64_t>(j) * hl;
+          g_giovs[giov].iov_len = hl;
+          g_giovs[giov + 1].iov_base = buf + po;
+          g_giovs[giov + 1].iov_len = pl;
+          giov += 2;
+        }
+        std::memset(&g_msgs[m].msg_hdr, 0, sizeof g_msgs[m].msg_hdr);
+        if (g > 0) g_names[m] = g_names[m - 1];  // the entry's first message has the address
+        g_msgs[m].msg_hdr.msg_name = &g_names[m];
+        g_msgs[m].msg_hdr.msg_namelen = sl;
+        g_msgs[m].msg_hdr.msg_iov = iov;
+        g_msgs[m].msg_hdr.msg_iovlen = 2 * (last - first);
+        g_msgs[m].msg_hdr.msg_control = g_ctrl[m].buf;
+        g_msgs[m].msg_hdr.msg_controllen = sizeof g_ctrl[m].buf;
+        struct cmsghdr* c = CMSG_FIRSTHDR(&g_msgs[m].msg_hdr);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t gs = static_cast<uint16_t>(dg);
+        std::memcpy(CMSG_DATA(c), &gs, sizeof gs);
+        g_msgEntry[m] = next;
+        g_msgLast[m] = g == msgs - 1;
+        m++;
+      }
       next++;
     }
     bool again = false;
-    sent += SendMmsgAll(fd, g_msgs, m, st, false, &again);
+    int32_t errs = st[kInfoErrors];
+    unsigned acc = SendMmsgAll(fd, g_msgs, m, st, false, &again);
+    if (acc == m && st[kInfoErrors] == errs) {
+      for (unsigned k = 0; k < m; k++) sent += g_msgLast[k] ? 1 : 0;
+    } else {
+      // Count whole entries up to the first message not taken (refused ones are skipped by
+      // SendMmsgAll; which ones is not known here, so stop counting at the accepted prefix).
+      for (unsigned k = 0; k < acc && k < m; k++) sent += g_msgLast[k] ? 1 : 0;
+    }
     if (again) {
       st[kInfoStoppedAgain] = 1;
       break;

@@ -57,7 +57,7 @@ export interface NativeAddon {
     family: 4 | 6, addr: Uint8Array, port: number, netnsPath: string,
     opts: [reuseAddr: number, rcvBuf: number, sndBuf: number, mcTtl: number, mcLoop: number],
     mcGroup: Uint8Array | null, mcIface: Uint8Array | null,
-  ): { fd: number; port: number };
+  ): { fd: number; port: number; gso: boolean };
   udpRecv(
     fd: number, buf: Uint8Array, offsets: Uint32Array, sizes: Uint32Array, slotSize: number, headroom: number,
     max: number, addrs: Uint8Array, ports: Uint16Array, info: Int32Array,
@@ -65,6 +65,7 @@ export interface NativeAddon {
   udpSend(
     fd: number, family: 4 | 6, buf: Uint8Array, offsets: Uint32Array, sizes: Uint32Array, count: number,
     addrs: Uint8Array, ports: Uint16Array, info: Int32Array,
+    chunk?: Uint16Array | null, hdrs?: Uint8Array, hdrOffs?: Uint32Array, hdrLens?: Uint16Array,
   ): number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
 }

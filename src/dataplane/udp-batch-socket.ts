@@ -54,7 +54,12 @@ export interface UdpStats {
   sendErrors: number;
   sendAgain: number;
   lastErrno: number;
+  /** 1 once a segmented send was refused with EIO and `gso` was turned off. */
+  gsoDisabled: number;
 }
+
+/** errno EIO (asm-generic/errno-base.h): UDP GSO without checksum offload on the path. */
+const EIO = 5;
 
 /** Writes `ip` (IPv4 → ::ffff:a.b.c.d, or IPv6) as 16 bytes at out[off]. False if it is not an IP. */
 export function ipToBytes16(ip: string, out: Uint8Array, off = 0): boolean {
@@ -147,21 +152,41 @@ export function mapUdpOpenError(e: unknown, what: string, netns: string | undefi
     `cannot open UDP socket ${what} (${syscall || 'udpOpen'}: ${code ?? (e as Error)?.message})`, details, opts);
 }
 
+/**
+ * Segmented entries of a send (src/packet/gso-split.ts), index i ↔ datagram entry i: when
+ * chunk[i] > 0, entry i is buf[offsets[i] .. +sizes[i]] cut into chunk[i]-byte payloads, each
+ * sent behind its header hdrs[hdrOffs[i] + j*hdrLens[i] .. +hdrLens[i]] as one UDP datagram
+ * (UDP GSO: one message, the kernel segments). chunk[i] = 0: a plain datagram. Caller-owned.
+ */
+export interface SendSegments {
+  chunk: Uint16Array;
+  hdrs: Uint8Array;
+  hdrOffs: Uint32Array;
+  hdrLens: Uint16Array;
+}
+
 export class UdpBatchSocket extends PolledFd {
   readonly family: 4 | 6;
   readonly address: string;
   /** The bound port (the kernel's choice when opened with port 0). */
   readonly port: number;
   readonly stats: UdpStats = {
-    recvPackets: 0, recvBytes: 0, recvTruncated: 0, sentPackets: 0, sendErrors: 0, sendAgain: 0, lastErrno: 0,
+    recvPackets: 0, recvBytes: 0, recvTruncated: 0, sentPackets: 0, sendErrors: 0, sendAgain: 0, lastErrno: 0, gsoDisabled: 0,
   };
   private readonly info = new Int32Array(INFO_LEN);
+  /**
+   * The kernel takes UDP GSO (UDP_SEGMENT) on this socket: probed at open; turned off for
+   * good when a segmented send is refused with EIO (no UDP checksum offload on the path), as
+   * wireguard-go's StdNetBind does.
+   */
+  gso: boolean;
 
-  private constructor(nat: NativeAddon, fd: number, family: 4 | 6, address: string, port: number) {
+  private constructor(nat: NativeAddon, fd: number, family: 4 | 6, address: string, port: number, gso: boolean) {
     super(nat, fd);
     this.family = family;
     this.address = address;
     this.port = port;
+    this.gso = gso;
   }
 
   static open(opts: UdpBatchSocketOptions): UdpBatchSocket {
@@ -188,14 +213,14 @@ export class UdpBatchSocket extends PolledFd {
       }
     }
     const nat = native();
-    let r: { fd: number; port: number };
+    let r: { fd: number; port: number; gso: boolean };
     try {
       r = nat.udpOpen(family, addr, opts.port, netnsPath(opts.netns),
         [opts.reuseAddr ? 1 : 0, opts.rcvBuf ?? 0, opts.sndBuf ?? 0, mc?.ttl ?? 1, mc?.loop ? 1 : 0], group, iface);
     } catch (e) {
       throw mapUdpOpenError(e, what, opts.netns);
     }
-    return new UdpBatchSocket(nat, r.fd, family, opts.address, r.port);
+    return new UdpBatchSocket(nat, r.fd, family, opts.address, r.port, r.gso === true);
   }
 
 
@@ -228,23 +253,32 @@ export class UdpBatchSocket extends PolledFd {
   }
 
   /**
-   * Sends datagrams 0..count-1 (buf[offsets[i] .. +sizes[i]] to addrs[16i..], ports[i]).
-   * Returns how many the kernel took; EAGAIN stops early, refused datagrams are skipped and
-   * counted (stats.sendErrors). The caller counts count - returned as drops.
+   * Sends entries 0..count-1: datagram buf[offsets[i] .. +sizes[i]] to addrs[16i..], ports[i],
+   * or, with `segs` and segs.chunk[i] > 0, that entry's segmented datagrams (SendSegments; only
+   * while `gso`). Returns how many entries the kernel took; EAGAIN stops early, refused
+   * datagrams are skipped and counted (stats.sendErrors). The caller counts count - returned
+   * as drops. A segmented send refused with EIO turns `gso` off (stats.gsoDisabled).
    */
-  send(batch: PacketBatch, count: number, addrs: Uint8Array, ports: Uint16Array): number {
+  send(batch: PacketBatch, count: number, addrs: Uint8Array, ports: Uint16Array, segs?: SendSegments): number {
     const fd = this.fd;
     if (fd < 0) throw closedError(this.address);
     if (count > batch.count) count = batch.count;
     const info = this.info;
     info[INFO_STOPPED_AGAIN] = 0;
     const errs = info[INFO_ERRORS];
-    const n = this.nat.udpSend(fd, this.family, batch.buf, batch.offsets, batch.sizes, count, addrs, ports, info);
+    const n = segs === undefined
+      ? this.nat.udpSend(fd, this.family, batch.buf, batch.offsets, batch.sizes, count, addrs, ports, info)
+      : this.nat.udpSend(fd, this.family, batch.buf, batch.offsets, batch.sizes, count, addrs, ports, info,
+        segs.chunk, segs.hdrs, segs.hdrOffs, segs.hdrLens);
     const st = this.stats;
     st.sentPackets += n;
     if (info[INFO_ERRORS] !== errs) {
       st.sendErrors += info[INFO_ERRORS] - errs;
       st.lastErrno = info[INFO_LAST_ERRNO];
+      if (segs !== undefined && st.lastErrno === EIO && this.gso) {
+        this.gso = false;
+        st.gsoDisabled = 1;
+      }
     }
     if (info[INFO_STOPPED_AGAIN] !== 0) st.sendAgain++;
     return n;
