@@ -9,6 +9,7 @@ interface Snapshot {
   cluster?: string;
   uptimeS?: number;
   device?: { name?: string; mtu?: number; features?: Record<string, unknown> };
+  peerSplit?: string;
   flows?: { active?: number; capacity?: number; created?: number; expired?: number; refusedFull?: number; earlyDrops?: number; conflicts?: number; takeovers?: number };
   counters?: Record<string, unknown> & { drops?: Record<string, number> };
   membership?: null | {
@@ -62,6 +63,9 @@ export function formatStats(body: unknown): string {
   row('device', `${s.device?.name ?? '?'} mtu ${s.device?.mtu ?? '?'}${feats.length > 0 ? ` (${feats.join(', ')})` : ''}`);
   row('packets in', `${num(c['rxPackets'])} from TUN (${num(c['rxBytes'])} B), ${num(c['peerRxPackets'])} from peers`);
   row('packets out', `${num(c['forwardPackets'])} to backends, ${num(c['replyPackets'])} to clients, ${num(c['peerTxPackets'])} to peers`);
+  if (ms) {
+    row('peer split', `${num(c['peerSplitPackets'])} super-packets split into ${num(c['peerSplitDatagrams'])} datagrams, ${num(c['peerSplitSkipped'])} sent whole; ${s.peerSplit ?? '?'}`);
+  }
   row('flows', `${num(f.active)} active of ${num(f.capacity)}; ${num(f.created)} created here, ${num(f.expired)} expired; refused: full ${num(f.refusedFull)}, early drop ${num(f.earlyDrops)}, conflict ${num(f.conflicts)}; taken over ${num(f.takeovers)}`);
   row('failover', `${num(c['failoverPackets'])} packets via a backup, ${num(c['secondChancePackets'])} second-chance`);
   row('backend down', `${num(c['tcpResetBackendDown'])} TCP flows reset, ${num(c['udpMovedBackendDown'])} UDP/ICMP flows moved, ${num(c['synReuseRebound'])} reused ports moved`);

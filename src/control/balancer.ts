@@ -41,9 +41,9 @@ import { UdpBatchSocket } from '../dataplane/udp-batch-socket';
 import { PeerArrays } from '../dataplane/packet-batch';
 import { AdminServer } from './admin-server';
 import { snapshotStats, type BalancerSnapshot } from './snapshot';
-import { L2Socket } from '../dataplane/l2-socket';
+import { L2Socket, interfaceInfo } from '../dataplane/l2-socket';
 import { NeighbourTable } from '../dataplane/neighbours';
-import { createDsrOutput, type DsrOutput } from '../dataplane/forwarder';
+import { createDsrOutput, type DsrOutput, type PeerOutput } from '../dataplane/forwarder';
 import { reloadConfig, type ReloadResult } from './reload';
 
 const MAX_BATCHES_PER_WAKEUP = 8;
@@ -84,7 +84,8 @@ export class Balancer {
   readonly #dataSocket: UdpBatchSocket | undefined;
   readonly #peerRx: PacketBatch | undefined;
   readonly #peerRxAddrs: PeerArrays | undefined;
-  readonly #peerOut: { batch: PacketBatch; addrs: Uint8Array; ports: Uint16Array; count: number } | undefined;
+  readonly #peerOut: PeerOutput | undefined;
+  #peerSplit: string;
   /** DSR (a VIP with method dsr and a back interface): neighbours, frame output, AF_PACKET socket. */
   readonly #dsr: { neighbours: NeighbourTable; output: DsrOutput; socket: L2Socket } | undefined;
   #admin: AdminServer | undefined;
@@ -119,15 +120,26 @@ export class Balancer {
     if (cluster !== undefined) {
       // Liveness is the membership's: a peer counts once it answers probes and serves.
       this.#live = cluster.membership.live;
+      const n = config.tun.batch;
+      const split = this.#vnet && dataSocket !== undefined && dataSocket.gso
+        ? peerMaxDatagram(config.balancers[selfIndex]!.address.text, config.balancers[selfIndex]!.address.family)
+        : { maxDatagram: 0, why: this.#vnet ? 'sent whole: the kernel has no UDP GSO (UDP_SEGMENT)' : 'no GSO super-packets (tun.offload off)' };
+      this.#peerSplit = split.why;
       this.#peerOut = {
-        batch: new PacketBatch({ count: config.tun.batch, maxPacket, share: this.#batch }),
-        addrs: new Uint8Array(config.tun.batch * 16),
-        ports: new Uint16Array(config.tun.batch),
+        batch: new PacketBatch({ count: n, maxPacket, share: this.#batch }),
+        addrs: new Uint8Array(n * 16),
+        ports: new Uint16Array(n),
         count: 0,
+        // Chunk headers: ~4.5 KiB per 64 KiB super-packet at MTU 1500; a full batch of them fits.
+        segs: {
+          chunk: new Uint16Array(n), hdrs: new Uint8Array(n * 8192), hdrOffs: new Uint32Array(n), hdrLens: new Uint16Array(n),
+          used: 0, maxDatagram: split.maxDatagram,
+        },
       };
       this.#peerRx = new PacketBatch({ count: config.tun.batch, maxPacket: GSO_MAX_PACKET });
       this.#peerRxAddrs = new PeerArrays(config.tun.batch);
     } else {
+      this.#peerSplit = 'no peers';
       // A cluster of one: this balancer is every flow's primary (claim 6).
       this.#live = new Uint8Array(config.balancers.length);
       this.#live[selfIndex] = 1;
@@ -238,6 +250,7 @@ export class Balancer {
         flowCapacity: config.flowTable.capacity,
         cluster: cluster ? { incarnation: cluster.incarnation, syncedFrom: cluster.syncedFrom, replication: config.cluster.replication.mode } : 'single',
         admin: b.#admin?.address ?? 'off',
+        peerSplit: b.peerSplit,
       },
       `balancer ${self.balancer.id} serving on ${device.name}`,
     );
@@ -354,12 +367,27 @@ export class Balancer {
       }
       const po = this.#peerOut;
       if (po !== undefined && po.count > 0) {
-        const w = this.#dataSocket!.send(po.batch, po.count, po.addrs, po.ports);
+        const sock = this.#dataSocket!;
+        const sg = po.segs!;
+        const w = sock.send(po.batch, po.count, po.addrs, po.ports, sg.used > 0 ? sg : undefined);
         if (w < po.count) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += po.count - w;
+        if (sg.maxDatagram > 0 && !sock.gso) this.#stopSplitting(sg);
       }
       if (this.#dsr !== undefined) this.#sendDsr();
       if (n < batch.count) return;
     }
+  }
+
+  /** How GSO super-packets to peers are sent (logged at start): split to the MTU, or whole and why. */
+  get peerSplit(): string {
+    return this.#peerSplit;
+  }
+
+  /** The kernel refused a UDP GSO send (EIO: no checksum offload on the path): send whole from now on. */
+  #stopSplitting(sg: { maxDatagram: number }): void {
+    sg.maxDatagram = 0;
+    this.#peerSplit = 'sent whole: the kernel refused a UDP GSO send (EIO: no UDP checksum offload on the path)';
+    this.log.warn({ event: 'peer_split_off', reason: this.#peerSplit }, `GSO super-packets to peers are now ${this.#peerSplit}`);
   }
 
   /** Encapsulated packets from peers: decapsulate, rewrite, write into the TUN device. */
@@ -452,6 +480,28 @@ function openDsr(forwarding: ForwardingTable, device: TunLike, log: Logger): { n
  */
 export function backendUpOf(hm: HealthMonitor): (vip: { index: number }, i: number) => boolean {
   return (vip, i) => !hm.isDown(vip.index, i);
+}
+
+/**
+ * The largest UDP payload to a peer that leaves without IP fragmentation: the MTU of the
+ * interface holding this balancer's address (`addr`) minus the IP (20 / 40) and UDP (8)
+ * headers. The path to a peer may have a smaller MTU than that interface (routed balancer
+ * networks): then the kernel fragments as before. maxDatagram 0 = do not split; `why` says
+ * what happens to super-packets, for the start-up log.
+ */
+export function peerMaxDatagram(addr: string, family: 4 | 6): { maxDatagram: number; why: string } {
+  for (const [name, list] of Object.entries(networkInterfaces())) {
+    if (!(list ?? []).some((a) => a.address === addr)) continue;
+    let mtu: number;
+    try {
+      mtu = interfaceInfo(name).mtu;
+    } catch (e) {
+      return { maxDatagram: 0, why: `sent whole: cannot read the MTU of ${name} (${(e as Error).message})` };
+    }
+    const max = Math.min(65507, mtu - (family === 4 ? 28 : 48));
+    return { maxDatagram: max, why: `split to ${max}-byte datagrams (MTU ${mtu} of ${name}), sent with UDP GSO` };
+  }
+  return { maxDatagram: 0, why: `sent whole: no interface holds ${addr}` };
 }
 
 /** Throws ADDRESS_NOT_PRESENT unless `addr` is configured on a local interface. */

@@ -13,6 +13,8 @@ export interface BalancerSnapshot {
   startedAt: string;
   uptimeS: number;
   device: { name: string; mtu: number; features: object; stats: object };
+  /** How GSO super-packets to peers are sent: split to the MTU (and to what size), or whole and why. */
+  peerSplit: string;
   flows: { active: number; capacity: number; created: number; expired: number; refusedFull: number; earlyDrops: number; conflicts: number; takeovers: number };
   counters: {
     rxPackets: number;
@@ -23,6 +25,10 @@ export interface BalancerSnapshot {
     replyPackets: number;
     peerTxPackets: number;
     peerRxPackets: number;
+    /** GSO super-packets to peers split to the MTU, their datagrams, and those sent whole (over the MTU). */
+    peerSplitPackets: number;
+    peerSplitDatagrams: number;
+    peerSplitSkipped: number;
     failoverPackets: number;
     secondChancePackets: number;
     /** Flows on a backend that went down (src/dataplane/forwarder.ts "Backend down"). */
@@ -66,6 +72,7 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
     startedAt: b.startedAt.toISOString(),
     uptimeS: b.nowSec(),
     device: { name: b.device.name, mtu: b.device.mtu, features: { ...b.device.features }, stats: { ...b.device.stats } },
+    peerSplit: b.peerSplit,
     flows: {
       active: t.size,
       capacity: t.capacity,
@@ -85,6 +92,9 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
       replyPackets: st.replyPackets,
       peerTxPackets: st.peerTxPackets,
       peerRxPackets: st.peerRxPackets,
+      peerSplitPackets: st.peerSplitPackets,
+      peerSplitDatagrams: st.peerSplitDatagrams,
+      peerSplitSkipped: st.peerSplitSkipped,
       failoverPackets: st.failoverPackets,
       secondChancePackets: st.secondChancePackets,
       tcpResetBackendDown: st.tcpResetBackendDown,

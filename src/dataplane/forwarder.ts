@@ -100,6 +100,7 @@ import { writeReplyKey } from './reply-key';
 import { internetChecksum, l4Checksum } from '../packet/checksum';
 import { type DsrNeighbours, NEIGH_STRIDE, NEIGH_VALID, NEIGH_SRC_MAC } from './neighbours';
 import { FragCache } from '../flow/frag-cache';
+import { GsoSplit, gsoSplitHeaders, newGsoSplitResult } from '../packet/gso-split';
 
 // Imported functions bound to module constants: under tsx (tests, dev runs) each use of an
 // imported binding is otherwise a getter call that V8 does not inline (measured: 7x slower).
@@ -156,6 +157,25 @@ export interface PeerOutput {
   readonly addrs: Uint8Array;
   readonly ports: Uint16Array;
   count: number;
+  /** Splitting GSO super-packets to the balancer network's MTU (absent: never split). */
+  readonly segs?: PeerSegments;
+}
+
+/**
+ * Segmented peer entries (src/packet/gso-split.ts; sent by UdpBatchSocket.send as
+ * SendSegments, with UDP GSO). Entry k of the peer output with chunk[k] > 0 is a super-packet
+ * split into chunk[k]-byte payloads (batch offsets/sizes = the payload in place), each behind
+ * its header at hdrs[hdrOffs[k] + j * hdrLens[k]]. `used` = bytes of `hdrs` taken by this
+ * batch (reset with `count`). `maxDatagram` = the largest UDP payload that leaves
+ * unfragmented (interface MTU − IP and UDP headers); 0 = do not split (no UDP GSO, MTU unknown).
+ */
+export interface PeerSegments {
+  readonly chunk: Uint16Array;
+  readonly hdrs: Uint8Array;
+  readonly hdrOffs: Uint32Array;
+  readonly hdrLens: Uint16Array;
+  used: number;
+  maxDatagram: number;
 }
 
 /**
@@ -197,6 +217,11 @@ export class ForwarderStats {
   rxPackets = 0;
   /** Encapsulated packets sent to / received from peers. */
   peerTxPackets = 0;
+  /** GSO super-packets to peers split to the MTU (each counted once in peerTxPackets), and their datagrams. */
+  peerSplitPackets = 0;
+  peerSplitDatagrams = 0;
+  /** Super-packets over the MTU sent whole (IP-fragmented): no room for their chunk headers, or not TCP. */
+  peerSplitSkipped = 0;
   peerRxPackets = 0;
   /** Packets sent to a flow's backup or a later holder because its primary was dead. */
   failoverPackets = 0;
@@ -259,6 +284,7 @@ export interface ForwarderOptions {
 export class Forwarder {
   readonly stats = new ForwarderStats();
   readonly #info = new PacketInfo();
+  readonly #split = newGsoSplitResult();
   readonly #table: FlowTable;
   readonly #hashKey: Uint32Array;
   readonly #live: Uint8Array;
@@ -333,7 +359,10 @@ export class Forwarder {
     const sizes = batch.sizes;
     const vh = batch.vnet;
     const st = this.stats;
-    if (this.#peerOut !== undefined) this.#peerOut.count = 0;
+    if (this.#peerOut !== undefined) {
+      this.#peerOut.count = 0;
+      if (this.#peerOut.segs !== undefined) this.#peerOut.segs.used = 0;
+    }
     st.batches++;
     st.batchSizeLog2[count > 0 ? Math.min(15, 31 - Math.clz32(count)) : 0]!++;
     if (this.#dsrOut !== undefined) this.#dsrOut.count = 0;
@@ -646,6 +675,12 @@ export class Forwarder {
       flags |= ENCAP_F_VNET;
       for (let k = 0; k < ENCAP_VNET_LEN; k++) buf[off - ENCAP_VNET_LEN + k] = vb[vo + k]!;
     }
+    const sg = po.segs;
+    if (sg !== undefined && sg.maxDatagram > 0 && hdr !== ENCAP_HEADER_LEN && len + hdr > sg.maxDatagram) {
+      // A GSO super-packet over the MTU: split it into chunks (no IP fragmentation).
+      if (this.#toPeerSplit(buf, off, len, peer, flags, primary, backup, backend, vip, sg)) return Action.TO_PEER;
+      this.stats.peerSplitSkipped++;
+    }
     if (len + hdr > MAX_UDP_PAYLOAD) return this.#drop(ForwardDrop.PEER_PACKET_TOO_BIG);
     const start = off - hdr;
     if (encapWrite(buf, start, flags, primary, backup, backend, vip, this.#ft.generation) !== OK) {
@@ -655,6 +690,7 @@ export class Forwarder {
     if (k >= po.batch.count) return this.#drop(ForwardDrop.WRITE_FAILED);
     po.batch.offsets[k] = start;
     po.batch.sizes[k] = len + hdr;
+    if (sg !== undefined) sg.chunk[k] = 0;
     const pa = peers.addrs;
     const o = k * 16;
     const p = peer * 16;
@@ -663,6 +699,43 @@ export class Forwarder {
     po.count = k + 1;
     this.stats.peerTxPackets++;
     return Action.TO_PEER;
+  }
+
+  /**
+   * #toPeer for a GSO super-packet larger than the MTU allows: the encapsulation header and
+   * the chunk headers go to sg.hdrs, the payload stays in place; one peer-output entry.
+   * False (nothing appended) when it cannot be split: the caller sends it whole.
+   */
+  #toPeerSplit(
+    buf: Uint8Array, off: number, len: number, peer: number, flags: number,
+    primary: number, backup: number, backend: number, vip: number, sg: PeerSegments,
+  ): boolean {
+    const po = this.#peerOut!;
+    const k = po.count;
+    const at = sg.used;
+    const hdrs = sg.hdrs;
+    if (k >= po.batch.count || at + ENCAP_HEADER_LEN > hdrs.length) return false;
+    if (encapWrite(hdrs, at, flags, primary, backup, backend, vip, this.#ft.generation) !== OK) return false;
+    const res = this.#split;
+    const r = gsoSplitHeaders(buf, off, len, this.#vnetBuf!, this.#vnetOff, hdrs, at, hdrs.length, sg.maxDatagram, res);
+    if (r !== GsoSplit.OK) return false;
+    po.batch.offsets[k] = res.payloadOff;
+    po.batch.sizes[k] = res.payloadLen;
+    sg.chunk[k] = res.chunk;
+    sg.hdrOffs[k] = at;
+    sg.hdrLens[k] = res.hdrLen;
+    sg.used = at + res.count * res.hdrLen;
+    const pa = this.#peers!.addrs;
+    const o = k * 16;
+    const p = peer * 16;
+    for (let i = 0; i < 16; i++) po.addrs[o + i] = pa[p + i]!;
+    po.ports[k] = this.#peers!.ports[peer]!;
+    po.count = k + 1;
+    const st = this.stats;
+    st.peerTxPackets++;
+    st.peerSplitPackets++;
+    st.peerSplitDatagrams += res.count;
+    return true;
   }
 
   /**

@@ -107,7 +107,7 @@ interface Harness {
   frame(k: number): Uint8Array;
 }
 
-async function setup(opts: { balancers?: number; live?: number[]; selfIndex?: number; macs?: Record<string, string | null>; vnet?: boolean } = {}): Promise<Harness> {
+async function setup(opts: { balancers?: number; live?: number[]; selfIndex?: number; macs?: Record<string, string | null>; vnet?: boolean; maxDatagram?: number } = {}): Promise<Harness> {
   const config = parseConfig(yaml(opts.balancers ?? 1), 'dsr-test.yaml', { readKeyFile, env: {}, baseDir: '/' });
   const hashKey = deriveHashKey(config.cluster.key.reveal());
   const ft = buildForwardingTable(config, hashKey, 1);
@@ -126,7 +126,10 @@ async function setup(opts: { balancers?: number; live?: number[]; selfIndex?: nu
   await neigh.refresh();
   const batch = new PacketBatch({ count: 16, maxPacket: 65535 });
   const out = createDsrOutput(16, opts.vnet ?? false);
-  const peerOut: PeerOutput = { batch: new PacketBatch({ count: 16, maxPacket: 65535, share: batch }), addrs: new Uint8Array(16 * 16), ports: new Uint16Array(16), count: 0 };
+  const peerOut: PeerOutput = {
+    batch: new PacketBatch({ count: 16, maxPacket: 65535, share: batch }), addrs: new Uint8Array(16 * 16), ports: new Uint16Array(16), count: 0,
+    segs: { chunk: new Uint16Array(16), hdrs: new Uint8Array(16 * 8192), hdrOffs: new Uint32Array(16), hdrLens: new Uint16Array(16), used: 0, maxDatagram: opts.maxDatagram ?? 0 },
+  };
   const peerAddrs = new Uint8Array(config.balancers.length * 16);
   const peerPorts = new Uint16Array(config.balancers.length);
   config.balancers.forEach((b, i) => {
@@ -339,6 +342,76 @@ test('from a peer with a carried virtio header (GSO): the header goes with the f
   const f = h2.out.buf.slice(h2.out.offsets[0]!, h2.out.offsets[0]! + h2.out.sizes[0]!);
   t.is(formatMac(f, 0), MAC(1));
   t.true(eq(f.subarray(14), inner));
+});
+
+test('cluster, GSO super-packet for a peer over the MTU: split into chunk datagrams (UDP GSO entry); the peer sends each chunk as a DSR frame', async (t) => {
+  const h = await setup({ balancers: 2, live: [0, 1], vnet: true, maxDatagram: 9000 - 28 });
+  const vh = Uint8Array.of(VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 40, 0, 1448 & 0xff, 1448 >> 8, 20, 0, 16, 0);
+  const payload = Uint8Array.from({ length: 30000 }, (_, i) => (i * 13) & 0xff);
+  // A client port whose flow's primary is the peer (lb2): its SYN is encapsulated.
+  let sport = 5000;
+  for (; sport < 5100; sport++) {
+    h.run([P.tcp4(CLIENT, VIP, sport, 80)]);
+    if (h.peerOut.count === 1) break;
+  }
+  t.true(sport < 5100, 'found a flow served by the peer');
+  t.is(h.peerOut.segs!.chunk[0], 0, 'the SYN is a plain entry');
+  const big = P.toPartial(P.tcp4(CLIENT, VIP, sport, 80, 0x18, payload, { seq: 1 }));
+  const small = P.tcp4(CLIENT, VIP, sport, 80, 0x10, new Uint8Array(0), { seq: 30001 });
+  h.run([big, small], [vh, new Uint8Array(VNET_HDR_LEN)]);
+  const po = h.peerOut;
+  const sg = po.segs!;
+  t.is(po.count, 2, 'one entry per packet, in order');
+  t.is(sg.chunk[0], 6 * 1448, 'six whole segments per chunk fit 8972 bytes');
+  t.is(sg.chunk[1], 0);
+  t.is(po.batch.sizes[0], 30000, 'the entry is the payload, in place');
+  t.is(h.fwd.stats.peerSplitPackets, 1);
+  t.is(h.fwd.stats.peerSplitDatagrams, 4);
+  t.is(h.fwd.stats.peerTxPackets, 3);
+  // The datagrams as UDP GSO puts them on the wire, received by the peer (lb2, selfIndex 1).
+  const h2 = await setup({ balancers: 2, live: [0, 1], selfIndex: 1, vnet: true });
+  const rx = new PacketBatch({ count: 8, maxPacket: 65535 });
+  const hl = sg.hdrLens[0]!;
+  for (let j = 0; j < 4; j++) {
+    const from = po.batch.offsets[0]! + j * sg.chunk[0]!;
+    const to = Math.min(po.batch.offsets[0]! + po.batch.sizes[0]!, from + sg.chunk[0]!);
+    const dg = new Uint8Array(hl + to - from);
+    dg.set(sg.hdrs.subarray(sg.hdrOffs[0]! + j * hl, sg.hdrOffs[0]! + (j + 1) * hl));
+    dg.set(po.batch.buf.subarray(from, to), hl);
+    t.true(dg.length <= 9000 - 28, `datagram ${j} fits the MTU`);
+    rx.setPacket(j, dg);
+  }
+  const addrs = new Uint8Array(4 * 16);
+  for (let j = 0; j < 4; j++) addrs.set(h2.config.balancers[0]!.address.bytes, j * 16);
+  t.is(h2.fwd.processPeerBatch(rx, 4, addrs, true, 0), 0);
+  t.is(h2.out.count, 4, 'one DSR frame per chunk');
+  const got: Buffer[] = [];
+  for (let j = 0; j < 4; j++) {
+    const f = h2.out.buf.slice(h2.out.offsets[j]!, h2.out.offsets[j]! + h2.out.sizes[j]!);
+    const v = h2.out.vnet!.subarray(j * VNET_HDR_LEN, (j + 1) * VNET_HDR_LEN);
+    t.is(v[1], VNET_GSO_TCPV4, `frame ${j}: still a GSO packet (3936 B in the last) for the kernel to segment`);
+    t.is(new DataView(f.buffer).getUint32(14 + 24), (1 + j * 6 * 1448) >>> 0, `frame ${j} sequence number`);
+    got.push(Buffer.from(f.subarray(14 + 40)));
+  }
+  t.true(eq(Buffer.concat(got), payload), 'the payload, whole and in order');
+  t.is(Object.keys(h2.drops()).length, 0);
+});
+
+test('cluster, GSO super-packet for a peer: without UDP GSO (maxDatagram 0) it is sent whole, as before', async (t) => {
+  const h = await setup({ balancers: 2, live: [0, 1], vnet: true, maxDatagram: 0 });
+  const vh = Uint8Array.of(VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 40, 0, 1448 & 0xff, 1448 >> 8, 20, 0, 16, 0);
+  for (let sport = 5000; sport < 5100; sport++) {
+    h.run([P.tcp4(CLIENT, VIP, sport, 80)]);
+    if (h.peerOut.count !== 1) continue;
+    const big = P.toPartial(P.tcp4(CLIENT, VIP, sport, 80, 0x18, new Uint8Array(30000), { seq: 1 }));
+    h.run([big], [vh]);
+    t.is(h.peerOut.count, 1);
+    t.is(h.peerOut.segs!.chunk[0], 0);
+    t.is(h.peerOut.batch.sizes[0], ENCAP_HEADER_LEN + VNET_HDR_LEN + big.length, 'one datagram: encap + virtio header + the super-packet');
+    t.is(h.fwd.stats.peerSplitPackets, 0);
+    return;
+  }
+  t.fail('no flow served by the peer');
 });
 
 test('without a DSR output the forwarder still drops DSR VIPs as method_unsupported', async (t) => {
