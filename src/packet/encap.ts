@@ -24,7 +24,10 @@
  *                 device exchanges it) follows this header, before the inner packet: the
  *                 packet is a GSO super-packet and/or carries a partial checksum
  *                 (NEEDS_CSUM); the receiver hands both to its TUN device unchanged so the
- *                 kernel completes the checksum and segments there (no userspace TSO).
+ *                 kernel completes the checksum and segments there. A sender whose
+ *                 super-packet exceeds the path's datagram size splits it first into smaller
+ *                 GSO packets, each in its own datagram with this header (src/packet/gso-split.ts):
+ *                 the receiver sees ordinary encapsulated packets.
  *            bits 5..7 reserved, sent 0; a receiver DROPS a header with any of them set
  *            (ENCAP_BAD_FLAGS): a new flag that changes handling needs every balancer to
  *            know it, so it comes with a version bump or a coordinated upgrade.
