@@ -64,7 +64,7 @@ export function formatStats(body: unknown): string {
   row('packets in', `${num(c['rxPackets'])} from TUN (${num(c['rxBytes'])} B), ${num(c['peerRxPackets'])} from peers`);
   row('packets out', `${num(c['forwardPackets'])} to backends, ${num(c['replyPackets'])} to clients, ${num(c['peerTxPackets'])} to peers`);
   if (ms) {
-    row('peer split', `${num(c['peerSplitPackets'])} super-packets split into ${num(c['peerSplitDatagrams'])} datagrams, ${num(c['peerSplitSkipped'])} sent whole; ${s.peerSplit ?? '?'}`);
+    row('peer split', `${num(c['peerSplitPackets'])} super-packets split into ${num(c['peerSplitDatagrams'])} datagrams, ${num(c['peerSplitSkipped'])} sent whole, ${num(c['peerRxMerged'])} received datagrams merged; ${s.peerSplit ?? '?'}`);
   }
   row('flows', `${num(f.active)} active of ${num(f.capacity)}; ${num(f.created)} created here, ${num(f.expired)} expired; refused: full ${num(f.refusedFull)}, early drop ${num(f.earlyDrops)}, conflict ${num(f.conflicts)}; taken over ${num(f.takeovers)}`);
   row('failover', `${num(c['failoverPackets'])} packets via a backup, ${num(c['secondChancePackets'])} second-chance`);

@@ -49,7 +49,8 @@
  *   tunlb_failovers_total                                      peer_down events (Membership.stats.failovers)
  *   tunlb_failover_packets_total                               packets sent via a flow's backup (primary dead)
  *   tunlb_second_chance_packets_total
- *   tunlb_peer_split_total{what=super_packets|datagrams|sent_whole}   GSO super-packets to peers split to the MTU
+ *   tunlb_peer_split_total{what=super_packets|datagrams|sent_whole|merged}   GSO super-packets to peers split to the
+ *                                                              MTU; datagrams from peers merged back on receipt
  *   tunlb_reply_fallback_packets_total{via=first_fragment|later_fragment|three_tuple}   replies matched
  *                                                              without their flow's reply key (fragments)
  *   tunlb_event_loop_stalls_total, tunlb_event_loop_stall_seconds_total   late probe ticks (Membership)
@@ -294,10 +295,11 @@ export class Metrics {
       ['later_fragment', st.replyLaterFragments],
       ['three_tuple', st.replyThreeTuple],
     ]);
-    counterBy('tunlb_peer_split_total', "GSO super-packets encapsulated to a peer: split to the balancer network's MTU (super_packets, and the datagrams they became), or over the MTU and sent whole (sent_whole: IP-fragmented)", 'what', () => [
+    counterBy('tunlb_peer_split_total', "GSO super-packets encapsulated to a peer: split to the balancer network's MTU (super_packets, and the datagrams they became), or over the MTU and sent whole (sent_whole: IP-fragmented); merged: datagrams from peers appended to the one before them on receipt", 'what', () => [
       ['super_packets', st.peerSplitPackets],
       ['datagrams', st.peerSplitDatagrams],
       ['sent_whole', st.peerSplitSkipped],
+      ['merged', st.peerRxMerged],
     ]);
     counter('tunlb_syn_reuse_rebound_total', 'New TCP connections (SYN) on a lingering record whose backend takes no new flows, moved to the current pick', () => st.synReuseRebound);
     counter('tunlb_second_chance_packets_total', 'Mid-stream packets without a record sent to their ranked primary', () => st.secondChancePackets);

@@ -29,6 +29,8 @@ export interface BalancerSnapshot {
     peerSplitPackets: number;
     peerSplitDatagrams: number;
     peerSplitSkipped: number;
+    /** Datagrams from peers merged into the one before them (a split super-packet put back together). */
+    peerRxMerged: number;
     failoverPackets: number;
     secondChancePackets: number;
     /** Flows on a backend that went down (src/dataplane/forwarder.ts "Backend down"). */
@@ -95,6 +97,7 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
       peerSplitPackets: st.peerSplitPackets,
       peerSplitDatagrams: st.peerSplitDatagrams,
       peerSplitSkipped: st.peerSplitSkipped,
+      peerRxMerged: st.peerRxMerged,
       failoverPackets: st.failoverPackets,
       secondChancePackets: st.secondChancePackets,
       tcpResetBackendDown: st.tcpResetBackendDown,

@@ -101,6 +101,7 @@ import { internetChecksum, l4Checksum } from '../packet/checksum';
 import { type DsrNeighbours, NEIGH_STRIDE, NEIGH_VALID, NEIGH_SRC_MAC } from './neighbours';
 import { FragCache } from '../flow/frag-cache';
 import { GsoSplit, gsoSplitHeaders, newGsoSplitResult } from '../packet/gso-split';
+import { gsoAppend } from '../packet/gso-merge';
 
 // Imported functions bound to module constants: under tsx (tests, dev runs) each use of an
 // imported binding is otherwise a getter call that V8 does not inline (measured: 7x slower).
@@ -222,6 +223,8 @@ export class ForwarderStats {
   peerSplitDatagrams = 0;
   /** Super-packets over the MTU sent whole (IP-fragmented): no room for their chunk headers, or not TCP. */
   peerSplitSkipped = 0;
+  /** Datagrams from peers appended to the one before them (a split super-packet put back together). */
+  peerRxMerged = 0;
   peerRxPackets = 0;
   /** Packets sent to a flow's backup or a later holder because its primary was dead. */
   failoverPackets = 0;
@@ -299,6 +302,8 @@ export class Forwarder {
   readonly #peers: PeerAddresses | undefined;
   readonly #peerOut: PeerOutput | undefined;
   readonly #encap = new EncapInfo();
+  /** The next datagram's header, while merging a split super-packet's chunks (processPeerBatch). */
+  readonly #encapNext = new EncapInfo();
   readonly #dsrNeigh: DsrNeighbours | undefined;
   readonly #dsrOut: DsrOutput | undefined;
   #ft: ForwardingTable;
@@ -391,8 +396,10 @@ export class Forwarder {
 
   /**
    * Processes `count` encapsulated packets received from peers (`batch` filled by
-   * UdpBatchSocket.recv; `addrs` = their source addresses, 16 bytes each). Inner packets to
-   * deliver are compacted to indexes 0..n-1 (offsets/sizes point at the inner packet; when
+   * UdpBatchSocket.recv; `addrs` = their source addresses, 16 bytes each). Consecutive chunks
+   * of a super-packet the sender split (same peer, same encapsulation header, TCP segments
+   * that continue each other) are first appended to the first chunk, in its slot. Inner
+   * packets to deliver are compacted to indexes 0..n-1 (offsets/sizes point at the inner packet; when
    * `vnet`, batch.vnet holds each one's virtio header: the carried one, or zeros). Returns n.
    */
   processPeerBatch(batch: PacketBatch, count: number, addrs: Uint8Array, vnet: boolean, nowSec: number): number {
@@ -423,16 +430,35 @@ export class Forwarder {
         }
         if ((buf[e.vnetOff]! & VNET_F_NEEDS_CSUM) !== 0) mode = PARTIAL;
       }
+      // A split super-packet arrives as consecutive datagrams from the same peer with the same
+      // header: append the following chunks to this one (GRO rules, src/packet/gso-merge.ts) so
+      // it is rewritten and written out once. The merged packet stays in this datagram's slot.
+      let innerLen = e.innerLen;
+      if (mode === PARTIAL && vnet) {
+        const slotEnd = offsets[i]! - batch.headroom + batch.slotSize;
+        const e2 = this.#encapNext;
+        while (i + 1 < count) {
+          const j = i + 1;
+          if (!sameBytes(addrs, i * 16, addrs, j * 16, 16) || !sameBytes(buf, offsets[i]!, buf, offsets[j]!, ENCAP_HEADER_LEN)) break;
+          if (encapParse(buf, offsets[j]!, sizes[j]!, e2) !== OK || e2.vnetOff < 0) break;
+          const n = gsoAppend(buf, e.innerOff, innerLen, slotEnd - e.innerOff, buf, e.vnetOff, e2.innerOff, e2.innerLen, e2.vnetOff);
+          if (n === 0) break;
+          innerLen = n;
+          i = j;
+          st.peerRxPackets++;
+          st.peerRxMerged++;
+        }
+      }
       // The carried virtio header, for a DSR frame (the peer path never encapsulates again).
       this.#vnetBuf = e.vnetOff >= 0 ? buf : null;
       this.#vnetOff = e.vnetOff;
       this.#outLen = -1;
-      const act = this.#fromPeer(buf, e.innerOff, e.innerLen, mode, nowSec);
+      const act = this.#fromPeer(buf, e.innerOff, innerLen, mode, nowSec);
       this.#vnetBuf = null;
       this.#vnetOff = -1;
       if (act !== Action.EMIT) continue;
       offsets[out] = e.innerOff;
-      sizes[out] = this.#outLen >= 0 ? this.#outLen : e.innerLen;
+      sizes[out] = this.#outLen >= 0 ? this.#outLen : innerLen;
       if (vnet) {
         const o = out * VNET_HDR_LEN;
         if (e.vnetOff >= 0) for (let k = 0; k < VNET_HDR_LEN; k++) vh[o + k] = buf[e.vnetOff + k]!;
@@ -1068,4 +1094,10 @@ export class Forwarder {
     this.stats.forwardDrops[reason]!++;
     return Action.DROP;
   }
+}
+
+/** a[ao .. ao+n) equals b[bo .. bo+n). */
+function sameBytes(a: Uint8Array, ao: number, b: Uint8Array, bo: number, n: number): boolean {
+  for (let k = 0; k < n; k++) if (a[ao + k] !== b[bo + k]) return false;
+  return true;
 }

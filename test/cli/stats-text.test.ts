@@ -11,7 +11,7 @@ const snapshot = {
   flows: { active: 1234, capacity: 1048576, created: 5000, expired: 3766, refusedFull: 0, earlyDrops: 0, conflicts: 2, takeovers: 1 },
   counters: {
     rxPackets: 1_000_000, rxBytes: 640_000_000, txPackets: 990_000, peerRxPackets: 12, peerTxPackets: 300,
-    peerSplitPackets: 40, peerSplitDatagrams: 320, peerSplitSkipped: 2,
+    peerSplitPackets: 40, peerSplitDatagrams: 320, peerSplitSkipped: 2, peerRxMerged: 7,
     forwardPackets: 600_000, replyPackets: 389_000, failoverPackets: 7, secondChancePackets: 1,
     tcpResetBackendDown: 3, udpMovedBackendDown: 4, synReuseRebound: 5,
     replyFirstFragments: 6, replyLaterFragments: 12, replyThreeTuple: 1, drops: { no_flow: 10, truncated: 2, port_not_served: 0 },
@@ -36,7 +36,7 @@ test('stats text: one labelled line per aspect, counters with separators, nonzer
     'device       tunlb0 mtu 1500 (vnetHdr, multiQueue)',
     'packets in   1,000,000 from TUN (640,000,000 B), 12 from peers',
     'packets out  600,000 to backends, 389,000 to clients, 300 to peers',
-    'peer split   40 super-packets split into 320 datagrams, 2 sent whole; split to 8972-byte datagrams (MTU 9000 of lbnet0), sent with UDP GSO',
+    'peer split   40 super-packets split into 320 datagrams, 2 sent whole, 7 received datagrams merged; split to 8972-byte datagrams (MTU 9000 of lbnet0), sent with UDP GSO',
     'flows        1,234 active of 1,048,576; 5,000 created here, 3,766 expired; refused: full 0, early drop 0, conflict 2; taken over 1',
     'failover     7 packets via a backup, 1 second-chance',
     'backend down 3 TCP flows reset, 4 UDP/ICMP flows moved, 5 reused ports moved',

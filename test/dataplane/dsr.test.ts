@@ -344,7 +344,7 @@ test('from a peer with a carried virtio header (GSO): the header goes with the f
   t.true(eq(f.subarray(14), inner));
 });
 
-test('cluster, GSO super-packet for a peer over the MTU: split into chunk datagrams (UDP GSO entry); the peer sends each chunk as a DSR frame', async (t) => {
+test('cluster, GSO super-packet for a peer over the MTU: split into chunk datagrams (UDP GSO entry); the peer merges them back into one DSR frame, reordered ones go one by one', async (t) => {
   const h = await setup({ balancers: 2, live: [0, 1], vnet: true, maxDatagram: 9000 - 28 });
   const vh = Uint8Array.of(VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 40, 0, 1448 & 0xff, 1448 >> 8, 20, 0, 16, 0);
   const payload = Uint8Array.from({ length: 30000 }, (_, i) => (i * 13) & 0xff);
@@ -369,32 +369,46 @@ test('cluster, GSO super-packet for a peer over the MTU: split into chunk datagr
   t.is(h.fwd.stats.peerSplitDatagrams, 4);
   t.is(h.fwd.stats.peerTxPackets, 3);
   // The datagrams as UDP GSO puts them on the wire, received by the peer (lb2, selfIndex 1).
-  const h2 = await setup({ balancers: 2, live: [0, 1], selfIndex: 1, vnet: true });
-  const rx = new PacketBatch({ count: 8, maxPacket: 65535 });
   const hl = sg.hdrLens[0]!;
-  for (let j = 0; j < 4; j++) {
+  const datagram = (j: number): Uint8Array => {
     const from = po.batch.offsets[0]! + j * sg.chunk[0]!;
     const to = Math.min(po.batch.offsets[0]! + po.batch.sizes[0]!, from + sg.chunk[0]!);
     const dg = new Uint8Array(hl + to - from);
     dg.set(sg.hdrs.subarray(sg.hdrOffs[0]! + j * hl, sg.hdrOffs[0]! + (j + 1) * hl));
     dg.set(po.batch.buf.subarray(from, to), hl);
-    t.true(dg.length <= 9000 - 28, `datagram ${j} fits the MTU`);
-    rx.setPacket(j, dg);
-  }
-  const addrs = new Uint8Array(4 * 16);
-  for (let j = 0; j < 4; j++) addrs.set(h2.config.balancers[0]!.address.bytes, j * 16);
-  t.is(h2.fwd.processPeerBatch(rx, 4, addrs, true, 0), 0);
-  t.is(h2.out.count, 4, 'one DSR frame per chunk');
+    return dg;
+  };
+  const deliver = async (order: number[]) => {
+    const h2 = await setup({ balancers: 2, live: [0, 1], selfIndex: 1, vnet: true });
+    const rx = new PacketBatch({ count: 8, maxPacket: 65535 });
+    order.forEach((j, k) => rx.setPacket(k, datagram(j)));
+    const addrs = new Uint8Array(order.length * 16);
+    for (let k = 0; k < order.length; k++) addrs.set(h2.config.balancers[0]!.address.bytes, k * 16);
+    t.is(h2.fwd.processPeerBatch(rx, order.length, addrs, true, 0), 0);
+    t.is(Object.keys(h2.drops()).length, 0);
+    return h2;
+  };
+  for (let j = 0; j < 4; j++) t.true(datagram(j).length <= 9000 - 28, `datagram ${j} fits the MTU`);
+  // In order: the peer appends chunks 1-3 to chunk 0 and sends the super-packet as one frame.
+  const h2 = await deliver([0, 1, 2, 3]);
+  t.is(h2.out.count, 1, 'one DSR frame: the chunks merged back');
+  t.is(h2.fwd.stats.peerRxMerged, 3);
+  t.is(h2.fwd.stats.peerRxPackets, 4);
+  const f = h2.out.buf.slice(h2.out.offsets[0]!, h2.out.offsets[0]! + h2.out.sizes[0]!);
+  t.true(eq(f.subarray(14), big), 'byte for byte the super-packet lb1 received');
+  t.deepEqual([...h2.out.vnet!.subarray(0, VNET_HDR_LEN)], [VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 54, 0, 1448 & 0xff, 1448 >> 8, 34, 0, 16, 0]);
+  // Out of order: nothing continues its predecessor, so four frames, each a valid GSO packet.
+  const h3 = await deliver([0, 2, 1, 3]);
+  t.is(h3.out.count, 4, 'reordered chunks are not merged');
+  t.is(h3.fwd.stats.peerRxMerged, 0);
   const got: Buffer[] = [];
-  for (let j = 0; j < 4; j++) {
-    const f = h2.out.buf.slice(h2.out.offsets[j]!, h2.out.offsets[j]! + h2.out.sizes[j]!);
-    const v = h2.out.vnet!.subarray(j * VNET_HDR_LEN, (j + 1) * VNET_HDR_LEN);
-    t.is(v[1], VNET_GSO_TCPV4, `frame ${j}: still a GSO packet (3936 B in the last) for the kernel to segment`);
-    t.is(new DataView(f.buffer).getUint32(14 + 24), (1 + j * 6 * 1448) >>> 0, `frame ${j} sequence number`);
-    got.push(Buffer.from(f.subarray(14 + 40)));
+  for (let k = 0; k < 4; k++) {
+    const fr = h3.out.buf.slice(h3.out.offsets[k]!, h3.out.offsets[k]! + h3.out.sizes[k]!);
+    t.is(h3.out.vnet![k * VNET_HDR_LEN + 1], VNET_GSO_TCPV4, `frame ${k}: a GSO packet for the kernel to segment`);
+    t.is(new DataView(fr.buffer).getUint32(14 + 24), (1 + [0, 2, 1, 3][k]! * 6 * 1448) >>> 0, `frame ${k} sequence number`);
+    got[[0, 2, 1, 3][k]!] = Buffer.from(fr.subarray(14 + 40));
   }
-  t.true(eq(Buffer.concat(got), payload), 'the payload, whole and in order');
-  t.is(Object.keys(h2.drops()).length, 0);
+  t.true(eq(Buffer.concat(got), payload), 'the payload, whole');
 });
 
 test('cluster, GSO super-packet for a peer: without UDP GSO (maxDatagram 0) it is sent whole, as before', async (t) => {
