@@ -20,7 +20,10 @@
  *                balancer itself: claim 6), else the backup (claim 5), else the next live
  *                balancer in the flow's rank. Another balancer: the unmodified packet is
  *                encapsulated (src/packet/encap.ts, with the decision in the header) into the
- *                peer batch for one sendmmsg to the peers' data ports.
+ *                peer batch for one sendmmsg to the peers' data ports. A GSO super-packet
+ *                over the balancer network's MTU is split into chunk datagrams instead
+ *                (src/packet/gso-split.ts, sent with UDP GSO; PeerOutput.segs), and the peer
+ *                appends the chunks back into one packet on receipt (src/packet/gso-merge.ts).
  *  6. reply      (not to a VIP) lookup by reply key; a miss is counted (no_flow) and dropped.
  *  7. rewrite    NAT: destination VIP:port → backend:port, or for replies source
  *                backend:port → VIP:port, with incremental checksums (RFC 1624), honouring
