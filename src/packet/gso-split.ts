@@ -52,7 +52,7 @@ export const GSO_SPLIT_MIN_CHUNK = 256;
 /** Why a packet was not split (0 = split). The caller sends such a packet whole. */
 export const GsoSplit = {
   OK: 0,
-  /** Not a TCP GSO packet with NEEDS_CSUM over IPv4, or IPv6 without extension headers. */
+  /** Not TCP with a partial checksum (NEEDS_CSUM; GSO TCP or a single segment) over IPv4, or IPv6 without extension headers. */
   NOT_TCP_GSO: 1,
   /** It fits in one datagram already. */
   FITS: 2,
@@ -93,14 +93,17 @@ export function gsoSplitHeaders(
 ): number {
   const gsoType = vnet[vnetOff + V_GSO_TYPE]! & ~GSO_ECN;
   if ((vnet[vnetOff + V_FLAGS]! & F_NEEDS_CSUM) === 0) return GsoSplit.NOT_TCP_GSO;
-  const mss = vnet[vnetOff + V_GSO_SIZE]! | (vnet[vnetOff + V_GSO_SIZE + 1]! << 8);
-  if (mss === 0 || len < 40) return GsoSplit.NOT_TCP_GSO;
+  // A single segment (GSO_NONE) with a partial checksum is split too: a full-size segment is
+  // over a 1500-byte balancer network's datagram once encapsulated. Its "MSS" is its payload.
+  let mss = vnet[vnetOff + V_GSO_SIZE]! | (vnet[vnetOff + V_GSO_SIZE + 1]! << 8);
+  if ((gsoType !== GSO_NONE && mss === 0) || len < 40) return GsoSplit.NOT_TCP_GSO;
   const version = buf[off]! >>> 4;
   let ipHl: number;
-  if (version === 4 && gsoType === GSO_TCPV4) {
+  if (version === 4 && (gsoType === GSO_TCPV4 || gsoType === GSO_NONE)) {
     ipHl = (buf[off]! & 0x0f) * 4;
     if (ipHl < 20 || buf[off + 9] !== 6) return GsoSplit.NOT_TCP_GSO;
-  } else if (version === 6 && gsoType === GSO_TCPV6) {
+    if ((((buf[off + 6]! << 8) | buf[off + 7]!) & 0x3fff) !== 0) return GsoSplit.NOT_TCP_GSO; // a fragment
+  } else if (version === 6 && (gsoType === GSO_TCPV6 || gsoType === GSO_NONE)) {
     ipHl = 40;
     if (buf[off + 6] !== 6) return GsoSplit.NOT_TCP_GSO; // extension headers: sent whole
   } else {
@@ -112,6 +115,8 @@ export function gsoSplitHeaders(
   const h = ipHl + thl;
   if (thl < 20 || h > len) return GsoSplit.NOT_TCP_GSO;
   const payload = len - h;
+  if (gsoType === GSO_NONE) mss = payload;
+  if (mss === 0) return GsoSplit.NOT_TCP_GSO;
   const hdrLen = ENCAP_HEADER_LEN + ENCAP_VNET_LEN + h;
   if (hdrLen + payload <= maxDatagram) return GsoSplit.FITS;
   const budget = maxDatagram - hdrLen;

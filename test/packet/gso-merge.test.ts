@@ -96,6 +96,17 @@ for (const c of ROUND_TRIPS) {
   });
 }
 
+test('gso merge: a single segment split for a 1500-byte network comes back as one packet (a GSO of two)', (t) => {
+  const pkt = tcp(false, MSS, P.TCP_ACK | P.TCP_PSH);
+  const chunks = splitChunks(pkt, vnetOf(false, false), 1472);
+  t.is(chunks.length, 2);
+  const m = mergeAll(chunks);
+  t.is(m.merged, 1);
+  t.is(P.hex(m.pkt), P.hex(pkt), 'byte for byte the original segment');
+  const first = chunks[0]!.pkt.length - 52;
+  t.deepEqual([...m.vnet], [...vnetOf(false, true, first)], 'GSO with the first chunk as segment size: the kernel cuts it the same way again');
+});
+
 test('gso merge: two plain full-size segments become one GSO packet of two', (t) => {
   const a = tcp(false, MSS, P.TCP_ACK, { seq: 1000 });
   const b = tcp(false, MSS, P.TCP_ACK | P.TCP_PSH, { seq: 1000 + MSS });

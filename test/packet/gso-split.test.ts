@@ -186,3 +186,28 @@ test('gso split: what is not split, and why', (t) => {
   const vn = Uint8Array.of(1, 4, 0, 0, MSS & 0xff, MSS >> 8, P.layout(ext).l4Off, 0, 16, 0);
   t.is(split(ext, vn, 8952).r, GsoSplit.NOT_TCP_GSO, 'IPv6 extension header');
 });
+
+test('gso split: a single full-size segment (GSO_NONE, partial checksum) over a 1500-byte network: two segments', (t) => {
+  for (const v6 of [false, true]) {
+    const { pkt, vnet } = superPacket(v6, MSS, P.TCP_ACK | P.TCP_PSH);
+    vnet[1] = 0; // GSO_NONE: one segment
+    vnet[4] = 0;
+    vnet[5] = 0;
+    const max = 1500 - (v6 ? 48 : 28);
+    t.true(pkt.length + ENCAP_HEADER_LEN + ENCAP_VNET_LEN > max, 'it does not fit one datagram');
+    const { r, res, chunks } = split(pkt, vnet, max);
+    t.is(r, GsoSplit.OK);
+    t.is(res.count, 2);
+    const segs = chunks.map((c) => P.completePartial(c.inner));
+    for (const [j, c] of chunks.entries()) {
+      t.is(c.vnet[1], 0, 'each chunk a single segment');
+      t.true(ENCAP_HEADER_LEN + ENCAP_VNET_LEN + c.inner.length <= max);
+      t.deepEqual(P.checksumErrors(segs[j]!), []);
+    }
+    const L = P.layout(pkt);
+    const data = (s: Uint8Array) => s.subarray(P.layout(s).l4Off + 32);
+    t.deepEqual(Buffer.concat(segs.map((s) => Buffer.from(data(s)))), Buffer.from(pkt.subarray(L.l4Off + 32)), 'the payload, in order');
+    t.is(segs[0]![P.layout(segs[0]!).l4Off + 13], P.TCP_ACK, 'PSH only on the last');
+    t.is(segs[1]![P.layout(segs[1]!).l4Off + 13], P.TCP_ACK | P.TCP_PSH);
+  }
+});
