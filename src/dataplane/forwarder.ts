@@ -706,7 +706,7 @@ export class Forwarder {
     }
     const sg = po.segs;
     if (sg !== undefined && sg.maxDatagram > 0 && hdr !== ENCAP_HEADER_LEN && len + hdr > sg.maxDatagram) {
-      // A GSO super-packet over the MTU: split it into chunks (no IP fragmentation).
+      // A TCP packet (GSO or one segment) over the MTU: split it into chunks (no IP fragmentation).
       if (this.#toPeerSplit(buf, off, len, peer, flags, primary, backup, backend, vip, sg)) return Action.TO_PEER;
       this.stats.peerSplitSkipped++;
     }
