@@ -37,9 +37,9 @@ LAB_MCAST_GROUP4=239.99.0.1
 LAB_MCAST_CTRL_PORT=7946          # flow records / control
 LAB_MCAST_DATA_PORT=7947          # encapsulated packets
 # MTU of lbnet (namespace lab): jumbo frames on the balancer network, as GLB Director advises
-# for its encapsulation: an encapsulated 64 KiB GSO super-packet leaves in ~8 IP fragments
-# instead of ~45 (peer-served DSR/NAT uploads; bench/dataplane/RESULTS.md). Client packets
-# crossing lbnet stay within the front network's 1500.
+# for its encapsulation: a 64 KiB GSO super-packet encapsulated to a peer is split into ~8
+# datagrams instead of ~45 (peer-served DSR/NAT uploads; bench/dataplane/RESULTS.md). Client
+# packets crossing lbnet stay within the front network's 1500.
 LAB_LBNET_MTU=${LAB_LBNET_MTU:-9000}
 
 # ---- interface names ----
