@@ -30,7 +30,6 @@ static union {
   char buf[CMSG_SPACE(sizeof(uint16_t))];
   struct cmsghdr align;
 } g_ctrl[kChunk];
-static uint32_t g_msgEntry[kChunk];   // the entry each message belongs to
 static bool g_msgLast[kChunk];        // the entry's last message
 
 static const uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -314,7 +313,6 @@ static Napi::Value UdpSend(const Napi::CallbackInfo& info) {
         g_msgs[m].msg_hdr.msg_namelen = sl;
         g_msgs[m].msg_hdr.msg_iov = &g_iovs[m];
         g_msgs[m].msg_hdr.msg_iovlen = 1;
-        g_msgEntry[m] = next;
         g_msgLast[m] = true;
         m++;
         next++;
@@ -335,6 +333,7 @@ static Napi::Value UdpSend(const Napi::CallbackInfo& info) {
         continue;
       }
       if (m + msgs > kChunk || giov + 2 * n > kGsoIovs) break;  // send what is built first
+      struct sockaddr_storage* name = &g_names[m];  // the entry's address, shared by its messages
       for (uint32_t g = 0; g < msgs; g++) {
         uint32_t first = g * perMsg, last = first + perMsg < n ? first + perMsg : n;
         struct iovec* iov = &g_giovs[giov];
@@ -348,8 +347,7 @@ static Napi::Value UdpSend(const Napi::CallbackInfo& info) {
           giov += 2;
         }
         std::memset(&g_msgs[m].msg_hdr, 0, sizeof g_msgs[m].msg_hdr);
-        if (g > 0) g_names[m] = g_names[m - 1];  // the entry's first message has the address
-        g_msgs[m].msg_hdr.msg_name = &g_names[m];
+        g_msgs[m].msg_hdr.msg_name = name;
         g_msgs[m].msg_hdr.msg_namelen = sl;
         g_msgs[m].msg_hdr.msg_iov = iov;
         g_msgs[m].msg_hdr.msg_iovlen = 2 * (last - first);
@@ -361,22 +359,16 @@ static Napi::Value UdpSend(const Napi::CallbackInfo& info) {
         c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
         uint16_t gs = static_cast<uint16_t>(dg);
         std::memcpy(CMSG_DATA(c), &gs, sizeof gs);
-        g_msgEntry[m] = next;
         g_msgLast[m] = g == msgs - 1;
         m++;
       }
       next++;
     }
     bool again = false;
-    int32_t errs = st[kInfoErrors];
+    // Entries whose last message is among the first `acc`: exact when every message was taken;
+    // after a refusal (SendMmsgAll skips it without saying which) an approximation.
     unsigned acc = SendMmsgAll(fd, g_msgs, m, st, false, &again);
-    if (acc == m && st[kInfoErrors] == errs) {
-      for (unsigned k = 0; k < m; k++) sent += g_msgLast[k] ? 1 : 0;
-    } else {
-      // Count whole entries up to the first message not taken (refused ones are skipped by
-      // SendMmsgAll; which ones is not known here, so stop counting at the accepted prefix).
-      for (unsigned k = 0; k < acc && k < m; k++) sent += g_msgLast[k] ? 1 : 0;
-    }
+    for (unsigned k = 0; k < acc; k++) sent += g_msgLast[k] ? 1 : 0;
     if (again) {
       st[kInfoStoppedAgain] = 1;
       break;

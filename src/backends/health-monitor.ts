@@ -858,7 +858,7 @@ export class HealthMonitor {
     e.reason = t.reason;
     e.sinceMs = ev.atMs;
     if (this.#log) {
-      const bad = t.to === 'unhealthy' || t.to === 'removed' || t.to === 'drained' || (t.to === 'draining' && t.toHealth === 'unhealthy');
+      const bad = e.sm.down; // its established flows must leave: worth a warning
       this.#log[bad ? 'warn' : 'info'](
         {
           event: 'backend_state',

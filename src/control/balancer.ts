@@ -120,9 +120,10 @@ export class Balancer {
     if (cluster !== undefined) {
       // Liveness is the membership's: a peer counts once it answers probes and serves.
       this.#live = cluster.membership.live;
+      const self = config.balancers[selfIndex]!;
       const n = config.tun.batch;
       const split = this.#vnet && dataSocket !== undefined && dataSocket.gso
-        ? peerMaxDatagram(config.balancers[selfIndex]!.address.text, config.balancers[selfIndex]!.address.family)
+        ? peerMaxDatagram(self.address.text, self.address.family)
         : { maxDatagram: 0, why: this.#vnet ? 'sent whole: the kernel has no UDP GSO (UDP_SEGMENT)' : 'no GSO super-packets (tun.offload off)' };
       this.#peerSplit = split.why;
       this.#peerOut = {
@@ -131,7 +132,8 @@ export class Balancer {
         ports: new Uint16Array(n),
         count: 0,
         // Chunk headers: ~4.5 KiB per 64 KiB super-packet at MTU 1500; a full batch of them fits.
-        segs: {
+        // Not allocated when nothing is split.
+        segs: split.maxDatagram === 0 ? undefined : {
           chunk: new Uint16Array(n), hdrs: new Uint8Array(n * 8192), hdrOffs: new Uint32Array(n), hdrLens: new Uint16Array(n),
           used: 0, maxDatagram: split.maxDatagram,
         },
@@ -294,12 +296,10 @@ export class Balancer {
       broadcast: (body) => {
         if (cluster !== undefined) cluster.channel.broadcast(cluster.channel.signer.seal('health', body));
       },
-      onChange: (_v, _b, e) => {
-        // Health changes matter even without an eligibility change (a drained backend going
-        // down), and so does a drain timeout ('draining' → 'drained'): backendUp decides what
-        // happens to existing flows.
-        if (e.eligible !== e.wasEligible || e.fromHealth !== e.toHealth || e.from !== e.to) this.#scheduleRebuild();
-      },
+      // Every transition is a change of state or health (BackendState emits nothing else), and
+      // each can change what the table holds: eligibility for new flows, and backendUp, which
+      // decides what happens to existing flows (a drained backend going down, a drain timeout).
+      onChange: () => this.#scheduleRebuild(),
     });
     // Until a backend's first check completes (milliseconds), the table built at start
     // treats it as eligible; the first result that makes it ineligible rebuilds the table.
@@ -368,10 +368,10 @@ export class Balancer {
       const po = this.#peerOut;
       if (po !== undefined && po.count > 0) {
         const sock = this.#dataSocket!;
-        const sg = po.segs!;
-        const w = sock.send(po.batch, po.count, po.addrs, po.ports, sg.used > 0 ? sg : undefined);
+        const sg = po.segs;
+        const w = sock.send(po.batch, po.count, po.addrs, po.ports, sg !== undefined && sg.used > 0 ? sg : undefined);
         if (w < po.count) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += po.count - w;
-        if (sg.maxDatagram > 0 && !sock.gso) this.#stopSplitting(sg);
+        if (sg !== undefined && sg.maxDatagram > 0 && !sock.gso) this.#stopSplitting(sg);
       }
       if (this.#dsr !== undefined) this.#sendDsr();
       if (n < batch.count) return;
@@ -489,27 +489,30 @@ export function backendUpOf(hm: HealthMonitor): (vip: { index: number }, i: numb
  * networks): then the kernel fragments as before. maxDatagram 0 = do not split; `why` says
  * what happens to super-packets, for the start-up log.
  */
-export function peerMaxDatagram(addr: string, family: 4 | 6): { maxDatagram: number; why: string } {
-  for (const [name, list] of Object.entries(networkInterfaces())) {
-    if (!(list ?? []).some((a) => a.address === addr)) continue;
-    let mtu: number;
-    try {
-      mtu = interfaceInfo(name).mtu;
-    } catch (e) {
-      return { maxDatagram: 0, why: `sent whole: cannot read the MTU of ${name} (${(e as Error).message})` };
-    }
-    const max = Math.min(65507, mtu - (family === 4 ? 28 : 48));
-    return { maxDatagram: max, why: `split to ${max}-byte datagrams (MTU ${mtu} of ${name}), sent with UDP GSO` };
+function peerMaxDatagram(addr: string, family: 4 | 6): { maxDatagram: number; why: string } {
+  const name = interfaceHolding(addr);
+  if (name === undefined) return { maxDatagram: 0, why: `sent whole: no interface holds ${addr}` };
+  let mtu: number;
+  try {
+    mtu = interfaceInfo(name).mtu;
+  } catch (e) {
+    return { maxDatagram: 0, why: `sent whole: cannot read the MTU of ${name} (${(e as Error).message})` };
   }
-  return { maxDatagram: 0, why: `sent whole: no interface holds ${addr}` };
+  const max = Math.min(65507, mtu - (family === 4 ? 28 : 48));
+  return { maxDatagram: max, why: `split to ${max}-byte datagrams (MTU ${mtu} of ${name}), sent with UDP GSO` };
+}
+
+/** The name of the local interface that holds `addr`, if any. */
+function interfaceHolding(addr: string): string | undefined {
+  for (const [name, list] of Object.entries(networkInterfaces())) {
+    for (const a of list ?? []) if (a.address === addr) return name;
+  }
+  return undefined;
 }
 
 /** Throws ADDRESS_NOT_PRESENT unless `addr` is configured on a local interface. */
 export function assertAddressPresent(addr: string, field: string): void {
-  const all = networkInterfaces();
-  for (const list of Object.values(all)) {
-    for (const a of list ?? []) if (a.address === addr) return;
-  }
+  if (interfaceHolding(addr) !== undefined) return;
   throw new TunlbError(
     ErrorCodes.ADDRESS_NOT_PRESENT,
     `${field} ${addr} is not on any interface here: run the balancer in the host or network namespace that owns it (e.g. ip netns exec NS tunlb run ...), or fix ${field}`,

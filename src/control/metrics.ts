@@ -77,6 +77,7 @@ import { PROTOCOL_RESULT_NAMES } from '../protocol/result';
 import { REJECT_REASONS } from '../cluster/replicator';
 import type { Balancer } from './balancer';
 import type { BackendStateName } from '../backends/backend-state';
+import type { BackendStatus } from '../backends/health-monitor';
 
 const STATE_VALUE: Record<string, number> = { unknown: 0, up: 1, suspect: 2, dead: 3 };
 const STATUS_VALUE: Record<string, number> = { unknown: 0, syncing: 1, serving: 2, draining: 3 };
@@ -105,6 +106,8 @@ export class Metrics {
   readonly #lastAckAt = new Map<number, number>();
   readonly #now: () => number;
   #timer: NodeJS.Timeout | undefined;
+  /** The backends' states of the scrape in progress (text()), read once for the three backend gauges. */
+  #scrapeBackends: BackendStatus[] | undefined;
 
   /**
    * `rttSampleMs`: RTT sampling period (default the probe interval; 0 = no timer, call
@@ -313,17 +316,18 @@ export class Metrics {
     );
 
     // ---- backends (HealthMonitor's shared view; the same on every balancer)
-    const backendGauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>) => void): void => {
-      new Gauge({ name, help, registers, labelNames, collect() { this.reset(); if (b.health !== undefined) fill(this); } });
+    const backends = (): BackendStatus[] => this.#scrapeBackends ?? b.health.states();
+    const backendGauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>, rows: BackendStatus[]) => void): void => {
+      new Gauge({ name, help, registers, labelNames, collect() { this.reset(); if (b.health !== undefined) fill(this, backends()); } });
     };
-    backendGauge('tunlb_backend_state', "Backend state, one series per state name: 1 = the backend's current state", ['vip', 'backend', 'state'], (g) => {
-      for (const x of b.health.states()) for (const name of BACKEND_STATES) g.set({ vip: x.vip, backend: x.backend, state: name }, x.state === name ? 1 : 0);
+    backendGauge('tunlb_backend_state', "Backend state, one series per state name: 1 = the backend's current state", ['vip', 'backend', 'state'], (g, rows) => {
+      for (const x of rows) for (const name of BACKEND_STATES) g.set({ vip: x.vip, backend: x.backend, state: name }, x.state === name ? 1 : 0);
     });
-    backendGauge('tunlb_backend_eligible', 'Backend takes new flows (healthy, not draining, not removed)', ['vip', 'backend'], (g) => {
-      for (const x of b.health.states()) g.set({ vip: x.vip, backend: x.backend }, x.eligible ? 1 : 0);
+    backendGauge('tunlb_backend_eligible', 'Backend takes new flows (healthy, not draining, not removed)', ['vip', 'backend'], (g, rows) => {
+      for (const x of rows) g.set({ vip: x.vip, backend: x.backend }, x.eligible ? 1 : 0);
     });
-    backendGauge('tunlb_backend_weight', 'Configured backend weight', ['vip', 'backend'], (g) => {
-      for (const x of b.health.states()) g.set({ vip: x.vip, backend: x.backend }, x.weight);
+    backendGauge('tunlb_backend_weight', 'Configured backend weight', ['vip', 'backend'], (g, rows) => {
+      for (const x of rows) g.set({ vip: x.vip, backend: x.backend }, x.weight);
     });
     counterBy('tunlb_health_checks_total', 'Health checks run by this balancer, by result', 'result', () => {
       const hs = b.health?.stats;
@@ -399,8 +403,13 @@ export class Metrics {
   }
 
   /** The exposition text (Prometheus text format 0.0.4). */
-  text(): Promise<string> {
-    return this.registry.metrics();
+  async text(): Promise<string> {
+    this.#scrapeBackends = this.#b.health?.states();
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.#scrapeBackends = undefined;
+    }
   }
 
   close(): void {

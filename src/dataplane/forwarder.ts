@@ -105,6 +105,7 @@ import { type DsrNeighbours, NEIGH_STRIDE, NEIGH_VALID, NEIGH_SRC_MAC } from './
 import { FragCache } from '../flow/frag-cache';
 import { GsoSplit, gsoSplitHeaders, newGsoSplitResult } from '../packet/gso-split';
 import { gsoAppend } from '../packet/gso-merge';
+import type { SendSegments } from './udp-batch-socket';
 
 // Imported functions bound to module constants: under tsx (tests, dev runs) each use of an
 // imported binding is otherwise a getter call that V8 does not inline (measured: 7x slower).
@@ -116,6 +117,9 @@ const vipOf = findVip;
 const replyKeyOf = writeReplyKey;
 const encapParse = parseEncap;
 const encapWrite = writeEncapHeader;
+const splitHeaders = gsoSplitHeaders;
+const mergeNext = gsoAppend;
+const SPLIT_OK = GsoSplit.OK;
 const ipChecksum = internetChecksum;
 const tcpChecksum = l4Checksum;
 const TCP_FIN = 0x01;
@@ -173,11 +177,7 @@ export interface PeerOutput {
  * batch (reset with `count`). `maxDatagram` = the largest UDP payload that leaves
  * unfragmented (interface MTU − IP and UDP headers); 0 = do not split (no UDP GSO, MTU unknown).
  */
-export interface PeerSegments {
-  readonly chunk: Uint16Array;
-  readonly hdrs: Uint8Array;
-  readonly hdrOffs: Uint32Array;
-  readonly hdrLens: Uint16Array;
+export interface PeerSegments extends SendSegments {
   used: number;
   maxDatagram: number;
 }
@@ -305,8 +305,6 @@ export class Forwarder {
   readonly #peers: PeerAddresses | undefined;
   readonly #peerOut: PeerOutput | undefined;
   readonly #encap = new EncapInfo();
-  /** The next datagram's header, while merging a split super-packet's chunks (processPeerBatch). */
-  readonly #encapNext = new EncapInfo();
   readonly #dsrNeigh: DsrNeighbours | undefined;
   readonly #dsrOut: DsrOutput | undefined;
   #ft: ForwardingTable;
@@ -437,14 +435,16 @@ export class Forwarder {
       // header: append the following chunks to this one (GRO rules, src/packet/gso-merge.ts) so
       // it is rewritten and written out once. The merged packet stays in this datagram's slot.
       let innerLen = e.innerLen;
-      if (mode === PARTIAL && vnet) {
+      if (mode === PARTIAL) {
         const slotEnd = offsets[i]! - batch.headroom + batch.slotSize;
-        const e2 = this.#encapNext;
+        // A datagram with the same header bytes has its virtio header and inner packet at the
+        // same distances from its start.
+        const vRel = e.vnetOff - offsets[i]!;
+        const iRel = e.innerOff - offsets[i]!;
         while (i + 1 < count) {
           const j = i + 1;
-          if (!sameBytes(addrs, i * 16, addrs, j * 16, 16) || !sameBytes(buf, offsets[i]!, buf, offsets[j]!, ENCAP_HEADER_LEN)) break;
-          if (encapParse(buf, offsets[j]!, sizes[j]!, e2) !== OK || e2.vnetOff < 0) break;
-          const n = gsoAppend(buf, e.innerOff, innerLen, slotEnd - e.innerOff, buf, e.vnetOff, e2.innerOff, e2.innerLen, e2.vnetOff);
+          if (sizes[j]! <= iRel || !sameBytes(addrs, i * 16, addrs, j * 16, 16) || !sameBytes(buf, offsets[i]!, buf, offsets[j]!, ENCAP_HEADER_LEN)) break;
+          const n = mergeNext(buf, e.innerOff, innerLen, slotEnd - e.innerOff, buf, e.vnetOff, offsets[j]! + iRel, sizes[j]! - iRel, offsets[j]! + vRel);
           if (n === 0) break;
           innerLen = n;
           i = j;
@@ -692,7 +692,6 @@ export class Forwarder {
    */
   #toPeer(buf: Uint8Array, off: number, peer: number, flags: number, primary: number, backup: number, backend: number, vip: number): number {
     const po = this.#peerOut!;
-    const peers = this.#peers!;
     const len = this.#info.l3Len;
     let hdr = ENCAP_HEADER_LEN;
     const vb = this.#vnetBuf;
@@ -705,7 +704,7 @@ export class Forwarder {
       for (let k = 0; k < ENCAP_VNET_LEN; k++) buf[off - ENCAP_VNET_LEN + k] = vb[vo + k]!;
     }
     const sg = po.segs;
-    if (sg !== undefined && sg.maxDatagram > 0 && hdr !== ENCAP_HEADER_LEN && len + hdr > sg.maxDatagram) {
+    if (sg !== undefined && sg.maxDatagram > 0 && (flags & ENCAP_F_VNET) !== 0 && len + hdr > sg.maxDatagram) {
       // A TCP packet (GSO or one segment) over the MTU: split it into chunks (no IP fragmentation).
       if (this.#toPeerSplit(buf, off, len, peer, flags, primary, backup, backend, vip, sg)) return Action.TO_PEER;
       this.stats.peerSplitSkipped++;
@@ -720,13 +719,7 @@ export class Forwarder {
     po.batch.offsets[k] = start;
     po.batch.sizes[k] = len + hdr;
     if (sg !== undefined) sg.chunk[k] = 0;
-    const pa = peers.addrs;
-    const o = k * 16;
-    const p = peer * 16;
-    for (let i = 0; i < 16; i++) po.addrs[o + i] = pa[p + i]!;
-    po.ports[k] = peers.ports[peer]!;
-    po.count = k + 1;
-    this.stats.peerTxPackets++;
+    this.#addPeerEntry(po, k, peer);
     return Action.TO_PEER;
   }
 
@@ -743,28 +736,33 @@ export class Forwarder {
     const k = po.count;
     const at = sg.used;
     const hdrs = sg.hdrs;
-    if (k >= po.batch.count || at + ENCAP_HEADER_LEN > hdrs.length) return false;
+    if (k >= po.batch.count) return false;
     if (encapWrite(hdrs, at, flags, primary, backup, backend, vip, this.#ft.generation) !== OK) return false;
     const res = this.#split;
-    const r = gsoSplitHeaders(buf, off, len, this.#vnetBuf!, this.#vnetOff, hdrs, at, hdrs.length, sg.maxDatagram, res);
-    if (r !== GsoSplit.OK) return false;
+    const r = splitHeaders(buf, off, len, this.#vnetBuf!, this.#vnetOff, hdrs, at, hdrs.length, sg.maxDatagram, res);
+    if (r !== SPLIT_OK) return false;
     po.batch.offsets[k] = res.payloadOff;
     po.batch.sizes[k] = res.payloadLen;
     sg.chunk[k] = res.chunk;
     sg.hdrOffs[k] = at;
     sg.hdrLens[k] = res.hdrLen;
     sg.used = at + res.count * res.hdrLen;
-    const pa = this.#peers!.addrs;
+    this.#addPeerEntry(po, k, peer);
+    this.stats.peerSplitPackets++;
+    this.stats.peerSplitDatagrams += res.count;
+    return true;
+  }
+
+  /** Completes peer-output entry k (its bytes already set): peer `peer`'s data address and port. */
+  #addPeerEntry(po: PeerOutput, k: number, peer: number): void {
+    const peers = this.#peers!;
+    const pa = peers.addrs;
     const o = k * 16;
     const p = peer * 16;
     for (let i = 0; i < 16; i++) po.addrs[o + i] = pa[p + i]!;
-    po.ports[k] = this.#peers!.ports[peer]!;
+    po.ports[k] = peers.ports[peer]!;
     po.count = k + 1;
-    const st = this.stats;
-    st.peerTxPackets++;
-    st.peerSplitPackets++;
-    st.peerSplitDatagrams += res.count;
-    return true;
+    this.stats.peerTxPackets++;
   }
 
   /**

@@ -67,6 +67,8 @@ export interface NativeAddon {
     addrs: Uint8Array, ports: Uint16Array, info: Int32Array,
     chunk?: Uint16Array | null, hdrs?: Uint8Array, hdrOffs?: Uint32Array, hdrLens?: Uint16Array,
   ): number;
+  /** rtnetlink RTM_GETNEIGH dump (native/neighbours.cc); state = NUD_* bits. */
+  neighDump(netnsPath: string): Array<{ dst: string; dev: string; ifindex: number; family: 4 | 6; state: number; lladdr?: string }>;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
 }
 

@@ -32,7 +32,7 @@ import { readFile } from 'node:fs/promises';
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 import { METHOD_DSR, type ForwardingTable } from './forwarding-table';
 import { interfaceInfo, parseMac, type InterfaceInfo } from './l2-socket';
-import { native, netnsPath, type NativeAddon } from './native';
+import { native, netnsPath } from './native';
 import { bytes16ToIp, ipToBytes16 } from './udp-batch-socket';
 
 export const NEIGH_STRIDE = 16;
@@ -120,28 +120,13 @@ export function nudStates(bits: number): string[] {
   return out.length === 0 ? ['NONE'] : out;
 }
 
-/** One row of the addon's RTM_GETNEIGH dump (native/neighbours.cc). */
-interface NativeNeighbour {
-  dst: string;
-  dev: string;
-  ifindex: number;
-  family: 4 | 6;
-  /** NUD_* bits. */
-  state: number;
-  lladdr?: string;
-}
-
-interface NeighbourAddon {
-  neighDump(netnsPath: string): NativeNeighbour[];
-}
-
 /**
  * The kernel's neighbour table (both families) of the current network namespace, or of
  * `netns`, by the addon's rtnetlink dump. Control path (synchronous, bounded by a 2 s
  * receive timeout). Throws the addon's errno Error.
  */
 export function dumpKernelNeighbours(netns?: string): NeighbourEntry[] {
-  const rows = (native() as NativeAddon & NeighbourAddon).neighDump(netnsPath(netns));
+  const rows = native().neighDump(netnsPath(netns));
   const out: NeighbourEntry[] = [];
   for (const r of rows) {
     // As `ip neigh show`: no NUD_NONE entries and no NOARP-only ones (multicast, loopback).

@@ -36,18 +36,15 @@
 /** Minimum headroom: room for an outer IPv6 (40) + UDP (8) + a 16-byte tunlb encapsulation header. */
 export const MIN_HEADROOM = 64;
 export const DEFAULT_HEADROOM = 128;
-/** Bytes of one virtio_net_hdr as the TUN device is configured (TUNSETVNETHDRSZ 10). */
-export const VNET_HDR_LEN = 10;
 /** Largest packet a TUN device with TSO may hand over (a 64 KiB GSO super-packet). */
 export const GSO_MAX_PACKET = 65535;
 
-export const VNET_F_NEEDS_CSUM = 1;
-export const VNET_F_DATA_VALID = 2;
-export const VNET_GSO_NONE = 0;
-export const VNET_GSO_TCPV4 = 1;
-export const VNET_GSO_UDP = 3;
-export const VNET_GSO_TCPV6 = 4;
-export const VNET_GSO_ECN = 0x80;
+// The virtio_net_hdr layout lives in the packet layer (src/packet/vnet.ts).
+export {
+  VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_GSO_UDP, VNET_GSO_TCPV6,
+  VNET_GSO_ECN, VNET_FLAGS, VNET_GSO_TYPE, VNET_HDR_LEN_FIELD, VNET_GSO_SIZE, VNET_CSUM_START, VNET_CSUM_OFFSET,
+} from '../packet/vnet';
+import { VNET_HDR_LEN } from '../packet/vnet';
 
 export interface PacketBatchOptions {
   /** Number of slots (packets per batch). */
@@ -143,13 +140,6 @@ export function vnetU16(batch: PacketBatch, i: number, field: number): number {
   return batch.vnet[o] | (batch.vnet[o + 1] << 8);
 }
 
-/** Byte offsets of the virtio_net_hdr fields inside one VNET_HDR_LEN record. */
-export const VNET_FLAGS = 0;
-export const VNET_GSO_TYPE = 1;
-export const VNET_HDR_LEN_FIELD = 2;
-export const VNET_GSO_SIZE = 4;
-export const VNET_CSUM_START = 6;
-export const VNET_CSUM_OFFSET = 8;
 
 /**
  * Peer addresses for batched UDP: `addrs` 16 bytes per packet (IPv6, or IPv4-mapped

@@ -9,6 +9,7 @@
  * close() is idempotent; every other method then throws TunlbError(DEVICE_CLOSED).
  */
 import { isIPv4, isIPv6 } from 'node:net';
+import { constants } from 'node:os';
 import { ErrorCodes, TunlbError } from '../errors';
 import {
   INFO_ERRORS, INFO_LAST_ERRNO, INFO_LEN, INFO_STOPPED_AGAIN, INFO_TRUNCATED, native, netnsPath, netnsMissingMessage, errnoCode,
@@ -58,8 +59,8 @@ export interface UdpStats {
   gsoDisabled: number;
 }
 
-/** errno EIO (asm-generic/errno-base.h): UDP GSO without checksum offload on the path. */
-const EIO = 5;
+/** errno EIO: the kernel's answer to UDP GSO without checksum offload on the path. */
+const EIO = constants.errno.EIO;
 
 /** Writes `ip` (IPv4 → ::ffff:a.b.c.d, or IPv6) as 16 bytes at out[off]. False if it is not an IP. */
 export function ipToBytes16(ip: string, out: Uint8Array, off = 0): boolean {
@@ -266,10 +267,8 @@ export class UdpBatchSocket extends PolledFd {
     const info = this.info;
     info[INFO_STOPPED_AGAIN] = 0;
     const errs = info[INFO_ERRORS];
-    const n = segs === undefined
-      ? this.nat.udpSend(fd, this.family, batch.buf, batch.offsets, batch.sizes, count, addrs, ports, info)
-      : this.nat.udpSend(fd, this.family, batch.buf, batch.offsets, batch.sizes, count, addrs, ports, info,
-        segs.chunk, segs.hdrs, segs.hdrOffs, segs.hdrLens);
+    const n = this.nat.udpSend(fd, this.family, batch.buf, batch.offsets, batch.sizes, count, addrs, ports, info,
+      segs?.chunk ?? null, segs?.hdrs, segs?.hdrOffs, segs?.hdrLens);
     const st = this.stats;
     st.sentPackets += n;
     if (info[INFO_ERRORS] !== errs) {

@@ -21,17 +21,9 @@
  * added, and its virtio header a GSO TCP one with gso_size = a's segment size.
  * No allocation; never throws.
  */
-import { ipv4HeaderChecksum, pseudoSum4, pseudoSum6 } from './checksum';
-
-const V_FLAGS = 0;
-const V_GSO_TYPE = 1;
-const V_HDR_LEN = 2;
-const V_GSO_SIZE = 4;
-const F_NEEDS_CSUM = 1;
-const GSO_NONE = 0;
-const GSO_TCPV4 = 1;
-const GSO_TCPV6 = 4;
-const GSO_ECN = 0x80;
+import { read16 } from './checksum';
+import { setTcpLengths, tcpGsoHeaders } from './tcp-gso';
+import { VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_SIZE, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_TYPE, VNET_HDR_LEN_FIELD } from './vnet';
 
 const TCP_FIN = 0x01;
 const TCP_SYN = 0x02;
@@ -40,31 +32,8 @@ const TCP_PSH = 0x08;
 const TCP_URG = 0x20;
 const TCP_CWR = 0x80;
 
-/** IP + TCP header length of a TCP packet at buf[off], or 0 when it is not one we merge. */
-function tcpHeaders(buf: Uint8Array, off: number, len: number, vnet: Uint8Array, vo: number): number {
-  if ((vnet[vo + V_FLAGS]! & F_NEEDS_CSUM) === 0 || len < 40) return 0;
-  const type = vnet[vo + V_GSO_TYPE]! & ~GSO_ECN;
-  const version = buf[off]! >>> 4;
-  let ipHl: number;
-  if (version === 4) {
-    if (type !== GSO_NONE && type !== GSO_TCPV4) return 0;
-    ipHl = (buf[off]! & 0x0f) * 4;
-    if (ipHl < 20 || buf[off + 9] !== 6) return 0;
-    if ((((buf[off + 6]! << 8) | buf[off + 7]!) & 0x3fff) !== 0) return 0; // a fragment
-  } else if (version === 6) {
-    if (type !== GSO_NONE && type !== GSO_TCPV6) return 0;
-    ipHl = 40;
-    if (buf[off + 6] !== 6) return 0;
-  } else {
-    return 0;
-  }
-  const thl = (buf[off + ipHl + 12]! >>> 4) * 4;
-  if (thl < 20 || ipHl + thl > len) return 0;
-  return ipHl + thl;
-}
-
 function seqOf(buf: Uint8Array, tcp: number): number {
-  return ((buf[tcp + 4]! << 24) | (buf[tcp + 5]! << 16) | (buf[tcp + 6]! << 8) | buf[tcp + 7]!) >>> 0;
+  return ((read16(buf, tcp + 4) << 16) | read16(buf, tcp + 6)) >>> 0;
 }
 
 /**
@@ -77,8 +46,8 @@ export function gsoAppend(
   buf: Uint8Array, aOff: number, aLen: number, aCap: number, vnet: Uint8Array, va: number,
   bOff: number, bLen: number, vb: number,
 ): number {
-  const h = tcpHeaders(buf, aOff, aLen, vnet, va);
-  if (h === 0 || tcpHeaders(buf, bOff, bLen, vnet, vb) !== h) return 0;
+  const h = tcpGsoHeaders(buf, aOff, aLen, vnet, va);
+  if (h === 0 || tcpGsoHeaders(buf, bOff, bLen, vnet, vb) !== h) return 0;
   const v4 = buf[aOff]! >>> 4 === 4;
   if (buf[bOff]! >>> 4 !== buf[aOff]! >>> 4) return 0;
   const ipHl = v4 ? (buf[aOff]! & 0x0f) * 4 : 40;
@@ -103,38 +72,23 @@ export function gsoAppend(
   const payB = bLen - h;
   if (payA === 0 || payB === 0) return 0;
   if (seqOf(buf, tb) !== ((seqOf(buf, ta) + payA) >>> 0)) return 0;
-  const typeA = vnet[va + V_GSO_TYPE]! & ~GSO_ECN;
-  const typeB = vnet[vb + V_GSO_TYPE]! & ~GSO_ECN;
-  const mss = typeA !== GSO_NONE ? vnet[va + V_GSO_SIZE]! | (vnet[va + V_GSO_SIZE + 1]! << 8) : payA;
+  const typeA = vnet[va + VNET_GSO_TYPE]! & ~VNET_GSO_ECN;
+  const typeB = vnet[vb + VNET_GSO_TYPE]! & ~VNET_GSO_ECN;
+  const mss = typeA !== VNET_GSO_NONE ? vnet[va + VNET_GSO_SIZE]! | (vnet[va + VNET_GSO_SIZE + 1]! << 8) : payA;
   if (mss === 0 || payA % mss !== 0) return 0;
-  const mssB = typeB !== GSO_NONE ? vnet[vb + V_GSO_SIZE]! | (vnet[vb + V_GSO_SIZE + 1]! << 8) : payB;
-  if (mssB > mss || (typeB !== GSO_NONE && mssB !== mss)) return 0;
+  const mssB = typeB !== VNET_GSO_NONE ? vnet[vb + VNET_GSO_SIZE]! | (vnet[vb + VNET_GSO_SIZE + 1]! << 8) : payB;
+  if (mssB > mss || (typeB !== VNET_GSO_NONE && mssB !== mss)) return 0;
   const len = aLen + payB;
   if (len > 65535 || len > aCap) return 0;
 
   buf.copyWithin(aOff + aLen, bOff + h, bOff + bLen);
   buf[ta + 13] = fa | (fb & (TCP_FIN | TCP_PSH));
-  const tcpLen = len - ipHl;
-  let pseudo: number;
-  if (v4) {
-    buf[aOff + 2] = len >>> 8;
-    buf[aOff + 3] = len & 0xff;
-    const hc = ipv4HeaderChecksum(buf, aOff, ipHl);
-    buf[aOff + 10] = hc >>> 8;
-    buf[aOff + 11] = hc & 0xff;
-    pseudo = pseudoSum4(buf, aOff + 12, aOff + 16, 6, tcpLen);
-  } else {
-    buf[aOff + 4] = tcpLen >>> 8;
-    buf[aOff + 5] = tcpLen & 0xff;
-    pseudo = pseudoSum6(buf, aOff + 8, aOff + 24, 6, tcpLen);
-  }
-  buf[ta + 16] = pseudo >>> 8;
-  buf[ta + 17] = pseudo & 0xff;
-  const ecn = (vnet[va + V_GSO_TYPE]! | vnet[vb + V_GSO_TYPE]!) & GSO_ECN;
-  vnet[va + V_GSO_TYPE] = (v4 ? GSO_TCPV4 : GSO_TCPV6) | ecn;
-  vnet[va + V_HDR_LEN] = h & 0xff;
-  vnet[va + V_HDR_LEN + 1] = h >>> 8;
-  vnet[va + V_GSO_SIZE] = mss & 0xff;
-  vnet[va + V_GSO_SIZE + 1] = mss >>> 8;
+  setTcpLengths(buf, aOff, ipHl, len);
+  const ecn = (vnet[va + VNET_GSO_TYPE]! | vnet[vb + VNET_GSO_TYPE]!) & VNET_GSO_ECN;
+  vnet[va + VNET_GSO_TYPE] = (v4 ? VNET_GSO_TCPV4 : VNET_GSO_TCPV6) | ecn;
+  vnet[va + VNET_HDR_LEN_FIELD] = h & 0xff;
+  vnet[va + VNET_HDR_LEN_FIELD + 1] = h >>> 8;
+  vnet[va + VNET_GSO_SIZE] = mss & 0xff;
+  vnet[va + VNET_GSO_SIZE + 1] = mss >>> 8;
   return len;
 }

@@ -26,21 +26,13 @@
  * The caller writes the encapsulation header (flag VNET set) at out[hdrOff] first; it is
  * copied to every chunk.
  */
-import { ipv4HeaderChecksum, pseudoSum4, pseudoSum6 } from './checksum';
+import { read16, write16 } from './checksum';
 import { ENCAP_HEADER_LEN, ENCAP_VNET_LEN } from './encap';
-
-// virtio_net_hdr (linux/virtio_net.h, little-endian; the TUN device's layout, 10 bytes).
-const V_FLAGS = 0;
-const V_GSO_TYPE = 1;
-const V_HDR_LEN = 2;
-const V_GSO_SIZE = 4;
-const V_CSUM_START = 6;
-const V_CSUM_OFFSET = 8;
-const F_NEEDS_CSUM = 1;
-const GSO_NONE = 0;
-const GSO_TCPV4 = 1;
-const GSO_TCPV6 = 4;
-const GSO_ECN = 0x80;
+import { setTcpLengths, tcpGsoHeaders } from './tcp-gso';
+import {
+  VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_F_NEEDS_CSUM, VNET_FLAGS, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_SIZE, VNET_GSO_TYPE,
+  VNET_HDR_LEN_FIELD,
+} from './vnet';
 
 const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;
@@ -91,31 +83,19 @@ export function gsoSplitHeaders(
   out: Uint8Array, hdrOff: number, outEnd: number,
   maxDatagram: number, res: GsoSplitResult,
 ): number {
-  const gsoType = vnet[vnetOff + V_GSO_TYPE]! & ~GSO_ECN;
-  if ((vnet[vnetOff + V_FLAGS]! & F_NEEDS_CSUM) === 0) return GsoSplit.NOT_TCP_GSO;
-  // A single segment (GSO_NONE) with a partial checksum is split too: a full-size segment is
-  // over a 1500-byte balancer network's datagram once encapsulated. Its "MSS" is its payload.
-  let mss = vnet[vnetOff + V_GSO_SIZE]! | (vnet[vnetOff + V_GSO_SIZE + 1]! << 8);
-  if ((gsoType !== GSO_NONE && mss === 0) || len < 40) return GsoSplit.NOT_TCP_GSO;
+  // A single segment (gso_type NONE) with a partial checksum is split too: a full-size
+  // segment is over a 1500-byte balancer network's datagram once encapsulated. Its "MSS" is
+  // its payload.
+  const h = tcpGsoHeaders(buf, off, len, vnet, vnetOff);
+  if (h === 0) return GsoSplit.NOT_TCP_GSO;
+  const single = (vnet[vnetOff + VNET_GSO_TYPE]! & ~VNET_GSO_ECN) === VNET_GSO_NONE;
+  let mss = vnet[vnetOff + VNET_GSO_SIZE]! | (vnet[vnetOff + VNET_GSO_SIZE + 1]! << 8);
+  if (!single && mss === 0) return GsoSplit.NOT_TCP_GSO;
   const version = buf[off]! >>> 4;
-  let ipHl: number;
-  if (version === 4 && (gsoType === GSO_TCPV4 || gsoType === GSO_NONE)) {
-    ipHl = (buf[off]! & 0x0f) * 4;
-    if (ipHl < 20 || buf[off + 9] !== 6) return GsoSplit.NOT_TCP_GSO;
-    if ((((buf[off + 6]! << 8) | buf[off + 7]!) & 0x3fff) !== 0) return GsoSplit.NOT_TCP_GSO; // a fragment
-  } else if (version === 6 && (gsoType === GSO_TCPV6 || gsoType === GSO_NONE)) {
-    ipHl = 40;
-    if (buf[off + 6] !== 6) return GsoSplit.NOT_TCP_GSO; // extension headers: sent whole
-  } else {
-    return GsoSplit.NOT_TCP_GSO;
-  }
+  const ipHl = version === 4 ? (buf[off]! & 0x0f) * 4 : 40;
   const tcp = off + ipHl;
-  if (tcp + 20 > off + len) return GsoSplit.NOT_TCP_GSO;
-  const thl = (buf[tcp + 12]! >>> 4) * 4;
-  const h = ipHl + thl;
-  if (thl < 20 || h > len) return GsoSplit.NOT_TCP_GSO;
   const payload = len - h;
-  if (gsoType === GSO_NONE) mss = payload;
+  if (single) mss = payload;
   if (mss === 0) return GsoSplit.NOT_TCP_GSO;
   const hdrLen = ENCAP_HEADER_LEN + ENCAP_VNET_LEN + h;
   if (hdrLen + payload <= maxDatagram) return GsoSplit.FITS;
@@ -127,11 +107,11 @@ export function gsoSplitHeaders(
   const count = Math.ceil(payload / chunk);
   if (hdrOff + count * hdrLen > outEnd) return GsoSplit.NO_ROOM;
 
-  const seq0 = ((buf[tcp + 4]! << 24) | (buf[tcp + 5]! << 16) | (buf[tcp + 6]! << 8) | buf[tcp + 7]!) >>> 0;
-  const id0 = version === 4 ? (buf[off + 4]! << 8) | buf[off + 5]! : 0;
+  const seq0 = ((read16(buf, tcp + 4) << 16) | read16(buf, tcp + 6)) >>> 0;
+  const id0 = version === 4 ? read16(buf, off + 4) : 0;
   const flags0 = buf[tcp + 13]!;
   const idStep = segs >= 1 ? segs : 1;
-  const vType = vnet[vnetOff + V_GSO_TYPE]!;
+  const vType = vnet[vnetOff + VNET_GSO_TYPE]!;
   for (let j = 0; j < count; j++) {
     const o = hdrOff + j * hdrLen;
     const clen = j === count - 1 ? payload - j * chunk : chunk;
@@ -139,50 +119,25 @@ export function gsoSplitHeaders(
     // virtio header: still GSO when the chunk holds more than one segment.
     const v = o + ENCAP_HEADER_LEN;
     const multi = segs >= 1 && clen > mss;
-    out[v + V_FLAGS] = F_NEEDS_CSUM;
-    out[v + V_GSO_TYPE] = multi ? vType : GSO_NONE;
-    out[v + V_HDR_LEN] = h & 0xff;
-    out[v + V_HDR_LEN + 1] = h >>> 8;
-    out[v + V_GSO_SIZE] = multi ? mss & 0xff : 0;
-    out[v + V_GSO_SIZE + 1] = multi ? mss >>> 8 : 0;
-    out[v + V_CSUM_START] = ipHl & 0xff;
-    out[v + V_CSUM_START + 1] = ipHl >>> 8;
-    out[v + V_CSUM_OFFSET] = 16;
-    out[v + V_CSUM_OFFSET + 1] = 0;
-    // IP + TCP headers.
+    out[v + VNET_FLAGS] = VNET_F_NEEDS_CSUM;
+    out[v + VNET_GSO_TYPE] = multi ? vType : VNET_GSO_NONE;
+    writeLe16(out, v + VNET_HDR_LEN_FIELD, h);
+    writeLe16(out, v + VNET_GSO_SIZE, multi ? mss : 0);
+    writeLe16(out, v + VNET_CSUM_START, ipHl);
+    writeLe16(out, v + VNET_CSUM_OFFSET, 16);
+    // IP + TCP headers: IPv4 ID first (setTcpLengths checksums the header), lengths, seq, flags.
     const ip = v + ENCAP_VNET_LEN;
     for (let k = 0; k < h; k++) out[ip + k] = buf[off + k]!;
+    if (version === 4) write16(out, ip + 4, (id0 + j * idStep) & 0xffff);
+    setTcpLengths(out, ip, ipHl, h + clen);
     const t = ip + ipHl;
-    const tcpLen = thl + clen;
-    let pseudo: number;
-    if (version === 4) {
-      const total = h + clen;
-      out[ip + 2] = total >>> 8;
-      out[ip + 3] = total & 0xff;
-      const id = (id0 + j * idStep) & 0xffff;
-      out[ip + 4] = id >>> 8;
-      out[ip + 5] = id & 0xff;
-      const hc = ipv4HeaderChecksum(out, ip, ipHl);
-      out[ip + 10] = hc >>> 8;
-      out[ip + 11] = hc & 0xff;
-      pseudo = pseudoSum4(out, ip + 12, ip + 16, 6, tcpLen);
-    } else {
-      out[ip + 4] = tcpLen >>> 8;
-      out[ip + 5] = tcpLen & 0xff;
-      pseudo = pseudoSum6(out, ip + 8, ip + 24, 6, tcpLen);
-    }
     const seq = (seq0 + j * chunk) >>> 0;
-    out[t + 4] = seq >>> 24;
-    out[t + 5] = (seq >>> 16) & 0xff;
-    out[t + 6] = (seq >>> 8) & 0xff;
-    out[t + 7] = seq & 0xff;
+    write16(out, t + 4, seq >>> 16);
+    write16(out, t + 6, seq & 0xffff);
     let fl = flags0;
     if (j !== count - 1) fl &= ~(TCP_FIN | TCP_PSH);
     if (j !== 0) fl &= ~TCP_CWR;
     out[t + 13] = fl;
-    // Partial checksum (NEEDS_CSUM): the folded pseudo-header sum, not complemented.
-    out[t + 16] = pseudo >>> 8;
-    out[t + 17] = pseudo & 0xff;
   }
   res.chunk = chunk;
   res.count = count;
@@ -190,4 +145,10 @@ export function gsoSplitHeaders(
   res.payloadOff = off + h;
   res.payloadLen = payload;
   return GsoSplit.OK;
+}
+
+/** Little-endian u16 (virtio_net_hdr fields). */
+function writeLe16(b: Uint8Array, off: number, v: number): void {
+  b[off] = v & 0xff;
+  b[off + 1] = v >>> 8;
 }
