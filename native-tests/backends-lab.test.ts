@@ -42,6 +42,8 @@ import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { hasRoot, nativeSuite } from './helpers/root';
 import { LAB_SH } from './helpers/lab';
 import {
+  longlivedSummary,
+  allServing,
   BALANCERS,
   LAB_CONFIG,
   REPO,
@@ -59,7 +61,6 @@ import {
   type ClusterStats,
   type FlowRow,
   type LabSession,
-  type LonglivedResult,
   type RunResult,
 } from './helpers/traffic';
 
@@ -169,10 +170,6 @@ function requireUp(t: ExecutionContext): void {
   }
 }
 
-function allServing(s: ClusterStats | undefined): boolean {
-  const m = s?.membership;
-  return !!m && m.status === 'serving' && m.peers.every((p) => p.state === 'self' || (p.state === 'up' && p.status === 'serving'));
-}
 
 /**
  * Routes for VIP4B, inside lab namespaces only: router → lb1, lb1 → tunlb0, and in the client a
@@ -599,12 +596,9 @@ rootTest('(2) reload with live connections: reweight, add a VIP, remove a backen
 
     await part(async () => {
       // --- the live connections over the whole run ---
-      const d = await ll.done;
-      const res = d.json.find((x) => x['mode'] === 'longlived') as unknown as LonglivedResult | undefined;
-      if (res === undefined) {
-        t.fail(`longlived gave no summary (exit ${d.code}): ${d.lines.slice(-10).join('\n')}\n${d.stderr.slice(-1500)}`);
-        return;
-      }
+      const sum = await longlivedSummary(t, ll);
+      if (sum === undefined) return;
+      const res = sum.res;
       const endEpoch = res.startedAtEpochMs + LL_S * 1000;
       t.true(invalidDone < endEpoch - 1000, `the refused reload and its checks ended ${endEpoch - invalidDone} ms before the long-lived run: too late to show that the connections continued (machine too slow?)`);
       const byPort = new Map(res.perConn.map((c) => [c.localPort, c]));

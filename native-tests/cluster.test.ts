@@ -22,6 +22,7 @@ import { clusterIdNumber } from '../src/cluster/control-channel';
 import { encodeSigned, macKey, newIncarnation, Op, type MacKey } from '../src/protocol';
 import { hasRoot, rootTest } from './helpers/root';
 import {
+  allServing,
   BALANCERS,
   LAB_CONFIG,
   flows,
@@ -89,12 +90,6 @@ function requireUp(t: ExecutionContext): Config {
   return config;
 }
 
-/** This balancer serves and sees every configured peer up and serving. */
-function allServing(s: ClusterStats | undefined, expectDown: string[] = []): boolean {
-  const m = s?.membership;
-  if (!m || m.status !== 'serving') return false;
-  return m.peers.every((p) => p.state === 'self' || expectDown.includes(p.id) || (p.state === 'up' && p.status === 'serving'));
-}
 
 /** /proc/loadavg (the lab shares the machine's CPUs with whatever else runs). */
 const loadavg = (): string => {

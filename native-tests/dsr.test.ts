@@ -24,6 +24,7 @@ import * as path from 'node:path';
 import { hasRoot, rootTest } from './helpers/root';
 import { createNetns, ipIn, removeNetns, runIn, uniqueNetnsName } from './helpers/netns';
 import {
+  allServing,
   BALANCERS,
   flows,
   holdLabSession,
@@ -309,12 +310,6 @@ rootTest('neighbour table: the rtnetlink dump gives what `ip -j neigh show` give
 let session: LabSession | undefined;
 let upError: string | undefined;
 
-/** This balancer serves and sees every configured peer up and serving. */
-function allServing(s: ClusterStats | undefined): boolean {
-  const m = s?.membership;
-  if (!m || m.status !== 'serving') return false;
-  return m.peers.every((p) => p.state === 'self' || (p.state === 'up' && p.status === 'serving'));
-}
 
 async function labUp(): Promise<void> {
   if (session !== undefined || upError !== undefined) return;

@@ -181,6 +181,13 @@ export async function longlivedSummary(t: ExecutionContext, gen: TrafficRun): Pr
   return { res, lines: d.lines };
 }
 
+/** This balancer serves and sees every configured peer up and serving (peers in `expectDown` excepted). */
+export function allServing(s: ClusterStats | undefined, expectDown: string[] = []): boolean {
+  const m = s?.membership;
+  if (!m || m.status !== 'serving') return false;
+  return m.peers.every((p) => p.state === 'self' || expectDown.includes(p.id) || (p.state === 'up' && p.status === 'serving'));
+}
+
 /** What `traffic.ts longlived --json` prints last. */
 export interface LonglivedResult {
   conns: number;

@@ -26,6 +26,7 @@ import { PacketInfo } from '../../src/packet/packet-info';
 import { parsePacket } from '../../src/packet/parse';
 import { PacketResult } from '../../src/packet/result';
 import * as P from '../helpers/packets';
+import { chunkDatagram } from '../helpers/gso';
 import { CLIENT, CLIENT6, VIP, VIP6 } from '../helpers/fixtures';
 
 const KEY = Buffer.alloc(32, 0x3d);
@@ -370,14 +371,8 @@ test('cluster, GSO super-packet for a peer over the MTU: split into chunk datagr
   t.is(h.fwd.stats.peerTxPackets, 3);
   // The datagrams as UDP GSO puts them on the wire, received by the peer (lb2, selfIndex 1).
   const hl = sg.hdrLens[0]!;
-  const datagram = (j: number): Uint8Array => {
-    const from = po.batch.offsets[0]! + j * sg.chunk[0]!;
-    const to = Math.min(po.batch.offsets[0]! + po.batch.sizes[0]!, from + sg.chunk[0]!);
-    const dg = new Uint8Array(hl + to - from);
-    dg.set(sg.hdrs.subarray(sg.hdrOffs[0]! + j * hl, sg.hdrOffs[0]! + (j + 1) * hl));
-    dg.set(po.batch.buf.subarray(from, to), hl);
-    return dg;
-  };
+  const datagram = (j: number): Uint8Array =>
+    chunkDatagram(sg.hdrs, sg.hdrOffs[0]!, hl, po.batch.buf, po.batch.offsets[0]!, po.batch.sizes[0]!, sg.chunk[0]!, j);
   const deliver = async (order: number[]) => {
     const h2 = await setup({ balancers: 2, live: [0, 1], selfIndex: 1, vnet: true });
     const rx = new PacketBatch({ count: 8, maxPacket: 65535 });
@@ -394,7 +389,7 @@ test('cluster, GSO super-packet for a peer over the MTU: split into chunk datagr
   t.is(h2.out.count, 1, 'one DSR frame: the chunks merged back');
   t.is(h2.fwd.stats.peerRxMerged, 3);
   t.is(h2.fwd.stats.peerRxPackets, 4);
-  const f = h2.out.buf.slice(h2.out.offsets[0]!, h2.out.offsets[0]! + h2.out.sizes[0]!);
+  const f = h2.frame(0);
   t.true(eq(f.subarray(14), big), 'byte for byte the super-packet lb1 received');
   t.deepEqual([...h2.out.vnet!.subarray(0, VNET_HDR_LEN)], [VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 54, 0, 1448 & 0xff, 1448 >> 8, 34, 0, 16, 0]);
   // Out of order: nothing continues its predecessor, so four frames, each a valid GSO packet.
@@ -403,7 +398,7 @@ test('cluster, GSO super-packet for a peer over the MTU: split into chunk datagr
   t.is(h3.fwd.stats.peerRxMerged, 0);
   const got: Buffer[] = [];
   for (let k = 0; k < 4; k++) {
-    const fr = h3.out.buf.slice(h3.out.offsets[k]!, h3.out.offsets[k]! + h3.out.sizes[k]!);
+    const fr = h3.frame(k);
     t.is(h3.out.vnet![k * VNET_HDR_LEN + 1], VNET_GSO_TCPV4, `frame ${k}: a GSO packet for the kernel to segment`);
     t.is(new DataView(fr.buffer).getUint32(14 + 24), (1 + [0, 2, 1, 3][k]! * 6 * 1448) >>> 0, `frame ${k} sequence number`);
     got[[0, 2, 1, 3][k]!] = Buffer.from(fr.subarray(14 + 40));

@@ -5,9 +5,10 @@
  */
 import test from 'ava';
 import * as P from '../helpers/packets';
-import { ENCAP_F_VNET, ENCAP_HEADER_LEN, ENCAP_VNET_LEN, writeEncapHeader } from '../../src/packet/encap';
+import { ENCAP_F_VNET, ENCAP_VNET_LEN, writeEncapHeader } from '../../src/packet/encap';
 import { GsoSplit, gsoSplitHeaders, newGsoSplitResult } from '../../src/packet/gso-split';
 import { gsoAppend } from '../../src/packet/gso-merge';
+import { chunkDatagram, chunkParts } from '../helpers/gso';
 
 const MSS = 1448;
 const TS_OPT = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
@@ -63,12 +64,8 @@ function splitChunks(pkt: Uint8Array, vnet: Uint8Array, maxDatagram: number) {
   if (gsoSplitHeaders(buf, 4, pkt.length, vnet, 0, hdrs, 0, hdrs.length, maxDatagram, res) !== GsoSplit.OK) throw new Error('no split');
   const out: { pkt: Uint8Array; vnet: Uint8Array }[] = [];
   for (let j = 0; j < res.count; j++) {
-    const h = hdrs.subarray(j * res.hdrLen, (j + 1) * res.hdrLen);
-    const clen = Math.min(res.chunk, res.payloadLen - j * res.chunk);
-    const inner = new Uint8Array(res.hdrLen - ENCAP_HEADER_LEN - VN + clen);
-    inner.set(h.subarray(ENCAP_HEADER_LEN + VN));
-    inner.set(buf.subarray(res.payloadOff + j * res.chunk, res.payloadOff + j * res.chunk + clen), res.hdrLen - ENCAP_HEADER_LEN - VN);
-    out.push({ pkt: inner, vnet: h.slice(ENCAP_HEADER_LEN, ENCAP_HEADER_LEN + VN) });
+    const c = chunkParts(chunkDatagram(hdrs, 0, res.hdrLen, buf, res.payloadOff, res.payloadLen, res.chunk, j));
+    out.push({ pkt: c.inner, vnet: c.vnet });
   }
   return out;
 }

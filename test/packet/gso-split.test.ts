@@ -8,6 +8,7 @@
 import test from 'ava';
 import * as P from '../helpers/packets';
 import { ENCAP_F_VNET, ENCAP_HEADER_LEN, ENCAP_VNET_LEN, writeEncapHeader } from '../../src/packet/encap';
+import { chunkDatagram, chunkParts } from '../helpers/gso';
 import { GsoSplit, GSO_SPLIT_MIN_CHUNK, gsoSplitHeaders, newGsoSplitResult } from '../../src/packet/gso-split';
 
 const CLIENT4 = '10.99.1.2';
@@ -84,13 +85,7 @@ function split(pkt: Uint8Array, vnet: Uint8Array, maxDatagram: number, room = 1 
   const chunks: Chunk[] = [];
   if (r === GsoSplit.OK) {
     for (let j = 0; j < res.count; j++) {
-      const o = HDR + j * res.hdrLen;
-      const clen = Math.min(res.chunk, res.payloadLen - j * res.chunk);
-      const hdr = out.subarray(o, o + res.hdrLen);
-      const inner = new Uint8Array(res.hdrLen - ENCAP_HEADER_LEN - ENCAP_VNET_LEN + clen);
-      inner.set(hdr.subarray(ENCAP_HEADER_LEN + ENCAP_VNET_LEN));
-      inner.set(buf.subarray(res.payloadOff + j * res.chunk, res.payloadOff + j * res.chunk + clen), res.hdrLen - ENCAP_HEADER_LEN - ENCAP_VNET_LEN);
-      chunks.push({ encap: hdr.slice(0, ENCAP_HEADER_LEN), vnet: hdr.slice(ENCAP_HEADER_LEN, ENCAP_HEADER_LEN + ENCAP_VNET_LEN), inner });
+      chunks.push(chunkParts(chunkDatagram(out, HDR, res.hdrLen, buf, res.payloadOff, res.payloadLen, res.chunk, j)));
     }
   }
   return { r, res, chunks, buf, out, OFF, HDR };
