@@ -7,7 +7,7 @@
  * Each backend with a health check is checked by ONE balancer, its health owner:
  *
  *   key(b)      = "<vip name>/<backend address>"            (stable across reorderings)
- *   idHash(b)   = memberSeed(hashKey, key(b))               (HalfSipHash, src/cluster/rendezvous.ts)
+ *   idHash(b)   = memberSeed(hashKey, key(b))               (HalfSipHash, src/decision/rendezvous.ts)
  *   score(b, i) = mixScore(idHash(b), memberSeed(hashKey, balancer id i))
  *   owner(b)    = the candidate with the highest score (ties: the id that sorts first)
  *   candidates  = balancers with live[i] (Membership) that run a health monitor: this one,
@@ -67,7 +67,7 @@
 import type { BackendConfig, Config, HealthCheckConfig, VipConfig } from '../config';
 import { ErrorCodes, TunlbError } from '../errors';
 import { newIncarnation, tunlb, type BodyFields } from '../protocol';
-import { compareIds, memberSeed, mixScore } from '../cluster/rendezvous';
+import { compareIds, memberSeed, mixScore } from '../decision/rendezvous';
 import { BackendState, type BackendStateName, type BackendTransition, type HealthName } from './backend-state';
 import { IcmpPinger, runCheck as defaultRunCheck, type CheckResult, type CheckTarget } from './checks';
 
@@ -177,7 +177,7 @@ export interface HealthMonitorOptions {
   config: Config;
   /** This balancer's index in config.balancers. */
   selfIndex: number;
-  /** The cluster hash key (src/cluster/hash-key.ts). */
+  /** The cluster hash key (src/decision/hash-key.ts). */
   hashKey: Uint32Array;
   /** Membership.live: read, never written (live[i] !== 0 = live). */
   live: Uint8Array;

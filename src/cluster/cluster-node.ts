@@ -17,8 +17,8 @@
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config';
 import type { FlowTable } from '../flow';
-import type { Logger } from '../control/logger';
-import type { ForwardingTable } from '../dataplane/forwarding-table';
+import type { Logger } from '../logger';
+import type { ForwardingTable } from '../decision/forwarding-table';
 import { newIncarnation, type ReceivedEnvelope } from '../protocol';
 import { ControlChannel } from './control-channel';
 import { Membership, type MembershipEvent, PeerState } from './membership';

@@ -16,11 +16,11 @@
  * side of the contract (insert + touch + flowReady at the threshold). Not used by the daemon.
  */
 import { parseConfig, type Config } from '../config';
-import { buildForwardingTable, METHOD_DSR, type ForwardingTable } from '../dataplane/forwarding-table';
-import { writeReplyKey } from '../dataplane/reply-key';
+import { buildForwardingTable, METHOD_DSR, type ForwardingTable } from '../decision/forwarding-table';
+import { writeReplyKey } from '../decision/reply-key';
 import { FlowTable, type FlowTimeouts } from '../flow';
 import { DecodeResult, EnvelopeReceiver, EnvelopeSigner, macKey, ProtocolResult, type MacKey } from '../protocol';
-import { deriveHashKey } from './hash-key';
+import { deriveHashKey } from '../decision/hash-key';
 import { buildReadyThresholds } from './replication-policy';
 import { Replicator, type ReplicatorOptions } from './replicator';
 

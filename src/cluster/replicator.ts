@@ -93,9 +93,9 @@
  *   state for the id being freed); only the replicator may call table.remove().
  * - Single-threaded: every method is called from the one event loop that owns the table.
  */
-import type { ForwardingTable } from '../dataplane/forwarding-table';
-import { METHOD_DSR } from '../dataplane/forwarding-table';
-import { writeReplyKey } from '../dataplane/reply-key';
+import type { ForwardingTable } from '../decision/forwarding-table';
+import { METHOD_DSR } from '../decision/forwarding-table';
+import { writeReplyKey } from '../decision/reply-key';
 import { FlowFlags, InsertResult, type FlowTable } from '../flow';
 import {
   DEFAULT_DATAGRAM_BUDGET,

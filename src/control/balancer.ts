@@ -26,15 +26,15 @@
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { loadConfig, selectSelf, type Config } from '../config';
-import { deriveHashKey } from '../cluster/hash-key';
+import { deriveHashKey } from '../decision/hash-key';
 import { FlowTable } from '../flow';
 import { TunlbError, ErrorCodes } from '../errors';
 import { TunDevice, type TunLike } from '../dataplane/tun-device';
 import { PacketBatch, GSO_MAX_PACKET } from '../dataplane/packet-batch';
 import { Forwarder } from '../dataplane/forwarder';
 import { ForwardDrop } from '../dataplane/forward-drop';
-import { buildForwardingTable, type ForwardingTable } from '../dataplane/forwarding-table';
-import { createLogger, type Logger } from './logger';
+import { buildForwardingTable, type ForwardingTable } from '../decision/forwarding-table';
+import { createLogger, type Logger } from '../logger';
 import { ClusterNode } from '../cluster/cluster-node';
 import { HealthMonitor, type HealthReportBody } from '../backends/health-monitor';
 import { UdpBatchSocket } from '../dataplane/udp-batch-socket';

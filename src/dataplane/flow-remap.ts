@@ -25,10 +25,10 @@
  * twice. Off the hot path: allocates freely.
  */
 import type { FlowTable } from '../flow';
-import { hashFlowKey } from '../cluster/halfsiphash';
-import { NO_BACKEND } from '../cluster/backend-table';
-import { backendId, METHOD_DSR, type ForwardingTable } from './forwarding-table';
-import { writeReplyKey } from './reply-key';
+import { hashFlowKey } from '../decision/halfsiphash';
+import { NO_BACKEND } from '../decision/backend-table';
+import { backendId, METHOD_DSR, type ForwardingTable } from '../decision/forwarding-table';
+import { writeReplyKey } from '../decision/reply-key';
 
 const IPPROTO_TCP = 6;
 

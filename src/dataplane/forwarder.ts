@@ -79,12 +79,12 @@ import { PacketInfo } from '../packet/packet-info';
 import { parsePacket } from '../packet/parse';
 import { rewriteDst, rewriteSrc, CSUM_FULL, CSUM_PARTIAL } from '../packet/nat';
 import { PacketResult, PACKET_RESULT_COUNT } from '../packet/result';
-import { hashFlowKey } from '../cluster/halfsiphash';
-import { NO_BACKEND } from '../cluster/backend-table';
+import { hashFlowKey } from '../decision/halfsiphash';
+import { NO_BACKEND } from '../decision/backend-table';
 import { FlowTable, InsertResult } from '../flow';
 import type { PacketBatch } from './packet-batch';
 import { VNET_HDR_LEN, VNET_F_NEEDS_CSUM } from './packet-batch';
-import { type ForwardingTable, findVip, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from './forwarding-table';
+import { type ForwardingTable, findVip, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from '../decision/forwarding-table';
 import { ForwardDrop, FORWARD_DROP_COUNT } from './forward-drop';
 import {
   EncapInfo,
@@ -99,7 +99,7 @@ import {
   ENCAP_NONE_U16,
 } from '../packet/encap';
 import { FlowFlags } from '../flow';
-import { writeReplyKey } from './reply-key';
+import { writeReplyKey } from '../decision/reply-key';
 import { internetChecksum, l4Checksum } from '../packet/checksum';
 import { type DsrNeighbours, NEIGH_STRIDE, NEIGH_VALID, NEIGH_SRC_MAC } from './neighbours';
 import { FragCache } from '../flow/frag-cache';

@@ -9,7 +9,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { Balancer, assertAddressPresent } from '../../src/control/balancer';
-import { createLogger } from '../../src/control/logger';
+import { createLogger } from '../../src/logger';
 import { FakeTunDevice, type FakeWritten } from '../../src/dataplane/fake-tun';
 import { isTunlbError, ErrorCodes } from '../../src/errors';
 import { formatIp } from '../../src/packet/addr';

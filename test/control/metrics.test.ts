@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Balancer } from '../../src/control/balancer';
-import { createLogger } from '../../src/control/logger';
+import { createLogger } from '../../src/logger';
 import { Metrics } from '../../src/control/metrics';
 import { statusPageHtml } from '../../src/control/status-page';
 import { FakeTunDevice } from '../../src/dataplane/fake-tun';

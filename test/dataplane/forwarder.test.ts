@@ -12,10 +12,10 @@
  */
 import test from 'ava';
 import { parseConfig, type Config } from '../../src/config';
-import { deriveHashKey } from '../../src/cluster/hash-key';
+import { deriveHashKey } from '../../src/decision/hash-key';
 import { FlowTable } from '../../src/flow';
 import { Forwarder, Action } from '../../src/dataplane/forwarder';
-import { buildForwardingTable, type ForwardingTable } from '../../src/dataplane/forwarding-table';
+import { buildForwardingTable, type ForwardingTable } from '../../src/decision/forwarding-table';
 import { forwardDropNames, ForwardDrop } from '../../src/dataplane/forward-drop';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID } from '../../src/dataplane/packet-batch';
 import { FakeTunDevice, type FakeWritten } from '../../src/dataplane/fake-tun';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Balancer } from '../../src/control/balancer';
-import { createLogger } from '../../src/control/logger';
+import { createLogger } from '../../src/logger';
 import { FakeTunDevice } from '../../src/dataplane/fake-tun';
 
 export interface StartedBalancer {

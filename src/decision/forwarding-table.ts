@@ -14,8 +14,8 @@
  * list it holds.
  */
 import type { Config, VipConfig } from '../config';
-import { buildBackendTable, type BackendTable } from '../cluster/backend-table';
-import { buildBalancerRanking, type BalancerRanking } from '../cluster/balancer-ranking';
+import { buildBackendTable, type BackendTable } from './backend-table';
+import { buildBalancerRanking, type BalancerRanking } from './balancer-ranking';
 import { TunlbError, ErrorCodes } from '../errors';
 
 /** Port value meaning "keep the packet's port" (src/packet/nat.ts KEEP_PORT). */

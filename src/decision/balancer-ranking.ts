@@ -7,7 +7,7 @@
  * swapped whole by its user; it is never edited in place. `version` identifies it (e.g. the
  * config generation) so records and logs can say which table made a decision.
  *
- * Scores (src/cluster/rendezvous.ts): score32(rowSeed[r], memberSeed(id)), highest first,
+ * Scores (src/decision/rendezvous.ts): score32(rowSeed[r], memberSeed(id)), highest first,
  * ties to the id that sorts first. Scores depend only on the hash key and the id strings,
  * so the ranking *of ids* in a row is the same whatever order the ids are listed in, on
  * every balancer. The table stores member *indexes relative to the given list* (the
