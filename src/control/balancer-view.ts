@@ -11,7 +11,7 @@
  */
 import type { Config } from '../config';
 import type { ForwardingTable } from '../decision/forwarding-table';
-import type { ForwarderStats } from '../dataplane/forwarder';
+import type { ForwarderStats } from '../dataplane/forwarder-stats';
 import type { TunLike } from '../dataplane/tun-device';
 import type { ClusterNode } from '../cluster/cluster-node';
 import type { HealthMonitor } from '../backends/health-monitor';

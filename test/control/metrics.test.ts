@@ -15,7 +15,7 @@ import { createLogger } from '../../src/logger';
 import { Metrics } from '../../src/control/metrics';
 import { statusPageHtml } from '../../src/control/status-page';
 import { FakeTunDevice } from '../../src/dataplane/fake-tun';
-import { ForwarderStats } from '../../src/dataplane/forwarder';
+import { ForwarderStats } from '../../src/dataplane/forwarder-stats';
 import { ReplicatorStats } from '../../src/cluster/replicator';
 import { Membership, type ProbeBody } from '../../src/cluster/membership';
 import { isTunlbError, ErrorCodes } from '../../src/errors';
