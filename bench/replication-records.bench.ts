@@ -1,6 +1,6 @@
 /**
  * Flow-record replication end to end, between two Replicators on the in-memory loopback net
- * (src/cluster/replication-loopback.ts; real signing, EnvelopeReceiver verification, apply):
+ * (test/helpers/replication-loopback.ts; real signing, EnvelopeReceiver verification, apply):
  *   npx tsx bench/replication-records.bench.ts    prints a table
  *   npm run bench:micro -- replication            via the runner (exports run())
  *
@@ -18,7 +18,7 @@
  * A balancer's replication should stay well under a tenth of a core at that rate.
  */
 import type { BenchRow } from './run-micro';
-import { LoopbackCluster, type LoopbackMember } from '../src/cluster/replication-loopback';
+import { LoopbackCluster, type LoopbackMember } from '../test/helpers/replication-loopback';
 
 const N = 100_000;
 const ROUNDS = 3;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { Balancer, assertAddressPresent } from '../../src/control/balancer';
 import { createLogger } from '../../src/logger';
-import { FakeTunDevice, type FakeWritten } from '../../src/dataplane/fake-tun';
+import { FakeTunDevice, type FakeWritten } from '../helpers/fake-tun';
 import { isTunlbError, ErrorCodes } from '../../src/errors';
 import { formatIp } from '../../src/packet/addr';
 import * as P from '../helpers/packets';

@@ -14,7 +14,7 @@ import { Balancer } from '../../src/control/balancer';
 import { createLogger } from '../../src/logger';
 import { Metrics } from '../../src/control/metrics';
 import { statusPageHtml } from '../../src/control/status-page';
-import { FakeTunDevice } from '../../src/dataplane/fake-tun';
+import { FakeTunDevice } from '../helpers/fake-tun';
 import { ForwarderStats } from '../../src/dataplane/forwarder-stats';
 import { ReplicatorStats } from '../../src/cluster/replicator';
 import { Membership, type ProbeBody } from '../../src/cluster/membership';

@@ -18,7 +18,7 @@ import { Forwarder, Action } from '../../src/dataplane/forwarder';
 import { buildForwardingTable, type ForwardingTable } from '../../src/decision/forwarding-table';
 import { forwardDropNames, ForwardDrop } from '../../src/dataplane/forward-drop';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID } from '../../src/dataplane/packet-batch';
-import { FakeTunDevice, type FakeWritten } from '../../src/dataplane/fake-tun';
+import { FakeTunDevice, type FakeWritten } from '../helpers/fake-tun';
 import { packetResultNames } from '../../src/packet/result';
 import { CSUM_FULL } from '../../src/packet/nat';
 import { formatIp } from '../../src/packet/addr';

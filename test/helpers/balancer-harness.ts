@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Balancer } from '../../src/control/balancer';
 import { createLogger } from '../../src/logger';
-import { FakeTunDevice } from '../../src/dataplane/fake-tun';
+import { FakeTunDevice } from './fake-tun';
 
 export interface StartedBalancer {
   b: Balancer;
