@@ -14,6 +14,7 @@ import type { ForwardingTable } from '../decision/forwarding-table';
 import type { ForwarderStats } from '../dataplane/forwarder-stats';
 import type { TunLike } from '../dataplane/tun-device';
 import type { ClusterNode } from '../cluster/cluster-node';
+import type { BackupRepair } from '../cluster/backup-repair';
 import type { HealthMonitor } from '../backends/health-monitor';
 import type { FlowSource } from './flow-listing';
 import type { ReloadResult } from './reload';
@@ -30,6 +31,8 @@ export interface BalancerView extends FlowSource {
   readonly device: Pick<TunLike, 'name' | 'mtu' | 'features' | 'stats'>;
   /** Undefined in a cluster of one. */
   readonly cluster: Pick<ClusterNode, 'incarnation' | 'channel' | 'membership' | 'replicator' | 'events' | 'syncedFrom'> | undefined;
+  /** Backup repair of flows decided without a live peer (src/cluster/backup-repair.ts); undefined in a cluster of one. */
+  readonly backupRepair?: Pick<BackupRepair, 'stats'> | undefined;
   /** Undefined before the health monitor starts. */
   readonly health: Pick<HealthMonitor, 'states' | 'stats'> | undefined;
   /** Seconds since start (the flow table's clock). */

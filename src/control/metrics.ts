@@ -15,7 +15,7 @@
  * a restarted balancer starts from zero, which Prometheus' rate() handles as a reset.
  *
  * The data-plane and flow-table families (packets and bytes in and out, flows, failover,
- * second chance, peer split, reply fallbacks, backend-down flows, SYN reuse) are rendered from
+ * second chance, backup repair, peer split, reply fallbacks, backend-down flows, SYN reuse) are rendered from
  * src/control/counters.ts (METRIC_FAMILIES, COUNTERS), where each is declared once. The others:
  *
  * Names (all `tunlb_`; label values are the stable names of src/packet/result.ts,

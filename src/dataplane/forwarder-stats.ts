@@ -23,6 +23,11 @@ export class ForwarderStats {
   failoverPackets = 0;
   /** Non-initial packets without a record sent to their ranked primary. */
   secondChancePackets = 0;
+  /**
+   * New flows decided while no other balancer was live: their backup is the next configured
+   * balancer in rank (flag BACKUP_PENDING) until a live one is assigned.
+   */
+  flowsNoLiveBackup = 0;
   /** DSR frames queued for the AF_PACKET socket (also counted in forwardPackets). */
   dsrPackets = 0;
   rxBytes = 0;

@@ -14,7 +14,9 @@
  *  3. admit      the VIP serves the key's protocol and destination port, else counted drop.
  *  4. flow       flow-table hit: the record is the truth (its primary, backup and backend).
  *                Miss: new-flow decision (claims 1-2): flowHash = HalfSipHash(key);
- *                primary/backup = first two live balancers of ranking row flowHash & 0xffff;
+ *                primary/backup = first two live balancers of ranking row flowHash & 0xffff
+ *                (no other live: backup = next configured in rank, BACKUP_PENDING, settled
+ *                by src/cluster/backup-repair.ts);
  *                backend = weighted-rendezvous row flowHash >>> 16 of the VIP's table; the
  *                record (forward key + NAT reply key) goes into the table (claim 3: the
  *                replication sink queues it for every peer once the flow reaches the
@@ -133,6 +135,7 @@ const KEY_DPORT = DPORT;
 const KEY_PROTO = PROTO;
 const F_FROM_PEER = FlowFlags.FROM_PEER;
 const F_REPLICATED = FlowFlags.REPLICATED;
+const F_BACKUP_PENDING = FlowFlags.BACKUP_PENDING;
 const OK = PacketResult.OK;
 const FULL = CSUM_FULL;
 const PARTIAL = CSUM_PARTIAL;
@@ -667,11 +670,17 @@ export class Forwarder {
     const pick = this.#pick;
     ft.ranking.pickLive(h & 0xffff, this.#live, pick);
     const primary = pick[0]!;
-    const backup = pick[1]! < 0 ? primary : pick[1]!;
     if (primary < 0) {
       this.#drop(ForwardDrop.NO_BALANCER);
       return -1;
     }
+    // No other balancer live (a peer still starting, or all dead): the backup is the next
+    // configured balancer in the flow's rank, never the primary itself while another exists.
+    // Marked BACKUP_PENDING: the cluster layer gives it a live backup once one is up
+    // (src/cluster/backup-repair.ts).
+    let backup = pick[1]!;
+    const pending = backup < 0;
+    if (pending) backup = ft.ranking.nextInRank(h & 0xffff, primary);
     const be = ft.backendTables[vip]!.lookup(h);
     if (be === NO_BACKEND) {
       this.#drop(ForwardDrop.NO_BACKEND);
@@ -691,6 +700,10 @@ export class Forwarder {
       return -1;
     }
     this.stats.flowsCreated++;
+    if (pending && backup !== primary) {
+      this.#table.updateFlags(id, F_BACKUP_PENDING, 0);
+      this.stats.flowsNoLiveBackup++;
+    }
     return id;
   }
 
