@@ -29,11 +29,9 @@
  * A count is not proof: an attacker who sends `syncThreshold` packets per spoofed 5-tuple still
  * gets them replicated, but then pays at least as many packets as the replication costs (one
  * ~36-byte record per flow, batched ~36 per datagram), so there is no amplification.
- * The configuration default is 1 (docs/configuration.md); the Replicator works with any value.
+ * The configuration default is 3 (docs/configuration.md); the Replicator works with any value.
  */
-
-/** IP protocol number of TCP. */
-const IPPROTO_TCP = 6;
+import { IPPROTO_TCP } from '../packet/parse';
 
 /**
  * readyAt[ipProtocol] = packet count at which a flow of that protocol is replicated
