@@ -13,7 +13,7 @@
  * bulk sync: B.requestSync(A) of N flows, async delivery (setImmediate per datagram, the
  *   server's own pacing), wall clock from request to the verified done chunk.
  *
- * Targets: a forwarding core does ~185k pps (DESIGN.md); with ~10-packet flows that is ~18k
+ * Targets: a forwarding core does ~185k pps (bench/dataplane/RESULTS.md); with ~10-packet flows that is ~18k
  * new flows/s per balancer, i.e. ~37k records/s out (create + delete) and N-1 times that in.
  * A balancer's replication should stay well under a tenth of a core at that rate.
  */

@@ -8,7 +8,7 @@
  *   flush     every cluster.replication.flush_ms: Replicator.flush (queued records → datagrams)
  *   refresh   every 100 ms: Replicator.refreshTick (bounded table scan, periodic REFRESH)
  *
- * Start-up (DESIGN.md "Bulk sync"): status SYNCING (peers do not count this balancer as
+ * Start-up (docs/failure-model.md "Bulk sync"): status SYNCING (peers do not count this balancer as
  * live, so they send it neither new flows nor failover traffic); probe for up to
  * SYNC_DISCOVERY_MS; if a peer is up and serving, pull its whole flow table (verified by
  * count), trying the next peer on failure; then status SERVING. A balancer that finds no

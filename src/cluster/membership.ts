@@ -1,5 +1,5 @@
 /**
- * Membership and liveness of the balancers of a cluster (DESIGN.md "Balancer to balancer":
+ * Membership and liveness of the balancers of a cluster (docs/protocol.md "Balancer to balancer":
  * liveness probes). A pure, timer-driven state machine: it owns no socket and no timer. The
  * owner calls `tick()` every `intervalMs`, hands it every *verified* Probe / ProbeAck (after
  * src/protocol/receiver.ts: MAC, cluster, replay window), and sends what it asks through

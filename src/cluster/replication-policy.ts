@@ -2,7 +2,7 @@
  * When a flow becomes worth replicating (the flood policy of claim 3), as one O(1) table the
  * forwarder reads on the hot path.
  *
- * Policy (IPVS sync_threshold idea, DESIGN.md "Balancer to balancer"): a flow's record is sent
+ * Policy (IPVS sync_threshold idea, docs/protocol.md "Balancer to balancer"): a flow's record is sent
  * to every peer once the flow has seen `readyAt[proto]` packets in this balancer's flow table:
  *   - TCP: `syncThreshold` packets (cluster.replication.sync_threshold);
  *   - every other protocol (UDP, ICMP, ...): its first packet (there is no handshake to wait for).

@@ -47,8 +47,8 @@ export class ForwarderStats {
    */
   synReuseRebound = 0;
   /**
-   * Replies matched although their key was not the flow's reply key (docs/design.md
-   * "Fragments"): the first fragment of a fragmented reply by its full 5-tuple, a later
+   * Replies matched although their key was not the flow's reply key (docs/fragments.md):
+   * the first fragment of a fragmented reply by its full 5-tuple, a later
    * fragment by the fragment-id cache, an unfragmented reply to a flow created by fragments
    * (keyed without ports) by its 3-tuple.
    */

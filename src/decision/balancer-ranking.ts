@@ -1,5 +1,5 @@
 /**
- * Balancer ranking table (DESIGN.md claims 1-2): for each of ROWS = 65536 rows, the full
+ * Balancer ranking table (docs/architecture.md "The six claims, in code", claims 1-2): for each of ROWS = 65536 rows, the full
  * rendezvous ranking of the cluster's balancers, best first. A new flow's primary is the
  * first *live* balancer of row `flowHash & 0xffff`, its backup the second (`pickLive`).
  *
@@ -80,7 +80,7 @@ export class BalancerRanking {
   /**
    * The next live balancer in `row`'s ranking that is neither `skipA` nor `skipB` (e.g. the
    * flow's recorded primary and backup, both dead): the holder that serves a flow whose
-   * primary and backup are gone (DESIGN.md "next in rank"). -1 when there is none. Pass -1
+   * primary and backup are gone (docs/failure-model.md "Next in rank"). -1 when there is none. Pass -1
    * for an unused skip. O(width), no allocation.
    */
   nextLiveHolder(row: number, live: Uint8Array, skipA: number, skipB: number): number {

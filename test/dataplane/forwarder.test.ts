@@ -935,7 +935,7 @@ test('forward-drop names: one per reason', (t) => {
   t.is(forwardDropNames[ForwardDrop.NO_FLOW], 'no_flow');
 });
 
-// ---- Fragment flows and port rewriting (docs/design.md "Fragments") ----
+// ---- Fragment flows and port rewriting (docs/fragments.md) ----
 // A flow the client creates with fragments is keyed without ports, so the VIP port a
 // port-rewriting backend's reply must get back is not in the record: it is the VIP's port when
 // the VIP serves one, and unknown (the backend's port is kept) when it serves several.
