@@ -18,7 +18,7 @@
  * it was given (close(), idempotent). The Balancer (src/control/balancer.ts) opens them and
  * swaps forwarding tables through `forwarder`.
  */
-import { Forwarder, type FlowSink } from './forwarder';
+import { Forwarder, type ForwarderOptions } from './forwarder';
 import { ForwardDrop } from './forward-drop';
 import { PacketBatch, PeerArrays, GSO_MAX_PACKET } from './packet-batch';
 import type { TunLike } from './tun-device';
@@ -27,8 +27,6 @@ import type { L2Socket } from './l2-socket';
 import type { NeighbourTable } from './neighbours';
 import type { PeerAddresses, PeerOutput } from './peer-output';
 import { createDsrOutput, type DsrOutput } from './dsr-output';
-import type { ForwardingTable } from '../decision/forwarding-table';
-import type { FlowTable } from '../flow';
 
 /** Batches handled per readable event before returning to the event loop. */
 export const MAX_BATCHES_PER_WAKEUP = 8;
@@ -38,19 +36,13 @@ export interface DataPlaneLogger {
   warn(obj: object, msg?: string): void;
 }
 
-export interface DataPlaneOptions {
+/** The forwarder's options (src/dataplane/forwarder.ts) but its outputs, which the data plane builds, and: */
+export interface DataPlaneOptions extends Pick<ForwarderOptions, 'table' | 'forwarding' | 'hashKey' | 'selfIndex' | 'live' | 'sink' | 'syncThreshold'> {
   device: TunLike;
   /** Packets per batch (config tun.batch). */
   batch: number;
   /** MTU of the TUN device (config tun.mtu): slot size without offloads. */
   mtu: number;
-  table: FlowTable;
-  forwarding: ForwardingTable;
-  hashKey: Uint32Array;
-  selfIndex: number;
-  live: Uint8Array;
-  sink?: FlowSink;
-  syncThreshold?: number;
   /** Cluster: the data socket for encapsulated packets, the peers' data addresses, and how super-packets are split. */
   peers?: {
     socket: UdpBatchSocket;
