@@ -50,7 +50,7 @@ export class PacketContext {
   /** The length to emit when it differs from `len` (a reset in the packet's place), else -1. */
   outLen = -1;
 
-  /** Starts a packet: the input half set, the decision and output halves cleared. */
+  /** Starts a packet: the input half set, the output cleared (the decision half is set by the steps that decide). */
   begin(buf: Uint8Array, off: number, len: number, csumMode: number, nowSec: number, vnetBuf: Uint8Array | null, vnetOff: number, fromPeer: boolean): void {
     this.buf = buf;
     this.off = off;
@@ -60,9 +60,7 @@ export class PacketContext {
     this.vnetBuf = vnetBuf;
     this.vnetOff = vnetOff;
     this.fromPeer = fromPeer;
-    this.id = -1;
-    this.encapFlags = 0;
-    this.serving = -1;
+    // The decision half is written by the steps before any read of it.
     this.outLen = -1;
   }
 
