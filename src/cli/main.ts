@@ -262,7 +262,7 @@ export function main(argv: string[]): void {
       if (r.restartNeeded.length > 0) console.log(`  changed but applied only after a restart: ${r.restartNeeded.join(', ')}`);
     });
 
-  // tunlb capture (src/control/capture.ts; recipes in docs/operations.md)
+  // tunlb capture (src/capture/capture.ts; recipes in docs/operations.md)
   const ints = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map(Number)];
   program
     .command('capture')
@@ -279,7 +279,7 @@ export function main(argv: string[]): void {
     .option('--control-port <ports>', 'control ports to decode (comma list; default 7946 or the config\'s)', ints)
     .option('--data-port <ports>', 'data (encapsulation) ports to decode (default 7947 or the config\'s)', ints)
     .action(async (o: { iface?: string; filter?: string; count: string; durationS: string; out?: string; decode?: boolean; keyFile?: string; config?: string; read?: string; controlPort?: number[]; dataPort?: number[] }) => {
-      const { runCapture } = await import('../control/capture');
+      const { runCapture } = await import('../capture/capture');
       await runCapture({ ...o, count: Number(o.count), durationS: Number(o.durationS), controlPorts: o.controlPort, dataPorts: o.dataPort });
     });
 
