@@ -23,7 +23,8 @@
  *   tunlb_info{balancer,cluster,incarnation}                   1
  *   tunlb_uptime_seconds
  *   tunlb_self_status                                          1 syncing, 2 serving, 3 draining
- *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total
+ *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total,
+ *   tunlb_device_read_truncated_total
  *   tunlb_drops_total{stage=packet|forward,reason}             every reason, zeros included
  *   tunlb_records_sent_total{op=create|refresh|delete}, tunlb_record_datagrams_sent_total
  *   tunlb_records_received_total
@@ -182,6 +183,7 @@ export class Metrics {
       ['write', dev().writeBytes],
     ]);
     counter('tunlb_device_write_errors_total', 'Packets the kernel refused on a TUN write', () => dev().writeErrors);
+    counter('tunlb_device_read_truncated_total', 'Packets read from the TUN device that were longer than their batch slot (dropped as truncated)', () => dev().readTruncated);
 
     // ---- drops: every reason, zeros included (a series exists before its first drop)
     new Counter<'stage' | 'reason'>({
