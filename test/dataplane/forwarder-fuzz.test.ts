@@ -75,6 +75,8 @@ const SCALE = Number(process.env.TUNLB_FUZZ_SCALE ?? 1);
 /** Largest batch (packets); batch sizes vary from 1 to this. */
 const MAX_BATCH = 48;
 const INVARIANT_EVERY = 200;
+/** TUNLB_FUZZ_TRACE=<batch>: a failure in that batch reports every packet's input bytes. */
+const TRACE = Number(process.env.TUNLB_FUZZ_TRACE ?? -1);
 
 // ---------------------------------------------------------------------------------------------
 // The cluster: three balancers; NAT VIPs (IPv4 and IPv6, a port-rewriting backend, a backend
@@ -409,6 +411,9 @@ interface Totals {
   merged: number;
   drops: number;
   fromFlows: number;
+  /** Packets with valid checksums going in, and those of them written back (checked valid). */
+  validIn: number;
+  validOut: number;
 }
 
 class Fuzzer {
@@ -419,7 +424,7 @@ class Fuzzer {
   readonly batch: PacketBatch;
   /** Pristine guard bytes (the pattern every guard slot holds). */
   readonly guard: Buffer;
-  readonly totals: Totals = { packets: 0, mutated: 0, batches: 0, emitted: 0, toPeer: 0, toDsr: 0, merged: 0, drops: 0, fromFlows: 0 };
+  readonly totals: Totals = { packets: 0, mutated: 0, batches: 0, emitted: 0, toPeer: 0, toDsr: 0, merged: 0, drops: 0, fromFlows: 0, validIn: 0, validOut: 0 };
   readonly addrs = new Uint8Array((2 * MAX_BATCH + 1) * 16);
   /** What each packet of the current batch was, for a failure report. */
   readonly names: string[] = [];
@@ -428,8 +433,12 @@ class Fuzzer {
   readonly keyWords = new Uint32Array(10);
   readonly keyBytes = new Uint8Array(this.keyWords.buffer);
   readonly slotUsed: Uint8Array;
+  /** Packet k of the batch had valid checksums going in (see #heal). */
+  readonly validIn = new Uint8Array(MAX_BATCH);
   readonly chunkRuns: Uint8Array[][];
   nowSec = 1000;
+  /** The current batch's inputs as text, when it is the traced one. */
+  trace: string[] = [];
   /** The flow the last packet of a held flow came from. */
   lastFlow = -1;
 
@@ -454,7 +463,8 @@ class Fuzzer {
 
   fail(msg: string, count: number): never {
     const pk: string[] = [];
-    for (let k = 0; k < Math.min(count, 6); k++) pk.push(`  ${k} ${this.names[k]}`);
+    for (let k = 0; k < (this.trace.length > 0 ? count : Math.min(count, 6)); k++) pk.push(`  ${k} ${this.names[k]}${this.trace[k] ?? ''}`);
+    if (this.trace.length === 0) pk.push(`  (TUNLB_FUZZ_TRACE=${this.totals.batches} adds every packet's input bytes)`);
     throw new Error(
       `${msg}\nfuzz seed 0x${this.seed.toString(16)}, batch ${this.totals.batches} (${count} packets, vnet ${this.h.vnet}); ` +
         `replay: TUNLB_FUZZ_SEED=0x${SEED.toString(16)} npx ava test/dataplane/forwarder-fuzz.test.ts\n${pk.join('\n')}`,
@@ -498,7 +508,23 @@ class Fuzzer {
       this.names[k] += ' (mutated)';
       this.totals.mutated++;
     }
+    this.#heal(k, off, len, this.h.vnet && (b.vnet[k * VNET_HDR_LEN]! & 1) !== 0);
     return len;
+  }
+
+  /**
+   * Half the time makes packet k's checksums valid again (after it was rewritten from a flow's
+   * key or mutated), and notes whether they are (validIn[k]), so that "valid checksums in,
+   * valid checksums out" can be checked on what the forwarder writes back. Not for partial
+   * checksums (NEEDS_CSUM: the kernel completes them).
+   */
+  #heal(k: number, off: number, len: number, partial: boolean): void {
+    this.validIn[k] = 0;
+    if (partial || len < 20 || !this.rng.chance(0.5)) return;
+    const p = this.batch.buf.subarray(off, off + len);
+    P.fillChecksums(p);
+    this.validIn[k] = P.checksumErrors(p).length === 0 ? 1 : 0;
+    if (this.validIn[k] !== 0) this.totals.validIn++;
   }
 
   /** A packet of a flow the table holds, written at `off`; null when no live flow was found. */
@@ -663,7 +689,16 @@ class Fuzzer {
       this.names[k] += ' (mutated)';
       this.totals.mutated++;
     }
+    this.#healPeer(k, off, len);
     return len;
+  }
+
+  /** #heal for the inner packet of datagram k as the forwarder will see it (the header may have been mutated too). */
+  #healPeer(k: number, off: number, len: number): void {
+    const e = this.encap;
+    const buf = this.batch.buf;
+    this.validIn[k] = 0;
+    if (parseEncap(buf, off, len, e) === PacketResult.OK) this.#heal(k, e.innerOff, e.innerLen, e.vnetOff >= 0 && (buf[e.vnetOff]! & 1) !== 0);
   }
 
   // ---- batches
@@ -679,6 +714,7 @@ class Fuzzer {
       b.offsets[k] = b.packetStart(this.slotOf(k));
       b.sizes[k] = len;
     }
+    this.#snapshot(count, false);
     const st = h.fwd.stats;
     const before = dropSum(h);
     const pdi = st.forwardDrops[ForwardDrop.PEER_DECISION_INVALID]!;
@@ -739,6 +775,7 @@ class Fuzzer {
           b.offsets[k] = off;
           b.sizes[k] = len;
           this.addrs.set(h.config.balancers[from]!.address.bytes, k * 16);
+          this.#healPeer(k, off, len);
           k++;
         }
         continue;
@@ -748,6 +785,7 @@ class Fuzzer {
       b.sizes[k] = len;
       k++;
     }
+    this.#snapshot(count, true);
     const st = h.fwd.stats;
     const before = dropSum(h);
     const pdi0 = st.forwardDrops[ForwardDrop.PEER_DECISION_INVALID]!;
@@ -771,6 +809,17 @@ class Fuzzer {
     }
     this.#checkGuards(count);
     this.#after(count, out, 0, h.dsrOut.count, merged, drops);
+  }
+
+  #snapshot(count: number, peer: boolean): void {
+    this.trace = [];
+    if (this.totals.batches !== TRACE) return;
+    const b = this.batch;
+    for (let k = 0; k < count; k++) {
+      const v = this.h.vnet && !peer ? ` vnet ${P.hex(b.vnet.subarray(k * VNET_HDR_LEN, (k + 1) * VNET_HDR_LEN))}` : '';
+      const from = peer ? ` from ${P.hex(this.addrs.subarray(k * 16, k * 16 + 16))}` : '';
+      this.trace.push(`${from}${v} valid-in ${this.validIn[k]}\n    ${P.hex(b.buf.subarray(b.offsets[k]!, b.offsets[k]! + b.sizes[k]!))}`);
+    }
   }
 
   #after(count: number, out: number, peer: number, dsr: number, merged: number, drops: number): void {
@@ -814,6 +863,12 @@ class Fuzzer {
       const r = parsePacket(b.buf, o, len, info);
       if (r !== PacketResult.OK) this.fail(`written packet ${k} does not parse (${packetResultNames[r]})`, count);
       if (findVip(this.h.ft, b.buf, info.dstOff, info.addrLen) >= 0) this.fail(`written packet ${k} is addressed to a VIP: it would loop into the TUN device`, count);
+      const j = (Math.floor(o / b.slotSize) - 1) / 2;
+      if (this.validIn[j] !== 0 && !(this.h.vnet && (b.vnet[k * VNET_HDR_LEN]! & 1) !== 0)) {
+        const errs = P.checksumErrors(b.buf.subarray(o, o + len));
+        if (errs.length > 0) this.fail(`packet ${j} went in with valid checksums and was written back with bad ones: ${errs.join(', ')}\n  out ${P.hex(b.buf.subarray(o, o + len))}`, count);
+        this.totals.validOut++;
+      }
     }
   }
 
@@ -934,6 +989,7 @@ function run(t: ExecutionContext, opts: { selfIndex: number; vnet: boolean; targ
   t.log(`seed 0x${seed.toString(16)}: ${T.packets} packets (${T.mutated} mutated, ${T.fromFlows} of held flows) in ${T.batches} batches, ${(ms / 1000).toFixed(1)} s`);
   t.log(`outcomes: ${T.emitted} written, ${T.toPeer} to peers, ${T.toDsr} DSR, ${T.merged} merged, ${T.drops} dropped; flows created ${h.fwd.stats.flowsCreated}, table ${h.table.size}/${h.table.capacity} (refused full ${h.table.refusedFull}, early drops ${h.table.earlyDrops}, takeovers ${h.table.takeovers}), sink told ${h.flowsReady}`);
   const st = h.fwd.stats;
+  t.log(`checksums: ${T.validIn} packets went in valid, ${T.validOut} of them were written back and checked valid`);
   t.log(`paths: second chance ${st.secondChancePackets}, failover ${st.failoverPackets}, TCP reset (backend down) ${st.tcpResetBackendDown}, UDP moved ${st.udpMovedBackendDown}, SYN reuse ${st.synReuseRebound}, reply fallbacks ${st.replyFirstFragments}/${st.replyLaterFragments}/${st.replyThreeTuple}, split ${st.peerSplitPackets}`);
   t.log(`mutations: ${MUTATIONS.map((m, i) => `${m} ${f.mut.counts[i]}`).join(', ')}`);
   t.log('drops', dropsByName(h));
