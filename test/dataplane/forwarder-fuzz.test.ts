@@ -733,9 +733,17 @@ class Fuzzer {
     for (let k = 0; k < po.count; k++) {
       const o = po.batch.offsets[k]!;
       this.#claim(o, po.batch.sizes[k]!, count, 'peer entry');
-      if (po.segs!.chunk[k] === 0 && parseEncap(b.buf, o, po.batch.sizes[k]!, this.encap) !== PacketResult.OK) this.fail(`peer entry ${k}: bad encapsulation header`, count);
       const peer = this.#peerIndex(po.addrs, k * 16);
       if (peer < 0 || peer === h.selfIndex) this.fail(`peer entry ${k} addressed to ${peer < 0 ? 'no balancer' : 'ourselves'}`, count);
+      if (po.segs!.chunk[k] !== 0) continue;
+      // The header: well formed, with a decision in range unless it is a second chance.
+      const e = this.encap;
+      if (parseEncap(b.buf, o, po.batch.sizes[k]!, e) !== PacketResult.OK) this.fail(`peer entry ${k}: bad encapsulation header`, count);
+      const nb = h.config.balancers.length;
+      if (e.vip >= h.ft.vipCount) this.fail(`peer entry ${k}: VIP ${e.vip} out of range`, count);
+      if ((e.flags & ENCAP_F_SECOND_CHANCE) === 0 && (e.primary >= nb || e.backup >= nb || e.backend >= h.ft.backendPort[e.vip]!.length)) {
+        this.fail(`peer entry ${k}: decision out of range (primary ${e.primary}, backup ${e.backup}, backend ${e.backend})`, count);
+      }
     }
     this.#checkDsr(count);
     const drops = dropSum(h) - before;
@@ -786,6 +794,7 @@ class Fuzzer {
       k++;
     }
     this.#snapshot(count, true);
+    const peerOut = h.peerOut.count;
     const st = h.fwd.stats;
     const before = dropSum(h);
     const pdi0 = st.forwardDrops[ForwardDrop.PEER_DECISION_INVALID]!;
@@ -799,6 +808,7 @@ class Fuzzer {
     }
     if (st.peerRxPackets - rx !== count) this.fail(`peerRxPackets moved by ${st.peerRxPackets - rx}, not ${count}`, count);
     const merged = st.peerRxMerged - merged0;
+    if (h.peerOut.count !== peerOut) this.fail('a packet from a peer was forwarded again', count);
     this.slotUsed.fill(0);
     this.#checkEmitted(out, count);
     this.#checkDsr(count);
@@ -863,6 +873,7 @@ class Fuzzer {
       const r = parsePacket(b.buf, o, len, info);
       if (r !== PacketResult.OK) this.fail(`written packet ${k} does not parse (${packetResultNames[r]})`, count);
       if (findVip(this.h.ft, b.buf, info.dstOff, info.addrLen) >= 0) this.fail(`written packet ${k} is addressed to a VIP: it would loop into the TUN device`, count);
+      if (!this.#isTranslated(info)) this.fail(`written packet ${k} is neither to a backend nor from a VIP`, count);
       const j = (Math.floor(o / b.slotSize) - 1) / 2;
       if (this.validIn[j] !== 0 && !(this.h.vnet && (b.vnet[k * VNET_HDR_LEN]! & 1) !== 0)) {
         const errs = P.checksumErrors(b.buf.subarray(o, o + len));
@@ -874,10 +885,30 @@ class Fuzzer {
 
   #checkDsr(count: number): void {
     const d = this.h.dsrOut;
+    const buf = this.batch.buf;
     for (let k = 0; k < d.count; k++) {
-      if (d.buf !== this.batch.buf) this.fail('DSR frames point into another buffer', count);
-      this.#claim(d.offsets[k]!, d.sizes[k]!, count, 'DSR frame');
+      if (d.buf !== buf) this.fail('DSR frames point into another buffer', count);
+      const o = d.offsets[k]!;
+      this.#claim(o, d.sizes[k]!, count, 'DSR frame');
+      const type = (buf[o + 12]! << 8) | buf[o + 13]!;
+      if (type !== (buf[o + 14]! >>> 4 === 4 ? 0x0800 : 0x86dd)) this.fail(`DSR frame ${k}: ethertype ${type.toString(16)} for an IPv${buf[o + 14]! >>> 4} packet`, count);
     }
+  }
+
+  /** A written packet is NAT'd: to a backend (client → VIP), or from a VIP (replies, resets). */
+  #isTranslated(info: PacketInfo): boolean {
+    const ft = this.h.ft;
+    const buf = this.batch.buf;
+    if (findVip(ft, buf, info.srcOff, info.addrLen) >= 0) return true;
+    const ao = info.addrLen === 4 ? 12 : 0;
+    for (const a of ft.backendAddr) {
+      for (let o = 0; o < a.length; o += 16) {
+        let i = 0;
+        while (i < info.addrLen && a[o + ao + i] === buf[info.dstOff + i]) i++;
+        if (i === info.addrLen && (info.addrLen === 16 || (a[o + 10] === 0xff && a[o + 11] === 0xff))) return true;
+      }
+    }
+    return false;
   }
 
   #checkGuards(count: number): void {
