@@ -414,6 +414,8 @@ interface Totals {
   /** Packets with valid checksums going in, and those of them written back (checked valid). */
   validIn: number;
   validOut: number;
+  /** Largest packet written back from a batch with merged datagrams. */
+  largestMerged: number;
 }
 
 class Fuzzer {
@@ -424,7 +426,7 @@ class Fuzzer {
   readonly batch: PacketBatch;
   /** Pristine guard bytes (the pattern every guard slot holds). */
   readonly guard: Buffer;
-  readonly totals: Totals = { packets: 0, mutated: 0, batches: 0, emitted: 0, toPeer: 0, toDsr: 0, merged: 0, drops: 0, fromFlows: 0, validIn: 0, validOut: 0 };
+  readonly totals: Totals = { packets: 0, mutated: 0, batches: 0, emitted: 0, toPeer: 0, toDsr: 0, merged: 0, drops: 0, fromFlows: 0, validIn: 0, validOut: 0, largestMerged: 0 };
   readonly addrs = new Uint8Array((2 * MAX_BATCH + 1) * 16);
   /** What each packet of the current batch was, for a failure report. */
   readonly names: string[] = [];
@@ -592,11 +594,18 @@ class Fuzzer {
     return t;
   }
 
-  /** Chunk datagrams of split super-packets (as a peer sends them), one run per super-packet. */
+  /**
+   * Chunk datagrams of split super-packets (as a peer sends them), one run per super-packet:
+   * the corpus' and two larger than a batch slot, so merging on receipt meets the slot's end.
+   */
   splitRuns(): Uint8Array[][] {
     const runs: Uint8Array[][] = [];
     const res = newGsoSplitResult();
-    for (const s of this.seeds) {
+    const big = [
+      { pkt: P.toPartial(P.tcp4(CLIENT, VIP, 40030, 80, P.TCP_ACK, bytes(1448 * 16), { seq: 7 })), vnet: gsoVnet(false) },
+      { pkt: P.toPartial(P.tcp6(CLIENT6, VIP6, 40030, 443, P.TCP_ACK, bytes(1428 * 14), { seq: 7 })), vnet: gsoVnet(true, 1428) },
+    ];
+    for (const s of [...this.seeds, ...big]) {
       if (s.vnet === null || s.vnet[1] === 0) continue;
       const hdrs = new Uint8Array(8192);
       writeEncapHeader(hdrs, 0, ENCAP_F_NEW_FLOW | ENCAP_F_VNET, 0, 2, 1, 0, 1);
@@ -808,6 +817,7 @@ class Fuzzer {
     }
     if (st.peerRxPackets - rx !== count) this.fail(`peerRxPackets moved by ${st.peerRxPackets - rx}, not ${count}`, count);
     const merged = st.peerRxMerged - merged0;
+    for (let k = 0; k < out; k++) if (b.sizes[k]! > this.totals.largestMerged && merged > 0) this.totals.largestMerged = b.sizes[k]!;
     if (h.peerOut.count !== peerOut) this.fail('a packet from a peer was forwarded again', count);
     this.slotUsed.fill(0);
     this.#checkEmitted(out, count);
@@ -1018,7 +1028,7 @@ function run(t: ExecutionContext, opts: { selfIndex: number; vnet: boolean; targ
   const ms = performance.now() - t0;
   const T = f.totals;
   t.log(`seed 0x${seed.toString(16)}: ${T.packets} packets (${T.mutated} mutated, ${T.fromFlows} of held flows) in ${T.batches} batches, ${(ms / 1000).toFixed(1)} s`);
-  t.log(`outcomes: ${T.emitted} written, ${T.toPeer} to peers, ${T.toDsr} DSR, ${T.merged} merged, ${T.drops} dropped; flows created ${h.fwd.stats.flowsCreated}, table ${h.table.size}/${h.table.capacity} (refused full ${h.table.refusedFull}, early drops ${h.table.earlyDrops}, takeovers ${h.table.takeovers}), sink told ${h.flowsReady}`);
+  t.log(`outcomes: ${T.emitted} written, ${T.toPeer} to peers, ${T.toDsr} DSR, ${T.merged} merged (largest ${T.largestMerged} bytes), ${T.drops} dropped; flows created ${h.fwd.stats.flowsCreated}, table ${h.table.size}/${h.table.capacity} (refused full ${h.table.refusedFull}, early drops ${h.table.earlyDrops}, takeovers ${h.table.takeovers}), sink told ${h.flowsReady}`);
   const st = h.fwd.stats;
   t.log(`checksums: ${T.validIn} packets went in valid, ${T.validOut} of them were written back and checked valid`);
   t.log(`paths: second chance ${st.secondChancePackets}, failover ${st.failoverPackets}, TCP reset (backend down) ${st.tcpResetBackendDown}, UDP moved ${st.udpMovedBackendDown}, SYN reuse ${st.synReuseRebound}, reply fallbacks ${st.replyFirstFragments}/${st.replyLaterFragments}/${st.replyThreeTuple}, split ${st.peerSplitPackets}`);
