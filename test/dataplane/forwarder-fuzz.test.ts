@@ -444,7 +444,7 @@ class Fuzzer {
   /** The flow the last packet of a held flow came from. */
   lastFlow = -1;
 
-  constructor(readonly t: ExecutionContext, readonly h: Harness, readonly seed: number) {
+  constructor(readonly h: Harness, readonly seed: number) {
     this.rng = new Rng(seed);
     this.seeds = corpus();
     this.tmpl = templates();
@@ -1017,7 +1017,7 @@ function run(t: ExecutionContext, opts: { selfIndex: number; vnet: boolean; targ
   const seed = (SEED ^ opts.seedSalt) >>> 0;
   const rng = new Rng(seed ^ 0xa5a5a5a5);
   const h = makeHarness(rng, opts.selfIndex, opts.vnet);
-  const f = new Fuzzer(t, h, seed);
+  const f = new Fuzzer(h, seed);
   const t0 = performance.now();
   const target = Math.max(1000, Math.round(opts.target * SCALE));
   while (f.totals.mutated < target) {
