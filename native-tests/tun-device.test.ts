@@ -101,10 +101,10 @@ rootTest('TunDevice: read after the namespace (and so the device) is gone throws
   t.notThrows(() => d.close());
 });
 
-// native/tun.cc tunRead: the kernel returns a TUN packet's whole length even when only the slot's
-// worth was copied (drivers/net/tun.c tun_put_user), so a packet longer than the slot must come
-// back as size 0 and counted, never as a size beyond the slot. Made real by raising the MTU
-// under a reader whose batch was sized for the old one.
+// native/tun.cc tunRead: a TUN read has no MSG_TRUNC (the kernel copies what fits and returns
+// that), so a packet longer than the slot must be detected by the addon and come back as size 0
+// and counted, never as a whole packet of the slot's size (or a size beyond the slot). Made
+// real by raising the MTU under a reader whose batch was sized for the old one.
 for (const vnetHdr of [false, true]) {
   rootTest(`TunDevice${vnetHdr ? ' (vnetHdr)' : ''}: a packet longer than its read slot (MTU raised under the reader) has size 0 and is counted; the next one is intact`, async (t) => {
     const ns = testNetns(t, 'clamp');
@@ -148,7 +148,7 @@ for (const vnetHdr of [false, true]) {
 
 // The same at the addon's own interface, with slots smaller than a packet: sizes never exceed
 // slotSize - headroom, the long packet is counted in info[INFO_TRUNCATED], the kernel copies
-// nothing past the slot, and a packet that exactly fills its slot is still read whole (this
+// nothing past the slot, and a packet that exactly fills its slot is still read whole (the
 // kernel returns only what it copied, so "as long as the slot" alone would be ambiguous).
 for (const vnetHdr of [false, true]) {
   rootTest(`addon tunRead${vnetHdr ? ' (vnetHdr)' : ''}: slots smaller than a packet give size 0 and info[INFO_TRUNCATED], never a size beyond the slot`, async (t) => {

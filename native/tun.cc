@@ -141,11 +141,11 @@ static uint8_t g_readTail[1];
 // sizes[i] never exceeds slotSize-headroom: a packet longer than the slot is reported with
 // size 0 and counted in info[3] (as udpRecv does for a truncated datagram): e.g. after the MTU
 // was raised under a running reader, or a GSO super-packet larger than the slots. A TUN read
-// has no MSG_TRUNC: the kernel copies what fits and, depending on its version, returns either
-// the packet's whole length (drivers/net/tun.c tun_put_user returning skb->len + vnet_hdr_sz
-// whatever the copy managed) or only what it copied, which looks like a packet that exactly
-// fills the slot. So every read ends with one scratch byte after the slot (g_readTail): a
-// packet longer than the slot makes the read return more than the slot holds either way.
+// has no MSG_TRUNC: the kernel copies what fits, drops the rest and returns what it copied
+// (drivers/net/tun.c tun_chr_read_iter: min(tun_put_user's whole length, the buffer)), so a
+// cut packet looks exactly like one that fills the slot. Hence every read ends with one
+// scratch byte after the slot (g_readTail): a packet longer than the slot then makes the read
+// return more than the slot holds (and so would a kernel returning the whole length).
 static Napi::Value TunRead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint8_t* buf; uint32_t* offsets; uint32_t* sizes; uint8_t* vnet; int32_t* st;

@@ -71,12 +71,12 @@ test('addresses: IPv4-mapped and IPv6 round trips (docs/contracts.md form)', (t)
 
 // TunDevice.read over a stand-in for the addon's tunRead: what the addon reports (a packet
 // longer than its slot: size 0, info[INFO_TRUNCATED] + 1, native/tun.cc) and what it must never
-// report (a size beyond the slot, as the kernel's own return value would be) both end as size 0
-// and stats.readTruncated; the other packets are untouched.
+// report (a size beyond the slot) both end as size 0 and stats.readTruncated; the other packets
+// are untouched.
 const readCases: Array<{ desc: string; addon: Array<[size: number, truncated: boolean]>; sizes: number[]; truncated: number; bytes: number }> = [
   { desc: 'packets that fit', addon: [[60, false], [1408, false]], sizes: [60, 1408], truncated: 0, bytes: 1468 },
   { desc: 'the addon reports an oversize packet (size 0, counted)', addon: [[60, false], [0, true], [40, false]], sizes: [60, 0, 40], truncated: 1, bytes: 100 },
-  { desc: 'a size beyond the slot (the kernel\'s whole length) is cut to 0 and counted', addon: [[1409, false], [40, false], [65535, false]], sizes: [0, 40, 0], truncated: 2, bytes: 40 },
+  { desc: 'a size beyond the slot is cut to 0 and counted', addon: [[1409, false], [40, false], [65535, false]], sizes: [0, 40, 0], truncated: 2, bytes: 40 },
 ];
 for (const c of readCases) {
   test(`TunDevice.read: ${c.desc}`, (t) => {
