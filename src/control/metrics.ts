@@ -19,6 +19,8 @@
  *   tunlb_info{balancer,cluster,incarnation}                   1
  *   tunlb_uptime_seconds
  *   tunlb_self_status                                          1 syncing, 2 serving, 3 draining
+ *   tunlb_vip_announced{vip}                                   1 while this balancer announces the VIP (ECMP entry)
+ *   tunlb_announce_changes_total{op=announce|withdraw|failed}, tunlb_watchdog_withdrawals_total
  *   tunlb_packets_in_total{source=tun|peer}                    packets read from the TUN device / encapsulated from peers
  *   tunlb_bytes_in_total                                       bytes read from the TUN device
  *   tunlb_packets_out_total{dest=backend|client|peer}          NAT'd to a backend, un-NAT'd to a client, encapsulated to a peer
@@ -314,6 +316,16 @@ export class Metrics {
     gaugeBy('tunlb_vip_backends', 'Backends configured per VIP', 'vip', () =>
       b.forwarder.forwarding.config.vips.map((v) => [v.name, v.backends.length]),
     );
+
+    // ---- the ECMP entry (src/control/announcer.ts)
+    gaugeBy('tunlb_vip_announced', 'This balancer announces the VIP (its route is in announce.table): 1, else 0', 'vip', () =>
+      b.announcer === undefined ? [] : b.announcer.vips().map((v) => [v.name, v.announced ? 1 : 0]),
+    );
+    counterBy('tunlb_announce_changes_total', 'VIP announcement changes, by op (announce, withdraw, failed)', 'op', () => {
+      const a = b.announcer?.stats;
+      return [['announce', a?.announced ?? 0], ['withdraw', a?.withdrawn ?? 0], ['failed', a?.failures ?? 0]];
+    });
+    counter('tunlb_watchdog_withdrawals_total', 'Announcements withdrawn by the watchdog (event loop stalled past announce.watchdog_ms)', () => b.announcer?.stats.watchdogWithdrawals ?? 0);
 
     // ---- backends (HealthMonitor's shared view; the same on every balancer)
     const backends = (): BackendStatus[] => this.#scrapeBackends ?? b.health.states();
