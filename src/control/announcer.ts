@@ -121,6 +121,8 @@ while (Atomics.load(hb, 1) === 0) {
   const cur = Atomics.load(hb, 0);
   if (cur !== last) { last = cur; seenAt = now; continue; }
   if (now - seenAt <= budget || Atomics.load(hb, 2) !== 0) continue;
+  // The loop may have run since the load above: act only on a heartbeat still unchanged.
+  if (Atomics.load(hb, 0) !== last) continue;
   if (workerData.readyFile) { try { writeFileSync(workerData.readyFile, '1\\n'); } catch {} }
   for (const args of workerData.routes) { try { execFileSync('ip', args, { stdio: 'ignore', timeout: 2000 }); } catch {} }
   Atomics.store(hb, 2, Math.max(1, Math.round(now - seenAt)));
@@ -151,7 +153,7 @@ export class Announcer {
     this.table = opts.table;
     this.#ip = opts.ip ?? runIp;
     const now = new Date().toISOString();
-    this.#state = opts.vips.map((v) => ({ name: v.name, address: v.address, announced: false, reason: this.#why(), since: now }));
+    this.#state = opts.vips.map((v) => ({ name: v.name, address: v.address, announced: false, reason: opts.table === null ? 'announce.table not set' : this.#why(), since: now }));
     this.#writeReady(false);
     if (opts.table !== null && opts.watchdogMs > 0 && opts.watchdog !== false) this.#startWatchdog();
   }
@@ -208,11 +210,14 @@ export class Announcer {
         const s = this.#state[i]!;
         const v = this.#opts.vips[i]!;
         if (this.table === null) {
-          // No announcement configured: the state still reads as the readiness.
-          if (s.announced !== want) this.#changed(s, want, why, false);
+          // No announcement configured: nothing is ever announced (the ready file still follows).
+          s.reason = 'announce.table not set';
           continue;
         }
-        if (s.announced === want) continue;
+        if (s.announced === want) {
+          if (!want) s.reason = why;
+          continue;
+        }
         const args = routeArgs(v, this.#opts.device, this.table);
         args[2] = want ? 'replace' : 'del';
         const err = await this.#ip(args);
@@ -224,7 +229,7 @@ export class Announcer {
           this.#opts.log.error({ event: 'announce_failed', vip: v.name, err }, `${want ? 'announcing' : 'withdrawing'} ${v.name} failed: ${err}`);
           continue;
         }
-        this.#changed(s, want, why, true);
+        this.#changed(s, want, why);
       }
       if (want && !failed) this.#writeReady(true);
       if (failed && this.#retry === undefined && !this.#closed) {
@@ -240,16 +245,15 @@ export class Announcer {
     for (const r of idle) r();
   }
 
-  #changed(s: VipAnnounceState, announced: boolean, why: string, routed: boolean): void {
+  #changed(s: VipAnnounceState, announced: boolean, why: string): void {
     s.announced = announced;
     s.reason = why;
     s.since = new Date().toISOString();
     if (announced) this.stats.announced++;
     else this.stats.withdrawn++;
     const type = announced ? 'vip_announced' : 'vip_withdrawn';
-    const where = routed ? ` (table ${this.table})` : ' (no announce.table: nothing routed)';
     this.#event({ type, vip: s.name, reason: why });
-    this.#opts.log.info({ event: type, vip: s.name, address: s.address, reason: why, table: this.table }, `${s.name} ${s.address} ${announced ? 'announced' : 'withdrawn'}${where}: ${why}`);
+    this.#opts.log.info({ event: type, vip: s.name, address: s.address, reason: why, table: this.table }, `${s.name} ${s.address} ${announced ? 'announced' : 'withdrawn'} (table ${this.table}): ${why}`);
   }
 
   #event(e: Omit<AnnounceEvent, 'at'>): void {
@@ -293,7 +297,7 @@ export class Announcer {
         this.stats.watchdogWithdrawals++;
         const reason = `event loop stalled ${Math.round(Math.max(stalled, gap))} ms (watchdog_ms ${budget})`;
         for (const s of this.#state) {
-          if (s.announced) this.#changed(s, false, `watchdog: ${reason}`, true);
+          if (s.announced) this.#changed(s, false, `watchdog: ${reason}`);
         }
         this.#event({ type: 'watchdog_withdrew', reason });
         this.#opts.log.warn({ event: 'watchdog_withdrew', reason }, `watchdog withdrew the VIPs: ${reason}; announcing again`);
