@@ -93,6 +93,21 @@ export class BalancerRanking {
     return -1;
   }
 
+  /**
+   * The first member of `row`'s ranking other than `skip`, live or not: the backup of a flow
+   * decided while no other balancer was live (every balancer computes the same one). `skip`
+   * itself when the cluster has one member. O(width), no allocation.
+   */
+  nextInRank(row: number, skip: number): number {
+    const w = this.width;
+    const base = (row & 0xffff) * w;
+    for (let i = 0; i < w; i++) {
+      const m = this.#rank[base + i]!;
+      if (m !== skip) return m;
+    }
+    return skip;
+  }
+
   /** Rank position (0 = best) of member `index` in `row`, -1 if not a member. O(width). */
   rankOf(row: number, index: number): number {
     const w = this.width;

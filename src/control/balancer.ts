@@ -45,6 +45,7 @@ import { ForwardDrop } from '../dataplane/forward-drop';
 import { buildForwardingTable, type ForwardingTable } from '../dataplane/forwarding-table';
 import { createLogger, type Logger } from './logger';
 import { ClusterNode } from '../cluster/cluster-node';
+import { BackupRepair } from '../cluster/backup-repair';
 import { HealthMonitor, type HealthReportBody } from '../backends/health-monitor';
 import { UdpBatchSocket } from '../dataplane/udp-batch-socket';
 import { PeerArrays } from '../dataplane/packet-batch';
@@ -91,6 +92,8 @@ export class Balancer {
   #t0 = performance.now();
   readonly #live: Uint8Array;
   readonly cluster: ClusterNode | undefined;
+  /** Gives flows decided without a live peer a live backup once one is up (cluster only). */
+  readonly backupRepair: BackupRepair | undefined;
   /** Backend health, drain marks and the cluster-wide view of them (src/backends). */
   health!: HealthMonitor;
   readonly #hashKey: Uint32Array;
@@ -182,6 +185,17 @@ export class Balancer {
       peerOutput: this.#peerOut,
       dsr: this.#dsr,
     });
+    this.backupRepair =
+      cluster === undefined
+        ? undefined
+        : new BackupRepair({
+            table,
+            hashKey,
+            selfIndex,
+            live: this.#live,
+            ranking: () => this.forwarder.forwarding.ranking,
+            sink: cluster.replicator,
+          });
   }
 
   /** Starts a balancer; throws TunlbError with a one-line message on any start-up problem. */
@@ -224,7 +238,11 @@ export class Balancer {
           nowSec,
           log,
           onHealth: (sender, body) => b?.health.onReport(sender, body as HealthReportBody),
-          onEvent: () => b?.health.liveChanged(),
+          onEvent: () => {
+            b?.health.liveChanged();
+            // A peer came (or went): flows decided without a live backup may get one now.
+            if (b !== undefined && b.forwarder.stats.flowsNoLiveBackup > 0) b.backupRepair?.request();
+          },
         });
         // Encapsulated GSO super-packets arrive as 64 KiB datagrams: a default-sized receive
         // buffer overflows under a TCP stream (UdpRcvbufErrors), so size it for bursts.
@@ -509,6 +527,7 @@ export class Balancer {
     this.#stopped = true;
     if (this.#expiryTimer) clearInterval(this.#expiryTimer);
     this.health.stop();
+    this.backupRepair?.close();
     this.cluster?.close();
     this.#dsr?.neighbours.close();
     this.#dsr?.socket.close();

@@ -308,6 +308,11 @@ export class Metrics {
     ]);
     counter('tunlb_syn_reuse_rebound_total', 'New TCP connections (SYN) on a lingering record whose backend takes no new flows, moved to the current pick', () => st.synReuseRebound);
     counter('tunlb_second_chance_packets_total', 'Mid-stream packets without a record sent to their ranked primary', () => st.secondChancePackets);
+    counter('tunlb_flows_no_live_backup_total', 'New flows decided while no other balancer was live (backup = the next configured balancer in rank, pending)', () => st.flowsNoLiveBackup);
+    counterBy('tunlb_backup_repair_total', 'Flows decided without a live backup, settled later: assigned (a live backup was given and replicated), confirmed (the recorded backup came up)', 'result', () => [
+      ['assigned', b.backupRepair?.stats.assigned ?? 0],
+      ['confirmed', b.backupRepair?.stats.confirmed ?? 0],
+    ]);
     counter('tunlb_event_loop_stalls_total', 'Probe ticks that ran late (event-loop stalls; not counted against peers)', () => ms?.stalls ?? 0);
     counter('tunlb_event_loop_stall_seconds_total', 'Total lateness of late probe ticks, seconds', () => (ms?.stallMs ?? 0) / 1000);
 

@@ -33,6 +33,11 @@ export interface BalancerSnapshot {
     peerRxMerged: number;
     failoverPackets: number;
     secondChancePackets: number;
+    /** New flows decided while no other balancer was live (backup = next configured in rank, BACKUP_PENDING). */
+    flowsNoLiveBackup: number;
+    /** Of those: given a live backup later, or whose recorded backup came up (src/cluster/backup-repair.ts). */
+    backupsAssigned: number;
+    backupsConfirmed: number;
     /** Flows on a backend that went down (src/dataplane/forwarder.ts "Backend down"). */
     tcpResetBackendDown: number;
     udpMovedBackendDown: number;
@@ -100,6 +105,9 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
       peerRxMerged: st.peerRxMerged,
       failoverPackets: st.failoverPackets,
       secondChancePackets: st.secondChancePackets,
+      flowsNoLiveBackup: st.flowsNoLiveBackup,
+      backupsAssigned: b.backupRepair?.stats.assigned ?? 0,
+      backupsConfirmed: b.backupRepair?.stats.confirmed ?? 0,
       tcpResetBackendDown: st.tcpResetBackendDown,
       udpMovedBackendDown: st.udpMovedBackendDown,
       synReuseRebound: st.synReuseRebound,

@@ -8,7 +8,9 @@
  *  3. admit      the VIP serves the key's protocol and destination port, else counted drop.
  *  4. flow       flow-table hit: the record is the truth (its primary, backup and backend).
  *                Miss: new-flow decision (claims 1-2): flowHash = HalfSipHash(key);
- *                primary/backup = first two live balancers of ranking row flowHash & 0xffff;
+ *                primary/backup = first two live balancers of ranking row flowHash & 0xffff
+ *                (no other live: backup = next configured in rank, BACKUP_PENDING, settled
+ *                by src/cluster/backup-repair.ts);
  *                backend = weighted-rendezvous row flowHash >>> 16 of the VIP's table; the
  *                record (forward key + NAT reply key) goes into the table (claim 3: the
  *                replication sink queues it for every peer once the flow reaches the
@@ -129,6 +131,7 @@ const TCP_ACK = 0x10;
 const RST_EMITTED = -2;
 const F_FROM_PEER = FlowFlags.FROM_PEER;
 const F_REPLICATED = FlowFlags.REPLICATED;
+const F_BACKUP_PENDING = FlowFlags.BACKUP_PENDING;
 const TCP_SYN = 0x02;
 /** Largest UDP payload a peer datagram can carry (IPv4: 65535 - 20 - 8). */
 const MAX_UDP_PAYLOAD = 65507;
@@ -233,6 +236,11 @@ export class ForwarderStats {
   failoverPackets = 0;
   /** Non-initial packets without a record sent to their ranked primary. */
   secondChancePackets = 0;
+  /**
+   * New flows decided while no other balancer was live: their backup is the next configured
+   * balancer in rank (flag BACKUP_PENDING) until a live one is assigned.
+   */
+  flowsNoLiveBackup = 0;
   /** DSR frames queued for the AF_PACKET socket (also counted in forwardPackets). */
   dsrPackets = 0;
   rxBytes = 0;
@@ -882,11 +890,17 @@ export class Forwarder {
     const pick = this.#pick;
     ft.ranking.pickLive(h & 0xffff, this.#live, pick);
     const primary = pick[0]!;
-    const backup = pick[1]! < 0 ? primary : pick[1]!;
     if (primary < 0) {
       this.#drop(ForwardDrop.NO_BALANCER);
       return -1;
     }
+    // No other balancer live (a peer still starting, or all dead): the backup is the next
+    // configured balancer in the flow's rank, never the primary itself while another exists.
+    // Marked BACKUP_PENDING: the cluster layer gives it a live backup once one is up
+    // (src/cluster/backup-repair.ts).
+    let backup = pick[1]!;
+    const pending = backup < 0;
+    if (pending) backup = ft.ranking.nextInRank(h & 0xffff, primary);
     const be = ft.backendTables[vip]!.lookup(h);
     if (be === NO_BACKEND) {
       this.#drop(ForwardDrop.NO_BACKEND);
@@ -906,6 +920,10 @@ export class Forwarder {
       return -1;
     }
     this.stats.flowsCreated++;
+    if (pending && backup !== primary) {
+      this.#table.updateFlags(id, F_BACKUP_PENDING, 0);
+      this.stats.flowsNoLiveBackup++;
+    }
     return id;
   }
 

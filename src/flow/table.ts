@@ -102,6 +102,12 @@ export const FlowFlags = {
   SEEN_REPLY: 0x08,
   /** Inserted without a reply key (DSR): only the forward key is indexed. */
   NO_REPLY_KEY: 0x10,
+  /**
+   * Decided while no other balancer was live: the backup is the next configured balancer in
+   * the flow's rank, not known to be up. Cleared when that backup is live, or when the flow's
+   * primary gives it a live backup (src/cluster/backup-repair.ts).
+   */
+  BACKUP_PENDING: 0x20,
 } as const;
 
 /** TCP header flag bits (RFC 9293 section 3.1), as passed to `touch`. */
