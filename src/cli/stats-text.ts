@@ -67,7 +67,7 @@ export function formatStats(body: unknown): string {
     row('peer split', `${num(c['peerSplitPackets'])} super-packets split into ${num(c['peerSplitDatagrams'])} datagrams, ${num(c['peerSplitSkipped'])} sent whole, ${num(c['peerRxMerged'])} received datagrams merged; ${s.peerSplit ?? '?'}`);
   }
   row('flows', `${num(f.active)} active of ${num(f.capacity)}; ${num(f.created)} created here, ${num(f.expired)} expired; refused: full ${num(f.refusedFull)}, early drop ${num(f.earlyDrops)}, conflict ${num(f.conflicts)}; taken over ${num(f.takeovers)}`);
-  row('failover', `${num(c['failoverPackets'])} packets via a backup, ${num(c['secondChancePackets'])} second-chance`);
+  row('failover', `${num(c['failoverPackets'])} packets via a backup, ${num(c['secondChancePackets'])} second-chance, ${num(c['replySteeredPackets'])} replies steered to their primary`);
   if (ms) row('backup', `${num(c['flowsNoLiveBackup'])} flows decided without a live peer; ${num(c['backupsAssigned'])} given a live backup later, ${num(c['backupsConfirmed'])} whose backup came up`);
   row('backend down', `${num(c['tcpResetBackendDown'])} TCP flows reset, ${num(c['udpMovedBackendDown'])} UDP/ICMP flows moved, ${num(c['synReuseRebound'])} reused ports moved`);
   row('reply match', `fragments: ${num(c['replyFirstFragments'])} first by 5-tuple, ${num(c['replyLaterFragments'])} later by id; ${num(c['replyThreeTuple'])} by 3-tuple`);

@@ -50,7 +50,7 @@
  *   tunlb_peer_restarts_total
  *   tunlb_failovers_total                                      peer_down events (Membership.stats.failovers)
  *   tunlb_failover_packets_total                               packets sent via a flow's backup (primary dead)
- *   tunlb_second_chance_packets_total
+ *   tunlb_second_chance_packets_total, tunlb_reply_steered_packets_total
  *   tunlb_peer_split_total{what=super_packets|datagrams|sent_whole|merged}   GSO super-packets to peers split to the
  *                                                              MTU; datagrams from peers merged back on receipt
  *   tunlb_reply_fallback_packets_total{via=first_fragment|later_fragment|three_tuple}   replies matched
@@ -308,6 +308,7 @@ export class Metrics {
     ]);
     counter('tunlb_syn_reuse_rebound_total', 'New TCP connections (SYN) on a lingering record whose backend takes no new flows, moved to the current pick', () => st.synReuseRebound);
     counter('tunlb_second_chance_packets_total', 'Mid-stream packets without a record sent to their ranked primary', () => st.secondChancePackets);
+    counter('tunlb_reply_steered_packets_total', 'NAT replies without a record here sent to their flow\'s ranked primary', () => st.replySteeredPackets);
     counter('tunlb_flows_no_live_backup_total', 'New flows decided while no other balancer was live (backup = the next configured balancer in rank, pending)', () => st.flowsNoLiveBackup);
     counterBy('tunlb_backup_repair_total', 'Flows decided without a live backup, settled later: assigned (a live backup was given and replicated), confirmed (the recorded backup came up)', 'result', () => [
       ['assigned', b.backupRepair?.stats.assigned ?? 0],

@@ -33,6 +33,7 @@ export interface BalancerSnapshot {
     peerRxMerged: number;
     failoverPackets: number;
     secondChancePackets: number;
+    replySteeredPackets: number;
     /** New flows decided while no other balancer was live (backup = next configured in rank, BACKUP_PENDING). */
     flowsNoLiveBackup: number;
     /** Of those: given a live backup later, or whose recorded backup came up (src/cluster/backup-repair.ts). */
@@ -105,6 +106,7 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
       peerRxMerged: st.peerRxMerged,
       failoverPackets: st.failoverPackets,
       secondChancePackets: st.secondChancePackets,
+      replySteeredPackets: st.replySteeredPackets,
       flowsNoLiveBackup: st.flowsNoLiveBackup,
       backupsAssigned: b.backupRepair?.stats.assigned ?? 0,
       backupsConfirmed: b.backupRepair?.stats.confirmed ?? 0,

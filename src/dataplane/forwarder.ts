@@ -26,7 +26,13 @@
  *                over the balancer network's MTU is split into chunk datagrams instead
  *                (src/packet/gso-split.ts, sent with UDP GSO; PeerOutput.segs), and the peer
  *                appends the chunks back into one packet on receipt (src/packet/gso-merge.ts).
- *  6. reply      (not to a VIP) lookup by reply key; a miss is counted (no_flow) and dropped.
+ *  6. reply      (not to a VIP) lookup by reply key. A miss on a packet read from the TUN
+ *                device (the record is not here yet: a handshake below the sync threshold, a
+ *                flow another receiver decided a moment ago) is steered to the flow's primary:
+ *                the forward key is rebuilt from the reply (src/dataplane/reply-steering.ts)
+ *                and ranked like a new flow; the packet is encapsulated there with flag REPLY
+ *                and the decision found (replySteeredPackets). No VIP fits, this balancer is
+ *                the ranked primary, or the packet came from a peer: counted (no_flow), dropped.
  *  7. rewrite    NAT: destination VIP:port → backend:port, or for replies source
  *                backend:port → VIP:port, with incremental checksums (RFC 1624), honouring
  *                virtio NEEDS_CSUM (partial checksums) when the TUN device has offloads on.
@@ -98,8 +104,10 @@ import {
   ENCAP_F_SECOND_CHANCE,
   ENCAP_F_FAILOVER,
   ENCAP_F_VNET,
+  ENCAP_F_REPLY,
   ENCAP_NONE_U16,
 } from '../packet/encap';
+import { buildReplySteering, forwardKeyOfReply, type ReplySteering } from './reply-steering';
 import { FlowFlags } from '../flow';
 import { writeReplyKey } from './reply-key';
 import { internetChecksum, l4Checksum } from '../packet/checksum';
@@ -117,6 +125,7 @@ const natSrc = rewriteSrc;
 const flowHash = hashFlowKey;
 const vipOf = findVip;
 const replyKeyOf = writeReplyKey;
+const fwdKeyOfReply = forwardKeyOfReply;
 const encapParse = parseEncap;
 const encapWrite = writeEncapHeader;
 const splitHeaders = gsoSplitHeaders;
@@ -236,6 +245,8 @@ export class ForwarderStats {
   failoverPackets = 0;
   /** Non-initial packets without a record sent to their ranked primary. */
   secondChancePackets = 0;
+  /** Replies without a record here sent to their flow's ranked primary (reply steering). */
+  replySteeredPackets = 0;
   /**
    * New flows decided while no other balancer was live: their backup is the next configured
    * balancer in rank (flag BACKUP_PENDING) until a live one is assigned.
@@ -316,6 +327,8 @@ export class Forwarder {
   readonly #dsrNeigh: DsrNeighbours | undefined;
   readonly #dsrOut: DsrOutput | undefined;
   #ft: ForwardingTable;
+  /** Backend address → (VIP, backend), for reply steering; rebuilt with the forwarding table. Absent: single balancer. */
+  #steer: ReplySteering | undefined;
   /** Per packet: the virtio header of the packet being processed (-1 = none), for peer sends. */
   #vnetOff = -1;
   #vnetBuf: Uint8Array | null = null;
@@ -341,6 +354,7 @@ export class Forwarder {
     this.#peerOut = opts.peerOutput;
     this.#dsrNeigh = opts.dsr?.neighbours;
     this.#dsrOut = opts.dsr?.output;
+    this.#steer = opts.peerOutput !== undefined ? buildReplySteering(opts.forwarding) : undefined;
     const rb = new ArrayBuffer(40);
     this.#replyBytes = new Uint8Array(rb);
     this.#replyWords = new Uint32Array(rb);
@@ -359,6 +373,7 @@ export class Forwarder {
   /** Swaps in a new forwarding table (between batches). Existing flows keep their records. */
   setForwarding(ft: ForwardingTable): void {
     this.#ft = ft;
+    if (this.#steer !== undefined) this.#steer = buildReplySteering(ft);
   }
 
   /**
@@ -488,7 +503,7 @@ export class Forwarder {
       return Action.DROP;
     }
     const vip = vipOf(this.#ft, buf, info.dstOff, info.addrLen);
-    if (vip < 0) return this.#toClient(buf, off, csumMode, nowSec);
+    if (vip < 0) return this.#toClient(buf, off, csumMode, nowSec, true);
     return this.#toBackend(buf, off, vip, csumMode, nowSec, true);
   }
 
@@ -503,7 +518,7 @@ export class Forwarder {
     }
     const ft = this.#ft;
     const vip = vipOf(ft, buf, info.dstOff, info.addrLen);
-    return vip >= 0 ? this.#toBackend(buf, off, vip, csumMode, nowSec, false) : this.#toClient(buf, off, csumMode, nowSec);
+    return vip >= 0 ? this.#toBackend(buf, off, vip, csumMode, nowSec, false) : this.#toClient(buf, off, csumMode, nowSec, false);
   }
 
   #toBackend(buf: Uint8Array, off: number, vip: number, csumMode: number, nowSec: number, fromPeer: boolean): number {
@@ -649,13 +664,13 @@ export class Forwarder {
     return this.#table.lookup(this.#altWords, nowSec);
   }
 
-  #toClient(buf: Uint8Array, off: number, csumMode: number, nowSec: number): number {
+  #toClient(buf: Uint8Array, off: number, csumMode: number, nowSec: number, fromPeer: boolean): number {
     const info = this.#info;
     const st = this.stats;
     const table = this.#table;
     let ref = table.lookup(info.keyWords, nowSec);
     if (ref < 0) ref = this.#replyFallback(nowSec);
-    if (ref < 0 || (ref & 1) === 0) return this.#drop(ForwardDrop.NO_FLOW);
+    if (ref < 0 || (ref & 1) === 0) return fromPeer ? this.#drop(ForwardDrop.NO_FLOW) : this.#steerReply(buf, off);
     const id = ref >>> 1;
     table.touch(id, nowSec, info.tcpFlags, 1);
     if (this.#sink !== undefined && info.key[36] === IPPROTO_TCP && (table.flags(id) & F_FROM_PEER) === 0) {
@@ -684,6 +699,28 @@ export class Forwarder {
     st.txPackets++;
     st.txBytes += info.l3Len;
     return Action.EMIT;
+  }
+
+  /**
+   * Reply steering (step 6): the current reply has no record here; send it to its flow's
+   * ranked primary (the first live balancer of the rebuilt forward key's ranking row), which
+   * decided or adopted the flow and so holds its record. Drops (no_flow) when no VIP fits the
+   * reply, it is an ICMP error or a fragment, or this balancer is that primary.
+   */
+  #steerReply(buf: Uint8Array, off: number): number {
+    const info = this.#info;
+    const sr = this.#steer;
+    if (sr === undefined || this.#peerOut === undefined || info.isIcmpError !== 0 || info.isFragment !== 0) return this.#drop(ForwardDrop.NO_FLOW);
+    const ft = this.#ft;
+    const vip = fwdKeyOfReply(ft, sr, info.key, this.#altBytes);
+    if (vip < 0) return this.#drop(ForwardDrop.NO_FLOW);
+    const pick = this.#pick;
+    ft.ranking.pickLive(flowHash(this.#hashKey, this.#altBytes) & 0xffff, this.#live, pick);
+    const rp = pick[0]!;
+    if (rp < 0 || rp === this.#selfIndex) return this.#drop(ForwardDrop.NO_FLOW);
+    this.stats.replySteeredPackets++;
+    const bk = pick[1]! < 0 ? rp : pick[1]!;
+    return this.#toPeer(buf, off, rp, ENCAP_F_REPLY, rp, bk, ENCAP_NONE_U16, vip);
   }
 
   /** The next live balancer in the current packet's flow rank, skipping the dead primary and backup. */
