@@ -285,7 +285,10 @@ lab_bird_start() {
   { printf 'log "%s" { info, remote, warning, error, auth, fatal, bug };\n' "$logdir/bird-$name.log"; printf '%s\n' "$3"; } >"$dir/bird-$name.conf"
   lab_bird_stop "$name" "$dir"
   lab_run "$ns" bird -p -c "$dir/bird-$name.conf" || lab_die "bird: bad config $dir/bird-$name.conf"
-  lab_run "$ns" bird -c "$dir/bird-$name.conf" -s "$dir/bird-$name.ctl" -P "$dir/bird-$name.pid" 9>&- \
+  # nice -10: BFD (3 x 100 ms) and BGP keepalives must not starve when the lab's own traffic
+  # saturates the shared cores (a routing daemon on a real host has its core; see lab.sh's nice
+  # for the balancers).
+  lab_run "$ns" nice -n -10 bird -c "$dir/bird-$name.conf" -s "$dir/bird-$name.ctl" -P "$dir/bird-$name.pid" 9>&- \
     || lab_die "bird failed to start in ${ns:-this host} (config $dir/bird-$name.conf)"
 }
 
@@ -359,10 +362,10 @@ lab_keepalived_start() {
   lab_run "$ns" keepalived -t -f "$dir/keepalived-$name.conf" >>"$logdir/keepalived-$name.log" 2>&1 \
     || lab_die "keepalived: bad config $dir/keepalived-$name.conf (see $logdir/keepalived-$name.log)"
   if [[ -n $ns ]]; then
-    ip netns exec "$ns" nohup keepalived -n -l -G -D --vrrp -f "$dir/keepalived-$name.conf" \
+    ip netns exec "$ns" nohup nice -n -10 keepalived -n -l -G -D --vrrp -f "$dir/keepalived-$name.conf" \
       -p "$dir/keepalived-$name.run.pid" -r "$dir/keepalived-$name-vrrp.pid" </dev/null >>"$logdir/keepalived-$name.log" 2>&1 9>&- &
   else
-    nohup keepalived -n -l -G -D --vrrp -f "$dir/keepalived-$name.conf" \
+    nohup nice -n -10 keepalived -n -l -G -D --vrrp -f "$dir/keepalived-$name.conf" \
       -p "$dir/keepalived-$name.run.pid" -r "$dir/keepalived-$name-vrrp.pid" </dev/null >>"$logdir/keepalived-$name.log" 2>&1 9>&- &
   fi
   pid=$!
