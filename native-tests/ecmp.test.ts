@@ -107,16 +107,24 @@ async function lossRound(t: ExecutionContext, what: string, bound: number, event
   const sum = await longlivedSummary(t, gen);
   if (sum === undefined) return undefined;
   const res = sum.res;
+  // The stall the event caused: stalls that ended after it (a connection's longest stall, when
+  // it ended after the event; the per-second worst of the seconds that began after it). Stalls
+  // that ended before the event are the shared machine's, not the loss's: logged, not bounded.
+  const eventRel = at - res.startedAtEpochMs;
+  const afterConn = res.perConn.filter((c) => c.maxStallEndedAtMs >= eventRel).map((c) => c.maxStallMs);
+  const afterSec = res.timeline.filter((s) => (s.t - 1) * 1000 >= eventRel).map((s) => s.worstStallMs);
+  const eventStall = Math.max(0, ...afterConn, ...afterSec);
   t.log(sum.lines.filter((l) => !l.startsWith('{') && /ended|stall/.test(l)).slice(0, 5).join('\n'));
   const top = [...res.perConn].sort((a, b) => b.maxStallMs - a.maxStallMs).slice(0, 5);
   t.log(
-    `${what}: ${res.survived}/${res.connected} survived, ${res.resets} resets, longest stall ${res.maxStallMs} ms (ended ${res.maxStallEndedAtMs - (at - res.startedAtEpochMs)} ms after the event), ` +
+    `${what}: ${res.survived}/${res.connected} survived, ${res.resets} resets, longest stall after the event ${eventStall} ms (${afterConn.length} connections' longest stall ended after it); ` +
+      `longest of the run ${res.maxStallMs} ms (ended ${res.maxStallEndedAtMs - eventRel} ms after the event), ` +
       `p50 ${res.p50StallMs} ms, p99 ${res.p99StallMs} ms, bound ${bound} ms; worst: ${top.map((c) => `${c.maxStallMs}`).join(', ')} ms; load ${loadavg()}`,
   );
   t.is(res.connected, CONNS, `${what}: only ${res.connected}/${CONNS} connected`);
   t.is(res.survived, CONNS, `${what}: ${CONNS - res.survived} connections ended: ${JSON.stringify(res.events.slice(0, 10))}`);
   t.is(res.resets, 0, `${what}: connections were reset`);
-  t.true(res.maxStallMs <= bound, `${what}: longest stall ${res.maxStallMs} ms > ${bound} ms`);
+  t.true(eventStall <= bound, `${what}: longest stall after the event ${eventStall} ms > ${bound} ms`);
   return res;
 }
 

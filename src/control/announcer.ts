@@ -23,8 +23,9 @@
  * before a withdrawal returns and after an announcement is in place. keepalived's track_file
  * reads it so the servers' VRRP gateway follows the same readiness (scripts/lab-lib.sh).
  *
- * Watchdog: a worker thread (its own event loop) reads a heartbeat the main loop bumps every
- * watchdog_ms / 4. When the heartbeat has not moved for watchdog_ms, the worker deletes the
+ * Watchdog: a worker thread (its own event loop) reads a heartbeat (a timestamp) the main loop
+ * writes every watchdog_ms / 8. When the loop has not run for more than watchdog_ms (no beat
+ * for watchdog_ms + one beat period), the worker deletes the
  * routes and writes "1" to the ready file itself (synchronously: the main loop is the one that
  * is stuck), and flags it; the main loop, when it runs again, sees the flag, logs the event
  * (with the stall's length) and re-announces. Without this, a wedged balancer would keep
@@ -101,31 +102,31 @@ function routeArgs(v: AnnounceVip, device: string, table: number): string[] {
 }
 
 /**
- * The watchdog thread's code (plain JS, run with `eval: true`). workerData: { hb, budgetMs,
- * routes: argv lists for `ip ... route del`, readyFile }. hb = Int32Array(3) on a
- * SharedArrayBuffer: [0] heartbeat (bumped by the main loop), [1] stop request, [2] set to 1
- * when the worker withdrew (the main loop resets it).
+ * The watchdog thread's code (plain JS, run with `eval: true`). workerData: { hb, beat, budgetMs,
+ * periodMs, routes: argv lists for `ip ... route del`, readyFile }. hb = Int32Array(3) on a
+ * SharedArrayBuffer: [0] unused, [1] stop request, [2] set to the stall (ms, >= 1) when the
+ * worker withdrew (the main loop resets it). beat = Float64Array(1) on another
+ * SharedArrayBuffer: the main loop's last heartbeat, absolute ms (performance.timeOrigin +
+ * performance.now(): the same clock in both threads; an aligned 8-byte store is not torn on
+ * the platforms Node runs on). The loop beats every periodMs, so "no beat for budget + period"
+ * means the loop has not run for more than the budget; the worker checks every period / 2.
  */
 const WATCHDOG_SOURCE = `
 const { workerData } = require('node:worker_threads');
 const { execFileSync } = require('node:child_process');
 const { writeFileSync } = require('node:fs');
 const hb = new Int32Array(workerData.hb);
-const budget = workerData.budgetMs;
-const step = Math.max(1, Math.floor(budget / 8));
-let last = Atomics.load(hb, 0);
-let seenAt = performance.now();
+const beat = new Float64Array(workerData.beat);
+const limit = workerData.budgetMs + workerData.periodMs;
+const step = Math.max(1, Math.floor(workerData.periodMs / 2));
+const clock = () => performance.timeOrigin + performance.now();
 while (Atomics.load(hb, 1) === 0) {
   Atomics.wait(hb, 1, 0, step);
-  const now = performance.now();
-  const cur = Atomics.load(hb, 0);
-  if (cur !== last) { last = cur; seenAt = now; continue; }
-  if (now - seenAt <= budget || Atomics.load(hb, 2) !== 0) continue;
-  // The loop may have run since the load above: act only on a heartbeat still unchanged.
-  if (Atomics.load(hb, 0) !== last) continue;
+  const since = clock() - beat[0];
+  if (since <= limit || Atomics.load(hb, 2) !== 0) continue;
   if (workerData.readyFile) { try { writeFileSync(workerData.readyFile, '1\\n'); } catch {} }
   for (const args of workerData.routes) { try { execFileSync('ip', args, { stdio: 'ignore', timeout: 2000 }); } catch {} }
-  Atomics.store(hb, 2, Math.max(1, Math.round(now - seenAt)));
+  Atomics.store(hb, 2, Math.max(1, Math.round(since)));
 }
 `;
 
@@ -276,17 +277,22 @@ export class Announcer {
     const sab = new SharedArrayBuffer(12);
     const hb = new Int32Array(sab);
     this.#hb = hb;
+    const beatSab = new SharedArrayBuffer(8);
+    const beat = new Float64Array(beatSab);
+    const clock = (): number => performance.timeOrigin + performance.now();
+    beat[0] = clock();
+    const period = Math.max(1, Math.floor(budget / 8));
     const routes = this.#opts.vips.map((v) => {
       const a = routeArgs(v, this.#opts.device, this.table!);
       a[2] = 'del';
       return a;
     });
-    this.#worker = new Worker(WATCHDOG_SOURCE, { eval: true, workerData: { hb: sab, budgetMs: budget, routes, readyFile: this.#opts.readyFile } });
+    this.#worker = new Worker(WATCHDOG_SOURCE, { eval: true, workerData: { hb: sab, beat: beatSab, budgetMs: budget, periodMs: period, routes, readyFile: this.#opts.readyFile } });
     this.#worker.unref();
     this.#worker.on('error', (e) => this.#opts.log.error({ event: 'watchdog_failed', err: e.message }, `watchdog thread failed: ${e.message}`));
     let lastBeat = performance.now();
     this.#beat = setInterval(() => {
-      Atomics.add(hb, 0, 1);
+      beat[0] = clock();
       const now = performance.now();
       const gap = now - lastBeat;
       lastBeat = now;
@@ -303,7 +309,7 @@ export class Announcer {
         this.#opts.log.warn({ event: 'watchdog_withdrew', reason }, `watchdog withdrew the VIPs: ${reason}; announcing again`);
         void this.#apply();
       }
-    }, Math.max(1, Math.floor(budget / 4)));
+    }, period);
     this.#beat.unref();
   }
 
