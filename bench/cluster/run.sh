@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cluster benchmark (`npm run bench:cluster`, root; not part of the tests): the three-balancer
-# namespace lab (scripts/lab.sh up: lb1 entry, lb2, lb3, replication on), measured end to end.
+# namespace lab (scripts/lab.sh up: the ECMP entry, every balancer receives; replication on),
+# measured end to end. The `entry` test compares it with the single entry (lb1 only).
 #
 # Tests, in this order (the failover tests run first, while the flow tables are small):
 #   failover  FO_CONNS long-lived TCP echo connections through the VIP, one message every
@@ -47,7 +48,9 @@
 #   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=5 (s into the run) STALL_WARMUP=2 (s)
 #   QUIET_PCT=30 QUIET_WAIT=20   wait (at most QUIET_WAIT s) until processes outside the lab use
 #                                less than QUIET_PCT % of a core, before each test group
-#   BENCH_ONLY="failover newflows"   tests to run (either or both)
+#   BENCH_ONLY="failover newflows entry"   tests to run (any of them)
+#   ENTRY_SECS=8 ENTRY_STREAMS=8     entry: the ECMP entry against the single entry (iperf3 TCP
+#                                    and UDP 64 B through the VIP, per-balancer CPU; entry.md)
 #   BENCH_PROFILE=1   balancers under `node --cpu-prof` (TUNLB_CMD of lab.sh); only the newflows
 #                     test runs; prints the hottest functions of lb1 (and lb2, lb3)
 #   BENCH_OUT=/tmp/tunlb-bench-cluster BENCH_LOCK=/tmp/tunlb-lab-session.lock BENCH_LOCK_WAIT=900
@@ -78,8 +81,11 @@ FO_KILL_AFTER=${FO_KILL_AFTER:-5}
 STALL_WARMUP=${STALL_WARMUP:-2}
 QUIET_PCT=${QUIET_PCT:-30}
 QUIET_WAIT=${QUIET_WAIT:-20}
+ENTRY_SECS=${ENTRY_SECS:-8}
+ENTRY_STREAMS=${ENTRY_STREAMS:-8}
+NCPU=$(nproc)
 PROFILE=${BENCH_PROFILE:-0}
-ONLY=${BENCH_ONLY:-failover newflows}
+ONLY=${BENCH_ONLY:-failover newflows entry}
 [[ $PROFILE == 1 ]] && ONLY=newflows
 OUT=${BENCH_OUT:-/tmp/tunlb-bench-cluster}
 LOCK=${BENCH_LOCK:-/tmp/tunlb-lab-session.lock}
@@ -287,6 +293,57 @@ sweep() {
   echo "ip netns exec $CL $BIN/newflows $VIP $NF_PORT $NF_SWEEP_SECS RATE $NF_SRC_BASE $NF_NSRC FIRST" >"$OUT/sweep.cmd"
 }
 
+# ---- entry: the ECMP entry against the single entry, measured in one run ----
+# For each entry (single: the router sends the VIP to lb1; ecmp: to every balancer that
+# announces it): iperf3 TCP with ENTRY_STREAMS streams (different source ports: spread over the
+# balancers by the router's 5-tuple hash) for ENTRY_SECS s, then iperf3 UDP 64-byte datagrams
+# (ENTRY_STREAMS streams, unpaced) for ENTRY_SECS s; the CPU of each balancer (% of one core)
+# and of the whole machine over each run. Rows go to $OUT/entry.md (printed at the end).
+entry_run() { # entry_run ENTRY
+  local e=$1 kind
+  bash "$LAB" up --entry "$e" >>"$OUT/lab.log" 2>&1 || die "lab.sh up --entry $e failed (see $OUT/lab.log)"
+  wait_serving 60 || die "not serving after lab.sh up --entry $e"
+  wait_quiet "entry-$e"
+  for kind in tcp udp; do
+    cpu_snap "$OUT/entry-$e-$kind.cpu0"
+    if [[ $kind == tcp ]]; then
+      timeout $((ENTRY_SECS + 15)) ip netns exec "$CL" iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -P "$ENTRY_STREAMS" -t "$ENTRY_SECS" -J >"$OUT/entry-$e-tcp.json" 2>/dev/null || true
+    else
+      timeout $((ENTRY_SECS + 15)) ip netns exec "$CL" iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -u -l 64 -b 0 -P "$ENTRY_STREAMS" -t "$ENTRY_SECS" -J >"$OUT/entry-$e-udp.json" 2>/dev/null || true
+    fi
+    cpu_snap "$OUT/entry-$e-$kind.cpu1"
+    sleep 1
+  done
+}
+
+# cpu_pct SNAP0 SNAP1 NAME: % of one core NAME used between two cpu_snaps
+cpu_pct() {
+  awk -v n="$3" -v hz="$(getconf CLK_TCK)" 'NR == FNR { a[$1] = $2; next } { b[$1] = $2 }
+    END { dt = (b["t_ms"] - a["t_ms"]) / 1000; if (n == "host") printf "%.0f", 100 * (b["host_total"] - a["host_total"] - (b["host_idle"] - a["host_idle"])) / hz / dt;
+          else printf "%.0f", 100 * (b[n] - a[n]) / hz / dt }' "$1" "$2"
+}
+
+entry_tests() {
+  local e kind
+  for e in single ecmp; do entry_run "$e"; done
+  {
+    echo "| entry | TCP ${ENTRY_STREAMS} streams (Gbit/s) | UDP 64 B delivered (kpps) | CPU lb1 / lb2 / lb3 (% of a core), TCP | same, UDP | whole machine (% of ${NCPU} cores), TCP / UDP |"
+    echo "|---|---:|---:|---|---|---|"
+    for e in single ecmp; do
+      local gbps kpps c
+      gbps=$(jq -r '(.end.sum_received.bits_per_second // 0) / 1e9 | . * 100 | round / 100' "$OUT/entry-$e-tcp.json" 2>/dev/null || echo '?')
+      kpps=$(jq -r '((.end.sum.packets // 0) - (.end.sum.lost_packets // 0)) / (.end.sum.seconds // 1) / 1000 | . * 10 | round / 10' "$OUT/entry-$e-udp.json" 2>/dev/null || echo '?')
+      c=""
+      for kind in tcp udp; do
+        c+="$(cpu_pct "$OUT/entry-$e-$kind.cpu0" "$OUT/entry-$e-$kind.cpu1" lb1) / $(cpu_pct "$OUT/entry-$e-$kind.cpu0" "$OUT/entry-$e-$kind.cpu1" lb2) / $(cpu_pct "$OUT/entry-$e-$kind.cpu0" "$OUT/entry-$e-$kind.cpu1" lb3) | "
+      done
+      echo "| $e | $gbps | $kpps | $c$(cpu_pct "$OUT/entry-$e-tcp.cpu0" "$OUT/entry-$e-tcp.cpu1" host) / $(cpu_pct "$OUT/entry-$e-udp.cpu0" "$OUT/entry-$e-udp.cpu1" host) |"
+    done
+    echo
+    echo "commands: \`ip netns exec $CL iperf3 -c $VIP -p $LAB_IPERF_PORT -P $ENTRY_STREAMS -t $ENTRY_SECS\` and \`... -u -l 64 -b 0 -P $ENTRY_STREAMS\`, after \`lab.sh up --entry single|ecmp\`; CPU from /proc/PID/stat and /proc/stat over each run"
+  } >"$OUT/entry.md"
+}
+
 session() {
   trap session_cleanup EXIT
   trap 'exit 130' INT TERM HUP
@@ -311,6 +368,7 @@ session() {
     newflows_test
     [[ -z $NF_SWEEP ]] || sweep
   fi
+  if [[ " $ONLY " == *" entry "* ]]; then entry_tests; fi
   if [[ $PROFILE == 1 ]]; then
     # SIGTERM so that --cpu-prof writes the profiles as the processes exit (lab.sh down would
     # KILL after 3 s; a large profile takes longer to write)
@@ -346,5 +404,6 @@ else
   log "waiting for the lab lock $LOCK"
   flock -w "${BENCH_LOCK_WAIT:-900}" "$LOCK" bash "$0" __session || die "lab session failed (raw results in $OUT)"
 fi
-(cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/report.ts" "$OUT")
+if [[ " $ONLY " == *" failover "* || " $ONLY " == *" newflows "* ]]; then (cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/report.ts" "$OUT"); fi
+if [[ -s $OUT/entry.md ]]; then echo; echo "ECMP entry against the single entry (same run):"; cat "$OUT/entry.md"; fi
 log "total $((SECONDS - T0)) s; raw results in $OUT"
