@@ -105,7 +105,7 @@ test.before(async () => {
   session = await holdLabSession();
   console.log(`cli-lab.test.ts: lab session lock ${session.how}`);
   await lab(['down'], 120_000);
-  const up = await lab(['up'], 240_000);
+  const up = await lab(['up', '--entry', 'single'], 240_000);
   if (up.code !== 0) {
     upError = `lab.sh up failed (${up.code}): ${up.stderr.slice(-3000)}\n${BALANCERS.map((b) => labLogTail(b, 15)).join('\n')}`;
     return;
