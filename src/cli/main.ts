@@ -165,7 +165,7 @@ export function main(argv: string[]): void {
       }
       console.log(`  flows held here: ${body.flows.active} of ${body.flows.capacity}`);
       const an = body.announce;
-      if (an !== undefined) {
+      if (an) {
         const holds = Object.entries(an.holds).map(([k, v]) => `${k}: ${v}`).join('; ');
         console.log(`  announcement: ${an.table === null ? 'off (no announce.table)' : `table ${an.table}`}${holds ? ` (held: ${holds})` : ''}`);
         for (const v of body.vips) {
@@ -292,7 +292,7 @@ export function main(argv: string[]): void {
       if (r.restartNeeded.length > 0) console.log(`  changed but applied only after a restart: ${r.restartNeeded.join(', ')}`);
     });
 
-  // tunlb capture (src/control/capture.ts; recipes in docs/operations.md)
+  // tunlb capture (src/capture/capture.ts; recipes in docs/operations.md)
   const ints = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map(Number)];
   program
     .command('capture')
@@ -309,7 +309,7 @@ export function main(argv: string[]): void {
     .option('--control-port <ports>', 'control ports to decode (comma list; default 7946 or the config\'s)', ints)
     .option('--data-port <ports>', 'data (encapsulation) ports to decode (default 7947 or the config\'s)', ints)
     .action(async (o: { iface?: string; filter?: string; count: string; durationS: string; out?: string; decode?: boolean; keyFile?: string; config?: string; read?: string; controlPort?: number[]; dataPort?: number[] }) => {
-      const { runCapture } = await import('../control/capture');
+      const { runCapture } = await import('../capture/capture');
       await runCapture({ ...o, count: Number(o.count), durationS: Number(o.durationS), controlPorts: o.controlPort, dataPorts: o.dataPort });
     });
 
@@ -457,7 +457,7 @@ interface StatusBody {
     flowsAsBackup: number;
   }>;
   flows: { active: number; capacity: number };
-  announce?: { table: number | null; ready: boolean; holds: Record<string, string> };
+  announce?: { table: number | null; ready: boolean; holds: Record<string, string> } | null;
   vips: Array<{ name: string; address: string; announced?: { announced: boolean; reason: string; since: string } | null }>;
   events: Array<Record<string, unknown>>;
 }

@@ -23,8 +23,8 @@
  * one key hash per repaired flow.
  */
 import { FlowFlags, type FlowTable } from '../flow';
-import type { BalancerRanking } from './balancer-ranking';
-import { hashFlowKey } from './halfsiphash';
+import type { BalancerRanking } from '../decision/balancer-ranking';
+import { hashFlowKey } from '../decision/halfsiphash';
 
 const F_BACKUP_PENDING = FlowFlags.BACKUP_PENDING;
 const F_REPLICATED = FlowFlags.REPLICATED;
@@ -32,7 +32,7 @@ const KEY_WORDS = 10;
 
 export interface BackupRepairOptions {
   table: FlowTable;
-  /** The cluster's hash key (src/cluster/hash-key.ts): the flow's rank row is hashFlowKey & 0xffff. */
+  /** The cluster's hash key (src/decision/hash-key.ts): the flow's rank row is hashFlowKey & 0xffff. */
   hashKey: Uint32Array;
   selfIndex: number;
   /** live[i] = 1 while balancer i is up and serving (owned by the membership). */

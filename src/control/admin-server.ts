@@ -49,7 +49,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { TunlbError, ErrorCodes, isTunlbError } from '../errors';
 import { formatConfigErrors } from '../config';
 import { FlowFlags } from '../flow';
-import type { Balancer } from './balancer';
+import type { BalancerControl, BalancerView } from './balancer-view';
+import { snapshotStats } from './snapshot';
 import { flowQueryFromParams, listFlows } from './flow-listing';
 import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
@@ -134,7 +135,7 @@ export class AdminServer {
     return this.#state.metrics;
   }
 
-  static listen(hostPort: string, b: Balancer): Promise<AdminServer> {
+  static listen(hostPort: string, b: BalancerControl): Promise<AdminServer> {
     const m = /^\[?([^\]]+)\]?:(\d+)$/.exec(hostPort);
     if (!m) throw new TunlbError(ErrorCodes.USAGE, `admin listen address "${hostPort}" is not host:port`);
     const token = readToken(b.config.admin.tokenFile);
@@ -194,7 +195,7 @@ class AdminState {
   readonly token: Buffer | null;
   readonly history: HistorySample[] = [];
   readonly events: AdminEvent[] = [];
-  readonly #b: Balancer;
+  readonly #b: BalancerView;
   readonly #timer: NodeJS.Timeout;
   #flowCounts: FlowCounts | undefined;
   #lastStatus: string | undefined;
@@ -203,7 +204,7 @@ class AdminState {
   #failoverQuietS = 0;
   #failoverEpisode = 0;
 
-  constructor(b: Balancer, token: Buffer | null) {
+  constructor(b: BalancerView, token: Buffer | null) {
     this.#b = b;
     this.token = token;
     this.metrics = new Metrics(b);
@@ -303,7 +304,7 @@ class AdminState {
       severity: SEVERITY[e.type] ?? 'info',
       source: 'membership' as const,
     }));
-    const fromAnnouncer: AdminEvent[] = this.#b.announcer.events.map((e) => ({
+    const fromAnnouncer: AdminEvent[] = (this.#b.announcer?.events ?? []).map((e) => ({
       at: e.at,
       type: e.type,
       balancer: this.#b.selfId,
@@ -407,7 +408,7 @@ class AdminState {
       flows: { active: b.table.size, capacity: b.table.capacity, ...counts },
       failover: { peerDownEvents: c?.membership.stats.failovers ?? 0, failoverPackets: st.failoverPackets, active: this.#failoverActive },
       /** The ECMP entry: does this balancer announce each VIP (announce.table), and why (not). */
-      announce: { table: b.announcer.table, ready: b.announcer.ready, holds: b.announcer.holds() },
+      announce: b.announcer === undefined ? null : { table: b.announcer.table, ready: b.announcer.ready, holds: b.announcer.holds() },
       vips: b.forwarder.forwarding.config.vips.map((v) => ({
         name: v.name,
         address: v.address.text,
@@ -459,8 +460,8 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown> |
 }
 
 /** The announcement state of VIP `name` ({announced, reason, since}), or null when unknown (added by a reload). */
-function announcedOf(b: Balancer, name: string): { announced: boolean; reason: string; since: string } | null {
-  const s = b.announcer.vips().find((x) => x.name === name);
+function announcedOf(b: BalancerView, name: string): { announced: boolean; reason: string; since: string } | null {
+  const s = b.announcer?.vips().find((x) => x.name === name);
   return s === undefined ? null : { announced: s.announced, reason: s.reason, since: s.since };
 }
 
@@ -473,7 +474,7 @@ function byBackendKey(vip: string, address: string, port: number | null): string
   return `${vip} ${address}${port ? `:${port}` : ''}`;
 }
 
-async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, state: AdminState): Promise<void> {
+async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerControl, state: AdminState): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin');
   const send = (code: number, body: unknown, headers: Record<string, string> = {}): void => {
     res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
@@ -510,7 +511,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, st
       return;
     }
     case '/api/v1/stats':
-      return send(200, { ...b.snapshot(), at: Date.now() });
+      return send(200, { ...snapshotStats(b), at: Date.now() });
     case '/api/v1/flows': {
       let query;
       try {
@@ -559,7 +560,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, st
         if (isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message, code: e.code });
         throw e;
       }
-      return send(200, { status: b.cluster?.membership.selfStatus ?? 'serving', announce: b.announcer.vips() });
+      return send(200, { status: b.cluster?.membership.selfStatus ?? 'serving', announce: b.announcer?.vips() ?? [] });
     }
     case '/api/v1/reload': {
       try {

@@ -1,5 +1,5 @@
 /**
- * The VIP announcement of one balancer (ECMP entry, docs/design.md "Entry"): while the
+ * The VIP announcement of one balancer (ECMP entry, docs/entry.md): while the
  * balancer is ready to serve, one route `VIP dev <tun>` per VIP lives in kernel table
  * `announce.table`, which a routing daemon (BIRD 2: `protocol kernel { kernel table N; learn;
  * }`) learns and announces to the routers by BGP. tunlb speaks no BGP itself: it only decides
@@ -39,7 +39,7 @@ import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import type { Logger } from './logger';
+import type { Logger } from '../logger';
 
 const EVENT_RING = 100;
 const RETRY_MS = 1000;

@@ -8,12 +8,12 @@
  */
 import test from 'ava';
 import { parseConfig } from '../../src/config';
-import { deriveHashKey } from '../../src/cluster/hash-key';
-import { hashFlowKey } from '../../src/cluster/halfsiphash';
+import { deriveHashKey } from '../../src/decision/hash-key';
+import { hashFlowKey } from '../../src/decision/halfsiphash';
 import { BackupRepair } from '../../src/cluster/backup-repair';
 import { FlowFlags, FlowTable } from '../../src/flow';
 import { Forwarder, Action } from '../../src/dataplane/forwarder';
-import { buildForwardingTable } from '../../src/dataplane/forwarding-table';
+import { buildForwardingTable } from '../../src/decision/forwarding-table';
 import { CSUM_FULL } from '../../src/packet/nat';
 import * as P from '../helpers/packets';
 import { CLIENT, VIP } from '../helpers/fixtures';

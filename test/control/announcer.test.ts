@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Announcer, type AnnouncerOptions } from '../../src/control/announcer';
-import { createLogger } from '../../src/control/logger';
+import { createLogger } from '../../src/logger';
 
 const VIPS = [
   { name: 'web4', address: '10.99.0.10', family: 4 as const },

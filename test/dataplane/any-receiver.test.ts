@@ -8,13 +8,14 @@
  */
 import test from 'ava';
 import { parseConfig } from '../../src/config';
-import { deriveHashKey } from '../../src/cluster/hash-key';
+import { deriveHashKey } from '../../src/decision/hash-key';
 import { FlowTable } from '../../src/flow';
-import { Forwarder, type PeerOutput } from '../../src/dataplane/forwarder';
-import { buildForwardingTable, type ForwardingTable } from '../../src/dataplane/forwarding-table';
+import { Forwarder } from '../../src/dataplane/forwarder';
+import type { PeerOutput } from '../../src/dataplane/peer-output';
+import { buildForwardingTable, type ForwardingTable } from '../../src/decision/forwarding-table';
 import { forwardDropNames } from '../../src/dataplane/forward-drop';
 import { PacketBatch } from '../../src/dataplane/packet-batch';
-import { buildReplySteering, forwardKeyOfReply } from '../../src/dataplane/reply-steering';
+import { buildReplySteering, forwardKeyOfReply } from '../../src/decision/reply-steering';
 import { parseEncap, EncapInfo, ENCAP_F_REPLY } from '../../src/packet/encap';
 import { PacketInfo } from '../../src/packet/packet-info';
 import { parsePacket } from '../../src/packet/parse';

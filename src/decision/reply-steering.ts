@@ -1,5 +1,5 @@
 /**
- * Reply steering (NAT return path without a single point of failure, docs/design.md "Entry"):
+ * Reply steering (NAT return path without a single point of failure, docs/entry.md):
  * a server's reply that reaches a balancer holding no record of its flow (the record is not
  * replicated yet: a TCP handshake below the sync threshold, a flow decided by another
  * receiver a moment ago) is not dropped but sent to the flow's primary, found by the same
