@@ -466,6 +466,14 @@ cmd_up() {
   [[ $ENTRY == single ]] || lab_ensure_tools bird:bird2 birdc:bird2 keepalived:keepalived
   if [[ $MODE == tunlb ]]; then
     [[ -f $LAB_CONFIG_SRC ]] || lab_die "lab config $LAB_CONFIG_SRC missing (set TUNLB_LAB_CONFIG, or use --lb kernel)"
+    # The ECMP entry needs the balancers to announce (announce.table = LAB_ANNOUNCE_TABLE). A
+    # config of one's own without it (TUNLB_LAB_CONFIG) gets the single entry, as before, unless
+    # --entry ecmp was asked for.
+    if [[ $ENTRY == ecmp ]] && ! awk -v t="$LAB_ANNOUNCE_TABLE" '/^announce:/ { a = 1; next } /^[^ #]/ { a = 0 } a && $1 == "table:" && $2 == t { f = 1 } END { exit !f }' "$LAB_CONFIG_SRC"; then
+      [[ -z $entry_set ]] || lab_die "--entry ecmp: $LAB_CONFIG_SRC has no 'announce: { table: $LAB_ANNOUNCE_TABLE }' (the balancers would announce nothing; add it as config/lab.yaml does, or use --entry single)"
+      lab_log "$LAB_CONFIG_SRC announces nothing (no announce.table $LAB_ANNOUNCE_TABLE): single entry"
+      ENTRY=single
+    fi
     if [[ -z ${TUNLB_CMD_OVERRIDDEN:-} && ! -f $REPO/dist/src/cli/main.js ]]; then
       lab_die "$REPO/dist/src/cli/main.js missing: build first (npm run build), or set TUNLB_CMD, or use --lb kernel"
     fi
