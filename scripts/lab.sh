@@ -54,9 +54,9 @@
 #        scripts/lab.sh exec NS cmd...                              NS: client, router, lb1, srv2, ...
 # State and logs: /run/tunlb-lab/ (pids/, logs/, cluster.key, lab.yaml, state). Logs survive `down`;
 # a fresh `up` moves them to logs.prev/.
-# Environment: TUNLB_CMD (balancer command; "{id}" is replaced by lbN), TUNLB_LAB_CONFIG (source; a config
-# without announce.table 101 gets the single entry unless --entry ecmp is given)
-# of lab.yaml), LAB_VIP_TIMEOUT (s, default 20), LAB_TUN_TIMEOUT (s, default 15), LAB_READY_TIMEOUT
+# Environment: TUNLB_CMD (balancer command; "{id}" is replaced by lbN), TUNLB_LAB_CONFIG (source
+# of lab.yaml; one without announce.table 101 gets the single entry unless --entry ecmp is
+# given), LAB_VIP_TIMEOUT (s, default 20), LAB_TUN_TIMEOUT (s, default 15), LAB_READY_TIMEOUT
 # (s, default 60: up/start wait until every running balancer is ready, `tunlb ready`; LAB_READY=0
 # skips that), LAB_ADMIN (the balancers' admin endpoint, default 127.0.0.1:9180).
 set -Eeuo pipefail
