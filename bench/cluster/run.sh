@@ -295,21 +295,30 @@ sweep() {
 
 # ---- entry: the ECMP entry against the single entry, measured in one run ----
 # For each entry (single: the router sends the VIP to lb1; ecmp: to every balancer that
-# announces it): iperf3 TCP with ENTRY_STREAMS streams (different source ports: spread over the
-# balancers by the router's 5-tuple hash) for ENTRY_SECS s, then iperf3 UDP 64-byte datagrams
-# (ENTRY_STREAMS streams, unpaced) for ENTRY_SECS s; the CPU of each balancer (% of one core)
-# and of the whole machine over each run. Rows go to $OUT/entry.md (printed at the end).
+# announces it): ENTRY_STREAMS parallel HTTP downloads through the VIP (curl of lab-server's
+# /bytes, one TCP connection each: spread over the balancers by the router's 5-tuple hash and
+# over the servers; in NAT the data comes back through the VRRP gateway) for ENTRY_SECS s, then
+# scripts/traffic.ts udpflood (64-byte datagrams to the UDP echo service, ENTRY_STREAMS senders,
+# unpaced; echoes counted at the client) for ENTRY_SECS s; the CPU of each balancer (% of one
+# core) and of the whole machine over each run. (iperf3 does not fit: its control and data
+# connections are separate flows that NAT sends to different servers.) Rows: $OUT/entry.md.
 entry_run() { # entry_run ENTRY
-  local e=$1 kind
+  local e=$1 kind i
   bash "$LAB" up --entry "$e" >>"$OUT/lab.log" 2>&1 || die "lab.sh up --entry $e failed (see $OUT/lab.log)"
   wait_serving 60 || die "not serving after lab.sh up --entry $e"
   wait_quiet "entry-$e"
   for kind in tcp udp; do
     cpu_snap "$OUT/entry-$e-$kind.cpu0"
     if [[ $kind == tcp ]]; then
-      timeout $((ENTRY_SECS + 15)) ip netns exec "$CL" iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -P "$ENTRY_STREAMS" -t "$ENTRY_SECS" -J >"$OUT/entry-$e-tcp.json" 2>/dev/null || true
+      : >"$OUT/entry-$e-tcp.bytes"
+      for ((i = 0; i < ENTRY_STREAMS; i++)); do
+        timeout $((ENTRY_SECS + 5)) ip netns exec "$CL" curl -s -o /dev/null -m "$ENTRY_SECS" -w '%{size_download}\n' \
+          "http://$VIP:$LAB_HTTP_PORT/bytes?n=100000000000" >>"$OUT/entry-$e-tcp.bytes" 2>/dev/null &
+      done
+      wait
     else
-      timeout $((ENTRY_SECS + 15)) ip netns exec "$CL" iperf3 -c "$VIP" -p "$LAB_IPERF_PORT" -u -l 64 -b 0 -P "$ENTRY_STREAMS" -t "$ENTRY_SECS" -J >"$OUT/entry-$e-udp.json" 2>/dev/null || true
+      timeout $((ENTRY_SECS + 15)) ip netns exec "$CL" "$NODE_BIN" --import tsx "$REPO/scripts/traffic.ts" udpflood \
+        --duration-s "$ENTRY_SECS" --senders "$ENTRY_STREAMS" --size 64 --json --quiet >"$OUT/entry-$e-udp.json" 2>/dev/null || true
     fi
     cpu_snap "$OUT/entry-$e-$kind.cpu1"
     sleep 1
@@ -327,12 +336,12 @@ entry_tests() {
   local e kind
   for e in single ecmp; do entry_run "$e"; done
   {
-    echo "| entry | TCP ${ENTRY_STREAMS} streams (Gbit/s) | UDP 64 B delivered (kpps) | CPU lb1 / lb2 / lb3 (% of a core), TCP | same, UDP | whole machine (% of ${NCPU} cores), TCP / UDP |"
+    echo "| entry | TCP, ${ENTRY_STREAMS} HTTP downloads (Gbit/s) | UDP 64 B echoed (kpps) | CPU lb1 / lb2 / lb3 (% of a core), TCP | same, UDP | whole machine (% of ${NCPU} cores), TCP / UDP |"
     echo "|---|---:|---:|---|---|---|"
     for e in single ecmp; do
       local gbps kpps c
-      gbps=$(jq -r '(.end.sum_received.bits_per_second // 0) / 1e9 | . * 100 | round / 100' "$OUT/entry-$e-tcp.json" 2>/dev/null || echo '?')
-      kpps=$(jq -r '((.end.sum.packets // 0) - (.end.sum.lost_packets // 0)) / (.end.sum.seconds // 1) / 1000 | . * 10 | round / 10' "$OUT/entry-$e-udp.json" 2>/dev/null || echo '?')
+      gbps=$(awk -v s="$ENTRY_SECS" '{ t += $1 } END { printf "%.2f", t * 8 / s / 1e9 }' "$OUT/entry-$e-tcp.bytes")
+      kpps=$(jq -r '(.received // 0) / (.durationS // 1) / 1000 | . * 10 | round / 10' "$OUT/entry-$e-udp.json" 2>/dev/null || echo '?')
       c=""
       for kind in tcp udp; do
         c+="$(cpu_pct "$OUT/entry-$e-$kind.cpu0" "$OUT/entry-$e-$kind.cpu1" lb1) / $(cpu_pct "$OUT/entry-$e-$kind.cpu0" "$OUT/entry-$e-$kind.cpu1" lb2) / $(cpu_pct "$OUT/entry-$e-$kind.cpu0" "$OUT/entry-$e-$kind.cpu1" lb3) | "
@@ -340,7 +349,7 @@ entry_tests() {
       echo "| $e | $gbps | $kpps | $c$(cpu_pct "$OUT/entry-$e-tcp.cpu0" "$OUT/entry-$e-tcp.cpu1" host) / $(cpu_pct "$OUT/entry-$e-udp.cpu0" "$OUT/entry-$e-udp.cpu1" host) |"
     done
     echo
-    echo "commands: \`ip netns exec $CL iperf3 -c $VIP -p $LAB_IPERF_PORT -P $ENTRY_STREAMS -t $ENTRY_SECS\` and \`... -u -l 64 -b 0 -P $ENTRY_STREAMS\`, after \`lab.sh up --entry single|ecmp\`; CPU from /proc/PID/stat and /proc/stat over each run"
+    echo "commands: \`ip netns exec $CL curl -m $ENTRY_SECS http://$VIP/bytes?n=1e11\` x $ENTRY_STREAMS in parallel, and \`scripts/traffic.ts udpflood --senders $ENTRY_STREAMS --size 64 --duration-s $ENTRY_SECS\`, after \`lab.sh up --entry single|ecmp\`; CPU from /proc/PID/stat and /proc/stat over each run"
   } >"$OUT/entry.md"
 }
 
