@@ -313,7 +313,7 @@ entry_run() { # entry_run ENTRY
       : >"$OUT/entry-$e-tcp.bytes"
       for ((i = 0; i < ENTRY_STREAMS; i++)); do
         timeout $((ENTRY_SECS + 5)) ip netns exec "$CL" curl -s -o /dev/null -m "$ENTRY_SECS" -w '%{size_download}\n' \
-          "http://$VIP:$LAB_HTTP_PORT/bytes?n=100000000000" >>"$OUT/entry-$e-tcp.bytes" 2>/dev/null &
+          "http://$VIP:$LAB_HTTP_PORT/bytes?n=10000000000" >>"$OUT/entry-$e-tcp.bytes" 2>/dev/null &
       done
       wait
     else
@@ -349,7 +349,7 @@ entry_tests() {
       echo "| $e | $gbps | $kpps | $c$(cpu_pct "$OUT/entry-$e-tcp.cpu0" "$OUT/entry-$e-tcp.cpu1" host) / $(cpu_pct "$OUT/entry-$e-udp.cpu0" "$OUT/entry-$e-udp.cpu1" host) |"
     done
     echo
-    echo "commands: \`ip netns exec $CL curl -m $ENTRY_SECS http://$VIP/bytes?n=1e11\` x $ENTRY_STREAMS in parallel, and \`scripts/traffic.ts udpflood --senders $ENTRY_STREAMS --size 64 --duration-s $ENTRY_SECS\`, after \`lab.sh up --entry single|ecmp\`; CPU from /proc/PID/stat and /proc/stat over each run"
+    echo "commands: \`ip netns exec $CL curl -m $ENTRY_SECS http://$VIP/bytes?n=1e10\` x $ENTRY_STREAMS in parallel, and \`scripts/traffic.ts udpflood --senders $ENTRY_STREAMS --size 64 --duration-s $ENTRY_SECS\`, after \`lab.sh up --entry single|ecmp\`; CPU from /proc/PID/stat and /proc/stat over each run"
   } >"$OUT/entry.md"
 }
 
