@@ -14,10 +14,11 @@
  *     serve, to no VIP; GSO super-packets and partial-checksum packets with their virtio headers;
  *   - packets of flows the table holds, built from its keys (forward and reply direction, ICMP
  *     errors about them, their fragments), so established-flow, reply, backend-down, connection
- *     reuse, failover and second-chance paths run, not just parse errors;
+ *     reuse, failover, second-chance and reply-steering paths run, not just parse errors;
  *   - from peers: those packets encapsulated with a decision (new flow, failover, second chance,
- *     the record's or a made-up one), with carried virtio headers, runs of chunk datagrams of a
- *     split super-packet (merged on receipt), from peers, from a non-peer and from ourselves.
+ *     steered reply, the record's or a made-up one), with carried virtio headers, runs of chunk
+ *     datagrams of a split super-packet (merged on receipt), from peers, from a non-peer and from
+ *     ourselves.
  * Mutations (1-4 per mutated packet): bit flips, byte sets, truncation, length-field lies, splices
  * with another packet, appended garbage, inserted and deleted ranges, virtio header lies; for
  * peers also the encapsulation header's fields.
@@ -57,7 +58,7 @@ import { parsePacket } from '../../src/packet/parse';
 import { PacketInfo } from '../../src/packet/packet-info';
 import { packetResultNames, PacketResult } from '../../src/packet/result';
 import {
-  ENCAP_F_FAILOVER, ENCAP_F_NEW_FLOW, ENCAP_F_SECOND_CHANCE, ENCAP_F_VNET, ENCAP_HEADER_LEN, ENCAP_NONE_U16, ENCAP_NONE_U8,
+  ENCAP_F_FAILOVER, ENCAP_F_NEW_FLOW, ENCAP_F_REPLY, ENCAP_F_SECOND_CHANCE, ENCAP_F_VNET, ENCAP_HEADER_LEN, ENCAP_NONE_U16, ENCAP_NONE_U8,
   ENCAP_VNET_LEN, EncapInfo, parseEncap, writeEncapHeader,
 } from '../../src/packet/encap';
 import { gsoSplitHeaders, GsoSplit, newGsoSplitResult } from '../../src/packet/gso-split';
@@ -656,7 +657,7 @@ class Fuzzer {
     }
     // The decision: the flow's record, a fresh one, or nonsense.
     const ft = h.ft;
-    let flags = r.pick([ENCAP_F_NEW_FLOW, ENCAP_F_NEW_FLOW, ENCAP_F_FAILOVER, ENCAP_F_NEW_FLOW | ENCAP_F_FAILOVER, ENCAP_F_SECOND_CHANCE, 0]);
+    let flags = r.pick([ENCAP_F_NEW_FLOW, ENCAP_F_NEW_FLOW, ENCAP_F_FAILOVER, ENCAP_F_NEW_FLOW | ENCAP_F_FAILOVER, ENCAP_F_SECOND_CHANCE, ENCAP_F_REPLY, 0]);
     const info = this.info;
     let vip = r.int(8);
     if (parsePacket(b.buf, inner, len, info) === PacketResult.OK) {
@@ -677,6 +678,7 @@ class Fuzzer {
       primary = ENCAP_NONE_U8;
       backup = ENCAP_NONE_U8;
     }
+    if (flags === ENCAP_F_REPLY && r.chance(0.8)) backend = ENCAP_NONE_U16; // a steered reply (src/decision/reply-steering.ts)
     const carry = vnet !== null && r.chance(0.9) ? vnet : r.chance(0.03) ? VNET_NONE : null;
     if (carry !== null) flags |= ENCAP_F_VNET;
     const hdr = carry !== null ? hdrRoom : ENCAP_HEADER_LEN;
@@ -745,14 +747,18 @@ class Fuzzer {
       const peer = this.#peerIndex(po.addrs, k * 16);
       if (peer < 0 || peer === h.selfIndex) this.fail(`peer entry ${k} addressed to ${peer < 0 ? 'no balancer' : 'ourselves'}`, count);
       if (po.segs!.chunk[k] !== 0) continue;
-      // The header: well formed, with a decision in range unless it is a second chance.
+      // The header: well formed, with a decision in range unless it is a second chance (none)
+      // or a steered reply (balancers, no backend).
       const e = this.encap;
       if (parseEncap(b.buf, o, po.batch.sizes[k]!, e) !== PacketResult.OK) this.fail(`peer entry ${k}: bad encapsulation header`, count);
       const nb = h.config.balancers.length;
       if (e.vip >= h.ft.vipCount) this.fail(`peer entry ${k}: VIP ${e.vip} out of range`, count);
-      if ((e.flags & ENCAP_F_SECOND_CHANCE) === 0 && (e.primary >= nb || e.backup >= nb || e.backend >= h.ft.backendPort[e.vip]!.length)) {
-        this.fail(`peer entry ${k}: decision out of range (primary ${e.primary}, backup ${e.backup}, backend ${e.backend})`, count);
+      const reply = (e.flags & ENCAP_F_REPLY) !== 0;
+      const backendOk = reply ? e.backend === ENCAP_NONE_U16 : e.backend < h.ft.backendPort[e.vip]!.length;
+      if ((e.flags & ENCAP_F_SECOND_CHANCE) === 0 && (e.primary >= nb || e.backup >= nb || !backendOk)) {
+        this.fail(`peer entry ${k}: decision out of range (flags ${e.flags}, primary ${e.primary}, backup ${e.backup}, backend ${e.backend})`, count);
       }
+      if (reply && e.primary !== peer) this.fail(`peer entry ${k}: a steered reply not sent to the primary it names`, count);
     }
     this.#checkDsr(count);
     const drops = dropSum(h) - before;
@@ -1031,7 +1037,7 @@ function run(t: ExecutionContext, opts: { selfIndex: number; vnet: boolean; targ
   t.log(`outcomes: ${T.emitted} written, ${T.toPeer} to peers, ${T.toDsr} DSR, ${T.merged} merged (largest ${T.largestMerged} bytes), ${T.drops} dropped; flows created ${h.fwd.stats.flowsCreated}, table ${h.table.size}/${h.table.capacity} (refused full ${h.table.refusedFull}, early drops ${h.table.earlyDrops}, takeovers ${h.table.takeovers}), sink told ${h.flowsReady}`);
   const st = h.fwd.stats;
   t.log(`checksums: ${T.validIn} packets went in valid, ${T.validOut} of them were written back and checked valid`);
-  t.log(`paths: second chance ${st.secondChancePackets}, failover ${st.failoverPackets}, TCP reset (backend down) ${st.tcpResetBackendDown}, UDP moved ${st.udpMovedBackendDown}, SYN reuse ${st.synReuseRebound}, reply fallbacks ${st.replyFirstFragments}/${st.replyLaterFragments}/${st.replyThreeTuple}, split ${st.peerSplitPackets}`);
+  t.log(`paths: second chance ${st.secondChancePackets}, reply steered ${st.replySteeredPackets}, failover ${st.failoverPackets}, TCP reset (backend down) ${st.tcpResetBackendDown}, UDP moved ${st.udpMovedBackendDown}, SYN reuse ${st.synReuseRebound}, reply fallbacks ${st.replyFirstFragments}/${st.replyLaterFragments}/${st.replyThreeTuple}, split ${st.peerSplitPackets}`);
   t.log(`mutations: ${MUTATIONS.map((m, i) => `${m} ${f.mut.counts[i]}`).join(', ')}`);
   t.log('drops', dropsByName(h));
   return f;
