@@ -37,7 +37,7 @@ export interface DataPlaneLogger {
 }
 
 /** The forwarder's options (src/dataplane/forwarder.ts) but its outputs, which the data plane builds, and: */
-export interface DataPlaneOptions extends Pick<ForwarderOptions, 'table' | 'forwarding' | 'hashKey' | 'selfIndex' | 'live' | 'sink' | 'syncThreshold'> {
+export interface DataPlaneOptions extends Pick<ForwarderOptions, 'table' | 'forwarding' | 'hashKey' | 'tagKey' | 'selfIndex' | 'live' | 'sink' | 'syncThreshold'> {
   device: TunLike;
   /** Packets per batch (config tun.batch). */
   batch: number;
@@ -108,6 +108,7 @@ export class DataPlane {
       table: opts.table,
       forwarding: opts.forwarding,
       hashKey: opts.hashKey,
+      tagKey: opts.tagKey,
       selfIndex: opts.selfIndex,
       live: opts.live,
       sink: opts.sink,

@@ -30,14 +30,25 @@ export const ForwardDrop = {
   PEER_VNET_UNSUPPORTED: 11,
   /** The packet plus encapsulation does not fit one UDP datagram to the peer. */
   PEER_PACKET_TOO_BIG: 12,
-  /** The decision in a peer's header names a balancer/backend this table does not have
-   *  (counted; this balancer then decides itself). */
+  /** A note, not a drop: the decision in a peer's header was refused for a reason a table or
+   *  health difference between balancers explains (a VIP or backend this table does not have
+   *  or that takes no new flows here: tunlb_peer_decisions_refused_total says which); this
+   *  balancer then decides itself (src/dataplane/peer-decision.ts). */
   PEER_DECISION_INVALID: 13,
   /** DSR: no link-layer address (yet) for the flow's backend; resolution is triggered. */
   DSR_NO_NEIGHBOUR: 14,
+  /** An encapsulated packet whose data-port tag is wrong (src/decision/data-tag.ts): forged,
+   *  altered, replayed with another flow or decision, or sent with another cluster key. */
+  PEER_BAD_TAG: 15,
+  /** A peer's decision no balancer following the protocol makes, whatever its tables: dropped
+   *  (src/dataplane/peer-decision.ts; tunlb_peer_decisions_refused_total says why). */
+  PEER_DECISION_REFUSED: 16,
+  /** A virtio header from a peer that does not fit its inner packet (src/packet/vnet-check.ts;
+   *  tunlb_peer_vnet_refused_total says why). */
+  PEER_VNET_INVALID: 17,
 } as const;
 
-export const FORWARD_DROP_COUNT = 15;
+export const FORWARD_DROP_COUNT = 18;
 
 export const forwardDropNames: readonly string[] = Object.freeze([
   'protocol_not_served',
@@ -55,4 +66,7 @@ export const forwardDropNames: readonly string[] = Object.freeze([
   'peer_packet_too_big',
   'peer_decision_invalid',
   'dsr_no_neighbour',
+  'peer_bad_tag',
+  'peer_decision_refused',
+  'peer_vnet_invalid',
 ]);

@@ -29,6 +29,8 @@ export class PacketContext {
   vnetOff = -1;
   /** Received encapsulated from a peer (its header parsed into `encap`): never forwarded again. */
   fromPeer = false;
+  /** The sending balancer's index for a packet from a peer (set after begin), else -1. */
+  peer = -1;
   /** The parse step's output. */
   readonly info = new PacketInfo();
   /** The peer's encapsulation header (packets from peers). */
@@ -60,6 +62,7 @@ export class PacketContext {
     this.vnetBuf = vnetBuf;
     this.vnetOff = vnetOff;
     this.fromPeer = fromPeer;
+    this.peer = -1;
     // The decision half is written by the steps before any read of it.
     this.outLen = -1;
   }

@@ -8,7 +8,7 @@
  */
 import test from 'ava';
 import { parseConfig } from '../../src/config';
-import { deriveHashKey } from '../../src/decision/hash-key';
+import { deriveDataTagKey, deriveHashKey } from '../../src/decision/hash-key';
 import { FlowTable } from '../../src/flow';
 import { Forwarder } from '../../src/dataplane/forwarder';
 import type { PeerOutput } from '../../src/dataplane/peer-output';
@@ -74,6 +74,7 @@ interface Node {
 function cluster() {
   const config = parseConfig(YAML, 'any-receiver.yaml', { readKeyFile, env: {}, baseDir: '/' });
   const hashKey = deriveHashKey(config.cluster.key.reveal());
+  const tagKey = deriveDataTagKey(config.cluster.key.reveal());
   const ft = buildForwardingTable(config, hashKey, 1);
   const live = new Uint8Array(3).fill(1);
   const peerAddrs = new Uint8Array(3 * 16);
@@ -86,7 +87,7 @@ function cluster() {
     const table = new FlowTable({ capacity: 4096, seed: 11 + self, earlyDrop: false, timeouts: { tcpEstablished: 300, tcpSynSeen: 30, tcpClosing: 30, tcpClosed: 10, udp: 30, icmp: 10 } });
     const batch = new PacketBatch({ count: 8, maxPacket: 65535 });
     const peerOut: PeerOutput = { batch: new PacketBatch({ count: 8, maxPacket: 65535, share: batch }), addrs: new Uint8Array(8 * 16), ports: new Uint16Array(8), count: 0 };
-    const fwd = new Forwarder({ table, forwarding: ft, hashKey, selfIndex: self, live, syncThreshold: 3, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut });
+    const fwd = new Forwarder({ table, forwarding: ft, hashKey, tagKey, selfIndex: self, live, syncThreshold: 3, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut });
     return { fwd, table, batch, peerOut };
   });
   const e = new EncapInfo();
