@@ -3,7 +3,8 @@
  * large flow table (issue 12 "Event loop budget"): one balancer (a cluster of one over an
  * in-memory TUN device), its table filled with N synthetic flows (test/helpers/flow-fill.ts),
  * then, one at a time, with the loop's longest delay measured around each
- * (test/helpers/loop-delay.ts):
+ * (test/helpers/loop-delay.ts: the wall-clock delay, and the part of it this process spent
+ * on the CPU, which a loaded machine's scheduler does not inflate):
  *   - GET /api/v1/flows?limit=100000              the largest listing
  *   - GET /api/v1/status                           flows per primary/backup/backend (a scan)
  *   - POST /api/v1/reload, VIPs and backends reordered and a VIP added (every record remapped)
@@ -109,9 +110,12 @@ export async function run(flows = 1_000_000): Promise<BenchRow[]> {
       const r = await call(admin, method, p);
       const ms = performance.now() - s;
       const d = probe.stop();
-      process.stderr.write(`${name}: HTTP ${r.status}, ${r.bytes} bytes in ${ms.toFixed(0)} ms; longest loop delay ${d.maxMs.toFixed(1)} ms (timer ${d.timerMs.toFixed(1)}, histogram ${d.histogramMs.toFixed(1)})\n`);
+      process.stderr.write(
+        `${name}: HTTP ${r.status}, ${r.bytes} bytes in ${ms.toFixed(0)} ms; longest loop delay ${d.maxMs.toFixed(1)} ms (timer ${d.timerMs.toFixed(1)}, histogram ${d.histogramMs.toFixed(1)}), of it busy ${d.busyMs.toFixed(1)} ms\n`,
+      );
       if (r.status !== 200) throw new Error(`${name}: HTTP ${r.status}`);
-      rows.push({ name: `${name}: longest loop delay`, value: d.maxMs, unit: 'ms', target: '< 25 (lab slack 12.5)' });
+      rows.push({ name: `${name}: longest loop delay`, value: d.maxMs, unit: 'ms', target: '< 12.5 (lab slack)' });
+      rows.push({ name: `${name}: longest busy stretch`, value: d.busyMs, unit: 'ms', target: '< 12.5 (lab slack)' });
       rows.push({ name: `${name}: request time`, value: ms, unit: 'ms' });
     };
     await measure(`GET flows?limit=100000 (${n} flows)`, 'GET', '/api/v1/flows?limit=100000');

@@ -61,11 +61,9 @@ export function main(argv: string[]): void {
       process.on('SIGINT', () => shutdown('SIGINT'));
       // SIGHUP: reload the config file (refusals are logged by the balancer; it keeps running).
       process.on('SIGHUP', () => {
-        try {
-          balancer?.reload();
-        } catch {
+        balancer?.reload().catch(() => {
           /* logged as config_reload_refused */
-        }
+        });
       });
       balancer = await Balancer.start({ configPath: opts.config, id: opts.id, logLevel: opts.logLevel, adminListen: opts.admin });
       if (stopping !== undefined) await balancer.stop(stopping).then(() => process.exit(0));

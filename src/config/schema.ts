@@ -265,8 +265,8 @@ export const ConfigFileSchema = z.strictObject({
   balancers: z.array(BalancerSchema).min(1).max(32),
   /** TUN device. */
   tun: TunSchema.prefault({}),
-  /** Virtual IPs and their backends. Default: none (forwards nothing; warns). */
-  vips: z.array(VipSchema).default([]),
+  /** Virtual IPs and their backends, at most 32767 (a flow record's VIP index is 15 bits). Default: none (forwards nothing; warns). */
+  vips: z.array(VipSchema).max(32767).default([]),
   /** Flow table sizing and timeouts. */
   flow_table: FlowTableSchema.prefault({}),
   /** Admin API. */
@@ -348,7 +348,7 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'cluster.probe': { expect: 'a mapping', default: '{}' },
   balancers: { expect: 'a list of 1..32 balancers', default: 'required' },
   tun: { expect: 'a mapping', default: '{}' },
-  vips: { expect: 'a list of VIPs', default: '[]' },
+  vips: { expect: 'a list of at most 32767 VIPs', default: '[]' },
   flow_table: { expect: 'a mapping', default: '{}' },
   'flow_table.timeouts': { expect: 'a mapping', default: '{}' },
   admin: { expect: 'a mapping', default: '{}' },

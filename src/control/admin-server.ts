@@ -39,6 +39,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { TunlbError, ErrorCodes, isTunlbError } from '../errors';
@@ -46,7 +47,8 @@ import { formatConfigErrors } from '../config';
 import { FlowFlags } from '../flow';
 import type { BalancerControl, BalancerView } from './balancer-view';
 import { snapshotStats } from './snapshot';
-import { flowQueryFromParams, listFlows } from './flow-listing';
+import { FlowScan, flowQueryFromParams, type FlowQuery } from './flow-listing';
+import { SLICE_MS, yieldToLoop, runSliced } from './time-slice';
 import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
 
@@ -57,6 +59,9 @@ const EVENT_RING = 200;
 const FAILOVER_QUIET_S = 5;
 /** Flows-per-balancer counts (a scan of the flow table) are reused for this long. */
 const FLOW_COUNT_TTL_MS = 2000;
+/** Live entries per scan step of the flow counts and of the flows listing (well under a slice). */
+const COUNT_STEP = 4096;
+const LIST_STEP = 1024;
 
 export interface AdminEvent {
   /** ISO time. */
@@ -190,6 +195,7 @@ class AdminState {
   readonly #b: BalancerView;
   readonly #timer: NodeJS.Timeout;
   #flowCounts: FlowCounts | undefined;
+  #counting: Promise<FlowCounts> | undefined;
   #lastStatus: string | undefined;
   #lastGeneration: number;
   #failoverActive = false;
@@ -301,20 +307,46 @@ class AdminState {
     return all.slice(-limit);
   }
 
-  /** Flows by primary, backup and backend from this balancer's table (one scan, cached). */
-  flowCounts(): FlowCounts {
-    const now = Date.now();
-    if (this.#flowCounts !== undefined && now - this.#flowCounts.at < FLOW_COUNT_TTL_MS) return this.#flowCounts;
+  /**
+   * Flows by primary, backup and backend from this balancer's table: one scan in time slices
+   * (src/control/time-slice.ts), shared by concurrent requests, reused for FLOW_COUNT_TTL_MS. A
+   * reload during the scan restarts it (the counts are by the live table's VIPs and backends).
+   */
+  flowCounts(): Promise<FlowCounts> {
+    const c = this.#flowCounts;
+    if (c !== undefined && Date.now() - c.at < FLOW_COUNT_TTL_MS) return Promise.resolve(c);
+    if (this.#counting === undefined) {
+      this.#counting = this.#countFlows().finally(() => {
+        this.#counting = undefined;
+      });
+    }
+    return this.#counting;
+  }
+
+  async #countFlows(): Promise<FlowCounts> {
+    for (;;) {
+      const counts = await this.#countOnce();
+      if (counts !== null) {
+        this.#flowCounts = counts;
+        return counts;
+      }
+    }
+  }
+
+  /** One sliced scan; null when a reload replaced the forwarding table meanwhile. */
+  async #countOnce(): Promise<FlowCounts | null> {
     const b = this.#b;
     const t = b.table;
     const n = b.config.balancers.length;
     const prim = new Float64Array(n + 1);
     const back = new Float64Array(n + 1);
-    const vips = b.forwarder.forwarding.config.vips;
+    const ft = b.forwarder.forwarding;
+    const vips = ft.config.vips;
     const be = vips.map((v) => new Float64Array(v.backends.length + 1));
     let learnt = 0;
     let total = 0;
     let cursor = 0;
+    let reloaded = false;
     const visit = (id: number): void => {
       total++;
       const p = t.primary(id);
@@ -328,8 +360,15 @@ class AdminState {
       }
       if ((t.flags(id) & FlowFlags.FROM_PEER) !== 0) learnt++;
     };
-    do cursor = t.scan(cursor, 65536, visit);
-    while (cursor !== 0);
+    await runSliced(() => {
+      if (b.forwarder.forwarding.config !== ft.config) {
+        reloaded = true;
+        return true;
+      }
+      cursor = t.scan(cursor, COUNT_STEP, visit);
+      return cursor === 0;
+    });
+    if (reloaded) return null;
     const byPrimary: Record<string, number> = {};
     const byBackup: Record<string, number> = {};
     b.config.balancers.forEach((x, i) => {
@@ -342,14 +381,13 @@ class AdminState {
         byBackend[byBackendKey(v.name, x.address.text, x.port)] = be[vi]![j]!;
       });
     });
-    this.#flowCounts = { at: now, total, decidedHere: total - learnt, learnt, byPrimary, byBackup, byBackend };
-    return this.#flowCounts;
+    return { at: Date.now(), total, decidedHere: total - learnt, learnt, byPrimary, byBackup, byBackend };
   }
 
-  status(): unknown {
+  async status(): Promise<unknown> {
     const b = this.#b;
     const c = b.cluster;
-    const counts = this.flowCounts();
+    const counts = await this.flowCounts();
     const peers = c?.membership.peers();
     const balancers = b.config.balancers.map((cfg, i) => {
       const p = peers?.[i];
@@ -440,6 +478,52 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown> |
   }
 }
 
+/**
+ * GET /api/v1/flows: the listing walked in time slices (FlowScan, src/control/time-slice.ts),
+ * each slice's rows written as they are found, so neither the scan nor the JSON of up to
+ * 100,000 rows holds the event loop longer than a slice, and the answer is never built whole.
+ * The body is the FlowListing object with `flows` first (its figures are known at the end).
+ * When the socket's buffer is full, the scan waits for it to drain; when the client goes away,
+ * the scan stops.
+ */
+async function streamFlows(res: ServerResponse, b: BalancerView, query: FlowQuery): Promise<void> {
+  const scan = new FlowScan(b, query);
+  res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.write('{"flows":[');
+  let first = true;
+  for (;;) {
+    const end = performance.now() + SLICE_MS;
+    let chunk = '';
+    let done: boolean;
+    do {
+      done = scan.step(LIST_STEP);
+      for (const row of scan.takeRows()) {
+        chunk += first ? JSON.stringify(row) : `,${JSON.stringify(row)}`;
+        first = false;
+      }
+    } while (!done && performance.now() < end);
+    const roomLeft = chunk === '' || res.write(chunk);
+    if (done) break;
+    if (res.destroyed) return;
+    await (roomLeft ? yieldToLoop() : drainedOrClosed(res));
+    if (res.destroyed) return;
+  }
+  res.end(`],${JSON.stringify(scan.summary()).slice(1)}\n`);
+}
+
+/** Resolves when `res` can take more data, or is closed. */
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
 function intParam(url: URL, name: string, dflt: number, max: number): number {
   return Math.min(max, Math.max(1, Number(url.searchParams.get(name) ?? dflt) || dflt));
 }
@@ -495,10 +579,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
         if (isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message, code: e.code });
         throw e;
       }
-      return send(200, listFlows(b, query));
+      return streamFlows(res, b, query);
     }
     case '/api/v1/status':
-      return send(200, state.status());
+      return send(200, await state.status());
     case '/api/v1/events':
       return send(200, { events: state.mergedEvents(intParam(url, 'limit', 100, 500)) });
     case '/api/v1/history':
@@ -506,7 +590,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
     case '/api/v1/backends': {
       // Each backend with the flows this balancer's table holds on it (every balancer holds
       // every record, so this is the cluster's count; cached like the status page's counts).
-      const by = state.flowCounts().byBackend;
+      const by = (await state.flowCounts()).byBackend;
       return send(200, { backends: b.health.states().map((x) => ({ ...x, flows: by[byBackendKey(x.vip, x.backend, x.port)] ?? 0 })) });
     }
     case '/api/v1/backends/drain':
@@ -528,7 +612,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
     }
     case '/api/v1/reload': {
       try {
-        return send(200, b.reload());
+        return send(200, await b.reload());
       } catch (e) {
         if (isTunlbError(e, ErrorCodes.CONFIG_INVALID) || isTunlbError(e, ErrorCodes.CONFIG_NOT_FOUND) || isTunlbError(e, ErrorCodes.CONFIG_KEY_MISSING) || isTunlbError(e, ErrorCodes.USAGE)) {
           return send(400, { error: e.message, code: e.code, errors: formatConfigErrors(e).split('\n') });

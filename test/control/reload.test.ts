@@ -179,22 +179,23 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
   t.deepEqual(ok.body.backends.reweighted, ['web4 10.99.3.21']);
   const on22 = [...before.values()].filter((be) => be === '10.99.3.22').length;
   t.true(on22 > 50);
-  t.is(ok.body.flows.moved, on22, 'UDP flows of the removed backend moved');
   const tcpOn22 = [...tcpBe].filter(([, be]) => be === '10.99.3.22').map(([p]) => p);
-  t.is(ok.body.flows.cut, tcpOn22.length, 'TCP flows of the removed backend marked to be reset');
+  t.is(ok.body.flows.cut, on22 + tcpOn22.length, 'flows of the removed backend marked removed (TCP to be reset, UDP to move)');
   t.is(ok.body.flows.removed, 0);
+  t.is(ok.body.flows.scanned, 600 + 60, 'every record translated');
   t.true(ok.body.flows.remapped > 0, 'reordered backends remapped');
   const ev = s.logs.map((l) => JSON.parse(l)).find((e) => e.event === 'config_reloaded');
   t.truthy(ev);
   t.is(ev.backendsAdded, 1);
   t.is(ev.backendsRemoved, 1);
-  t.is(ev.flowsMoved, on22);
+  t.is(ev.flowsCut, on22 + tcpOn22.length);
 
   const after = await udpFlows(t, s, range(10000, 600));
   for (const [p, be] of before) {
     if (be === '10.99.3.22') t.not(after.get(p), '10.99.3.22', `flow ${p} moved off the removed backend`);
     else t.is(after.get(p), be, `flow ${p} stays on ${be}`);
   }
+  t.is(s.b.forwarder.stats.udpMovedBackendDown, on22, 'UDP flows of the removed backend moved at their next packet');
   // TCP flows on kept backends: the next segment goes to the same backend, the reply comes back from the VIP.
   const kept = [...tcpBe].filter(([, be]) => be !== '10.99.3.22');
   for (const [p] of kept) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 1, ack: 1 }));
