@@ -39,7 +39,6 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { TunlbError, ErrorCodes, isTunlbError } from '../errors';
@@ -48,7 +47,7 @@ import { FlowFlags } from '../flow';
 import type { BalancerControl, BalancerView } from './balancer-view';
 import { snapshotStats } from './snapshot';
 import { FlowScan, flowQueryFromParams, type FlowQuery } from './flow-listing';
-import { SLICE_MS, yieldToLoop, runSliced } from './time-slice';
+import { runSliced } from './time-slice';
 import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
 
@@ -61,7 +60,7 @@ const FAILOVER_QUIET_S = 5;
 const FLOW_COUNT_TTL_MS = 2000;
 /** Live entries per scan step of the flow counts and of the flows listing (well under a slice). */
 const COUNT_STEP = 4096;
-const LIST_STEP = 1024;
+const LIST_STEP = 512;
 
 export interface AdminEvent {
   /** ISO time. */
@@ -491,22 +490,25 @@ async function streamFlows(res: ServerResponse, b: BalancerView, query: FlowQuer
   res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
   res.write('{"flows":[');
   let first = true;
-  for (;;) {
-    const end = performance.now() + SLICE_MS;
+  let drained: Promise<void> | null = null;
+  // One step: up to LIST_STEP live entries, their rows written at once; a full socket buffer
+  // ends the job until 'drain' (then a new job: the next step is again on a slice's turn). The
+  // 'drain' listener goes on at once: the socket may drain before the job's promise settles.
+  const step = (): boolean => {
+    const done = scan.step(LIST_STEP);
     let chunk = '';
-    let done: boolean;
-    do {
-      done = scan.step(LIST_STEP);
-      for (const row of scan.takeRows()) {
-        chunk += first ? JSON.stringify(row) : `,${JSON.stringify(row)}`;
-        first = false;
-      }
-    } while (!done && performance.now() < end);
-    const roomLeft = chunk === '' || res.write(chunk);
-    if (done) break;
+    for (const row of scan.takeRows()) {
+      chunk += first ? JSON.stringify(row) : `,${JSON.stringify(row)}`;
+      first = false;
+    }
+    if (chunk !== '' && !res.write(chunk)) drained = drainedOrClosed(res);
+    return done || drained !== null;
+  };
+  while (!scan.done) {
+    drained = null;
+    await runSliced(step, { stop: () => res.destroyed });
     if (res.destroyed) return;
-    await (roomLeft ? yieldToLoop() : drainedOrClosed(res));
-    if (res.destroyed) return;
+    if (drained !== null && !scan.done) await drained;
   }
   res.end(`],${JSON.stringify(scan.summary()).slice(1)}\n`);
 }

@@ -42,14 +42,15 @@ import { snapshotStats, type BalancerSnapshot } from './snapshot';
 import { L2Socket, interfaceInfo } from '../dataplane/l2-socket';
 import { NeighbourTable } from '../dataplane/neighbours';
 import { reloadConfig, type ReloadResult } from './reload';
-import { SLICE_MS, runSliced, yieldToLoop } from './time-slice';
+import { runSliced, yieldToLoop } from './time-slice';
 
 /**
  * Flow-table entry ids examined per expiry tick (every EXPIRY_INTERVAL_MS), in steps of
- * EXPIRY_STEP, and at most SLICE_MS of work per tick: examining an id costs nanoseconds, but
- * removing an expired flow ~1-2 us, so when a mass of flows expires at once (a flood's records,
- * 65,536 removals: 50-130 ms measured) the tick stops at the slice and the sweep goes on at the
- * next (expired flows are also removed by lookups and inserts that meet them).
+ * EXPIRY_STEP run in the shared time slices (src/control/time-slice.ts): examining an id costs
+ * nanoseconds, but removing an expired flow ~1-2 us, so when a mass of flows expires at once (a
+ * flood's records: 65,536 removals took 50-130 ms in one call) the sweep is spread over turns
+ * of the loop. A tick whose sweep has not finished is skipped (expired flows are also removed
+ * by the lookups and inserts that meet them).
  */
 const EXPIRY_BUDGET = 65536;
 const EXPIRY_STEP = 1024;
@@ -89,6 +90,8 @@ export class Balancer {
   #rebuildWanted = false;
   #admin: AdminServer | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
+  /** An expiry sweep is running in the time slices. */
+  #expiring = false;
   #stopped = false;
   #configPath = '';
   /** The last reload (settled or not): the next one starts after it. */
@@ -399,14 +402,22 @@ export class Balancer {
     this.#expiryTimer = setInterval(() => this.#expireSlice(), EXPIRY_INTERVAL_MS);
   }
 
-  /** One expiry tick: up to EXPIRY_BUDGET ids, in EXPIRY_STEP steps, within SLICE_MS. */
+  /** One expiry tick: up to EXPIRY_BUDGET ids, in EXPIRY_STEP steps, in the shared slices. */
   #expireSlice(): void {
+    if (this.#expiring) return;
+    this.#expiring = true;
     const now = this.nowSec();
-    const end = performance.now() + SLICE_MS;
-    for (let n = 0; n < EXPIRY_BUDGET; n += EXPIRY_STEP) {
-      this.table.expire(now, EXPIRY_STEP);
-      if (performance.now() >= end) return;
-    }
+    let n = 0;
+    void runSliced(
+      () => {
+        this.table.expire(now, EXPIRY_STEP);
+        n += EXPIRY_STEP;
+        return n >= EXPIRY_BUDGET;
+      },
+      { stop: () => this.#stopped },
+    ).finally(() => {
+      this.#expiring = false;
+    });
   }
 
   /** How GSO super-packets to peers are sent (logged at start): split to the MTU, or whole and why. */
