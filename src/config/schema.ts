@@ -59,6 +59,12 @@ const listenAddress = () =>
     }
   });
 
+/** A DNS host name (letters, digits, "-", "_", dots; 1..253 chars; no port, no IP literal). */
+const hostName = () =>
+  z
+    .string()
+    .regex(/^(?=.{1,253}$)(?!\d+(\.\d+){3}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/);
+
 /** The raw `ports` value: "*" or a list of ports and "a-b" ranges (see ports.ts). */
 export type RawPorts = '*' | (number | string)[];
 const portSpec = () =>
@@ -246,8 +252,17 @@ export const FlowTableSchema = z.strictObject({
 export const AdminSchema = z.strictObject({
   /** Admin API listen address, IP literal and port. Default 127.0.0.1:9180. */
   listen: listenAddress().default('127.0.0.1:9180'),
-  /** File holding the admin API bearer token; relative to the config file. Default: none (no token). */
+  /**
+   * File holding the admin API bearer token; relative to the config file; mode 0600 (refused when
+   * group or others may read it). Required when `listen` is not a loopback address. Default: none.
+   */
   token_file: z.string().min(1).optional(),
+  /**
+   * Host names under which browsers may reach the admin API (Host and Origin headers), besides IP
+   * literals and `localhost`: e.g. the name of a reverse proxy. Anything else is refused (403),
+   * which stops DNS rebinding. Default: none.
+   */
+  allowed_hosts: z.array(hostName()).max(64).default([]),
 });
 
 export const LogSchema = z.strictObject({
@@ -340,7 +355,8 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'flow_table.timeouts.udp_s': { expect: 'an integer 1..604800 (seconds)', default: '30' },
   'flow_table.timeouts.icmp_s': { expect: 'an integer 1..604800 (seconds)', default: '10' },
   'admin.listen': { expect: '"ip:port" or "[ipv6]:port"', default: '127.0.0.1:9180' },
-  'admin.token_file': { expect: 'a file path', default: 'none' },
+  'admin.token_file': { expect: 'a file path (mode 0600)', default: 'none' },
+  'admin.allowed_hosts': { expect: 'a list of host names (no port), e.g. [tunlb-admin.example.net]', default: '[]' },
   'log.level': { expect: LOG_LEVELS.join(', '), default: 'info' },
   // Sections (mappings / lists) themselves, for "missing" and "wrong type" messages.
   cluster: { expect: 'a mapping with id and key_file or key_env', default: 'required' },

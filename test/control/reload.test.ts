@@ -14,6 +14,7 @@ import { writeFileSync as write } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import type { FakeWritten } from '../helpers/fake-tun';
 import { formatIp } from '../../src/packet/addr';
+import { BACKEND_ELIGIBLE } from '../../src/decision/forwarding-table';
 import * as P from '../helpers/packets';
 import { CLIENT, VIP } from '../helpers/fixtures';
 import { startBalancer, until as untilShared, type StartedBalancer } from '../helpers/balancer-harness';
@@ -115,8 +116,9 @@ test('drain: a drained backend gets no new flows over 3000, its existing flows s
   t.is(d.status, 200);
   t.true(d.body.changed);
   const gen = s.b.forwarder.forwarding.generation;
-  t.true(await until(() => s.b.forwarder.forwarding !== undefined && !s.b.health.eligible(0, 1)));
-  await new Promise((r) => setTimeout(r, 20)); // the rebuild runs on setImmediate
+  t.true(await until(() => !s.b.health.eligible(0, 1)));
+  // The rebuild runs in the time slices: wait for the table that takes no new flows there.
+  t.true(await until(() => (s.b.forwarder.forwarding.backendUp[0]![1]! & BACKEND_ELIGIBLE) === 0), 'table rebuilt without 10.99.3.22');
   t.is(s.b.forwarder.forwarding.generation, gen);
   const list = await call(`http://${s.admin}/api/v1/backends`);
   t.is(list.status, 200);
@@ -136,7 +138,7 @@ test('drain: a drained backend gets no new flows over 3000, its existing flows s
   const u = await call(`http://${s.admin}/api/v1/backends/undrain`, 'POST', { vip: 'web4', address: '10.99.3.22' });
   t.is(u.status, 200);
   t.true(await until(() => s.b.health.eligible(0, 1)));
-  await new Promise((r) => setTimeout(r, 20));
+  t.true(await until(() => (s.b.forwarder.forwarding.backendUp[0]![1]! & BACKEND_ELIGIBLE) !== 0), 'table rebuilt with 10.99.3.22');
   const after = await udpFlows(t, s, range(40000, 300));
   t.true([...after.values()].filter((be) => be === '10.99.3.22').length > 50, 'new flows reach it again after undrain');
 });
