@@ -20,7 +20,7 @@
  * The admin subcommands (stats, flows, status, backends, drain, undrain, ready, reload) send the bearer
  * token of --token-file FILE (or $TUNLB_ADMIN_TOKEN_FILE) when the endpoint has admin.token_file.
  */
-import { readFileSync } from 'node:fs';
+import { loadTokenFile } from '../config/secret';
 import { Command, Option } from 'commander';
 import { Balancer } from '../control/balancer';
 import { loadConfig, formatConfigErrors } from '../config';
@@ -327,7 +327,9 @@ function drainNote(x: BackendRow, nowMs: number): string {
 async function adminCall(opts: AdminOpts, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
   const admin = opts.admin;
   const headers: Record<string, string> = {};
-  if (body !== undefined) headers['content-type'] = 'application/json';
+  // The endpoint takes POST bodies as application/json only (src/control/admin-guard.ts).
+  const payload = method === 'POST' ? JSON.stringify(body ?? {}) : undefined;
+  if (payload !== undefined) headers['content-type'] = 'application/json';
   const token = adminToken(opts);
   if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
   let res: Response;
@@ -336,7 +338,7 @@ async function adminCall(opts: AdminOpts, method: 'GET' | 'POST', path: string, 
     res = await fetch(`http://${admin}${path}`, {
       method,
       headers,
-      body: body !== undefined ? JSON.stringify(body) : undefined,
+      body: payload,
     });
     json = (await res.json()) as typeof json;
   } catch (e) {
@@ -362,14 +364,11 @@ interface AdminOpts {
 function adminToken(opts: AdminOpts): string | undefined {
   const file = opts.tokenFile ?? process.env['TUNLB_ADMIN_TOKEN_FILE'];
   if (file === undefined || file === '') return undefined;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8').trim();
-  } catch (e) {
-    throw new TunlbError(ErrorCodes.USAGE, `admin token file ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  if (text === '' || /\s/.test(text)) throw new TunlbError(ErrorCodes.USAGE, `admin token file ${file} must hold one token on one line`);
-  return text;
+  // The same rules as the balancer's admin.token_file (src/config/secret.ts): a file group or
+  // others may access is refused, as ssh refuses such a private key.
+  const r = loadTokenFile(file);
+  if (!r.ok) throw new TunlbError(ErrorCodes.USAGE, `admin ${r.message} (fix: ${r.fix})`);
+  return r.token;
 }
 
 interface FlowsOpts {

@@ -25,10 +25,28 @@
  *                         400 {error, code, errors[]} when refused (the running config stays)
  *
  * Bearer token (config `admin.token_file`): read once at start (surrounding whitespace
- * trimmed; an empty or unreadable file fails the start with one line). When set, /api/* and
- * /metrics need `Authorization: Bearer <token>` (401 otherwise, compared in constant time);
- * `/` and `/healthz` do not: the page takes the token from `?token=` (kept in the tab's
- * sessionStorage, removed from the address bar) or asks for it on the first 401.
+ * trimmed; an empty or unreadable file, or one group or others may access, fails the start with
+ * one line). When set, /api/* and /metrics need `Authorization: Bearer <token>` (401 otherwise,
+ * compared in constant time); `/` and `/healthz` do not: the page takes the token from `?token=`
+ * (kept in the tab's sessionStorage, removed from the address bar) or asks for it on the first
+ * 401. Listening beyond loopback without a token is refused at start (config check, and here for
+ * the `--admin` override).
+ *
+ * Requests from browsers (docs/operations.md "The admin API and its security rules"), checked
+ * in this order before anything else runs:
+ *   - Host (every path but /healthz): an IP literal, `localhost`, or a name of
+ *     `admin.allowed_hosts` (port ignored); anything else is 403: a DNS-rebinding page (its
+ *     name resolved to this address) reads nothing.
+ *   - Origin (when present): its host[:port] must be the request's Host, or its host a name of
+ *     `admin.allowed_hosts`; `null` and anything else are 403: another site's page in the
+ *     operator's browser can neither drain nor reload.
+ *   - the token (above), 401.
+ *   - POST bodies: `Content-Type: application/json` (parameters allowed), else 415. A page can
+ *     send text/plain or a form cross-site without a CORS preflight, never application/json;
+ *     the preflight (OPTIONS) is answered 405.
+ *
+ * Whole-table work (the flows listing, flow counts, a reload) runs in time slices
+ * (src/control/time-slice.ts): no request holds the event loop longer than a slice.
  *
  * Events (/api/v1/events, /api/v1/status): the cluster's membership events (peer up,
  * suspect, down, restarted, serving, syncing, draining; src/cluster/cluster-node.ts) merged
@@ -39,10 +57,12 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { readFileSync } from 'node:fs';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { TunlbError, ErrorCodes, isTunlbError } from '../errors';
 import { formatConfigErrors } from '../config';
+import { parseIpAddress } from '../config/address';
+import { loadTokenFile } from '../config/secret';
+import { checkBrowserRequest, isJson } from './admin-guard';
 import { FlowFlags } from '../flow';
 import type { BalancerControl, BalancerView } from './balancer-view';
 import { snapshotStats } from './snapshot';
@@ -135,7 +155,13 @@ export class AdminServer {
     const m = /^\[?([^\]]+)\]?:(\d+)$/.exec(hostPort);
     if (!m) throw new TunlbError(ErrorCodes.USAGE, `admin listen address "${hostPort}" is not host:port`);
     const token = readToken(b.config.admin.tokenFile);
-    const state = new AdminState(b, token);
+    if (token === null && !isLoopbackHost(m[1]!)) {
+      throw new TunlbError(
+        ErrorCodes.ADMIN,
+        `admin endpoint ${hostPort} is not on a loopback address and admin.token_file is not set: refusing to open the admin API (drain, reload, flows) to the network; set admin.token_file, or listen on 127.0.0.1 or [::1]`,
+      );
+    }
+    const state = new AdminState(b, token, b.config.admin.allowedHosts ?? []);
     const server = createServer((req, res) => {
       try {
         void handle(req, res, b, state).catch((e) => fail(res, e));
@@ -169,16 +195,16 @@ export class AdminServer {
 /** The token from `admin.token_file`, or null; throws ADMIN with one line if it is unusable. */
 function readToken(file: string | null): Buffer | null {
   if (file === null) return null;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  const token = text.trim();
-  if (token === '') throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file ${file} is empty: put the bearer token in it`);
-  if (/\s/.test(token)) throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file ${file} holds whitespace inside the token: one token, one line`);
-  return digest(token);
+  const r = loadTokenFile(file);
+  if (!r.ok) throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file: ${r.message} (fix: ${r.fix})`);
+  return digest(r.token);
+}
+
+/** True for a loopback listen host: 127.0.0.0/8, ::1, localhost (what admin.listen allows without a token). */
+function isLoopbackHost(host: string): boolean {
+  if (host.toLowerCase() === 'localhost') return true;
+  const a = parseIpAddress(host);
+  return typeof a !== 'string' && a.isLoopback;
 }
 
 function digest(s: string): Buffer {
@@ -201,9 +227,13 @@ class AdminState {
   #failoverQuietS = 0;
   #failoverEpisode = 0;
 
-  constructor(b: BalancerView, token: Buffer | null) {
+  /** admin.allowed_hosts (lower case). */
+  readonly allowedHosts: readonly string[];
+
+  constructor(b: BalancerView, token: Buffer | null, allowedHosts: readonly string[]) {
     this.#b = b;
     this.token = token;
+    this.allowedHosts = allowedHosts;
     this.metrics = new Metrics(b);
     this.#lastGeneration = b.forwarder.forwarding.generation;
     this.#sample();
@@ -546,8 +576,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
   if (post ? req.method !== 'POST' : req.method !== 'GET' && req.method !== 'HEAD') {
     return send(405, { error: 'method not allowed' }, { allow: post ? 'POST' : 'GET, HEAD' });
   }
+  const refusal = checkBrowserRequest(req.headers, path, state.allowedHosts);
+  if (refusal !== null) return send(refusal.status, { error: refusal.error });
   if ((path.startsWith('/api/') || path === '/metrics') && !state.authorized(req)) {
     return send(401, { error: 'bearer token required: Authorization: Bearer <token> (admin.token_file)' }, { 'www-authenticate': 'Bearer realm="tunlb"' });
+  }
+  if (post && !isJson(req.headers['content-type'])) {
+    return send(415, { error: 'POST needs Content-Type: application/json (with a JSON body, {} when there are no arguments)' }, { 'accept-post': 'application/json' });
   }
   switch (path) {
     case '/':

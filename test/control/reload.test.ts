@@ -109,7 +109,9 @@ test('drain: a drained backend gets no new flows over 3000, its existing flows s
   t.is(badVip.status, 400);
   t.regex(badVip.body.error, /no VIP "nope"/);
   const noBody = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST');
-  t.is(noBody.status, 400);
+  t.is(noBody.status, 415, 'a POST without Content-Type: application/json');
+  const emptyBody = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST', {});
+  t.is(emptyBody.status, 400);
   t.is((await call(`http://${s.admin}/api/v1/backends/drain`)).status, 405);
 
   const d = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST', { vip: 'web4', address: '10.99.3.22' });
@@ -156,7 +158,7 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
 
   // Invalid: refused with the errors, nothing changes.
   write(s.path, yaml(['{ address: 10.99.3.21 }', '{ address: not-an-address }']));
-  const bad = await call(`http://${s.admin}/api/v1/reload`, 'POST');
+  const bad = await call(`http://${s.admin}/api/v1/reload`, 'POST', {});
   t.is(bad.status, 400);
   t.true(Array.isArray(bad.body.errors) && bad.body.errors.length > 0);
   t.regex(bad.body.errors.join('\n'), /not-an-address/);
@@ -166,14 +168,14 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
   for (const [p, be] of before) t.is(still.get(p), be);
   // A changed balancer list is refused too.
   write(s.path, yaml(['{ address: 10.99.3.21 }']).replace('  - { id: lb1, address: 10.99.2.11 }', '  - { id: lb1, address: 10.99.2.11 }\n  - { id: lb2, address: 10.99.2.12 }'));
-  const bal = await call(`http://${s.admin}/api/v1/reload`, 'POST');
+  const bal = await call(`http://${s.admin}/api/v1/reload`, 'POST', {});
   t.is(bal.status, 400);
   t.regex(bal.body.error, /balancer list changed/);
   t.is(s.b.forwarder.forwarding.generation, gen);
 
   // Reorder (23 first), add 24, remove 22, reweight 21.
   write(s.path, yaml(['{ address: 10.99.3.24 }', '{ address: 10.99.3.23, port: 8080 }', '{ address: 10.99.3.21, weight: 3 }']));
-  const ok = await call(`http://${s.admin}/api/v1/reload`, 'POST');
+  const ok = await call(`http://${s.admin}/api/v1/reload`, 'POST', {});
   t.is(ok.status, 200, JSON.stringify(ok.body));
   t.is(ok.body.generation, gen + 1);
   t.deepEqual(ok.body.backends.added, ['web4 10.99.3.24']);
