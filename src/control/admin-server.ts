@@ -156,9 +156,10 @@ export class AdminServer {
     if (!m) throw new TunlbError(ErrorCodes.USAGE, `admin listen address "${hostPort}" is not host:port`);
     const token = readToken(b.config.admin.tokenFile);
     if (token === null && !isLoopbackHost(m[1]!)) {
+      // Only `tunlb run --admin` can get here (the config check refuses admin.listen so): a usage error.
       throw new TunlbError(
-        ErrorCodes.ADMIN,
-        `admin endpoint ${hostPort} is not on a loopback address and admin.token_file is not set: refusing to open the admin API (drain, reload, flows) to the network; set admin.token_file, or listen on 127.0.0.1 or [::1]`,
+        ErrorCodes.USAGE,
+        `admin endpoint ${hostPort} (--admin) is not on a loopback address and admin.token_file is not set: refusing to open the admin API (drain, reload, flows) to the network; set admin.token_file, or listen on 127.0.0.1 or [::1]`,
       );
     }
     const state = new AdminState(b, token, b.config.admin.allowedHosts ?? []);

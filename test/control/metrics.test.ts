@@ -246,8 +246,8 @@ test('admin: an empty, missing or world-readable token file, or --admin beyond l
   writeFileSync(path, config(''));
   const dev = new FakeTunDevice();
   const e = await t.throwsAsync(Balancer.start({ configPath: path, id: 'lb1', device: dev, adminListen: '0.0.0.0:0', logger: quiet }));
-  t.true(isTunlbError(e, ErrorCodes.ADMIN), String(e));
-  t.regex(e!.message, /0\.0\.0\.0:0 is not on a loopback address and admin\.token_file is not set: .*set admin\.token_file, or listen on 127\.0\.0\.1 or \[::1\]/);
+  t.true(isTunlbError(e, ErrorCodes.USAGE), String(e));
+  t.regex(e!.message, /0\.0\.0\.0:0 \(--admin\) is not on a loopback address and admin\.token_file is not set: .*set admin\.token_file, or listen on 127\.0\.0\.1 or \[::1\]/);
   t.true(dev.closed, 'device released');
 });
 

@@ -1,7 +1,7 @@
 /**
  * The time-slice scheduler (src/control/time-slice.ts): jobs share one slice per turn of the
  * event loop, timers run between slices, a job never starts in its caller's turn, a throwing
- * step ends only its own job, `stop` ends a job early.
+ * step ends only its own job, `stop` ends a job early. Serial: the scheduler is one per process.
  */
 import test from 'ava';
 import { performance } from 'node:perf_hooks';
@@ -18,7 +18,7 @@ function busyJob(ms: number, n: number, log: { at: number; ms: number }[]): () =
   };
 }
 
-test('two jobs share the slices; between two timer ticks the steps take at most one slice and one step', async (t) => {
+test.serial('two jobs share the slices; between two timer ticks the steps take at most one slice and one step', async (t) => {
   const log: { at: number; ms: number }[] = [];
   const ticks: number[] = [];
   const timer = setInterval(() => ticks.push(performance.now()), 1);
@@ -40,7 +40,7 @@ test('two jobs share the slices; between two timer ticks the steps take at most 
   t.true(ticks.length >= 10, 'the timer ran during the jobs');
 });
 
-test('a job never starts in its caller\'s turn, nor in the check phase of that turn', async (t) => {
+test.serial('a job never starts in its caller\'s turn, nor in the check phase of that turn', async (t) => {
   const order: string[] = [];
   const done = runSliced(() => {
     order.push('step');
@@ -54,7 +54,7 @@ test('a job never starts in its caller\'s turn, nor in the check phase of that t
   t.deepEqual(order, ['caller', 'microtask', 'immediate queued after the job', 'step']);
 });
 
-test('a throwing step rejects its own job only; stop ends a job with false', async (t) => {
+test.serial('a throwing step rejects its own job only; stop ends a job with false', async (t) => {
   let other = 0;
   const bad = runSliced(() => {
     throw new Error('boom');
