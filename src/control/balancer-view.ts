@@ -45,8 +45,8 @@ export interface BalancerView extends FlowSource {
 /** The admin endpoint's view: the readers' one plus the commands it serves. */
 export interface BalancerControl extends BalancerView {
   readonly health: Pick<HealthMonitor, 'states' | 'stats' | 'drain' | 'undrain'>;
-  /** Reloads the config file; throws TunlbError when refused (nothing changed). */
-  reload(): ReloadResult;
+  /** Reloads the config file; resolves when its remap is over, rejects with TunlbError when refused (nothing changed). */
+  reload(): Promise<ReloadResult>;
   /** `tunlb drain-self` / `undrain-self` (src/control/balancer.ts). */
   drainSelf(): Promise<void>;
   undrainSelf(): Promise<void>;

@@ -7,7 +7,7 @@
  * peers' sockets).
  */
 import test from 'ava';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Balancer } from '../../src/control/balancer';
@@ -221,25 +221,36 @@ test('admin: with admin.token_file, /api/* and /metrics need the bearer token; /
   t.is(m.get('tunlb_flows_active'), 0);
 });
 
-test('admin: an empty or missing token file fails the start with one line', async (t) => {
+test('admin: an empty, missing or world-readable token file, or --admin beyond loopback without a token, fails the start with one line', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tunlb-metrics-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'cluster.key'), KEY, { mode: 0o600 });
-  writeFileSync(join(dir, 'empty.token'), '  \n');
+  writeFileSync(join(dir, 'empty.token'), '  \n', { mode: 0o600 });
+  writeFileSync(join(dir, 'open.token'), `${TOKEN}\n`);
+  chmodSync(join(dir, 'open.token'), 0o644);
   const quiet = createLogger({ level: 'silent' });
   for (const [file, re] of [
-    ['empty.token', /admin\.token_file .*empty\.token is empty/],
-    ['missing.token', /admin\.token_file .*missing\.token cannot be read: ENOENT/],
+    ['empty.token', /admin\.token_file: token file .*empty\.token is empty/],
+    ['missing.token', /admin\.token_file: token file .*missing\.token does not exist/],
+    ['open.token', /admin\.token_file: token file .*open\.token has mode 0644: readable by group and others/],
   ] as const) {
     const path = join(dir, `${file}.yaml`);
     writeFileSync(path, config(`, token_file: ${file}`));
     const dev = new FakeTunDevice();
     const e = await t.throwsAsync(Balancer.start({ configPath: path, id: 'lb1', device: dev, adminListen: '127.0.0.1:0', logger: quiet }));
-    t.true(isTunlbError(e, ErrorCodes.ADMIN), String(e));
+    t.true(isTunlbError(e, ErrorCodes.CONFIG_INVALID), String(e));
     t.regex(e!.message, re);
     t.false(e!.message.includes('\n'));
-    t.true(dev.closed, 'device released');
+    t.false(e!.message.includes(TOKEN), 'the token is never echoed');
   }
+  // The --admin override is checked too (the config's admin.listen is loopback).
+  const path = join(dir, 'plain.yaml');
+  writeFileSync(path, config(''));
+  const dev = new FakeTunDevice();
+  const e = await t.throwsAsync(Balancer.start({ configPath: path, id: 'lb1', device: dev, adminListen: '0.0.0.0:0', logger: quiet }));
+  t.true(isTunlbError(e, ErrorCodes.USAGE), String(e));
+  t.regex(e!.message, /0\.0\.0\.0:0 \(--admin\) is not on a loopback address and admin\.token_file is not set: .*set admin\.token_file, or listen on 127\.0\.0\.1 or \[::1\]/);
+  t.true(dev.closed, 'device released');
 });
 
 test('metrics: peer state, status, live, RTT histogram (one observation per ack), failovers, rejects, batch sizes', async (t) => {
