@@ -313,6 +313,8 @@ export class Replicator {
   #rBackend = 0;
 
   // bulk sync
+  /** What bulk sync needs of this replicator (record selection and apply rules): the datagram sync below and the sync stream (src/cluster/sync-stream.ts). */
+  readonly syncHost: SyncHost;
   readonly #syncServer: BulkSyncServer;
   readonly #syncClient: BulkSyncClient;
 
@@ -369,7 +371,7 @@ export class Replicator {
     this.refreshCycleTicks = Math.max(1, Math.round((cycleS * 1000) / tickMs));
     this.refreshChunk = Math.max(64, Math.ceil(cap / this.refreshCycleTicks));
 
-    const host: SyncHost = {
+    const host: SyncHost = (this.syncHost = {
       table: this.table,
       signer: opts.signer,
       sendTo: opts.sendTo,
@@ -379,7 +381,7 @@ export class Replicator {
       defer: opts.defer ?? ((fn) => setImmediate(fn)),
       log: opts.log,
       peerName: (i) => opts.balancerIds?.[i],
-    };
+    });
     this.#syncServer = new BulkSyncServer(host, this.stats, {
       ...(opts.syncMaxJobs !== undefined ? { maxJobs: opts.syncMaxJobs } : {}),
       ...(opts.syncStepMs !== undefined ? { stepMs: opts.syncStepMs } : {}),
