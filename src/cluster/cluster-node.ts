@@ -208,8 +208,16 @@ export class ClusterNode {
     const m = this.membership;
     const c = this.#config;
     const deadline = performance.now() + SYNC_DISCOVERY_MS;
+    // Serving peers in ring order after this balancer (lb2 asks lb3 first, lb3 asks lb1): when
+    // several balancers restart, their syncs spread over the peers instead of all loading the
+    // first one.
+    const n = c.balancers.length;
     const servingPeers = (): number[] =>
-      m.peers().filter((p) => p.index !== m.selfIndex && m.stateOf(p.index) === PeerState.UP && p.status === 'serving').map((p) => p.index);
+      m
+        .peers()
+        .filter((p) => p.index !== m.selfIndex && m.stateOf(p.index) === PeerState.UP && p.status === 'serving')
+        .map((p) => p.index)
+        .sort((a, b) => ((a - m.selfIndex + n) % n) - ((b - m.selfIndex + n) % n));
     while (performance.now() < deadline && servingPeers().length === 0 && !this.#closed) {
       await new Promise((r) => setTimeout(r, 20));
     }

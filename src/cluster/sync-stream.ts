@@ -15,10 +15,12 @@
  *   not serving itself (`isServing`: its own table may be incomplete), when `maxSessions`
  *   answers run (BUSY: the requester tries another peer), or when from_cursor > 65536. A new
  *   request from a requester ends its older connections (a requester runs one session at a time).
- * - Snapshot: the table in sync order (src/cluster/sync-order.ts), built in steps. A resumed
- *   request (from_cursor > 0) from the same requester incarnation reuses the snapshot of its
- *   broken session (kept `snapshotTtlMs` after its connection closed), so resuming costs no
- *   table walk; otherwise a fresh one is built. The first chunk (no records) carries
+ * - Snapshot: the table in sync order (src/cluster/sync-order.ts), built in steps. A request
+ *   from the same requester incarnation as a broken session (a resume, or a restart from 0
+ *   when nothing was applied yet) reuses that session's snapshot (kept `snapshotTtlMs` after
+ *   its connection closed), so retrying costs no table walk: flows created since the snapshot
+ *   reached the requester by replication, which it has been listening to since before its
+ *   first request. Otherwise a fresh one is built. The first chunk (no records) carries
  *   snapshot_records at once, for the requester's progress report.
  * - Streaming: chunks of about `chunkBytes` of records (~900 IPv4 records at 32 KiB), each one
  *   frame; records are filled when sent (SyncHost.fillSyncRecord), so entries that ended since
@@ -377,7 +379,7 @@ export class SyncStreamServer {
     c.from = from;
     const cached = this.#cache.get(c.peer);
     if (cached !== undefined && cached.timer !== undefined) clearTimeout(cached.timer);
-    if (cached !== undefined && from > 0 && cached.incarnation === c.requesterIncarnation) {
+    if (cached !== undefined && cached.incarnation === c.requesterIncarnation) {
       cached.timer = undefined;
       c.snapshot = cached.snapshot;
       this.#stats.syncSnapshotsReused++;

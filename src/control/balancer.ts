@@ -15,6 +15,10 @@
  *   8. cluster: bulk sync from a live peer (this balancer reports SYNCING meanwhile, so no
  *      peer sends it flows), then SERVING; read loops armed
  *
+ * Readiness (what a route announcement hooks, e.g. BGP for ECMP): `serving` turns true once
+ * step 8 is done and the read loops run, and false at stop(); `onServingChange` (or the
+ * option of the same name, registered before the sync starts) is called on each change.
+ *
  * Shutdown (SIGTERM/SIGINT or `stop()`): stop reading, close the admin endpoint, release the
  * TUN device (the kernel removes it and its routes), log final counters. Idempotent.
  *
@@ -61,6 +65,8 @@ export interface BalancerOptions {
   /** For tests: a device to use instead of opening the configured TUN device. */
   device?: TunLike;
   logger?: Logger;
+  /** Called with true when this balancer serves (after its bulk sync) and false when it stops. */
+  onServingChange?: (serving: boolean, reason: string) => void;
 }
 
 export class Balancer {
@@ -91,6 +97,8 @@ export class Balancer {
   #admin: AdminServer | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
   #stopped = false;
+  #serving = false;
+  readonly #servingListeners = new Set<(serving: boolean, reason: string) => void>();
   #configPath = '';
 
   private constructor(
@@ -240,6 +248,8 @@ export class Balancer {
       throw e;
     }
     b.#arm();
+    if (opts.onServingChange !== undefined) b.#servingListeners.add(opts.onServingChange);
+    b.#setServing(true, cluster === undefined ? 'cluster of one' : cluster.syncedFrom !== null ? `bulk sync from ${cluster.syncedFrom} done` : 'no serving peer to sync from');
     log.info(
       {
         event: 'balancer_started',
@@ -257,6 +267,29 @@ export class Balancer {
       `balancer ${self.balancer.id} serving on ${device.name}`,
     );
     return b;
+  }
+
+  /** True while this balancer serves (see "Readiness" in the header). */
+  get serving(): boolean {
+    return this.#serving;
+  }
+
+  /** Calls fn(serving, reason) on every change of `serving`; returns the unsubscribe function. */
+  onServingChange(fn: (serving: boolean, reason: string) => void): () => void {
+    this.#servingListeners.add(fn);
+    return () => this.#servingListeners.delete(fn);
+  }
+
+  #setServing(serving: boolean, reason: string): void {
+    if (this.#serving === serving) return;
+    this.#serving = serving;
+    for (const fn of [...this.#servingListeners]) {
+      try {
+        fn(serving, reason);
+      } catch (e) {
+        this.log.warn({ event: 'readiness_listener_failed', err: String(e) }, 'a readiness listener threw');
+      }
+    }
   }
 
   /** Seconds since start (the flow table's clock). */
@@ -422,6 +455,7 @@ export class Balancer {
   async stop(reason = 'stop'): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.#setServing(false, reason);
     if (this.#expiryTimer) clearInterval(this.#expiryTimer);
     this.health.stop();
     this.cluster?.close();
