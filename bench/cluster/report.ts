@@ -457,7 +457,11 @@ function syncRows(kv: Map<string, number>, rows: Array<[string, string, string]>
       `**serving ${servingMs !== undefined && servingMs >= 0 ? `${fmt(servingMs / 1000, 2)} s` : 'NOT within 60 s'} after \`lab.sh start\`** (lb1 sees it up and serving); ` +
         `its sync: **${fmt(recs)} records from ${peer} in ${fmt(ms / 1000, 2)} s (${fmt(ms > 0 ? (recs * 1000) / ms : NaN)} records/s)**, ${fmt(num(sync?.sessions))} session(s), state ${sync?.state ?? '?'}; ` +
         `its process logged first at ${t(first)}, sync_started ${t(at('sync_started'))}, sync_done ${t(at('sync_done'))} after \`lab.sh start\`; ` +
-        `flows after the live traffic: lb2 ${fmt(after('lb2'))}, lb1 ${fmt(after('lb1'))}, lb3 ${fmt(after('lb3'))}; ` +
+        `flows before the kill: lb1 ${fmt(num(kv.get(`${tag}_before_lb1`)))}, lb2 ${fmt(num(kv.get(`${tag}_before_lb2`)))}, lb3 ${fmt(num(kv.get(`${tag}_before_lb3`)))}; ` +
+        `3 s after the live traffic: lb2 ${fmt(after('lb2'))}, lb1 ${fmt(after('lb1'))}, lb3 ${fmt(after('lb3'))}; ` +
+        (kv.get(`${tag}_converged_ms`) !== undefined
+          ? `lb2 held as many flows as lb1 (${fmt(num(kv.get(`${tag}_final_lb1`)))}) ${fmt(num(kv.get(`${tag}_converged_ms`)) / 1000, 1)} s later (replication's refresh); `
+          : `lb2 still short of lb1 90 s later (lb2 ${fmt(num(kv.get(`${tag}_final_lb2`)))}, lb1 ${fmt(num(kv.get(`${tag}_final_lb1`)))}); `) +
         `responder ${peer}: table snapshot ${fmt(num(resp?.syncSnapshotLastMs))} ms; event-loop stalls during the run: ${stalls}; peer_down events other than lb2's: ${falseDowns}`,
       code(cmd),
     ]);

@@ -380,7 +380,16 @@ sync_one() {
   sleep 3   # replication of the last live flows
   for b in "${LAB_BALANCERS[@]}"; do kv "${tag}_after_$b" "$(active "$b")"; done
   for b in "${LAB_BALANCERS[@]}"; do kv "${tag}_stalls1_$b" "$(metric "$b" tunlb_event_loop_stalls_total)"; done
-  for b in "${LAB_BALANCERS[@]}"; do stats "$b" "$OUT/$tag-$b-end.json"; done
+  for b in "${LAB_BALANCERS[@]}"; do stats "$b" "$OUT/$tag-$b-end.json"; udp_snmp "$b" >"$OUT/$tag-$b.snmp"; done
+  # Flows the responder itself lacked (records lost on the multicast before the kill) and live
+  # flows whose records lb2 lost while it was busy come with replication's refresh (every
+  # refresh_s): the time until lb2 holds as many flows as lb1 again (at most 90 s).
+  t0=$(ms)
+  for ((i = 0; i < 450; i++)); do
+    (( $(active lb2) >= $(active lb1) )) && { kv "${tag}_converged_ms" $(($(ms) - t0)); break; }
+    sleep 0.2
+  done
+  for b in "${LAB_BALANCERS[@]}"; do kv "${tag}_final_$b" "$(active "$b")"; done
   cp "$LAB_DIR/logs/lb2.log" "$OUT/$tag-lb2.log" 2>/dev/null || true
   log "$tag: flows after: lb1 $(active lb1), lb2 $(active lb2), lb3 $(active lb3)"
 }
