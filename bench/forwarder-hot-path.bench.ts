@@ -19,10 +19,10 @@ import { join } from 'node:path';
 import { tcp4, TCP_ACK, TCP_SYN } from '../test/helpers/packets';
 import type { BenchRow } from './run-micro';
 import type * as ConfigMod from '../src/config';
-import type * as HashKeyMod from '../src/cluster/hash-key';
+import type * as HashKeyMod from '../src/decision/hash-key';
 import type * as FlowMod from '../src/flow';
 import type * as ForwarderMod from '../src/dataplane/forwarder';
-import type * as FtMod from '../src/dataplane/forwarding-table';
+import type * as FtMod from '../src/decision/forwarding-table';
 import type { Forwarder } from '../src/dataplane/forwarder';
 
 // The balancer runs the tsc build (dist/); under tsx every imported binding is a getter call
@@ -31,10 +31,10 @@ const DIST = join(__dirname, '..', 'dist', 'src');
 const FROM = existsSync(join(DIST, 'dataplane', 'forwarder.js')) ? DIST : join(__dirname, '..', 'src');
 const load = <T>(rel: string): T => require(join(FROM, rel)) as T; // eslint-disable-line @typescript-eslint/no-require-imports
 const { parseConfig } = load<typeof ConfigMod>('config');
-const { deriveHashKey } = load<typeof HashKeyMod>('cluster/hash-key');
+const { deriveHashKey } = load<typeof HashKeyMod>('decision/hash-key');
 const { FlowTable } = load<typeof FlowMod>('flow');
 const { Forwarder: ForwarderClass, Action } = load<typeof ForwarderMod>('dataplane/forwarder');
-const { buildForwardingTable } = load<typeof FtMod>('dataplane/forwarding-table');
+const { buildForwardingTable } = load<typeof FtMod>('decision/forwarding-table');
 const CSUM_FULL = 0;
 const BUILD = FROM === DIST ? 'dist' : 'tsx';
 

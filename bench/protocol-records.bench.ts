@@ -10,7 +10,7 @@
  *   record key to 40 bytes (what a consumer does first).
  *
  * Targets: a rough budget, not a measurement. A forwarding core does ~185k pps
- * (DESIGN.md); with short flows (~10 packets) that is ~18k new flows/s, i.e. ~37k records/s
+ * (bench/dataplane/RESULTS.md); with short flows (~10 packets) that is ~18k new flows/s, i.e. ~37k records/s
  * (create + delete) to send per balancer, and N-1 times that to receive. The targets keep
  * replication well under a tenth of a core at that rate.
  */

@@ -6,10 +6,10 @@
  *   npx tsx bench/ranking-decision.bench.ts
  */
 import type { BenchRow } from './run-micro';
-import { buildBackendTable, BackendTable } from '../src/cluster/backend-table';
-import { buildBalancerRanking, BalancerRanking } from '../src/cluster/balancer-ranking';
-import { hashFlowKey as hashFlowKeyImport } from '../src/cluster/halfsiphash';
-import { deriveHashKey } from '../src/cluster/hash-key';
+import { buildBackendTable, BackendTable } from '../src/decision/backend-table';
+import { buildBalancerRanking, BalancerRanking } from '../src/decision/balancer-ranking';
+import { hashFlowKey as hashFlowKeyImport } from '../src/decision/halfsiphash';
+import { deriveHashKey } from '../src/decision/hash-key';
 
 const KEYS = 4096;
 // Local binding: under tsx (esbuild CommonJS) an imported function is a getter call per use,

@@ -8,9 +8,9 @@
  *   npx tsx bench/ranking-rebuild.bench.ts
  */
 import type { BenchRow } from './run-micro';
-import { BackendSpec, buildBackendTable } from '../src/cluster/backend-table';
-import { buildBalancerRanking } from '../src/cluster/balancer-ranking';
-import { deriveHashKey } from '../src/cluster/hash-key';
+import { BackendSpec, buildBackendTable } from '../src/decision/backend-table';
+import { buildBalancerRanking } from '../src/decision/balancer-ranking';
+import { deriveHashKey } from '../src/decision/hash-key';
 
 function msMedian(f: () => unknown, runs: number): number {
   f(); // warm-up

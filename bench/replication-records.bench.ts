@@ -1,6 +1,6 @@
 /**
  * Flow-record replication end to end, between two Replicators on the in-memory loopback net
- * (src/cluster/replication-loopback.ts; real signing, EnvelopeReceiver verification, apply):
+ * (test/helpers/replication-loopback.ts; real signing, EnvelopeReceiver verification, apply):
  *   npx tsx bench/replication-records.bench.ts    prints a table
  *   npm run bench:micro -- replication            via the runner (exports run())
  *
@@ -13,12 +13,12 @@
  * bulk sync: B.requestSync(A) of N flows, async delivery (setImmediate per datagram, the
  *   server's own pacing), wall clock from request to the verified done chunk.
  *
- * Targets: a forwarding core does ~185k pps (DESIGN.md); with ~10-packet flows that is ~18k
+ * Targets: a forwarding core does ~185k pps (bench/dataplane/RESULTS.md); with ~10-packet flows that is ~18k
  * new flows/s per balancer, i.e. ~37k records/s out (create + delete) and N-1 times that in.
  * A balancer's replication should stay well under a tenth of a core at that rate.
  */
 import type { BenchRow } from './run-micro';
-import { LoopbackCluster, type LoopbackMember } from '../src/cluster/replication-loopback';
+import { LoopbackCluster, type LoopbackMember } from '../test/helpers/replication-loopback';
 
 const N = 100_000;
 const ROUNDS = 3;

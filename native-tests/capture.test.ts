@@ -32,14 +32,14 @@ const children = new Set<ChildProcess>();
 /** dist/ must hold the capture code as it is in src/ (bin/tunlb runs dist). */
 function staleCapture(): string | undefined {
   for (const f of ['capture.ts', 'capture-decode.ts', 'capture-pcap.ts']) {
-    const js = path.join(REPO, 'dist', 'src', 'control', f.replace(/\.ts$/, '.js'));
+    const js = path.join(REPO, 'dist', 'src', 'capture', f.replace(/\.ts$/, '.js'));
     let built: number;
     try {
       built = statSync(js).mtimeMs;
     } catch {
       return `${js} missing: run npm run build`;
     }
-    if (statSync(path.join(REPO, 'src', 'control', f)).mtimeMs > built + 1000) return `src/control/${f} is newer than dist/: run npm run build`;
+    if (statSync(path.join(REPO, 'src', 'capture', f)).mtimeMs > built + 1000) return `src/capture/${f} is newer than dist/: run npm run build`;
   }
   return undefined;
 }

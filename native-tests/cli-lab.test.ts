@@ -35,7 +35,7 @@ const BACKENDS4 = ['10.99.3.21', '10.99.3.22', '10.99.3.23'];
 const BACKENDS6 = ['fd99:3::21', 'fd99:3::22', 'fd99:3::23'];
 const SERVER_OF: Record<string, string> = { '10.99.3.21': 'srv1', '10.99.3.22': 'srv2', '10.99.3.23': 'srv3' };
 /** The subcommands `tunlb --help` must list (a new one fails the --help test until covered here). */
-const SUBCOMMANDS = ['run', 'check-config', 'stats', 'flows', 'status', 'backends', 'drain', 'undrain', 'reload', 'capture'];
+const SUBCOMMANDS = ['run', 'check-config', 'stats', 'flows', 'status', 'backends', 'drain', 'undrain', 'ready', 'reload', 'capture'];
 /** One error line: `tunlb: MESSAGE [TUNLB_CODE]` (src/cli/main.ts). */
 const ERROR_LINE = /^tunlb: \S.* \[TUNLB_[A-Z_]+\]$/;
 
@@ -183,7 +183,13 @@ rootTest('status: three balancers up and serving, seen from each of them', async
       t.regex(out, new RegExp(`^ {2}${other} +${LBNET4[other]!.replace(/\./g, '\\.')} +${state} +serving `, 'm'), `${lb} sees ${other} ${state}: ${out}`);
     }
     t.regex(out, /^ {2}flows held here: \d+ of \d+$/m);
+    // ready: serving, both peers serving, the six checked backends healthy; exit 0
+    t.is(await ok(t, ['ready'], lb), `ready: ${lb} serving, 2/2 peers serving, 6/6 checked backends healthy\n`);
   }
+  // An admin endpoint nobody listens on: not ready (exit 3), and why.
+  const r = await tunlb(['ready', '--admin', '127.0.0.1:1'], 'lb1', 15_000);
+  t.is(r.code, 3, show(r));
+  t.regex(r.stdout, /^not ready: cannot reach the admin endpoint 127\.0\.0\.1:1/);
 });
 
 rootTest('stats, flows (table, --json, every filter), backends, with live connections', async (t) => {

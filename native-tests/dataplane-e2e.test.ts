@@ -12,9 +12,9 @@
  */
 import test from 'ava';
 import { loadConfig } from '../src/config';
-import { deriveHashKey } from '../src/cluster/hash-key';
-import { hashFlowKey } from '../src/cluster/halfsiphash';
-import { buildForwardingTable } from '../src/dataplane/forwarding-table';
+import { deriveHashKey } from '../src/decision/hash-key';
+import { hashFlowKey } from '../src/decision/halfsiphash';
+import { buildForwardingTable } from '../src/decision/forwarding-table';
 import { keyFromParts } from '../src/packet/flow-key';
 import { hasRoot, nativeSuite } from './helpers/root';
 import {

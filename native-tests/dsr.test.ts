@@ -43,9 +43,9 @@ import {
 } from './helpers/traffic';
 import { execIn, LAB_DIR } from './helpers/lab';
 import { loadConfig } from '../src/config';
-import { deriveHashKey } from '../src/cluster/hash-key';
-import { hashFlowKey } from '../src/cluster/halfsiphash';
-import { buildForwardingTable } from '../src/dataplane/forwarding-table';
+import { deriveHashKey } from '../src/decision/hash-key';
+import { hashFlowKey } from '../src/decision/halfsiphash';
+import { buildForwardingTable } from '../src/decision/forwarding-table';
 import { keyFromParts } from '../src/packet/flow-key';
 import { L2Socket, interfaceInfo, formatMac } from '../src/dataplane/l2-socket';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 } from '../src/dataplane/packet-batch';

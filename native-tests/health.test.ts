@@ -87,7 +87,7 @@ if (process.argv[2] === 'oneshot') {
   });
 } else {
   const { parseConfig } = require(REPO + '/src/config/index.ts');
-  const { deriveHashKey } = require(REPO + '/src/cluster/hash-key.ts');
+  const { deriveHashKey } = require(REPO + '/src/decision/hash-key.ts');
   const { HealthMonitor } = require(REPO + '/src/backends/health-monitor.ts');
   const config = parseConfig(fs.readFileSync(process.argv[3], 'utf8'), 'health.yaml', { env: { TUNLB_HEALTH_KEY: 'ab'.repeat(32) } });
   const m = new HealthMonitor({

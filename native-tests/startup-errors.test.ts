@@ -12,13 +12,13 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createNetns, ipIn, removeNetns } from './helpers/netns';
 import { hasRoot, nativeSuite } from './helpers/root';
+import { NOBODY, nobodyInNetns } from './helpers/unprivileged';
 import { REPO, run, poll, staleBuild, type RunResult } from './helpers/lab';
 
 const rootTest = nativeSuite('startup errors');
 const NS = `tunlb-t-start-${randomBytes(4).toString('hex')}`;
 const ADDR = '10.77.9.11';
 const TUN = 'tunt-start0';
-const NOBODY = 65534;
 const TUNLB = path.join(REPO, 'bin', 'tunlb');
 const NODE = process.execPath;
 
@@ -55,7 +55,7 @@ function writeConfig(name: string, text: string): string {
 /** `tunlb run` in the test namespace (optionally as nobody); bounded: 20 s. */
 function tunlbRun(args: string[], opts: { asNobody?: boolean } = {}): Promise<RunResult> {
   const argv = opts.asNobody
-    ? ['netns', 'exec', NS, 'setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', NODE, TUNLB, 'run', ...args]
+    ? nobodyInNetns(NS, [NODE, TUNLB, 'run', ...args])
     : ['netns', 'exec', NS, NODE, TUNLB, 'run', ...args];
   return run('ip', argv, { timeoutMs: 20_000 });
 }

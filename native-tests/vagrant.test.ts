@@ -313,6 +313,14 @@ rootTest('the VM network steps in namespaces: eight "VMs", provisioned by --netw
     const ok = await poll(async () => (await run('ip', ['netns', 'exec', `${VM}${srv}`, 'curl', '-s', '-m', '1', 'http://127.0.0.1/'], { timeoutMs: 3000 })).stdout.trim() === srv, 20_000, 200);
     t.true(ok, `${srv} answers locally`);
   }
+  // Ready before any request: every balancer serving, seeing both peers serving, and every backend
+  // healthy in its view. (Requests sent as soon as the VIP first answered once all went to srv2:
+  // the balancers had started before the servers, so the other backends were still failing their
+  // first checks and waiting for `rise` successes.)
+  for (const lb of lbs) {
+    const r = await run('ip', ['netns', 'exec', `${VM}${lb}`, process.execPath, TUNLB, 'ready', '--wait', '90'], { timeoutMs: 100_000 });
+    t.is(r.code, 0, `${lb}: ${r.stdout}${r.stderr}\n${readFileSync(path.join(work, `${lb}.log`), 'utf8').slice(-1500)}`);
+  }
   // The client, through the router, the entry balancer and (encapsulated) its peers, to the servers.
   const client = `${VM}client`;
   const up = await poll(async () => (await run('ip', ['netns', 'exec', client, 'curl', '-s', '-m', '2', `http://${VIP4}/`], { timeoutMs: 4000 })).stdout.startsWith('srv'), 30_000, 300);

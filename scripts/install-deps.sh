@@ -2,12 +2,14 @@
 # Installs what tunlb needs on a fresh Debian machine (root), then the npm packages and the
 # native addon (`npm ci` runs node-gyp for binding.gyp and `npm run build` via `prepare`).
 # Idempotent: packages already present are not reinstalled.
-#   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant: `vagrant validate` of the VM lab;
+#   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant + vagrant-libvirt: `vagrant validate` of the VM lab;
 #   hping3: the bulk-sync lab test's flow generator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant)
+# vagrant-libvirt: the Vagrantfile's default provider (libvirt). Without it `vagrant validate`
+# finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
+pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt)
 
 missing=()
 for p in "${pkgs[@]}"; do

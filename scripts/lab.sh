@@ -43,7 +43,9 @@
 # State and logs: /run/tunlb-lab/ (pids/, logs/, cluster.key, lab.yaml, state). Logs survive `down`;
 # a fresh `up` moves them to logs.prev/.
 # Environment: TUNLB_CMD (balancer command; "{id}" is replaced by lbN), TUNLB_LAB_CONFIG (source
-# of lab.yaml), LAB_VIP_TIMEOUT (s, default 20), LAB_TUN_TIMEOUT (s, default 15).
+# of lab.yaml), LAB_VIP_TIMEOUT (s, default 20), LAB_TUN_TIMEOUT (s, default 15), LAB_READY_TIMEOUT
+# (s, default 60: up/start wait until every running balancer is ready, `tunlb ready`; LAB_READY=0
+# skips that), LAB_ADMIN (the balancers' admin endpoint, default 127.0.0.1:9180).
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -67,6 +69,9 @@ LAB_CONFIG_SRC_DSR=${TUNLB_LAB_CONFIG:-$REPO/config/lab-dsr.yaml}
 METHOD=nat
 VIP_TIMEOUT=${LAB_VIP_TIMEOUT:-20}
 TUN_TIMEOUT=${LAB_TUN_TIMEOUT:-15}
+READY_TIMEOUT=${LAB_READY_TIMEOUT:-60}
+# The balancers' admin endpoint inside their namespaces (config/lab*.yaml admin.listen).
+LAB_ADMIN=${LAB_ADMIN:-127.0.0.1:9180}
 SERVER_TIMEOUT=20
 
 ns() { printf '%s%s' "$LAB_NS_PREFIX" "$1"; }
@@ -258,6 +263,29 @@ wait_vip() {
     sleep 0.2
   done
 }
+# wait_ready: every running balancer is serving, sees every other running balancer up and serving,
+# and has every health-checked backend healthy (`tunlb ready`, src/cli/readiness.ts). A VIP that
+# answers once is not enough: a balancer may still see its peers as starting (new flows then
+# get a backup that is not live yet) or a backend as not yet healthy (all traffic to the others).
+# Configured balancers that are not running (--balancers 1, a killed one) are allowed down.
+wait_ready() {
+  [[ $MODE == tunlb && ${LAB_READY:-1} == 1 ]] || return 0
+  local b s pid out running=() down=() deadline=$((SECONDS + READY_TIMEOUT))
+  for b in "${LAB_BALANCERS[@]}"; do
+    if alive "$b" >/dev/null; then running+=("$b"); else down+=("$b"); fi
+  done
+  local allow; allow=$(IFS=,; echo "${down[*]}")
+  for b in "${running[@]}"; do
+    s=$(ns "$b")
+    if ! out=$(ip netns exec "$s" "$NODE_BIN" "$REPO/bin/tunlb" ready --admin "$LAB_ADMIN" --allow-down "$allow" \
+        --wait "$((deadline > SECONDS ? deadline - SECONDS : 1))" 2>&1); then
+      log_tail "$b"
+      lab_die "$b is not ready after ${READY_TIMEOUT}s: ${out:-no answer} (log: $LABDIR/logs/$b.log)"
+    fi
+  done
+  lab_log "ready: ${running[*]} serving, each seeing its peers serving and every checked backend healthy${allow:+ ($allow down)}"
+}
+
 running_balancers() { local b; for b in "${LAB_BALANCERS[@]}"; do [[ -e $(pidfile "$b") ]] && echo "$b"; done; return 0; }
 
 read_state() {
@@ -348,6 +376,7 @@ cmd_up() {
   fi
   printf 'MODE_NOW=%s\nBAL_NOW=%s\nMETHOD_NOW=%s\n' "$MODE" "$BAL" "$METHOD" >"$LABDIR/state"
   wait_vip
+  wait_ready
   UP_FAILING=0
   lab_log "up ($MODE, $BAL balancer(s), $METHOD) in $(elapsed "$t0") s; VIP $LAB_VIP4 / $LAB_VIP6 answers; state in $LABDIR"
 }
@@ -401,6 +430,7 @@ cmd_start() {
   START_ID=$id START_FAILING=1
   start_balancer "$id"
   wait_vip
+  wait_ready
   START_FAILING=0
   lab_log "$id started (pid $(alive "$id"))"
 }

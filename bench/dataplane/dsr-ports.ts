@@ -21,11 +21,21 @@ if (from === undefined) {
   process.exit(2);
 }
 const req = createRequire(join(root!, 'package.json'));
-const load = (m: string): Record<string, unknown> => req(join(root!, 'dist', 'src', m)) as Record<string, unknown>;
+/** The first of `paths` (under ROOT/dist/src) that the build has: builds before the decision layer (src/decision/) had these modules in cluster/ and dataplane/. */
+const load = (...paths: string[]): Record<string, unknown> => {
+  for (const m of paths.slice(0, -1)) {
+    try {
+      return req(join(root!, 'dist', 'src', m)) as Record<string, unknown>;
+    } catch {
+      /* an older build: try the next path */
+    }
+  }
+  return req(join(root!, 'dist', 'src', paths[paths.length - 1]!)) as Record<string, unknown>;
+};
 const { loadConfig } = load('config/index.js') as any;
-const { deriveHashKey } = load('cluster/hash-key.js') as any;
-const { hashFlowKey } = load('cluster/halfsiphash.js') as any;
-const { buildForwardingTable } = load('dataplane/forwarding-table.js') as any;
+const { deriveHashKey } = load('decision/hash-key.js', 'cluster/hash-key.js') as any;
+const { hashFlowKey } = load('decision/halfsiphash.js', 'cluster/halfsiphash.js') as any;
+const { buildForwardingTable } = load('decision/forwarding-table.js', 'dataplane/forwarding-table.js') as any;
 const { keyFromParts } = load('packet/flow-key.js') as any;
 
 const config = loadConfig(configPath);

@@ -7,7 +7,7 @@
  * Each backend with a health check is checked by ONE balancer, its health owner:
  *
  *   key(b)      = "<vip name>/<backend address>"            (stable across reorderings)
- *   idHash(b)   = memberSeed(hashKey, key(b))               (HalfSipHash, src/cluster/rendezvous.ts)
+ *   idHash(b)   = memberSeed(hashKey, key(b))               (HalfSipHash, src/decision/rendezvous.ts)
  *   score(b, i) = mixScore(idHash(b), memberSeed(hashKey, balancer id i))
  *   owner(b)    = the candidate with the highest score (ties: the id that sorts first)
  *   candidates  = balancers with live[i] (Membership) that run a health monitor: this one,
@@ -66,142 +66,33 @@
  */
 import type { BackendConfig, Config, HealthCheckConfig, VipConfig } from '../config';
 import { ErrorCodes, TunlbError } from '../errors';
-import { newIncarnation, tunlb, type BodyFields } from '../protocol';
-import { compareIds, memberSeed, mixScore } from '../cluster/rendezvous';
-import { BackendState, type BackendStateName, type BackendTransition, type HealthName } from './backend-state';
+import { newIncarnation, tunlb } from '../protocol';
+import { memberSeed, mixScore } from '../decision/rendezvous';
+import { BackendState, type BackendStateName, type BackendTransition } from './backend-state';
 import { IcmpPinger, runCheck as defaultRunCheck, type CheckResult, type CheckTarget } from './checks';
+import {
+  DEFAULT_REPORT_INTERVAL_MS,
+  DEFAULT_TICK_MS,
+  JITTER,
+  WATCHDOG_GRACE_MS,
+  type BackendEvent,
+  type BackendStatus,
+  type HealthMonitorOptions,
+  type HealthMonitorStats,
+  type HealthReportBody,
+  type MonitorLog,
+  type TimerFns,
+} from './health-types';
+import { CANDIDATE_PERIODS, healthKey, ownerByScores } from './health-owner';
+import { DEFAULT_REPORT_BUDGET, MAX_REASON_BYTES, packReports, truncateUtf8 } from './health-report';
+import { MAX_BALANCERS, drainOrigin, drainWallMs, nextDrainStamp } from './drain-stamp';
 
-/** The HealthReport body as sent (broadcast) and as received (onReport). */
-export type HealthReportBody = BodyFields['health'];
+// The monitor's public API, declared in the modules of its sections.
+export * from './health-types';
+export { CANDIDATE_PERIODS, healthKey, healthOwner } from './health-owner';
+export { DEFAULT_REPORT_BUDGET, MAX_REASON_BYTES } from './health-report';
 
 const HS = tunlb.v1.HealthState;
-
-/** Default period of periodic reports. */
-export const DEFAULT_REPORT_INTERVAL_MS = 1000;
-/** Default byte budget of one HealthReport body (a 1400-byte datagram minus envelope and MAC). */
-export const DEFAULT_REPORT_BUDGET = 1200;
-/** How often the monitor looks at `live` (and peers' report silence) for ownership changes. */
-export const DEFAULT_TICK_MS = 100;
-/** A peer stays a health-owner candidate for this many of its report periods after a report. */
-export const CANDIDATE_PERIODS = 3.5;
-/** Longest reason string in a change report (bytes of UTF-8). */
-export const MAX_REASON_BYTES = 96;
-/** Check intervals are shortened by up to this fraction at random (never lengthened). */
-export const JITTER = 0.1;
-/** A check runner that has not settled this long after its timeout counts as failed. */
-export const WATCHDOG_GRACE_MS = 1000;
-/** Most balancers (drain stamps carry the index in 5 bits). */
-const MAX_BALANCERS = 32;
-
-/** A transition with where it happened; what `onChange` gets and the owner logs. */
-export interface BackendEvent extends BackendTransition {
-  readonly vipIndex: number;
-  readonly vip: string;
-  readonly backendIndex: number;
-  /** Backend address text. */
-  readonly backend: string;
-  /** Balancer id whose check or command decided it (this balancer's id for local checks). */
-  readonly by: string;
-  /** nowMs() when it happened. */
-  readonly atMs: number;
-}
-
-/** One backend as the admin API shows it. */
-export interface BackendStatus {
-  readonly vipIndex: number;
-  readonly vip: string;
-  readonly backendIndex: number;
-  readonly backend: string;
-  readonly port: number | null;
-  readonly weight: number;
-  readonly state: BackendStateName;
-  readonly health: HealthName;
-  readonly drained: boolean;
-  /** Wall ms (Date.now) of the drain command, null when not drained. */
-  readonly drainedAtMs: number | null;
-  /** Wall ms when the drain timeout cuts the remaining flows; null: not drained, or no timeout. */
-  readonly drainDeadlineMs: number | null;
-  /** Established flows leave it (the forwarder's backendUp = 0): unhealthy, drained, removed. */
-  readonly down: boolean;
-  /** state === 'healthy' (weight > 0 is the table's business). */
-  readonly eligible: boolean;
-  /** Check type, or null without a health check (always healthy). */
-  readonly check: 'tcp' | 'http' | 'icmp' | null;
-  /** Balancer id that checks it in this balancer's view (null without a check). */
-  readonly owner: string | null;
-  readonly checkedHere: boolean;
-  /** Who decided the current health: a balancer id, or null (no result yet / no check). */
-  readonly decidedBy: string | null;
-  /** Reason of the last transition. */
-  readonly reason: string;
-  /** nowMs() of the last transition (null: none yet). */
-  readonly sinceMs: number | null;
-  readonly successes: number;
-  readonly failures: number;
-  /** Last local check result (null when this balancer has not checked it). */
-  readonly lastCheck: (CheckResult & { readonly atMs: number }) | null;
-}
-
-export interface HealthMonitorStats {
-  checksRun: number;
-  checksFailed: number;
-  reportsSent: number;
-  reportsReceived: number;
-  entriesApplied: number;
-  /** Entries from a sender that is not the owner in our view. */
-  entriesNotOwner: number;
-  /** Entries older than what we applied (sequence / epoch). */
-  entriesStale: number;
-  /** Entries for a (vip, backend) we do not have, or whose id hash differs (another config). */
-  entriesUnknown: number;
-  drainsApplied: number;
-  /** Drains whose timeout passed here ('draining' → 'drained'). */
-  drainsExpired: number;
-  ownershipChanges: number;
-}
-
-/** Timer functions (injectable for tests with a fake clock). */
-export interface TimerFns {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-/** Minimal logger (pino-compatible). */
-export interface MonitorLog {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  debug?(obj: object, msg?: string): void;
-}
-
-export interface HealthMonitorOptions {
-  config: Config;
-  /** This balancer's index in config.balancers. */
-  selfIndex: number;
-  /** The cluster hash key (src/cluster/hash-key.ts). */
-  hashKey: Uint32Array;
-  /** Membership.live: read, never written (live[i] !== 0 = live). */
-  live: Uint8Array;
-  /** Monotonic ms (performance.now in production, a fake clock in tests). */
-  nowMs: () => number;
-  /** Sends one HealthReport to every peer (sealed and authenticated by the caller). */
-  broadcast: (body: HealthReportBody) => void;
-  /** Every transition, after it is logged. */
-  onChange: (vipIndex: number, backendIndex: number, event: BackendEvent) => void;
-  log?: MonitorLog;
-  /** The check runner (default: src/backends/checks.ts runCheck with a shared IcmpPinger). */
-  runCheck?: (target: CheckTarget) => Promise<CheckResult>;
-  /** Default: global setTimeout/clearTimeout (timers unref'd). */
-  timers?: TimerFns;
-  /** [0, 1) random source for jitter (default Math.random). */
-  random?: () => number;
-  /** Wall clock for drain stamps (default Date.now). */
-  wallClockMs?: () => number;
-  /** This monitor's report epoch (default newIncarnation()). Must grow across restarts. */
-  epoch?: number;
-  reportIntervalMs?: number;
-  reportBudget?: number;
-  tickMs?: number;
-}
 
 interface Entry {
   readonly vipIndex: number;
@@ -247,36 +138,6 @@ const defaultTimers: TimerFns = {
   },
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };
-
-function truncateUtf8(s: string, max: number): string {
-  if (Buffer.byteLength(s, 'utf8') <= max) return s;
-  let out = s.slice(0, max);
-  while (Buffer.byteLength(out, 'utf8') > max - 3) out = out.slice(0, -1);
-  return `${out}...`;
-}
-
-/** The health-ownership key of a backend: "<vip name>/<backend address>". */
-export function healthKey(vip: VipConfig, backend: BackendConfig): string {
-  return `${vip.name}/${backend.address.text}`;
-}
-
-/**
- * Health owner of a backend among `candidates` (live[i] !== 0): highest score, ties to the id
- * that sorts first; -1 when there is no candidate. Exported for tests and tools.
- */
-export function healthOwner(idHash: number, ids: readonly string[], hashKey: Uint32Array, candidates: ArrayLike<number>): number {
-  let best = -1;
-  let bestScore = -1;
-  for (let i = 0; i < ids.length; i++) {
-    if (!candidates[i]) continue;
-    const s = mixScore(idHash, memberSeed(hashKey, ids[i]!));
-    if (s > bestScore || (s === bestScore && compareIds(ids[i]!, ids[best]!) < 0)) {
-      best = i;
-      bestScore = s;
-    }
-  }
-  return best;
-}
 
 export class HealthMonitor {
   readonly selfIndex: number;
@@ -482,7 +343,7 @@ export class HealthMonitor {
       if (wall < 0) wall = this.#wall();
       const at = drainWallMs(e.drainStamp);
       if (wall < at + timeoutS * 1000) continue;
-      const origin = this.#ids[e.drainStamp % MAX_BALANCERS] ?? `balancer ${e.drainStamp % MAX_BALANCERS}`;
+      const origin = this.#ids[drainOrigin(e.drainStamp)] ?? `balancer ${drainOrigin(e.drainStamp)}`;
       const t = e.sm.expireDrain(`drain timeout ${timeoutS} s passed (drained by operator on ${origin} at ${new Date(at).toISOString()}); remaining flows are cut`);
       if (t) {
         n++;
@@ -533,7 +394,7 @@ export class HealthMonitor {
       const stamp = Number(b.drainStamp ?? 0);
       if (stamp > e.drainStamp) {
         e.drainStamp = stamp;
-        const origin = this.#ids[stamp % MAX_BALANCERS] ?? `balancer ${stamp % MAX_BALANCERS}`;
+        const origin = this.#ids[drainOrigin(stamp)] ?? `balancer ${drainOrigin(stamp)}`;
         const drained = b.drained === true;
         this.stats.drainsApplied++;
         this.#apply(e, e.sm.setDrained(drained, `${drained ? 'drained' : 'undrained'} by operator on ${origin}`, 'operator'), origin);
@@ -706,8 +567,7 @@ export class HealthMonitor {
 
   #setDrain(e: Entry, drained: boolean): BackendEvent | null {
     const self = this.#ids[this.selfIndex]!;
-    const ms = Math.max(Math.floor(this.#wall()), Math.floor(e.drainStamp / MAX_BALANCERS) + 1);
-    e.drainStamp = ms * MAX_BALANCERS + this.selfIndex;
+    e.drainStamp = nextDrainStamp(e.drainStamp, this.#wall(), this.selfIndex);
     e.dirtyDrain = true;
     this.#queueFlush();
     return this.#apply(e, e.sm.setDrained(drained, `${drained ? 'drained' : 'undrained'} by operator on ${self}`, 'operator'), self);
@@ -734,11 +594,7 @@ export class HealthMonitor {
         e.owner = -1;
         continue;
       }
-      let best = -1;
-      for (let i = 0; i < ids.length; i++) {
-        if (!cand[i]) continue;
-        if (best < 0 || e.scores[i]! > e.scores[best]! || (e.scores[i] === e.scores[best] && compareIds(ids[i]!, ids[best]!) < 0)) best = i;
-      }
+      const best = ownerByScores(e.scores, ids, cand);
       const was = e.owner;
       if (best === was) continue;
       e.owner = best;
@@ -923,27 +779,9 @@ export class HealthMonitor {
     return it;
   }
 
-  /** Splits items into bodies of at most `budget` encoded bytes (sequence set at send). */
+  /** Splits items into report bodies of at most the report budget (src/backends/health-report.ts). */
   #pack(items: tunlb.v1.BackendHealth.$Properties[], periodic: boolean): HealthReportBody[] {
-    const header = (): HealthReportBody => ({ epoch: this.epoch, sequence: 0, periodic, periodMs: this.#reportIntervalMs, backends: [] });
-    // Header bound: epoch 9 + sequence ≤ 10 (+tag) + periodic 2 + period 6.
-    const HEADER_BOUND = 9 + 11 + 2 + 6;
-    const out: HealthReportBody[] = [];
-    let cur = header();
-    let size = HEADER_BOUND;
-    for (const it of items) {
-      const len = tunlb.v1.BackendHealth.encode(it).finish().length;
-      const cost = 1 + varintLen(len) + len;
-      if (cur.backends!.length > 0 && size + cost > this.#budget) {
-        out.push(cur);
-        cur = header();
-        size = HEADER_BOUND;
-      }
-      cur.backends!.push(it);
-      size += cost;
-    }
-    out.push(cur);
-    return out;
+    return packReports(items, () => ({ epoch: this.epoch, sequence: 0, periodic, periodMs: this.#reportIntervalMs, backends: [] }), this.#budget);
   }
 
   #send(body: HealthReportBody): void {
@@ -955,20 +793,6 @@ export class HealthMonitor {
       this.#log?.warn({ event: 'health_report_send_failed', err: (err as Error)?.message }, 'health report not sent');
     }
   }
-}
-
-/** Wall ms of a drain stamp (stamp = ms * MAX_BALANCERS + balancer index). */
-function drainWallMs(stamp: number): number {
-  return Math.floor(stamp / MAX_BALANCERS);
-}
-
-function varintLen(n: number): number {
-  let l = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    l++;
-  }
-  return l;
 }
 
 /** Canonical form of an address text for comparisons (IPv6 spellings), or null. */

@@ -11,9 +11,13 @@
  *   tunlb backends [--admin HOST:PORT] [--json]      backends' health and drain marks
  *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
  *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused)
+ *   tunlb ready [--admin HOST:PORT] [--allow-down IDS] [--wait S]   exit 0 when serving with every peer
+ *                                        serving and every checked backend healthy, else 3 (src/cli/readiness.ts)
  *   tunlb capture --iface IF [--filter BPF] [--count N] [--out F.pcap] [--decode]   packet capture
  *
- * The admin subcommands (stats, flows, status, backends, drain, undrain, reload) send the bearer
+ * Exit codes: 0 done; 1 error; 2 usage or config problem (or a reload refused); 3 `ready`: not ready.
+ *
+ * The admin subcommands (stats, flows, status, backends, drain, undrain, ready, reload) send the bearer
  * token of --token-file FILE (or $TUNLB_ADMIN_TOKEN_FILE) when the endpoint has admin.token_file.
  */
 import { readFileSync } from 'node:fs';
@@ -23,6 +27,7 @@ import { loadConfig, formatConfigErrors } from '../config';
 import { isTunlbError, ErrorCodes, TunlbError } from '../errors';
 import { FLOW_STATE_NAMES, MAX_FLOW_LIMIT, parseFlowLimit, type FlowListing, type FlowRow } from '../control/flow-listing';
 import { formatStats, formatSync, type SyncProgressText } from './stats-text';
+import { readiness, type Readiness, type ReadinessBackend, type ReadinessStatus } from './readiness';
 import { LOG_LEVELS } from '../config/schema';
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';
@@ -199,6 +204,37 @@ export function main(argv: string[]): void {
   }
 
   program
+    .command('ready')
+    .description('exit 0 when this balancer is serving, every peer is up and serving, and every health-checked backend is healthy; else exit 3 and say what is missing')
+    .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
+    .option('--allow-down <ids>', 'comma list of balancers not required to be up (e.g. one stopped on purpose)', '')
+    .option('--wait <seconds>', 'poll every 200 ms until ready, at most this long (0: ask once)', '0')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { admin: string; allowDown: string; wait: string; json?: boolean }) => {
+      const waitS = Number(opts.wait);
+      if (!Number.isFinite(waitS) || waitS < 0) throw new TunlbError(ErrorCodes.USAGE, `--wait must be a number of seconds >= 0, got ${JSON.stringify(opts.wait)}`);
+      const allow = opts.allowDown.split(',').map((x) => x.trim()).filter(Boolean);
+      const deadline = Date.now() + waitS * 1000;
+      let r: Readiness;
+      for (;;) {
+        try {
+          const status = (await adminCall(opts, 'GET', '/api/v1/status')) as ReadinessStatus;
+          const backends = ((await adminCall(opts, 'GET', '/api/v1/backends')) as { backends: ReadinessBackend[] }).backends;
+          r = readiness(status, backends, allow);
+        } catch (e) {
+          // Not reachable yet (the balancer is starting): not ready, and say why.
+          if (!isTunlbError(e, ErrorCodes.ADMIN)) throw e;
+          r = { ready: false, text: `not ready: ${e.message}`, missing: [e.message] };
+        }
+        if (r.ready || Date.now() >= deadline) break;
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      console.log(opts.json ? JSON.stringify(r) : r.text);
+      if (!r.ready) process.exitCode = 3;
+    });
+
+  program
     .command('reload')
     .description('reload the config file of a running balancer (as SIGHUP): VIPs and backends change, established flows stay; an invalid config is refused')
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
@@ -227,7 +263,7 @@ export function main(argv: string[]): void {
       if (r.restartNeeded.length > 0) console.log(`  changed but applied only after a restart: ${r.restartNeeded.join(', ')}`);
     });
 
-  // tunlb capture (src/control/capture.ts; recipes in docs/operations.md)
+  // tunlb capture (src/capture/capture.ts; recipes in docs/operations.md)
   const ints = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map(Number)];
   program
     .command('capture')
@@ -244,7 +280,7 @@ export function main(argv: string[]): void {
     .option('--control-port <ports>', 'control ports to decode (comma list; default 7946 or the config\'s)', ints)
     .option('--data-port <ports>', 'data (encapsulation) ports to decode (default 7947 or the config\'s)', ints)
     .action(async (o: { iface?: string; filter?: string; count: string; durationS: string; out?: string; decode?: boolean; keyFile?: string; config?: string; read?: string; controlPort?: number[]; dataPort?: number[] }) => {
-      const { runCapture } = await import('../control/capture');
+      const { runCapture } = await import('../capture/capture');
       await runCapture({ ...o, count: Number(o.count), durationS: Number(o.durationS), controlPorts: o.controlPort, dataPorts: o.dataPort });
     });
 

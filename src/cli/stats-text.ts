@@ -1,8 +1,11 @@
 /**
  * `tunlb stats` for people: the admin endpoint's snapshot (src/control/snapshot.ts,
  * GET /api/v1/stats) as a few aligned lines. Pure: object in, string out; `--json` prints the
- * snapshot itself. Tolerates missing fields (an older balancer answers with fewer).
+ * snapshot itself. Tolerates missing fields (an older balancer answers with fewer). The counter
+ * rows (packets, peer split, flows, failover, backend down, reply match) are rendered from the
+ * counter table (src/control/counters.ts: STATS_ROWS, and each counter's `cli` phrase).
  */
+import { COUNTERS, STATS_ROWS, type CounterDescriptor } from '../control/counters';
 
 interface Snapshot {
   id?: string;
@@ -10,7 +13,7 @@ interface Snapshot {
   uptimeS?: number;
   device?: { name?: string; mtu?: number; features?: Record<string, unknown> };
   peerSplit?: string;
-  flows?: { active?: number; capacity?: number; created?: number; expired?: number; refusedFull?: number; earlyDrops?: number; conflicts?: number; takeovers?: number };
+  flows?: Record<string, unknown>;
   counters?: Record<string, unknown> & { drops?: Record<string, number> };
   membership?: null | {
     status?: string;
@@ -104,15 +107,17 @@ export function formatStats(body: unknown): string {
     .filter(([, v]) => v === true)
     .map(([k]) => k);
   row('device', `${s.device?.name ?? '?'} mtu ${s.device?.mtu ?? '?'}${feats.length > 0 ? ` (${feats.join(', ')})` : ''}`);
-  row('packets in', `${num(c['rxPackets'])} from TUN (${num(c['rxBytes'])} B), ${num(c['peerRxPackets'])} from peers`);
-  row('packets out', `${num(c['forwardPackets'])} to backends, ${num(c['replyPackets'])} to clients, ${num(c['peerTxPackets'])} to peers`);
-  if (ms) {
-    row('peer split', `${num(c['peerSplitPackets'])} super-packets split into ${num(c['peerSplitDatagrams'])} datagrams, ${num(c['peerSplitSkipped'])} sent whole, ${num(c['peerRxMerged'])} received datagrams merged; ${s.peerSplit ?? '?'}`);
+  for (const r of STATS_ROWS) {
+    if (r.cluster === true && !ms) continue;
+    let text = '';
+    for (const d of COUNTERS as readonly CounterDescriptor[]) {
+      if (d.cli?.row !== r.label) continue;
+      const v = (d.section === 'flows' ? f : c)[d.key];
+      text += (text === '' ? '' : (d.cli.sep ?? ', ')) + d.cli.text.replace('{}', num(v));
+    }
+    if (r.tail !== undefined) text += `; ${s[r.tail] ?? '?'}`;
+    row(r.label, text);
   }
-  row('flows', `${num(f.active)} active of ${num(f.capacity)}; ${num(f.created)} created here, ${num(f.expired)} expired; refused: full ${num(f.refusedFull)}, early drop ${num(f.earlyDrops)}, conflict ${num(f.conflicts)}; taken over ${num(f.takeovers)}`);
-  row('failover', `${num(c['failoverPackets'])} packets via a backup, ${num(c['secondChancePackets'])} second-chance`);
-  row('backend down', `${num(c['tcpResetBackendDown'])} TCP flows reset, ${num(c['udpMovedBackendDown'])} UDP/ICMP flows moved, ${num(c['synReuseRebound'])} reused ports moved`);
-  row('reply match', `fragments: ${num(c['replyFirstFragments'])} first by 5-tuple, ${num(c['replyLaterFragments'])} later by id; ${num(c['replyThreeTuple'])} by 3-tuple`);
   row('drops', nonzero(c.drops));
   if (ms) {
     const r = ms.replication ?? {};

@@ -1,5 +1,5 @@
 /**
- * Bulk sync (DESIGN.md "Bulk sync"): a balancer that starts or restarts asks a live peer for
+ * Bulk sync (docs/failure-model.md "Bulk sync"): a balancer that starts or restarts asks a live peer for
  * its whole flow table before it serves as primary. Pure logic: datagrams go out through the
  * injected `sendTo`, come in through the owner's EnvelopeReceiver and then
  * Replicator.onSyncRequest / onSyncChunk. Used by src/cluster/replicator.ts, which owns the

@@ -8,7 +8,7 @@
  *   flush     every cluster.replication.flush_ms: Replicator.flush (queued records → datagrams)
  *   refresh   every 100 ms: Replicator.refreshTick (bounded table scan, periodic REFRESH)
  *
- * Start-up (DESIGN.md "Bulk sync"): status SYNCING (peers do not count this balancer as
+ * Start-up (docs/failure-model.md "Bulk sync"): status SYNCING (peers do not count this balancer as
  * live, so they send it neither new flows nor failover traffic); probe for up to
  * SYNC_DISCOVERY_MS; if a peer is up and serving, pull its whole flow table over the sync
  * stream (src/cluster/sync-runner.ts: TCP, resumed from where it stopped, on another peer when
@@ -25,8 +25,8 @@
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config';
 import type { FlowTable } from '../flow';
-import type { Logger } from '../control/logger';
-import type { ForwardingTable } from '../dataplane/forwarding-table';
+import type { Logger } from '../logger';
+import type { ForwardingTable } from '../decision/forwarding-table';
 import { macKey, newIncarnation, type ReceivedEnvelope } from '../protocol';
 import { countBy } from './bulk-sync';
 import { clusterIdNumber, ControlChannel } from './control-channel';

@@ -20,7 +20,7 @@
 import dgram from 'node:dgram';
 import type { Config } from '../config';
 import { EnvelopeReceiver, EnvelopeSigner, DecodeResult, ProtocolResult, macKey, protocolResultName, type ReceivedEnvelope } from '../protocol';
-import type { Logger } from '../control/logger';
+import type { Logger } from '../logger';
 import { TunlbError, ErrorCodes } from '../errors';
 
 export interface ControlChannelOptions {

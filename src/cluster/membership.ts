@@ -1,5 +1,5 @@
 /**
- * Membership and liveness of the balancers of a cluster (DESIGN.md "Balancer to balancer":
+ * Membership and liveness of the balancers of a cluster (docs/protocol.md "Balancer to balancer":
  * liveness probes). A pure, timer-driven state machine: it owns no socket and no timer. The
  * owner calls `tick()` every `intervalMs`, hands it every *verified* Probe / ProbeAck (after
  * src/protocol/receiver.ts: MAC, cluster, replay window), and sends what it asks through
@@ -143,7 +143,7 @@ export type MembershipEventType =
   | 'peer_syncing'
   | 'peer_draining';
 
-/** One state or status change of a peer (one log event each, src/control/logger.ts). */
+/** One state or status change of a peer (one log event each, src/logger.ts). */
 export interface MembershipEvent {
   type: MembershipEventType;
   /** Balancer index. */
@@ -644,7 +644,7 @@ export interface MembershipLog {
 }
 
 /**
- * Logs one membership event as one structured line (src/control/logger.ts: `event` and
+ * Logs one membership event as one structured line (src/logger.ts: `event` and
  * `reason`); peer_suspect and peer_down at warn, the rest at info.
  */
 export function logMembershipEvent(log: MembershipLog, e: MembershipEvent): void {

@@ -2,7 +2,7 @@
  * When a flow becomes worth replicating (the flood policy of claim 3), as one O(1) table the
  * forwarder reads on the hot path.
  *
- * Policy (IPVS sync_threshold idea, DESIGN.md "Balancer to balancer"): a flow's record is sent
+ * Policy (IPVS sync_threshold idea, docs/protocol.md "Balancer to balancer"): a flow's record is sent
  * to every peer once the flow has seen `readyAt[proto]` packets in this balancer's flow table:
  *   - TCP: `syncThreshold` packets (cluster.replication.sync_threshold);
  *   - every other protocol (UDP, ICMP, ...): its first packet (there is no handshake to wait for).
@@ -29,11 +29,9 @@
  * A count is not proof: an attacker who sends `syncThreshold` packets per spoofed 5-tuple still
  * gets them replicated, but then pays at least as many packets as the replication costs (one
  * ~36-byte record per flow, batched ~36 per datagram), so there is no amplification.
- * The configuration default is 1 (docs/configuration.md); the Replicator works with any value.
+ * The configuration default is 3 (docs/configuration.md); the Replicator works with any value.
  */
-
-/** IP protocol number of TCP. */
-const IPPROTO_TCP = 6;
+import { IPPROTO_TCP } from '../packet/parse';
 
 /**
  * readyAt[ipProtocol] = packet count at which a flow of that protocol is replicated

@@ -93,9 +93,9 @@
  *   state for the id being freed); only the replicator may call table.remove().
  * - Single-threaded: every method is called from the one event loop that owns the table.
  */
-import type { ForwardingTable } from '../dataplane/forwarding-table';
-import { METHOD_DSR } from '../dataplane/forwarding-table';
-import { writeReplyKey } from '../dataplane/reply-key';
+import type { ForwardingTable } from '../decision/forwarding-table';
+import { METHOD_DSR } from '../decision/forwarding-table';
+import { writeReplyKey } from '../decision/reply-key';
 import { FlowFlags, InsertResult, type FlowTable } from '../flow';
 import {
   DEFAULT_DATAGRAM_BUDGET,
@@ -112,6 +112,7 @@ import {
 } from '../protocol';
 import { BulkSyncClient, BulkSyncServer, SyncStats, type SyncHost, type SyncResult } from './bulk-sync';
 import { readyThresholdForState } from './replication-policy';
+import { GenerationHistory } from './generation-history';
 
 export type { SyncResult } from './bulk-sync';
 
@@ -219,12 +220,6 @@ export class ReplicatorStats extends SyncStats {
   readonly rejectedByReason: Record<RejectReason, number> = Object.fromEntries(REJECT_REASONS.map((r) => [r, 0])) as Record<RejectReason, number>;
 }
 
-/** What the replicator remembers of a forwarding table generation. */
-interface GenView {
-  readonly names: readonly string[];
-  readonly ids: readonly (readonly string[])[];
-}
-const GEN_HISTORY = 16;
 
 const F_REPLICATED = FlowFlags.REPLICATED;
 const F_NEED_REFRESH = FlowFlags.NEED_REFRESH;
@@ -301,16 +296,8 @@ export class Replicator {
   };
   #cursor = 0;
 
-  // generations
-  readonly #gens = new Map<number, GenView>();
-  #lastFt: ForwardingTable | null = null;
-  #lastView: GenView | null = null;
-  /** VIP names whose backend list changed (or that appeared/moved) among observed tables. */
-  readonly #changedVips = new Set<string>();
-  #vipListChanged = false;
-  /** Out-params of #resolveTarget. */
-  #rVip = 0;
-  #rBackend = 0;
+  // generations (src/cluster/generation-history.ts)
+  readonly #gens: GenerationHistory;
 
   // bulk sync
   /** What bulk sync needs of this replicator (record selection and apply rules): the datagram sync below and the sync stream (src/cluster/sync-stream.ts). */
@@ -319,6 +306,7 @@ export class Replicator {
   readonly #syncClient: BulkSyncClient;
 
   constructor(opts: ReplicatorOptions) {
+    this.#gens = new GenerationHistory(this.stats);
     this.table = opts.table;
     this.selfIndex = opts.selfIndex;
     this.balancerCount = opts.balancerCount;
@@ -453,7 +441,7 @@ export class Replicator {
     const t = this.table;
     const now = this.#nowSec();
     const ft = this.#forwarding();
-    this.#observe(ft);
+    this.#gens.observe(ft);
     const gen = ft.generation;
     let budget = this.#flushBudget;
     while (this.#readyCount > 0 && budget > 0) {
@@ -505,7 +493,7 @@ export class Replicator {
     const t = this.table;
     const now = this.#nowSec();
     const ft = this.#forwarding();
-    this.#observe(ft);
+    this.#gens.observe(ft);
     const gen = ft.generation;
     let budget = this.refreshChunk;
     while (budget > 0) {
@@ -602,7 +590,7 @@ export class Replicator {
       return false;
     }
     const ft = this.#forwarding();
-    this.#observe(ft);
+    this.#gens.observe(ft);
     this.#fillFields(id, OP_CREATE, now, ft.generation, f);
     t.copyKey(id, 0, this.#keyWords, 0);
     key.set(this.#keyBytes);
@@ -723,11 +711,12 @@ export class Replicator {
     const backup = rec.backup >>> 0;
     if (primary >= this.balancerCount || backup >= this.balancerCount) return this.#reject('balancer_out_of_range');
     const ft = this.#forwarding();
-    this.#observe(ft);
-    const reason = this.#resolveTarget(ft, rec.vip >>> 0, rec.backend >>> 0, rec.tableGeneration >>> 0);
+    this.#gens.observe(ft);
+    const gens = this.#gens;
+    const reason = gens.resolve(ft, rec.vip >>> 0, rec.backend >>> 0, rec.tableGeneration >>> 0);
     if (reason !== null) return this.#reject(reason);
-    const vip = this.#rVip;
-    const backend = this.#rBackend;
+    const vip = gens.vip;
+    const backend = gens.backend;
     const lastSeen = Math.max(0, now - (rec.idleS >>> 0));
     const state = rec.state >>> 0;
 
@@ -849,81 +838,4 @@ export class Replicator {
     this.#mark[id] = 0;
     this.#localAt[id] = 0;
   }
-
-  // =========================================================================== generations
-
-  /** Remembers the VIP names and backend lists of a forwarding table we have not seen yet. */
-  #observe(ft: ForwardingTable): void {
-    if (ft === this.#lastFt) return;
-    this.#lastFt = ft;
-    const view: GenView = {
-      names: ft.config.vips.map((v) => v.name),
-      ids: ft.backendTables.map((b) => b.ids),
-    };
-    const prev = this.#lastView;
-    if (prev !== null) {
-      for (let v = 0; v < Math.max(prev.names.length, view.names.length); v++) {
-        const name = view.names[v];
-        const pi = name === undefined ? -1 : prev.names.indexOf(name);
-        if (name === undefined || pi !== v || !sameList(prev.ids[pi] ?? [], view.ids[v] ?? [])) {
-          if (name !== undefined) this.#changedVips.add(name);
-          const pn = prev.names[v];
-          if (pn !== undefined) this.#changedVips.add(pn);
-          this.#vipListChanged = true;
-        }
-      }
-    }
-    this.#lastView = view;
-    this.#gens.delete(ft.generation);
-    this.#gens.set(ft.generation, view);
-    if (this.#gens.size > GEN_HISTORY) this.#gens.delete(this.#gens.keys().next().value as number);
-  }
-
-  /**
-   * Maps a record's (vip, backend, generation) to current indexes in #rVip / #rBackend, or
-   * returns the reason to ignore it.
-   */
-  #resolveTarget(ft: ForwardingTable, vip: number, backend: number, gen: number): RejectReason | null {
-    const cur = this.#lastView!;
-    if (gen !== ft.generation && this.#vipListChanged) {
-      const old = this.#gens.get(gen);
-      if (old !== undefined) {
-        const name = old.names[vip];
-        const id = old.ids[vip]?.[backend];
-        if (name === undefined) return 'vip_out_of_range';
-        if (id === undefined) return 'backend_out_of_range';
-        let nv = vip;
-        if (cur.names[vip] !== name) {
-          nv = cur.names.indexOf(name);
-          if (nv < 0) return 'vip_out_of_range';
-        }
-        let nb = backend;
-        const ids = cur.ids[nv]!;
-        if (ids[backend] !== id) {
-          nb = ids.indexOf(id);
-          if (nb < 0) return 'backend_gone';
-        }
-        if (nv !== vip || nb !== backend) this.stats.remapped++;
-        vip = nv;
-        backend = nb;
-      } else {
-        const name = cur.names[vip];
-        if (name === undefined) return 'vip_out_of_range';
-        if (this.#changedVips.has(name)) return 'generation_ambiguous';
-      }
-    }
-    if (vip >= ft.vipCount) return 'vip_out_of_range';
-    const addrs = ft.backendAddr[vip];
-    if (addrs === undefined || backend * 16 + 16 > addrs.length) return 'backend_out_of_range';
-    this.#rVip = vip;
-    this.#rBackend = backend;
-    return null;
-  }
-}
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  if (a === b) return true;
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

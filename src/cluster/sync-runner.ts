@@ -1,5 +1,5 @@
 /**
- * A (re)starting balancer's bulk sync, start to end (DESIGN.md "Bulk sync"): stream sessions
+ * A (re)starting balancer's bulk sync, start to end (docs/failure-model.md "Bulk sync"): stream sessions
  * (src/cluster/sync-stream.ts) to serving peers, resumed from where the last one stopped, on
  * another peer when there is one, until a session reaches its done chunk. Owned by ClusterNode
  * (syncThenServe), which reports SERVING when run() resolves.

@@ -17,7 +17,7 @@
  * - close() stops listening and destroys accepted connections that are still open. Idempotent.
  */
 import net from 'node:net';
-import type { Logger } from '../control/logger';
+import type { Logger } from '../logger';
 import { ErrorCodes, TunlbError } from '../errors';
 
 export interface SyncListenerOptions {

@@ -94,7 +94,8 @@ export const ReplicationSchema = z.strictObject({
    * Packets a TCP flow must have seen before its record is replicated (IPVS sync_threshold).
    * 1 = replicate on the first packet (SYN). Higher values stop a SYN flood from becoming a
    * replication flood, at the cost of not protecting flows that fail over during their first
-   * packets. UDP and ICMP flows are replicated on their first packet. Default 1.
+   * packets. UDP and ICMP flows are replicated on their first packet. Default 3 (SYN, SYN-ACK,
+   * the client's ACK: a spoofed source never completes the handshake).
    */
   sync_threshold: int(1, 65535).default(3),
 });

@@ -45,7 +45,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { TunlbError, ErrorCodes, isTunlbError } from '../errors';
 import { formatConfigErrors } from '../config';
 import { FlowFlags } from '../flow';
-import type { Balancer } from './balancer';
+import type { BalancerControl, BalancerView } from './balancer-view';
+import { snapshotStats } from './snapshot';
 import { flowQueryFromParams, listFlows } from './flow-listing';
 import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
@@ -129,7 +130,7 @@ export class AdminServer {
     return this.#state.metrics;
   }
 
-  static listen(hostPort: string, b: Balancer): Promise<AdminServer> {
+  static listen(hostPort: string, b: BalancerControl): Promise<AdminServer> {
     const m = /^\[?([^\]]+)\]?:(\d+)$/.exec(hostPort);
     if (!m) throw new TunlbError(ErrorCodes.USAGE, `admin listen address "${hostPort}" is not host:port`);
     const token = readToken(b.config.admin.tokenFile);
@@ -189,7 +190,7 @@ class AdminState {
   readonly token: Buffer | null;
   readonly history: HistorySample[] = [];
   readonly events: AdminEvent[] = [];
-  readonly #b: Balancer;
+  readonly #b: BalancerView;
   readonly #timer: NodeJS.Timeout;
   #flowCounts: FlowCounts | undefined;
   #lastStatus: string | undefined;
@@ -198,7 +199,7 @@ class AdminState {
   #failoverQuietS = 0;
   #failoverEpisode = 0;
 
-  constructor(b: Balancer, token: Buffer | null) {
+  constructor(b: BalancerView, token: Buffer | null) {
     this.#b = b;
     this.token = token;
     this.metrics = new Metrics(b);
@@ -453,7 +454,7 @@ function byBackendKey(vip: string, address: string, port: number | null): string
   return `${vip} ${address}${port ? `:${port}` : ''}`;
 }
 
-async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, state: AdminState): Promise<void> {
+async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerControl, state: AdminState): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin');
   const send = (code: number, body: unknown, headers: Record<string, string> = {}): void => {
     res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
@@ -490,7 +491,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: Balancer, st
       return;
     }
     case '/api/v1/stats':
-      return send(200, { ...b.snapshot(), at: Date.now() });
+      return send(200, { ...snapshotStats(b), at: Date.now() });
     case '/api/v1/flows': {
       let query;
       try {

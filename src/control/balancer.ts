@@ -22,35 +22,31 @@
  * Shutdown (SIGTERM/SIGINT or `stop()`): stop reading, close the admin endpoint, release the
  * TUN device (the kernel removes it and its routes), log final counters. Idempotent.
  *
- * Event-loop contract: the read loop handles at most MAX_BATCHES_PER_WAKEUP batches per
- * readable event and then returns to libuv (the poll is level-triggered, so remaining
- * packets wake it again at once); timers (flow expiry, later liveness probes) therefore run
- * between bursts even under a saturating load.
+ * The packet loops (TUN read → Forwarder → TUN write / peer send / DSR send) are the data
+ * plane's (src/dataplane/data-plane.ts, with its event-loop contract); this class opens what
+ * they use, starts them, and swaps forwarding tables in between batches.
  */
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { loadConfig, selectSelf, type Config } from '../config';
-import { deriveHashKey } from '../cluster/hash-key';
+import { deriveHashKey } from '../decision/hash-key';
 import { FlowTable } from '../flow';
 import { TunlbError, ErrorCodes } from '../errors';
 import { TunDevice, type TunLike } from '../dataplane/tun-device';
-import { PacketBatch, GSO_MAX_PACKET } from '../dataplane/packet-batch';
-import { Forwarder } from '../dataplane/forwarder';
-import { ForwardDrop } from '../dataplane/forward-drop';
-import { buildForwardingTable, type ForwardingTable } from '../dataplane/forwarding-table';
-import { createLogger, type Logger } from './logger';
+import type { Forwarder } from '../dataplane/forwarder';
+import { DataPlane } from '../dataplane/data-plane';
+import { buildForwardingTable, type ForwardingTable } from '../decision/forwarding-table';
+import { createLogger, type Logger } from '../logger';
 import { ClusterNode } from '../cluster/cluster-node';
+import { BackupRepair } from '../cluster/backup-repair';
 import { HealthMonitor, type HealthReportBody } from '../backends/health-monitor';
 import { UdpBatchSocket } from '../dataplane/udp-batch-socket';
-import { PeerArrays } from '../dataplane/packet-batch';
 import { AdminServer } from './admin-server';
 import { snapshotStats, type BalancerSnapshot } from './snapshot';
 import { L2Socket, interfaceInfo } from '../dataplane/l2-socket';
 import { NeighbourTable } from '../dataplane/neighbours';
-import { createDsrOutput, type DsrOutput, type PeerOutput } from '../dataplane/forwarder';
 import { reloadConfig, type ReloadResult } from './reload';
 
-const MAX_BATCHES_PER_WAKEUP = 8;
 /** Flow-table entry ids examined per expiry tick (every EXPIRY_INTERVAL_MS). */
 const EXPIRY_BUDGET = 65536;
 const EXPIRY_INTERVAL_MS = 100;
@@ -75,25 +71,18 @@ export class Balancer {
   readonly selfId: string;
   readonly log: Logger;
   readonly table: FlowTable;
-  readonly forwarder: Forwarder;
   readonly startedAt = new Date();
-  readonly #device: TunLike;
-  readonly #batch: PacketBatch;
-  readonly #vnet: boolean;
+  /** The packet loops, the forwarder and their I/O (src/dataplane/data-plane.ts). */
+  readonly #dataPlane: DataPlane;
   #t0 = performance.now();
   readonly #live: Uint8Array;
   readonly cluster: ClusterNode | undefined;
+  /** Gives flows decided without a live peer a live backup once one is up (cluster only). */
+  readonly backupRepair: BackupRepair | undefined;
   /** Backend health, drain marks and the cluster-wide view of them (src/backends). */
   health!: HealthMonitor;
   readonly #hashKey: Uint32Array;
   #rebuildPending = false;
-  readonly #dataSocket: UdpBatchSocket | undefined;
-  readonly #peerRx: PacketBatch | undefined;
-  readonly #peerRxAddrs: PeerArrays | undefined;
-  readonly #peerOut: PeerOutput | undefined;
-  #peerSplit: string;
-  /** DSR (a VIP with method dsr and a back interface): neighbours, frame output, AF_PACKET socket. */
-  readonly #dsr: { neighbours: NeighbourTable; output: DsrOutput; socket: L2Socket } | undefined;
   #admin: AdminServer | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -120,36 +109,10 @@ export class Balancer {
     this.table = table;
     this.cluster = cluster;
     this.#hashKey = hashKey;
-    this.#dataSocket = dataSocket;
-    this.#device = device;
-    this.#vnet = device.features.vnetHdr;
-    const maxPacket = this.#vnet ? GSO_MAX_PACKET : Math.max(device.maxPacketSize, config.tun.mtu);
-    this.#batch = new PacketBatch({ count: config.tun.batch, maxPacket });
     if (cluster !== undefined) {
       // Liveness is the membership's: a peer counts once it answers probes and serves.
       this.#live = cluster.membership.live;
-      const self = config.balancers[selfIndex]!;
-      const n = config.tun.batch;
-      const split = this.#vnet && dataSocket !== undefined && dataSocket.gso
-        ? peerMaxDatagram(self.address.text, self.address.family)
-        : { maxDatagram: 0, why: this.#vnet ? 'sent whole: the kernel has no UDP GSO (UDP_SEGMENT)' : 'no GSO super-packets (tun.offload off)' };
-      this.#peerSplit = split.why;
-      this.#peerOut = {
-        batch: new PacketBatch({ count: n, maxPacket, share: this.#batch }),
-        addrs: new Uint8Array(n * 16),
-        ports: new Uint16Array(n),
-        count: 0,
-        // Chunk headers: ~4.5 KiB per 64 KiB super-packet at MTU 1500; a full batch of them fits.
-        // Not allocated when nothing is split.
-        segs: split.maxDatagram === 0 ? undefined : {
-          chunk: new Uint16Array(n), hdrs: new Uint8Array(n * 8192), hdrOffs: new Uint32Array(n), hdrLens: new Uint16Array(n),
-          used: 0, maxDatagram: split.maxDatagram,
-        },
-      };
-      this.#peerRx = new PacketBatch({ count: config.tun.batch, maxPacket: GSO_MAX_PACKET });
-      this.#peerRxAddrs = new PeerArrays(config.tun.batch);
     } else {
-      this.#peerSplit = 'no peers';
       // A cluster of one: this balancer is every flow's primary (claim 6).
       this.#live = new Uint8Array(config.balancers.length);
       this.#live[selfIndex] = 1;
@@ -160,8 +123,12 @@ export class Balancer {
       peerAddrs.set(b.address.bytes, i * 16);
       peerPorts[i] = b.dataPort;
     });
-    if (dsr !== undefined) this.#dsr = { ...dsr, output: createDsrOutput(config.tun.batch, dsr.socket.vnetHdr) };
-    this.forwarder = new Forwarder({
+    const self = config.balancers[selfIndex]!;
+    const vnet = device.features.vnetHdr;
+    this.#dataPlane = new DataPlane({
+      device,
+      batch: config.tun.batch,
+      mtu: config.tun.mtu,
       table,
       forwarding,
       hashKey,
@@ -169,10 +136,31 @@ export class Balancer {
       live: this.#live,
       sink: cluster?.replicator,
       syncThreshold: config.cluster.replication.syncThreshold,
-      peers: cluster !== undefined ? { addrs: peerAddrs, ports: peerPorts } : undefined,
-      peerOutput: this.#peerOut,
-      dsr: this.#dsr,
+      peers:
+        cluster !== undefined && dataSocket !== undefined
+          ? {
+              socket: dataSocket,
+              addresses: { addrs: peerAddrs, ports: peerPorts },
+              split: vnet && dataSocket.gso
+                ? peerMaxDatagram(self.address.text, self.address.family)
+                : { maxDatagram: 0, why: vnet ? 'sent whole: the kernel has no UDP GSO (UDP_SEGMENT)' : 'no GSO super-packets (tun.offload off)' },
+            }
+          : undefined,
+      dsr,
+      nowSec: () => this.nowSec(),
+      log,
     });
+    this.backupRepair =
+      cluster === undefined
+        ? undefined
+        : new BackupRepair({
+            table,
+            hashKey,
+            selfIndex,
+            live: this.#live,
+            ranking: () => this.forwarder.forwarding.ranking,
+            sink: cluster.replicator,
+          });
   }
 
   /** Starts a balancer; throws TunlbError with a one-line message on any start-up problem. */
@@ -215,7 +203,11 @@ export class Balancer {
           nowSec,
           log,
           onHealth: (sender, body) => b?.health.onReport(sender, body as HealthReportBody),
-          onEvent: () => b?.health.liveChanged(),
+          onEvent: () => {
+            b?.health.liveChanged();
+            // A peer came (or went): flows decided without a live backup may get one now.
+            if (b !== undefined && b.forwarder.stats.flowsNoLiveBackup > 0) b.backupRepair?.request();
+          },
         });
         // Encapsulated GSO super-packets arrive as 64 KiB datagrams: a default-sized receive
         // buffer overflows under a TCP stream (UdpRcvbufErrors), so size it for bursts.
@@ -298,7 +290,11 @@ export class Balancer {
   }
 
   get device(): TunLike {
-    return this.#device;
+    return this.#dataPlane.device;
+  }
+
+  get forwarder(): Forwarder {
+    return this.#dataPlane.forwarder;
   }
 
   get live(): Uint8Array {
@@ -307,7 +303,7 @@ export class Balancer {
 
   /** DSR neighbour table (undefined without DSR VIPs); follow forwarding swaps with setForwarding. */
   get dsrNeighbours(): NeighbourTable | undefined {
-    return this.#dsr?.neighbours;
+    return this.#dataPlane.dsrNeighbours;
   }
 
   /**
@@ -371,7 +367,7 @@ export class Balancer {
       health: this.health,
       log: this.log,
       nowSec: this.nowSec(),
-      onForwarding: (ft) => this.#dsr?.neighbours.setForwarding(ft),
+      onForwarding: (ft) => this.#dataPlane.dsrNeighbours?.setForwarding(ft),
     });
   }
 
@@ -380,75 +376,13 @@ export class Balancer {
   }
 
   #arm(): void {
-    this.#device.onReadable(() => this.#onReadable());
-    this.#dataSocket?.onReadable(() => this.#onPeerReadable());
-    this.#dsr?.neighbours.start();
+    this.#dataPlane.start();
     this.#expiryTimer = setInterval(() => this.table.expire(this.nowSec(), EXPIRY_BUDGET), EXPIRY_INTERVAL_MS);
-  }
-
-  #onReadable(): void {
-    const dev = this.#device;
-    const batch = this.#batch;
-    const fwd = this.forwarder;
-    for (let k = 0; k < MAX_BATCHES_PER_WAKEUP && !this.#stopped; k++) {
-      const n = dev.read(batch, batch.count);
-      if (n === 0) return;
-      const m = fwd.processBatch(batch, n, this.#vnet, this.nowSec());
-      if (m > 0) {
-        const w = dev.write(batch, m);
-        if (w < m) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += m - w;
-      }
-      const po = this.#peerOut;
-      if (po !== undefined && po.count > 0) {
-        const sock = this.#dataSocket!;
-        const sg = po.segs;
-        const w = sock.send(po.batch, po.count, po.addrs, po.ports, sg !== undefined && sg.used > 0 ? sg : undefined);
-        if (w < po.count) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += po.count - w;
-        if (sg !== undefined && sg.maxDatagram > 0 && !sock.gso) this.#stopSplitting(sg);
-      }
-      if (this.#dsr !== undefined) this.#sendDsr();
-      if (n < batch.count) return;
-    }
   }
 
   /** How GSO super-packets to peers are sent (logged at start): split to the MTU, or whole and why. */
   get peerSplit(): string {
-    return this.#peerSplit;
-  }
-
-  /** The kernel refused a UDP GSO send (EIO: no checksum offload on the path): send whole from now on. */
-  #stopSplitting(sg: { maxDatagram: number }): void {
-    sg.maxDatagram = 0;
-    this.#peerSplit = 'sent whole: the kernel refused a UDP GSO send (EIO: no UDP checksum offload on the path)';
-    this.log.warn({ event: 'peer_split_off', reason: this.#peerSplit }, `GSO super-packets to peers are now ${this.#peerSplit}`);
-  }
-
-  /** Encapsulated packets from peers: decapsulate, rewrite, write into the TUN device. */
-  #onPeerReadable(): void {
-    const sock = this.#dataSocket!;
-    const rx = this.#peerRx!;
-    const pa = this.#peerRxAddrs!;
-    const fwd = this.forwarder;
-    for (let k = 0; k < MAX_BATCHES_PER_WAKEUP && !this.#stopped; k++) {
-      const n = sock.recv(rx, rx.count, pa.addrs, pa.ports);
-      if (n === 0) return;
-      const m = fwd.processPeerBatch(rx, n, pa.addrs, this.#vnet, this.nowSec());
-      if (m > 0) {
-        const w = this.#device.write(rx, m);
-        if (w < m) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += m - w;
-      }
-      if (this.#dsr !== undefined) this.#sendDsr();
-      if (n < rx.count) return;
-    }
-  }
-
-  /** Sends the DSR frames of the batch just processed (one sendmmsg on the AF_PACKET socket). */
-  #sendDsr(): void {
-    const d = this.#dsr!;
-    const o = d.output;
-    if (o.count === 0) return;
-    const w = d.socket.send(o, o.count, o.vnet, o.ifindex);
-    if (w < o.count) this.forwarder.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += o.count - w;
+    return this.#dataPlane.peerSplit;
   }
 
   /** Stops forwarding and releases everything. Idempotent. */
@@ -458,19 +392,10 @@ export class Balancer {
     this.#setServing(false, reason);
     if (this.#expiryTimer) clearInterval(this.#expiryTimer);
     this.health.stop();
+    this.backupRepair?.close();
     this.cluster?.close();
-    this.#dsr?.neighbours.close();
-    this.#dsr?.socket.close();
     try {
-      if (this.#dataSocket !== undefined && !this.#dataSocket.closed) this.#dataSocket.close();
-    } catch {
-      /* already closed */
-    }
-    try {
-      if (!this.#device.closed) {
-        this.#device.stop();
-        this.#device.close();
-      }
+      this.#dataPlane.close();
     } catch (e) {
       this.log.warn({ event: 'device_close_failed', err: String(e) }, 'closing the TUN device failed');
     }

@@ -34,7 +34,7 @@ import { TunlbError, ErrorCodes } from '../errors';
 import { FlowState, type FlowTable } from '../flow';
 import { formatIp, parseIpInto } from '../packet/addr';
 import { keyToString } from '../packet/flow-key';
-import { NO_BACKEND } from '../cluster/backend-table';
+import { NO_BACKEND } from '../decision/backend-table';
 
 export interface FlowRow {
   key: string;

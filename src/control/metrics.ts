@@ -14,23 +14,17 @@
  * Counters are monotonic as long as the process lives (the source counters never go back);
  * a restarted balancer starts from zero, which Prometheus' rate() handles as a reset.
  *
+ * The data-plane and flow-table families (packets and bytes in and out, flows, failover,
+ * second chance, backup repair, peer split, reply fallbacks, backend-down flows, SYN reuse) are rendered from
+ * src/control/counters.ts (METRIC_FAMILIES, COUNTERS), where each is declared once. The others:
+ *
  * Names (all `tunlb_`; label values are the stable names of src/packet/result.ts,
  * src/dataplane/forward-drop.ts, src/protocol/result.ts, src/cluster/replicator.ts):
  *   tunlb_info{balancer,cluster,incarnation}                   1
  *   tunlb_uptime_seconds
  *   tunlb_self_status                                          1 syncing, 2 serving, 3 draining
- *   tunlb_packets_in_total{source=tun|peer}                    packets read from the TUN device / encapsulated from peers
- *   tunlb_bytes_in_total                                       bytes read from the TUN device
- *   tunlb_packets_out_total{dest=backend|client|peer}          NAT'd to a backend, un-NAT'd to a client, encapsulated to a peer
- *   tunlb_bytes_out_total                                      bytes of packets NAT'd back into the TUN device
  *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total
  *   tunlb_drops_total{stage=packet|forward,reason}             every reason, zeros included
- *   tunlb_flows_active, tunlb_flows_capacity
- *   tunlb_flows_created_total                                  flows decided by this balancer
- *   tunlb_flows_expired_total, tunlb_flows_refused_total{reason=table_full|early_drop|conflict}
- *   tunlb_flows_taken_over_total                               closing TCP records that yielded their reply key
- *   tunlb_syn_reuse_rebound_total                              new TCP connections on a lingering record moved off
- *                                                              a backend that takes no new flows
  *   tunlb_records_sent_total{op=create|refresh|delete}, tunlb_record_datagrams_sent_total
  *   tunlb_records_received_total
  *   tunlb_records_applied_total{result=applied|updated|adopted|decision_kept|deleted}
@@ -53,12 +47,6 @@
  *   tunlb_probes_sent_total, tunlb_probe_acks_received_total, tunlb_probe_acks_stale_total
  *   tunlb_peer_restarts_total
  *   tunlb_failovers_total                                      peer_down events (Membership.stats.failovers)
- *   tunlb_failover_packets_total                               packets sent via a flow's backup (primary dead)
- *   tunlb_second_chance_packets_total
- *   tunlb_peer_split_total{what=super_packets|datagrams|sent_whole|merged}   GSO super-packets to peers split to the
- *                                                              MTU; datagrams from peers merged back on receipt
- *   tunlb_reply_fallback_packets_total{via=first_fragment|later_fragment|three_tuple}   replies matched
- *                                                              without their flow's reply key (fragments)
  *   tunlb_event_loop_stalls_total, tunlb_event_loop_stall_seconds_total   late probe ticks (Membership)
  *   tunlb_forwarding_generation, tunlb_vip_backends{vip}
  *   tunlb_backend_state{vip,backend,state}                     1 for the backend's current state, 0 for the others
@@ -68,8 +56,6 @@
  *   tunlb_health_checks_total{result=ok|failed}                checks run by this balancer (HealthMonitor.stats)
  *   tunlb_health_reports_total{direction=sent|received}
  *   tunlb_drains_expired_total                                 drains whose drain_timeout_s passed here
- *   tunlb_backend_down_flows_total{action=tcp_reset|moved}     established flows cut (TCP RST) or moved (UDP/ICMP)
- *                                                              because their backend went down
  *   tunlb_dataplane_batch_capacity                             packets per TUN read (config tun.batch)
  *   tunlb_dataplane_batch_size                                 histogram, only when the forwarder counts
  *                                                              batches (see BATCH_SOURCE below)
@@ -82,7 +68,8 @@ import { forwardDropNames } from '../dataplane/forward-drop';
 import { PROTOCOL_RESULT_NAMES } from '../protocol/result';
 import { REJECT_REASONS } from '../cluster/replicator';
 import { SYNC_STREAM_DROP_REASONS } from '../cluster/bulk-sync';
-import type { Balancer } from './balancer';
+import type { BalancerView } from './balancer-view';
+import { COUNTERS, METRIC_FAMILIES, type CounterDescriptor } from './counters';
 import type { BackendStateName } from '../backends/backend-state';
 import type { BackendStatus } from '../backends/health-monitor';
 
@@ -107,7 +94,7 @@ interface BatchSource {
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly #b: Balancer;
+  readonly #b: BalancerView;
   readonly #rtt: Histogram<'peer'>;
   /** Per peer: membership-clock time of the last ack whose RTT was observed. */
   readonly #lastAckAt = new Map<number, number>();
@@ -121,13 +108,12 @@ export class Metrics {
    * sampleRtt()). `nowMs`: the membership's clock (default performance.now, as ClusterNode's).
    * `defaultMetrics`: prom-client's process/Node.js metrics (default true).
    */
-  constructor(b: Balancer, opts: { rttSampleMs?: number; nowMs?: () => number; defaultMetrics?: boolean } = {}) {
+  constructor(b: BalancerView, opts: { rttSampleMs?: number; nowMs?: () => number; defaultMetrics?: boolean } = {}) {
     this.#b = b;
     this.#now = opts.nowMs ?? (() => performance.now());
     const r = this.registry;
     const registers = [r];
     const st = b.forwarder.stats;
-    const t = b.table;
     const dev = (): typeof b.device.stats => b.device.stats;
     const c = b.cluster;
 
@@ -179,18 +165,21 @@ export class Metrics {
       STATUS_VALUE[c?.membership.selfStatus ?? 'serving'] ?? 0,
     );
 
-    // ---- packets and bytes
-    counterBy('tunlb_packets_in_total', 'Packets received: read from the TUN device (tun) or encapsulated from peers (peer)', 'source', () => [
-      ['tun', st.rxPackets],
-      ['peer', st.peerRxPackets],
-    ]);
-    counter('tunlb_bytes_in_total', 'Bytes read from the TUN device (IP packets)', () => st.rxBytes);
-    counterBy('tunlb_packets_out_total', "Packets sent on: NAT'd to a backend, un-NAT'd to a client, encapsulated to a peer", 'dest', () => [
-      ['backend', st.forwardPackets],
-      ['client', st.replyPackets],
-      ['peer', st.peerTxPackets],
-    ]);
-    counter('tunlb_bytes_out_total', "Bytes of packets NAT'd back into the TUN device (backend and client)", () => st.txBytes);
+    // ---- the data-plane and flow-table counters (src/control/counters.ts), one family each
+    const rows = COUNTERS as readonly CounterDescriptor[];
+    for (const [name, fam] of Object.entries(METRIC_FAMILIES)) {
+      const series = rows.filter((d) => d.metric === name);
+      if (fam.labelName === undefined) {
+        const d = series[0]!;
+        (fam.type === 'gauge' ? gauge : counter)(name, fam.help, () => d.read(b));
+      } else if (fam.type === 'gauge') {
+        gaugeBy(name, fam.help, fam.labelName, () => series.map((d) => [d.label!, d.read(b)]));
+      } else {
+        counterBy(name, fam.help, fam.labelName, () => series.map((d) => [d.label!, d.read(b)]));
+      }
+    }
+
+    // ---- the TUN device (kernel side)
     counterBy('tunlb_device_packets_total', 'Packets the TUN device read and wrote (kernel side)', 'op', () => [
       ['read', dev().readPackets],
       ['write', dev().writePackets],
@@ -214,17 +203,6 @@ export class Metrics {
       },
     });
 
-    // ---- flows
-    gauge('tunlb_flows_active', 'Flow records in the flow table (decided here and learnt from peers)', () => t.size);
-    gauge('tunlb_flows_capacity', 'Flow table capacity', () => t.capacity);
-    counter('tunlb_flows_created_total', 'Flows decided by this balancer (new-flow decisions)', () => st.flowsCreated);
-    counter('tunlb_flows_expired_total', 'Flow records removed after their idle timeout', () => t.expired);
-    counter('tunlb_flows_taken_over_total', "Closing/closed TCP records removed because a new flow needed their reply key (two VIPs sharing a backend)", () => t.takeovers);
-    counterBy('tunlb_flows_refused_total', 'Flows not inserted (table_full), evicted early (early_drop) or clashing with another flow (conflict)', 'reason', () => [
-      ['table_full', t.refusedFull],
-      ['early_drop', t.earlyDrops],
-      ['conflict', t.conflicts],
-    ]);
 
     // ---- replication
     const rs = c?.replicator.stats;
@@ -323,20 +301,6 @@ export class Metrics {
     );
     counter('tunlb_peer_restarts_total', 'Peers seen with a new incarnation (restarted)', () => ms?.restarts ?? 0);
     counter('tunlb_failovers_total', 'Peers declared dead (peer_down events): their flows go to their backups', () => ms?.failovers ?? 0);
-    counter('tunlb_failover_packets_total', "Packets sent to a flow's backup (or a later holder) because its primary was dead", () => st.failoverPackets);
-    counterBy('tunlb_reply_fallback_packets_total', "Replies matched without the flow's reply key: a fragmented reply's first fragment by its 5-tuple, later ones by fragment id, a reply to a fragmented request by its 3-tuple", 'via', () => [
-      ['first_fragment', st.replyFirstFragments],
-      ['later_fragment', st.replyLaterFragments],
-      ['three_tuple', st.replyThreeTuple],
-    ]);
-    counterBy('tunlb_peer_split_total', "GSO super-packets encapsulated to a peer: split to the balancer network's MTU (super_packets, and the datagrams they became), or over the MTU and sent whole (sent_whole: IP-fragmented); merged: datagrams from peers appended to the one before them on receipt", 'what', () => [
-      ['super_packets', st.peerSplitPackets],
-      ['datagrams', st.peerSplitDatagrams],
-      ['sent_whole', st.peerSplitSkipped],
-      ['merged', st.peerRxMerged],
-    ]);
-    counter('tunlb_syn_reuse_rebound_total', 'New TCP connections (SYN) on a lingering record whose backend takes no new flows, moved to the current pick', () => st.synReuseRebound);
-    counter('tunlb_second_chance_packets_total', 'Mid-stream packets without a record sent to their ranked primary', () => st.secondChancePackets);
     counter('tunlb_event_loop_stalls_total', 'Probe ticks that ran late (event-loop stalls; not counted against peers)', () => ms?.stalls ?? 0);
     counter('tunlb_event_loop_stall_seconds_total', 'Total lateness of late probe ticks, seconds', () => (ms?.stallMs ?? 0) / 1000);
 
@@ -347,7 +311,7 @@ export class Metrics {
     );
 
     // ---- backends (HealthMonitor's shared view; the same on every balancer)
-    const backends = (): BackendStatus[] => this.#scrapeBackends ?? b.health.states();
+    const backends = (): BackendStatus[] => this.#scrapeBackends ?? b.health?.states() ?? [];
     const backendGauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>, rows: BackendStatus[]) => void): void => {
       new Gauge({ name, help, registers, labelNames, collect() { this.reset(); if (b.health !== undefined) fill(this, backends()); } });
     };
@@ -369,10 +333,6 @@ export class Metrics {
       ['received', b.health?.stats.reportsReceived ?? 0],
     ]);
     counter('tunlb_drains_expired_total', 'Drained backends whose drain_timeout_s passed here (remaining flows cut)', () => b.health?.stats.drainsExpired ?? 0);
-    counterBy('tunlb_backend_down_flows_total', 'Established flows whose backend was down: TCP answered with a reset, UDP/ICMP moved', 'action', () => [
-      ['tcp_reset', st.tcpResetBackendDown],
-      ['moved', st.udpMovedBackendDown],
-    ]);
 
     // ---- data-plane batches
     gauge('tunlb_dataplane_batch_capacity', 'Packets per TUN read at most (config tun.batch)', () => b.config.tun.batch);

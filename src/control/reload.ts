@@ -23,13 +23,13 @@
  */
 import { loadConfig, type Config } from '../config';
 import { TunlbError, ErrorCodes } from '../errors';
-import { deriveHashKey } from '../cluster/hash-key';
-import { buildForwardingTable, backendId, type ForwardingTable } from '../dataplane/forwarding-table';
+import { deriveHashKey } from '../decision/hash-key';
+import { buildForwardingTable, backendId, type ForwardingTable } from '../decision/forwarding-table';
 import { planRemap, remapFlows, type RemapStats } from '../dataplane/flow-remap';
 import type { Forwarder } from '../dataplane/forwarder';
 import type { FlowTable } from '../flow';
 import type { HealthMonitor } from '../backends/health-monitor';
-import type { Logger } from './logger';
+import type { Logger } from '../logger';
 
 export interface ReloadTarget {
   configPath: string;

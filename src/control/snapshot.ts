@@ -1,10 +1,13 @@
 /**
  * A JSON-ready picture of one balancer's state and counters, for the admin endpoint, the
- * CLI and the shutdown log. Built on demand (allocates; never on the packet path).
+ * CLI and the shutdown log. Built on demand (allocates; never on the packet path). The
+ * `flows` and `counters` figures are declared in src/control/counters.ts (COUNTERS); the
+ * fields below type them for readers of the JSON.
  */
 import { packetResultNames } from '../packet/result';
 import { forwardDropNames } from '../dataplane/forward-drop';
-import type { Balancer } from './balancer';
+import type { BalancerView } from './balancer-view';
+import { readSection, type CounterKey } from './counters';
 
 export interface BalancerSnapshot {
   id: string;
@@ -15,35 +18,10 @@ export interface BalancerSnapshot {
   device: { name: string; mtu: number; features: object; stats: object };
   /** How GSO super-packets to peers are sent: split to the MTU (and to what size), or whole and why. */
   peerSplit: string;
-  flows: { active: number; capacity: number; created: number; expired: number; refusedFull: number; earlyDrops: number; conflicts: number; takeovers: number };
-  counters: {
-    rxPackets: number;
-    rxBytes: number;
-    txPackets: number;
-    txBytes: number;
-    forwardPackets: number;
-    replyPackets: number;
-    peerTxPackets: number;
-    peerRxPackets: number;
-    /** GSO super-packets to peers split to the MTU, their datagrams, and those sent whole (over the MTU). */
-    peerSplitPackets: number;
-    peerSplitDatagrams: number;
-    peerSplitSkipped: number;
-    /** Datagrams from peers merged into the one before them (a split super-packet put back together). */
-    peerRxMerged: number;
-    failoverPackets: number;
-    secondChancePackets: number;
-    /** Flows on a backend that went down (src/dataplane/forwarder.ts "Backend down"). */
-    tcpResetBackendDown: number;
-    udpMovedBackendDown: number;
-    /** New TCP connections on a lingering record moved off a backend that takes no new flows. */
-    synReuseRebound: number;
-    /** Replies matched by a fallback key (src/dataplane/forwarder.ts #replyFallback). */
-    replyFirstFragments: number;
-    replyLaterFragments: number;
-    replyThreeTuple: number;
-    drops: Record<string, number>;
-  };
+  /** src/control/counters.ts, section 'flows'. */
+  flows: Record<CounterKey<'flows'>, number>;
+  /** src/control/counters.ts, section 'counters', and the drops by reason (nonzero only). */
+  counters: Record<CounterKey<'counters'>, number> & { drops: Record<string, number> };
   membership: null | {
     incarnation: number;
     status: string;
@@ -58,7 +36,7 @@ export interface BalancerSnapshot {
   forwarding: { generation: number; vips: Array<{ name: string; address: string; method: string; backends: string[] }> };
 }
 
-export function snapshotStats(b: Balancer): BalancerSnapshot {
+export function snapshotStats(b: BalancerView): BalancerSnapshot {
   const st = b.forwarder.stats;
   const drops: Record<string, number> = {};
   st.packetDrops.forEach((v, i) => {
@@ -67,7 +45,6 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
   st.forwardDrops.forEach((v, i) => {
     if (v > 0) drops[forwardDropNames[i] ?? `forward_${i}`] = v;
   });
-  const t = b.table;
   const ft = b.forwarder.forwarding;
   return {
     id: b.selfId,
@@ -77,39 +54,8 @@ export function snapshotStats(b: Balancer): BalancerSnapshot {
     uptimeS: b.nowSec(),
     device: { name: b.device.name, mtu: b.device.mtu, features: { ...b.device.features }, stats: { ...b.device.stats } },
     peerSplit: b.peerSplit,
-    flows: {
-      active: t.size,
-      capacity: t.capacity,
-      created: st.flowsCreated,
-      expired: t.expired,
-      refusedFull: t.refusedFull,
-      earlyDrops: t.earlyDrops,
-      conflicts: t.conflicts,
-      takeovers: t.takeovers,
-    },
-    counters: {
-      rxPackets: st.rxPackets,
-      rxBytes: st.rxBytes,
-      txPackets: st.txPackets,
-      txBytes: st.txBytes,
-      forwardPackets: st.forwardPackets,
-      replyPackets: st.replyPackets,
-      peerTxPackets: st.peerTxPackets,
-      peerRxPackets: st.peerRxPackets,
-      peerSplitPackets: st.peerSplitPackets,
-      peerSplitDatagrams: st.peerSplitDatagrams,
-      peerSplitSkipped: st.peerSplitSkipped,
-      peerRxMerged: st.peerRxMerged,
-      failoverPackets: st.failoverPackets,
-      secondChancePackets: st.secondChancePackets,
-      tcpResetBackendDown: st.tcpResetBackendDown,
-      udpMovedBackendDown: st.udpMovedBackendDown,
-      synReuseRebound: st.synReuseRebound,
-      replyFirstFragments: st.replyFirstFragments,
-      replyLaterFragments: st.replyLaterFragments,
-      replyThreeTuple: st.replyThreeTuple,
-      drops,
-    },
+    flows: readSection(b, 'flows'),
+    counters: { ...readSection(b, 'counters'), drops },
     membership:
       b.cluster === undefined
         ? null

@@ -12,7 +12,9 @@
  *     drops (/api/v1/stats every second; /api/v1/history fills the last 5 minutes at load)
  *     and two small charts of the last 5 minutes;
  *   - recent events (peer down, suspect, restarted, failover, status changes), newest first;
- *   - drops by reason (total and per second) and the VIPs with their backends' state (GET /api/v1/backends, a badge each) and flow counts.
+ *   - drops by reason (total and per second) and the VIPs with their backends' state (GET /api/v1/backends, a badge each) and flow counts;
+ *   - every data-plane and flow-table counter of the snapshot, rendered from the counter table
+ *     (src/control/counters.ts, embedded in the page as COUNTERS: section, key, unit, help).
  *
  * Hooks for tests and scrapers of the page: every balancer card is
  * `.bal[data-balancer=<id>][data-state=<state>][data-status=<status>]`; `#conn` carries
@@ -22,10 +24,15 @@
  * tab's sessionStorage and out of the address bar) or enter it when the page asks.
  */
 
+import { COUNTERS } from './counters';
+
 /** The page. Static: everything dynamic comes from the JSON endpoints. */
 export function statusPageHtml(): string {
   return PAGE;
 }
+
+/** The counter table as the page's script reads it (no functions; `<` escaped for the script element). */
+const COUNTER_JSON = JSON.stringify(COUNTERS.map((d) => ({ section: d.section, key: d.key, unit: d.unit, help: d.help }))).replace(/</g, '\\u003c');
 
 const PAGE = String.raw`<!doctype html>
 <html lang="en">
@@ -148,6 +155,10 @@ const PAGE = String.raw`<!doctype html>
   <section id="vips" class="span12">
     <h2>VIPs and backends <small>state (cluster-wide) · flows counted in this balancer's table</small></h2>
     <div id="vip-list"></div>
+  </section>
+  <section id="counters" class="span12">
+    <h2>Counters <small>this balancer, since start</small></h2>
+    <div id="counter-list"></div>
   </section>
 </main>
 <footer>
@@ -429,6 +440,15 @@ const PAGE = String.raw`<!doctype html>
           '</td><td class="ev">' + esc(e.type.replace(/_/g, ' ')) + '</td><td>' + esc(e.reason) + '</td></tr>';
       }).join('') + '</tbody></table>';
   }
+  /** Every counter of the counter table (COUNTERS), as the snapshot holds it. */
+  var COUNTERS = ${COUNTER_JSON};
+  function renderCounters() {
+    $('counter-list').innerHTML = '<table><thead><tr><th>counter</th><th class="n">value</th><th>unit</th></tr></thead><tbody>' +
+      COUNTERS.map(function (d) {
+        var v = stats[d.section] ? stats[d.section][d.key] : null;
+        return '<tr title="' + esc(d.help) + '"><td class="mono">' + esc(d.section + '.' + d.key) + '</td><td class="n">' + int(v) + '</td><td>' + esc(d.unit) + '</td></tr>';
+      }).join('') + '</tbody></table>';
+  }
   function renderDrops() {
     var d = stats.counters.drops, keys = Object.keys(d);
     var old = null;
@@ -491,7 +511,7 @@ const PAGE = String.raw`<!doctype html>
   function render() {
     var now = stats ? stats.at : Date.now();
     if (status) { renderHeader(); renderBalancers(now); renderEvents(now); renderVips(); }
-    if (stats) { renderTraffic(now); renderDrops(); }
+    if (stats) { renderTraffic(now); renderDrops(); renderCounters(); }
     renderConn();
   }
 

@@ -25,12 +25,12 @@
  * twice. Off the hot path: allocates freely.
  */
 import type { FlowTable } from '../flow';
-import { hashFlowKey } from '../cluster/halfsiphash';
-import { NO_BACKEND } from '../cluster/backend-table';
-import { backendId, METHOD_DSR, type ForwardingTable } from './forwarding-table';
-import { writeReplyKey } from './reply-key';
-
-const IPPROTO_TCP = 6;
+import { hashFlowKey } from '../decision/halfsiphash';
+import { NO_BACKEND } from '../decision/backend-table';
+import { backendId, METHOD_DSR, type ForwardingTable } from '../decision/forwarding-table';
+import { writeReplyKey } from '../decision/reply-key';
+import { IPPROTO_TCP } from '../packet/parse';
+import { KEY_PROTO } from '../packet/flow-key';
 
 /** Old index → new index (-1: removed), for VIPs and, per old VIP, its backends. */
 export interface RemapPlan {
@@ -109,7 +109,7 @@ export function remapFlows(table: FlowTable, plan: RemapPlan, next: ForwardingTa
       st.removed++;
       continue;
     }
-    if (keyBytes[36] === IPPROTO_TCP) {
+    if (keyBytes[KEY_PROTO] === IPPROTO_TCP) {
       // Marked removed (backend NO_BACKEND, which no table has): the forwarder treats it as a
       // down backend at the flow's next client packet, i.e. answers with an RST from VIP:port
       // at once (rather than letting a live backend reset a connection it never had).

@@ -30,7 +30,7 @@ import { execFile } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { readFile } from 'node:fs/promises';
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
-import { METHOD_DSR, type ForwardingTable } from './forwarding-table';
+import { METHOD_DSR, type ForwardingTable } from '../decision/forwarding-table';
 import { interfaceInfo, parseMac, type InterfaceInfo } from './l2-socket';
 import { native, netnsPath } from './native';
 import { bytes16ToIp, ipToBytes16 } from './udp-batch-socket';

@@ -2,7 +2,7 @@
  * Fragment-id cache: which flow the later fragments of one IP datagram belong to, learned from
  * its first fragment (the only one that carries the ports).
  *
- * Why: fragments are keyed on (src, dst, protocol) with ports 0 (docs/design.md "Fragments"),
+ * Why: fragments are keyed on (src, dst, protocol) with ports 0 (docs/fragments.md),
  * while a flow created by an unfragmented packet is keyed on the 5-tuple. When a backend
  * answers such a flow with a datagram larger than the path MTU (a DNS answer with EDNS, any
  * UDP service), its fragments match neither key. The forwarder finds the first fragment's

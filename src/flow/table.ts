@@ -74,6 +74,7 @@
  * Not done yet: a batch lookup that hashes a whole TUN batch first and loads the slots and
  * records in a second pass, so the misses of independent packets overlap.
  */
+import * as tcpFlags from '../packet/tcp-flags';
 import { randomBytes } from 'node:crypto';
 import { TunlbError, ErrorCodes } from '../errors';
 import { hashKeyWords as hashKeyWordsImport } from './hash';
@@ -102,10 +103,16 @@ export const FlowFlags = {
   SEEN_REPLY: 0x08,
   /** Inserted without a reply key (DSR): only the forward key is indexed. */
   NO_REPLY_KEY: 0x10,
+  /**
+   * Decided while no other balancer was live: the backup is the next configured balancer in
+   * the flow's rank, not known to be up. Cleared when that backup is live, or when the flow's
+   * primary gives it a live backup (src/cluster/backup-repair.ts).
+   */
+  BACKUP_PENDING: 0x20,
 } as const;
 
-/** TCP header flag bits (RFC 9293 section 3.1), as passed to `touch`. */
-export const TcpFlags = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;
+/** TCP header flag bits (RFC 9293 section 3.1), as passed to `touch` (declared in src/packet/tcp-flags.ts). */
+export const TcpFlags = tcpFlags.TcpFlags;
 
 /** Why an entry is being removed, second argument of the expire callback. */
 export const ExpireReason = { IDLE: 0, EARLY_DROP: 1, TAKEOVER: 2 } as const;
@@ -142,7 +149,8 @@ const R_META = 22;
 const R_VB = 23;
 /** Module-local bindings and primitive constants for the hot path. Under tsx/esbuild CJS output an
  *  imported name is a getter on the module object and `Obj.FIELD` is a property load; local
- *  `const` primitives compile to immediates. Values mirror FlowState, FlowFlags, TcpFlags. */
+ *  `const` primitives compile to immediates. Values mirror FlowState and FlowFlags; the TCP bits are
+ *  src/packet/tcp-flags.ts'. */
 const hashKeyWords = hashKeyWordsImport;
 const initialState = initialStateForProtocol;
 const ST_FREE = 0;
@@ -155,10 +163,10 @@ const F_REPLICATED = 0x01;
 const F_FROM_PEER = 0x04;
 const F_SEEN_REPLY = 0x08;
 const F_NO_REPLY_KEY = 0x10;
-const TCP_FIN = 0x01;
-const TCP_SYN = 0x02;
-const TCP_RST = 0x04;
-const TCP_ACK = 0x10;
+const TCP_FIN = tcpFlags.TCP_FIN;
+const TCP_SYN = tcpFlags.TCP_SYN;
+const TCP_RST = tcpFlags.TCP_RST;
+const TCP_ACK = tcpFlags.TCP_ACK;
 const REASON_IDLE = 0;
 const REASON_EARLY_DROP = 1;
 const REASON_TAKEOVER = 2;
@@ -167,8 +175,7 @@ if (
   ST_FREE !== FlowState.FREE || ST_SYN_SEEN !== FlowState.TCP_SYN_SEEN || ST_ESTABLISHED !== FlowState.TCP_ESTABLISHED ||
   ST_CLOSING !== FlowState.TCP_CLOSING || ST_CLOSED !== FlowState.TCP_CLOSED || ST_OTHER !== FlowState.OTHER ||
   F_REPLICATED !== FlowFlags.REPLICATED || F_FROM_PEER !== FlowFlags.FROM_PEER || F_SEEN_REPLY !== FlowFlags.SEEN_REPLY ||
-  F_NO_REPLY_KEY !== FlowFlags.NO_REPLY_KEY || TCP_FIN !== TcpFlags.FIN || TCP_SYN !== TcpFlags.SYN ||
-  TCP_RST !== TcpFlags.RST || TCP_ACK !== TcpFlags.ACK || REASON_IDLE !== ExpireReason.IDLE ||
+  F_NO_REPLY_KEY !== FlowFlags.NO_REPLY_KEY || REASON_IDLE !== ExpireReason.IDLE ||
   REASON_EARLY_DROP !== ExpireReason.EARLY_DROP || REASON_TAKEOVER !== ExpireReason.TAKEOVER
 ) {
   throw new Error('src/flow/table.ts: hot-path constants out of sync with the exported enums');

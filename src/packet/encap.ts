@@ -17,7 +17,8 @@
  *   version  (high nibble of byte 0) = ENCAP_VERSION (1); anything else: ENCAP_BAD_VERSION.
  *   type     (low nibble of byte 0)  = ENCAP_TYPE_DATA (0); anything else: ENCAP_BAD_TYPE.
  *   flags    bit0 NEW_FLOW: the sender made this decision on a table miss (new record).
- *            bit1 REPLY: server -> client direction.
+ *            bit1 REPLY: defined (server -> client direction) but never set by this version;
+ *                 ignored on receipt.
  *            bit2 SECOND_CHANCE: the sender had no record and forwards to the ranked primary.
  *            bit3 FAILOVER: sent to the backup because the primary is dead.
  *            bit4 VNET: a 10-byte virtio_net_hdr (linux/virtio_net.h, little-endian, as the TUN
@@ -35,11 +36,12 @@
  *            ENCAP_NONE_U8 (0xff) = none.
  *   backend: backend index within the VIP (u16, big-endian); ENCAP_NONE_U16 (0xffff) = none.
  *   VIP:     VIP index (u16, big-endian).
- *   generation: the sender's forwarding-table generation (u32, big-endian), so the receiver
- *            can tell a decision taken on an older or newer membership view.
+ *   generation: the sender's forwarding-table generation (u32, big-endian). Carried for
+ *            diagnostics; the receiver does not check it (a decision it adopts is checked
+ *            by range: docs/flow-records.md "Generations").
  *   All multi-byte fields are network byte order. The header is a multiple of 4 bytes.
  *
- * A forwarded packet is never forwarded again (DESIGN.md); accepting only configured peers is
+ * A forwarded packet is never forwarded again (docs/protocol.md "Data port"); accepting only configured peers is
  * the data plane's job (outer source address), not this parser's.
  * Hot path: no allocation; results are PacketResult codes.
  */

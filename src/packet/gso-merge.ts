@@ -24,13 +24,7 @@
 import { read16 } from './checksum';
 import { setTcpLengths, tcpGsoHeaders } from './tcp-gso';
 import { VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_SIZE, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_TYPE, VNET_HDR_LEN_FIELD } from './vnet';
-
-const TCP_FIN = 0x01;
-const TCP_SYN = 0x02;
-const TCP_RST = 0x04;
-const TCP_PSH = 0x08;
-const TCP_URG = 0x20;
-const TCP_CWR = 0x80;
+import { TCP_CWR, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG } from './tcp-flags';
 
 function seqOf(buf: Uint8Array, tcp: number): number {
   return ((read16(buf, tcp + 4) << 16) | read16(buf, tcp + 6)) >>> 0;

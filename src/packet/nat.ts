@@ -50,12 +50,15 @@
 import * as checksum from './checksum';
 import type { PacketInfo } from './packet-info';
 import { PacketResult } from './result';
+import * as ipProto from './parse';
 
 // Imports are snapshotted into module-level consts: under tsx/esbuild (tests, benches, dev runs)
 // every use of an imported binding is a getter call on the module object, which V8 does not
 // inline and which cost several times the hot path itself (measured, bench/packet-hot-path).
 const { csumAdd, csumAddrDelta, csumApplyDelta, csumFold, csumUpdate16 } = checksum;
 const R = PacketResult;
+const IPPROTO_ICMP = ipProto.IPPROTO_ICMP;
+const IPPROTO_ICMPV6 = ipProto.IPPROTO_ICMPV6;
 
 /** Checksum modes (see src/packet/checksum.ts); re-exported for callers of the rewrites. */
 export const CSUM_FULL = checksum.CSUM_FULL;
@@ -202,7 +205,7 @@ function rewriteIcmpError(
   }
   if (info.innerHasPorts !== 0) {
     const ip = info.innerProto;
-    const echo = ip === 1 || ip === 58;
+    const echo = ip === IPPROTO_ICMP || ip === IPPROTO_ICMPV6;
     const portOff = echo ? info.innerL4Off + 4 : info.innerL4Off + (toBackend !== 0 ? 0 : 2);
     const oldPort = ((buf[portOff] as number) << 8) | (buf[portOff + 1] as number);
     const newPort = port < 0 ? oldPort : port;

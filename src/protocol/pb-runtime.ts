@@ -10,7 +10,7 @@
  * configuration precedes the generated module whoever imports it first.
  *
  * Process-wide effect: protobufjs is a singleton, so any other protobufjs user in the process
- * also gets numbers for 64-bit fields. tunlb has no other user (DESIGN.md: protobuf is only
+ * also gets numbers for 64-bit fields. tunlb has no other user (docs/protocol.md "Balancer to balancer": protobuf is only
  * the balancer-to-balancer protocol).
  */
 import protobuf = require('protobufjs/minimal');

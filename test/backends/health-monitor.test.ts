@@ -6,8 +6,8 @@
  */
 import test from 'ava';
 import { HealthMonitor, healthKey, healthOwner, DEFAULT_REPORT_BUDGET, type BackendEvent, type HealthReportBody } from '../../src/backends/health-monitor';
-import { memberSeed } from '../../src/cluster/rendezvous';
-import { buildForwardingTable } from '../../src/dataplane/forwarding-table';
+import { memberSeed } from '../../src/decision/rendezvous';
+import { buildForwardingTable } from '../../src/decision/forwarding-table';
 import { ErrorCodes, isTunlbError } from '../../src/errors';
 import { tunlb } from '../../src/protocol';
 import { backendAddr, FakeBackends, FakeClock, HASH_KEY, makeConfig, overTheWire, seededRandom, SimCluster } from './helpers';

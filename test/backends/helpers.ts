@@ -4,7 +4,7 @@
  * through the real protobuf encoding (tunlb.v1.HealthReport) on a lossy in-memory "network".
  */
 import { parseConfig, type Config } from '../../src/config';
-import { deriveHashKey } from '../../src/cluster/hash-key';
+import { deriveHashKey } from '../../src/decision/hash-key';
 import { tunlb } from '../../src/protocol';
 import { HealthMonitor, type BackendEvent, type HealthReportBody, type TimerFns } from '../../src/backends/health-monitor';
 import type { CheckResult, CheckTarget } from '../../src/backends/checks';

@@ -5,7 +5,7 @@
  */
 import { availableParallelism, loadavg } from 'node:os';
 import test from 'ava';
-import { LoopbackCluster, LOOPBACK_CLUSTER_ID, type LoopbackMember } from '../../src/cluster/replication-loopback';
+import { LoopbackCluster, LOOPBACK_CLUSTER_ID, type LoopbackMember } from '../helpers/replication-loopback';
 import { isTunlbError, ErrorCodes } from '../../src/errors';
 import { EnvelopeSigner } from '../../src/protocol';
 

@@ -1,5 +1,5 @@
 /** Shared fixtures of the test/cluster tests (not a test file itself). */
-import { hashFlowKey } from '../../src/cluster/halfsiphash';
+import { hashFlowKey } from '../../src/decision/halfsiphash';
 
 /** Small deterministic PRNG (xorshift32) so failures reproduce. */
 export function prng(seed: number): () => number {

@@ -1,18 +1,18 @@
 /**
  * Flow-record replication (src/cluster/replicator.ts) between Replicators over an in-memory
- * network (src/cluster/replication-loopback.ts): every datagram is really signed and goes
+ * network (test/helpers/replication-loopback.ts): every datagram is really signed and goes
  * through the receiver's EnvelopeReceiver (MAC, replay window) before onRecords.
  */
 import test from 'ava';
-import { LoopbackCluster, LOOPBACK_CLUSTER_ID, type LoopbackMember } from '../../src/cluster/replication-loopback';
+import { LoopbackCluster, LOOPBACK_CLUSTER_ID, type LoopbackMember } from '../helpers/replication-loopback';
 import { buildReadyThresholds, readyThresholdForState } from '../../src/cluster/replication-policy';
 import { REJECT_REASONS } from '../../src/cluster/replicator';
-import { buildForwardingTable } from '../../src/dataplane/forwarding-table';
-import { writeReplyKey } from '../../src/dataplane/reply-key';
+import { buildForwardingTable } from '../../src/decision/forwarding-table';
+import { writeReplyKey } from '../../src/decision/reply-key';
 import type { FlowSink } from '../../src/dataplane/forwarder';
 import { FlowFlags, FlowState } from '../../src/flow';
 import { EnvelopeSigner, macKey, Op, ProtocolResult, RecordBatcher, type FlowRecordFields } from '../../src/protocol';
-import { loopbackConfig } from '../../src/cluster/replication-loopback';
+import { loopbackConfig } from '../helpers/replication-loopback';
 
 const TCP = 6;
 const UDP = 17;

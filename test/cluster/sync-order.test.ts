@@ -124,7 +124,9 @@ test('a snapshot holds every syncable flow once, by increasing row, with rowStar
 test('a snapshot of an empty table is empty; ids arrays grow past the first estimate', (t) => {
   const empty = new FlowTable({ capacity: 64, seed: 1 });
   const b = new SyncSnapshotBuilder(empty, filler(empty, () => true));
-  t.true(b.step(1));
+  let steps = 1;
+  while (!b.step(1)) steps++;
+  t.true(steps <= 3, `${steps} steps for an empty table`);
   t.is(b.result!.count, 0);
   // The builder sizes its arrays from table.size at construction: flows added during the
   // build (behind the cursor or not) must not overflow them.

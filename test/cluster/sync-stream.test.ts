@@ -13,7 +13,7 @@
 import { availableParallelism, loadavg } from 'node:os';
 import { EventEmitter } from 'node:events';
 import test from 'ava';
-import { LoopbackCluster, LOOPBACK_CLUSTER_ID, type LoopbackMember } from '../../src/cluster/replication-loopback';
+import { LoopbackCluster, LOOPBACK_CLUSTER_ID, type LoopbackMember } from '../helpers/replication-loopback';
 import { SyncStreamServer, SyncSession, type SyncConnection, type SyncStreamIdentity } from '../../src/cluster/sync-stream';
 import { SyncRunner, type SyncEvent, type SyncRunnerOptions } from '../../src/cluster/sync-runner';
 import { SYNC_ROWS } from '../../src/cluster/sync-order';

@@ -10,7 +10,7 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import type { Balancer } from '../../src/control/balancer';
-import type { FakeTunDevice } from '../../src/dataplane/fake-tun';
+import type { FakeTunDevice } from '../helpers/fake-tun';
 import * as P from '../helpers/packets';
 import { CLIENT, CLIENT6, VIP, VIP6 } from '../helpers/fixtures';
 import { startBalancer } from '../helpers/balancer-harness';

@@ -12,7 +12,7 @@
 import test from 'ava';
 import { writeFileSync as write } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import type { FakeWritten } from '../../src/dataplane/fake-tun';
+import type { FakeWritten } from '../helpers/fake-tun';
 import { formatIp } from '../../src/packet/addr';
 import * as P from '../helpers/packets';
 import { CLIENT, VIP } from '../helpers/fixtures';

@@ -7,10 +7,10 @@
  */
 import test from 'ava';
 import { parseConfig, type Config } from '../../src/config';
-import { deriveHashKey } from '../../src/cluster/hash-key';
+import { deriveHashKey } from '../../src/decision/hash-key';
 import { FlowTable } from '../../src/flow';
 import { Forwarder } from '../../src/dataplane/forwarder';
-import { buildForwardingTable } from '../../src/dataplane/forwarding-table';
+import { buildForwardingTable } from '../../src/decision/forwarding-table';
 import { PacketBatch } from '../../src/dataplane/packet-batch';
 import { formatIp } from '../../src/packet/addr';
 import * as P from '../helpers/packets';

@@ -12,10 +12,12 @@
 import test from 'ava';
 import type { NetworkInterfaceInfo } from 'node:os';
 import { parseConfig, type Config } from '../../src/config';
-import { deriveHashKey } from '../../src/cluster/hash-key';
+import { deriveHashKey } from '../../src/decision/hash-key';
 import { FlowTable } from '../../src/flow';
-import { Forwarder, Action, createDsrOutput, type DsrOutput, type PeerOutput } from '../../src/dataplane/forwarder';
-import { buildForwardingTable, type ForwardingTable } from '../../src/dataplane/forwarding-table';
+import { Forwarder, Action } from '../../src/dataplane/forwarder';
+import { createDsrOutput, type DsrOutput } from '../../src/dataplane/dsr-output';
+import type { PeerOutput } from '../../src/dataplane/peer-output';
+import { buildForwardingTable, type ForwardingTable } from '../../src/decision/forwarding-table';
 import { forwardDropNames } from '../../src/dataplane/forward-drop';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 } from '../../src/dataplane/packet-batch';
 import { NeighbourTable, type NeighbourEntry, NEIGH_STRIDE, NEIGH_VALID, interfaceFor, nudStates, parseIpNeighJson, parseProcNetArp } from '../../src/dataplane/neighbours';

@@ -12,13 +12,13 @@
  */
 import test from 'ava';
 import { parseConfig, type Config } from '../../src/config';
-import { deriveHashKey } from '../../src/cluster/hash-key';
+import { deriveHashKey } from '../../src/decision/hash-key';
 import { FlowTable } from '../../src/flow';
 import { Forwarder, Action } from '../../src/dataplane/forwarder';
-import { buildForwardingTable, type ForwardingTable } from '../../src/dataplane/forwarding-table';
+import { buildForwardingTable, type ForwardingTable } from '../../src/decision/forwarding-table';
 import { forwardDropNames, ForwardDrop } from '../../src/dataplane/forward-drop';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID } from '../../src/dataplane/packet-batch';
-import { FakeTunDevice, type FakeWritten } from '../../src/dataplane/fake-tun';
+import { FakeTunDevice, type FakeWritten } from '../helpers/fake-tun';
 import { packetResultNames } from '../../src/packet/result';
 import { CSUM_FULL } from '../../src/packet/nat';
 import { formatIp } from '../../src/packet/addr';
@@ -935,7 +935,7 @@ test('forward-drop names: one per reason', (t) => {
   t.is(forwardDropNames[ForwardDrop.NO_FLOW], 'no_flow');
 });
 
-// ---- Fragment flows and port rewriting (docs/design.md "Fragments") ----
+// ---- Fragment flows and port rewriting (docs/fragments.md) ----
 // A flow the client creates with fragments is keyed without ports, so the VIP port a
 // port-rewriting backend's reply must get back is not in the record: it is the VIP's port when
 // the VIP serves one, and unknown (the backend's port is kept) when it serves several.

@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Balancer } from '../../src/control/balancer';
-import { createLogger } from '../../src/control/logger';
-import { FakeTunDevice } from '../../src/dataplane/fake-tun';
+import { createLogger } from '../../src/logger';
+import { FakeTunDevice } from './fake-tun';
 
 export interface StartedBalancer {
   b: Balancer;

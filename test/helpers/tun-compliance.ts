@@ -10,7 +10,7 @@
  */
 import type { ExecutionContext } from 'ava';
 import { isTunlbError, ErrorCodes } from '../../src/errors';
-import { FakeTunDevice, type FakeTunOptions } from '../../src/dataplane/fake-tun';
+import { FakeTunDevice, type FakeTunOptions } from './fake-tun';
 import { PacketBatch, VNET_GSO_TYPE, VNET_HDR_LEN } from '../../src/dataplane/packet-batch';
 import type { TunLike } from '../../src/dataplane/tun-device';
 

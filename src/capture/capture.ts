@@ -1,7 +1,7 @@
 /**
  * `tunlb capture`: packet capture on one interface with libpcap (the `cap` package), written
- * as a classic pcap file (src/control/capture-pcap.ts) that `tcpdump -r` and Wireshark read,
- * and/or decoded into one line per packet (src/control/capture-decode.ts: flow records,
+ * as a classic pcap file (src/capture/capture-pcap.ts) that `tcpdump -r` and Wireshark read,
+ * and/or decoded into one line per packet (src/capture/capture-decode.ts: flow records,
  * probes, bulk sync on the control port; encapsulated packets on the data port).
  *
  *   tunlb capture --iface lbnet0 --filter 'udp port 7946' --count 50 --out records.pcap --decode

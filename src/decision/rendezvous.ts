@@ -2,7 +2,7 @@
  * Shared pieces of the rendezvous (highest-random-weight) tables: row seeds, member seeds and
  * the score mix. Everything here is a pure function of the cluster hash key and of identity
  * *strings*, never of list positions or insertion order, so every balancer computes the same
- * scores (docs/contracts.md, DESIGN.md "Rendezvous scores").
+ * scores (docs/contracts.md, docs/hashing.md "Rendezvous scores").
  *
  * Definitions (the cluster-wide contract; change only together with every balancer):
  * - ROWS = 65536 rows. Balancer ranking row = `flowHash & 0xffff`, backend table row =

@@ -14,7 +14,7 @@
  * match the reference vectors, not the kernel's hsiphash output.
  *
  * Key: `Uint32Array(2)` = the 8 key bytes as two little-endian words
- * (k0 = bytes 0..3, k1 = bytes 4..7); see src/cluster/hash-key.ts for how it is derived.
+ * (k0 = bytes 0..3, k1 = bytes 4..7); see src/decision/hash-key.ts for how it is derived.
  *
  * Hot path rules: no allocation, no closures, no exceptions; all arithmetic is int32 (`| 0`)
  * with unsigned rotations, and the result is returned as an unsigned 32-bit number.

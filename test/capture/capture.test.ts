@@ -1,8 +1,8 @@
 /**
- * tunlb capture without root: the pcap writer/reader (src/control/capture-pcap.ts), the
- * decoders of tunlb's traffic on crafted bytes (src/control/capture-decode.ts: flow records,
+ * tunlb capture without root: the pcap writer/reader (src/capture/capture-pcap.ts), the
+ * decoders of tunlb's traffic on crafted bytes (src/capture/capture-decode.ts: flow records,
  * probes, bulk sync, encapsulation, other packets, link layers), option checks and the
- * --read mode of runCapture (src/control/capture.ts). Live capture (libpcap) is in
+ * --read mode of runCapture (src/capture/capture.ts). Live capture (libpcap) is in
  * native-tests/capture.test.ts.
  */
 import test from 'ava';
@@ -16,7 +16,7 @@ import { ENCAP_F_FAILOVER, ENCAP_F_NEW_FLOW, ENCAP_F_VNET, ENCAP_HEADER_LEN, wri
 import { keyFromParts } from '../../src/packet/flow-key';
 import { compactV4Key, encodeSigned, type EnvelopeFields } from '../../src/protocol';
 import { tunlb } from '../../src/protocol/generated/tunlb';
-import { CaptureDecoder, decoderOptionsFromConfig, tcpFlagsText, walkIp, wireKeyText } from '../../src/control/capture-decode';
+import { CaptureDecoder, decoderOptionsFromConfig, tcpFlagsText, walkIp, wireKeyText } from '../../src/capture/capture-decode';
 import {
   LINKTYPE,
   linkTypeFromCap,
@@ -24,8 +24,8 @@ import {
   pcapRecordHeader,
   PcapWriter,
   readPcap,
-} from '../../src/control/capture-pcap';
-import { runCapture, wireLength, type CaptureOptions } from '../../src/control/capture';
+} from '../../src/capture/capture-pcap';
+import { runCapture, wireLength, type CaptureOptions } from '../../src/capture/capture';
 import * as P from '../helpers/packets';
 
 const KEY = Buffer.alloc(32, 0x5c);

@@ -12,11 +12,14 @@
  */
 import type { ForwardingTable } from './forwarding-table';
 import { KEEP_PORT } from './forwarding-table';
+import * as flowKey from '../packet/flow-key';
 
-const KEY_SRC = 0;
-const KEY_DST = 16;
-const KEY_SPORT = 32;
-const KEY_DPORT = 34;
+// The key layout (src/packet/flow-key.ts), bound to module constants for the hot path.
+const KEY_SRC = flowKey.KEY_SRC;
+const KEY_DST = flowKey.KEY_DST;
+const KEY_SPORT = flowKey.KEY_SPORT;
+const KEY_DPORT = flowKey.KEY_DPORT;
+const KEY_PROTO = flowKey.KEY_PROTO;
 
 /**
  * Writes the reply key of forward key `fwd` (40 bytes at fwd[fwdOff..]) for backend `be`
@@ -33,7 +36,7 @@ export function writeReplyKey(ft: ForwardingTable, vip: number, be: number, fwd:
   }
   const bp = ft.backendPort[vip]![be]!;
   const portless = fwd[fwdOff + KEY_SPORT] === 0 && fwd[fwdOff + KEY_SPORT + 1] === 0 && fwd[fwdOff + KEY_DPORT] === 0 && fwd[fwdOff + KEY_DPORT + 1] === 0;
-  const proto = fwd[fwdOff + 36]!;
+  const proto = fwd[fwdOff + KEY_PROTO]!;
   if (bp === KEEP_PORT || portless || (proto !== 6 && proto !== 17)) {
     out[KEY_SPORT] = fwd[fwdOff + KEY_DPORT]!;
     out[KEY_SPORT + 1] = fwd[fwdOff + KEY_DPORT + 1]!;

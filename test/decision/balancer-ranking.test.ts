@@ -1,10 +1,10 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { BalancerRanking, buildBalancerRanking, MAX_BALANCERS } from '../../src/cluster/balancer-ranking';
-import { deriveHashKey } from '../../src/cluster/hash-key';
-import { ROWS } from '../../src/cluster/rendezvous';
+import { BalancerRanking, buildBalancerRanking, MAX_BALANCERS } from '../../src/decision/balancer-ranking';
+import { deriveHashKey } from '../../src/decision/hash-key';
+import { ROWS } from '../../src/decision/rendezvous';
 import { isTunlbError } from '../../src/errors';
-import { prng, randomFlowHashes, shuffled } from './cluster-fixtures';
+import { prng, randomFlowHashes, shuffled } from '../cluster/cluster-fixtures';
 
 const KEY = deriveHashKey('test cluster key');
 const ids = (n: number, prefix = 'lb'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i + 1}`);

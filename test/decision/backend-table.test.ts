@@ -1,10 +1,10 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { BackendSpec, BackendTable, buildBackendTable, NO_BACKEND, weightedScore } from '../../src/cluster/backend-table';
-import { deriveHashKey } from '../../src/cluster/hash-key';
-import { ROWS } from '../../src/cluster/rendezvous';
+import { BackendSpec, BackendTable, buildBackendTable, NO_BACKEND, weightedScore } from '../../src/decision/backend-table';
+import { deriveHashKey } from '../../src/decision/hash-key';
+import { ROWS } from '../../src/decision/rendezvous';
 import { isTunlbError } from '../../src/errors';
-import { randomFlowHashes, shuffled } from './cluster-fixtures';
+import { randomFlowHashes, shuffled } from '../cluster/cluster-fixtures';
 
 const KEY = deriveHashKey('test cluster key');
 const pool = (n: number, weight = 1): BackendSpec[] =>

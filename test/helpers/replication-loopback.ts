@@ -15,14 +15,14 @@
  * wired to their replicators' flowExpired, per-member clocks) and simulates the forwarder's
  * side of the contract (insert + touch + flowReady at the threshold). Not used by the daemon.
  */
-import { parseConfig, type Config } from '../config';
-import { buildForwardingTable, METHOD_DSR, type ForwardingTable } from '../dataplane/forwarding-table';
-import { writeReplyKey } from '../dataplane/reply-key';
-import { FlowTable, type FlowTimeouts } from '../flow';
-import { DecodeResult, EnvelopeReceiver, EnvelopeSigner, macKey, ProtocolResult, type MacKey } from '../protocol';
-import { deriveHashKey } from './hash-key';
-import { buildReadyThresholds } from './replication-policy';
-import { Replicator, type ReplicatorOptions } from './replicator';
+import { parseConfig, type Config } from '../../src/config';
+import { buildForwardingTable, METHOD_DSR, type ForwardingTable } from '../../src/decision/forwarding-table';
+import { writeReplyKey } from '../../src/decision/reply-key';
+import { FlowTable, type FlowTimeouts } from '../../src/flow';
+import { DecodeResult, EnvelopeReceiver, EnvelopeSigner, macKey, ProtocolResult, type MacKey } from '../../src/protocol';
+import { deriveHashKey } from '../../src/decision/hash-key';
+import { buildReadyThresholds } from '../../src/cluster/replication-policy';
+import { Replicator, type ReplicatorOptions } from '../../src/cluster/replicator';
 
 export interface LoopbackDatagram {
   readonly from: number;

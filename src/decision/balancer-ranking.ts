@@ -1,5 +1,5 @@
 /**
- * Balancer ranking table (DESIGN.md claims 1-2): for each of ROWS = 65536 rows, the full
+ * Balancer ranking table (docs/architecture.md "The six claims, in code", claims 1-2): for each of ROWS = 65536 rows, the full
  * rendezvous ranking of the cluster's balancers, best first. A new flow's primary is the
  * first *live* balancer of row `flowHash & 0xffff`, its backup the second (`pickLive`).
  *
@@ -7,7 +7,7 @@
  * swapped whole by its user; it is never edited in place. `version` identifies it (e.g. the
  * config generation) so records and logs can say which table made a decision.
  *
- * Scores (src/cluster/rendezvous.ts): score32(rowSeed[r], memberSeed(id)), highest first,
+ * Scores (src/decision/rendezvous.ts): score32(rowSeed[r], memberSeed(id)), highest first,
  * ties to the id that sorts first. Scores depend only on the hash key and the id strings,
  * so the ranking *of ids* in a row is the same whatever order the ids are listed in, on
  * every balancer. The table stores member *indexes relative to the given list* (the
@@ -80,7 +80,7 @@ export class BalancerRanking {
   /**
    * The next live balancer in `row`'s ranking that is neither `skipA` nor `skipB` (e.g. the
    * flow's recorded primary and backup, both dead): the holder that serves a flow whose
-   * primary and backup are gone (DESIGN.md "next in rank"). -1 when there is none. Pass -1
+   * primary and backup are gone (docs/failure-model.md "Next in rank"). -1 when there is none. Pass -1
    * for an unused skip. O(width), no allocation.
    */
   nextLiveHolder(row: number, live: Uint8Array, skipA: number, skipB: number): number {
@@ -91,6 +91,21 @@ export class BalancerRanking {
       if (live[m] !== 0 && m !== skipA && m !== skipB) return m;
     }
     return -1;
+  }
+
+  /**
+   * The first member of `row`'s ranking other than `skip`, live or not: the backup of a flow
+   * decided while no other balancer was live (every balancer computes the same one). `skip`
+   * itself when the cluster has one member. O(width), no allocation.
+   */
+  nextInRank(row: number, skip: number): number {
+    const w = this.width;
+    const base = (row & 0xffff) * w;
+    for (let i = 0; i < w; i++) {
+      const m = this.#rank[base + i]!;
+      if (m !== skip) return m;
+    }
+    return skip;
   }
 
   /** Rank position (0 = best) of member `index` in `row`, -1 if not a member. O(width). */

@@ -7,7 +7,7 @@
  * > 0), logarithmic method (Schindelhauer & Schomaker, "Weighted distributed hash tables",
  * SPAA 2005; the same as Resch's "weighted rendezvous"):
  *
- *   h     = score32(rowSeed[row], memberSeed(id))          (src/cluster/rendezvous.ts)
+ *   h     = score32(rowSeed[row], memberSeed(id))          (src/decision/rendezvous.ts)
  *   u     = (h + 0.5) / 2^32                               in (0, 1), never 0 or 1
  *   score = weight / -ln(u)                                highest wins
  *

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { FakeTunDevice } from '../../src/dataplane/fake-tun';
+import { FakeTunDevice } from './fake-tun';
 import { PacketBatch, VNET_HDR_LEN } from '../../src/dataplane/packet-batch';
-import { buildUdp4, fakeTunHarness, runTunCompliance, tagged } from '../helpers/tun-compliance';
+import { buildUdp4, fakeTunHarness, runTunCompliance, tagged } from './tun-compliance';
 
 runTunCompliance(test, 'FakeTunDevice', fakeTunHarness());
 runTunCompliance(test, 'FakeTunDevice (vnet+tso)', fakeTunHarness({ features: { vnetHdr: true, csum: true, tso4: true, tso6: true } }));

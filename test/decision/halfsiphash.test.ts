@@ -1,9 +1,9 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { createHmac } from 'node:crypto';
-import { FLOW_KEY_BYTES, halfSipHash24, halfSipHash24U32, hashFlowKey } from '../../src/cluster/halfsiphash';
-import { deriveHashKey, HASH_KEY_LABEL, hashKeyFromBytes, hashKeysEqual, hashKeyToBytes } from '../../src/cluster/hash-key';
-import { mixScore } from '../../src/cluster/rendezvous';
+import { FLOW_KEY_BYTES, halfSipHash24, halfSipHash24U32, hashFlowKey } from '../../src/decision/halfsiphash';
+import { deriveHashKey, HASH_KEY_LABEL, hashKeyFromBytes, hashKeysEqual, hashKeyToBytes } from '../../src/decision/hash-key';
+import { mixScore } from '../../src/decision/rendezvous';
 import { isTunlbError } from '../../src/errors';
 
 /**

@@ -7,15 +7,16 @@
  * It holds, per VIP, packed copies of the fields the hot path reads (addresses as 16-byte
  * arrays, protocol and port bitmaps, backend addresses/ports) and the weighted-rendezvous
  * backend table; and the cluster's balancer ranking. Established flows do not consult it:
- * their record in the flow table is the truth (DESIGN.md "The record is the truth").
+ * their record in the flow table is the truth (docs/flow-records.md "The record is the truth").
  *
- * `generation` increases with every build and is carried in encapsulated packets and flow
- * records, so a receiver can tell whether a backend index was chosen from the same backend
- * list it holds.
+ * `generation` increases with every build and is carried in flow records, so a receiver can
+ * tell whether a backend index was chosen from the same backend list it holds
+ * (src/cluster/generation-history.ts). Encapsulated packets carry it too, unchecked
+ * (docs/flow-records.md "Generations").
  */
 import type { Config, VipConfig } from '../config';
-import { buildBackendTable, type BackendTable } from '../cluster/backend-table';
-import { buildBalancerRanking, type BalancerRanking } from '../cluster/balancer-ranking';
+import { buildBackendTable, type BackendTable } from './backend-table';
+import { buildBalancerRanking, type BalancerRanking } from './balancer-ranking';
 import { TunlbError, ErrorCodes } from '../errors';
 
 /** Port value meaning "keep the packet's port" (src/packet/nat.ts KEEP_PORT). */
@@ -48,7 +49,7 @@ export interface ForwardingTable {
   /**
    * Per VIP: its one port when the VIP serves exactly one, else KEEP_PORT. A flow created by
    * fragments is keyed without ports, so this is the VIP port a port-rewriting backend's
-   * reply gets back (docs/design.md "Fragments"); with several ports it is unknown.
+   * reply gets back (docs/fragments.md); with several ports it is unknown.
    */
   readonly vipSolePort: Int32Array;
   /** Per VIP: the weighted rendezvous table (row = flowHash >>> 16). */

@@ -10,9 +10,9 @@
  * stopping early to emulate EAGAIN (`writeLimit`), packets outside the buffer skipped and
  * counted, DEVICE_CLOSED after close.
  */
-import { ErrorCodes, TunlbError } from '../errors';
-import { GSO_MAX_PACKET, VNET_HDR_LEN, type PacketBatch } from './packet-batch';
-import type { TunFeatures, TunLike, TunStats } from './tun-device';
+import { ErrorCodes, TunlbError } from '../../src/errors';
+import { GSO_MAX_PACKET, VNET_HDR_LEN, type PacketBatch } from '../../src/dataplane/packet-batch';
+import type { TunFeatures, TunLike, TunStats } from '../../src/dataplane/tun-device';
 
 export interface FakeTunOptions {
   name?: string;

@@ -1,0 +1,130 @@
+/**
+ * The health monitor's public shapes and defaults (src/backends/health-monitor.ts): what
+ * `onChange` and the admin API get, its options and counters, the injectable timers and log.
+ */
+import type { Config } from '../config';
+import type { BodyFields } from '../protocol';
+import type { BackendStateName, BackendTransition, HealthName } from './backend-state';
+import type { CheckResult, CheckTarget } from './checks';
+
+/** The HealthReport body as sent (broadcast) and as received (onReport). */
+export type HealthReportBody = BodyFields['health'];
+
+/** Default period of periodic reports. */
+export const DEFAULT_REPORT_INTERVAL_MS = 1000;
+/** How often the monitor looks at `live` (and peers' report silence) for ownership changes. */
+export const DEFAULT_TICK_MS = 100;
+/** Check intervals are shortened by up to this fraction at random (never lengthened). */
+export const JITTER = 0.1;
+/** A check runner that has not settled this long after its timeout counts as failed. */
+export const WATCHDOG_GRACE_MS = 1000;
+
+/** A transition with where it happened; what `onChange` gets and the owner logs. */
+export interface BackendEvent extends BackendTransition {
+  readonly vipIndex: number;
+  readonly vip: string;
+  readonly backendIndex: number;
+  /** Backend address text. */
+  readonly backend: string;
+  /** Balancer id whose check or command decided it (this balancer's id for local checks). */
+  readonly by: string;
+  /** nowMs() when it happened. */
+  readonly atMs: number;
+}
+
+/** One backend as the admin API shows it. */
+export interface BackendStatus {
+  readonly vipIndex: number;
+  readonly vip: string;
+  readonly backendIndex: number;
+  readonly backend: string;
+  readonly port: number | null;
+  readonly weight: number;
+  readonly state: BackendStateName;
+  readonly health: HealthName;
+  readonly drained: boolean;
+  /** Wall ms (Date.now) of the drain command, null when not drained. */
+  readonly drainedAtMs: number | null;
+  /** Wall ms when the drain timeout cuts the remaining flows; null: not drained, or no timeout. */
+  readonly drainDeadlineMs: number | null;
+  /** Established flows leave it (the forwarder's backendUp = 0): unhealthy, drained, removed. */
+  readonly down: boolean;
+  /** state === 'healthy' (weight > 0 is the table's business). */
+  readonly eligible: boolean;
+  /** Check type, or null without a health check (always healthy). */
+  readonly check: 'tcp' | 'http' | 'icmp' | null;
+  /** Balancer id that checks it in this balancer's view (null without a check). */
+  readonly owner: string | null;
+  readonly checkedHere: boolean;
+  /** Who decided the current health: a balancer id, or null (no result yet / no check). */
+  readonly decidedBy: string | null;
+  /** Reason of the last transition. */
+  readonly reason: string;
+  /** nowMs() of the last transition (null: none yet). */
+  readonly sinceMs: number | null;
+  readonly successes: number;
+  readonly failures: number;
+  /** Last local check result (null when this balancer has not checked it). */
+  readonly lastCheck: (CheckResult & { readonly atMs: number }) | null;
+}
+
+export interface HealthMonitorStats {
+  checksRun: number;
+  checksFailed: number;
+  reportsSent: number;
+  reportsReceived: number;
+  entriesApplied: number;
+  /** Entries from a sender that is not the owner in our view. */
+  entriesNotOwner: number;
+  /** Entries older than what we applied (sequence / epoch). */
+  entriesStale: number;
+  /** Entries for a (vip, backend) we do not have, or whose id hash differs (another config). */
+  entriesUnknown: number;
+  drainsApplied: number;
+  /** Drains whose timeout passed here ('draining' → 'drained'). */
+  drainsExpired: number;
+  ownershipChanges: number;
+}
+
+/** Timer functions (injectable for tests with a fake clock). */
+export interface TimerFns {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Minimal logger (pino-compatible). */
+export interface MonitorLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  debug?(obj: object, msg?: string): void;
+}
+
+export interface HealthMonitorOptions {
+  config: Config;
+  /** This balancer's index in config.balancers. */
+  selfIndex: number;
+  /** The cluster hash key (src/decision/hash-key.ts). */
+  hashKey: Uint32Array;
+  /** Membership.live: read, never written (live[i] !== 0 = live). */
+  live: Uint8Array;
+  /** Monotonic ms (performance.now in production, a fake clock in tests). */
+  nowMs: () => number;
+  /** Sends one HealthReport to every peer (sealed and authenticated by the caller). */
+  broadcast: (body: HealthReportBody) => void;
+  /** Every transition, after it is logged. */
+  onChange: (vipIndex: number, backendIndex: number, event: BackendEvent) => void;
+  log?: MonitorLog;
+  /** The check runner (default: src/backends/checks.ts runCheck with a shared IcmpPinger). */
+  runCheck?: (target: CheckTarget) => Promise<CheckResult>;
+  /** Default: global setTimeout/clearTimeout (timers unref'd). */
+  timers?: TimerFns;
+  /** [0, 1) random source for jitter (default Math.random). */
+  random?: () => number;
+  /** Wall clock for drain stamps (default Date.now). */
+  wallClockMs?: () => number;
+  /** This monitor's report epoch (default newIncarnation()). Must grow across restarts. */
+  epoch?: number;
+  reportIntervalMs?: number;
+  reportBudget?: number;
+  tickMs?: number;
+}

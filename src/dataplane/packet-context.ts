@@ -1,0 +1,73 @@
+/**
+ * The one per-packet state of the forwarding pipeline (src/dataplane/forwarder.ts), allocated
+ * once per Forwarder and refilled for every packet, so no stage passes state through hidden
+ * fields or long argument lists: the batch loop fills the input half (`begin`), the stages
+ * fill the decision half, the emitters (src/dataplane/peer-output.ts, dsr-output.ts) read
+ * both, and a stage that changes the packet's length sets `outLen`.
+ *
+ * Ownership: `buf` and `vnetBuf` are the batch's; valid only while that packet is processed.
+ * Every field is initialised here, so the object keeps one hidden class (monomorphic access
+ * on the hot path).
+ */
+import { PacketInfo } from '../packet/packet-info';
+import { EncapInfo } from '../packet/encap';
+
+const EMPTY = new Uint8Array(0);
+
+export class PacketContext {
+  // ---- input (begin)
+  /** The buffer holding the packet; the IP packet is buf[off .. off+len). */
+  buf: Uint8Array = EMPTY;
+  off = 0;
+  len = 0;
+  /** CSUM_FULL or CSUM_PARTIAL (src/packet/nat.ts): the device's NEEDS_CSUM for this packet. */
+  csumMode = 0;
+  /** The batch's clock, seconds since process start. */
+  nowSec = 0;
+  /** The packet's virtio_net_hdr: vnetBuf[vnetOff .. +10); vnetOff -1 = none. */
+  vnetBuf: Uint8Array | null = null;
+  vnetOff = -1;
+  /** Received encapsulated from a peer (its header parsed into `encap`): never forwarded again. */
+  fromPeer = false;
+  /** The parse step's output. */
+  readonly info = new PacketInfo();
+  /** The peer's encapsulation header (packets from peers). */
+  readonly encap = new EncapInfo();
+
+  // ---- decision (flow and serve steps)
+  /** The flow's entry id in the flow table, -1 before the flow step. */
+  id = -1;
+  /** Encapsulation flags of a packet sent to a peer (ENCAP_F_*). */
+  encapFlags = 0;
+  /** The balancer that transmits to the server (serve step); the decision the header carries. */
+  serving = -1;
+  primary = 0;
+  backup = 0;
+  backend = 0;
+  vip = 0;
+
+  // ---- output
+  /** The length to emit when it differs from `len` (a reset in the packet's place), else -1. */
+  outLen = -1;
+
+  /** Starts a packet: the input half set, the output cleared (the decision half is set by the steps that decide). */
+  begin(buf: Uint8Array, off: number, len: number, csumMode: number, nowSec: number, vnetBuf: Uint8Array | null, vnetOff: number, fromPeer: boolean): void {
+    this.buf = buf;
+    this.off = off;
+    this.len = len;
+    this.csumMode = csumMode;
+    this.nowSec = nowSec;
+    this.vnetBuf = vnetBuf;
+    this.vnetOff = vnetOff;
+    this.fromPeer = fromPeer;
+    // The decision half is written by the steps before any read of it.
+    this.outLen = -1;
+  }
+
+  /** The packet's virtio header carries offload state (a partial checksum or a GSO super-packet). */
+  hasOffload(): boolean {
+    const vb = this.vnetBuf;
+    const vo = this.vnetOff;
+    return vb !== null && vo >= 0 && (vb[vo] !== 0 || vb[vo + 1] !== 0);
+  }
+}
