@@ -362,8 +362,9 @@ sync_one() {
   cpu_snap "$OUT/$tag.cpu0"
   t0=$(ms)
   kv "${tag}_start_ms" "$t0"
-  bash "$LAB" start "$VICTIM" >>"$OUT/lab.log" 2>&1 || die "$tag: lab.sh start $VICTIM failed (see $OUT/lab.log)"
-  kv "${tag}_started_ms" "$(ms)"
+  # lab.sh start returns once the whole lab is ready (`tunlb ready`): watch lb1's view meanwhile
+  bash "$LAB" start "$VICTIM" >>"$OUT/lab.log" 2>&1 &
+  local spid=$!
   for ((i = 0; i < 1200; i++)); do
     stats lb1 "$OUT/.k.json"
     if jq -e '[.membership.peers[] | select(.id == "lb2" and .state == "up" and .status == "serving")] | length == 1' "$OUT/.k.json" >/dev/null 2>&1; then
@@ -371,6 +372,8 @@ sync_one() {
     fi
     sleep 0.05
   done
+  wait "$spid" || die "$tag: lab.sh start $VICTIM failed (see $OUT/lab.log)"
+  kv "${tag}_started_ms" "$(ms)"
   cpu_snap "$OUT/$tag.cpu1"
   stats lb2 "$OUT/$tag-lb2-after.json"
   log "$tag: lb2 serving $(awk -v k="${tag}_serving_ms" '$1 == k { print $2 }' "$OUT/run.kv") ms after lab.sh start; its sync: $(jq -c '.membership.sync' "$OUT/$tag-lb2-after.json")"
