@@ -385,7 +385,7 @@ export class SyncStreamServer {
       this.#stats.syncSnapshotsReused++;
     } else {
       this.#cache.delete(c.peer);
-      c.builder = new SyncSnapshotBuilder(this.#host.table, this.#host.fillSyncRecord.bind(this.#host));
+      c.builder = new SyncSnapshotBuilder(this.#host.table);
     }
     c.state = SState.SNAPSHOT;
     this.#host.log?.info(

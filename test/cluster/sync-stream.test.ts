@@ -428,6 +428,26 @@ test.serial('progress: records received of the total, rate and peer while it run
   t.is(d.replicator.stats.syncLastRecords, N);
 });
 
+test.serial('flows below the replication threshold (a SYN flood) stay out of the sync; the final total is what arrived', async (t) => {
+  const c = cluster({ balancers: 3, capacity: 1 << 14, mode: 'async', syncThreshold: 3 });
+  const a = c.join(0);
+  const k = new Uint8Array(new ArrayBuffer(40));
+  for (let i = 0; i < 4000; i++) {
+    c.flowKey(i, 0, TCP, k);
+    // even i: a completed handshake (3 packets); odd i: a SYN only
+    if (c.openFlow(a, k, i % 3, (i + 1) % 3, 0, i % 3, i % 2 === 0 ? 3 : 1) < 0) throw new Error(`insert ${i}`);
+  }
+  const d = c.join(2);
+  const net = new StreamNet(c);
+  net.serve(a);
+  const runner = net.runner(d);
+  const r = await runner.run();
+  t.true(r.ok, r.reason);
+  t.is(r.records, 2000);
+  t.is(d.table.size, 2000);
+  t.like(runner.snapshot(), { received: 2000, total: 2000 });
+});
+
 test.serial('over real TCP on 127.0.0.1: the listener takes configured peers only, the sync completes', async (t) => {
   const c = cluster({ balancers: 3, capacity: 1 << 15, mode: 'async' });
   const a = c.join(0);
