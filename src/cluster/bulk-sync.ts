@@ -1,9 +1,14 @@
 /**
  * Bulk sync (docs/failure-model.md "Bulk sync"): a balancer that starts or restarts asks a live peer for
- * its whole flow table before it serves as primary. Pure logic: datagrams go out through the
- * injected `sendTo`, come in through the owner's EnvelopeReceiver and then
- * Replicator.onSyncRequest / onSyncChunk. Used by src/cluster/replicator.ts, which owns the
- * record selection and the apply rules.
+ * its whole flow table before it serves as primary. This file holds what both transports share
+ * (SyncHost: what the Replicator lends them, record selection and apply rules; SyncStats) and
+ * the first release's DATAGRAM transport below. Balancers of this release sync over the TCP
+ * stream (src/cluster/sync-stream.ts, sync-runner.ts); the datagram path stays to answer
+ * requesters of the first release, and to sync from a peer of that release (one that refuses
+ * the stream's connection). It has no acknowledgement: a lost chunk costs the whole timeout.
+ *
+ * Datagram transport, pure logic: datagrams go out through the injected `sendTo`, come in
+ * through the owner's EnvelopeReceiver and then Replicator.onSyncRequest / onSyncChunk.
  *
  * ## Server (answers a SyncRequest)
  * - One job per (requester, request_id), with its own table cursor, so two peers syncing at

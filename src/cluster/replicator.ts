@@ -84,7 +84,9 @@
  *   "same list" when configs are rolled out identically; a cluster-wide generation (e.g. from a
  *   config version) would make this exact.
  *
- * ## Bulk sync: src/cluster/bulk-sync.ts (server: paced chunks per request; client: requestSync).
+ * ## Bulk sync: `syncHost` lends record selection and the apply rules to the sync stream
+ * (src/cluster/sync-stream.ts, what balancers of this release use) and to the first release's
+ * datagram sync (src/cluster/bulk-sync.ts: server: paced chunks per request; client: requestSync).
  * Sync answers contain every live, non-expired entry that is REPLICATED, FROM_PEER, or past the
  * threshold (the same set peers would have learnt), as CREATE records.
  *
