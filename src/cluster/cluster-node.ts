@@ -33,7 +33,8 @@ import { clusterIdNumber, ControlChannel } from './control-channel';
 import { Membership, type MembershipEvent, PeerState } from './membership';
 import { Replicator } from './replicator';
 import { SyncRunner, type SyncEvent, type SyncOutcome, type SyncProgress } from './sync-runner';
-import { SyncStreamServer, type SyncStreamIdentity } from './sync-stream';
+import { SyncStreamServer } from './sync-responder';
+import type { SyncStreamIdentity } from './sync-stream';
 import { connectSync, SyncListener } from './sync-transport';
 
 /** How long a starting balancer listens for live peers before deciding it is the first. */

@@ -29,7 +29,8 @@
 import { performance } from 'node:perf_hooks';
 import type { SyncHost, SyncResult, SyncStats } from './bulk-sync';
 import { SYNC_ROWS } from './sync-order';
-import { SyncSession, type SyncConnection, type SyncSessionOptions, type SyncStreamIdentity } from './sync-stream';
+import { SyncSession, type SyncSessionOptions } from './sync-session';
+import type { SyncConnection, SyncStreamIdentity } from './sync-stream';
 
 export type SyncEventType = 'sync_started' | 'sync_resumed' | 'sync_failed' | 'sync_done' | 'sync_gave_up';
 
