@@ -96,7 +96,6 @@ export class ControlChannel {
       socket.bind({ port: self.controlPort, address: v6 ? '::' : '0.0.0.0', exclusive: true }, () => resolve());
     });
     socket.removeAllListeners('error');
-    setControlRcvBuf(socket, opts.log);
     const ch = new ControlChannel(opts, socket);
     const rep = c.cluster.replication;
     if (rep.mode === 'multicast') {
@@ -152,36 +151,6 @@ export class ControlChannel {
     if (this.#closed) return;
     this.#closed = true;
     this.#socket.close();
-  }
-}
-
-/**
- * Receive buffer of the control socket, bytes. Record datagrams arrive in bursts (the refresh
- * scan re-sends a tick's share of the table at once: at 1M flows ~100 datagrams every 100 ms),
- * and a balancer whose loop is busy for a few ms (applying records, a bulk sync) must hold them:
- * with the kernel default (~208 KiB, ~60-90 datagrams counting skb overhead) 27 % of the control
- * datagrams were dropped (RcvbufErrors) in bench:cluster's 1M-flow run. The kernel caps the value
- * at net.core.rmem_max; a smaller effective size is logged once.
- */
-const CONTROL_RCVBUF = 4 << 20;
-
-function setControlRcvBuf(socket: dgram.Socket, log: Logger): void {
-  try {
-    socket.setRecvBufferSize(CONTROL_RCVBUF);
-  } catch {
-    /* the size below says what we have */
-  }
-  let got = 0;
-  try {
-    got = socket.getRecvBufferSize(); // Linux reports twice the granted size (socket(7))
-  } catch {
-    return;
-  }
-  if (got < CONTROL_RCVBUF) {
-    log.warn(
-      { event: 'control_rcvbuf', bytes: got, wanted: CONTROL_RCVBUF },
-      `control socket receive buffer ${got} bytes (wanted ${CONTROL_RCVBUF}; net.core.rmem_max caps it): record bursts may be dropped with many flows`,
-    );
   }
 }
 
