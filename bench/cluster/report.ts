@@ -447,9 +447,14 @@ function syncRows(kv: Map<string, number>, rows: Array<[string, string, string]>
     const peer = String(sync?.peer ?? '?');
     const resp = json(`${tag}-${peer}-end.json`)?.membership?.replication as Json | undefined;
     const killMs = num(kv.get(`${tag}_kill_ms`));
-    const falseDowns = ((json(`${tag}-lb1-end.json`)?.membership?.events ?? []) as Json[]).filter(
-      (e) => e.type === 'peer_down' && e.id !== 'lb2' && Date.parse(String(e.at)) >= killMs,
-    ).length;
+    // peer_down events after the kill other than lb2's own death: false failovers (late probe
+    // answers on a loaded machine), by the balancer that declared them
+    const falseDowns = BALANCERS.map((b) => {
+      const n = ((json(`${tag}-${b}-end.json`)?.membership?.events ?? []) as Json[]).filter(
+        (e) => e.type === 'peer_down' && e.id !== 'lb2' && Date.parse(String(e.at)) >= killMs,
+      ).length;
+      return `${b} ${n}`;
+    }).join(', ');
     const recs = num(sync?.received);
     const ms = num(sync?.elapsedMs);
     rows.push([
@@ -462,7 +467,7 @@ function syncRows(kv: Map<string, number>, rows: Array<[string, string, string]>
         (kv.get(`${tag}_converged_ms`) !== undefined
           ? `lb2 held as many flows as lb1 (${fmt(num(kv.get(`${tag}_final_lb1`)))}) ${fmt(num(kv.get(`${tag}_converged_ms`)) / 1000, 1)} s later (replication's refresh); `
           : `lb2 still short of lb1 90 s later (lb2 ${fmt(num(kv.get(`${tag}_final_lb2`)))}, lb1 ${fmt(num(kv.get(`${tag}_final_lb1`)))}); `) +
-        `responder ${peer}: table snapshot ${fmt(num(resp?.syncSnapshotLastMs))} ms; event-loop stalls during the run: ${stalls}; peer_down events other than lb2's: ${falseDowns}`,
+        `responder ${peer}: table snapshot ${fmt(num(resp?.syncSnapshotLastMs))} ms; event-loop stalls during the run: ${stalls}; peer_down events after the kill other than lb2's (false failovers; by the balancer that declared them): ${falseDowns}`,
       code(cmd),
     ]);
     rows.push([`Load during the ${fmt(n)}-flow sync`, lb1Load(`${tag}.cpu0`, `${tag}.cpu1`, num(kv.get('hz')) || 100) || '—', 'from `lab.sh start lb2` until lb1 sees it serving']);

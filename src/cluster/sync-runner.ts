@@ -95,7 +95,7 @@ export interface SyncRunnerOptions extends SyncStreamIdentity {
   /** Pause after a failed session, ms: first (default 50), doubling up to the max (default 2000). */
   backoffMs?: number;
   maxBackoffMs?: number;
-  session?: Partial<Pick<SyncSessionOptions, 'stepMs' | 'idleTimeoutMs' | 'highWaterBytes' | 'lowWaterBytes' | 'watchMs'>>;
+  session?: Partial<Pick<SyncSessionOptions, 'stepMs' | 'idleTimeoutMs' | 'highWaterBytes' | 'lowWaterBytes' | 'watchMs' | 'deadQuietMs'>>;
   onEvent?: (e: SyncEvent) => void;
 }
 

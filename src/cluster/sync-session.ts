@@ -14,7 +14,8 @@
  * - Ends (the `ended` promise, never rejected) with done = true after the done chunk when the
  *   records of the session equal its total_records; otherwise with the cause: refused (and the
  *   reason), closed, idle (no byte and no progress for `idleTimeoutMs`, connecting included),
- *   peer_down (`peerAlive` false), a drop reason (bad_mac, ...), count_mismatch, error, aborted.
+ *   peer_down (`peerAlive` false and no byte for `deadQuietMs`), a drop reason (bad_mac, ...),
+ *   count_mismatch, error, aborted.
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import {
@@ -49,8 +50,13 @@ export interface SyncSessionOptions extends SyncStreamIdentity {
   /** Unapplied bytes above which the connection is paused (default 4 MiB), and resumed below (default 1 MiB). */
   highWaterBytes?: number;
   lowWaterBytes?: number;
-  /** Checked every watchMs (default 100): false ends the session (the peer died). */
+  /**
+   * Checked every watchMs (default 100): false ends the session (the peer died) once no byte
+   * has come from it for deadQuietMs (default 500) either, so a probe answer that was late on a
+   * busy balancer does not break a stream that is flowing.
+   */
   peerAlive?: () => boolean;
+  deadQuietMs?: number;
   watchMs?: number;
   /** After every applied chunk. */
   onProgress?: () => void;
@@ -101,6 +107,9 @@ export class SyncSession {
   #scheduled = false;
   #paused = false;
   #lastActivity = performance.now();
+  /** When the last bytes arrived (the construction time before any). */
+  #lastData = performance.now();
+  readonly #deadQuietMs: number;
   #watch: NodeJS.Timeout;
   #error: (Error & { code?: string }) | undefined;
   /** The connection closed while received frames still waited to be applied. */
@@ -113,6 +122,7 @@ export class SyncSession {
     this.cursor = Math.min(SYNC_ROWS, Math.max(0, Math.floor(opts.fromCursor)));
     this.#stepMs = opts.stepMs ?? 2;
     this.#idleMs = opts.idleTimeoutMs ?? 5000;
+    this.#deadQuietMs = opts.deadQuietMs ?? 500;
     this.#high = Math.max(opts.highWaterBytes ?? 4 << 20, 2 * this.#reader.maxFrame);
     this.#low = opts.lowWaterBytes ?? 1 << 20;
     this.ended = new Promise((r) => (this.#resolve = r));
@@ -122,7 +132,7 @@ export class SyncSession {
     this.#reader.extra = this.#nonce;
     conn.on('data', (b) => {
       if (this.#state === CState.ENDED) return;
-      this.#lastActivity = performance.now();
+      this.#lastActivity = this.#lastData = performance.now();
       this.#reader.push(b);
       this.#schedule();
     });
@@ -157,8 +167,12 @@ export class SyncSession {
   #check(): void {
     if (this.#state === CState.ENDED) return;
     const o = this.#o;
-    if (o.peerAlive !== undefined && !o.peerAlive()) {
-      this.#end(false, 'peer_down', `${peerLabel(o.host, o.peer)} is down (probes)`);
+    // Probes say the peer is dead: believed only when its bytes stopped too (or never came).
+    // A peer that streams is alive, whatever a late probe answer made the membership think;
+    // a killed process's connection is closed by its kernel anyway ('closed').
+    const quiet = performance.now() - this.#lastData;
+    if (o.peerAlive !== undefined && !o.peerAlive() && !this.#paused && quiet > this.#deadQuietMs) {
+      this.#end(false, 'peer_down', `${peerLabel(o.host, o.peer)} is down (probes; no data for ${Math.round(quiet)} ms)`);
       return;
     }
     const idle = performance.now() - this.#lastActivity;

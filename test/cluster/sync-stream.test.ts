@@ -269,6 +269,52 @@ test.serial('a responder that dies mid-sync: the sync resumes on another peer fr
   t.log(`lb0 sent ${a.replicator.stats.syncRecordsSent}, lb1 sent ${bs.syncRecordsSent} from position ${resumed!.cursor}; re-applied ${ds.updated}`);
 });
 
+test.serial('probes are believed only with silence: a flowing stream survives a false "dead", a silent one ends at once and resumes elsewhere', async (t) => {
+  const N = 60_000;
+  const c = cluster({ balancers: 4, capacity: 1 << 17, mode: 'async' });
+  const a = c.join(0);
+  const b = c.join(1);
+  fill(c, [a, b], N);
+  // (a) lb0 streams, but the requester's membership calls it dead all along (late probe answers).
+  const d = c.join(3);
+  const net = new StreamNet(c);
+  net.serve(a);
+  const slow = { ...d.replicator.syncHost, defer: (fn: () => void) => setTimeout(fn, 1) }; // long enough for many checks
+  const r1 = await net.runner(d, { host: slow, peerAlive: () => false, session: { watchMs: 20, deadQuietMs: 300 } }).run();
+  t.true(r1.ok, r1.reason);
+  t.is(d.replicator.stats.syncSessions, 1, 'no session was broken by the false verdict');
+  // (b) lb0 goes silent mid-stream without closing (its host died): the probes' verdict ends the
+  // session after deadQuietMs of silence, well before the idle timeout, and lb1 finishes it.
+  const e = c.join(2);
+  const net2 = new StreamNet(c);
+  net2.serve(a);
+  net2.serve(b);
+  const dead = new Set<number>();
+  let frames = 0;
+  net2.pipeOptions = {
+    faults: (from) => {
+      if (from !== 'b' || net2.pipes.at(-1)?.to !== 0) return null;
+      if (++frames === 20) {
+        // the host is gone: nothing more arrives, not even a FIN or a RST
+        dead.add(0);
+        const end = net2.pipes.at(-1)!.b;
+        end.end = end.destroy = () => end;
+      }
+      return dead.has(0) ? 'drop' : null;
+    },
+  };
+  const events: SyncEvent[] = [];
+  const t0 = performance.now();
+  const keep = setInterval(() => undefined, 50); // the session's watchdog is unref'd, as in the daemon
+  t.teardown(() => clearInterval(keep));
+  const r2 = await net2.runner(e, { peerAlive: (p) => !dead.has(p), onEvent: (x) => events.push(x), session: { watchMs: 20, deadQuietMs: 300, idleTimeoutMs: 20_000 } }).run();
+  t.true(r2.ok, r2.reason);
+  t.is(r2.peer, 1);
+  t.deepEqual(differences(a, e), { missing: 0, different: 0 });
+  t.regex(events.find((x) => x.type === 'sync_failed')?.reason ?? '', /lb0 is down \(probes; no data for \d+ ms\)/);
+  t.true(performance.now() - t0 < 10_000, 'ended by the probes, not by the 20 s idle timeout');
+});
+
 test.serial('refusals: a responder that is not serving, or busy, says so and the runner asks another peer', async (t) => {
   const c = cluster({ balancers: 4, capacity: 8192, mode: 'async' });
   const a = c.join(0);
