@@ -29,7 +29,7 @@ import { Balancer } from '../control/balancer';
 import { loadConfig, formatConfigErrors } from '../config';
 import { isTunlbError, ErrorCodes, TunlbError } from '../errors';
 import { FLOW_STATE_NAMES, MAX_FLOW_LIMIT, parseFlowLimit, type FlowListing, type FlowRow } from '../control/flow-listing';
-import { formatStats } from './stats-text';
+import { formatStats, formatSync, type SyncProgressText } from './stats-text';
 import { readiness, type Readiness, type ReadinessBackend, type ReadinessStatus } from './readiness';
 import { LOG_LEVELS } from '../config/schema';
 
@@ -153,6 +153,7 @@ export function main(argv: string[]): void {
       }
       const s = body.self;
       console.log(`cluster ${body.cluster}: seen from ${s.id} (${s.status}, up ${s.uptimeS} s${s.syncedFrom ? `, synced from ${s.syncedFrom}` : ''})`);
+      if (s.sync !== undefined) console.log(`  bulk sync: ${formatSync(s.sync)}`);
       console.log('  balancer  address          state    status    rtt ms   last ack   flows as primary / backup');
       for (const x of body.balancers) {
         const rtt = x.rttMs === null ? '-' : x.rttMs.toFixed(2);
@@ -441,7 +442,7 @@ function flowTable(rows: FlowRow[]): string {
 
 interface StatusBody {
   cluster: string;
-  self: { id: string; status: string; uptimeS: number; syncedFrom: string | null };
+  self: { id: string; status: string; uptimeS: number; syncedFrom: string | null; sync?: SyncProgressText | null };
   balancers: Array<{
     id: string;
     address: string;

@@ -52,7 +52,8 @@
  * (src/control/time-slice.ts): no request holds the event loop longer than a slice.
  *
  * Events (/api/v1/events, /api/v1/status): the cluster's membership events (peer up,
- * suspect, down, restarted, serving, syncing, draining; src/cluster/cluster-node.ts) merged
+ * suspect, down, restarted, serving, syncing, draining) and bulk sync events (sync_started,
+ * sync_resumed, sync_failed, sync_done, sync_gave_up; src/cluster/sync-runner.ts) merged
  * with events this endpoint derives from counters once a second: `self_serving` /
  * `self_syncing` (this balancer's status), `failover_active` / `failover_ended` (packets
  * sent via a flow's backup because its primary is dead), `forwarding_changed` (the
@@ -137,6 +138,8 @@ const SEVERITY: Record<string, AdminEvent['severity']> = {
   peer_draining: 'warn',
   failover_active: 'warn',
   self_syncing: 'warn',
+  sync_failed: 'warn',
+  sync_gave_up: 'error',
   vip_withdrawn: 'warn',
   watchdog_withdrew: 'error',
   announce_failed: 'error',
@@ -468,6 +471,8 @@ class AdminState {
         status: c?.membership.selfStatus ?? 'serving',
         incarnation: c?.incarnation ?? 0,
         syncedFrom: c?.syncedFrom ?? null,
+        /** This balancer's bulk sync (src/cluster/sync-runner.ts SyncProgress), null when none ran. */
+        sync: c?.syncProgress() ?? null,
         startedAt: b.startedAt.toISOString(),
         uptimeS: b.nowSec(),
         probe: c ? { intervalMs: c.membership.intervalMs, misses: c.membership.misses } : null,

@@ -31,7 +31,7 @@ export interface BalancerView extends FlowSource {
   readonly forwarder: { readonly stats: Readonly<ForwarderStats>; readonly forwarding: ForwardingTable };
   readonly device: Pick<TunLike, 'name' | 'mtu' | 'features' | 'stats'>;
   /** Undefined in a cluster of one. */
-  readonly cluster: Pick<ClusterNode, 'incarnation' | 'channel' | 'membership' | 'replicator' | 'events' | 'syncedFrom'> | undefined;
+  readonly cluster: Pick<ClusterNode, 'incarnation' | 'channel' | 'membership' | 'replicator' | 'events' | 'syncedFrom' | 'syncProgress'> | undefined;
   /** Backup repair of flows decided without a live peer (src/cluster/backup-repair.ts); undefined in a cluster of one. */
   readonly backupRepair?: Pick<BackupRepair, 'stats'> | undefined;
   /** Undefined before the health monitor starts. */

@@ -14,9 +14,12 @@
  *   7. admin endpoint listening
  *   8. cluster: bulk sync from a live peer (this balancer reports SYNCING meanwhile, so no
  *      peer sends it flows), then SERVING; read loops armed
- *
  *   9. announcement (src/control/announcer.ts): the VIP routes go into announce.table (a
  *      routing daemon announces them: ECMP entry), the ready file reads 0
+ *
+ * Readiness: `serving` turns true once step 8 is done and the read loops run, and false at
+ * stop(); `onServingChange` (or the start option of the same name, which also sees the first
+ * change) is called on each change. The announcer (step 9) follows the same moment.
  *
  * Planned stop (SIGTERM/SIGINT: `leave()`): withdraw the announcement (the routers stop
  * sending VIP traffic here within milliseconds), tell the peers this balancer is leaving
@@ -80,6 +83,8 @@ export interface BalancerOptions {
   /** For tests: a device to use instead of opening the configured TUN device. */
   device?: TunLike;
   logger?: Logger;
+  /** Called with true when this balancer serves (after its bulk sync) and false when it stops. */
+  onServingChange?: (serving: boolean, reason: string) => void;
 }
 
 export class Balancer {
@@ -110,6 +115,8 @@ export class Balancer {
   announcer!: Announcer;
   #leaving: Promise<void> | undefined;
   #stopped = false;
+  #serving = false;
+  readonly #servingListeners = new Set<(serving: boolean, reason: string) => void>();
   #configPath = '';
   /** The last reload (settled or not): the next one starts after it. */
   #reloads: Promise<void> = Promise.resolve();
@@ -274,6 +281,8 @@ export class Balancer {
       throw e;
     }
     b.#arm();
+    if (opts.onServingChange !== undefined) b.#servingListeners.add(opts.onServingChange);
+    b.#setServing(true, cluster === undefined ? 'cluster of one' : cluster.syncedFrom !== null ? `bulk sync from ${cluster.syncedFrom} done` : 'no serving peer to sync from');
     await b.announcer.release('starting');
     log.info(
       {
@@ -293,6 +302,29 @@ export class Balancer {
       `balancer ${self.balancer.id} serving on ${device.name}`,
     );
     return b;
+  }
+
+  /** True while this balancer serves (see "Readiness" in the header). */
+  get serving(): boolean {
+    return this.#serving;
+  }
+
+  /** Calls fn(serving, reason) on every change of `serving`; returns the unsubscribe function. */
+  onServingChange(fn: (serving: boolean, reason: string) => void): () => void {
+    this.#servingListeners.add(fn);
+    return () => this.#servingListeners.delete(fn);
+  }
+
+  #setServing(serving: boolean, reason: string): void {
+    if (this.#serving === serving) return;
+    this.#serving = serving;
+    for (const fn of [...this.#servingListeners]) {
+      try {
+        fn(serving, reason);
+      } catch (e) {
+        this.log.warn({ event: 'readiness_listener_failed', err: String(e) }, 'a readiness listener threw');
+      }
+    }
   }
 
   /** Seconds since start (the flow table's clock). */
@@ -514,6 +546,7 @@ export class Balancer {
     await this.announcer?.close();
     if (this.#stopped) return;
     this.#stopped = true;
+    this.#setServing(false, reason);
     if (this.#expiryTimer) clearInterval(this.#expiryTimer);
     this.health.stop();
     this.backupRepair?.close();

@@ -299,13 +299,24 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
       replicator: { stats: rs },
       channel: { stats: { sent: 11, received: 22 }, rejectCounts: () => ({ bad_mac: 2, address_mismatch: 1 }) },
       events: [],
+      syncProgress: () => ({ state: 'syncing', peer: 'lb3', received: 300, total: 1000, ratePerS: 150, elapsedMs: 2000, cursor: 9000, sessions: 2, resumes: 1, lastError: 'lb2: closed', startedAt: null }),
     },
   } as unknown as Balancer;
+  rs.syncSessions = 2;
+  rs.syncResumes = 1;
+  rs.syncSessionFailures['closed'] = 1;
+  rs.syncStreamDrops['bad_mac'] = 3;
   const metrics = new Metrics(stub, { rttSampleMs: 0, nowMs: () => now, defaultMetrics: false });
   t.teardown(() => metrics.close());
   const read = async (): Promise<Map<string, number>> => parse(await metrics.text());
 
   let x = await read();
+  t.is(x.get('tunlb_bulk_sync_progress_records{kind="received"}'), 300);
+  t.is(x.get('tunlb_bulk_sync_progress_records{kind="total"}'), 1000);
+  t.is(x.get('tunlb_bulk_sync_sessions_total{kind="resumed"}'), 1);
+  t.is(x.get('tunlb_bulk_sync_session_failures_total{cause="closed"}'), 1);
+  t.is(x.get('tunlb_bulk_sync_stream_drops_total{reason="bad_mac"}'), 3);
+  t.is(x.get('tunlb_bulk_sync_stream_drops_total{reason="not_a_peer"}'), 0, 'zeros included');
   t.is(x.get('tunlb_peer_state{peer="lb2"}'), 0, 'unknown before the first ack');
   t.is(x.get('tunlb_peer_status{peer="lb2"}'), 0);
   t.false(x.has('tunlb_peer_state{peer="lb1"}'), 'self is not a peer');
