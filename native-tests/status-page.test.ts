@@ -270,8 +270,9 @@ const title = 'status page: headless Chromium in tunlb-lb1 shows three balancers
 
     // The same truth in /metrics (scraped inside the namespace).
     const m = await execIn('lb1', ['curl', '-sS', '-m', '3', `http://${ADMIN}/metrics`], { timeoutMs: 5000 });
-    t.regex(m.stdout, /^tunlb_peer_state\{peer="lb2"\} 3$/m);
-    t.regex(m.stdout, /^tunlb_peer_state\{peer="lb3"\} 1$/m);
+    t.regex(m.stdout, /^tunlb_peer_state\{peer="lb2",state="dead"\} 1$/m);
+    t.regex(m.stdout, /^tunlb_peer_status\{peer="lb2",status="serving"\} 0$/m, 'a dead peer is not serving');
+    t.regex(m.stdout, /^tunlb_peer_state\{peer="lb3",state="up"\} 1$/m);
     t.regex(m.stdout, /^tunlb_failovers_total [1-9]/m);
     t.regex(m.stdout, /^tunlb_peer_probe_rtt_seconds_count\{peer="lb3"\} [1-9]/m);
     t.is(await exited, 0, `driver exit: ${stderr.slice(-1000)}`);

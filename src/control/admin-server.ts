@@ -360,7 +360,10 @@ class AdminState {
         address: cfg.address.text,
         self,
         state: self ? 'self' : (p?.state ?? 'unknown'),
+        /** 'unknown' for a dead peer (its status is not known; never shown as serving). */
         status: self ? (c?.membership.selfStatus ?? 'serving') : (p?.status ?? 'unknown'),
+        /** What the peer reported last (kept while it is dead). */
+        lastStatus: self ? (c?.membership.selfStatus ?? 'serving') : (p?.lastStatus ?? 'unknown'),
         live: self ? true : (p?.live ?? false),
         incarnation: self ? (c?.incarnation ?? 0) : (p?.incarnation ?? 0),
         rttMs: p?.rttMs ?? null,
