@@ -370,8 +370,12 @@ class AdminState {
         rttAvgMs: p?.rttAvgMs ?? null,
         lastAckAgoMs: p?.lastAckAgoMs ?? null,
         misses: p?.misses ?? 0,
-        /** Flows in this balancer's table: only known for this balancer itself. */
-        flowsHeld: self ? b.table.size : null,
+        /**
+         * Flows in this balancer's table: only known for this balancer itself. The total of the
+         * same scan as flowsAsPrimary / flowsAsBackup (cached up to FLOW_COUNT_TTL_MS), so the
+         * balancers' primary-of figures add up to it; `flows.active` is the table's size now.
+         */
+        flowsHeld: self ? counts.total : null,
         /** From this balancer's copy of the records (every balancer holds every record). */
         flowsAsPrimary: counts.byPrimary[cfg.id] ?? 0,
         flowsAsBackup: counts.byBackup[cfg.id] ?? 0,
