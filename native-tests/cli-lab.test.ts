@@ -426,6 +426,32 @@ rootTest('capture: probes on lbnet0 into a pcap that tcpdump -r reads, and decod
   t.is(rd.stdout.split('\n').filter((l) => / (probe|probe-ack) seq=/.test(l)).length, 6, rd.stdout);
 });
 
+rootTest('tcpdump -Q on tunlb0: out = what the kernel hands tunlb (to the VIP), in = what tunlb writes back (the answers, from the VIP), as docs/operations.md says', async (t) => {
+  if (!labUp(t)) return;
+  // Both directions at once, during two HTTP requests (their answers always come back through
+  // lb1 in NAT mode: the servers' default route).
+  const cap = (dir: string): Promise<RunResult> =>
+    execIn('lb1', ['timeout', '15', 'tcpdump', '-nl', '-i', 'tunlb0', '-Q', dir, '-c', '6', 'tcp port 80'], { timeoutMs: 20_000 });
+  const [qin, qout] = [cap('in'), cap('out')];
+  await new Promise((r) => setTimeout(r, 1500)); // tcpdump attached (bounded: a missed packet only means fewer lines)
+  for (let i = 0; i < 2; i++) await execIn('client', ['curl', '-sS', '-m', '5', '-o', '/dev/null', `http://${VIP4}/`], { timeoutMs: 10_000 });
+  const [rin, rout] = await Promise.all([qin, qout]);
+  const linesOf = (r: RunResult): string[] => r.stdout.split('\n').filter((l) => / IP /.test(l));
+  t.log(`-Q in:\n${linesOf(rin).join('\n')}\n-Q out:\n${linesOf(rout).join('\n')}`);
+  // kernel -> tunlb (egress of tunlb0): the client's packets to the VIP, the servers' answers to the client
+  const vipIn = new RegExp(`IP ${CLIENT4.replace(/\./g, '\\.')}\\.\\d+ > ${VIP4.replace(/\./g, '\\.')}\\.80:`);
+  const vipOut = new RegExp(`IP ${VIP4.replace(/\./g, '\\.')}\\.80 > ${CLIENT4.replace(/\./g, '\\.')}\\.\\d+:`);
+  t.true(linesOf(rout).some((l) => vipIn.test(l)), '-Q out shows the client -> VIP packets the kernel routes into tunlb0');
+  t.false(linesOf(rout).some((l) => vipOut.test(l)), '-Q out never shows a packet tunlb un-NATed');
+  // tunlb -> kernel (ingress of tunlb0): the answers un-NATed to the VIP's address
+  t.true(linesOf(rin).some((l) => vipOut.test(l)), '-Q in shows the VIP -> client answers tunlb writes back');
+  t.false(linesOf(rin).some((l) => vipIn.test(l)), '-Q in never shows a packet to the VIP (tunlb rewrites those)');
+  // The doc's comments say the same.
+  const doc = readFileSync(path.join(REPO, 'docs', 'operations.md'), 'utf8');
+  t.regex(doc, /tcpdump -ni tunlb0 -Q out .*# kernel → tunlb only/);
+  t.regex(doc, /tcpdump -ni tunlb0 -Q in .*# tunlb → kernel only/);
+});
+
 rootTest('errors: one line with a stable code and a non-zero exit', async (t) => {
   if (!labUp(t)) return;
   t.regex(await refused(t, ['drain', 'web9', '10.99.3.22'], 'TUNLB_ADMIN', 1), /web9/);

@@ -28,7 +28,7 @@
  * trimmed; an empty or unreadable file fails the start with one line). When set, /api/* and
  * /metrics need `Authorization: Bearer <token>` (401 otherwise, compared in constant time);
  * `/` and `/healthz` do not: the page takes the token from `?token=` (kept in the tab's
- * sessionStorage, removed from the address bar) or asks for it on the first 401.
+ * sessionStorage, removed from the address bar) or from the form it shows on the first 401.
  *
  * Events (/api/v1/events, /api/v1/status): the cluster's membership events (peer up,
  * suspect, down, restarted, serving, syncing, draining; src/cluster/cluster-node.ts) merged
