@@ -428,7 +428,7 @@ const PAGE = String.raw`<!doctype html>
     });
     $('bal-grid').innerHTML = html.join('');
     $('bal-note').textContent = live + ' of ' + bs.length + ' live · probes every ' + (status.self.probe ? status.self.probe.intervalMs + ' ms, dead after ' + status.self.probe.misses + ' misses' : '– (cluster of one)') +
-      ' · flow counts from ' + status.self.id + "'s copy of the records";
+      ' · flow counts from ' + status.self.id + "'s copy of the records" + (status.flows.at ? ' (counted ' + clock(new Date(status.flows.at).toISOString()) + ')' : '');
     $('live-count').innerHTML = '<b class="mono">' + live + '/' + bs.length + '</b> balancers live';
     document.title = 'tunlb ' + status.self.id + ' · ' + live + '/' + bs.length + ' live';
   }
