@@ -486,7 +486,7 @@ rootTest('a killed balancer: status, stats and ready call it dead, never serving
     t.regex(stats, /^peer +lb2 +dead +- +rtt/m, stats);
     const r = await tunlb(['ready']);
     t.is(r.code, 3, show(r));
-    t.regex(r.stdout, /^not ready: peer lb2 is dead \(no answer to probes\) \(lb1 serving, 1\/2 peers serving, 6\/6 checked backends healthy\)$/, r.stdout);
+    t.regex(r.stdout, /^not ready: peer lb2 is dead \(no answer to probes\) \(lb1 serving, 1\/2 peers serving, 6\/6 checked backends healthy\)\n$/, r.stdout);
     const ls = await lab(['status'], 60_000);
     t.is(ls.code, 3, `lab.sh status exits 3 with a balancer down: ${show(ls)}`);
     t.regex(ls.stdout, /^ {2}lb2: DEAD \(no process; start it with: scripts\/lab\.sh start lb2\)$/m, ls.stdout);

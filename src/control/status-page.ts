@@ -117,7 +117,7 @@ const PAGE = String.raw`<!doctype html>
   @media (max-width: 1200px) { .charts { grid-template-columns: 1fr 1fr; } }
   @media (max-width: 800px) { .charts { grid-template-columns: 1fr; } }
   .chart h3 { margin: 0 0 4px; font-size: 13px; font-weight: 600; display: flex; gap: 12px; flex-wrap: wrap; }
-  .chart h3 span.l { font-weight: 400; color: var(--muted); display: inline-flex; align-items: center; gap: 4px; }
+  .chart h3 span.l { font-weight: 400; color: var(--muted); display: inline-flex; align-items: center; gap: 4px; margin-right: 10px; }
   svg.plot { width: 100%; height: 170px; display: block; }
   svg.plot text { font: 11px var(--mono); fill: var(--muted); }
   table { width: 100%; border-collapse: collapse; font-size: 13px; }
