@@ -60,7 +60,7 @@ export function packageVersion(): string {
 
 /**
  * A commander usage error as one line and a hint: "tunlb: unknown option '--bogus'" and
- * "run 'tunlb flows --help' for its options" (commander's own message, its "Did you mean"
+ * "run 'tunlb flows --help' for its usage" (commander's own message, its "Did you mean"
  * suggestion folded into the line).
  */
 export function usageErrorLines(e: CommanderError, argv: readonly string[], commands: readonly string[]): [string, string] {
