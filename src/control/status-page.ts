@@ -358,11 +358,22 @@ const PAGE = String.raw`<!doctype html>
       o.push('<text x="' + gx + '" y="' + (H - 5) + '" text-anchor="' + (s === 0 ? 'end' : s === win ? 'start' : 'middle') + '">' +
         (s === 0 ? 'now' : win > 120 ? '-' + s / 60 + 'm' : '-' + s + 's') + '</text>');
     }
+    // Labels go right of their line (left of it near the right edge), one row lower when they
+    // would overlap the previous one (at most three rows; ~6.6 units per character at 11px).
+    var rowEnd = [-1e9, -1e9, -1e9];
     markers(now, win).forEach(function (e) {
-      var mx = x(Date.parse(e.at)).toFixed(1), down = e.type === 'peer_down';
-      o.push('<line class="marker" data-event="' + esc(e.type) + '" data-balancer="' + esc(e.balancer) + '" x1="' + mx + '" x2="' + mx + '" y1="' + T + '" y2="' + (T + ph) +
-        '" stroke="' + (down ? '#c62828' : '#1a7f37') + '"><title>' + esc(e.balancer + ' ' + e.type.replace('peer_', '') + ' at ' + clock(e.at)) + '</title></line>');
-      o.push('<text x="' + (Number(mx) + 3) + '" y="' + (T + 10) + '" style="fill:' + (down ? '#c62828' : '#1a7f37') + '">' + esc(e.balancer + (down ? ' down' : ' up')) + '</text>');
+      var mx = x(Date.parse(e.at)), down = e.type === 'peer_down', color = down ? '#c62828' : '#1a7f37';
+      var label = e.balancer + (down ? ' down' : ' up'), w = label.length * 6.6;
+      var left = mx + 3 + w > L + pw, x0 = left ? mx - 3 - w : mx + 3;
+      o.push('<line class="marker" data-event="' + esc(e.type) + '" data-balancer="' + esc(e.balancer) + '" x1="' + mx.toFixed(1) + '" x2="' + mx.toFixed(1) + '" y1="' + T + '" y2="' + (T + ph) +
+        '" stroke="' + color + '"><title>' + esc(e.balancer + ' ' + e.type.replace('peer_', '') + ' at ' + clock(e.at)) + '</title></line>');
+      for (var row = 0; row < rowEnd.length; row++) {
+        if (x0 > rowEnd[row] + 2) {
+          rowEnd[row] = x0 + w;
+          o.push('<text x="' + (left ? mx - 3 : mx + 3).toFixed(1) + '" y="' + (T + 10 + row * 12) + '" text-anchor="' + (left ? 'end' : 'start') + '" style="fill:' + color + '">' + esc(label) + '</text>');
+          break;
+        }
+      }
     });
     list.forEach(function (s, k) {
       var pts = s.values.filter(function (p) { return p.t >= now - win * 1000; }).map(function (p) { return x(p.t).toFixed(1) + ',' + y(p.v).toFixed(1); });
@@ -422,7 +433,7 @@ const PAGE = String.raw`<!doctype html>
         '<div class="top"><span class="id">' + esc(b.id) + '</span><span class="addr">' + esc(b.address) + '</span>' +
         '<span class="badge ' + esc(b.state) + '">' + esc(STATE_TEXT[b.state] || b.state) + '</span>' +
         (gone
-          ? '<span class="badge soft stale" title="' + (last ? 'last reported status: ' + esc(last) : 'no status reported') + '">status unknown</span></div>'
+          ? '<span class="badge soft unknown" title="' + (last ? 'last reported status: ' + esc(last) : 'no status reported') + '">status unknown</span></div>'
           : '<span class="badge soft ' + esc(b.status) + '" title="reported status">' + esc(b.status) + '</span></div>') +
         '<dl>' + rows.map(function (r) { return '<dt>' + r[0] + '</dt><dd>' + r[1] + '</dd>'; }).join('') + '</dl>' + note + '</div>');
     });
