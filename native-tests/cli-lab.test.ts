@@ -35,7 +35,7 @@ const BACKENDS4 = ['10.99.3.21', '10.99.3.22', '10.99.3.23'];
 const BACKENDS6 = ['fd99:3::21', 'fd99:3::22', 'fd99:3::23'];
 const SERVER_OF: Record<string, string> = { '10.99.3.21': 'srv1', '10.99.3.22': 'srv2', '10.99.3.23': 'srv3' };
 /** The subcommands `tunlb --help` must list (a new one fails the --help test until covered here). */
-const SUBCOMMANDS = ['run', 'check-config', 'stats', 'flows', 'status', 'backends', 'drain', 'undrain', 'ready', 'reload', 'capture', 'logs'];
+const SUBCOMMANDS = ['run', 'check-config', 'stats', 'flows', 'status', 'backends', 'drain', 'undrain', 'drain-self', 'undrain-self', 'ready', 'reload', 'capture', 'logs'];
 /** One error line: `tunlb: MESSAGE [TUNLB_CODE]` (src/cli/main.ts). */
 const ERROR_LINE = /^tunlb: \S.* \[TUNLB_[A-Z_]+\]$/;
 
@@ -109,7 +109,7 @@ test.before(async () => {
   session = await holdLabSession();
   console.log(`cli-lab.test.ts: lab session lock ${session.how}`);
   await lab(['down'], 120_000);
-  const up = await lab(['up'], 240_000);
+  const up = await lab(['up', '--entry', 'single'], 240_000);
   if (up.code !== 0) {
     upError = `lab.sh up failed (${up.code}): ${up.stderr.slice(-3000)}\n${BALANCERS.map((b) => labLogTail(b, 15)).join('\n')}`;
     return;
@@ -489,7 +489,7 @@ rootTest('a killed balancer: status, stats and ready call it dead, never serving
     t.regex(r.stdout, /^not ready: peer lb2 is dead \(no answer to probes\) \(lb1 serving, 1\/2 peers serving, 6\/6 checked backends healthy\)\n$/, r.stdout);
     const ls = await lab(['status'], 60_000);
     t.is(ls.code, 3, `lab.sh status exits 3 with a balancer down: ${show(ls)}`);
-    t.regex(ls.stdout, /^ {2}lb2: DEAD \(no process; start it with: scripts\/lab\.sh start lb2\)$/m, ls.stdout);
+    t.regex(ls.stdout, /^ {2}lb2: DEAD \(no process: killed or stopped; start it with: scripts\/lab\.sh start lb2\)$/m, ls.stdout);
     t.regex(ls.stdout, /^ {2}lb1: pid \d+ alive$/m);
   } finally {
     const s = await lab(['start', 'lb2'], 120_000);
