@@ -128,7 +128,13 @@ const charts = (page) => page.$$eval('svg.plot', (els) => els.map((svg) => ({
     const chartPoints = await page.$$eval('svg.plot polyline', (els) => els.map((e) => (e.getAttribute('points') || '').split(' ').filter(Boolean).length));
     await page.screenshot({ path: ${JSON.stringify(SHOT_UP)}, fullPage: true });
     const backendStates = await page.$$eval('[data-backend-state]', (els) => els.map((e) => e.getAttribute('data-backend-state')));
-    out({ phase: 'up', httpStatus, title: await page.title(), cards: await cards(page), kpis, chartPoints, backendStates, charts: await charts(page), problems: problems.slice() });
+    // The cards and the figures as one render shows them (one evaluate: no refresh in between).
+    const same = await page.evaluate(() => ({
+      kpis: Array.from(document.querySelectorAll('.kpi')).map((e) => e.innerText.replace(/\\s+/g, ' ')),
+      held: Number(document.querySelector('.bal[data-flows-held]').dataset.flowsHeld),
+      primaries: Array.from(document.querySelectorAll('.bal')).map((e) => Number(e.dataset.primaryOf)),
+    }));
+    out({ phase: 'up', httpStatus, title: await page.title(), cards: await cards(page), kpis, same, chartPoints, backendStates, charts: await charts(page), problems: problems.slice() });
 
     await nextLine();
     const t0 = Date.now();
@@ -302,6 +308,10 @@ const title = 'status page: headless Chromium in tunlb-lb1 shows three balancers
     t.log(`  flows held ${held}; primary of: ${cards.map((c) => `${c.id} ${c.primaryOf}`).join(', ')} (sum ${primaries})`);
     t.true(held >= 1000, `the burst's flows are held: ${held}`);
     t.is(primaries, held, 'primary-of counts sum to flows held');
+    // In one render: the active-flows figure, flows held and the primary-of figures are one count.
+    const same = up['same'] as { kpis: string[]; held: number; primaries: number[] };
+    t.is(same.primaries.reduce((a, b) => a + b, 0), same.held, 'one render: primary-of sums to flows held');
+    t.is(same.kpis.find((k) => k.startsWith('active flows')), `active flows ${same.held.toLocaleString('en-US')}`, 'one render: active flows = flows held');
 
     const k = await lab(['kill', 'lb2'], 30_000);
     t.is(k.code, 0, `lab.sh kill lb2: ${k.stderr}`);

@@ -7,8 +7,9 @@
  *   - the cluster's balancers as cards: state (self / up / suspect / dead / unknown), status
  *     (serving / syncing / draining; a dead peer's is unknown, never "serving"), probe RTT (last
  *     and smoothed), last ack, and flows by recorded primary and backup as counted in this
- *     balancer's copy of the records (/api/v1/status); "flows held" is the total of that same
- *     count, so the primary-of figures of the cards add up to it;
+ *     balancer's copy of the records (/api/v1/status); "flows held" and the "active flows"
+ *     figure are the total of that same count (one table scan, at most 2 s old), so the
+ *     primary-of figures of the cards add up to them;
  *   - live rates: packets in / out / to peers, new flows, active flows, failover packets,
  *     drops (/api/v1/stats every second; /api/v1/history fills the last 5 minutes at load)
  *     and three small charts of the last 5 minutes (packets; failover and drops; flows), each
@@ -465,7 +466,8 @@ const PAGE = String.raw`<!doctype html>
       kpi('from peers', si(rate('peerRx', W)), '/s'),
       kpi('throughput in', bits(rate('rxB', W) || 0).split(' ')[0], bits(rate('rxB', W) || 0).split(' ')[1]),
       kpi('new flows', si(rate('created', W)), '/s', 'var(--c5)'),
-      kpi('active flows', last ? int(last.active) : '–', '', 'var(--c1)'),
+      // The same count as the cards' flows held and primary-of (one table scan): they agree.
+      kpi('active flows', status && status.flows.total != null ? int(status.flows.total) : last ? int(last.active) : '–', '', 'var(--c1)'),
       kpi('failover', si(fo), 'pkt/s', '#b35c00', fo > 0),
       kpi('drops', si(dr), '/s', 'var(--c4)', dr > 0),
     ].join('');
