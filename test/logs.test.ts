@@ -35,7 +35,6 @@ const NOT_LITERAL: ReadonlyArray<readonly [file: string, text: string, why: stri
   ['src/backends/health-monitor.ts', 'event: BackendEvent)', 'a parameter'],
   ['src/backends/health-types.ts', 'event: BackendEvent)', 'a parameter'],
   ['src/control/admin-server.ts', 'event: ev', "the drain API's answer"],
-  ['src/logger.ts', 'event: string', "fatalLine's parameter type"],
 ];
 
 function usedEvents(): { names: Map<string, string>; dynamic: string[] } {
@@ -44,11 +43,12 @@ function usedEvents(): { names: Map<string, string>; dynamic: string[] } {
   for (const file of tsFiles(join(REPO, 'src'))) {
     const rel = relative(REPO, file);
     const text = readFileSync(file, 'utf8');
-    for (const m of text.matchAll(/\bevent: ('([a-z0-9_]+)'|[^,}\s]+)/g)) {
-      if (m[2] !== undefined) names.set(m[2], rel);
+    // An `event` field of an object literal (after `{` or `,`; not a parameter like on(event: 'data', ...)).
+    for (const m of text.matchAll(/[{,]\s*(event: ('([a-z0-9_]+)'|[^,}\s]+))/g)) {
+      if (m[3] !== undefined) names.set(m[3], rel);
       else {
-        const known = NOT_LITERAL.find(([f, x]) => f === rel && x === m[0]);
-        if (known === undefined) dynamic.push(`${rel}: ${m[0]}`);
+        const known = NOT_LITERAL.find(([f, x]) => f === rel && x === m[1]);
+        if (known === undefined) dynamic.push(`${rel}: ${m[1]}`);
         // The names such a place writes, each a string literal in that file.
         for (const n of known?.[3] ?? []) {
           if (text.includes(`'${n}'`)) names.set(n, rel);

@@ -131,6 +131,7 @@ admin: { listen: "127.0.0.1:9180" }
       replicator: { stats: new ReplicatorStats() },
       channel: { stats: { sent: 0, received: 0 }, rejectCounts: () => ({}) },
       events: [],
+      syncProgress: () => ({ state: 'done', peer: null, received: 0, total: 0, ratePerS: 0, elapsedMs: 0, cursor: 0, sessions: 0, resumes: 0, lastError: null, startedAt: null }),
     },
   } as unknown as Balancer;
   const metrics = new Metrics(stub, { rttSampleMs: 0, nowMs: () => now });
