@@ -13,6 +13,7 @@
  *
  *   npx tsx bench/peer-path.bench.ts
  *   npm run bench:micro -- peer
+ *   chrt -f 5 npx tsx bench/peer-path.bench.ts    (steadier on a loaded machine; docs/performance.md)
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
