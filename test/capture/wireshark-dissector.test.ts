@@ -1,0 +1,385 @@
+/**
+ * The Wireshark dissector (tools/wireshark/tunlb.lua) on crafted frames, read by tshark: every
+ * body of the control protocol and every flag of the encapsulation header, the flow key's
+ * forms, proto3 defaults, fields a newer protocol adds (skipped, never Malformed), damaged
+ * input (expert items), configurable ports and IPv6 between balancers. The frames are made by
+ * the project's own encoders (encodeSigned, writeEncapHeader) and written by its PcapWriter, so
+ * a change of the wire format that the dissector misses fails here. The lab capture is in
+ * native-tests/wireshark.test.ts.
+ *
+ * Needs tshark (scripts/install-deps.sh installs it); skips with a message otherwise. No root.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { ENCAP_F_FAILOVER, ENCAP_F_NEW_FLOW, ENCAP_F_REPLY, ENCAP_F_SECOND_CHANCE, ENCAP_F_VNET, ENCAP_HEADER_LEN, writeEncapHeader } from '../../src/packet/encap';
+import { keyFromParts } from '../../src/packet/flow-key';
+import { compactV4Key, encodeSigned, signEnvelopeBytes, type EnvelopeFields } from '../../src/protocol';
+import { tunlb } from '../../src/protocol/generated/tunlb';
+import { LINKTYPE, PcapWriter } from '../../src/capture/capture-pcap';
+import { CaptureDecoder } from '../../src/capture/capture-decode';
+import * as P from '../helpers/packets';
+
+const TSHARK = '/usr/bin/tshark';
+const LUA = resolve(__dirname, '..', '..', 'tools', 'wireshark', 'tunlb.lua');
+const KEY = Buffer.alloc(32, 0x5c);
+const LB1 = '10.99.2.11';
+const LB2 = '10.99.2.12';
+const GROUP = '239.99.0.1';
+
+const skip = existsSync(TSHARK) ? undefined : `skipped: ${TSHARK} is missing (apt-get install tshark, or bash scripts/install-deps.sh)`;
+const tt = (title: string, impl: (t: ExecutionContext) => void): void => {
+  if (skip) test.skip(`${title} (${skip})`, () => undefined);
+  else test(title, impl);
+};
+
+// ---- frames ----
+
+function eth(ipPkt: Uint8Array, type = 0x0800): Uint8Array {
+  const f = new Uint8Array(14 + ipPkt.length);
+  f.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1], 0);
+  f[12] = type >> 8;
+  f[13] = type & 0xff;
+  f.set(ipPkt, 14);
+  return f;
+}
+
+function header(seq: number, sender = 0): EnvelopeFields {
+  return { clusterId: 77, sender, incarnation: 1_700_000_000_000 * 2048 + 5, seq, sentAtMs: 1_700_000_000_123 };
+}
+
+function v4Compact(src: string, dst: string, sport: number, dport: number, proto: number): Uint8Array {
+  const c = new Uint8Array(13);
+  compactV4Key(keyFromParts(src, dst, sport, dport, proto), 0, c, 0);
+  return c;
+}
+
+const rec = (over: Partial<tunlb.v1.FlowRecord.$Properties> = {}): tunlb.v1.FlowRecord.$Properties => ({
+  op: 1,
+  key: v4Compact('10.99.1.2', '10.99.0.10', 40000, 80, 6),
+  primary: 1,
+  backup: 2,
+  vip: 0,
+  backend: 1,
+  state: 2,
+  tableGeneration: 3,
+  ...over,
+});
+
+function encap(inner: Uint8Array, flags: number, primary: number, backup: number, backend: number, vip = 0, vnet?: Uint8Array): Uint8Array {
+  const extra = vnet ? vnet.length : 0;
+  const b = new Uint8Array(ENCAP_HEADER_LEN + extra + inner.length);
+  writeEncapHeader(b, 0, flags | (vnet ? ENCAP_F_VNET : 0), primary, backup, backend, vip, 9);
+  if (vnet) b.set(vnet, ENCAP_HEADER_LEN);
+  b.set(inner, ENCAP_HEADER_LEN + extra);
+  return b;
+}
+
+/** virtio_net_hdr (little-endian): flags, gso_type, hdr_len, gso_size, csum_start, csum_offset. */
+function vnetHdr(flags: number, gsoType: number, hdrLen: number, gsoSize: number, csumStart: number, csumOffset: number): Uint8Array {
+  const b = Buffer.alloc(10);
+  b[0] = flags;
+  b[1] = gsoType;
+  b.writeUInt16LE(hdrLen, 2);
+  b.writeUInt16LE(gsoSize, 4);
+  b.writeUInt16LE(csumStart, 6);
+  b.writeUInt16LE(csumOffset, 8);
+  return b;
+}
+
+/** An Envelope with `extra` appended (fields a newer protocol adds), signed. */
+function signedWithExtra(env: EnvelopeFields, extra: (w: ReturnType<typeof tunlb.v1.Envelope.encode>) => void): Uint8Array {
+  const w = tunlb.v1.Envelope.encode({ ...env, version: 1 });
+  extra(w);
+  return signEnvelopeBytes(w.finish(), KEY);
+}
+
+/** Writes frames (UDP payloads between addresses and ports) to a pcap file; returns its path. */
+function pcapOf(t: ExecutionContext, dgrams: Array<{ src?: string; dst?: string; sport?: number; dport?: number; payload: Uint8Array }>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tunlb-ws-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'x.pcap');
+  const w = new PcapWriter(file, LINKTYPE.ETHERNET, 65535);
+  let ts = 1_700_000_000_000_000;
+  for (const d of dgrams) {
+    const src = d.src ?? LB1;
+    const dst = d.dst ?? LB2;
+    const v6 = src.includes(':');
+    const ipPkt = v6 ? P.udp6(src, dst, d.sport ?? 7946, d.dport ?? 7946, d.payload) : P.udp4(src, dst, d.sport ?? 7946, d.dport ?? 7946, d.payload);
+    const f = eth(ipPkt, v6 ? 0x86dd : 0x0800);
+    w.write(f, f.length, (ts += 1000));
+  }
+  w.close();
+  return file;
+}
+
+type Layers = Record<string, string[]>;
+
+/** tshark -T json -e FIELDS with the dissector: one layers object per frame. */
+function shark(file: string, fields: string[], extra: string[] = []): Layers[] {
+  const out = execFileSync(TSHARK, ['-n', '-r', file, '-X', `lua_script:${LUA}`, '-o', 'tunlb.balancers:lb1,lb2,lb3', ...extra, '-T', 'json', ...fields.flatMap((f) => ['-e', f])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    maxBuffer: 1 << 26,
+  }).toString();
+  return (JSON.parse(out) as Array<{ _source: { layers: Layers } }>).map((d) => d._source.layers);
+}
+
+/** tshark's one-line summaries (what an operator sees first). */
+function sharkLines(file: string, extra: string[] = []): string[] {
+  return execFileSync(TSHARK, ['-n', '-r', file, '-X', `lua_script:${LUA}`, '-o', 'tunlb.balancers:lb1,lb2,lb3', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
+    .toString()
+    .split('\n')
+    .filter(Boolean);
+}
+
+/** tshark -V text of every frame (the detail pane). */
+function sharkVerbose(file: string): string {
+  return execFileSync(TSHARK, ['-n', '-r', file, '-X', `lua_script:${LUA}`, '-o', 'tunlb.balancers:lb1,lb2,lb3', '-V'], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 }).toString();
+}
+
+// ---- data port ----
+
+tt('data port: flags, indexes, generation and the inner packet (TCP/IPv4, UDP/IPv6, ICMP) in tshark', (t) => {
+  const file = pcapOf(t, [
+    { sport: 7947, dport: 7947, payload: encap(P.tcp4('10.99.1.2', '10.99.0.10', 40000, 80, P.TCP_SYN), ENCAP_F_NEW_FLOW, 1, 2, 0) },
+    { sport: 7947, dport: 7947, payload: encap(P.udp6('fd99:1::2', 'fd99::10', 5000, 7, new Uint8Array(4)), ENCAP_F_FAILOVER, 1, 2, 65535, 1) },
+    { sport: 7947, dport: 7947, payload: encap(P.icmp4Echo('10.99.1.2', '10.99.0.10', 8, 7, 1), ENCAP_F_SECOND_CHANCE, 255, 255, 2) },
+    { sport: 7947, dport: 7947, payload: encap(P.tcp4('10.99.3.21', '10.99.1.2', 80, 40000, P.TCP_SYN | P.TCP_ACK), ENCAP_F_REPLY, 0, 1, 0) },
+  ]);
+  const f = shark(file, [
+    'frame.protocols', 'tunlb_encap.version', 'tunlb_encap.type', 'tunlb_encap.flags', 'tunlb_encap.flags.names', 'tunlb_encap.flags.new_flow',
+    'tunlb_encap.flags.failover', 'tunlb_encap.primary', 'tunlb_encap.backup', 'tunlb_encap.backend', 'tunlb_encap.vip', 'tunlb_encap.generation',
+    'ip.src', 'ipv6.dst', 'udp.dstport', 'tcp.flags', 'icmp.ident', '_ws.col.Info', '_ws.malformed',
+  ]);
+  t.is(f.length, 4);
+  t.deepEqual(f[0]!['frame.protocols'], ['eth:ethertype:ip:udp:tunlb_encap:ip:tcp']);
+  t.deepEqual(f[0]!['tunlb_encap.version'], ['1']);
+  t.deepEqual(f[0]!['tunlb_encap.type'], ['0']);
+  t.deepEqual(f[0]!['tunlb_encap.flags'], ['0x01']);
+  t.deepEqual(f[0]!['tunlb_encap.flags.names'], ['NEW_FLOW']);
+  t.deepEqual(f[0]!['tunlb_encap.flags.new_flow'], ['1']);
+  t.deepEqual([f[0]!['tunlb_encap.primary'], f[0]!['tunlb_encap.backup'], f[0]!['tunlb_encap.backend'], f[0]!['tunlb_encap.generation']], [['1'], ['2'], ['0'], ['9']]);
+  t.deepEqual(f[0]!['ip.src'], [LB1, '10.99.1.2'], 'outer, then inner IPv4');
+  t.deepEqual(f[0]!['tcp.flags'], ['0x0002']);
+  t.regex(f[0]!['_ws.col.Info']![0]!, /^tunlb encap NEW_FLOW primary=lb2 backup=lb3 backend=#0 │ 40000 → 80 \[SYN\]/);
+
+  t.deepEqual(f[1]!['frame.protocols'], ['eth:ethertype:ip:udp:tunlb_encap:ipv6:udp:echo']);
+  t.deepEqual(f[1]!['tunlb_encap.flags.names'], ['FAILOVER']);
+  t.deepEqual(f[1]!['tunlb_encap.flags.failover'], ['1']);
+  t.deepEqual(f[1]!['tunlb_encap.backend'], ['65535']);
+  t.deepEqual(f[1]!['tunlb_encap.vip'], ['1']);
+  t.deepEqual(f[1]!['ipv6.dst'], ['fd99::10']);
+  t.deepEqual(f[1]!['udp.dstport'], ['7947', '7'], 'outer, then inner UDP');
+  t.regex(f[1]!['_ws.col.Info']![0]!, /^tunlb encap FAILOVER primary=lb2 backup=lb3 backend=none │ /);
+
+  t.deepEqual(f[2]!['frame.protocols'], ['eth:ethertype:ip:udp:tunlb_encap:ip:icmp']);
+  t.deepEqual(f[2]!['tunlb_encap.flags.names'], ['SECOND_CHANCE']);
+  t.deepEqual([f[2]!['tunlb_encap.primary'], f[2]!['tunlb_encap.backup']], [['255'], ['255']]);
+  t.deepEqual(f[2]!['icmp.ident'], ['7']);
+  t.regex(f[2]!['_ws.col.Info']![0]!, /^tunlb encap SECOND_CHANCE primary=none backup=none backend=#2 │ Echo \(ping\) request/);
+
+  t.deepEqual(f[3]!['tunlb_encap.flags.names'], ['REPLY']);
+  t.regex(f[3]!['_ws.col.Info']![0]!, /^tunlb encap REPLY primary=lb1 backup=lb2 backend=#0 │ 80 → 40000 \[SYN, ACK\]/);
+  for (const l of f) t.is(l['_ws.malformed'], undefined);
+});
+
+tt('data port: the virtio_net_hdr (GSO TCPv4 super-packet, partial checksum) before the inner packet', (t) => {
+  const inner = P.tcp4('10.99.1.2', '10.99.0.10', 40000, 80, P.TCP_ACK, new Uint8Array(3000));
+  const file = pcapOf(t, [
+    { sport: 7947, dport: 7947, payload: encap(inner, 0, 1, 2, 0, 0, vnetHdr(1, 1, 54, 1448, 20, 16)) },
+    { sport: 7947, dport: 7947, payload: encap(P.tcp4('10.99.1.2', '10.99.0.10', 40000, 80, P.TCP_ACK), 0, 1, 2, 0, 0, vnetHdr(1, 0, 0, 0, 20, 16)) },
+  ]);
+  const f = shark(file, ['tunlb_encap.flags.names', 'tunlb_encap.vnet.needs_csum', 'tunlb_encap.vnet.gso_type', 'tunlb_encap.vnet.hdr_len', 'tunlb_encap.vnet.gso_size', 'tunlb_encap.vnet.csum_start', 'tunlb_encap.vnet.csum_offset', 'tunlb_encap.inner_len', 'tcp.len', '_ws.col.Info']);
+  t.deepEqual(f[0]!['tunlb_encap.flags.names'], ['VNET']);
+  t.deepEqual(
+    ['needs_csum', 'gso_type', 'hdr_len', 'gso_size', 'csum_start', 'csum_offset'].map((k) => f[0]![`tunlb_encap.vnet.${k}`]![0]),
+    ['1', '1', '54', '1448', '20', '16'],
+  );
+  t.deepEqual(f[0]!['tunlb_encap.inner_len'], [String(inner.length)]);
+  t.deepEqual(f[0]!['tcp.len'], ['3000']);
+  t.regex(f[0]!['_ws.col.Info']![0]!, /^tunlb encap VNET primary=lb2 backup=lb3 backend=#0 gso=tcpv4\/1448 │ /);
+  t.regex(f[1]!['_ws.col.Info']![0]!, /^tunlb encap VNET primary=lb2 backup=lb3 backend=#0 csum=partial │ /);
+});
+
+tt('data port: what receivers drop is flagged (reserved flags, unknown version or type, truncated), never a Lua error', (t) => {
+  const good = encap(P.tcp4('10.99.1.2', '10.99.0.10', 40000, 80), 0, 1, 2, 0);
+  const reserved = Uint8Array.from(good);
+  reserved[1] = 0x41;
+  const v2 = Uint8Array.from(good);
+  v2[0] = 0x20;
+  const type3 = Uint8Array.from(good);
+  type3[0] = 0x13;
+  const file = pcapOf(t, [
+    { sport: 7947, dport: 7947, payload: reserved },
+    { sport: 7947, dport: 7947, payload: v2 },
+    { sport: 7947, dport: 7947, payload: type3 },
+    { sport: 7947, dport: 7947, payload: good.subarray(0, 8) },
+    { sport: 7947, dport: 7947, payload: encap(new Uint8Array([0x00, 1, 2, 3]), 0, 1, 2, 0) },
+  ]);
+  const f = shark(file, ['_ws.expert.message', '_ws.col.Info', 'tunlb_encap.flags.reserved', '_ws.malformed']);
+  t.true(f[0]!['_ws.expert.message']!.some((m) => /Reserved flag set/.test(m)));
+  t.deepEqual(f[0]!['tunlb_encap.flags.reserved'], ['0x02']);
+  t.true(f[1]!['_ws.expert.message']!.some((m) => /Unknown encapsulation version/.test(m)));
+  t.regex(f[1]!['_ws.col.Info']![0]!, /^tunlb encap: version 2 \(not decoded\)/);
+  t.true(f[2]!['_ws.expert.message']!.some((m) => /Unknown encapsulation type/.test(m)));
+  t.true(f[3]!['_ws.expert.message']!.some((m) => /Encapsulated datagram of 8 bytes/.test(m)));
+  t.regex(f[3]!['_ws.col.Info']![0]!, /truncated \(8 bytes\)/);
+  t.true(f[4]!['_ws.expert.message']!.some((m) => /IP version nibble 0/.test(m)));
+  t.false(sharkVerbose(file).includes('Lua Error'));
+});
+
+// ---- control port ----
+
+tt('control port: envelope header and record batches (compact IPv4, 40-byte IPv6 and ICMP keys), in the words of tunlb capture --decode', (t) => {
+  const v6key = keyFromParts('fd99:1::2', 'fd99::10', 50000, 443, 6);
+  const icmpKey = v4Compact('10.99.1.2', '10.99.0.10', 7, 7, 1);
+  const v4Full = keyFromParts('10.99.1.2', '10.99.0.10', 40001, 80, 17);
+  const records = encodeSigned(
+    {
+      ...header(12),
+      records: {
+        records: [
+          rec(),
+          rec({ op: 3, key: v6key, primary: 2, backup: 2, vip: 1, backend: 0xffff }),
+          rec({ op: 2, key: icmpKey, primary: 0, backup: 1, backend: 2, ageS: 30, idleS: 4 }),
+          rec({ key: v4Full, primary: 0, backup: 2, backend: 0 }),
+        ],
+      },
+    },
+    KEY,
+  );
+  const file = pcapOf(t, [{ dst: GROUP, payload: records }]);
+  const f = shark(file, [
+    'frame.protocols', 'tunlb.version', 'tunlb.cluster_id', 'tunlb.sender', 'tunlb.incarnation', 'tunlb.incarnation_time', 'tunlb.seq', 'tunlb.sent_at',
+    'tunlb.body', 'tunlb.mac', 'tunlb.record.op', 'tunlb.record.primary', 'tunlb.record.backup', 'tunlb.record.vip', 'tunlb.record.backend',
+    'tunlb.record.age_s', 'tunlb.record.idle_s', 'tunlb.record.table_generation', 'tunlb.key.form', 'tunlb.key.src', 'tunlb.key.dst6', 'tunlb.key.sport',
+    'tunlb.key.dport', 'tunlb.key.proto', 'tunlb.key.text', 'tunlb.record.text', '_ws.col.Info', '_ws.expert.message',
+  ])[0]!;
+  t.deepEqual(f['frame.protocols'], ['eth:ethertype:ip:udp:tunlb']);
+  t.deepEqual(f['tunlb.version'], ['1']);
+  t.deepEqual(f['tunlb.cluster_id'], ['0x000000000000004d']);
+  t.deepEqual(f['tunlb.sender'], ['0'], 'sender 0 is absent on the wire (proto3) and shown as its default');
+  t.deepEqual(f['tunlb.incarnation'], [String(1_700_000_000_000 * 2048 + 5)]);
+  t.deepEqual(f['tunlb.incarnation_time'], ['Nov 14, 2023 22:13:20.000000000 UTC']);
+  t.deepEqual(f['tunlb.seq'], ['12']);
+  t.deepEqual(f['tunlb.sent_at'], ['Nov 14, 2023 22:13:20.123000000 UTC']);
+  t.deepEqual(f['tunlb.body'], ['records']);
+  t.is(f['tunlb.mac']![0]!.replace(/:/g, '').length, 64);
+  t.deepEqual(f['tunlb.record.op'], ['1', '3', '2', '1']);
+  t.deepEqual(f['tunlb.record.primary'], ['1', '2', '0', '0']);
+  t.deepEqual(f['tunlb.record.backend'], ['1', '65535', '2', '0']);
+  t.deepEqual(f['tunlb.key.form'], ['compact IPv4 (13 bytes)', '40 bytes', 'compact IPv4 (13 bytes)', '40 bytes, IPv4 (IPv4-mapped addresses)']);
+  t.deepEqual(f['tunlb.key.src'], ['10.99.1.2', '10.99.1.2', '10.99.1.2']);
+  t.deepEqual(f['tunlb.key.dst6'], ['fd99::10']);
+  t.deepEqual(f['tunlb.key.proto'], ['6', '6', '1', '17']);
+  t.deepEqual(f['tunlb.key.text'], ['10.99.1.2:40000→10.99.0.10:80/tcp', '[fd99:1::2]:50000→[fd99::10]:443/tcp', '10.99.1.2→10.99.0.10/icmp id=7', '10.99.1.2:40001→10.99.0.10:80/udp']);
+  t.deepEqual(f['tunlb.record.age_s'], ['0', '0', '30', '0']);
+  t.deepEqual(f['_ws.col.Info'], ['lb1 records seq=12 [1/4] create 10.99.1.2:40000→10.99.0.10:80/tcp primary=lb2 backup=lb3 backend=#1 (+3 more)']);
+  t.is(f['_ws.expert.message'], undefined);
+  // tunlb's own decoder says the same about each record
+  const dec = new CaptureDecoder({ key: KEY, names: { balancers: ['lb1', 'lb2', 'lb3'], byAddress: new Map([[LB1, 'lb1']]), vips: [] } });
+  const lines = dec.decodeControl(LB1, GROUP, records).map((l) => l.replace(/^lb1 → group records seq=12 \[\d\/4\] /, ''));
+  t.deepEqual(f['tunlb.record.text'], lines);
+});
+
+tt('control port: probe, probe ack, bulk sync request and chunk, health report', (t) => {
+  const file = pcapOf(t, [
+    { payload: encodeSigned({ ...header(40, 1), probe: { nonce: 0x1234, sentAtMs: 5000, target: 0, status: 2 } }, KEY) },
+    { payload: encodeSigned({ ...header(41, 0), probeAck: { nonce: 0x1234, probeSentAtMs: 5000, proberIncarnation: 99, status: 1 } }, KEY) },
+    { payload: encodeSigned({ ...header(42, 2), syncRequest: { requestId: 0x5f3a, fromCursor: 812 } }, KEY) },
+    { payload: encodeSigned({ ...header(43, 0), syncChunk: { requestId: 0x5f3a, chunkIndex: 3, nextCursor: 900, done: true, totalRecords: 2, records: [rec(), rec({ primary: 2 })] } }, KEY) },
+    {
+      dst: GROUP,
+      payload: encodeSigned(
+        {
+          ...header(44, 2),
+          health: {
+            epoch: 77,
+            sequence: 5,
+            periodic: false,
+            periodMs: 1000,
+            backends: [
+              { vip: 0, backend: 1, idHash: 0xdeadbeef, state: 2, reason: '3 consecutive failures: connect ECONNREFUSED' },
+              { vip: 1, backend: 0, drainStamp: 1_700_000_000_000 * 32 + 2, drained: true },
+            ],
+          },
+        },
+        KEY,
+      ),
+    },
+  ]);
+  const f = shark(file, [
+    'tunlb.body', 'tunlb.sender', 'tunlb.probe.nonce', 'tunlb.probe.sent_at_ms', 'tunlb.probe.target', 'tunlb.probe.status', 'tunlb.probe_ack.status',
+    'tunlb.probe_ack.prober_incarnation', 'tunlb.sync_request.request_id', 'tunlb.sync_request.from_cursor', 'tunlb.sync_chunk.chunk_index',
+    'tunlb.sync_chunk.next_cursor', 'tunlb.sync_chunk.done', 'tunlb.sync_chunk.total_records', 'tunlb.record.text', 'tunlb.health.epoch',
+    'tunlb.health.periodic', 'tunlb.backend_health.backend', 'tunlb.backend_health.id_hash', 'tunlb.backend_health.state',
+    'tunlb.backend_health.reason', 'tunlb.backend_health.drained', 'tunlb.backend_health.drain_by', 'tunlb.backend_health.drain_time', '_ws.col.Info',
+  ]);
+  t.deepEqual(f.map((l) => l['tunlb.body']![0]), ['probe', 'probe-ack', 'sync-request', 'sync-chunk', 'health']);
+  t.deepEqual(f[0]!['tunlb.probe.nonce'], ['0x0000000000001234']);
+  t.deepEqual(f[0]!['tunlb.probe.target'], ['0']);
+  t.deepEqual(f[0]!['_ws.col.Info'], ['lb2 probe seq=40 target=lb1 status=serving']);
+  t.deepEqual(f[1]!['tunlb.probe_ack.prober_incarnation'], ['99']);
+  t.deepEqual(f[1]!['_ws.col.Info'], ['lb1 probe-ack seq=41 status=syncing']);
+  t.deepEqual(f[2]!['_ws.col.Info'], ['lb3 sync-request seq=42 id=5f3a from=812']);
+  t.deepEqual(f[3]!['tunlb.sync_chunk.done'], ['1']);
+  t.deepEqual(f[3]!['tunlb.record.text'], ['create 10.99.1.2:40000→10.99.0.10:80/tcp primary=lb2 backup=lb3 backend=#1', 'create 10.99.1.2:40000→10.99.0.10:80/tcp primary=lb3 backup=none backend=#1']);
+  t.deepEqual(f[3]!['_ws.col.Info'], ['lb1 sync-chunk seq=43 id=5f3a chunk=3 records=2 total=2 next=900 done']);
+  t.deepEqual(f[4]!['tunlb.backend_health.id_hash'], ['0xdeadbeef', '0x00000000'], 'the second entry has none (proto3 default)');
+  t.deepEqual(f[4]!['tunlb.backend_health.state'], ['2', '0']);
+  t.deepEqual(f[4]!['tunlb.backend_health.reason'], ['3 consecutive failures: connect ECONNREFUSED']);
+  t.deepEqual(f[4]!['tunlb.backend_health.drained'], ['0', '1']);
+  t.deepEqual(f[4]!['tunlb.backend_health.drain_by'], ['2']);
+  t.deepEqual(f[4]!['tunlb.backend_health.drain_time'], ['Nov 14, 2023 22:13:20.000000000 UTC']);
+  t.deepEqual(f[4]!['_ws.col.Info'], ['lb3 health seq=44 backends=2']);
+  const v = sharkVerbose(file);
+  t.regex(v, /Backend health: vip#0 #1 unhealthy "3 consecutive failures: connect ECONNREFUSED"/);
+  t.regex(v, /Backend health: vip#1 #0 drained/);
+  t.regex(v, /Target: 0 \(lb1\) \(absent: proto3 default\)/);
+});
+
+tt('control port: fields of a newer protocol are shown as unknown and skipped; damaged datagrams are flagged', (t) => {
+  // A future header field (7, varint) before a known body; a future body (16); a future field in a record.
+  const futureHeader = signedWithExtra({ ...header(50, 1), probe: { nonce: 1, target: 2, status: 2 } }, (w) => w.uint32((7 << 3) | 0).uint32(2));
+  const futureBody = signedWithExtra(header(51, 1), (w) => w.uint32((16 << 3) | 2).fork().uint32((1 << 3) | 0).uint32(3).ldelim());
+  const recWithExtra = tunlb.v1.FlowRecord.encode(rec()).uint32((11 << 3) | 0).uint32(9).finish();
+  const futureRecord = signedWithExtra(header(52, 1), (w) => w.uint32((10 << 3) | 2).fork().uint32((1 << 3) | 2).bytes(recWithExtra).ldelim());
+  const badMac = Uint8Array.from(futureHeader);
+  const garbage = new TextEncoder().encode('hello, not protobuf at all');
+  const cut = futureHeader.subarray(0, 30);
+  const file = pcapOf(t, [{ payload: futureHeader }, { payload: futureBody }, { payload: futureRecord }, { payload: garbage }, { payload: cut }, { payload: badMac }]);
+  const f = shark(file, ['tunlb.body', 'tunlb.probe.target', 'tunlb.unknown_field', 'tunlb.record.text', '_ws.col.Info', '_ws.expert.message', '_ws.malformed']);
+  t.deepEqual(f[0]!['tunlb.body'], ['probe']);
+  t.deepEqual(f[0]!['tunlb.probe.target'], ['2']);
+  t.is(f[0]!['tunlb.unknown_field']!.length, 1);
+  t.deepEqual(f[0]!['_ws.col.Info'], ['lb2 probe seq=50 target=lb3 status=serving']);
+  t.true(f[0]!['_ws.expert.message']!.every((m) => /unknown to this dissector/.test(m)), f[0]!['_ws.expert.message']!.join('; '));
+  t.deepEqual(f[1]!['_ws.col.Info'], ['lb2 control seq=51 (unknown field 16)']);
+  t.deepEqual(f[2]!['tunlb.record.text'], ['create 10.99.1.2:40000→10.99.0.10:80/tcp primary=lb2 backup=lb3 backend=#1']);
+  for (const i of [0, 1, 2]) t.is(f[i]!['_ws.malformed'], undefined);
+  t.deepEqual(f[3]!['_ws.col.Info'], [`tunlb control: not a tunlb envelope (${garbage.length} bytes)`]);
+  t.true(f[3]!['_ws.expert.message']!.some((m) => /^SignedEnvelope: /.test(m)), f[3]!['_ws.expert.message']!.join('; '));
+  t.true(f[4]!['_ws.expert.message']!.some((m) => /runs past the end/.test(m)), f[4]!['_ws.expert.message']!.join('; '));
+  t.false(sharkVerbose(file).includes('Lua Error'));
+});
+
+tt('ports are preferences (tunlb.ports, tunlb_encap.ports); IPv6 between balancers', (t) => {
+  const probe = encodeSigned({ ...header(60, 1), probe: { nonce: 1, target: 0, status: 2 } }, KEY);
+  const data = encap(P.tcp4('10.99.1.2', '10.99.0.10', 40000, 80), ENCAP_F_NEW_FLOW, 1, 2, 0);
+  const file = pcapOf(t, [
+    { sport: 9946, dport: 9946, payload: probe },
+    { sport: 9947, dport: 9947, payload: data },
+    { src: 'fd99:2::12', dst: 'fd99:2::11', sport: 7946, dport: 7946, payload: probe },
+    { src: 'fd99:2::11', dst: 'fd99:2::12', sport: 7947, dport: 7947, payload: data },
+  ]);
+  const defaults = shark(file, ['frame.protocols']).map((l) => l['frame.protocols']![0]);
+  t.false(/tunlb/.test(defaults[0]!) || /tunlb/.test(defaults[1]!), 'ports 9946/9947 are not tunlb by default');
+  t.deepEqual(defaults.slice(2), ['eth:ethertype:ipv6:udp:tunlb', 'eth:ethertype:ipv6:udp:tunlb_encap:ip:tcp']);
+  const moved = shark(file, ['frame.protocols'], ['-o', 'tunlb.ports:9946', '-o', 'tunlb_encap.ports:9947']).map((l) => l['frame.protocols']![0]);
+  t.deepEqual(moved, ['eth:ethertype:ip:udp:tunlb', 'eth:ethertype:ip:udp:tunlb_encap:ip:tcp', 'eth:ethertype:ipv6:udp:data', 'eth:ethertype:ipv6:udp:data']);
+  const lines = sharkLines(file, ['-o', 'tunlb.ports:9946,7946', '-o', 'tunlb_encap.ports:9947,7947']);
+  t.regex(lines[0]!, /tunlb .* lb2 probe seq=60 target=lb1 status=serving$/);
+  t.regex(lines[3]!, /10\.99\.1\.2 → 10\.99\.0\.10 +TCP .* tunlb encap NEW_FLOW primary=lb2 backup=lb3 backend=#0 │ 40000 → 80 \[SYN\]/);
+});
