@@ -34,7 +34,7 @@
 --
 -- Extending: a new protobuf field is one row in MESSAGES (and one ProtoField); a new body is a
 -- row in MESSAGES.Envelope plus, optionally, a summary function in SUMMARY. A new header
--- field of the data port goes into dissect_encap in header order.
+-- field of the data port goes into p_encap.dissector in header order.
 
 local TUNLB_DISSECTOR_VERSION = "1"
 
