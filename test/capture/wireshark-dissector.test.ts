@@ -115,7 +115,7 @@ function pcapOf(t: ExecutionContext, dgrams: Array<{ src?: string; dst?: string;
   return file;
 }
 
-type Layers = Record<string, string[]>;
+type Layers = Record<string, string[] | undefined>;
 
 /** tshark -T json -e FIELDS with the dissector: one layers object per frame. */
 function shark(file: string, fields: string[], extra: string[] = []): Layers[] {
