@@ -38,7 +38,12 @@
 
 local TUNLB_DISSECTOR_VERSION = "1"
 
+-- Bit operations: Lua 5.2's bit32, Wireshark's "bit" (Lua BitOp), or Lua 5.3+'s operators
+-- (compiled at run time, so that Lua 5.2 never parses them).
 local bit = bit32 or bit
+if bit == nil then
+  bit = load("return { band = function(a, b) return a & b end, rshift = function(a, n) return a >> n end }")()
+end
 
 ---------------------------------------------------------------------------------------------
 -- Protocols and preferences
@@ -255,7 +260,7 @@ local function read_varint(tvb, off, stop)
     local low = bit.band(b, 0x7f)
     n = n + low * 2 ^ (7 * i)
     if low ~= 0 then u = u:bor(UInt64(low):lshift(7 * i)) end
-    if b < 0x80 then return n, u, i + 1 end
+    if b < 0x80 then return math.floor(n), u, i + 1 end -- math.floor: an integer on Lua 5.3+
   end
   return nil
 end
