@@ -349,13 +349,14 @@ labTest('data port: flags, primary/backup/backend, an inner IP packet of a clien
     if (all(fr, 'ip.src')[0] === all(fr, 'ip.dst')[0]) why.push('sent to itself');
     if (why.length) problems.push(`${fr.n}: ${why.join(', ')}: ${fr.info}`);
     for (const n of (names ?? '').split('|')) flagCount[n] = (flagCount[n] ?? 0) + 1;
-    protos[`${i.proto}${i.src.includes(':') ? '6' : '4'}`] = (protos[`${i.proto}${i.src.includes(':') ? '6' : '4'}`] ?? 0) + 1;
+    const kind = `${i.proto}/ipv${i.src.includes(':') ? 6 : 4}`;
+    protos[kind] = (protos[kind] ?? 0) + 1;
   }
   t.deepEqual(problems.slice(0, 10), [], `${problems.length} of ${data.length} encapsulated frames`);
   t.log(`${data.length} encapsulated frames; flags ${JSON.stringify(flagCount)}; inner ${JSON.stringify(protos)}; lb1's failover counter +${failoverAfter - failoverBefore} after killing ${victim}`);
   t.true((flagCount['NEW_FLOW'] ?? 0) > 0, 'no NEW_FLOW frame');
   t.true((flagCount['FAILOVER'] ?? 0) > 0, `no FAILOVER frame after killing ${victim}`);
-  t.true((protos['tcp4'] ?? 0) > 0 && (protos['tcp6'] ?? 0) > 0, `inner TCP over IPv4 and IPv6: ${JSON.stringify(protos)}`);
+  t.true((protos['tcp/ipv4'] ?? 0) > 0 && (protos['tcp/ipv6'] ?? 0) > 0, `inner TCP over IPv4 and IPv6: ${JSON.stringify(protos)}`);
 
   // The decision in the header is the flow's replicated record's (same key, same backend;
   // primary and backup as a record of that flow says).
