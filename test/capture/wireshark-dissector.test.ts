@@ -341,10 +341,10 @@ tt('control port: probe, probe ack, bulk sync request and chunk, health report',
 });
 
 tt('control port: fields of a newer protocol are shown as unknown and skipped; damaged datagrams are flagged', (t) => {
-  // A future header field (7, varint) before a known body; a future body (16); a future field in a record.
-  const futureHeader = signedWithExtra({ ...header(50, 1), probe: { nonce: 1, target: 2, status: 2 } }, (w) => w.uint32((7 << 3) | 0).uint32(2));
-  const futureBody = signedWithExtra(header(51, 1), (w) => w.uint32((16 << 3) | 2).fork().uint32((1 << 3) | 0).uint32(3).ldelim());
-  const recWithExtra = tunlb.v1.FlowRecord.encode(rec()).uint32((11 << 3) | 0).uint32(9).finish();
+  // Field numbers no release uses (100, 101): a header field before a known body, a body, a field in a record.
+  const futureHeader = signedWithExtra({ ...header(50, 1), probe: { nonce: 1, target: 2, status: 2 } }, (w) => w.uint32((100 << 3) | 0).uint32(2));
+  const futureBody = signedWithExtra(header(51, 1), (w) => w.uint32((101 << 3) | 2).fork().uint32((1 << 3) | 0).uint32(3).ldelim());
+  const recWithExtra = tunlb.v1.FlowRecord.encode(rec()).uint32((100 << 3) | 0).uint32(9).finish();
   const futureRecord = signedWithExtra(header(52, 1), (w) => w.uint32((10 << 3) | 2).fork().uint32((1 << 3) | 2).bytes(recWithExtra).ldelim());
   const badMac = Uint8Array.from(futureHeader);
   const garbage = new TextEncoder().encode('hello, not protobuf at all');
@@ -356,7 +356,7 @@ tt('control port: fields of a newer protocol are shown as unknown and skipped; d
   t.is(f[0]!['tunlb.unknown_field']!.length, 1);
   t.deepEqual(f[0]!['_ws.col.Info'], ['lb2 probe seq=50 target=lb3 status=serving']);
   t.true(f[0]!['_ws.expert.message']!.every((m) => /unknown to this dissector/.test(m)), f[0]!['_ws.expert.message']!.join('; '));
-  t.deepEqual(f[1]!['_ws.col.Info'], ['lb2 control seq=51 (unknown field 16)']);
+  t.deepEqual(f[1]!['_ws.col.Info'], ['lb2 control seq=51 (unknown field 101)']);
   t.deepEqual(f[2]!['tunlb.record.text'], ['create 10.99.1.2:40000→10.99.0.10:80/tcp primary=lb2 backup=lb3 backend=#1']);
   for (const i of [0, 1, 2]) t.is(f[i]!['_ws.malformed'], undefined);
   t.deepEqual(f[3]!['_ws.col.Info'], [`tunlb control: not a tunlb envelope (${garbage.length} bytes)`]);
