@@ -383,3 +383,38 @@ tt('ports are preferences (tunlb.ports, tunlb_encap.ports); IPv6 between balance
   t.regex(lines[0]!, /tunlb .* lb2 probe seq=60 target=lb1 status=serving$/);
   t.regex(lines[3]!, /10\.99\.1\.2 → 10\.99\.0\.10 +TCP .* tunlb encap NEW_FLOW primary=lb2 backup=lb3 backend=#0 │ 40000 → 80 \[SYN\]/);
 });
+
+tt('damaged datagrams of every kind (600 mutations, fixed seed) never make a Lua error', (t) => {
+  const seeds: Array<{ dport: number; payload: Uint8Array }> = [
+    { dport: 7946, payload: encodeSigned({ ...header(70, 1), records: { records: [rec(), rec({ key: keyFromParts('fd99:1::2', 'fd99::10', 1, 2, 6) })] } }, KEY) },
+    { dport: 7946, payload: encodeSigned({ ...header(71, 2), probe: { nonce: 5, sentAtMs: 9, target: 1, status: 2 } }, KEY) },
+    { dport: 7946, payload: encodeSigned({ ...header(72, 0), syncChunk: { requestId: 3, chunkIndex: 1, records: [rec()] } }, KEY) },
+    { dport: 7946, payload: encodeSigned({ ...header(73, 0), health: { epoch: 1, sequence: 2, backends: [{ vip: 0, backend: 1, state: 2, reason: 'x' }] } }, KEY) },
+    { dport: 7947, payload: encap(P.tcp4('10.99.1.2', '10.99.0.10', 40000, 80, P.TCP_ACK, new Uint8Array(40)), 0, 1, 2, 0, 0, vnetHdr(1, 0, 0, 0, 20, 16)) },
+    { dport: 7947, payload: encap(P.tcp6('fd99:1::2', 'fd99::10', 40000, 80, P.TCP_SYN), ENCAP_F_NEW_FLOW, 1, 2, 0) },
+    { dport: 7947, payload: encap(P.icmp4Echo('10.99.1.2', '10.99.0.10', 8, 7, 1), 0, 1, 2, 0) },
+  ];
+  // xorshift32: the same mutations on every run
+  let x = 0x2545f491;
+  const rnd = (n: number): number => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % n;
+  };
+  const dgrams: Array<{ sport: number; dport: number; payload: Uint8Array }> = [];
+  for (let i = 0; i < 600; i++) {
+    const s = seeds[rnd(seeds.length)]!;
+    let p = Uint8Array.from(s.payload);
+    const how = rnd(4);
+    if (how === 0) p = p.subarray(0, 1 + rnd(p.length - 1));
+    else if (how === 1) for (let k = 1 + rnd(5); k > 0; k--) p[rnd(p.length)] = rnd(256);
+    else if (how === 2) p[rnd(p.length)]! ^= 1 << rnd(8);
+    else p = Uint8Array.from({ length: 1 + rnd(120) }, () => rnd(256));
+    dgrams.push({ sport: s.dport, dport: s.dport, payload: p });
+  }
+  const v = sharkVerbose(pcapOf(t, dgrams));
+  t.is((v.match(/^Frame \d+:/gm) ?? []).length, 600);
+  const errors = v.split('\n').filter((l) => l.includes('Lua Error'));
+  t.deepEqual(errors.slice(0, 5), [], `${errors.length} Lua errors`);
+});

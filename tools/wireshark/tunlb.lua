@@ -108,6 +108,7 @@ local ee = {
   bad_type = ProtoExpert.new("tunlb_encap.bad_type", "Unknown encapsulation type (receivers drop it: ENCAP_BAD_TYPE)", expert.group.PROTOCOL, expert.severity.WARN),
   bad_flags = ProtoExpert.new("tunlb_encap.bad_flags", "Reserved flag set (receivers drop it: ENCAP_BAD_FLAGS)", expert.group.PROTOCOL, expert.severity.WARN),
   not_ip = ProtoExpert.new("tunlb_encap.not_ip", "Inner packet is not IPv4 or IPv6", expert.group.MALFORMED, expert.severity.ERROR),
+  inner_malformed = ProtoExpert.new("tunlb_encap.inner_malformed", "Inner packet is malformed (or cut short)", expert.group.MALFORMED, expert.severity.ERROR),
 }
 p_encap.experts = ee
 
@@ -468,6 +469,10 @@ decode_message = function(msg, tvb, off, len, tree, pinfo, depth)
       return vals, false
     end
     local fnum, wt = math.floor(tag / 8), tag % 8
+    if fnum < 1 or fnum > 536870911 then -- field numbers are 1 .. 2^29 - 1
+      tree:add_proto_expert_info(ce.malformed, msg .. ": field number " .. dec(fnum) .. " at byte " .. (p - off))
+      return vals, false
+    end
     local vstart = p + tlen
     local n, u, vlen
     if wt == WT_VARINT then
@@ -787,10 +792,11 @@ function p_encap.dissector(tvb, pinfo, tree)
 
   local inner = tvb(off):tvb()
   local iv = bit.rshift(tvb(off, 1):uint(), 4)
-  if iv == 4 then
-    ip_dissector:call(inner, pinfo, tree)
-  elseif iv == 6 then
-    ipv6_dissector:call(inner, pinfo, tree)
+  if iv == 4 or iv == 6 then
+    -- A damaged inner packet makes Wireshark's dissector throw; from Lua that is an error,
+    -- caught here and shown as what it is (the header above stays decoded).
+    local ok = pcall(Dissector.call, iv == 4 and ip_dissector or ipv6_dissector, inner, pinfo, tree)
+    if not ok then root:add_proto_expert_info(ee.inner_malformed) end
   else
     root:add_proto_expert_info(ee.not_ip, "IP version nibble " .. iv)
     data_dissector:call(inner, pinfo, tree)
