@@ -36,7 +36,10 @@
 -- row in MESSAGES.Envelope plus, optionally, a summary function in SUMMARY. A new header
 -- field of the data port goes into p_encap.dissector in header order.
 
-local TUNLB_DISSECTOR_VERSION = "1"
+-- Shown in Wireshark's About > Plugins.
+if set_plugin_info then
+  set_plugin_info({ version = "1.0.0", description = "tunlb: encapsulation (data port) and control protocol (records, probes, sync, health)" })
+end
 
 -- Bit operations: Lua 5.2's bit32, Wireshark's "bit" (Lua BitOp), or Lua 5.3+'s operators
 -- (compiled at run time, so that Lua 5.2 never parses them).
