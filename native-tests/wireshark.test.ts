@@ -2,7 +2,7 @@
  * The Wireshark dissector (tools/wireshark/tunlb.lua) over a capture of the three-balancer lab,
  * read by `tshark -X lua_script:tools/wireshark/tunlb.lua`, the way an operator would.
  *
- * One lab session: `tunlb capture` on the router's lbnet bridge (br-lb: every balancer's
+ * One lab session (single entry: lb1 receives the client's packets): `tunlb capture` on the router's lbnet bridge (br-lb: every balancer's
  * control and data traffic) while the client opens new connections through the VIP (HTTP over
  * IPv4 and IPv6, ICMP echo) and 20 long-lived TCP echo connections, a balancer that is the
  * primary of some of them is killed (kill -9: lb1 sends their packets to the backup, flag
@@ -155,7 +155,9 @@ async function setup(): Promise<void> {
   pcap = path.join(dir, 'lbnet.pcap');
   session = await holdLabSession();
   await lab(['down']);
-  const u = await lab(['up'], 180_000);
+  // The single entry: lb1 receives every client packet, so every packet it forwards crosses lbnet
+  // encapsulated, and a killed primary's flows go to their backups through lb1 (FAILOVER).
+  const u = await lab(['up', '--entry', 'single'], 180_000);
   if (u.code !== 0) throw new Error(`lab up failed (exit ${u.code}):\n${u.stderr.slice(-3000)}\n${labLogTail('lb1')}`);
   up = true;
 
@@ -339,10 +341,13 @@ labTest('data port: flags, primary/backup/backend, an inner IP packet of a clien
     if (names === undefined || Number.isNaN(flags)) why.push('no flags');
     if (!(primary >= 0 && primary < 3) || !(backup >= 0 && backup < 3) || !(backend >= 0 && backend < 3)) why.push(`indexes ${primary}/${backup}/${backend}`);
     const i = inner(fr);
-    const client = i.src === CLIENT4 || i.src === CLIENT6;
-    const vip = i.dst === VIP4 || i.dst === VIP6;
-    if (!client || !vip) why.push(`inner ${i.src} → ${i.dst}`);
-    if (i.proto === 'tcp' ? i.dport !== 80 && i.dport !== 7 : i.proto === 'other') why.push(`inner ${i.text}`);
+    // client → VIP; with REPLY (reply steering), a server's answer: server → client
+    const fromClient = i.src === CLIENT4 || i.src === CLIENT6;
+    const toVip = i.dst === VIP4 || i.dst === VIP6;
+    const serverReply = (flags & 0x02) !== 0 && /^(10\.99\.3\.|fd99:3::)/.test(i.src) && (i.dst === CLIENT4 || i.dst === CLIENT6);
+    if (!(fromClient && toVip) && !serverReply) why.push(`inner ${i.src} → ${i.dst}`);
+    const vipPort = serverReply ? i.sport : i.dport;
+    if (i.proto === 'tcp' ? vipPort !== 80 && vipPort !== 7 : i.proto === 'other') why.push(`inner ${i.text}`);
     // The outer destination is the balancer the header names: primary, or backup with FAILOVER.
     const to = (flags & 0x08) !== 0 ? backup : primary;
     if (all(fr, 'ip.dst')[0] !== LBNET4[BALANCERS[to]!]) why.push(`sent to ${all(fr, 'ip.dst')[0]}, header names ${bname(to)}`);
