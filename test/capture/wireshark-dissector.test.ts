@@ -2,7 +2,8 @@
  * The Wireshark dissector (tools/wireshark/tunlb.lua) on crafted frames, read by tshark: every
  * body of the control protocol and every flag of the encapsulation header, the flow key's
  * forms, proto3 defaults, fields a newer protocol adds (skipped, never Malformed), damaged
- * input (expert items), configurable ports and IPv6 between balancers. The frames are made by
+ * input (expert items), configurable ports and IPv6 between balancers, and the bulk sync stream
+ * (TCP, frames reassembled across segments). The frames are made by
  * the project's own encoders (encodeSigned, writeEncapHeader) and written by its PcapWriter, so
  * a change of the wire format that the dissector misses fails here. The lab capture is in
  * native-tests/wireshark.test.ts.
@@ -20,6 +21,7 @@ import { compactV4Key, encodeSigned, signEnvelopeBytes, type EnvelopeFields } fr
 import { tunlb } from '../../src/protocol/generated/tunlb';
 import { LINKTYPE, PcapWriter } from '../../src/capture/capture-pcap';
 import { CaptureDecoder } from '../../src/capture/capture-decode';
+import { SyncDirection, SyncFrameWriter } from '../../src/protocol/sync-frame';
 import * as P from '../helpers/packets';
 
 const TSHARK = '/usr/bin/tshark';
@@ -417,4 +419,99 @@ tt('damaged datagrams of every kind (600 mutations, fixed seed) never make a Lua
   t.is((v.match(/^Frame \d+:/gm) ?? []).length, 600);
   const errors = v.split('\n').filter((l) => l.includes('Lua Error'));
   t.deepEqual(errors.slice(0, 5), [], `${errors.length} Lua errors`);
+});
+
+// ---- the bulk sync stream (TCP) ----
+
+/** TCP segments of one connection (SYN handshake, then `segments` each way in order), as Ethernet frames. */
+function tcpPcap(t: ExecutionContext, conns: Array<{ cport: number; segs: Array<{ fromClient: boolean; data: Uint8Array }> }>, req = LB2, rsp = LB1, port = 7946): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tunlb-ws-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'sync.pcap');
+  const w = new PcapWriter(file, LINKTYPE.ETHERNET, 65535);
+  let ts = 1_700_000_000_000_000;
+  const put = (ipPkt: Uint8Array): void => {
+    const f = eth(ipPkt);
+    w.write(f, f.length, (ts += 1000));
+  };
+  for (const c of conns) {
+    let cseq = 1000;
+    let sseq = 5000;
+    put(P.tcp4(req, rsp, c.cport, port, P.TCP_SYN, new Uint8Array(0), { seq: cseq - 1 }));
+    put(P.tcp4(rsp, req, port, c.cport, P.TCP_SYN | P.TCP_ACK, new Uint8Array(0), { seq: sseq - 1, ack: cseq }));
+    for (const s of c.segs) {
+      if (s.fromClient) {
+        put(P.tcp4(req, rsp, c.cport, port, P.TCP_ACK | P.TCP_PSH, s.data, { seq: cseq, ack: sseq }));
+        cseq += s.data.length;
+      } else {
+        put(P.tcp4(rsp, req, port, c.cport, P.TCP_ACK | P.TCP_PSH, s.data, { seq: sseq, ack: cseq }));
+        sseq += s.data.length;
+      }
+    }
+  }
+  w.close();
+  return file;
+}
+
+tt('sync stream (TCP): hello, welcome, request, chunks reassembled across segments with their records, refusal', (t) => {
+  const C = new SyncFrameWriter(SyncDirection.REQUESTER);
+  const S = new SyncFrameWriter(SyncDirection.RESPONDER);
+  const nonce = new Uint8Array(16).fill(7);
+  const hello = C.seal({ hello: { streamVersion: 1, clusterId: 77, sender: 1, incarnation: 12345, nonce } }, KEY);
+  const request = C.seal({ request: { requestId: 0x63, fromCursor: 0 } }, KEY);
+  const welcome = S.seal({ welcome: { streamVersion: 1, clusterId: 77, sender: 0, incarnation: 555, nonce } }, KEY, nonce);
+  const first = S.seal({ chunk: { requestId: 0x63, chunkIndex: 0, snapshotRecords: 400 } }, KEY);
+  const records = Array.from({ length: 400 }, (_, i) => rec({ key: v4Compact('10.99.1.2', '10.99.0.10', 10000 + i, 80, 6), primary: i % 3, backup: (i + 1) % 3 }));
+  const big = S.seal({ chunk: { requestId: 0x63, chunkIndex: 1, nextCursor: 65536, done: true, totalRecords: 400, snapshotRecords: 400, records } }, KEY);
+  const refusal = new SyncFrameWriter(SyncDirection.RESPONDER).seal({ refusal: { reason: 1, detail: 'busy: 2 answers running' } }, KEY);
+  const bigSegs: Array<{ fromClient: boolean; data: Uint8Array }> = [];
+  for (let o = 0; o < big.length; o += 1400) bigSegs.push({ fromClient: false, data: big.subarray(o, Math.min(big.length, o + 1400)) });
+  const file = tcpPcap(t, [
+    {
+      cport: 45000,
+      segs: [{ fromClient: true, data: Buffer.concat([hello, request]) }, { fromClient: false, data: Buffer.concat([welcome, first]) }, ...bigSegs],
+    },
+    { cport: 45001, segs: [{ fromClient: false, data: refusal }] },
+  ]);
+  const lines = sharkLines(file).filter((l) => / tunlb /.test(l));
+  t.is(lines.length, 4, lines.join('\n'));
+  t.regex(lines[0]!, /10\.99\.2\.12 → 10\.99\.2\.11 +tunlb \d+ sync hello sender=lb2 incarnation=12345 stream_version=1; sync request id=63 from=0$/);
+  t.regex(lines[1]!, /sync welcome sender=lb1 incarnation=555 stream_version=1; sync chunk id=63 chunk=0 records=0 total=0 next=0 snapshot=400$/);
+  t.regex(lines[2]!, /sync chunk id=63 chunk=1 records=400 total=400 next=65536 snapshot=400 done$/);
+  t.regex(lines[3]!, /sync refusal busy "busy: 2 answers running"$/);
+  const f = shark(file, ['tunlb_sync.frame', 'tunlb_sync.direction', 'tunlb_sync.length', 'tunlb_sync.mac', 'tunlb.sync_hello.sender', 'tunlb.sync_hello.nonce', 'tunlb.record.text', 'tunlb.key.sport', 'tunlb.sync_refusal.reason', '_ws.malformed', '_ws.expert.message'], ['-Y', 'tunlb_sync']);
+  t.is(f.length, 4);
+  t.deepEqual(f[0]!['tunlb_sync.frame'], ['hello', 'request']);
+  t.deepEqual(f[0]!['tunlb_sync.direction'], ['requester → responder', 'requester → responder']);
+  t.deepEqual(f[0]!['tunlb_sync.length'], [String(hello.length - 4), String(request.length - 4)]);
+  t.deepEqual(f[0]!['tunlb_sync.mac'], [Buffer.from(hello.subarray(hello.length - 32)).toString('hex'), Buffer.from(request.subarray(request.length - 32)).toString('hex')]);
+  t.deepEqual(f[0]!['tunlb.sync_hello.sender'], ['1']);
+  t.deepEqual(f[0]!['tunlb.sync_hello.nonce'], ['07070707070707070707070707070707']);
+  t.deepEqual(f[1]!['tunlb_sync.frame'], ['welcome', 'chunk']);
+  t.deepEqual(f[1]!['tunlb_sync.direction'], ['responder → requester', 'responder → requester']);
+  t.deepEqual(f[2]!['tunlb_sync.frame'], ['chunk']);
+  t.is(f[2]!['tunlb.record.text']!.length, 400);
+  t.is(f[2]!['tunlb.record.text']![399], 'create 10.99.1.2:10399→10.99.0.10:80/tcp primary=lb1 backup=lb2 backend=#1');
+  t.deepEqual(f[2]!['tunlb.key.sport']!.slice(0, 2), ['10000', '10001']);
+  t.deepEqual(f[3]!['tunlb.sync_refusal.reason'], ['1']);
+  for (const l of f) {
+    t.is(l['_ws.malformed'], undefined);
+    t.is(l['_ws.expert.message'], undefined);
+  }
+});
+
+/** A requester's hello frame. */
+const helloFrame = (): Buffer => new SyncFrameWriter(SyncDirection.REQUESTER).seal({ hello: { streamVersion: 1, clusterId: 77, sender: 1, incarnation: 1, nonce: new Uint8Array(16) } }, KEY);
+
+tt('sync stream: a frame length no reader accepts is flagged; other TCP ports are not the stream', (t) => {
+  const bad = Buffer.alloc(40);
+  bad.writeUInt32BE(5, 0); // shorter than the MAC
+  const file = tcpPcap(t, [{ cport: 45002, segs: [{ fromClient: true, data: bad }] }]);
+  const f = shark(file, ['tunlb_sync.length', '_ws.expert.message', '_ws.col.Info'], ['-Y', 'tunlb_sync']);
+  t.is(f.length, 1);
+  t.true(f[0]!['_ws.expert.message']!.some((m) => /Frame length 5/.test(m)), f[0]!['_ws.expert.message']!.join('; '));
+  t.deepEqual(f[0]!['_ws.col.Info'], ['sync stream: bad frame length 5']);
+  const other = tcpPcap(t, [{ cport: 45003, segs: [{ fromClient: true, data: helloFrame() }] }], LB2, LB1, 8000);
+  t.is(shark(other, ['frame.number'], ['-Y', 'tunlb_sync']).length, 0);
+  t.is(shark(other, ['frame.number'], ['-Y', 'tunlb_sync', '-o', 'tunlb_sync.ports:8000']).length, 1);
 });

@@ -15,7 +15,12 @@
 --     SignedEnvelope (the signed envelope bytes and the HMAC-SHA256 tag), the Envelope header
 --     (version, cluster id, sender, incarnation, sequence, send time) and every body of
 --     protocol version 1: flow records (with their flow keys, 13-byte compact IPv4 or 40-byte
---     form), probes and acks, bulk-sync requests and chunks, health reports.
+--     form), probes and acks, bulk-sync requests and chunks (the first release's datagram
+--     sync), health reports.
+--   * protocol "tunlb_sync", the bulk sync stream (TCP on the control port's number, default
+--     7946; src/protocol/sync-frame.ts): frames (u32 length | SyncFrame | HMAC-SHA256),
+--     reassembled across TCP segments: hello, welcome, request, chunks with their records,
+--     refusal.
 --
 -- The protobuf is decoded here, from the schema tables below (a small reader of the protobuf
 -- wire format), not by Wireshark's protobuf dissector: that one needs the .proto files set up in
@@ -23,14 +28,15 @@
 -- flow key as bytes. Fields this file does not know (a newer protocol) are shown as "Unknown
 -- field N" and skipped, never reported as malformed: protobuf receivers skip them too.
 --
--- The HMAC is shown, not verified: the dissector has no cluster key (`tunlb capture --decode
--- --config FILE` verifies it).
+-- The HMACs are shown, not verified: the dissector has no cluster key (`tunlb capture --decode
+-- --config FILE` verifies the control port's).
 --
 -- Preferences (Edit > Preferences > Protocols, or tshark -o NAME:VALUE):
 --   tunlb.ports        control ports (range, default 7946)
 --   tunlb.balancers    balancer ids in the config's order ("lb1,lb2,lb3"): indexes are shown
 --                      with their id ("1 (lb2)"); empty: as "#1"
 --   tunlb_encap.ports  data ports (range, default 7947)
+--   tunlb_sync.ports   TCP ports of the bulk sync stream (range, default 7946)
 --
 -- Extending: a new protobuf field is one row in MESSAGES (and one ProtoField); a new body is a
 -- row in MESSAGES.Envelope plus, optionally, a summary function in SUMMARY. A new header
@@ -38,7 +44,7 @@
 
 -- Shown in Wireshark's About > Plugins.
 if set_plugin_info then
-  set_plugin_info({ version = "1.0.0", description = "tunlb: encapsulation (data port) and control protocol (records, probes, sync, health)" })
+  set_plugin_info({ version = "1.1.0", description = "tunlb: encapsulation (data port), control protocol (records, probes, sync, health), bulk sync stream (TCP)" })
 end
 
 -- Bit operations: Lua 5.2's bit32, Wireshark's "bit" (Lua BitOp), or Lua 5.3+'s operators
@@ -53,6 +59,7 @@ end
 
 local p_ctl = Proto("tunlb", "tunlb control (balancer-to-balancer)")
 local p_encap = Proto("tunlb_encap", "tunlb encapsulation (data port)")
+local p_sync = Proto("tunlb_sync", "tunlb bulk sync stream (TCP)")
 
 local DEFAULT_CONTROL_PORTS = "7946"
 local DEFAULT_DATA_PORTS = "7947"
@@ -60,6 +67,7 @@ local DEFAULT_DATA_PORTS = "7947"
 p_ctl.prefs.ports = Pref.range("Control ports", DEFAULT_CONTROL_PORTS, "UDP ports of tunlb control datagrams (cluster.replication.control_port)", 65535)
 p_ctl.prefs.balancers = Pref.string("Balancer ids", "", "Comma-separated balancer ids in the configuration's order (e.g. lb1,lb2,lb3), to show indexes by name")
 p_encap.prefs.ports = Pref.range("Data ports", DEFAULT_DATA_PORTS, "UDP ports of tunlb encapsulated packets (cluster.replication.data_port)", 65535)
+p_sync.prefs.ports = Pref.range("Sync stream ports", DEFAULT_CONTROL_PORTS, "TCP ports of the bulk sync stream (the control port's number, TCP)", 65535)
 
 ---------------------------------------------------------------------------------------------
 -- Value strings
@@ -70,6 +78,7 @@ local HEALTH_NAMES = { [0] = "no-health", [1] = "healthy", [2] = "unhealthy" }
 local IPPROTO_NAMES = { [1] = "icmp", [2] = "igmp", [6] = "tcp", [17] = "udp", [41] = "ipv6-in-ipv4", [47] = "gre",
   [50] = "esp", [51] = "ah", [58] = "icmp6", [89] = "ospf", [103] = "pim", [112] = "vrrp", [132] = "sctp" }
 local ENCAP_TYPES = { [0] = "data" }
+local REFUSAL_NAMES = { [0] = "unspecified", [1] = "busy", [2] = "not-serving", [3] = "bad-request", [4] = "bad-version", [5] = "shutting-down" }
 local GSO_TYPES = { [0] = "none", [1] = "tcpv4", [3] = "udp", [4] = "tcpv6", [5] = "udp_l4" }
 
 ---------------------------------------------------------------------------------------------
@@ -177,6 +186,18 @@ local cf = {
   schunk_next = ProtoField.uint32("tunlb.sync_chunk.next_cursor", "Next cursor", base.DEC),
   schunk_done = ProtoField.bool("tunlb.sync_chunk.done", "Done"),
   schunk_total = ProtoField.uint32("tunlb.sync_chunk.total_records", "Total records", base.DEC),
+  schunk_snapshot = ProtoField.uint32("tunlb.sync_chunk.snapshot_records", "Snapshot records (stream)", base.DEC),
+  -- SyncHello (sync stream: hello and welcome) / SyncRefusal
+  hello = ProtoField.none("tunlb.sync_hello", "Hello"),
+  welcome = ProtoField.none("tunlb.sync_welcome", "Welcome"),
+  hello_version = ProtoField.uint32("tunlb.sync_hello.stream_version", "Stream version", base.DEC),
+  hello_cluster_id = ProtoField.uint64("tunlb.sync_hello.cluster_id", "Cluster id", base.HEX),
+  hello_sender = ProtoField.uint32("tunlb.sync_hello.sender", "Sender", base.DEC),
+  hello_incarnation = ProtoField.uint64("tunlb.sync_hello.incarnation", "Incarnation", base.DEC),
+  hello_nonce = ProtoField.bytes("tunlb.sync_hello.nonce", "Nonce"),
+  refusal = ProtoField.none("tunlb.sync_refusal", "Refusal"),
+  refusal_reason = ProtoField.uint32("tunlb.sync_refusal.reason", "Reason", base.DEC, REFUSAL_NAMES),
+  refusal_detail = ProtoField.string("tunlb.sync_refusal.detail", "Detail"),
   -- HealthReport / BackendHealth
   health = ProtoField.none("tunlb.health", "Health report"),
   h_epoch = ProtoField.uint64("tunlb.health.epoch", "Epoch", base.DEC),
@@ -356,6 +377,29 @@ MESSAGES.SyncChunk = {
   [4] = { name = "done", kind = "bool", field = cf.schunk_done },
   [5] = { name = "total_records", kind = "uint32", field = cf.schunk_total },
   [6] = { name = "records", kind = "message", msg = "FlowRecord", field = cf.record, repeated = true },
+  [7] = { name = "snapshot_records", kind = "uint32", field = cf.schunk_snapshot },
+}
+
+-- The sync stream's frames (TCP; SyncFrame.body oneof).
+MESSAGES.SyncFrame = {
+  [1] = { name = "hello", kind = "message", msg = "SyncHello", field = cf.hello, body = "hello" },
+  [2] = { name = "welcome", kind = "message", msg = "SyncHello", field = cf.welcome, body = "welcome" },
+  [3] = { name = "request", kind = "message", msg = "SyncRequest", field = cf.sync_request, body = "sync-request" },
+  [4] = { name = "chunk", kind = "message", msg = "SyncChunk", field = cf.sync_chunk, body = "sync-chunk" },
+  [5] = { name = "refusal", kind = "message", msg = "SyncRefusal", field = cf.refusal, body = "refusal" },
+}
+
+MESSAGES.SyncHello = {
+  [1] = { name = "stream_version", kind = "uint32", field = cf.hello_version },
+  [2] = { name = "cluster_id", kind = "fixed64", field = cf.hello_cluster_id },
+  [3] = { name = "sender", kind = "uint32", field = cf.hello_sender, after = name_item },
+  [4] = { name = "incarnation", kind = "fixed64", field = cf.hello_incarnation },
+  [5] = { name = "nonce", kind = "bytes", field = cf.hello_nonce },
+}
+
+MESSAGES.SyncRefusal = {
+  [1] = { name = "reason", kind = "enum", field = cf.refusal_reason },
+  [2] = { name = "detail", kind = "string", field = cf.refusal_detail },
 }
 
 MESSAGES.HealthReport = {
@@ -634,8 +678,20 @@ local SUMMARY = {
   end,
   ["sync-chunk"] = function(env, b)
     label_records(b.records)
-    local s = string.format("id=%s chunk=%d records=%d total=%d next=%d%s", hex(b.request_id), b.chunk_index or 0,
-      #(b.records or {}), b.total_records or 0, b.next_cursor or 0, b.done and " done" or "")
+    local s = string.format("id=%s chunk=%d records=%d total=%d next=%d%s%s", hex(b.request_id), b.chunk_index or 0,
+      #(b.records or {}), b.total_records or 0, b.next_cursor or 0,
+      (b.snapshot_records or 0) ~= 0 and string.format(" snapshot=%d", b.snapshot_records) or "", b.done and " done" or "")
+    b._item:append_text(": " .. s)
+    return s
+  end,
+  hello = function(env, b)
+    local s = string.format("sender=%s incarnation=%s stream_version=%d", bname(b.sender or 0), dec(b.incarnation), b.stream_version or 0)
+    b._item:append_text(": " .. s)
+    return s
+  end,
+  refusal = function(env, b)
+    local s = REFUSAL_NAMES[b.reason or 0] or ("reason-" .. tostring(b.reason))
+    if b.detail and b.detail ~= "" then s = s .. ' "' .. b.detail .. '"' end
     b._item:append_text(": " .. s)
     return s
   end,
@@ -808,22 +864,126 @@ function p_encap.dissector(tvb, pinfo, tree)
 end
 
 ---------------------------------------------------------------------------------------------
+-- Bulk sync stream (TCP on the control port's number; protocol/tunlb.proto "bulk sync
+-- stream", src/protocol/sync-frame.ts):
+--   frame = length (u32, big-endian: the bytes that follow) | SyncFrame | mac (32 bytes)
+-- Frames are reassembled across TCP segments. The MAC (HMAC-SHA256 over the direction, the
+-- frame's number in its direction and the SyncFrame; the session key after the hellos) is
+-- shown, not verified.
+
+local SYNC_PREFIX = 4
+local SYNC_MAC_LEN = 32
+local SYNC_MAX_FRAME = 1048576 -- src/protocol/sync-frame.ts SYNC_MAX_FRAME: readers refuse longer frames
+
+local sf = {
+  length = ProtoField.uint32("tunlb_sync.length", "Frame length", base.DEC),
+  direction = ProtoField.string("tunlb_sync.direction", "Direction"),
+  frame = ProtoField.string("tunlb_sync.frame", "Frame"),
+  body = ProtoField.none("tunlb_sync.body", "SyncFrame"),
+  mac = ProtoField.bytes("tunlb_sync.mac", "HMAC-SHA256"),
+}
+p_sync.fields = sf
+
+local se = {
+  bad_length = ProtoExpert.new("tunlb_sync.bad_length", "Frame length out of range (readers close the connection: MALFORMED_FRAME)", expert.group.MALFORMED, expert.severity.ERROR),
+  no_body = ProtoExpert.new("tunlb_sync.no_body", "SyncFrame without a body this dissector knows", expert.group.PROTOCOL, expert.severity.NOTE),
+}
+p_sync.experts = se
+
+--- True when `port` is in the range preference text ("7946", "7946,8000-8010").
+local function in_range(range, port)
+  for part in string.gmatch(range or "", "[^,%s]+") do
+    local lo, hi = string.match(part, "^(%d+)-(%d+)$")
+    if lo then
+      if port >= tonumber(lo) and port <= tonumber(hi) then return true end
+    elseif tonumber(part) == port then
+      return true
+    end
+  end
+  return false
+end
+
+local function sync_pdu_len(tvb, pinfo, offset)
+  local flen = tvb(offset, SYNC_PREFIX):uint()
+  -- A length no reader accepts: take what is there (the connection is closed after it).
+  if flen < SYNC_MAC_LEN + 1 or flen > SYNC_MAX_FRAME then return tvb:len() - offset end
+  return SYNC_PREFIX + flen
+end
+
+local sync_last_frame = -1
+
+local function sync_pdu(tvb, pinfo, tree)
+  local len = tvb:len()
+  local root = tree:add(p_sync, tvb())
+  local flen = tvb(0, SYNC_PREFIX):uint()
+  local li = root:add(sf.length, tvb(0, SYNC_PREFIX))
+  -- the requester connects to the responder's port
+  local dir = in_range(p_sync.prefs.ports, pinfo.dst_port) and "requester → responder" or "responder → requester"
+  root:add(sf.direction, tvb(0, 0), dir):set_generated()
+  local info
+  if flen < SYNC_MAC_LEN + 1 or flen > SYNC_MAX_FRAME or SYNC_PREFIX + flen ~= len then
+    li:add_proto_expert_info(se.bad_length, "Frame length " .. flen)
+    info = "sync stream: bad frame length " .. flen
+  else
+    local blen = flen - SYNC_MAC_LEN
+    local body_tree = root:add(sf.body, tvb(SYNC_PREFIX, blen))
+    local vals, ok = decode_message("SyncFrame", tvb, SYNC_PREFIX, blen, body_tree, pinfo, 0)
+    root:add(sf.mac, tvb(SYNC_PREFIX + blen, SYNC_MAC_LEN))
+    local body = vals._body
+    if not ok then
+      info = "sync stream: frame does not decode"
+    elseif body == nil then
+      root:add_proto_expert_info(se.no_body)
+      info = "sync " .. ((#vals._unknown > 0) and ("(unknown field " .. table.concat(vals._unknown, ",") .. ")") or "(no body)")
+    else
+      -- frame names on the stream: hello, welcome, request, chunk, refusal
+      local name = string.gsub(body, "^sync%-", "")
+      root:add(sf.frame, vals[vals._body_field]._range, name):set_generated()
+      local summary = SUMMARY[body == "welcome" and "hello" or body]
+      info = "sync " .. name .. " " .. summary(vals, vals[vals._body_field])
+      body = name
+    end
+    root:append_text(", " .. dir .. ", " .. (body or "?"))
+  end
+  pinfo.cols.protocol:set("tunlb")
+  -- several frames in one segment: one Info, frames separated by "; "
+  if sync_last_frame == pinfo.number then
+    pinfo.cols.info:append("; " .. info)
+  else
+    pinfo.cols.info:set(info)
+    sync_last_frame = pinfo.number
+  end
+  return len
+end
+
+function p_sync.dissector(tvb, pinfo, tree)
+  sync_last_frame = -1
+  dissect_tcp_pdus(tvb, tree, SYNC_PREFIX, sync_pdu_len, sync_pdu, true)
+  return tvb:len()
+end
+
+---------------------------------------------------------------------------------------------
 -- Registration on the configured ports (and again when the preferences change).
 
 local udp_table = DissectorTable.get("udp.port")
-local registered = { ctl = nil, encap = nil }
+local tcp_table = DissectorTable.get("tcp.port")
+local registered = { ctl = nil, encap = nil, sync = nil }
 
 local function register_ports()
   if registered.ctl then udp_table:remove(registered.ctl, p_ctl) end
   if registered.encap then udp_table:remove(registered.encap, p_encap) end
+  if registered.sync then tcp_table:remove(registered.sync, p_sync) end
   registered.ctl = p_ctl.prefs.ports
   registered.encap = p_encap.prefs.ports
+  registered.sync = p_sync.prefs.ports
   udp_table:add(registered.ctl, p_ctl)
   udp_table:add(registered.encap, p_encap)
+  tcp_table:add(registered.sync, p_sync)
   balancer_ids = parse_balancers(p_ctl.prefs.balancers)
 end
 
 function p_ctl.prefs_changed() register_ports() end
 function p_encap.prefs_changed() register_ports() end
+function p_sync.prefs_changed() register_ports() end
 
 register_ports()
