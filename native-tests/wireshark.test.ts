@@ -321,7 +321,7 @@ labTest('every frame on ports 7946/7947 is tunlb: no Malformed, no DNS (tshark s
       sample(/ records seq=\d+ (\[1\/\d+\] )?create /),
       sample(/ probe seq=/),
       sample(/ probe-ack seq=/),
-      sample(/ sync-chunk seq=/),
+      sample(/ sync (hello|chunk) /),
       sample(/ health seq=/),
     ].join('\n'),
   );
