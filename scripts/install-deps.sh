@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 # vagrant-libvirt: the Vagrantfile's default provider (libvirt). Without it `vagrant validate`
 # finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
-pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived tshark)
+# prometheus: only for its `promtool` (the tests check the /metrics scrape, the alert rules and
+# the Grafana dashboard's queries with it); its server is never started (masked below).
+pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus tshark)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -27,6 +29,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   # wireshark-common asks whether non-root users may capture (a setuid dumpcap); answer no, so
   # the install never stops at a prompt (tunlb's tests read files as root).
   echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
+  # The prometheus package would start a Prometheus server under systemd: mask its unit first
+  # (a masked unit is neither enabled nor started by the package's scripts).
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl mask prometheus.service >/dev/null 2>&1 || true
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The lab runs its own BIRD and keepalived inside its namespaces (scripts/lab-lib.sh); the
