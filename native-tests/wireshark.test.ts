@@ -153,6 +153,7 @@ function curls(url: string, count: number) {
 }
 
 async function setup(): Promise<void> {
+  if (!existsSync(TSHARK)) throw new Error(`in CI: ${TSHARK} is missing (apt-get install tshark, or bash scripts/install-deps.sh)`);
   const stale = staleBuild(['src/capture/capture.ts', 'src/capture/capture-decode.ts', 'src/dataplane/forwarder.ts', 'src/control/balancer.ts']);
   if (stale) throw new Error(stale);
   dir = mkdtempSync(path.join(tmpdir(), 'tunlb-wireshark-'));

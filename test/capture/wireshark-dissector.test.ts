@@ -34,12 +34,12 @@ const GROUP = '239.99.0.1';
 
 // Outside CI a missing tshark skips these tests with a line saying why; in CI (CI=true) they run
 // and fail: tshark missing there means an install step is missing (as test/helpers/promtool.ts).
-const skip = existsSync(TSHARK) || process.env['CI'] === 'true'
-  ? undefined
-  : `skipped: ${TSHARK} is missing (apt-get install tshark, or bash scripts/install-deps.sh)`;
+const missing = existsSync(TSHARK) ? undefined : `${TSHARK} is missing (apt-get install tshark, or bash scripts/install-deps.sh)`;
+const skip = missing !== undefined && process.env['CI'] !== 'true' ? `skipped: ${missing}` : undefined;
 if (skip !== undefined) console.log(`test/capture/wireshark-dissector.test.ts: ${skip}`);
 const tt = (title: string, impl: (t: ExecutionContext) => void): void => {
   if (skip) test.skip(`${title} (${skip})`, () => undefined);
+  else if (missing !== undefined) test(title, (t) => t.fail(`in CI: ${missing}`));
   else test(title, impl);
 };
 
