@@ -396,25 +396,25 @@ export class Forwarder {
     // Before the flow step: a VIP this data path cannot serve must not create (and replicate) records.
     if (ft.vipMethod[vip] === METHOD_DSR && this.#dsrEmit === undefined) return this.#drop(ForwardDrop.METHOD_UNSUPPORTED);
 
-    // 4. flow: the record (ctx.id), found (re-bound on connection reuse: #reuse), or on a miss
+    // 4. flow: the record (its entry id), found (re-bound on connection reuse: #reuse), or on a miss
     // adopted from a peer's header, decided here, or the packet goes undecided to its ranked
     // primary (#flowMiss).
     const ref = table.lookup(info.keyWords, nowSec);
     let id: number;
+    let encapFlags = 0;
     if (ref >= 0) {
       // A client→VIP packet can only match a forward key: reply keys have a backend source.
       if ((ref & 1) !== 0) return this.#drop(ForwardDrop.FLOW_CONFLICT);
       id = ref >>> 1;
-      ctx.id = id;
-      ctx.encapFlags = 0;
       if (proto === IPPROTO_TCP && (info.tcpFlags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN) {
-        if (!this.#reuse(ctx, vip)) return Action.DROP;
-        id = ctx.id;
+        id = this.#reuse(ctx, id, vip);
+        if (id < 0) return Action.DROP;
       }
     } else {
       const a = this.#flowMiss(ctx, vip);
       if (a !== NEXT) return a;
       id = ctx.id;
+      encapFlags = ENCAP_F_NEW_FLOW;
     }
     table.touch(id, nowSec, info.tcpFlags, 0);
     if (this.#sink !== undefined && (table.flags(id) & F_FROM_PEER) === 0) {
@@ -428,7 +428,7 @@ export class Forwarder {
     if (!ctx.fromPeer) {
       const primary = table.primary(id);
       if (primary !== this.#selfIndex || this.#live[primary] === 0) {
-        const a = this.#serveElsewhere(ctx, primary);
+        const a = this.#serveElsewhere(ctx, id, primary, encapFlags);
         if (a !== NEXT) return a;
       }
     }
@@ -437,7 +437,7 @@ export class Forwarder {
     const upv = ft.backendUp[fv];
     // Down: backendUp 0, or an index the table does not have (a reload's "removed" mark, NO_BACKEND).
     if (upv !== undefined && (upv[table.backend(id)] ?? 0) === 0) {
-      const a = this.#backendDown(ctx, fv);
+      const a = this.#backendDown(ctx, id, fv);
       if (a !== NEXT) return a;
       id = ctx.id;
     }
@@ -461,32 +461,30 @@ export class Forwarder {
   }
 
   /**
-   * Step 4 on a SYN that hit record ctx.id (connection reuse, header): a record whose backend
-   * takes no new flows moves to the backend the table picks now (ctx.id updated). False:
-   * dropped (counted).
+   * Step 4 on a SYN that hit record `id` (connection reuse, header): a record whose backend
+   * takes no new flows moves to the backend the table picks now. Returns the flow's id (the
+   * new entry when it moved), or -1: dropped (counted).
    */
-  #reuse(ctx: PacketContext, vip: number): boolean {
+  #reuse(ctx: PacketContext, id: number, vip: number): number {
     const table = this.#table;
     const ft = this.#ft;
-    const id = ctx.id;
     const upv = ft.backendUp[table.vip(id)];
-    if (table.vip(id) === vip && upv !== undefined && (upv[table.backend(id)]! & BACKEND_ELIGIBLE) !== 0) return true;
+    if (table.vip(id) === vip && upv !== undefined && (upv[table.backend(id)]! & BACKEND_ELIGIBLE) !== 0) return id;
     const nb = ft.backendTables[vip]!.lookup(flowHash(this.#hashKey, ctx.info.key));
     if (nb === NO_BACKEND) {
       this.#drop(ForwardDrop.NO_BACKEND);
-      return false;
+      return -1;
     }
     const nid = this.#rebind(ctx, id, vip, nb, false);
-    if (nid < 0) return false;
+    if (nid < 0) return -1;
     this.stats.synReuseRebound++;
-    ctx.id = nid;
-    return true;
+    return nid;
   }
 
   /**
-   * Step 4 on a miss: adopt the decision of a peer's header or decide here (ctx.id and
-   * ctx.encapFlags set: NEXT), or send the packet undecided to its ranked primary (second
-   * chance: TO_PEER), or a counted drop.
+   * Step 4 on a miss: adopt the decision of a peer's header or decide here (ctx.id = the new
+   * entry: NEXT), or send the packet undecided to its ranked primary (second chance: TO_PEER),
+   * or a counted drop.
    */
   #flowMiss(ctx: PacketContext, vip: number): number {
     const info = ctx.info;
@@ -520,28 +518,28 @@ export class Forwarder {
     }
     if (id < 0) return Action.DROP;
     ctx.id = id;
-    ctx.encapFlags = ENCAP_F_NEW_FLOW;
     return NEXT;
   }
 
   /**
-   * Step 5 when the record ctx.id's `primary` is another balancer or not live: the recorded
-   * primary if live (claim 4), else the backup (claim 5), else the next live balancer in the
-   * flow's rank. Another balancer: the packet goes to it encapsulated (TO_PEER, or a counted
-   * drop); this balancer: NEXT.
+   * Step 5 when record `id`'s `primary` is another balancer or not live: the recorded primary
+   * if live (claim 4), else the backup (claim 5), else the next live balancer in the flow's
+   * rank. Another balancer: the packet goes to it encapsulated with the decision and
+   * `encapFlags` (the flow step's: NEW_FLOW or 0) in the header (TO_PEER, or a counted drop);
+   * this balancer: NEXT.
    */
-  #serveElsewhere(ctx: PacketContext, primary: number): number {
+  #serveElsewhere(ctx: PacketContext, id: number, primary: number, encapFlags: number): number {
     const table = this.#table;
-    const id = ctx.id;
     const backup = table.backup(id);
     let serving = primary;
     if (this.#live[primary] === 0) {
       serving = backup !== primary && this.#live[backup] !== 0 ? backup : this.#nextHolder(ctx, primary, backup);
-      ctx.encapFlags |= ENCAP_F_FAILOVER;
+      encapFlags |= ENCAP_F_FAILOVER;
       this.stats.failoverPackets++;
     }
     if (serving !== this.#selfIndex && serving >= 0 && this.#peerEmit !== undefined) {
       ctx.serving = serving;
+      ctx.encapFlags = encapFlags;
       ctx.primary = primary;
       ctx.backup = backup;
       ctx.backend = table.backend(id);
@@ -745,16 +743,15 @@ export class Forwarder {
   }
 
   /**
-   * The current packet (client→VIP) belongs to flow ctx.id whose backend is down (header
+   * The current packet (client→VIP) belongs to flow `id` whose backend is down (header
    * "Backend down"). TCP: the packet becomes a reset to the client in its place (ctx.outLen
    * set, flow removed): EMIT. UDP/ICMP: the flow moves (ctx.id = its new entry): NEXT.
    * Otherwise DROP (counted).
    */
-  #backendDown(ctx: PacketContext, vip: number): number {
+  #backendDown(ctx: PacketContext, id: number, vip: number): number {
     const info = ctx.info;
     const table = this.#table;
     const ft = this.#ft;
-    const id = ctx.id;
     const proto = info.key[KEY_PROTO]!;
     if (proto === IPPROTO_TCP) {
       if (info.isIcmpError !== 0 || (info.isFragment !== 0 && info.isFirstFragment === 0) || info.csumOff < 0) {

@@ -38,9 +38,14 @@ export class PacketContext {
   readonly encap = new EncapInfo();
 
   // ---- decision (flow and serve steps)
-  /** The flow's entry id in the flow table, -1 before the flow step. */
+  /**
+   * A flow entry id a step's out-of-line branch hands back to the step (the flow it decided or
+   * adopted on a miss; the flow's new entry when it moved off a down backend). The
+   * established-flow path keeps the id in a local and does not write it here.
+   */
   id = -1;
-  /** Encapsulation flags of a packet sent to a peer (ENCAP_F_*). */
+  // For a packet handed to a peer (PeerEmitter.emit), set by the step that hands it over:
+  /** Encapsulation flags (ENCAP_F_*). */
   encapFlags = 0;
   /** The balancer that transmits to the server (serve step); the decision the header carries. */
   serving = -1;
