@@ -376,7 +376,7 @@ export class Forwarder {
    * header name, the rare branches out of line (#flowMiss, #reuse, #serveElsewhere,
    * #backendDown): V8 then compiles an established flow's packet as one unit with the flow
    * table's lookup and touch and the NAT rewrite inlined. As four step methods the same path
-   * was about 10 % slower (docs/performance.md "One method per direction").
+   * was 7-18 % slower (docs/performance.md "One method per direction").
    */
   #toServer(ctx: PacketContext, vip: number): number {
     const info = ctx.info;
