@@ -171,7 +171,9 @@ test('admin: /api/v1/status, /api/v1/events, /api/v1/history, /api/v1/stats `at`
   t.is(st.flows.decidedHere, 4);
   t.is(st.flows.learnt, 0);
   t.is(st.flows.byBackend['web4 10.99.3.21'] + st.flows.byBackend['web4 10.99.3.22'], 4);
-  t.deepEqual(st.vips, [{ name: 'web4', address: VIP, method: 'nat', backends: ['10.99.3.21', '10.99.3.22'] }]);
+  t.like(st.vips[0], { name: 'web4', address: VIP, method: 'nat', backends: ['10.99.3.21', '10.99.3.22'], announced: { announced: false, reason: 'announce.table not set' } });
+  t.is(st.vips.length, 1);
+  t.like(st.announce, { table: null, ready: true, holds: {} });
   t.true(st.events.some((e: { type: string }) => e.type === 'self_serving'), JSON.stringify(st.events));
 
   const ev = JSON.parse((await get(`${s.base}/api/v1/events?limit=5`)).text);
