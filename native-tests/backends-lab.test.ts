@@ -220,7 +220,7 @@ interface ReloadBody {
 
 /** POST /api/v1/reload on one balancer: HTTP status and body. */
 async function reload(lb: string): Promise<{ status: number; body: ReloadBody; raw: string }> {
-  const r = await execIn(lb, ['curl', '-sS', '-m', '10', '-X', 'POST', '-w', '\n%{http_code}', `http://${ADMIN}/api/v1/reload`], { timeoutMs: 15_000 });
+  const r = await execIn(lb, ['curl', '-sS', '-m', '10', '-X', 'POST', '-H', 'content-type: application/json', '-d', '{}', '-w', '\n%{http_code}', `http://${ADMIN}/api/v1/reload`], { timeoutMs: 15_000 });
   const nl = r.stdout.lastIndexOf('\n');
   const status = Number(r.stdout.slice(nl + 1));
   let body: ReloadBody = {};

@@ -3,13 +3,13 @@
 # native addon (`npm ci` runs node-gyp for binding.gyp and `npm run build` via `prepare`).
 # Idempotent: packages already present are not reinstalled.
 #   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant + vagrant-libvirt: `vagrant validate` of the VM lab;
-#   bird2 and keepalived: the lab's ECMP entry, BGP + BFD and the servers' VRRP gateway)
+#   hping3: the bulk-sync lab test's flow generator; bird2 and keepalived: the lab's ECMP entry, BGP + BFD and the servers' VRRP gateway)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # vagrant-libvirt: the Vagrantfile's default provider (libvirt). Without it `vagrant validate`
 # finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
-pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived)
+pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -23,13 +23,13 @@
  * ready, reload) send the bearer
  * token of --token-file FILE (or $TUNLB_ADMIN_TOKEN_FILE) when the endpoint has admin.token_file.
  */
-import { readFileSync } from 'node:fs';
+import { loadTokenFile } from '../config/secret';
 import { Command, Option } from 'commander';
 import { Balancer } from '../control/balancer';
 import { loadConfig, formatConfigErrors } from '../config';
 import { isTunlbError, ErrorCodes, TunlbError } from '../errors';
 import { FLOW_STATE_NAMES, MAX_FLOW_LIMIT, parseFlowLimit, type FlowListing, type FlowRow } from '../control/flow-listing';
-import { formatStats } from './stats-text';
+import { formatStats, formatSync, type SyncProgressText } from './stats-text';
 import { readiness, type Readiness, type ReadinessBackend, type ReadinessStatus } from './readiness';
 import { LOG_LEVELS } from '../config/schema';
 
@@ -65,11 +65,9 @@ export function main(argv: string[]): void {
       process.on('SIGINT', () => shutdown('SIGINT'));
       // SIGHUP: reload the config file (refusals are logged by the balancer; it keeps running).
       process.on('SIGHUP', () => {
-        try {
-          balancer?.reload();
-        } catch {
+        balancer?.reload().catch(() => {
           /* logged as config_reload_refused */
-        }
+        });
       });
       balancer = await Balancer.start({ configPath: opts.config, id: opts.id, logLevel: opts.logLevel, adminListen: opts.admin });
       if (stopping !== undefined) await balancer.leave(stopping).then(() => process.exit(0));
@@ -155,6 +153,7 @@ export function main(argv: string[]): void {
       }
       const s = body.self;
       console.log(`cluster ${body.cluster}: seen from ${s.id} (${s.status}, up ${s.uptimeS} s${s.syncedFrom ? `, synced from ${s.syncedFrom}` : ''})`);
+      if (s.sync !== undefined) console.log(`  bulk sync: ${formatSync(s.sync)}`);
       console.log('  balancer  address          state    status    rtt ms   last ack   flows as primary / backup');
       for (const x of body.balancers) {
         const rtt = x.rttMs === null ? '-' : x.rttMs.toFixed(2);
@@ -284,11 +283,11 @@ export function main(argv: string[]): void {
         console.log(JSON.stringify(body));
         return;
       }
-      const r = body as unknown as { generation: number; vips: { added: string[]; removed: string[] }; backends: { added: string[]; removed: string[]; reweighted: string[] }; flows: { remapped: number; moved: number; removed: number; cut?: number }; restartNeeded: string[] };
+      const r = body as unknown as { generation: number; vips: { added: string[]; removed: string[] }; backends: { added: string[]; removed: string[]; reweighted: string[] }; flows: { remapped: number; removed: number; cut: number }; restartNeeded: string[] };
       console.log(`reloaded: forwarding table generation ${r.generation}`);
       console.log(`  VIPs added: ${r.vips.added.join(', ') || '-'}; removed: ${r.vips.removed.join(', ') || '-'}`);
       console.log(`  backends added: ${r.backends.added.join(', ') || '-'}; removed: ${r.backends.removed.join(', ') || '-'}; reweighted: ${r.backends.reweighted.join(', ') || '-'}`);
-      console.log(`  flows remapped ${r.flows.remapped}, moved ${r.flows.moved}, removed ${r.flows.removed}, TCP to be reset ${r.flows.cut ?? 0}`);
+      console.log(`  flows remapped ${r.flows.remapped}, removed ${r.flows.removed}, on removed backends ${r.flows.cut} (TCP reset, others moved at their next packet)`);
       if (r.restartNeeded.length > 0) console.log(`  changed but applied only after a restart: ${r.restartNeeded.join(', ')}`);
     });
 
@@ -359,7 +358,9 @@ function drainNote(x: BackendRow, nowMs: number): string {
 async function adminCall(opts: AdminOpts, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
   const admin = opts.admin;
   const headers: Record<string, string> = {};
-  if (body !== undefined) headers['content-type'] = 'application/json';
+  // The endpoint takes POST bodies as application/json only (src/control/admin-guard.ts).
+  const payload = method === 'POST' ? JSON.stringify(body ?? {}) : undefined;
+  if (payload !== undefined) headers['content-type'] = 'application/json';
   const token = adminToken(opts);
   if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
   let res: Response;
@@ -368,7 +369,7 @@ async function adminCall(opts: AdminOpts, method: 'GET' | 'POST', path: string, 
     res = await fetch(`http://${admin}${path}`, {
       method,
       headers,
-      body: body !== undefined ? JSON.stringify(body) : undefined,
+      body: payload,
     });
     json = (await res.json()) as typeof json;
   } catch (e) {
@@ -394,14 +395,11 @@ interface AdminOpts {
 function adminToken(opts: AdminOpts): string | undefined {
   const file = opts.tokenFile ?? process.env['TUNLB_ADMIN_TOKEN_FILE'];
   if (file === undefined || file === '') return undefined;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8').trim();
-  } catch (e) {
-    throw new TunlbError(ErrorCodes.USAGE, `admin token file ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  if (text === '' || /\s/.test(text)) throw new TunlbError(ErrorCodes.USAGE, `admin token file ${file} must hold one token on one line`);
-  return text;
+  // The same rules as the balancer's admin.token_file (src/config/secret.ts): a file group or
+  // others may access is refused, as ssh refuses such a private key.
+  const r = loadTokenFile(file);
+  if (!r.ok) throw new TunlbError(ErrorCodes.USAGE, `admin ${r.message} (fix: ${r.fix})`);
+  return r.token;
 }
 
 interface FlowsOpts {
@@ -444,7 +442,7 @@ function flowTable(rows: FlowRow[]): string {
 
 interface StatusBody {
   cluster: string;
-  self: { id: string; status: string; uptimeS: number; syncedFrom: string | null };
+  self: { id: string; status: string; uptimeS: number; syncedFrom: string | null; sync?: SyncProgressText | null };
   balancers: Array<{
     id: string;
     address: string;

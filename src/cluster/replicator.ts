@@ -16,7 +16,9 @@
  *   src/cluster/replication-stats.ts.
  * This class wires them together and is the one entry point the owner uses.
  *
- * ## Bulk sync: src/cluster/bulk-sync.ts (server: paced chunks per request; client: requestSync).
+ * ## Bulk sync: `syncHost` lends record selection and the apply rules to the sync stream
+ * (src/cluster/sync-stream.ts, what balancers of this release use) and to the first release's
+ * datagram sync (src/cluster/bulk-sync.ts: server: paced chunks per request; client: requestSync).
  * Sync answers contain every live, non-expired entry that is REPLICATED, FROM_PEER, or past the
  * threshold (the same set peers would have learnt), as CREATE records.
  *
@@ -66,6 +68,8 @@ export class Replicator {
   readonly #log: ReplicatorLogger | undefined;
 
   // bulk sync
+  /** What bulk sync needs of this replicator (record selection and apply rules): the datagram sync below and the sync stream (src/cluster/sync-stream.ts). */
+  readonly syncHost: SyncHost;
   readonly #syncServer: BulkSyncServer;
   readonly #syncClient: BulkSyncClient;
 
@@ -82,7 +86,7 @@ export class Replicator {
     this.refreshChunk = this.#sender.refreshChunk;
     this.refreshCycleTicks = this.#sender.refreshCycleTicks;
 
-    const host: SyncHost = {
+    const host: SyncHost = (this.syncHost = {
       table: this.table,
       signer: opts.signer,
       sendTo: opts.sendTo,
@@ -92,7 +96,7 @@ export class Replicator {
       defer: opts.defer ?? ((fn) => setImmediate(fn)),
       log: opts.log,
       peerName: (i) => opts.balancerIds?.[i],
-    };
+    });
     this.#syncServer = new BulkSyncServer(host, this.stats, {
       ...(opts.syncMaxJobs !== undefined ? { maxJobs: opts.syncMaxJobs } : {}),
       ...(opts.syncStepMs !== undefined ? { stepMs: opts.syncStepMs } : {}),

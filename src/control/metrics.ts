@@ -25,7 +25,8 @@
  *   tunlb_self_status                                          1 syncing, 2 serving, 3 draining
  *   tunlb_vip_announced{vip}                                   1 while this balancer announces the VIP (ECMP entry)
  *   tunlb_announce_changes_total{op=announce|withdraw|failed}, tunlb_watchdog_withdrawals_total
- *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total
+ *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total,
+ *   tunlb_device_read_truncated_total
  *   tunlb_drops_total{stage=packet|forward,reason}             every reason, zeros included
  *   tunlb_records_sent_total{op=create|refresh|delete}, tunlb_record_datagrams_sent_total
  *   tunlb_records_received_total
@@ -33,6 +34,12 @@
  *   tunlb_records_rejected_total{reason}                       Replicator.stats.rejectedByReason
  *   tunlb_record_queue_drops_total{queue=ready|delete}
  *   tunlb_bulk_syncs_total{result=completed|failed}, tunlb_bulk_sync_records_total{direction=sent|received}
+ *   tunlb_bulk_sync_progress_records{kind=received|total}      this balancer's own sync (total 0 until known)
+ *   tunlb_bulk_sync_duration_seconds, tunlb_bulk_sync_last_records   the last completed sync (0 before)
+ *   tunlb_bulk_sync_sessions_total{kind=started|resumed}       stream sessions of this balancer's sync
+ *   tunlb_bulk_sync_session_failures_total{cause}              sessions that ended before their done chunk
+ *   tunlb_bulk_sync_served_total{result=served|refused|broken} answers to peers' syncs
+ *   tunlb_bulk_sync_stream_drops_total{reason}                 stream connections dropped (MAC, handshake, ...), zeros included
  *   tunlb_control_datagrams_total{direction=sent|received}
  *   tunlb_control_rejected_total{reason}                       ControlChannel.rejectCounts(), zeros included
  *   tunlb_peer_state{peer}                                     0 unknown, 1 up, 2 suspect, 3 dead
@@ -63,6 +70,7 @@ import { packetResultNames } from '../packet/result';
 import { forwardDropNames } from '../dataplane/forward-drop';
 import { PROTOCOL_RESULT_NAMES } from '../protocol/result';
 import { REJECT_REASONS } from '../cluster/replicator';
+import { SYNC_STREAM_DROP_REASONS } from '../cluster/bulk-sync';
 import type { BalancerView } from './balancer-view';
 import { COUNTERS, METRIC_FAMILIES, type CounterDescriptor } from './counters';
 import type { BackendStateName } from '../backends/backend-state';
@@ -184,6 +192,7 @@ export class Metrics {
       ['write', dev().writeBytes],
     ]);
     counter('tunlb_device_write_errors_total', 'Packets the kernel refused on a TUN write', () => dev().writeErrors);
+    counter('tunlb_device_read_truncated_total', 'Packets read from the TUN device that were longer than their batch slot (dropped as truncated)', () => dev().readTruncated);
 
     // ---- drops: every reason, zeros included (a series exists before its first drop)
     new Counter<'stage' | 'reason'>({
@@ -230,6 +239,30 @@ export class Metrics {
       ['sent', rs?.syncRecordsSent ?? 0],
       ['received', rs?.syncRecordsReceived ?? 0],
     ]);
+    gaugeBy('tunlb_bulk_sync_progress_records', "This balancer's bulk sync: records received, and the expected total (0 until known)", 'kind', () => {
+      const p = c?.syncProgress() ?? null;
+      return [
+        ['received', p?.received ?? 0],
+        ['total', p?.total ?? 0],
+      ];
+    });
+    gauge('tunlb_bulk_sync_duration_seconds', 'Duration of the last completed bulk sync of this balancer (0 before)', () => (rs?.syncLastMs ?? 0) / 1000);
+    gauge('tunlb_bulk_sync_last_records', 'Records of the last completed bulk sync of this balancer (0 before)', () => rs?.syncLastRecords ?? 0);
+    counterBy('tunlb_bulk_sync_sessions_total', 'Sync stream sessions this balancer started, and those that resumed from a cursor', 'kind', () => [
+      ['started', rs?.syncSessions ?? 0],
+      ['resumed', rs?.syncResumes ?? 0],
+    ]);
+    counterBy('tunlb_bulk_sync_session_failures_total', 'Sync stream sessions that ended before their done chunk, by cause', 'cause', () =>
+      Object.entries(rs?.syncSessionFailures ?? {}),
+    );
+    counterBy('tunlb_bulk_sync_served_total', "Answers to peers' bulk syncs: to the end, refused (busy, not serving, ...), broken off", 'result', () => [
+      ['served', rs?.syncStreamsServed ?? 0],
+      ['refused', Object.values(rs?.syncStreamsRefused ?? {}).reduce((a, v) => a + v, 0)],
+      ['broken', rs?.syncJobsCancelled ?? 0],
+    ]);
+    counterBy('tunlb_bulk_sync_stream_drops_total', 'Sync stream connections dropped, by reason (bad MAC, handshake, not a peer, ...)', 'reason', () =>
+      SYNC_STREAM_DROP_REASONS.map((k) => [k, rs?.syncStreamDrops[k] ?? 0]),
+    );
     counterBy('tunlb_control_datagrams_total', 'Datagrams on the control channel (probes, acks, records, sync)', 'direction', () => [
       ['sent', c?.channel.stats.sent ?? 0],
       ['received', c?.channel.stats.received ?? 0],

@@ -351,6 +351,12 @@ const PAGE = String.raw`<!doctype html>
       if (b.self) {
         rows.push(['flows held', int(b.flowsHeld)]);
         rows.push(['synced from', esc(status.self.syncedFrom || '–')]);
+        var sy = status.self.sync;
+        if (sy && sy.state === 'syncing') {
+          rows.push(['bulk sync', int(sy.received) + (sy.total != null ? ' of ' + int(sy.total) : '') + ' records from ' + esc(sy.peer || '?') + ' <span class="dim">' + int(sy.ratePerS) + '/s</span>']);
+        } else if (sy) {
+          rows.push(['bulk sync', esc(sy.state) + ': ' + int(sy.received) + ' records in ' + dur(sy.elapsedMs / 1000) + (sy.resumes ? ' <span class="dim">(' + sy.resumes + ' resumed)</span>' : '')]);
+        }
         rows.push(['incarnation', String(b.incarnation)]);
       } else {
         var gone = b.state === 'dead' || b.state === 'unknown';

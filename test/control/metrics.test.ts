@@ -7,7 +7,7 @@
  * peers' sockets).
  */
 import test from 'ava';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Balancer } from '../../src/control/balancer';
@@ -221,25 +221,36 @@ test('admin: with admin.token_file, /api/* and /metrics need the bearer token; /
   t.is(m.get('tunlb_flows_active'), 0);
 });
 
-test('admin: an empty or missing token file fails the start with one line', async (t) => {
+test('admin: an empty, missing or world-readable token file, or --admin beyond loopback without a token, fails the start with one line', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tunlb-metrics-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'cluster.key'), KEY, { mode: 0o600 });
-  writeFileSync(join(dir, 'empty.token'), '  \n');
+  writeFileSync(join(dir, 'empty.token'), '  \n', { mode: 0o600 });
+  writeFileSync(join(dir, 'open.token'), `${TOKEN}\n`);
+  chmodSync(join(dir, 'open.token'), 0o644);
   const quiet = createLogger({ level: 'silent' });
   for (const [file, re] of [
-    ['empty.token', /admin\.token_file .*empty\.token is empty/],
-    ['missing.token', /admin\.token_file .*missing\.token cannot be read: ENOENT/],
+    ['empty.token', /admin\.token_file: token file .*empty\.token is empty/],
+    ['missing.token', /admin\.token_file: token file .*missing\.token does not exist/],
+    ['open.token', /admin\.token_file: token file .*open\.token has mode 0644: readable by group and others/],
   ] as const) {
     const path = join(dir, `${file}.yaml`);
     writeFileSync(path, config(`, token_file: ${file}`));
     const dev = new FakeTunDevice();
     const e = await t.throwsAsync(Balancer.start({ configPath: path, id: 'lb1', device: dev, adminListen: '127.0.0.1:0', logger: quiet }));
-    t.true(isTunlbError(e, ErrorCodes.ADMIN), String(e));
+    t.true(isTunlbError(e, ErrorCodes.CONFIG_INVALID), String(e));
     t.regex(e!.message, re);
     t.false(e!.message.includes('\n'));
-    t.true(dev.closed, 'device released');
+    t.false(e!.message.includes(TOKEN), 'the token is never echoed');
   }
+  // The --admin override is checked too (the config's admin.listen is loopback).
+  const path = join(dir, 'plain.yaml');
+  writeFileSync(path, config(''));
+  const dev = new FakeTunDevice();
+  const e = await t.throwsAsync(Balancer.start({ configPath: path, id: 'lb1', device: dev, adminListen: '0.0.0.0:0', logger: quiet }));
+  t.true(isTunlbError(e, ErrorCodes.USAGE), String(e));
+  t.regex(e!.message, /0\.0\.0\.0:0 \(--admin\) is not on a loopback address and admin\.token_file is not set: .*set admin\.token_file, or listen on 127\.0\.0\.1 or \[::1\]/);
+  t.true(dev.closed, 'device released');
 });
 
 test('metrics: peer state, status, live, RTT histogram (one observation per ack), failovers, rejects, batch sizes', async (t) => {
@@ -281,20 +292,31 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
     nowSec: () => 12,
     forwarder: { stats: st, forwarding: { generation: 3, config: { vips: [] } } },
     table: { size: 5, capacity: 64, expired: 1, refusedFull: 0, earlyDrops: 0, conflicts: 0 },
-    device: { stats: { readPackets: 1000, readBytes: 64000, writePackets: 900, writeBytes: 60000, writeErrors: 2, writeAgain: 0, lastErrno: 0 } },
+    device: { stats: { readPackets: 1000, readBytes: 64000, writePackets: 900, writeBytes: 60000, writeErrors: 2, writeAgain: 0, lastErrno: 0, readTruncated: 3 } },
     cluster: {
       incarnation: 7,
       membership: m,
       replicator: { stats: rs },
       channel: { stats: { sent: 11, received: 22 }, rejectCounts: () => ({ bad_mac: 2, address_mismatch: 1 }) },
       events: [],
+      syncProgress: () => ({ state: 'syncing', peer: 'lb3', received: 300, total: 1000, ratePerS: 150, elapsedMs: 2000, cursor: 9000, sessions: 2, resumes: 1, lastError: 'lb2: closed', startedAt: null }),
     },
   } as unknown as Balancer;
+  rs.syncSessions = 2;
+  rs.syncResumes = 1;
+  rs.syncSessionFailures['closed'] = 1;
+  rs.syncStreamDrops['bad_mac'] = 3;
   const metrics = new Metrics(stub, { rttSampleMs: 0, nowMs: () => now, defaultMetrics: false });
   t.teardown(() => metrics.close());
   const read = async (): Promise<Map<string, number>> => parse(await metrics.text());
 
   let x = await read();
+  t.is(x.get('tunlb_bulk_sync_progress_records{kind="received"}'), 300);
+  t.is(x.get('tunlb_bulk_sync_progress_records{kind="total"}'), 1000);
+  t.is(x.get('tunlb_bulk_sync_sessions_total{kind="resumed"}'), 1);
+  t.is(x.get('tunlb_bulk_sync_session_failures_total{cause="closed"}'), 1);
+  t.is(x.get('tunlb_bulk_sync_stream_drops_total{reason="bad_mac"}'), 3);
+  t.is(x.get('tunlb_bulk_sync_stream_drops_total{reason="not_a_peer"}'), 0, 'zeros included');
   t.is(x.get('tunlb_peer_state{peer="lb2"}'), 0, 'unknown before the first ack');
   t.is(x.get('tunlb_peer_status{peer="lb2"}'), 0);
   t.false(x.has('tunlb_peer_state{peer="lb1"}'), 'self is not a peer');
@@ -350,6 +372,7 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
   t.is(x.get('tunlb_control_rejected_total{reason="address_mismatch"}'), 1);
   t.is(x.get('tunlb_control_datagrams_total{direction="received"}'), 22);
   t.is(x.get('tunlb_device_write_errors_total'), 2);
+  t.is(x.get('tunlb_device_read_truncated_total'), 3);
   t.is(x.get('tunlb_forwarding_generation'), 3);
 
   t.is(x.get('tunlb_dataplane_batch_size_count'), 30);
