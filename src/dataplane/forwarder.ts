@@ -441,16 +441,17 @@ export class Forwarder {
     }
     // The record's VIP and backend are the truth for an existing flow.
     const fv = table.vip(id);
+    let be = table.backend(id);
     const upv = ft.backendUp[fv];
     // Down: backendUp 0, or an index the table does not have (a reload's "removed" mark, NO_BACKEND).
-    if (upv !== undefined && (upv[table.backend(id)] ?? 0) === 0) {
+    if (upv !== undefined && (upv[be] ?? 0) === 0) {
       const a = this.#backendDown(ctx, id, fv);
       if (a !== NEXT) return a;
       id = ctx.id;
+      be = table.backend(id);
     }
 
     // 7. rewrite (this balancer serves): NAT to the record's backend, or (DSR) the frame to it.
-    const be = table.backend(id);
     const addrs = ft.backendAddr[fv];
     if (addrs === undefined || be * 16 >= addrs.length) return this.#drop(ForwardDrop.NO_BACKEND);
     if (ft.vipMethod[fv] === METHOD_DSR) return this.#toDsr(ctx, fv, be);
