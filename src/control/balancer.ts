@@ -289,6 +289,8 @@ export class Balancer {
       live: this.#live,
       nowMs: () => performance.now(),
       log: this.log,
+      // Report epochs must grow across restarts like incarnations: the same persisted value.
+      ...(cluster !== undefined ? { epoch: cluster.incarnation } : {}),
       broadcast: (body) => {
         if (cluster !== undefined) cluster.channel.broadcast(cluster.channel.signer.seal('health', body));
       },
