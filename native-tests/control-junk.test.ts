@@ -166,10 +166,15 @@ rootTest('control junk: spoofed junk on the control and probe ports causes no su
 
   for (const ph of phases(lb2Mac)) {
     const t0 = Date.now();
+    const phaseLogs = logSizes();
     const r = await execIn('router', [process.execPath, '--import', 'tsx', JUNK_TS, ...ph.args], { timeoutMs: (SECONDS + 20) * 1000 });
     const during = samples.filter((s) => s.at >= t0).map((s) => s.kib);
     const line = r.stdout.trim().split('\n').pop() ?? '';
-    results.push(`${ph.name}: generator ${line || `exit ${r.code} ${r.stderr.trim().slice(-300)}`}; lb2 RSS max ${(Math.max(...during) / 1024).toFixed(1)} MiB`);
+    const ev = eventsSince(phaseLogs);
+    results.push(
+      `${ph.name}: generator ${line || `exit ${r.code} ${r.stderr.trim().slice(-300)}`}; lb2 RSS max ${(Math.max(...during) / 1024).toFixed(1)} MiB; ` +
+        `suspect ${ev.filter((e) => e.event === 'peer_suspect').length}, down ${ev.filter((e) => e.event === 'peer_down').length}`,
+    );
     t.is(r.code, 0, `generator phase ${ph.name} failed: ${r.stderr.slice(-500)}`);
   }
   const floodEnd = Date.now();

@@ -27,6 +27,14 @@
  *                      SignedEnvelope outer frame (field 1 = random bytes, field 2 = a random
  *                      32-byte "MAC"), the cheapest junk that a receiver must verify by HMAC
  *                      unless it checks more before
+ *   --cluster-id HEX   with --shape framed: the envelope starts as a genuine one does
+ *                      (version 1, then this 16-hex-digit cluster id, little-endian on the wire:
+ *                      docs/protocol.md "Receive path"), so every datagram reaches the receiver's
+ *                      HMAC: the most expensive junk without the key
+ *   --payload HEX      send exactly these payloads (repeat the option for several), in turn,
+ *                      instead of generated junk: replays of captured datagrams, forgeries
+ *   --count N          stop after N datagrams (default: unbounded within --duration-s; with
+ *                      --payload: one of each)
  *   --duration-s S     how long (default 10; at most 600). A hard timer exits at S + 5 s
  *   --json             one JSON summary line at the end: {"sent":..,"frames":..,"pps":..}
  *
@@ -55,6 +63,10 @@ interface Options {
   sizeMin: number;
   sizeMax: number;
   shape: 'random' | 'framed';
+  /** 8 bytes (little-endian) of the cluster id for framed junk, or null. */
+  clusterId: Uint8Array | null;
+  payloads: Uint8Array[];
+  count: number;
   durationS: number;
   json: boolean;
 }
@@ -71,7 +83,7 @@ function ip4(text: string, what: string): Uint8Array {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { iface: '', src: new Uint8Array(4), to: [], port: 7946, sport: 0, pps: 1000, sizeMin: 16, sizeMax: 200, shape: 'random', durationS: 10, json: false };
+  const o: Options = { iface: '', src: new Uint8Array(4), to: [], port: 7946, sport: 0, pps: 1000, sizeMin: 16, sizeMax: 200, shape: 'random', clusterId: null, payloads: [], count: 0, durationS: 10, json: false };
   let haveSrc = false;
   const num = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = Number(v);
@@ -129,6 +141,19 @@ function parseArgs(argv: string[]): Options {
       case '--duration-s':
         o.durationS = num(a, v, 0.1, 600);
         break;
+      case '--cluster-id': {
+        if (!/^[0-9a-f]{16}$/i.test(v ?? '')) throw new UsageError('--cluster-id must be 16 hex digits');
+        o.clusterId = Uint8Array.from(Buffer.from(v!, 'hex').reverse());
+        break;
+      }
+      case '--payload': {
+        if (!/^([0-9a-f]{2})+$/i.test(v ?? '') || v!.length > 130000) throw new UsageError('--payload must be hex bytes (at most 65000)');
+        o.payloads.push(Uint8Array.from(Buffer.from(v!, 'hex')));
+        break;
+      }
+      case '--count':
+        o.count = Math.floor(num(a, v, 1, 1e9));
+        break;
       default:
         throw new UsageError(`unknown option "${a}"`);
     }
@@ -138,8 +163,11 @@ function parseArgs(argv: string[]): Options {
   return o;
 }
 
-/** A SignedEnvelope-shaped payload of exactly `len` bytes (len >= 37): 0x0a L <L bytes> 0x12 0x20 <32 bytes>. */
-function framedPayload(len: number): Uint8Array {
+/**
+ * A SignedEnvelope-shaped payload of exactly `len` bytes (len >= 37): 0x0a L <L bytes> 0x12
+ * 0x20 <32 bytes>; with `clusterId`, the L bytes start with 0x08 0x01 0x11 <cluster id>.
+ */
+function framedPayload(len: number, clusterId: Uint8Array | null): Uint8Array {
   const p = randomBytes(len);
   // 1 (tag) + varint(L) + L + 34 = len; varint is 1 byte below 128, else 2 (len <= 65000).
   let L = len - 36;
@@ -156,6 +184,13 @@ function framedPayload(len: number): Uint8Array {
     p[2] = L >> 7;
   }
   const macAt = 1 + vlen + L;
+  if (clusterId !== null && L >= 11) {
+    const e = 1 + vlen;
+    p[e] = 0x08;
+    p[e + 1] = 0x01;
+    p[e + 2] = 0x11;
+    p.set(clusterId, e + 3);
+  }
   p[macAt] = 0x12;
   p[macAt + 1] = 0x20;
   return p;
@@ -232,13 +267,19 @@ async function main(): Promise<void> {
   const mtu = sock.mtu;
 
   // The pool: POOL datagrams, each a list of frames, laid out in one batch buffer.
-  const POOL = 4096;
+  const POOL = o.payloads.length > 0 ? o.payloads.length * o.to.length : 4096;
+  const limit = o.count > 0 ? o.count : o.payloads.length > 0 ? POOL : Infinity;
   const frames: Uint8Array[] = [];
   const firstFrame = new Uint32Array(POOL + 1);
   for (let d = 0; d < POOL; d++) {
     firstFrame[d] = frames.length;
     const len = randomInt(o.sizeMin, o.sizeMax + 1);
-    const payload = o.shape === 'framed' ? framedPayload(len) : randomBytes(len);
+    const payload =
+      o.payloads.length > 0
+        ? o.payloads[Math.floor(d / o.to.length)]!
+        : o.shape === 'framed'
+          ? framedPayload(len, o.clusterId)
+          : randomBytes(len);
     buildFrames(o, sock.mac, mtu, o.to[d % o.to.length]!, payload, d, frames);
   }
   firstFrame[POOL] = frames.length;
@@ -265,8 +306,8 @@ async function main(): Promise<void> {
   let refused = 0;
   let next = 0; // pool index
   let ipId = POOL;
-  while (performance.now() < end) {
-    const due = Math.floor(((performance.now() - t0) / 1000) * o.pps) - sent;
+  while (performance.now() < end && sent < limit) {
+    const due = Math.min(limit, Math.floor(((performance.now() - t0) / 1000) * o.pps)) - sent;
     if (due <= 0) {
       await new Promise((r) => setTimeout(r, 1));
       continue;

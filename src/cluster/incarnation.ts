@@ -93,8 +93,8 @@ function writeAtomic(file: string, text: string): void {
 }
 
 /**
- * Chooses, persists and returns this start's incarnation (module header). `wallMs` and
- * `random` are for tests. Throws TunlbError CONFIG_INVALID when the state directory cannot be
+ * Chooses, persists and returns this start's incarnation (module header). `wallMs` is for
+ * tests. Throws TunlbError CONFIG_INVALID when the state directory cannot be
  * created or written.
  */
 export function nextIncarnation(stateDir: string, id: string, wallMs: number = Date.now()): IncarnationChoice {

@@ -195,7 +195,8 @@ export class Balancer {
           nowSec,
           log,
           onHealth: (sender, body) => b?.health.onReport(sender, body as HealthReportBody),
-          onEvent: () => {
+          onEvent: (e) => {
+            if (e.type === 'peer_restarted') b?.health.peerRestarted(e.peer);
             b?.health.liveChanged();
             // A peer came (or went): flows decided without a live backup may get one now.
             if (b !== undefined && b.forwarder.stats.flowsNoLiveBackup > 0) b.backupRepair?.request();
