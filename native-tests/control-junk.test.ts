@@ -8,6 +8,9 @@
  *            the cheapest junk a receiver must hash), same destinations
  *   big      2,000/s of 60,000 byte datagrams (IPv4 fragments on lbnet), same destinations
  *   probe    50,000/s of 16-200 byte random datagrams  to lb2's probe port (7948)
+ *   hashed   (only with JUNK_PHASES=hashed) 20,000/s of framed junk whose envelope starts with
+ *            version 1 and the lab's cluster id: every one reaches lb2's HMAC, the most
+ *            expensive junk without the key (beyond the issue's flood; measured, not a target)
  *
  * Target (issue 12, "Control port"): 0 peer_suspect and 0 peer_down events on any balancer from
  * the first junk datagram to 2 s after the last, and lb2's RSS stays flat. "Flat" here: lb2's
@@ -28,6 +31,8 @@ import * as path from 'node:path';
 import { hasRoot, rootTest } from './helpers/root';
 import { allServing, BALANCERS, execIn, holdLabSession, lab, labLogTail, LAB_DIR, poll, REPO, run, stats, statsOrUndefined, type LabSession } from './helpers/traffic';
 import { labPid } from './helpers/lab';
+import { loadConfig } from '../src/config';
+import { clusterIdNumber } from '../src/cluster/control-channel';
 
 const JUNK_TS = path.join(REPO, 'scripts', 'control-junk.ts');
 const LB1 = '10.99.2.11';
@@ -44,7 +49,7 @@ interface Phase {
   args: string[];
 }
 
-function phases(lb2Mac: string): Phase[] {
+function phases(lb2Mac: string, clusterHex: string): Phase[] {
   const both = ['--to', `${LB2}@${lb2Mac}`, '--to', GROUP];
   const common = ['--iface', 'br-lb', '--src', LB1, '--duration-s', String(SECONDS), '--json'];
   const all: Phase[] = [
@@ -54,7 +59,10 @@ function phases(lb2Mac: string): Phase[] {
     { name: 'probe', args: [...common, '--to', `${LB2}@${lb2Mac}`, '--port', String(PROBE_PORT), '--sport', String(PROBE_PORT), '--pps', '50000', '--size', '16-200'] },
   ];
   const want = (process.env['JUNK_PHASES'] ?? '').split(',').filter(Boolean);
-  return want.length === 0 ? all : all.filter((p) => want.includes(p.name));
+  const extra: Phase[] = [
+    { name: 'hashed', args: [...common, ...both, '--port', String(CONTROL_PORT), '--sport', String(CONTROL_PORT), '--pps', '20000', '--size', '60-200', '--shape', 'framed', '--cluster-id', clusterHex] },
+  ];
+  return want.length === 0 ? all : [...all, ...extra].filter((p) => want.includes(p.name));
 }
 
 let session: LabSession | undefined;
@@ -151,6 +159,7 @@ rootTest('control junk: spoofed junk on the control and probe ports causes no su
   const pid = labPid('lb2');
   t.truthy(pid, 'no PID file for lb2');
   const lb2Mac = await macOf('tunlb-lb2', 'lbnet0');
+  const clusterHex = clusterIdNumber(loadConfig(path.join(LAB_DIR, 'lab.yaml'))).toString(16).padStart(16, '0');
 
   // Baseline: 3 s of RSS samples once the cluster is whole (max of them: GC swing included).
   const samples: Array<{ at: number; kib: number }> = [];
@@ -164,7 +173,7 @@ rootTest('control junk: spoofed junk on the control and probe ports causes no su
   const floodStart = Date.now();
   const results: string[] = [];
 
-  for (const ph of phases(lb2Mac)) {
+  for (const ph of phases(lb2Mac, clusterHex)) {
     const t0 = Date.now();
     const phaseLogs = logSizes();
     const r = await execIn('router', [process.execPath, '--import', 'tsx', JUNK_TS, ...ph.args], { timeoutMs: (SECONDS + 20) * 1000 });

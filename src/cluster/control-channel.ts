@@ -348,21 +348,34 @@ export class ControlChannel {
     if (total >= CONTROL_READ_BUDGET) this.stats.readBudgetHits++;
   }
 
-  /**
-   * Index of the configured balancer whose control or probe endpoint (address and port) is
-   * the source at addrs[off..off+16) / port, or SOURCE_NOT_A_PEER. Allocates nothing.
-   */
   #sourceOf(addrs: Uint8Array, off: number, port: number): number {
-    const a = this.#addr16;
-    for (let i = 0; i < this.#n; i++) {
-      const p = i * 16;
-      // Compare from the end: IPv4-mapped addresses share their first 12 bytes.
-      let j = 15;
-      while (j >= 0 && a[p + j] === addrs[off + j]) j--;
-      if (j >= 0) continue;
-      // Several balancers may share an address (different ports): the port tells them apart.
-      if (port === this.#controlPort[i] || port === this.#probePort[i]) return i;
-    }
-    return SOURCE_NOT_A_PEER;
+    return peerEndpointIndex(this.#addr16, this.#controlPort, this.#probePort, addrs, off, port);
   }
+}
+
+/**
+ * Index of the balancer whose control or probe endpoint is the UDP source (16-byte address at
+ * addrs[off..off+16), IPv4 mapped, and `port`), or SOURCE_NOT_A_PEER. `addr16` holds the
+ * balancers' addresses (balancer i at 16 i), `controlPorts` / `probePorts` their ports.
+ * Allocates nothing.
+ */
+export function peerEndpointIndex(
+  addr16: Uint8Array,
+  controlPorts: Uint16Array,
+  probePorts: Uint16Array,
+  addrs: Uint8Array,
+  off: number,
+  port: number,
+): number {
+  const n = controlPorts.length;
+  for (let i = 0; i < n; i++) {
+    const p = i * 16;
+    // Compare from the end: IPv4-mapped addresses share their first 12 bytes.
+    let j = 15;
+    while (j >= 0 && addr16[p + j] === addrs[off + j]) j--;
+    if (j >= 0) continue;
+    // Several balancers may share an address (different ports): the port tells them apart.
+    if (port === controlPorts[i] || port === probePorts[i]) return i;
+  }
+  return SOURCE_NOT_A_PEER;
 }
