@@ -20,7 +20,11 @@
  * above the garbage collector's ordinary swing in this process (about 2-4 MiB measured).
  *
  * Generator: scripts/control-junk.ts (AF_PACKET, paced, bounded by --duration-s and a hard
- * timer). Root only; skips otherwise. Holds the lab session lock from `up` to `down`; `down`
+ * timer), run at nice 10: the attacker is another machine, so it must not take the balancers'
+ * CPU (the lab shares 2 cores between the generator, three balancers and the kernel; the
+ * traffic tests run their flood generators the same way, native-tests/helpers/traffic.ts).
+ * Each phase also logs the CPU the balancers used (utime + stime from /proc) and the machine's.
+ * Root only; skips otherwise. Holds the lab session lock from `up` to `down`; `down`
  * always runs. Waits on conditions (bounded polls), never on fixed sleeps.
  * Run alone: flock /tmp/tunlb-native.lock npx ava --config ava.native.config.cjs native-tests/control-junk.test.ts
  * JUNK_PHASES=small,big (a subset) and JUNK_SECONDS=8 (per phase) change the run.
@@ -101,6 +105,25 @@ function rssKiB(pid: number): number {
   }
 }
 
+/** utime + stime of a process, in clock ticks (0 when it is gone). */
+function cpuTicks(pid: number): number {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return 0;
+  }
+}
+
+/** Busy and total jiffies of the whole machine (/proc/stat "cpu" line). */
+function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
 /** Byte size of each balancer's log now (events after the flood starts are read from there). */
 function logSizes(): Record<string, number> {
   const out: Record<string, number> = {};
@@ -173,16 +196,24 @@ rootTest('control junk: spoofed junk on the control and probe ports causes no su
   const floodStart = Date.now();
   const results: string[] = [];
 
+  const pids = BALANCERS.map((b) => labPid(b) ?? 0);
   for (const ph of phases(lb2Mac, clusterHex)) {
     const t0 = Date.now();
     const phaseLogs = logSizes();
-    const r = await execIn('router', [process.execPath, '--import', 'tsx', JUNK_TS, ...ph.args], { timeoutMs: (SECONDS + 20) * 1000 });
+    const cpu0 = pids.map(cpuTicks);
+    const m0 = machineTicks();
+    const r = await execIn('router', ['nice', '-n', '10', process.execPath, '--import', 'tsx', JUNK_TS, ...ph.args], { timeoutMs: (SECONDS + 20) * 1000 });
+    const secs = (Date.now() - t0) / 1000;
+    const cpu = pids.map((p, i) => `${BALANCERS[i]} ${Math.round(((cpuTicks(p) - cpu0[i]!) / 100 / secs) * 100)}%`).join(' ');
+    const m1 = machineTicks();
+    const busy = Math.round(((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)) * 100);
     const during = samples.filter((s) => s.at >= t0).map((s) => s.kib);
     const line = r.stdout.trim().split('\n').pop() ?? '';
     const ev = eventsSince(phaseLogs);
     results.push(
       `${ph.name}: generator ${line || `exit ${r.code} ${r.stderr.trim().slice(-300)}`}; lb2 RSS max ${(Math.max(...during) / 1024).toFixed(1)} MiB; ` +
-        `suspect ${ev.filter((e) => e.event === 'peer_suspect').length}, down ${ev.filter((e) => e.event === 'peer_down').length}`,
+        `suspect ${ev.filter((e) => e.event === 'peer_suspect').length}, down ${ev.filter((e) => e.event === 'peer_down').length}; ` +
+        `CPU of one core: ${cpu}; machine ${busy}% busy`,
     );
     t.is(r.code, 0, `generator phase ${ph.name} failed: ${r.stderr.slice(-500)}`);
   }

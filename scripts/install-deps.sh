@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 # vagrant-libvirt: the Vagrantfile's default provider (libvirt). Without it `vagrant validate`
 # finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
-pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt)
+# faketime: the restart test starts a balancer with its wall clock set back (libfaketime).
+pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt faketime)
 
 missing=()
 for p in "${pkgs[@]}"; do
