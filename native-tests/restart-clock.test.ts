@@ -72,7 +72,9 @@ async function killLb2(t: ExecutionContext): Promise<void> {
 
 /** Starts lb2 with its wall clock `offset` (libfaketime syntax, e.g. "-1d") behind; lab.sh waits until it is ready. */
 function startLb2(offset: string): Promise<{ code: number; stderr: string }> {
-  const cmd = `env LD_PRELOAD=${LIBFAKETIME} FAKETIME=${offset} FAKETIME_DONT_FAKE_MONOTONIC=1 ${process.execPath} ${path.join(REPO, 'bin', 'tunlb')} run --config ${path.join(LAB_DIR, 'lab.yaml')} --id {id}`;
+  // The lab's balancer command (TUNLB_CMD, as lab.sh takes it), under libfaketime.
+  const base = process.env['TUNLB_CMD'] ?? `${process.execPath} ${path.join(REPO, 'bin', 'tunlb')} run --config ${path.join(LAB_DIR, 'lab.yaml')} --id {id}`;
+  const cmd = `env LD_PRELOAD=${LIBFAKETIME} FAKETIME=${offset} FAKETIME_DONT_FAKE_MONOTONIC=1 ${base}`;
   return run('bash', [path.join(REPO, 'scripts', 'lab.sh'), 'start', 'lb2'], { timeoutMs: 120_000, env: { ...process.env, TUNLB_CMD: cmd, LAB_READY_TIMEOUT: '30' } });
 }
 
