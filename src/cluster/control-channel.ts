@@ -14,7 +14,11 @@
  * socket first drains the probe socket. Both sockets are read in batches (recvmmsg, native
  * UdpBatchSocket) into preallocated buffers, at most CONTROL_READ_BUDGET datagrams per
  * readiness callback (then libuv runs timers and other I/O, and calls again: level-triggered),
- * so junk costs no allocation and never holds the event loop.
+ * so junk costs no allocation and never holds the event loop. Under a flood (a read found a
+ * full batch waiting), a socket is not polled again for COALESCE_MS: the datagrams that arrive
+ * meanwhile wait in its kernel queue and are read 64 per system call, instead of one wake-up
+ * (three system calls and a callback) for every few datagrams. A genuine datagram waits at
+ * most that long more, and only while its socket is flooded.
  *
  * Contracts:
  * - Every datagram is sealed by the process's one EnvelopeSigner (sequence numbers shared by
@@ -73,6 +77,8 @@ export const CONTROL_READ_BUDGET = 512;
 const CONTROL_RCVBUF = 4 << 20;
 const PROBE_RCVBUF = 1 << 20;
 const SNDBUF = 4 << 20;
+/** Pause of a flooded socket's polling, ms (header); far below a probe interval. */
+export const COALESCE_MS = 1;
 
 /** The 64-bit cluster wire id as the safe integer the protocol carries (low 53 bits). */
 export function clusterIdNumber(config: Config): number {
@@ -91,6 +97,8 @@ export interface ControlChannelStats {
   addressMismatch: number;
   /** Readiness callbacks that stopped at CONTROL_READ_BUDGET with more to read. */
   readBudgetHits: number;
+  /** Coalescing pauses (a flooded socket not polled for COALESCE_MS). */
+  coalescePauses: number;
 }
 
 /** One receiving socket and its preallocated buffers. */
@@ -98,6 +106,9 @@ class Reader {
   readonly batch = new PacketBatch({ count: RECV_BATCH, maxPacket: MAX_CONTROL_DATAGRAM + 1, headroom: MIN_HEADROOM });
   readonly addrs = new Uint8Array(RECV_BATCH * 16);
   readonly ports = new Uint16Array(RECV_BATCH);
+  /** The readiness callback, and the timer that resumes polling after a coalescing pause. */
+  onReadable: () => void = () => undefined;
+  resume: NodeJS.Timeout | undefined;
   constructor(
     readonly socket: UdpBatchSocket,
     readonly via: Via,
@@ -107,7 +118,7 @@ class Reader {
 export class ControlChannel {
   readonly signer: EnvelopeSigner;
   readonly receiver: EnvelopeReceiver;
-  readonly stats: ControlChannelStats = { sent: 0, sendErrors: 0, received: 0, receivedProbe: 0, addressMismatch: 0, readBudgetHits: 0 };
+  readonly stats: ControlChannelStats = { sent: 0, sendErrors: 0, received: 0, receivedProbe: 0, addressMismatch: 0, readBudgetHits: 0, coalescePauses: 0 };
   /** viaControl[i] = 1: balancer i speaks probes on its control port (a first-release peer). */
   readonly viaControl: Uint8Array;
   readonly #control: Reader;
@@ -162,12 +173,14 @@ export class ControlChannel {
     this.#sendBatch = new PacketBatch({ count: Math.max(1, n), maxPacket: MAX_CONTROL_DATAGRAM * 2, headroom: MIN_HEADROOM });
     this.#sendAddrs = new Uint8Array(Math.max(1, n) * 16);
     this.#sendPorts = new Uint16Array(Math.max(1, n));
-    probe.onReadable(() => this.#read(this.#probe));
-    control.onReadable(() => {
+    this.#probe.onReadable = () => this.#coalesce(this.#probe, this.#read(this.#probe));
+    this.#control.onReadable = () => {
       // Probes first (header): whatever waits on the probe socket is read before the control batch.
       this.#read(this.#probe);
-      this.#read(this.#control);
-    });
+      this.#coalesce(this.#control, this.#read(this.#control));
+    };
+    probe.onReadable(this.#probe.onReadable);
+    control.onReadable(this.#control.onReadable);
   }
 
   /** Opens and binds both sockets (and joins the multicast group). */
@@ -257,6 +270,7 @@ export class ControlChannel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const r of [this.#probe, this.#control]) if (r.resume !== undefined) clearTimeout(r.resume);
     this.#probe.socket.close();
     this.#control.socket.close();
   }
@@ -293,11 +307,23 @@ export class ControlChannel {
     this.stats.sendErrors += count - sent;
   }
 
+  /** After a read that found a full batch (a flood), pauses the socket's polling for COALESCE_MS (header). */
+  #coalesce(r: Reader, flooded: boolean): void {
+    if (!flooded || this.#closed || r.resume !== undefined) return;
+    this.stats.coalescePauses++;
+    r.socket.stop();
+    r.resume = setTimeout(() => {
+      r.resume = undefined;
+      if (!this.#closed) r.socket.onReadable(r.onReadable);
+    }, COALESCE_MS);
+  }
+
   /**
    * Reads up to CONTROL_READ_BUDGET datagrams from one socket and passes each through the
-   * receiver (header). Never throws.
+   * receiver (header). Returns true when a receive call filled a whole batch (more were
+   * waiting: a flood, or a burst). Never throws.
    */
-  #read(r: Reader): void {
+  #read(r: Reader): boolean {
     const b = r.batch;
     const addrs = r.addrs;
     const ports = r.ports;
@@ -311,9 +337,9 @@ export class ControlChannel {
         n = r.socket.recv(b, RECV_BATCH, addrs, ports);
       } catch (e) {
         if (this.#recvErrors++ === 0) this.#log.warn({ event: 'control_socket_error', err: (e as Error).message }, 'control socket receive failed');
-        return;
+        return false;
       }
-      if (n === 0) return;
+      if (n === 0) return total > 0; // an earlier call of this read filled a batch
       total += n;
       this.stats.received += n;
       if (r.via === Via.PROBE) this.stats.receivedProbe += n;
@@ -343,9 +369,10 @@ export class ControlChannel {
           this.#log.warn({ event: 'control_dispatch_error', err: (e as Error).message, body: env.body }, 'control message handler threw');
         }
       }
-      if (n < RECV_BATCH) return;
+      if (n < RECV_BATCH) return total > n;
     }
     if (total >= CONTROL_READ_BUDGET) this.stats.readBudgetHits++;
+    return total > 0;
   }
 
   #sourceOf(addrs: Uint8Array, off: number, port: number): number {
