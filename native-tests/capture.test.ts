@@ -54,7 +54,7 @@ test.before(async () => {
   }
   session = await holdLabSession();
   await lab(['down']);
-  const r = await lab(['up'], 180_000);
+  const r = await lab(['up', '--entry', 'single'], 180_000);
   up = r.code === 0;
   if (!up) upError = `lab up failed (exit ${r.code}):\n${r.stderr.slice(-3000)}\n${labLogTail('lb1')}`;
 });

@@ -317,7 +317,7 @@ async function labUp(): Promise<void> {
   if (stale !== undefined) console.log(`dsr.test.ts: WARNING: ${stale}`);
   session = await holdLabSession();
   await lab(['down']);
-  const r = await lab(['up', '--method', 'dsr'], 180_000);
+  const r = await lab(['up', '--entry', 'single', '--method', 'dsr'], 180_000);
   if (r.code !== 0) {
     upError = `lab.sh up --method dsr failed (exit ${r.code}):\n${r.stderr.slice(-3000)}\n${BALANCERS.map((b) => `--- ${b}\n${labLogTail(b, 15)}`).join('\n')}`;
     return;

@@ -145,7 +145,7 @@ test.before(async () => {
   }
   session = await holdLabSession();
   await lab(['down']);
-  const r = await lab(['up'], 180_000);
+  const r = await lab(['up', '--entry', 'single'], 180_000);
   if (r.code !== 0) {
     upError = `lab.sh up failed (exit ${r.code}):\n${r.stderr.slice(-3000)}\n${['lb1', 'lb2', 'lb3'].map((b) => `--- ${b}\n${labLogTail(b, 15)}`).join('\n')}`;
     return;

@@ -153,7 +153,7 @@ test.serial('the systemd units the provisioning installs pass systemd-analyze ve
   const dir = mkdtempSync(path.join(tmpdir(), 'tunlb-units-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const files = new Set<string>();
-  for (const node of ['lb1', 'srv1', 'client']) {
+  for (const node of ['lb1', 'srv1', 'client', 'router']) {
     const r = await dryRun(node);
     t.is(r.code, 0, r.stderr);
     // "+ write PATH (mode M):" then the file's lines, each prefixed "|  "
@@ -180,7 +180,7 @@ test.serial('the systemd units the provisioning installs pass systemd-analyze ve
     }
     flush();
   }
-  t.deepEqual([...files].sort(), ['tunlb-lab-iperf3.service', 'tunlb-lab-net.service', 'tunlb-lab-server.service', 'tunlb-lab.service']);
+  t.deepEqual([...files].sort(), ['tunlb-lab-bird.service', 'tunlb-lab-iperf3.service', 'tunlb-lab-keepalived.service', 'tunlb-lab-net.service', 'tunlb-lab-server.service', 'tunlb-lab.service']);
   const v = await run('bash', ['-c', `cd ${JSON.stringify(dir)} && systemd-analyze verify ./*.service`], { timeoutMs: 60_000 });
   t.is(v.code, 0, v.stdout + v.stderr);
 });
@@ -231,12 +231,20 @@ rootTest('the dry runs configure what the namespace lab has: addresses, VIP rout
   for (const node of ['client', 'router', 'lb1', 'lb2', 'lb3', 'srv1', 'srv2', 'srv3']) {
     const d = await dryRun(node);
     const addrs = await run('ip', ['-n', `tunlb-${node}`, '-o', 'addr', 'show', 'scope', 'global'], { timeoutMs: 5000 });
-    const have = [...addrs.stdout.matchAll(/\binet6? (\S+)/g)].map((m) => m[1]!).sort();
+    // The servers' VRRP gateway (10.99.3.10, fd99:3::10) is keepalived's, on whichever balancer is master: not a provisioning step.
+    const have = [...addrs.stdout.matchAll(/\binet6? (\S+)/g)].map((m) => m[1]!).filter((a) => a !== '10.99.3.10/24' && a !== 'fd99:3::10/64').sort();
     t.deepEqual(dryAddresses(d.stdout), have, `${node}: dry run vs namespace lab`);
     const routes = (await run('ip', ['-n', `tunlb-${node}`, 'route', 'show'], { timeoutMs: 5000 })).stdout;
     if (node === 'router') {
-      t.regex(routes, /^10\.99\.0\.10 via 10\.99\.2\.11 /m);
-      t.regex(d.stdout, /^\+ ip route replace 10\.99\.0\.10\/32 via 10\.99\.2\.11$/m);
+      // The ECMP entry: the VIP routes are BIRD's, in the lab and on the router VM (tunlb-lab-bird.service).
+      t.regex(routes, /^10\.99\.0\.10 proto bird/m);
+      t.regex(d.stdout, /^\+ sysctl -qw net\.ipv4\.fib_multipath_hash_policy=3 /m);
+      t.regex(d.stdout, /^\+ write \/etc\/systemd\/system\/tunlb-lab-bird\.service/m);
+      t.notRegex(d.stdout, /^\+ ip route replace 10\.99\.0\.10\/32/m);
+    }
+    if (node.startsWith('srv')) {
+      t.regex(routes, /^default via 10\.99\.3\.10 /m, 'the namespace lab: the VRRP gateway');
+      t.regex(d.stdout, /^\+ ip route replace 10\.99\.0\.0\/16 via 10\.99\.3\.10$/m);
     }
     if (node.startsWith('lb')) {
       t.regex(routes, /^224\.0\.0\.0\/4 dev lbnet0/m);
@@ -283,10 +291,11 @@ rootTest('the VM network steps in namespaces: eight "VMs", provisioned by --netw
   }
   // Provision every node's network exactly as the VM's boot unit does.
   for (const node of nodes) {
-    const r = await run('bash', [PROVISION, '--netns', `${VM}${node}`, '--network', node], { timeoutMs: 60_000 });
+    // --entry single: this test runs no BIRD/keepalived in the "VMs" (the units do that on real VMs).
+    const r = await run('bash', [PROVISION, '--entry', 'single', '--netns', `${VM}${node}`, '--network', node], { timeoutMs: 60_000 });
     t.is(r.code, 0, `${node}: ${r.stderr}`);
     // idempotent: a second boot gives the same result
-    const again = await run('bash', [PROVISION, '--netns', `${VM}${node}`, '--network', node], { timeoutMs: 60_000 });
+    const again = await run('bash', [PROVISION, '--entry', 'single', '--netns', `${VM}${node}`, '--network', node], { timeoutMs: 60_000 });
     t.is(again.code, 0, `${node} (again): ${again.stderr}`);
     const links = await sh(`ip -n ${VM}${node} -o link show`);
     for (const n of p.filter((x) => x.node === node)) t.regex(links, new RegExp(`: ${n.ifname}@\\S+: .*link/ether ${n.mac} `), `${node} ${n.ifname}`);

@@ -7,11 +7,14 @@
 # 1. installs what tunlb needs (scripts/install-deps.sh: Debian packages, npm ci, build);
 # 2. builds the namespace lab with three balancers (scripts/lab.sh up): client, router,
 #    lb1..lb3, srv1..srv3, each a network namespace; nothing touches this machine's own network;
+#    the ECMP entry: every balancer announces the VIP (BIRD, BGP + BFD), the router spreads flows;
 # 3. opens 30 long-lived TCP connections from the client through the VIP to the servers' echo
 #    service, each exchanging a message every 20 ms (scripts/traffic.ts longlived);
-# 4. kills balancer lb2 with SIGKILL a few seconds in, while the connections keep talking;
-# 5. shows the per-second timeline and the verdict (connections survived, resets, longest stall),
-#    what each balancer saw, then brings lb2 back (it bulk-syncs the flow table before serving);
+# 4. kills balancer lb1 (the balancer that used to be the only entry) with SIGKILL a few seconds
+#    in, then stops lb3 the planned way (SIGTERM: withdraw, hand over, exit), while the
+#    connections keep talking;
+# 5. shows the per-second timeline and the verdict (connections survived, resets, longest stall
+#    after each loss), what each balancer saw, then brings lb1 back (it bulk-syncs first);
 # 6. tears the lab down (always, also on Ctrl-C or an error).
 #
 # The namespace lab is one per machine: steps 2-6 run under the lab session lock
@@ -21,6 +24,7 @@
 #
 # Options: --no-install skips step 1 (already installed and built).
 # Environment: DEMO_CONNS (30), DEMO_INTERVAL_MS (20), DEMO_DURATION_S (14), DEMO_KILL_AFTER_S (4),
+#   DEMO_STOP_AFTER_S (9),
 #   TUNLB_LAB_SESSION_LOCK (/tmp/tunlb-lab-session.lock), DEMO_LOCK_WAIT_S (900).
 set -Eeuo pipefail
 
@@ -37,7 +41,9 @@ CONNS=${DEMO_CONNS:-30}
 INTERVAL_MS=${DEMO_INTERVAL_MS:-20}
 DURATION_S=${DEMO_DURATION_S:-14}
 KILL_AFTER_S=${DEMO_KILL_AFTER_S:-4}
-VICTIM=lb2
+STOP_AFTER_S=${DEMO_STOP_AFTER_S:-9}
+VICTIM=lb1
+STOPPED=lb3
 INSTALL=1
 for a in "$@"; do
   case $a in
@@ -98,7 +104,8 @@ flows() { ip netns exec "tunlb-$1" curl -s -m 3 "http://127.0.0.1:9180/api/v1/fl
 
 cat <<EOF
 tunlb demo: three userspace L4 load balancers (TUN, TypeScript on Node.js) share every
-flow's record; when one dies, its connections continue through the flow's backup balancer.
+flow's record and all receive traffic (ECMP); kill -9 any of them, or stop one for
+maintenance, and its connections continue through the others.
 
 EOF
 
@@ -150,7 +157,8 @@ cat <<'EOF'
 
    tunlb-client 10.99.1.2
         |
-   tunlb-router 10.99.1.1 --- routes the VIP 10.99.0.10 to lb1 (the entry balancer)
+   tunlb-router 10.99.1.1 --- the VIP 10.99.0.10 via lb1, lb2, lb3 (ECMP: each balancer's BIRD
+        |                      announces it by BGP while the balancer is ready; BFD 100 ms x 3)
         |  lbnet 10.99.2.0/24: probes every 50 ms, flow records (multicast 239.99.0.1:7946),
         |                      packets forwarded between balancers (UDP 7947)
    +----+--------------+--------------+
@@ -158,10 +166,12 @@ cat <<'EOF'
    +----+--------------+--------------+
         |  back 10.99.3.0/24
    srv1 .21           srv2 .22       srv3 .23      echo tcp/7, http tcp/80, udp echo 5353
+                                                   (their gateway: 10.99.3.10, VRRP among the balancers)
 
    Every new flow is ranked over the live balancers (rendezvous hashing): the highest score is
-   its primary (it NATs the flow to a backend), the second its backup. lb1 receives every
-   packet, and sends the packets of flows owned by lb2 or lb3 to them, encapsulated in UDP.
+   its primary (it NATs the flow to a backend), the second its backup. Any balancer may
+   receive a flow's packets (the router's 5-tuple hash); it sends them to the flow's primary,
+   encapsulated in UDP, unless it is the primary itself.
 EOF
 printf '\n   %-4s %-7s %-9s %s\n' id pid status "peers (state/status, probe RTT)"
 for b in lb1 lb2 lb3; do
@@ -204,6 +214,13 @@ echo
 echo "== [4/5] t=$(since "$T_TRAFFIC") s ($(clock)): kill -9 $VICTIM (scripts/lab.sh kill $VICTIM)"
 KILL_MS=$(epoch_ms)
 lab kill "$VICTIM" 2>&1 | sed 's/^/   /'
+while awk -v a="$(since "$T_TRAFFIC")" -v b="$STOP_AFTER_S" 'BEGIN { exit !(a < b) }'; do sleep 0.05; done
+echo
+echo "== t=$(since "$T_TRAFFIC") s ($(clock)): planned stop of $STOPPED (scripts/lab.sh stop $STOPPED: SIGTERM)"
+STOP_MS=$(epoch_ms)
+lab stop "$STOPPED" 2>&1 | sed 's/^/   /'
+grep -h '"event":"self_left"' /run/tunlb-lab/logs/$STOPPED.log 2>/dev/null | tail -n 1 | node -e '
+  let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => { try { const j = JSON.parse(s); console.log(`   ${j.msg}`); } catch {} });' || true
 echo "   waiting for the traffic to finish ..."
 wait "$TRAFFIC_PID" || true
 TRAFFIC_PID=""
@@ -216,16 +233,18 @@ if [[ ! -s $SUMMARY ]]; then
   die "the traffic generator printed no summary"
 fi
 KILL_REL_MS=$(json "$SUMMARY" "$KILL_MS - j.startedAtEpochMs")
+STOP_REL_MS=$(json "$SUMMARY" "$STOP_MS - j.startedAtEpochMs")
 echo
 echo "   timeline (from the client; $VICTIM killed at t=$(awk -v m="$KILL_REL_MS" 'BEGIN { printf "%.2f", m / 1000 }') s). One row per second of traffic"
 echo "   (t = the second's end): connections still open, echoes received, and the longest gap"
 echo "   between two echoes on any one connection (20 ms = no stall)"
 # The per-second table and the events, with the second of the kill marked.
-awk -v k="$KILL_REL_MS" '
+awk -v k="$KILL_REL_MS" -v s="$STOP_REL_MS" '
   /^\{/ { next }
   /^ +t +alive/ { print "   " $0; intable = 1; next }
   intable && /^ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+$/ {
     mark = ($1 * 1000 > k && ($1 - 1) * 1000 <= k) ? "   <- '"$VICTIM"' killed" : ""
+    if ($1 * 1000 > s && ($1 - 1) * 1000 <= s) mark = mark "   <- '"$STOPPED"' stopped (SIGTERM)"
     print "   " $0 mark; next
   }
   / conn .*ended/ { print "   " $0 }
@@ -233,6 +252,13 @@ awk -v k="$KILL_REL_MS" '
 echo
 json "$SUMMARY" '`   ${j.survived}/${j.conns} connections survived, ${j.resets} resets, longest stall ${j.maxStallMs} ms` +
   ` (per-connection longest stall: p50 ${j.p50StallMs} ms, p99 ${j.p99StallMs} ms; ${j.echoes} echoes)`'
+# The longest stall of any connection in the seconds after each loss (timeline: per second, the
+# longest gap that ended in it).
+json "$SUMMARY" '(() => {
+  const k = '"$KILL_REL_MS"', s = '"$STOP_REL_MS"';
+  const worst = (from, to) => Math.max(0, ...j.timeline.filter((r) => r.t * 1000 > from && (r.t - 1) * 1000 < to).map((r) => r.worstStallMs));
+  return `   after the kill -9 of '"$VICTIM"': longest stall ${worst(k, s)} ms; after the planned stop of '"$STOPPED"': longest stall ${worst(s, 1e9)} ms`;
+})()'
 # The stalls of the victim's connections and of the others (ownership from lb1's records).
 if [[ -s $WORK/flows.json ]]; then
   VICTIM=$VICTIM node -e '
@@ -248,7 +274,7 @@ if [[ -s $WORK/flows.json ]]; then
     }
     const say = (g, what) => {
       const x = groups[g];
-      if (x.length) console.log(`   ${String(x.length).padStart(2)} connections ${what}: longest stall ${Math.max(...x)} ms`);
+      if (x.length) console.log(`   ${String(x.length).padStart(2)} connections ${what}: longest stall of the run ${Math.max(...x)} ms`);
     };
     say("primary", `owned by ${v} (${v} was their primary; their backup took over)`);
     say("backup", `with ${v} as backup (their primary lives)`);
@@ -257,7 +283,7 @@ if [[ -s $WORK/flows.json ]]; then
 fi
 
 echo
-echo "== [5/5] the balancers after the kill"
+echo "== [5/5] the balancers after the kill and the stop"
 printf '   %-4s %-9s %6s %10s %9s %10s %9s  %s\n' id status flows "tun rx" "to peers" "from peers" "failover" "what it saw"
 for b in lb1 lb2 lb3; do
   if stats "$b" "$WORK/s.json"; then
@@ -269,13 +295,12 @@ for b in lb1 lb2 lb3; do
       return `   ${j.id.padEnd(4)} ${m.status.padEnd(9)} ${pad(j.flows.active, 6)} ${pad(c.rxPackets, 10)} ${pad(c.peerTxPackets, 9)} ${pad(c.peerRxPackets, 10)} ${pad(c.failoverPackets, 9)}  ${saw}`;
     })()'
   else
-    printf '   %-4s %-9s\n' "$b" "dead (killed)"
+    printf '   %-4s %-9s\n' "$b" "down (killed or stopped)"
   fi
 done
-echo "   (tun rx: packets read from the balancer's TUN device; to/from peers: packets encapsulated"
-echo "    between balancers (lb1 receives everything and hands each flow to its primary); failover:"
-echo "    packets sent to a flow's backup because its primary was dead). lb2 and lb3 read little from"
-echo "    their own TUN device: the router sends the VIP to lb1, and the servers answer through lb1"
+echo "   (tun rx: packets read from the balancer's TUN device: every balancer receives its share;"
+echo "    to/from peers: packets encapsulated between balancers (a receiver hands each flow to its"
+echo "    primary); failover: packets sent to a flow's backup because its primary was dead)"
 
 echo
 echo "   bringing $VICTIM back (scripts/lab.sh start $VICTIM): it pulls the flow table from a live peer"

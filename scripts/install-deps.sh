@@ -2,14 +2,15 @@
 # Installs what tunlb needs on a fresh Debian machine (root), then the npm packages and the
 # native addon (`npm ci` runs node-gyp for binding.gyp and `npm run build` via `prepare`).
 # Idempotent: packages already present are not reinstalled.
-#   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant + vagrant-libvirt: `vagrant validate` of the VM lab)
+#   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant + vagrant-libvirt: `vagrant validate` of the VM lab;
+#   bird2 and keepalived: the lab's ECMP entry, BGP + BFD and the servers' VRRP gateway)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # vagrant-libvirt: the Vagrantfile's default provider (libvirt). Without it `vagrant validate`
 # finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
 # faketime: the restart test starts a balancer with its wall clock set back (libfaketime).
-pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt faketime)
+pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived faketime)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -25,6 +26,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The lab runs its own BIRD and keepalived inside its namespaces (scripts/lab-lib.sh); the
+  # instances the packages just enabled on this host (systemd) are not ours to keep running.
+  if [[ -d /run/systemd/system ]]; then
+    for p in "${missing[@]}"; do
+      case $p in
+        bird2) systemctl disable --now bird.service >/dev/null 2>&1 || true ;;
+        keepalived) systemctl disable --now keepalived.service >/dev/null 2>&1 || true ;;
+      esac
+    done
+  fi
 fi
 
 # npm ci: exact lockfile versions, runs the native build (binding.gyp) and `prepare` (tsc build).

@@ -200,3 +200,175 @@ lab_server_undo_dsr() {
   lab_run "$ns" sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.all.arp_announce=0 \
     "net.ipv4.conf.$dev.arp_ignore=0" "net.ipv4.conf.$dev.arp_announce=0"
 }
+
+# ---- the ECMP entry: BIRD 2 (BGP, BFD, multipath) and keepalived (VRRP gateway) ----
+# The daemons run inside the node (namespace, or the VM) with their own config, control socket
+# and pid file under DIR (LAB_DAEMON_DIR in the namespace lab, /run/tunlb-lab/daemons on a VM).
+
+# lab_sysctl_ecmp_router NS : the router's kernel hashes a multipath route on the 5-tuple
+# (policy 3 = custom fields; 0x0037 = src/dst IP, IP proto, src/dst port), deterministically
+# per flow: policy 1 over veth would follow the socket's random hash (one connection's packets
+# on several balancers). Both families (IPv6 also hashes the flow label by default: not here).
+lab_sysctl_ecmp_router() {
+  lab_run "$1" sysctl -qw net.ipv4.fib_multipath_hash_policy=3 net.ipv4.fib_multipath_hash_fields=0x0037 \
+    net.ipv6.fib_multipath_hash_policy=3 net.ipv6.fib_multipath_hash_fields=0x0037
+}
+
+# lab_bird_router_conf ROUTER_ID IFACE NODE... : BIRD 2 config of the router: two eBGP sessions
+# per balancer NODE (one per family, to its lbnet addresses), BFD on IFACE, routes from the
+# balancers accepted only for the VIPs, and ECMP: `merge paths` installs one kernel route per
+# VIP with one nexthop per announcing balancer. Printed on stdout.
+lab_bird_router_conf() {
+  local rid=$1 ifc=$2 n; shift 2
+  cat <<CONF
+# BIRD 2 on the lab router (written by scripts/lab-lib.sh lab_bird_router_conf)
+router id $rid;
+protocol device { scan time 10; }
+protocol bfd {
+  interface "$ifc" { min rx interval ${LAB_BFD_INTERVAL_MS} ms; min tx interval ${LAB_BFD_INTERVAL_MS} ms; multiplier ${LAB_BFD_MULTIPLIER}; };
+}
+protocol kernel kernel4 { ipv4 { import none; export all; }; merge paths on; }
+protocol kernel kernel6 { ipv6 { import none; export all; }; merge paths on; }
+filter vips4 { if net = ${LAB_VIP4}/32 then accept; reject; }
+filter vips6 { if net = ${LAB_VIP6}/128 then accept; reject; }
+template bgp balancer {
+  local as ${LAB_ROUTER_AS};
+  hold time ${LAB_BGP_HOLD_S}; keepalive time 1; connect retry time 1; error wait time 1, 3;
+  bfd on;
+}
+CONF
+  for n in "$@"; do
+    printf 'protocol bgp %s_v4 from balancer { neighbor %s as %s; ipv4 { import filter vips4; export none; }; }\n' "$n" "${LAB_LBNET4[$n]}" "$LAB_LB_AS"
+    printf 'protocol bgp %s_v6 from balancer { neighbor %s as %s; ipv6 { import filter vips6; export none; }; }\n' "$n" "${LAB_LBNET6[$n]}" "$LAB_LB_AS"
+  done
+}
+
+# lab_bird_balancer_conf ROUTER_ID IFACE LOCAL4 LOCAL6 ROUTER4 ROUTER6 : BIRD 2 config of a
+# balancer: it learns the routes tunlb writes into kernel table LAB_ANNOUNCE_TABLE (`learn`:
+# routes BIRD did not make; the kernel removes them with tunlb0 when the process dies) and
+# exports them to the router over eBGP with BFD. Nothing is installed into this node's kernel.
+lab_bird_balancer_conf() {
+  local rid=$1 ifc=$2 l4=$3 l6=$4 r4=$5 r6=$6 t=$LAB_ANNOUNCE_TABLE
+  cat <<CONF
+# BIRD 2 on a lab balancer (written by scripts/lab-lib.sh lab_bird_balancer_conf)
+router id $rid;
+protocol device { scan time 10; }
+protocol bfd {
+  interface "$ifc" { min rx interval ${LAB_BFD_INTERVAL_MS} ms; min tx interval ${LAB_BFD_INTERVAL_MS} ms; multiplier ${LAB_BFD_MULTIPLIER}; };
+}
+ipv4 table announce4;
+ipv6 table announce6;
+protocol kernel announce_in4 { kernel table $t; learn; scan time 10; ipv4 { table announce4; import all; export none; }; }
+protocol kernel announce_in6 { kernel table $t; learn; scan time 10; ipv6 { table announce6; import all; export none; }; }
+template bgp upstream {
+  local as ${LAB_LB_AS};
+  hold time ${LAB_BGP_HOLD_S}; keepalive time 1; connect retry time 1; error wait time 1, 3;
+  bfd on;
+}
+protocol bgp router_v4 from upstream {
+  local $l4 as ${LAB_LB_AS}; neighbor $r4 as ${LAB_ROUTER_AS};
+  ipv4 { table announce4; import none; export all; next hop self; };
+}
+protocol bgp router_v6 from upstream {
+  local $l6 as ${LAB_LB_AS}; neighbor $r6 as ${LAB_ROUTER_AS};
+  ipv6 { table announce6; import none; export all; next hop self; };
+}
+CONF
+}
+
+# lab_bird_start NS NAME CONF_TEXT DIR [LOGDIR] : (re)start BIRD in the node with
+# DIR/bird-NAME.conf, control socket DIR/bird-NAME.ctl, pid file DIR/bird-NAME.pid (stopped by
+# that PID), log LOGDIR/bird-NAME.log (LOGDIR defaults to DIR).
+lab_bird_start() {
+  local ns=$1 name=$2 dir=$4 logdir=${5:-$4}
+  mkdir -p "$dir" "$logdir"
+  { printf 'log "%s" { info, remote, warning, error, auth, fatal, bug };\n' "$logdir/bird-$name.log"; printf '%s\n' "$3"; } >"$dir/bird-$name.conf"
+  lab_bird_stop "$name" "$dir"
+  lab_run "$ns" bird -p -c "$dir/bird-$name.conf" || lab_die "bird: bad config $dir/bird-$name.conf"
+  # nice -10: BFD (3 x 100 ms) and BGP keepalives must not starve when the lab's own traffic
+  # saturates the shared cores (a routing daemon on a real host has its core; see lab.sh's nice
+  # for the balancers).
+  lab_run "$ns" nice -n -10 bird -c "$dir/bird-$name.conf" -s "$dir/bird-$name.ctl" -P "$dir/bird-$name.pid" 9>&- \
+    || lab_die "bird failed to start in ${ns:-this host} (config $dir/bird-$name.conf)"
+}
+
+# lab_daemon_stop PIDFILE : stop the daemon recorded in PIDFILE (TERM, then KILL), by its PID.
+lab_daemon_stop() {
+  local f=$1 pid i
+  [[ -s $f ]] || { rm -f "$f"; return 0; }
+  pid=$(<"$f")
+  if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+lab_bird_stop() { lab_daemon_stop "$2/bird-$1.pid"; rm -f "$2/bird-$1.ctl"; }
+
+# lab_keepalived_conf NODE BACK_IF READY_FILE : keepalived config of a balancer: two VRRPv3
+# instances (IPv4, IPv6) holding the servers' gateway addresses LAB_GW4 / LAB_GW6 on BACK_IF.
+# The instance faults (and a master hands over at once with a priority-0 advert) when tunlb0
+# is gone (the balancer process died) or READY_FILE holds a non-zero value (the balancer is not
+# ready: starting, leaving, drained, or its event loop stalled).
+lab_keepalived_conf() {
+  local node=$1 ifc=$2 ready=$3 prio=${LAB_VRRP_PRIO[$1]}
+  cat <<CONF
+# keepalived on lab balancer $node (written by scripts/lab-lib.sh lab_keepalived_conf)
+global_defs {
+  router_id $node
+  dynamic_interfaces
+  vrrp_garp_master_delay 0
+  vrrp_garp_master_repeat 2
+  vrrp_garp_lower_prio_repeat 0
+}
+vrrp_track_file tunlb_ready { file "$ready" }
+vrrp_instance gw4 {
+  version 3
+  state BACKUP
+  interface $ifc
+  virtual_router_id ${LAB_VRRP_ID4}
+  priority $prio
+  nopreempt
+  advert_int ${LAB_VRRP_ADVERT_S}
+  virtual_ipaddress { ${LAB_GW4}/${LAB_PLEN4} dev $ifc }
+  track_interface { ${LAB_TUN_DEV} }
+  track_file { tunlb_ready weight 0 }
+}
+vrrp_instance gw6 {
+  version 3
+  state BACKUP
+  interface $ifc
+  virtual_router_id ${LAB_VRRP_ID6}
+  priority $prio
+  nopreempt
+  advert_int ${LAB_VRRP_ADVERT_S}
+  virtual_ipaddress { ${LAB_GW6}/${LAB_PLEN6} dev $ifc }
+  track_interface { ${LAB_TUN_DEV} }
+  track_file { tunlb_ready weight 0 }
+}
+CONF
+}
+
+# lab_keepalived_start NS NAME CONF_TEXT DIR [LOGDIR] : (re)start keepalived (VRRP only) in the
+# node with DIR/keepalived-NAME.conf, in the foreground of a background job (its PID in
+# DIR/keepalived-NAME.pid, its log in LOGDIR/keepalived-NAME.log; it forks one VRRP child,
+# which exits with it).
+lab_keepalived_start() {
+  local ns=$1 name=$2 dir=$4 logdir=${5:-$4} pid
+  mkdir -p "$dir" "$logdir"
+  printf '%s\n' "$3" >"$dir/keepalived-$name.conf"
+  lab_keepalived_stop "$name" "$dir"
+  lab_run "$ns" keepalived -t -f "$dir/keepalived-$name.conf" >>"$logdir/keepalived-$name.log" 2>&1 \
+    || lab_die "keepalived: bad config $dir/keepalived-$name.conf (see $logdir/keepalived-$name.log)"
+  if [[ -n $ns ]]; then
+    ip netns exec "$ns" nohup nice -n -10 keepalived -n -l -G -D --vrrp -f "$dir/keepalived-$name.conf" \
+      -p "$dir/keepalived-$name.run.pid" -r "$dir/keepalived-$name-vrrp.pid" </dev/null >>"$logdir/keepalived-$name.log" 2>&1 9>&- &
+  else
+    nohup nice -n -10 keepalived -n -l -G -D --vrrp -f "$dir/keepalived-$name.conf" \
+      -p "$dir/keepalived-$name.run.pid" -r "$dir/keepalived-$name-vrrp.pid" </dev/null >>"$logdir/keepalived-$name.log" 2>&1 9>&- &
+  fi
+  pid=$!
+  echo "$pid" >"$dir/keepalived-$name.pid"
+}
+lab_keepalived_stop() { lab_daemon_stop "$2/keepalived-$1.pid"; lab_daemon_stop "$2/keepalived-$1-vrrp.pid"; rm -f "$2/keepalived-$1.run.pid"; }

@@ -5,7 +5,9 @@
 # side effects, safe to source from inside a function (arrays are declared global).
 #
 #   network  IPv4          IPv6          members
-#   VIP      10.99.0.10    fd99::10      routed by the router to the entry balancer (lb1)
+#   VIP      10.99.0.10    fd99::10      entry ecmp (default): announced by every ready balancer
+#                                        (BIRD, eBGP + BFD) and spread by the router's ECMP;
+#                                        entry single: routed by the router to lb1 only
 #   front    10.99.1.0/24  fd99:1::/64   client .2, router .1
 #   lbnet    10.99.2.0/24  fd99:2::/64   router .1, lb1 .11, lb2 .12, lb3 .13 (+ peer traffic)
 #   back     10.99.3.0/24  fd99:3::/64   router .1, lb1..3 .11-.13, srv1..3 .21-.23
@@ -16,7 +18,7 @@ LAB_CLIENT=client
 LAB_ROUTER=router
 declare -ga LAB_BALANCERS=(lb1 lb2 lb3)
 declare -ga LAB_SERVERS=(srv1 srv2 srv3)
-LAB_ENTRY_BALANCER=lb1            # the router sends the VIP here; servers' default route (NAT mode)
+LAB_ENTRY_BALANCER=lb1            # --entry single: the router sends the VIP here; servers' default route (NAT)
 
 # ---- virtual service ----
 LAB_VIP4=10.99.0.10
@@ -41,6 +43,25 @@ LAB_MCAST_DATA_PORT=7947          # encapsulated packets
 # datagrams instead of ~45 (peer-served DSR/NAT uploads; bench/dataplane/RESULTS.md). Client
 # packets crossing lbnet stay within the front network's 1500.
 LAB_LBNET_MTU=${LAB_LBNET_MTU:-9000}
+
+# ---- ECMP entry (--entry ecmp, the default): BGP + BFD (BIRD 2) and the servers' VRRP gateway ----
+# Each balancer announces the VIPs it is ready to serve: tunlb writes `VIP dev tunlb0` into
+# kernel table LAB_ANNOUNCE_TABLE (config: announce.table) and its BIRD learns that table and
+# exports it to the router by eBGP (one session per family over lbnet, BFD on). The router's
+# BIRD installs one multipath route per VIP; its kernel hashes on the 5-tuple.
+LAB_ANNOUNCE_TABLE=101            # must equal announce.table in config/lab*.yaml
+LAB_ROUTER_AS=65000
+LAB_LB_AS=65001                   # every balancer: one AS (equal AS paths: ECMP at the router)
+LAB_BFD_INTERVAL_MS=100           # BFD tx/rx interval; detection = interval x multiplier
+LAB_BFD_MULTIPLIER=3
+LAB_BGP_HOLD_S=3                  # BGP hold time (BFD detects first; this is the fallback)
+# NAT return path: the servers' default gateway is a VRRP address (keepalived, VRRPv3) held by
+# one live balancer; keepalived tracks tunlb0 (gone with the process) and the balancer's
+# readiness file, so the gateway moves when the balancer dies, leaves or stalls.
+LAB_GW4=10.99.3.10;  LAB_GW6=fd99:3::10
+LAB_VRRP_ID4=51; LAB_VRRP_ID6=52
+LAB_VRRP_ADVERT_S=0.05            # VRRPv3 advert interval (s); master down after ~3 x advert
+declare -gA LAB_VRRP_PRIO=([lb1]=150 [lb2]=140 [lb3]=130)
 
 # ---- interface names ----
 LAB_TUN_DEV=tunlb0                # created by the balancer process in every balancer node
@@ -69,3 +90,7 @@ declare -gA LAB_BACK6=([lb1]=fd99:3::11 [lb2]=fd99:3::12 [lb3]=fd99:3::13
 # ---- state (namespace lab on one machine) ----
 LAB_DIR=/run/tunlb-lab      # pids/, logs/, cluster.key (32 bytes, 0600), lab.yaml; config/lab.yaml names the key
 LAB_CLUSTER_KEY=$LAB_DIR/cluster.key
+LAB_DAEMON_DIR=$LAB_DIR/daemons   # per node: bird-NODE.conf/.ctl/.pid, keepalived-NODE.conf/.pid
+# The balancer's readiness file (announce.ready_file in config/lab*.yaml; "{id}" = lbN): 0 while
+# it announces, 1 otherwise. keepalived's track_file reads it.
+LAB_READY_FILE_PATTERN=$LAB_DIR/ready-{id}

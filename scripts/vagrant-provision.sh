@@ -13,6 +13,9 @@
 #   --dry-run   print the commands (one "+ cmd" line each) instead of running them; needs no root
 #   --netns NS  act on network namespace NS instead of this machine (testing the VM steps in
 #               namespaces: native-tests/vagrant.test.ts); only with --network / --tun-routes
+#   --entry E   ecmp (default: the router's BIRD spreads the VIPs over the balancers that
+#               announce them; the servers' gateway is the balancers' VRRP address) or single
+#               (the VIPs routed to lb1, the servers answer through lb1); also TUNLB_LAB_ENTRY
 # Environment: TUNLB_CLUSTER_KEY_HEX (balancers: the cluster key, hex; the Vagrantfile passes
 # one key to every VM), TUNLB_REPO (default: this script's repository, /vagrant in the VMs).
 #
@@ -21,10 +24,14 @@
 #              file keeps the name across reboots), addresses with lab_addr, sysctls, routes,
 #              and tunlb-lab-net.service, which re-applies the network part at every boot.
 #   client     curl, iperf3, node 20 + npm ci (scripts/traffic.ts).
-#   router     forwarding; the VIP routed to the entry balancer's lbnet address.
+#   router     forwarding; ecmp: bird2 and tunlb-lab-bird.service (BIRD with lab_bird_router_conf:
+#              eBGP + BFD with every balancer, one multipath route per VIP), the 5-tuple
+#              multipath hash; single: the VIP routed to the entry balancer's lbnet address.
 #   lbN        node 20 + scripts/install-deps.sh (npm ci, the native addon, the build);
 #              /etc/tunlb/cluster.key; tunlb-lab.service: `tunlb run --config config/lab.yaml
-#              --id lbN` (the lab's own config), then lab_tun_routes once tunlb0 exists.
+#              --id lbN` (the lab's own config), then lab_tun_routes once tunlb0 exists;
+#              ecmp: tunlb-lab-bird.service (BIRD announcing table 101, lab_bird_balancer_conf)
+#              and tunlb-lab-keepalived.service (the servers' VRRP gateway, lab_keepalived_conf).
 #   srvN       node 20 + npm ci; tunlb-lab-server.service (scripts/lab-server.ts) and
 #              tunlb-lab-iperf3.service (iperf3 -s).
 # Differences from the namespace lab (on purpose): a VM keeps its management NIC (eth0, Vagrant's)
@@ -43,6 +50,7 @@ source "$REPO/scripts/lab-lib.sh"
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
 DRY=0 NS="" MODE=all NODE="" TUN_PID=""
+ENTRY=${TUNLB_LAB_ENTRY:-ecmp}
 LAB_SUPER4=10.99.0.0/16           # every lab prefix (VIP, front, lbnet, back): routed via the lab
 LAB_SUPER6=fd99::/16
 NODE_MAJOR=20
@@ -187,8 +195,13 @@ net_client() {
 net_router() {
   lab_sysctl_forwarder "$NS"
   net_nics "$1"
-  lab_ip "$NS" route replace "$LAB_VIP4/32" via "${LAB_LBNET4[$LAB_ENTRY_BALANCER]}"
-  lab_ip "$NS" -6 route replace "$LAB_VIP6/128" via "${LAB_LBNET6[$LAB_ENTRY_BALANCER]}"
+  if [[ $ENTRY == ecmp ]]; then
+    # The VIP routes are BIRD's (tunlb-lab-bird.service); the kernel hashes on the 5-tuple.
+    lab_sysctl_ecmp_router "$NS"
+  else
+    lab_ip "$NS" route replace "$LAB_VIP4/32" via "${LAB_LBNET4[$LAB_ENTRY_BALANCER]}"
+    lab_ip "$NS" -6 route replace "$LAB_VIP6/128" via "${LAB_LBNET6[$LAB_ENTRY_BALANCER]}"
+  fi
 }
 
 net_balancer() {
@@ -203,9 +216,14 @@ net_balancer() {
 net_server() {
   lab_sysctl_host "$NS"
   net_nics "$1"
-  # NAT mode: replies go back through the entry balancer.
-  lab_ip "$NS" route replace "$LAB_SUPER4" via "${LAB_BACK4[$LAB_ENTRY_BALANCER]}"
-  lab_ip "$NS" -6 route replace "$LAB_SUPER6" via "${LAB_BACK6[$LAB_ENTRY_BALANCER]}"
+  # NAT mode: replies go back through the balancers' VRRP gateway (ecmp) or the entry balancer.
+  if [[ $ENTRY == ecmp ]]; then
+    lab_ip "$NS" route replace "$LAB_SUPER4" via "$LAB_GW4"
+    lab_ip "$NS" -6 route replace "$LAB_SUPER6" via "$LAB_GW6"
+  else
+    lab_ip "$NS" route replace "$LAB_SUPER4" via "${LAB_BACK4[$LAB_ENTRY_BALANCER]}"
+    lab_ip "$NS" -6 route replace "$LAB_SUPER6" via "${LAB_BACK6[$LAB_ENTRY_BALANCER]}"
+  fi
 }
 
 cmd_network() {
@@ -264,7 +282,7 @@ packages() {
   fi
   case $(role_of "$n") in
     router)
-      if ((DRY)); then printf '+ lab_ensure_tools ip:iproute2 tcpdump:tcpdump\n'; else lab_ensure_tools ip:iproute2 tcpdump:tcpdump; fi ;;
+      if ((DRY)); then printf '+ lab_ensure_tools ip:iproute2 tcpdump:tcpdump bird:bird2\n'; else lab_ensure_tools ip:iproute2 tcpdump:tcpdump bird:bird2; fi ;;
     *)
       ensure_node
       # Debian packages + npm ci (native addon, build): exactly what CI and the namespace lab use.
@@ -306,6 +324,8 @@ Type=simple
 # config/lab.yaml names /run/tunlb-lab/cluster.key; the key lives in /etc/tunlb.
 RuntimeDirectory=tunlb-lab
 RuntimeDirectoryMode=0700
+# keep the ready file (announce.ready_file, keepalived's track_file) across restarts
+RuntimeDirectoryPreserve=yes
 ExecStartPre=/usr/bin/install -m 0600 /etc/tunlb/cluster.key /run/tunlb-lab/cluster.key
 ExecStart=/usr/bin/env node $REPO/bin/tunlb run --config $REPO/config/lab.yaml --id $n
 ExecStartPost=/bin/bash $REPO/scripts/vagrant-provision.sh --tun-routes $n \$MAINPID
@@ -349,6 +369,53 @@ WantedBy=multi-user.target
 EOF
 }
 
+# tunlb-lab-bird.service: BIRD in the foreground with the lab's config for this node (the same
+# generator as the namespace lab), its control socket /run/tunlb-lab-bird/bird.ctl.
+unit_bird() {
+  local n=$1 conf
+  if [[ $(role_of "$n") == router ]]; then
+    conf=$(lab_bird_router_conf "$LAB_ROUTER_LBNET4" "$LAB_IF_LB_LBNET" "${LAB_BALANCERS[@]}")
+  else
+    conf=$(lab_bird_balancer_conf "${LAB_LBNET4[$n]}" "$LAB_IF_LB_LBNET" "${LAB_LBNET4[$n]}" "${LAB_LBNET6[$n]}" "$LAB_ROUTER_LBNET4" "$LAB_ROUTER_LBNET6")
+  fi
+  write_file /etc/tunlb/bird.conf 0644 <<<"$conf"
+  write_file "$UNIT_DIR/tunlb-lab-bird.service" 0644 <<EOF
+[Unit]
+Description=tunlb lab: BIRD 2 on $n (BGP + BFD, scripts/lab-lib.sh)
+After=network-online.target tunlb-lab-net.service
+Wants=network-online.target
+
+[Service]
+RuntimeDirectory=tunlb-lab-bird
+ExecStartPre=/usr/sbin/bird -p -c /etc/tunlb/bird.conf
+ExecStart=/usr/sbin/bird -f -c /etc/tunlb/bird.conf -s /run/tunlb-lab-bird/bird.ctl
+Restart=on-failure
+Nice=-10
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+# tunlb-lab-keepalived.service: the servers' VRRP gateway among the balancers (NAT).
+unit_keepalived() {
+  local n=$1
+  write_file /etc/tunlb/keepalived.conf 0644 <<<"$(lab_keepalived_conf "$n" "$LAB_IF_LB_BACK" "${LAB_READY_FILE_PATTERN//\{id\}/$n}")"
+  write_file "$UNIT_DIR/tunlb-lab-keepalived.service" 0644 <<EOF
+[Unit]
+Description=tunlb lab: keepalived on $n (the servers' VRRP gateway, scripts/lab-lib.sh)
+After=network-online.target tunlb-lab-net.service
+
+[Service]
+ExecStart=/usr/sbin/keepalived -n -l -G --vrrp -f /etc/tunlb/keepalived.conf -p /run/tunlb-lab-keepalived.pid -r /run/tunlb-lab-keepalived-vrrp.pid
+Restart=on-failure
+Nice=-10
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
 cluster_key() {
   if [[ -n ${TUNLB_CLUSTER_KEY_HEX:-} ]]; then
     [[ $TUNLB_CLUSTER_KEY_HEX =~ ^([0-9a-fA-F]{2}){32,}$ ]] || lab_die "TUNLB_CLUSTER_KEY_HEX must be at least 32 bytes of hex"
@@ -368,14 +435,32 @@ services() {
     balancer)
       cluster_key
       unit_balancer "$n"
-      host systemctl daemon-reload
-      host systemctl enable tunlb-lab-net.service tunlb-lab.service
-      host systemctl restart tunlb-lab.service ;;
+      if [[ $ENTRY == ecmp ]]; then
+        unit_bird "$n"
+        unit_keepalived "$n"
+        host systemctl daemon-reload
+        host systemctl enable tunlb-lab-net.service tunlb-lab.service tunlb-lab-bird.service tunlb-lab-keepalived.service
+        host systemctl restart tunlb-lab-bird.service tunlb-lab-keepalived.service tunlb-lab.service
+      else
+        host systemctl daemon-reload
+        host systemctl enable tunlb-lab-net.service tunlb-lab.service
+        host systemctl restart tunlb-lab.service
+      fi ;;
     server)
       unit_server "$n"
       host systemctl daemon-reload
       host systemctl enable tunlb-lab-net.service tunlb-lab-server.service tunlb-lab-iperf3.service
       host systemctl restart tunlb-lab-server.service tunlb-lab-iperf3.service ;;
+    router)
+      if [[ $ENTRY == ecmp ]]; then
+        unit_bird "$n"
+        host systemctl daemon-reload
+        host systemctl enable tunlb-lab-net.service tunlb-lab-bird.service
+        host systemctl restart tunlb-lab-bird.service
+      else
+        host systemctl daemon-reload
+        host systemctl enable tunlb-lab-net.service
+      fi ;;
     *)
       host systemctl daemon-reload
       host systemctl enable tunlb-lab-net.service ;;
@@ -395,6 +480,7 @@ while (($#)); do
   case $1 in
     --dry-run) DRY=1; shift ;;
     --netns) NS=${2:-}; [[ -n $NS ]] || usage; shift 2 ;;
+    --entry) ENTRY=${2:-}; shift 2 || usage ;;
     --network) MODE=network; shift ;;
     --tun-routes) MODE=tun-routes; shift ;;
     --plan) MODE=plan; shift ;;
@@ -404,6 +490,7 @@ while (($#)); do
   esac
 done
 
+[[ $ENTRY == ecmp || $ENTRY == single ]] || lab_die "--entry must be ecmp or single"
 if [[ $MODE == plan ]]; then cmd_plan; exit 0; fi
 [[ -n $NODE ]] || usage
 role_of "$NODE" >/dev/null || lab_die "unknown node '$NODE' (one of: $(all_nodes))"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cluster benchmark (`npm run bench:cluster`, root; not part of the tests): the three-balancer
-# namespace lab (scripts/lab.sh up: lb1 entry, lb2, lb3, replication on), measured end to end.
+# namespace lab (scripts/lab.sh up: the ECMP entry, every balancer receives; replication on),
+# measured end to end. The `entry` test compares it with the single entry (lb1 only).
 #
 # Tests, in this order (the failover tests run first, while the flow tables are small):
 #   failover  FO_CONNS long-lived TCP echo connections through the VIP, one message every
@@ -47,7 +48,9 @@
 #   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=5 (s into the run) STALL_WARMUP=2 (s)
 #   QUIET_PCT=30 QUIET_WAIT=20   wait (at most QUIET_WAIT s) until processes outside the lab use
 #                                less than QUIET_PCT % of a core, before each test group
-#   BENCH_ONLY="failover newflows"   tests to run (either or both)
+#   BENCH_ONLY="failover newflows entry"   tests to run (any of them)
+#   ENTRY_SECS=8 ENTRY_STREAMS=8     entry: the ECMP entry against the single entry (iperf3 TCP
+#                                    and UDP 64 B through the VIP, per-balancer CPU; entry.md)
 #   BENCH_PROFILE=1   balancers under `node --cpu-prof` (TUNLB_CMD of lab.sh); only the newflows
 #                     test runs; prints the hottest functions of lb1 (and lb2, lb3)
 #   BENCH_OUT=/tmp/tunlb-bench-cluster BENCH_LOCK=/tmp/tunlb-lab-session.lock BENCH_LOCK_WAIT=900
@@ -78,8 +81,11 @@ FO_KILL_AFTER=${FO_KILL_AFTER:-5}
 STALL_WARMUP=${STALL_WARMUP:-2}
 QUIET_PCT=${QUIET_PCT:-30}
 QUIET_WAIT=${QUIET_WAIT:-20}
+ENTRY_SECS=${ENTRY_SECS:-8}
+ENTRY_STREAMS=${ENTRY_STREAMS:-8}
+NCPU=$(nproc)
 PROFILE=${BENCH_PROFILE:-0}
-ONLY=${BENCH_ONLY:-failover newflows}
+ONLY=${BENCH_ONLY:-failover newflows entry}
 [[ $PROFILE == 1 ]] && ONLY=newflows
 OUT=${BENCH_OUT:-/tmp/tunlb-bench-cluster}
 LOCK=${BENCH_LOCK:-/tmp/tunlb-lab-session.lock}
@@ -287,6 +293,66 @@ sweep() {
   echo "ip netns exec $CL $BIN/newflows $VIP $NF_PORT $NF_SWEEP_SECS RATE $NF_SRC_BASE $NF_NSRC FIRST" >"$OUT/sweep.cmd"
 }
 
+# ---- entry: the ECMP entry against the single entry, measured in one run ----
+# For each entry (single: the router sends the VIP to lb1; ecmp: to every balancer that
+# announces it): ENTRY_STREAMS parallel HTTP downloads through the VIP (curl of lab-server's
+# /bytes, one TCP connection each: spread over the balancers by the router's 5-tuple hash and
+# over the servers; in NAT the data comes back through the VRRP gateway) for ENTRY_SECS s, then
+# scripts/traffic.ts udpflood (64-byte datagrams to the UDP echo service, ENTRY_STREAMS senders,
+# unpaced; echoes counted at the client) for ENTRY_SECS s; the CPU of each balancer (% of one
+# core) and of the whole machine over each run. (iperf3 does not fit: its control and data
+# connections are separate flows that NAT sends to different servers.) Rows: $OUT/entry.md.
+entry_run() { # entry_run ENTRY
+  local e=$1 kind i
+  bash "$LAB" up --entry "$e" >>"$OUT/lab.log" 2>&1 || die "lab.sh up --entry $e failed (see $OUT/lab.log)"
+  wait_serving 60 || die "not serving after lab.sh up --entry $e"
+  wait_quiet "entry-$e"
+  for kind in tcp udp; do
+    cpu_snap "$OUT/entry-$e-$kind.cpu0"
+    if [[ $kind == tcp ]]; then
+      : >"$OUT/entry-$e-tcp.bytes"
+      for ((i = 0; i < ENTRY_STREAMS; i++)); do
+        timeout $((ENTRY_SECS + 5)) ip netns exec "$CL" curl -s -o /dev/null -m "$ENTRY_SECS" -w '%{size_download}\n' \
+          "http://$VIP:$LAB_HTTP_PORT/bytes?n=10000000000" >>"$OUT/entry-$e-tcp.bytes" 2>/dev/null &
+      done
+      wait
+    else
+      timeout $((ENTRY_SECS + 15)) ip netns exec "$CL" "$NODE_BIN" --import tsx "$REPO/scripts/traffic.ts" udpflood \
+        --duration-s "$ENTRY_SECS" --senders "$ENTRY_STREAMS" --size 64 --json --quiet >"$OUT/entry-$e-udp.json" 2>/dev/null || true
+    fi
+    cpu_snap "$OUT/entry-$e-$kind.cpu1"
+    sleep 1
+  done
+}
+
+# cpu_pct SNAP0 SNAP1 NAME: % of one core NAME used between two cpu_snaps
+cpu_pct() {
+  awk -v n="$3" -v hz="$(getconf CLK_TCK)" 'NR == FNR { a[$1] = $2; next } { b[$1] = $2 }
+    END { dt = (b["t_ms"] - a["t_ms"]) / 1000; if (n == "host") printf "%.0f", 100 * (b["host_total"] - a["host_total"] - (b["host_idle"] - a["host_idle"])) / hz / dt;
+          else printf "%.0f", 100 * (b[n] - a[n]) / hz / dt }' "$1" "$2"
+}
+
+entry_tests() {
+  local e kind
+  for e in single ecmp; do entry_run "$e"; done
+  {
+    echo "| entry | TCP, ${ENTRY_STREAMS} HTTP downloads (Gbit/s) | UDP 64 B echoed (kpps) | CPU lb1 / lb2 / lb3 (% of a core), TCP | same, UDP | whole machine (% of ${NCPU} cores), TCP / UDP |"
+    echo "|---|---:|---:|---|---|---|"
+    for e in single ecmp; do
+      local gbps kpps c
+      gbps=$(awk -v s="$ENTRY_SECS" '{ t += $1 } END { printf "%.2f", t * 8 / s / 1e9 }' "$OUT/entry-$e-tcp.bytes")
+      kpps=$(jq -r '(.received // 0) / (.durationS // 1) / 1000 | . * 10 | round / 10' "$OUT/entry-$e-udp.json" 2>/dev/null || echo '?')
+      c=""
+      for kind in tcp udp; do
+        c+="$(cpu_pct "$OUT/entry-$e-$kind.cpu0" "$OUT/entry-$e-$kind.cpu1" lb1) / $(cpu_pct "$OUT/entry-$e-$kind.cpu0" "$OUT/entry-$e-$kind.cpu1" lb2) / $(cpu_pct "$OUT/entry-$e-$kind.cpu0" "$OUT/entry-$e-$kind.cpu1" lb3) | "
+      done
+      echo "| $e | $gbps | $kpps | $c$(cpu_pct "$OUT/entry-$e-tcp.cpu0" "$OUT/entry-$e-tcp.cpu1" host) / $(cpu_pct "$OUT/entry-$e-udp.cpu0" "$OUT/entry-$e-udp.cpu1" host) |"
+    done
+    echo
+    echo "commands: \`ip netns exec $CL curl -m $ENTRY_SECS http://$VIP/bytes?n=1e10\` x $ENTRY_STREAMS in parallel, and \`scripts/traffic.ts udpflood --senders $ENTRY_STREAMS --size 64 --duration-s $ENTRY_SECS\`, after \`lab.sh up --entry single|ecmp\`; CPU from /proc/PID/stat and /proc/stat over each run"
+  } >"$OUT/entry.md"
+}
+
 session() {
   trap session_cleanup EXIT
   trap 'exit 130' INT TERM HUP
@@ -311,6 +377,7 @@ session() {
     newflows_test
     [[ -z $NF_SWEEP ]] || sweep
   fi
+  if [[ " $ONLY " == *" entry "* ]]; then entry_tests; fi
   if [[ $PROFILE == 1 ]]; then
     # SIGTERM so that --cpu-prof writes the profiles as the processes exit (lab.sh down would
     # KILL after 3 s; a large profile takes longer to write)
@@ -346,5 +413,6 @@ else
   log "waiting for the lab lock $LOCK"
   flock -w "${BENCH_LOCK_WAIT:-900}" "$LOCK" bash "$0" __session || die "lab session failed (raw results in $OUT)"
 fi
-(cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/report.ts" "$OUT")
+if [[ " $ONLY " == *" failover "* || " $ONLY " == *" newflows "* ]]; then (cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/report.ts" "$OUT"); fi
+if [[ -s $OUT/entry.md ]]; then echo; echo "ECMP entry against the single entry (same run):"; cat "$OUT/entry.md"; fi
 log "total $((SECONDS - T0)) s; raw results in $OUT"

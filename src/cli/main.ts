@@ -11,13 +11,16 @@
  *   tunlb backends [--admin HOST:PORT] [--json]      backends' health and drain marks
  *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
  *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused)
+ *   tunlb drain-self / undrain-self [--admin HOST:PORT]   withdraw this balancer's VIP announcement and
+ *                                        hand its flows to their backups (maintenance), or undo it
  *   tunlb ready [--admin HOST:PORT] [--allow-down IDS] [--wait S]   exit 0 when serving with every peer
  *                                        serving and every checked backend healthy, else 3 (src/cli/readiness.ts)
  *   tunlb capture --iface IF [--filter BPF] [--count N] [--out F.pcap] [--decode]   packet capture
  *
  * Exit codes: 0 done; 1 error; 2 usage or config problem (or a reload refused); 3 `ready`: not ready.
  *
- * The admin subcommands (stats, flows, status, backends, drain, undrain, ready, reload) send the bearer
+ * The admin subcommands (stats, flows, status, backends, drain, undrain, drain-self, undrain-self,
+ * ready, reload) send the bearer
  * token of --token-file FILE (or $TUNLB_ADMIN_TOKEN_FILE) when the endpoint has admin.token_file.
  */
 import { readFileSync } from 'node:fs';
@@ -55,7 +58,8 @@ export function main(argv: string[]): void {
       const shutdown = (sig: string): void => {
         if (stopping !== undefined) return;
         stopping = sig;
-        if (balancer !== undefined) void balancer.stop(sig).then(() => process.exit(0));
+        // A planned stop: withdraw, tell the peers, serve until they took over, then exit.
+        if (balancer !== undefined) void balancer.leave(sig).then(() => process.exit(0));
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
@@ -68,7 +72,7 @@ export function main(argv: string[]): void {
         }
       });
       balancer = await Balancer.start({ configPath: opts.config, id: opts.id, logLevel: opts.logLevel, adminListen: opts.admin });
-      if (stopping !== undefined) await balancer.stop(stopping).then(() => process.exit(0));
+      if (stopping !== undefined) await balancer.leave(stopping).then(() => process.exit(0));
     });
 
   program
@@ -160,6 +164,15 @@ export function main(argv: string[]): void {
         );
       }
       console.log(`  flows held here: ${body.flows.active} of ${body.flows.capacity}`);
+      const an = body.announce;
+      if (an) {
+        const holds = Object.entries(an.holds).map(([k, v]) => `${k}: ${v}`).join('; ');
+        console.log(`  announcement: ${an.table === null ? 'off (no announce.table)' : `table ${an.table}`}${holds ? ` (held: ${holds})` : ''}`);
+        for (const v of body.vips) {
+          if (v.announced === null || v.announced === undefined) continue;
+          console.log(`    ${v.name.padEnd(10)} ${v.address.padEnd(16)} ${v.announced.announced ? 'announced' : 'withdrawn'} since ${v.announced.since} (${v.announced.reason})`);
+        }
+      }
       const ev = body.events.slice(-8);
       if (ev.length > 0) {
         console.log('  recent events:');
@@ -199,6 +212,23 @@ export function main(argv: string[]): void {
         const body = (await adminCall(opts, 'POST', `/api/v1/backends/${name}`, { vip, address })) as { changed: boolean };
         if (opts.json) console.log(JSON.stringify(body));
         else console.log(body.changed ? `${vip} ${address}: ${name}ed` : `${vip} ${address}: already ${name}ed`);
+      });
+  }
+
+  for (const [name, desc] of [
+    ['drain-self', "maintenance: withdraw this balancer's VIP announcement (routers stop sending it traffic) and hand its flows to their backups; it keeps serving what still reaches it"],
+    ['undrain-self', 'end drain-self: serve and announce the VIPs again'],
+  ] as const) {
+    program
+      .command(name)
+      .description(desc)
+      .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+      .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
+      .option('--json', 'machine-readable output')
+      .action(async (opts: { admin: string; json?: boolean }) => {
+        const body = (await adminCall(opts, 'POST', `/api/v1/self/${name === 'drain-self' ? 'drain' : 'undrain'}`)) as { status: string; announce: Array<{ name: string; announced: boolean }> };
+        if (opts.json) console.log(JSON.stringify(body));
+        else console.log(`${name === 'drain-self' ? 'drained' : 'undrained'}: status ${body.status}; ${body.announce.map((v) => `${v.name} ${v.announced ? 'announced' : 'withdrawn'}`).join(', ') || 'no VIPs'}`);
       });
   }
 
@@ -427,5 +457,7 @@ interface StatusBody {
     flowsAsBackup: number;
   }>;
   flows: { active: number; capacity: number };
+  announce?: { table: number | null; ready: boolean; holds: Record<string, string> } | null;
+  vips: Array<{ name: string; address: string; announced?: { announced: boolean; reason: string; since: string } | null }>;
   events: Array<Record<string, unknown>>;
 }

@@ -277,6 +277,8 @@ class Peer {
   heardBaseMs = 0;
   /** Real time of the last matching ack (for lastAckAgoMs), or -1. */
   lastAckMs = -1;
+  /** Our send time of the probe the last matching ack answered, or -1 (leave: acked after?). */
+  lastAckedProbeMs = -1;
   rttMs = -1;
   srttMs = -1;
   misses = 0;
@@ -352,6 +354,8 @@ export class Membership {
   readonly #selfIncarnation: number | undefined;
   readonly #probeIsEvidence: boolean;
   #selfStatus: number;
+  /** When leave() was first called (our clock), or -1. */
+  #leaveSinceMs = -1;
   #lastTickMs = -1;
   #ticked = false;
   #judgedLast = true;
@@ -405,6 +409,42 @@ export class Membership {
     const v = SELF_STATUS[status];
     if (v === undefined) throw validationError(`unknown status '${String(status)}'`);
     this.#selfStatus = v;
+  }
+
+  /**
+   * Planned stop or drain-self: status DRAINING from now on, and a probe carrying it to every
+   * peer at once (not at the next tick). A peer that reads it counts this balancer as not live
+   * at once (`live[i] = 0`): it sends the flows whose primary is this balancer to their backup
+   * and decides no new flow for it. Call again to resend (lost probes); `leaveAcked` says when
+   * every peer has answered a probe sent since the first call.
+   */
+  leave(): void {
+    const now = this.#now();
+    if (this.#leaveSinceMs < 0) this.#leaveSinceMs = now;
+    this.#selfStatus = PeerStatusValue.DRAINING;
+    this.#sendProbes(now);
+  }
+
+  /** Back from a drain-self: SERVING again (peers learn it from the next probe). */
+  unleave(): void {
+    this.#leaveSinceMs = -1;
+    this.#selfStatus = PeerStatusValue.SERVING;
+    this.#sendProbes(this.#now());
+  }
+
+  /**
+   * True once every peer that counts as alive (UP or SUSPECT) has acked a probe we sent since
+   * `leave()`: each has read our DRAINING status (acks are sent after the probe is processed),
+   * so none sends us flows any more. Peers that are DEAD or UNKNOWN have nothing to hand over.
+   */
+  leaveAcked(): boolean {
+    if (this.#leaveSinceMs < 0) return false;
+    for (const p of this.#peers) {
+      if (p.index === this.selfIndex) continue;
+      if (p.state !== PeerState.UP && p.state !== PeerState.SUSPECT) continue;
+      if (p.lastAckedProbeMs < this.#leaveSinceMs) return false;
+    }
+    return true;
   }
 
   /** State of balancer i (PeerState); self reads as UP. */
@@ -478,10 +518,18 @@ export class Membership {
       }
     }
 
+    // A new tick: the per-tick budgets for unconfirmed probes renew (header, "Incarnations").
     for (const p of this.#peers) {
-      if (p.index === this.selfIndex) continue;
       p.unconfirmedAnswers = 0;
       p.challenged = false;
+    }
+    this.#sendProbes(now);
+  }
+
+  /** One probe to every peer, stamped `now`, carrying our status. */
+  #sendProbes(now: number): void {
+    for (const p of this.#peers) {
+      if (p.index === this.selfIndex) continue;
       this.#probe(p, now);
     }
   }
@@ -589,6 +637,7 @@ export class Membership {
     p.rttMs = rtt;
     p.srttMs = p.srttMs < 0 ? rtt : p.srttMs + (rtt - p.srttMs) / 8;
     p.lastAckMs = now;
+    p.lastAckedProbeMs = p.sentAt[slot]!;
     p.ackBaseMs = now;
     p.heardBaseMs = now;
     p.misses = 0;

@@ -87,7 +87,7 @@ function parseText(text: string, source: string, format: 'yaml' | 'json'): { dat
  * YAML writes a section whose fields are all commented out (`admin:` alone) as null; treat such
  * an optional section as absent, so its defaults apply. (Mutates the freshly parsed data.)
  */
-const OPTIONAL_SECTIONS = [['tun'], ['vips'], ['flow_table'], ['admin'], ['log'], ['cluster', 'replication'], ['cluster', 'probe'], ['flow_table', 'timeouts']];
+const OPTIONAL_SECTIONS = [['tun'], ['vips'], ['flow_table'], ['admin'], ['announce'], ['log'], ['cluster', 'replication'], ['cluster', 'probe'], ['flow_table', 'timeouts']];
 function dropEmptySections(data: Record<string, unknown>): void {
   for (const path of OPTIONAL_SECTIONS) {
     let parent: unknown = data;
@@ -270,6 +270,13 @@ function build(f: ConfigFile, source: string, key: SecretKey, keySource: KeySour
     admin: {
       listen: { host: listen.host, port: listen.port, address: ip(listen.host) },
       tokenFile: f.admin.token_file === undefined ? null : resolve(baseDir, f.admin.token_file),
+    },
+    announce: {
+      table: f.announce.table ?? null,
+      // "{id}" is the selecting balancer's id: kept here, replaced by the balancer (one file per balancer).
+      readyFile: f.announce.ready_file === undefined ? null : resolve(baseDir, f.announce.ready_file),
+      watchdogMs: f.announce.watchdog_ms ?? f.cluster.probe.interval_ms * f.cluster.probe.misses,
+      leaveTimeoutMs: f.announce.leave_timeout_ms,
     },
     log: { level: f.log.level },
     warnings,

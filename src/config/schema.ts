@@ -256,6 +256,33 @@ export const AdminSchema = z.strictObject({
   token_file: z.string().min(1).optional(),
 });
 
+export const AnnounceSchema = z.strictObject({
+  /**
+   * Kernel routing table (1..4294967295, not 253 default, 254 main, 255 local) into which the
+   * balancer writes one route `VIP dev <tun>` per VIP while it is ready to serve it (synced,
+   * TUN up, not draining, event loop alive); a routing daemon (BIRD) learns that table and
+   * announces the VIPs. Default: none (no announcement).
+   */
+  table: int(1, 4_294_967_295)
+    .refine((t) => t < 253 || t > 255, { message: 'tables 253 (default), 254 (main) and 255 (local) are the kernel\'s own' })
+    .optional(),
+  /**
+   * File the balancer keeps at "0" while it announces and "1" otherwise (e.g. for keepalived's
+   * track_file); "{id}" is replaced by the balancer's id. Default: none.
+   */
+  ready_file: z.string().min(1).optional(),
+  /**
+   * Watchdog: a thread that withdraws the announcement when the event loop has not run for this
+   * long (a wedged balancer stops receiving); 0 = off. Default: probe.interval_ms × misses.
+   */
+  watchdog_ms: int(0, 60_000).optional(),
+  /**
+   * Planned stop (SIGTERM): longest wait for every live peer to acknowledge that this balancer
+   * is leaving before it exits anyway. Default 2000 ms.
+   */
+  leave_timeout_ms: int(0, 60_000).default(2000),
+});
+
 export const LogSchema = z.strictObject({
   /** Log level (pino): fatal, error, warn, info, debug, trace, silent. Default info. */
   level: z.enum(LOG_LEVELS).default('info'),
@@ -277,6 +304,8 @@ export const ConfigFileSchema = z.strictObject({
   flow_table: FlowTableSchema.prefault({}),
   /** Admin API. */
   admin: AdminSchema.prefault({}),
+  /** VIP announcement to a routing daemon (ECMP entry), watchdog, planned stop. */
+  announce: AnnounceSchema.prefault({}),
   /** Logging. */
   log: LogSchema.prefault({}),
 });
@@ -350,6 +379,10 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'flow_table.timeouts.icmp_s': { expect: 'an integer 1..604800 (seconds)', default: '10' },
   'admin.listen': { expect: '"ip:port" or "[ipv6]:port"', default: '127.0.0.1:9180' },
   'admin.token_file': { expect: 'a file path', default: 'none' },
+  'announce.table': { expect: 'an integer 1..4294967295, not 253..255', default: 'none (no announcement)' },
+  'announce.ready_file': { expect: 'a file path ("{id}" = the balancer id)', default: 'none' },
+  'announce.watchdog_ms': { expect: 'an integer 0..60000 (milliseconds; 0 = off)', default: 'probe.interval_ms × misses' },
+  'announce.leave_timeout_ms': { expect: 'an integer 0..60000 (milliseconds)', default: '2000' },
   'log.level': { expect: LOG_LEVELS.join(', '), default: 'info' },
   // Sections (mappings / lists) themselves, for "missing" and "wrong type" messages.
   cluster: { expect: 'a mapping with id and key_file or key_env', default: 'required' },
@@ -361,5 +394,6 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   flow_table: { expect: 'a mapping', default: '{}' },
   'flow_table.timeouts': { expect: 'a mapping', default: '{}' },
   admin: { expect: 'a mapping', default: '{}' },
+  announce: { expect: 'a mapping', default: '{}' },
   log: { expect: 'a mapping', default: '{}' },
 };

@@ -144,6 +144,16 @@ export interface AdminConfig {
   readonly tokenFile: string | null;
 }
 
+export interface AnnounceConfig {
+  /** Kernel table for the VIP routes; null = no announcement. */
+  readonly table: number | null;
+  /** Readiness file, "{id}" replaced, resolved against the config file's directory; null = none. */
+  readonly readyFile: string | null;
+  /** Event-loop stall (ms) after which the watchdog withdraws; 0 = off. */
+  readonly watchdogMs: number;
+  readonly leaveTimeoutMs: number;
+}
+
 export interface LogConfig {
   readonly level: LogLevel;
 }
@@ -157,6 +167,7 @@ export interface Config {
   readonly vips: readonly VipConfig[];
   readonly flowTable: FlowTableConfig;
   readonly admin: AdminConfig;
+  readonly announce: AnnounceConfig;
   readonly log: LogConfig;
   /** Non-fatal remarks (e.g. capacity rounded up, admin exposed without token). Log them at warn. */
   readonly warnings: readonly string[];

@@ -23,6 +23,9 @@
  *                         400 with a message for an unknown VIP or backend
  *   POST /api/v1/reload   reload the config file (src/control/reload.ts): 200 with what changed;
  *                         400 {error, code, errors[]} when refused (the running config stays)
+ *   POST /api/v1/self/drain, /api/v1/self/undrain   `tunlb drain-self` / `undrain-self`: withdraw
+ *                         the VIP announcement and hand this balancer's flows to their backups
+ *                         (peers see status DRAINING), or undo it; 200 {status, announce}
  *
  * Bearer token (config `admin.token_file`): read once at start (surrounding whitespace
  * trimmed; an empty or unreadable file fails the start with one line). When set, /api/* and
@@ -35,7 +38,9 @@
  * with events this endpoint derives from counters once a second: `self_serving` /
  * `self_syncing` (this balancer's status), `failover_active` / `failover_ended` (packets
  * sent via a flow's backup because its primary is dead), `forwarding_changed` (the
- * forwarding table's generation moved: VIPs or backends changed).
+ * forwarding table's generation moved: VIPs or backends changed), and the announcement's
+ * (src/control/announcer.ts): `vip_announced` / `vip_withdrawn` with the reason,
+ * `watchdog_withdrew`, `announce_failed`.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -66,8 +71,8 @@ export interface AdminEvent {
   balancer: string;
   reason: string;
   severity: 'info' | 'warn' | 'error';
-  /** 'membership' (probes, status) or 'admin' (derived from counters by this endpoint). */
-  source: 'membership' | 'admin';
+  /** 'membership' (probes, status), 'admin' (derived from counters by this endpoint), 'announce' (VIP routes). */
+  source: 'membership' | 'admin' | 'announce';
 }
 
 export interface HistorySample {
@@ -108,6 +113,9 @@ const SEVERITY: Record<string, AdminEvent['severity']> = {
   peer_draining: 'warn',
   failover_active: 'warn',
   self_syncing: 'warn',
+  vip_withdrawn: 'warn',
+  watchdog_withdrew: 'error',
+  announce_failed: 'error',
 };
 
 export class AdminServer {
@@ -296,7 +304,15 @@ class AdminState {
       severity: SEVERITY[e.type] ?? 'info',
       source: 'membership' as const,
     }));
-    const all = fromMembership.concat(this.events);
+    const fromAnnouncer: AdminEvent[] = (this.#b.announcer?.events ?? []).map((e) => ({
+      at: e.at,
+      type: e.type,
+      balancer: this.#b.selfId,
+      reason: e.vip !== undefined ? `${e.vip}: ${e.reason}` : e.reason,
+      severity: SEVERITY[e.type] ?? 'info',
+      source: 'announce' as const,
+    }));
+    const all = fromMembership.concat(fromAnnouncer, this.events);
     all.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
     return all.slice(-limit);
   }
@@ -391,10 +407,13 @@ class AdminState {
       balancers,
       flows: { active: b.table.size, capacity: b.table.capacity, ...counts },
       failover: { peerDownEvents: c?.membership.stats.failovers ?? 0, failoverPackets: st.failoverPackets, active: this.#failoverActive },
+      /** The ECMP entry: does this balancer announce each VIP (announce.table), and why (not). */
+      announce: b.announcer === undefined ? null : { table: b.announcer.table, ready: b.announcer.ready, holds: b.announcer.holds() },
       vips: b.forwarder.forwarding.config.vips.map((v) => ({
         name: v.name,
         address: v.address.text,
         method: v.method,
+        announced: announcedOf(b, v.name),
         backends: v.backends.map((x) => `${x.address.text}${x.port ? `:${x.port}` : ''}`),
       })),
       events: this.mergedEvents(50),
@@ -420,7 +439,7 @@ function fail(res: ServerResponse, e: unknown): void {
 }
 
 /** Endpoints that change state: POST only (everything else is GET/HEAD). */
-const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain', '/api/v1/reload']);
+const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain', '/api/v1/reload', '/api/v1/self/drain', '/api/v1/self/undrain']);
 const MAX_BODY = 65536;
 
 /** A small JSON request body (at most MAX_BODY bytes); null when empty or not a JSON object. */
@@ -438,6 +457,12 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown> |
   } catch {
     return null;
   }
+}
+
+/** The announcement state of VIP `name` ({announced, reason, since}), or null when unknown (added by a reload). */
+function announcedOf(b: BalancerView, name: string): { announced: boolean; reason: string; since: string } | null {
+  const s = b.announcer?.vips().find((x) => x.name === name);
+  return s === undefined ? null : { announced: s.announced, reason: s.reason, since: s.since };
 }
 
 function intParam(url: URL, name: string, dflt: number, max: number): number {
@@ -525,6 +550,17 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
         if (isTunlbError(e, ErrorCodes.ADMIN)) return send(400, { error: e.message });
         throw e;
       }
+    }
+    case '/api/v1/self/drain':
+    case '/api/v1/self/undrain': {
+      try {
+        if (path.endsWith('/drain')) await b.drainSelf();
+        else await b.undrainSelf();
+      } catch (e) {
+        if (isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message, code: e.code });
+        throw e;
+      }
+      return send(200, { status: b.cluster?.membership.selfStatus ?? 'serving', announce: b.announcer?.vips() ?? [] });
     }
     case '/api/v1/reload': {
       try {

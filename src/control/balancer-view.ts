@@ -18,6 +18,7 @@ import type { BackupRepair } from '../cluster/backup-repair';
 import type { HealthMonitor } from '../backends/health-monitor';
 import type { FlowSource } from './flow-listing';
 import type { ReloadResult } from './reload';
+import type { Announcer } from './announcer';
 
 export interface BalancerView extends FlowSource {
   readonly selfId: string;
@@ -35,6 +36,8 @@ export interface BalancerView extends FlowSource {
   readonly backupRepair?: Pick<BackupRepair, 'stats'> | undefined;
   /** Undefined before the health monitor starts. */
   readonly health: Pick<HealthMonitor, 'states' | 'stats'> | undefined;
+  /** The VIP announcement (ECMP entry): per-VIP state, holds, events, counters. */
+  readonly announcer?: Pick<Announcer, 'table' | 'ready' | 'vips' | 'holds' | 'events' | 'stats'>;
   /** Seconds since start (the flow table's clock). */
   nowSec(): number;
 }
@@ -44,4 +47,7 @@ export interface BalancerControl extends BalancerView {
   readonly health: Pick<HealthMonitor, 'states' | 'stats' | 'drain' | 'undrain'>;
   /** Reloads the config file; throws TunlbError when refused (nothing changed). */
   reload(): ReloadResult;
+  /** `tunlb drain-self` / `undrain-self` (src/control/balancer.ts). */
+  drainSelf(): Promise<void>;
+  undrainSelf(): Promise<void>;
 }

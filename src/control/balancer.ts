@@ -15,8 +15,17 @@
  *   8. cluster: bulk sync from a live peer (this balancer reports SYNCING meanwhile, so no
  *      peer sends it flows), then SERVING; read loops armed
  *
- * Shutdown (SIGTERM/SIGINT or `stop()`): stop reading, close the admin endpoint, release the
- * TUN device (the kernel removes it and its routes), log final counters. Idempotent.
+ *   9. announcement (src/control/announcer.ts): the VIP routes go into announce.table (a
+ *      routing daemon announces them: ECMP entry), the ready file reads 0
+ *
+ * Planned stop (SIGTERM/SIGINT: `leave()`): withdraw the announcement (the routers stop
+ * sending VIP traffic here within milliseconds), tell the peers this balancer is leaving
+ * (status DRAINING, at once: they hand its flows to their backups), keep serving what still
+ * arrives until every live peer has acknowledged (at most announce.leave_timeout_ms) plus
+ * LEAVE_LINGER_MS for packets in flight, then `stop()`.
+ *
+ * Shutdown (`stop()`): withdraw, stop reading, close the admin endpoint, release the TUN
+ * device (the kernel removes it and its routes), log final counters. Idempotent.
  *
  * The packet loops (TUN read → Forwarder → TUN write / peer send / DSR send) are the data
  * plane's (src/dataplane/data-plane.ts, with its event-loop contract); this class opens what
@@ -42,10 +51,15 @@ import { snapshotStats, type BalancerSnapshot } from './snapshot';
 import { L2Socket, interfaceInfo } from '../dataplane/l2-socket';
 import { NeighbourTable } from '../dataplane/neighbours';
 import { reloadConfig, type ReloadResult } from './reload';
+import { Announcer } from './announcer';
 
 /** Flow-table entry ids examined per expiry tick (every EXPIRY_INTERVAL_MS). */
 const EXPIRY_BUDGET = 65536;
 const EXPIRY_INTERVAL_MS = 100;
+/** Planned stop: how often the leaving probes are resent until every peer acknowledged. */
+const LEAVE_RESEND_MS = 10;
+/** Planned stop: serving on after the peers acknowledged, for packets already in flight. */
+const LEAVE_LINGER_MS = 50;
 
 export interface BalancerOptions {
   configPath: string;
@@ -79,6 +93,9 @@ export class Balancer {
   #rebuildPending = false;
   #admin: AdminServer | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
+  /** The VIP announcement (ECMP entry), readiness file and watchdog. */
+  announcer!: Announcer;
+  #leaving: Promise<void> | undefined;
   #stopped = false;
   #configPath = '';
 
@@ -217,12 +234,22 @@ export class Balancer {
       if (opts.device === undefined && NeighbourTable.needed(forwarding)) dsr = openDsr(forwarding, device, log);
       b = new Balancer(config, self.index, log, device, forwarding, hashKey, table, cluster, dataSocket, dsr);
       b.#t0 = t0;
+      const an = config.announce;
+      b.announcer = new Announcer({
+        table: opts.device === undefined ? an.table : null,
+        device: device.name,
+        vips: config.vips.map((v) => ({ name: v.name, address: v.address.text, family: v.address.family })),
+        readyFile: an.readyFile === null ? null : an.readyFile.replaceAll('{id}', self.balancer.id),
+        watchdogMs: an.watchdogMs,
+        log,
+      });
       b.#configPath = opts.configPath;
       b.#startHealth();
       const listen = opts.adminListen ?? `${config.admin.listen.host}:${config.admin.listen.port}`;
       if (listen !== 'off') b.#admin = await AdminServer.listen(listen, b);
       if (cluster !== undefined) await cluster.syncThenServe();
     } catch (e) {
+      await b?.announcer?.close();
       b?.health?.stop();
       cluster?.close();
       dataSocket?.close();
@@ -233,6 +260,7 @@ export class Balancer {
       throw e;
     }
     b.#arm();
+    await b.announcer.release('starting');
     log.info(
       {
         event: 'balancer_started',
@@ -246,6 +274,7 @@ export class Balancer {
         cluster: cluster ? { incarnation: cluster.incarnation, syncedFrom: cluster.syncedFrom, replication: config.cluster.replication.mode } : 'single',
         admin: b.#admin?.address ?? 'off',
         peerSplit: b.peerSplit,
+        announce: config.announce.table === null ? 'off' : { table: config.announce.table, vips: b.announcer.vips().map((v) => `${v.name} ${v.announced ? 'announced' : 'withdrawn'}`) },
       },
       `balancer ${self.balancer.id} serving on ${device.name}`,
     );
@@ -355,8 +384,64 @@ export class Balancer {
     return this.#dataPlane.peerSplit;
   }
 
+  /**
+   * `tunlb drain-self` (maintenance): withdraw the announcement and tell the peers this
+   * balancer drains (they hand its flows to their backups and give it no new ones); it keeps
+   * serving whatever still reaches it. `undrainSelf` undoes it.
+   */
+  async drainSelf(): Promise<void> {
+    if (this.#stopped || this.#leaving !== undefined) throw new TunlbError(ErrorCodes.USAGE, 'balancer is stopping');
+    await this.announcer.hold('drained', 'tunlb drain-self');
+    this.cluster?.membership.leave();
+    this.log.info({ event: 'self_drained' }, `${this.selfId} drained: announcement withdrawn, peers take its flows over`);
+  }
+
+  async undrainSelf(): Promise<void> {
+    if (this.#stopped || this.#leaving !== undefined) throw new TunlbError(ErrorCodes.USAGE, 'balancer is stopping');
+    this.cluster?.membership.unleave();
+    await this.announcer.release('drained');
+    this.log.info({ event: 'self_undrained' }, `${this.selfId} undrained: serving and announcing again`);
+  }
+
+  /**
+   * Planned stop (SIGTERM, SIGINT): withdraw, tell the peers, serve until they have taken over
+   * (bounded by announce.leave_timeout_ms), then stop(). Idempotent; returns the same promise.
+   */
+  leave(reason = 'SIGTERM'): Promise<void> {
+    this.#leaving ??= this.#leave(reason);
+    return this.#leaving;
+  }
+
+  async #leave(reason: string): Promise<void> {
+    if (this.#stopped) return;
+    const t0 = performance.now();
+    await this.announcer.hold('leaving', reason);
+    const withdrawnMs = performance.now() - t0;
+    const m = this.cluster?.membership;
+    let acked = true;
+    if (m !== undefined) {
+      const limit = t0 + this.config.announce.leaveTimeoutMs;
+      m.leave();
+      while (!m.leaveAcked() && performance.now() < limit && !this.#stopped) {
+        await new Promise((r) => setTimeout(r, LEAVE_RESEND_MS));
+        if (!m.leaveAcked()) m.leave();
+      }
+      acked = m.leaveAcked();
+      await new Promise((r) => setTimeout(r, LEAVE_LINGER_MS));
+    }
+    const ms = Math.round(performance.now() - t0);
+    this.log.info(
+      { event: 'self_left', reason, withdrawnMs: Math.round(withdrawnMs), peersAcked: acked, ms },
+      acked ? `${this.selfId} left: withdrawn in ${Math.round(withdrawnMs)} ms, peers took over, ${ms} ms in all`
+        : `${this.selfId} leaving: not every peer acknowledged within ${this.config.announce.leaveTimeoutMs} ms; stopping anyway`,
+    );
+    await this.stop(reason);
+  }
+
   /** Stops forwarding and releases everything. Idempotent. */
   async stop(reason = 'stop'): Promise<void> {
+    if (this.#stopped) return;
+    await this.announcer?.close();
     if (this.#stopped) return;
     this.#stopped = true;
     if (this.#expiryTimer) clearInterval(this.#expiryTimer);

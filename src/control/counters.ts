@@ -73,6 +73,7 @@ export const METRIC_FAMILIES: Readonly<Record<string, MetricFamily>> = {
   },
   tunlb_syn_reuse_rebound_total: { type: 'counter', help: 'New TCP connections (SYN) on a lingering record whose backend takes no new flows, moved to the current pick' },
   tunlb_second_chance_packets_total: { type: 'counter', help: 'Mid-stream packets without a record sent to their ranked primary' },
+  tunlb_reply_steered_packets_total: { type: 'counter', help: "NAT replies without a record here sent to their flow's ranked primary (reply steering)" },
   tunlb_backend_down_flows_total: { type: 'counter', labelName: 'action', help: 'Established flows whose backend was down: TCP answered with a reset, UDP/ICMP moved' },
 };
 
@@ -104,6 +105,7 @@ export const COUNTERS = [
   { section: 'counters', key: 'peerRxMerged', metric: 'tunlb_peer_split_total', label: 'merged', unit: 'datagrams', help: 'datagrams from peers merged back into one packet', read: (v) => fs(v).peerRxMerged, cli: { row: 'peer split', text: '{} received datagrams merged' } },
   { section: 'counters', key: 'failoverPackets', metric: 'tunlb_failover_packets_total', unit: 'packets', help: "packets sent via a flow's backup (primary dead)", read: (v) => fs(v).failoverPackets, cli: { row: 'failover', text: '{} packets via a backup' } },
   { section: 'counters', key: 'secondChancePackets', metric: 'tunlb_second_chance_packets_total', unit: 'packets', help: 'mid-stream packets without a record sent to their ranked primary', read: (v) => fs(v).secondChancePackets, cli: { row: 'failover', text: '{} second-chance' } },
+  { section: 'counters', key: 'replySteeredPackets', metric: 'tunlb_reply_steered_packets_total', unit: 'packets', help: "NAT replies without a record here sent to their flow's ranked primary", read: (v) => fs(v).replySteeredPackets, cli: { row: 'failover', text: '{} replies steered to their primary' } },
   { section: 'counters', key: 'flowsNoLiveBackup', metric: 'tunlb_flows_no_live_backup_total', unit: 'flows', help: 'new flows decided while no other balancer was live (backup pending)', read: (v) => fs(v).flowsNoLiveBackup, cli: { row: 'backup', text: '{} flows decided without a live peer' } },
   { section: 'counters', key: 'backupsAssigned', metric: 'tunlb_backup_repair_total', label: 'assigned', unit: 'flows', help: 'of those, given a live backup later (src/cluster/backup-repair.ts)', read: (v) => v.backupRepair?.stats.assigned ?? 0, cli: { row: 'backup', text: '{} given a live backup later', sep: '; ' } },
   { section: 'counters', key: 'backupsConfirmed', metric: 'tunlb_backup_repair_total', label: 'confirmed', unit: 'flows', help: 'of those, whose recorded backup came up', read: (v) => v.backupRepair?.stats.confirmed ?? 0, cli: { row: 'backup', text: '{} whose backup came up' } },

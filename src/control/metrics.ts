@@ -23,7 +23,10 @@
  *   tunlb_info{balancer,cluster,incarnation}                   1
  *   tunlb_uptime_seconds
  *   tunlb_self_status                                          1 syncing, 2 serving, 3 draining
- *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total
+ *   tunlb_vip_announced{vip}                                   1 while this balancer announces the VIP (ECMP entry)
+ *   tunlb_announce_changes_total{op=announce|withdraw|failed}, tunlb_watchdog_withdrawals_total
+ *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total,
+ *   tunlb_device_read_truncated_total
  *   tunlb_drops_total{stage=packet|forward,reason}             every reason, zeros included
  *   tunlb_records_sent_total{op=create|refresh|delete}, tunlb_record_datagrams_sent_total
  *   tunlb_records_received_total
@@ -186,6 +189,7 @@ export class Metrics {
       ['write', dev().writeBytes],
     ]);
     counter('tunlb_device_write_errors_total', 'Packets the kernel refused on a TUN write', () => dev().writeErrors);
+    counter('tunlb_device_read_truncated_total', 'Packets read from the TUN device that were longer than their batch slot (dropped as truncated)', () => dev().readTruncated);
 
     // ---- drops: every reason, zeros included (a series exists before its first drop)
     new Counter<'stage' | 'reason'>({
@@ -289,6 +293,16 @@ export class Metrics {
     gaugeBy('tunlb_vip_backends', 'Backends configured per VIP', 'vip', () =>
       b.forwarder.forwarding.config.vips.map((v) => [v.name, v.backends.length]),
     );
+
+    // ---- the ECMP entry (src/control/announcer.ts)
+    gaugeBy('tunlb_vip_announced', 'This balancer announces the VIP (its route is in announce.table): 1, else 0', 'vip', () =>
+      (b.announcer?.vips() ?? []).map((v) => [v.name, v.announced ? 1 : 0]),
+    );
+    counterBy('tunlb_announce_changes_total', 'VIP announcement changes, by op (announce, withdraw, failed)', 'op', () => {
+      const a = b.announcer?.stats;
+      return [['announce', a?.announced ?? 0], ['withdraw', a?.withdrawn ?? 0], ['failed', a?.failures ?? 0]];
+    });
+    counter('tunlb_watchdog_withdrawals_total', 'Announcements withdrawn by the watchdog (event loop stalled past announce.watchdog_ms)', () => b.announcer?.stats.watchdogWithdrawals ?? 0);
 
     // ---- backends (HealthMonitor's shared view; the same on every balancer)
     const backends = (): BackendStatus[] => this.#scrapeBackends ?? b.health?.states() ?? [];

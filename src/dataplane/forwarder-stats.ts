@@ -23,6 +23,8 @@ export class ForwarderStats {
   failoverPackets = 0;
   /** Non-initial packets without a record sent to their ranked primary. */
   secondChancePackets = 0;
+  /** NAT replies without a record here sent to their flow's ranked primary (reply steering). */
+  replySteeredPackets = 0;
   /**
    * New flows decided while no other balancer was live: their backup is the next configured
    * balancer in rank (flag BACKUP_PENDING) until a live one is assigned.

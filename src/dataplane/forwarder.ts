@@ -96,6 +96,7 @@ import {
   ENCAP_F_NEW_FLOW,
   ENCAP_F_SECOND_CHANCE,
   ENCAP_F_FAILOVER,
+  ENCAP_F_REPLY,
   ENCAP_NONE_U8,
   ENCAP_NONE_U16,
 } from '../packet/encap';
@@ -103,6 +104,7 @@ import { hashFlowKey } from '../decision/halfsiphash';
 import { NO_BACKEND } from '../decision/backend-table';
 import { type ForwardingTable, findVip, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from '../decision/forwarding-table';
 import { writeReplyKey } from '../decision/reply-key';
+import { buildReplySteering, forwardKeyOfReply, type ReplySteering } from '../decision/reply-steering';
 import { FlowTable, FlowFlags, InsertResult } from '../flow';
 import { FragCache } from '../flow/frag-cache';
 import type { PacketBatch } from './packet-batch';
@@ -122,6 +124,7 @@ const natSrc = rewriteSrc;
 const flowHash = hashFlowKey;
 const vipOf = findVip;
 const replyKeyOf = writeReplyKey;
+const fwdKeyOfReply = forwardKeyOfReply;
 const encapParse = parseEncap;
 const merge = mergeRun;
 const rst = writeTcpRst;
@@ -194,6 +197,8 @@ export class Forwarder {
   readonly #peerEmit: PeerEmitter | undefined;
   readonly #dsrEmit: DsrEmitter | undefined;
   #ft: ForwardingTable;
+  /** Backend address → (VIP, backend), for reply steering; rebuilt with the forwarding table. Absent: single balancer. */
+  #steer: ReplySteering | undefined;
   /** Address scratch for building an RST in place (client and VIP addresses). */
   readonly #rstScratch = new Uint8Array(RST_SCRATCH_LEN);
   /** Later fragments of fragmented replies → their flow (src/flow/frag-cache.ts). */
@@ -216,6 +221,7 @@ export class Forwarder {
         ? undefined
         : new PeerEmitter(opts.peers ?? { addrs: new Uint8Array(0), ports: new Uint16Array(0) }, opts.peerOutput, this.stats);
     this.#dsrEmit = opts.dsr === undefined ? undefined : new DsrEmitter(opts.dsr.neighbours, opts.dsr.output, this.stats);
+    this.#steer = opts.peerOutput !== undefined ? buildReplySteering(opts.forwarding) : undefined;
     const rb = new ArrayBuffer(40);
     this.#replyBytes = new Uint8Array(rb);
     this.#replyWords = new Uint32Array(rb);
@@ -234,6 +240,7 @@ export class Forwarder {
   /** Swaps in a new forwarding table (between batches). Existing flows keep their records. */
   setForwarding(ft: ForwardingTable): void {
     this.#ft = ft;
+    if (this.#steer !== undefined) this.#steer = buildReplySteering(ft);
   }
 
   /**
@@ -524,7 +531,7 @@ export class Forwarder {
     const nowSec = ctx.nowSec;
     let ref = table.lookup(info.keyWords, nowSec);
     if (ref < 0) ref = this.#replyFallback(ctx);
-    if (ref < 0 || (ref & 1) === 0) return this.#drop(ForwardDrop.NO_FLOW);
+    if (ref < 0 || (ref & 1) === 0) return ctx.fromPeer ? this.#drop(ForwardDrop.NO_FLOW) : this.#steerReply(ctx);
     const id = ref >>> 1;
     table.touch(id, nowSec, info.tcpFlags, 1);
     if (this.#sink !== undefined && info.key[KEY_PROTO] === IPPROTO_TCP && (table.flags(id) & F_FROM_PEER) === 0) {
@@ -597,6 +604,35 @@ export class Forwarder {
     alt[KEY_DPORT] = dport >>> 8;
     alt[KEY_DPORT + 1] = dport & 0xff;
     return this.#table.lookup(this.#altWords, ctx.nowSec);
+  }
+
+  /**
+   * Reply steering (step 6): the current reply has no record here (not replicated yet: a
+   * handshake below the sync threshold, a flow another receiver decided a moment ago); send it
+   * to its flow's ranked primary (the first live balancer of the ranking row of the forward key
+   * rebuilt from the reply, src/decision/reply-steering.ts), which decided or adopted the flow
+   * and so holds its record; flag REPLY. Drops (no_flow) when no VIP fits the reply, it is an
+   * ICMP error or a fragment, there are no peers, or this balancer is that primary.
+   */
+  #steerReply(ctx: PacketContext): number {
+    const info = ctx.info;
+    const sr = this.#steer;
+    if (sr === undefined || this.#peerEmit === undefined || info.isIcmpError !== 0 || info.isFragment !== 0) return this.#drop(ForwardDrop.NO_FLOW);
+    const ft = this.#ft;
+    const vip = fwdKeyOfReply(ft, sr, info.key, this.#altBytes);
+    if (vip < 0) return this.#drop(ForwardDrop.NO_FLOW);
+    const pick = this.#pick;
+    ft.ranking.pickLive(flowHash(this.#hashKey, this.#altBytes) & 0xffff, this.#live, pick);
+    const rp = pick[0]!;
+    if (rp < 0 || rp === this.#selfIndex) return this.#drop(ForwardDrop.NO_FLOW);
+    this.stats.replySteeredPackets++;
+    ctx.serving = rp;
+    ctx.encapFlags = ENCAP_F_REPLY;
+    ctx.primary = rp;
+    ctx.backup = pick[1]! < 0 ? rp : pick[1]!;
+    ctx.backend = ENCAP_NONE_U16;
+    ctx.vip = vip;
+    return this.#toPeer(ctx);
   }
 
   /** The next live balancer in the current packet's flow rank, skipping the dead primary and backup. */

@@ -955,3 +955,76 @@ test('peer_suspect events are counted (stats.suspects)', (t) => {
   t.is(h.m.stateOf(1), PeerState.SUSPECT);
   t.is(h.m.stats.suspects, 1);
 });
+
+// ---------------------------------------------------------------------------------------
+// Planned stop / drain-self (leave): DRAINING at once, and acknowledged by every live peer.
+
+test('leave: a probe with status DRAINING goes to every peer at once; a peer that reads it stops counting us live', (t) => {
+  const h = harness({ initialStatus: 'serving' });
+  h.tickAt(0);
+  h.ack(1);
+  h.ack(2);
+  const before = h.probes.length;
+  h.at(30);
+  h.m.leave();
+  t.is(h.m.selfStatus, 'draining');
+  const sent = h.probes.slice(before);
+  t.deepEqual(sent.map((p) => [p.peer, p.body.status]), [[1, DRAINING], [2, DRAINING]]);
+  t.true(sent.every((p) => p.body.sentAtMs === 30));
+  // The other side: a peer's Membership that receives such a probe marks us not live at once.
+  const peer = harness({ selfIndex: 1, initialStatus: 'serving' });
+  peer.tickAt(0);
+  peer.ack(0);
+  t.is(peer.m.live[0], 1);
+  peer.m.onProbe(0, 7, { nonce: 5, sentAtMs: 30, target: 1, status: DRAINING as tunlb.v1.PeerStatus });
+  t.is(peer.m.live[0], 0);
+  t.true(peer.types().includes('peer_draining:0'));
+});
+
+// Table: which peers must have acked a probe sent since leave() for leaveAcked to hold.
+const leaveCases: Array<{ name: string; setup: (h: ReturnType<typeof harness>) => void; acked: boolean }> = [
+  { name: 'nobody answered yet', setup: () => {}, acked: false },
+  { name: 'one of two live peers answered', setup: (h) => h.ack(1), acked: false },
+  { name: 'both live peers answered', setup: (h) => { h.ack(1); h.ack(2); }, acked: true },
+  {
+    name: 'an ack to a probe sent BEFORE leave() does not count',
+    setup: (h) => { h.ack(1, { probe: h.probes[0]!.body }); h.ack(2, { probe: h.probes[1]!.body }); },
+    acked: false,
+  },
+  {
+    name: 'a dead peer has nothing to hand over',
+    setup: (h) => { for (let ms = 200; ms <= 600; ms += 100) { h.tickAt(ms); h.ack(1); } t2dead(h); },
+    acked: true,
+  },
+];
+/** Peer 2 (never answering since leave) is DEAD by now. */
+function t2dead(h: ReturnType<typeof harness>): void {
+  if (h.m.stateOf(2) !== PeerState.DEAD) throw new Error(`peer 2 should be dead, is ${h.m.stateOf(2)}`);
+}
+for (const c of leaveCases) {
+  test(`leaveAcked: ${c.name}`, (t) => {
+    const h = harness({ initialStatus: 'serving' });
+    h.tickAt(0);
+    h.ack(1);
+    h.ack(2);
+    h.tickAt(100);
+    // Probes of this tick stay unanswered (the "before leave" case answers them late).
+    h.at(110);
+    t.false(h.m.leaveAcked(), 'not leaving yet');
+    h.probes.splice(0, h.probes.length - 2);
+    h.m.leave();
+    c.setup(h);
+    t.is(h.m.leaveAcked(), c.acked);
+  });
+}
+
+test('unleave: SERVING again, announced to every peer at once', (t) => {
+  const h = harness({ initialStatus: 'serving' });
+  h.tickAt(0);
+  h.m.leave();
+  const before = h.probes.length;
+  h.m.unleave();
+  t.is(h.m.selfStatus, 'serving');
+  t.false(h.m.leaveAcked());
+  t.deepEqual(h.probes.slice(before).map((p) => p.body.status), [SERVING, SERVING]);
+});

@@ -87,6 +87,7 @@ test('every default is applied', (t) => {
       timeouts: { tcpEstablishedS: 300, tcpSynS: 30, tcpClosingS: 10, tcpResetS: 5, udpS: 30, icmpS: 10 },
     },
     admin: { listen: { host: '127.0.0.1', port: 9180, address: '127.0.0.1' }, tokenFile: null },
+    announce: { table: null, readyFile: null, watchdogMs: 300, leaveTimeoutMs: 2000 },
     log: { level: 'info' },
     warnings: [],
   });

@@ -171,7 +171,9 @@ test('admin: /api/v1/status, /api/v1/events, /api/v1/history, /api/v1/stats `at`
   t.is(st.flows.decidedHere, 4);
   t.is(st.flows.learnt, 0);
   t.is(st.flows.byBackend['web4 10.99.3.21'] + st.flows.byBackend['web4 10.99.3.22'], 4);
-  t.deepEqual(st.vips, [{ name: 'web4', address: VIP, method: 'nat', backends: ['10.99.3.21', '10.99.3.22'] }]);
+  t.like(st.vips[0], { name: 'web4', address: VIP, method: 'nat', backends: ['10.99.3.21', '10.99.3.22'], announced: { announced: false, reason: 'announce.table not set' } });
+  t.is(st.vips.length, 1);
+  t.like(st.announce, { table: null, ready: true, holds: {} });
   t.true(st.events.some((e: { type: string }) => e.type === 'self_serving'), JSON.stringify(st.events));
 
   const ev = JSON.parse((await get(`${s.base}/api/v1/events?limit=5`)).text);
@@ -279,7 +281,7 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
     nowSec: () => 12,
     forwarder: { stats: st, forwarding: { generation: 3, config: { vips: [] } } },
     table: { size: 5, capacity: 64, expired: 1, refusedFull: 0, earlyDrops: 0, conflicts: 0 },
-    device: { stats: { readPackets: 1000, readBytes: 64000, writePackets: 900, writeBytes: 60000, writeErrors: 2, writeAgain: 0, lastErrno: 0 } },
+    device: { stats: { readPackets: 1000, readBytes: 64000, writePackets: 900, writeBytes: 60000, writeErrors: 2, writeAgain: 0, lastErrno: 0, readTruncated: 3 } },
     cluster: {
       incarnation: 7,
       membership: m,
@@ -348,6 +350,7 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
   t.is(x.get('tunlb_control_rejected_total{reason="address_mismatch"}'), 1);
   t.is(x.get('tunlb_control_datagrams_total{direction="received"}'), 22);
   t.is(x.get('tunlb_device_write_errors_total'), 2);
+  t.is(x.get('tunlb_device_read_truncated_total'), 3);
   t.is(x.get('tunlb_forwarding_generation'), 3);
 
   t.is(x.get('tunlb_dataplane_batch_size_count'), 30);
