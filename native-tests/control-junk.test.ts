@@ -124,6 +124,23 @@ function machineTicks(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
+/**
+ * The kernel's per-CPU input backlog, summed over CPUs (/proc/net/softnet_stat, hex columns:
+ * processed, dropped, time_squeeze). One machine carries every namespace, so a packet that a
+ * balancer sends to another waits in the same backlog as the junk: `dropped` > 0 means the
+ * lab itself lost packets before any socket (net.core.netdev_max_backlog).
+ */
+function softnet(): { dropped: number; squeezed: number } {
+  let dropped = 0;
+  let squeezed = 0;
+  for (const line of readFileSync('/proc/net/softnet_stat', 'utf8').trim().split('\n')) {
+    const f = line.trim().split(/\s+/).map((x) => parseInt(x, 16));
+    dropped += f[1] ?? 0;
+    squeezed += f[2] ?? 0;
+  }
+  return { dropped, squeezed };
+}
+
 /** Byte size of each balancer's log now (events after the flood starts are read from there). */
 function logSizes(): Record<string, number> {
   const out: Record<string, number> = {};
@@ -202,18 +219,20 @@ rootTest('control junk: spoofed junk on the control and probe ports causes no su
     const phaseLogs = logSizes();
     const cpu0 = pids.map(cpuTicks);
     const m0 = machineTicks();
+    const n0 = softnet();
     const r = await execIn('router', ['nice', '-n', '10', process.execPath, '--import', 'tsx', JUNK_TS, ...ph.args], { timeoutMs: (SECONDS + 20) * 1000 });
     const secs = (Date.now() - t0) / 1000;
     const cpu = pids.map((p, i) => `${BALANCERS[i]} ${Math.round(((cpuTicks(p) - cpu0[i]!) / 100 / secs) * 100)}%`).join(' ');
     const m1 = machineTicks();
     const busy = Math.round(((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)) * 100);
+    const n1 = softnet();
     const during = samples.filter((s) => s.at >= t0).map((s) => s.kib);
     const line = r.stdout.trim().split('\n').pop() ?? '';
     const ev = eventsSince(phaseLogs);
     results.push(
       `${ph.name}: generator ${line || `exit ${r.code} ${r.stderr.trim().slice(-300)}`}; lb2 RSS max ${(Math.max(...during) / 1024).toFixed(1)} MiB; ` +
         `suspect ${ev.filter((e) => e.event === 'peer_suspect').length}, down ${ev.filter((e) => e.event === 'peer_down').length}; ` +
-        `CPU of one core: ${cpu}; machine ${busy}% busy`,
+        `CPU of one core: ${cpu}; machine ${busy}% busy; kernel backlog drops ${n1.dropped - n0.dropped}, squeezes ${n1.squeezed - n0.squeezed}`,
     );
     t.is(r.code, 0, `generator phase ${ph.name} failed: ${r.stderr.slice(-500)}`);
   }
