@@ -181,7 +181,13 @@ export class ClusterNode {
       channel.close();
       throw e;
     }
-    node.#timers.push(setInterval(() => node!.membership.tick(), c.cluster.probe.intervalMs));
+    // Answers already in the probe socket are read before the tick judges (ControlChannel.readProbes).
+    node.#timers.push(
+      setInterval(() => {
+        node!.channel.readProbes();
+        node!.membership.tick();
+      }, c.cluster.probe.intervalMs),
+    );
     node.#timers.push(setInterval(() => node!.replicator.flush(), Math.max(1, c.cluster.replication.flushMs)));
     node.#timers.push(setInterval(() => node!.replicator.refreshTick(), REFRESH_TICK_MS));
     node.membership.tick();

@@ -258,6 +258,17 @@ export class ControlChannel {
     this.#sendStaged(this.#control.socket, k);
   }
 
+  /**
+   * Reads what waits on the probe socket now (up to CONTROL_READ_BUDGET datagrams, through the
+   * receiver as any read). The owner calls it right before Membership.tick(): a tick must not
+   * judge a peer silent while its ack sits unread in our own socket (the loop was busy, or the
+   * socket is in a coalescing pause), since then the silence is ours, not the peer's. One
+   * recvmmsg per tick when nothing waits. Never throws.
+   */
+  readProbes(): void {
+    if (!this.#closed) this.#read(this.#probe);
+  }
+
   /** Verification outcomes by protocol result name (for stats/metrics). */
   rejectCounts(): Record<string, number> {
     const out: Record<string, number> = {};
