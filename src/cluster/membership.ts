@@ -109,9 +109,12 @@
  *    stalls in a row; the default 3 does.) The owner must call tick() every intervalMs
  *    (setInterval), not less often.
  *
- * The owner's part of the same requirement: probes and acks go on the control socket (port
- * 7946), separate from the data socket and the TUN device, and the read loop yields to libuv
- * between bursts (src/control/balancer.ts), so neither timers nor control reads starve.
+ * The owner's part of the same requirement: probes and acks go on a probe socket of their own
+ * (probe_port, 7948), separate from the control socket's records and junk, the data socket and
+ * the TUN device; the owner reads that socket right before every tick
+ * (ControlChannel.readProbes), so answers that already arrived are seen by the tick that
+ * judges; and the read loop yields to libuv between bursts (src/control/balancer.ts), so
+ * neither timers nor control reads starve.
  * Marking control datagrams DSCP CS6 helps where the network is congested.
  *
  * Wiring (owner): `const m = new Membership({ ..., nowMs: () => performance.now(),
