@@ -26,7 +26,7 @@
  * Each phase also logs the CPU the balancers used (utime + stime from /proc) and the machine's.
  * Root only; skips otherwise. Holds the lab session lock from `up` to `down`; `down`
  * always runs. Waits on conditions (bounded polls), never on fixed sleeps.
- * Run alone: flock /tmp/tunlb-native.lock npx ava --config ava.native.config.cjs native-tests/control-junk.test.ts
+ * Run alone: npx ava --config ava.native.config.cjs native-tests/control-junk.test.ts
  * JUNK_PHASES=small,big (a subset) and JUNK_SECONDS=8 (per phase) change the run.
  */
 import test, { type ExecutionContext } from 'ava';

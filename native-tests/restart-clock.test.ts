@@ -14,7 +14,7 @@
  *
  * Root only; skips otherwise. Holds the lab session lock from `up` to `down`; `down` always runs.
  * Waits on conditions (bounded polls), never on fixed sleeps.
- * Run alone: flock /tmp/tunlb-native.lock npx ava --config ava.native.config.cjs native-tests/restart-clock.test.ts
+ * Run alone: npx ava --config ava.native.config.cjs native-tests/restart-clock.test.ts
  */
 import test, { type ExecutionContext } from 'ava';
 import { existsSync, rmSync } from 'node:fs';
