@@ -171,9 +171,9 @@ rootTest('records and encapsulated packets on lb1 lbnet0: a pcap file tcpdump re
   t.deepEqual(strip(rd.stdout), strip(r.stdout).filter((l) => !/probe-ack/.test(l)));
 });
 
-rootTest('probes and acks on the control port, with round trips; no key: "(unverified)"', async (t) => {
+rootTest('probes and acks on the probe port, with round trips; no key: "(unverified)"', async (t) => {
   if (!needLab(t)) return;
-  const c = startCapture('lb1', ['--iface', 'lbnet0', '--filter', 'udp port 7946 and not dst host 239.99.0.1', '--count', '12', '--duration-s', '20', '--decode']);
+  const c = startCapture('lb1', ['--iface', 'lbnet0', '--filter', 'udp port 7948', '--count', '12', '--duration-s', '20', '--decode']);
   const r = await finish(c, 25_000);
   t.is(r.code, 0, r.stderr);
   const lines = r.stdout.split('\n').filter(Boolean);

@@ -410,7 +410,7 @@ rootTest('reload: an unchanged config is accepted; a broken one is refused and t
 rootTest('capture: probes on lbnet0 into a pcap that tcpdump -r reads, and decoded lines', async (t) => {
   if (!labUp(t)) return;
   const pcap = path.join(work!, 'lbnet.pcap');
-  const out = await ok(t, ['capture', '--iface', 'lbnet0', '--filter', 'udp port 7946 and not dst host 239.99.0.1', '--count', '6', '--duration-s', '20', '--out', pcap, '--decode', '--config', LAB_CONFIG], 'lb1', 60_000);
+  const out = await ok(t, ['capture', '--iface', 'lbnet0', '--filter', 'udp port 7948', '--count', '6', '--duration-s', '20', '--out', pcap, '--decode', '--config', LAB_CONFIG], 'lb1', 60_000);
   const decoded = out.split('\n').filter((l) => /^\d\d:\d\d:\d\d\.\d{6} /.test(l));
   t.is(decoded.length, 6, out);
   for (const l of decoded) t.regex(l, /^\d\d:\d\d:\d\d\.\d{6} lb[123] → lb[123] (probe|probe-ack) seq=\d+ /, l);
@@ -418,7 +418,7 @@ rootTest('capture: probes on lbnet0 into a pcap that tcpdump -r reads, and decod
   t.is(td.code, 0, show(td));
   const pk = td.stdout.trimEnd().split('\n');
   t.is(pk.length, 6, td.stdout);
-  for (const l of pk) t.regex(l, /IP 10\.99\.2\.1[123]\.7946 > 10\.99\.2\.1[123]\.7946: UDP/, l);
+  for (const l of pk) t.regex(l, /IP 10\.99\.2\.1[123]\.7948 > 10\.99\.2\.1[123]\.7948: UDP/, l);
   t.regex(td.stderr, /link-type EN10MB/, td.stderr);
   // Our own reader decodes the file the same way (no root needed).
   const rd = await run(process.execPath, [TUNLB, 'capture', '--read', pcap, '--config', LAB_CONFIG], { timeoutMs: 30_000 });

@@ -48,7 +48,9 @@ const CLIENT4 = '10.99.1.2';
 const CLIENT6 = 'fd99:1::2';
 const CONTROL_PORT = 7946;
 const DATA_PORT = 7947;
-const CAPTURE_FILTER = `udp port ${CONTROL_PORT} or udp port ${DATA_PORT} or tcp port ${CONTROL_PORT}`;
+/** Probes and acks travel on a port of their own (cluster.replication.probe_port). */
+const PROBE_PORT = 7948;
+const CAPTURE_FILTER = `udp port ${CONTROL_PORT} or udp port ${DATA_PORT} or udp port ${PROBE_PORT} or tcp port ${CONTROL_PORT}`;
 
 const skipReason = !hasRoot()
   ? NEEDS_ROOT
@@ -248,7 +250,7 @@ function ready(t: ExecutionContext): boolean {
 
 const onPort = (fr: Frame, port: number): boolean => num(fr, 'udp.srcport') === port || num(fr, 'udp.dstport') === port;
 const dataFrames = (): Frame[] => frames.filter((fr) => onPort(fr, DATA_PORT));
-const controlFrames = (): Frame[] => frames.filter((fr) => onPort(fr, CONTROL_PORT));
+const controlFrames = (): Frame[] => frames.filter((fr) => onPort(fr, CONTROL_PORT) || onPort(fr, PROBE_PORT));
 const bname = (i: number): string => (i === 255 ? 'none' : (BALANCERS[i] ?? `#${i}`));
 const ep = (a: string, p: number): string => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
 
@@ -286,9 +288,9 @@ function keyTextOf(i: ReturnType<typeof inner>): string {
 
 // ------------------------------------------------------------------------------------ tests --
 
-labTest('every frame on ports 7946/7947 is tunlb: no Malformed, no DNS (tshark shows what plain tshark mis-decodes)', async (t) => {
+labTest('every frame on ports 7946/7947/7948 is tunlb: no Malformed, no DNS (tshark shows what plain tshark mis-decodes)', async (t) => {
   if (!ready(t)) return;
-  const ours = frames.filter((fr) => onPort(fr, CONTROL_PORT) || onPort(fr, DATA_PORT));
+  const ours = frames.filter((fr) => onPort(fr, CONTROL_PORT) || onPort(fr, PROBE_PORT) || onPort(fr, DATA_PORT));
   t.true(ours.length > 200, `only ${ours.length} tunlb frames captured`);
   const bad = ours.filter(
     (fr) =>
@@ -538,7 +540,7 @@ labTest('tshark and `tunlb capture --read FILE --decode` agree on every frame', 
     for (const v of m.values()) v.sort();
     return m;
   };
-  const ours = frames.filter((fr) => onPort(fr, CONTROL_PORT) || onPort(fr, DATA_PORT));
+  const ours = frames.filter((fr) => onPort(fr, CONTROL_PORT) || onPort(fr, PROBE_PORT) || onPort(fr, DATA_PORT));
   const shark = byTime(ours.flatMap((fr) => canonicalTshark(fr).map((l): [string, string] => [formatTime(fr.tsUs), l])));
   const tunlbLines = r.stdout.split('\n').filter(Boolean);
   const mine = byTime(

@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 
 # vagrant-libvirt: the Vagrantfile's default provider (libvirt). Without it `vagrant validate`
 # finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
+# faketime: the restart test starts a balancer with its wall clock set back (libfaketime).
 # prometheus: only for its `promtool` (the tests check the /metrics scrape, the alert rules and
 # the Grafana dashboard's queries with it); its server is never started (masked below).
-pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus tshark)
+pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus tshark faketime)
 
 missing=()
 for p in "${pkgs[@]}"; do

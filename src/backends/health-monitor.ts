@@ -365,6 +365,23 @@ export class HealthMonitor {
   }
 
   /**
+   * Balancer `sender` restarted (Membership's peer_restarted, after a fresh answer of its new
+   * incarnation). Forgets the epoch and sequence of its reports, so that a restart whose
+   * report epoch went back (its incarnation: clock behind and state lost, docs/failure-model.md
+   * "Incarnations") is heard again. Reports of its previous run cannot come in after this:
+   * the receiver drops them (stale_incarnation).
+   */
+  peerRestarted(sender: number): void {
+    if (!(sender >= 0 && sender < this.#ids.length) || sender === this.selfIndex) return;
+    this.#peerEpoch[sender] = 0;
+    for (const e of this.#all) {
+      if (e.lastFrom !== sender) continue;
+      e.lastEpoch = 0;
+      e.lastSeq = 0;
+    }
+  }
+
+  /**
    * A verified HealthReport from balancer `sender` (after the receiver's MAC, cluster and
    * replay checks). Applies what the rules in the header allow; never throws on content.
    */

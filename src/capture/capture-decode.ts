@@ -54,6 +54,8 @@ import {
 import { LINKTYPE } from './capture-pcap';
 
 export const DEFAULT_CONTROL_PORT = 7946;
+/** Probes and acks travel on their own port (docs/protocol.md); decoded as control datagrams. */
+export const DEFAULT_PROBE_PORT = 7948;
 export const DEFAULT_DATA_PORT = 7947;
 
 /** Names of the cluster's balancers and backends (from a configuration). */
@@ -67,7 +69,7 @@ export interface CaptureNames {
 }
 
 export interface DecoderOptions {
-  /** UDP ports carrying control datagrams (default [7946]). */
+  /** UDP ports carrying control datagrams: control and probe ports (default [7946, 7948]). */
   controlPorts?: readonly number[];
   /** UDP ports carrying encapsulated packets (default [7947]). */
   dataPorts?: readonly number[];
@@ -84,7 +86,12 @@ export interface DecoderOptions {
 export function decoderOptionsFromConfig(c: Config): DecoderOptions {
   const uniq = (xs: number[]): number[] => [...new Set(xs)];
   return {
-    controlPorts: uniq([c.cluster.replication.controlPort, ...c.balancers.map((b) => b.controlPort)]),
+    controlPorts: uniq([
+      c.cluster.replication.controlPort,
+      ...c.balancers.map((b) => b.controlPort),
+      c.cluster.replication.probePort,
+      ...c.balancers.map((b) => b.probePort),
+    ]),
     dataPorts: uniq([c.cluster.replication.dataPort, ...c.balancers.map((b) => b.dataPort)]),
     names: {
       balancers: c.balancers.map((b) => b.id),
@@ -379,7 +386,7 @@ export class CaptureDecoder {
   readonly #dr = new DecodeResult();
 
   constructor(opts: DecoderOptions = {}) {
-    this.controlPorts = new Set(opts.controlPorts ?? [DEFAULT_CONTROL_PORT]);
+    this.controlPorts = new Set(opts.controlPorts ?? [DEFAULT_CONTROL_PORT, DEFAULT_PROBE_PORT]);
     this.dataPorts = new Set(opts.dataPorts ?? [DEFAULT_DATA_PORT]);
     this.key = opts.key ?? null;
     this.names = opts.names ?? null;

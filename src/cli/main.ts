@@ -366,7 +366,7 @@ export function main(argv: string[]): void {
     .option('-k, --key-file <file>', 'cluster key to verify control datagrams (default: the --config key; else "unverified")')
     .option('-c, --config <file>', 'tunlb config: balancer ids, backend addresses, ports, cluster key')
     .option('-r, --read <file.pcap>', 'decode an existing pcap file instead of capturing (no root needed)')
-    .option('--control-port <ports>', 'control ports to decode (comma list; default 7946 or the config\'s)', ints)
+    .option('--control-port <ports>', 'control and probe ports to decode (comma list; default 7946,7948 or the config\'s)', ints)
     .option('--data-port <ports>', 'data (encapsulation) ports to decode (default 7947 or the config\'s)', ints)
     .action(async (o: { iface?: string; filter?: string; count: string; durationS: string; out?: string; decode?: boolean; keyFile?: string; config?: string; read?: string; controlPort?: number[]; dataPort?: number[] }) => {
       const { runCapture } = await import('../capture/capture');

@@ -198,7 +198,8 @@ export class SyncChunkPacker {
     const compact = isCompactV4(key, 0);
     const keyLen = compact ? COMPACT_V4_KEY_LEN : FLOW_KEY_LEN;
     const recLen = delimitedSize(flowRecordSize(f, keyLen));
-    const header = envelopeHeaderSize(this.signer, this.signer.nextSeq);
+    // A chunk is unicast: its envelope names its recipient (5 bytes of header).
+    const header = envelopeHeaderSize(this.signer, this.signer.nextSeq, true);
     // The SyncChunk body sits in Envelope field 14 (one-byte tag): same framing as records.
     if (signedDatagramSize(header, this.reserve + this.recsLen + recLen) > this.budget) return false;
     fillRecordSlot(this.slot(this.count++), f, key, 0, compact);
@@ -206,11 +207,11 @@ export class SyncChunkPacker {
     return true;
   }
 
-  /** Seals the chunk (the signer numbers it) and returns the datagram. */
-  seal(requestId: number, chunkIndex: number, nextCursor: number, done: boolean, totalRecords: number): Uint8Array {
+  /** Seals the chunk for balancer `recipient` (the signer numbers it) and returns the datagram. */
+  seal(requestId: number, chunkIndex: number, nextCursor: number, done: boolean, totalRecords: number, recipient = -1): Uint8Array {
     const recs = new Array<tunlb.v1.FlowRecord>(this.count);
     for (let i = 0; i < this.count; i++) recs[i] = this.slots[i]!.rec;
-    return this.signer.seal('syncChunk', { requestId, chunkIndex, nextCursor, done, totalRecords, records: recs });
+    return this.signer.seal('syncChunk', { requestId, chunkIndex, nextCursor, done, totalRecords, records: recs }, recipient);
   }
 
   private slot(i: number): Slot {
@@ -383,7 +384,7 @@ export class BulkSyncServer {
     const done = job.scanned && job.carryPos === job.carryLen;
     const nextCursor = done ? 0 : job.carryPos < job.carryLen ? job.carry[job.carryPos]! : job.cursor;
     job.total += p.records;
-    const dgram = p.seal(job.requestId, job.chunkIndex++, nextCursor, done, job.total);
+    const dgram = p.seal(job.requestId, job.chunkIndex++, nextCursor, done, job.total, job.peer);
     this.stats.syncChunksSent++;
     this.stats.syncRecordsSent += p.records;
     host.sendTo(job.peer, dgram);
@@ -440,7 +441,7 @@ export class BulkSyncClient {
         this.fail(p, `bulk sync from ${peerLabel(this.host, peer)} timed out after ${timeoutMs} ms (${got}, ${p.records} records): retry with another peer`);
       }, timeoutMs);
       try {
-        this.host.sendTo(peer, this.host.signer.seal('syncRequest', { requestId, fromCursor: 0 }));
+        this.host.sendTo(peer, this.host.signer.seal('syncRequest', { requestId, fromCursor: 0 }, peer));
       } catch (e) {
         this.fail(p, `bulk sync request to ${peerLabel(this.host, peer)} could not be sent: ${String(e)}`);
       }

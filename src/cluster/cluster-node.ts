@@ -27,9 +27,10 @@ import type { Config } from '../config';
 import type { FlowTable } from '../flow';
 import type { Logger } from '../logger';
 import type { ForwardingTable } from '../decision/forwarding-table';
-import { macKey, newIncarnation, type ReceivedEnvelope } from '../protocol';
+import { macKey, Via, type ReceivedEnvelope } from '../protocol';
 import { countBy } from './bulk-sync';
 import { clusterIdNumber, ControlChannel } from './control-channel';
+import { nextIncarnation } from './incarnation';
 import { Membership, type MembershipEvent, PeerState } from './membership';
 import { Replicator } from './replicator';
 import { SyncRunner, type SyncEvent, type SyncOutcome, type SyncProgress } from './sync-runner';
@@ -93,8 +94,9 @@ export class ClusterNode {
       intervalMs: c.cluster.probe.intervalMs,
       misses: c.cluster.probe.misses,
       nowMs: () => performance.now(),
-      sendProbe: (peer, body) => channel.sendTo(peer, channel.signer.seal('probe', body)),
-      sendAck: (peer, body) => channel.sendTo(peer, channel.signer.seal('probeAck', body)),
+      // Unicast envelopes name their recipient; probes and acks go out on the probe port.
+      sendProbe: (peer, body) => channel.sendProbe(peer, channel.signer.seal('probe', body, peer)),
+      sendAck: (peer, body) => channel.sendProbe(peer, channel.signer.seal('probeAck', body, peer)),
       selfIncarnation: incarnation,
       initialStatus: 'syncing',
       onEvent: (e) => {
@@ -139,20 +141,32 @@ export class ClusterNode {
   }
 
   static async start(opts: Omit<ClusterNodeOptions, never>): Promise<ClusterNode> {
-    const incarnation = newIncarnation();
+    // Larger than every earlier incarnation of this balancer, persisted before first use
+    // (src/cluster/incarnation.ts); throws CONFIG_INVALID naming cluster.state_dir otherwise.
+    const self = opts.config.balancers[opts.selfIndex]!;
+    const inc = nextIncarnation(opts.config.cluster.stateDir, self.id);
+    const incarnation = inc.incarnation;
+    if (inc.stateProblem !== null) {
+      opts.log.warn({ event: 'incarnation_state_lost', file: inc.file, problem: inc.stateProblem }, `incarnation state unusable (${inc.stateProblem}): using the clock's`);
+    }
+    opts.log.info(
+      { event: 'incarnation', incarnation, previous: inc.previous, source: inc.source, file: inc.file },
+      inc.source === 'state'
+        ? `incarnation ${incarnation}: the clock is behind the previous start's (${inc.previous}), continuing from the state file`
+        : `incarnation ${incarnation}`,
+    );
     let node: ClusterNode | undefined;
     const channel = await ControlChannel.open({
       config: opts.config,
       selfIndex: opts.selfIndex,
       incarnation,
       log: opts.log,
-      onEnvelope: (env) => {
-        if (node !== undefined) node.#dispatch(env);
+      onEnvelope: (env, confirmed, via) => {
+        if (node !== undefined) node.#dispatch(env, confirmed, via);
       },
     });
     node = new ClusterNode(opts, channel, incarnation);
     const c = opts.config;
-    const self = c.balancers[opts.selfIndex]!;
     try {
       node.#listener = await SyncListener.open({
         address: self.address.text,
@@ -167,21 +181,35 @@ export class ClusterNode {
       channel.close();
       throw e;
     }
-    node.#timers.push(setInterval(() => node!.membership.tick(), c.cluster.probe.intervalMs));
+    // Answers already in the probe socket are read before the tick judges (ControlChannel.readProbes).
+    node.#timers.push(
+      setInterval(() => {
+        node!.channel.readProbes();
+        node!.membership.tick();
+      }, c.cluster.probe.intervalMs),
+    );
     node.#timers.push(setInterval(() => node!.replicator.flush(), Math.max(1, c.cluster.replication.flushMs)));
     node.#timers.push(setInterval(() => node!.replicator.refreshTick(), REFRESH_TICK_MS));
     node.membership.tick();
     return node;
   }
 
-  #dispatch(env: ReceivedEnvelope): void {
+  /**
+   * One accepted envelope (src/cluster/control-channel.ts). Only probes and acks come with
+   * `confirmed = false` (the receiver holds every other body back until the sender's
+   * incarnation is confirmed); a fresh ack, i.e. one that echoes one of our probe nonces,
+   * confirms its incarnation to the receiver (src/cluster/membership.ts "Incarnations").
+   */
+  #dispatch(env: ReceivedEnvelope, confirmed: boolean, _via: Via): void {
     if (this.#closed) return;
     switch (env.body) {
       case 'probe':
-        this.membership.onProbe(env.sender, env.incarnation, env.probe!);
+        this.membership.onProbe(env.sender, env.incarnation, env.probe!, confirmed);
         return;
       case 'probeAck':
-        this.membership.onProbeAck(env.sender, env.incarnation, env.probeAck!);
+        if (this.membership.onProbeAck(env.sender, env.incarnation, env.probeAck!) && this.channel.receiver.confirm(env.sender, env.incarnation, env.seq)) {
+          this.#log.debug({ event: 'peer_confirmed', peer: this.membership.ids[env.sender], incarnation: env.incarnation }, 'peer incarnation confirmed by a fresh ack');
+        }
         return;
       case 'records':
         this.replicator.onRecords(env.sender, env.records!);

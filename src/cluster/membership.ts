@@ -43,11 +43,27 @@
  *
  * ## Incarnations and status
  * Envelope.incarnation (given by the owner with each message) is chosen at process start and
- * strictly increases across restarts. The first one seen from a peer is recorded; a higher
- * one means the peer restarted ('peer_restarted', stats.restarts): its flow table is gone,
+ * increases across restarts (src/cluster/incarnation.ts). A peer's incarnation is learnt from
+ * FRESH answers only: an ack that matches one of our outstanding probe nonces proves that the
+ * incarnation that signed it is alive now, while any other datagram could be a replay of an
+ * earlier life of the peer. So onProbeAck returns true when it took a fresh ack, and the owner
+ * then confirms that incarnation to its EnvelopeReceiver (which accepts records, health and
+ * sync only from confirmed incarnations: src/protocol/receiver.ts). Probes of an incarnation
+ * the receiver has not confirmed (`confirmed = false`) are answered, at most
+ * UNCONFIRMED_ANSWERS per peer per tick (a replayed probe costs one ack to the peer's own
+ * address, no more), and make us send that peer a probe at once (a challenge, at most one per
+ * peer per tick), so a restarted peer is confirmed within one round trip instead of one
+ * interval; they change nothing else (state, status, incarnation).
+ * The first fresh incarnation of a peer is recorded; a higher one means the peer restarted
+ * ('peer_restarted', stats.restarts): its flow table is gone,
  * and it normally reports SYNCING until its bulk sync is done, so it is not live until it
  * reports SERVING ('peer_serving'), even while its state is UP. A lower incarnation is a
- * message from a previous process (stale): ignored and counted. Status comes from
+ * message from a previous process (stale): ignored and counted — except a fresh ack from a
+ * lower incarnation while the known one is silent (the peer is DEAD or UNKNOWN): that is a
+ * peer restarted with its clock behind and its incarnation state lost; it is taken as a
+ * restart (stats.incarnationsBack), so such a peer rejoins after one detection time instead
+ * of being ignored until its clock catches up. (Two live processes claiming one balancer
+ * would flap this way; the counter and the events show it.) Status comes from
  * Probe.status and ProbeAck.status (PeerStatus; UNSPECIFIED is treated as SYNCING, as
  * tunlb.proto says); changes emit 'peer_serving' / 'peer_syncing' / 'peer_draining'.
  * A DRAINING peer is not live: peers stop choosing it for new flows.
@@ -93,9 +109,12 @@
  *    stalls in a row; the default 3 does.) The owner must call tick() every intervalMs
  *    (setInterval), not less often.
  *
- * The owner's part of the same requirement: probes and acks go on the control socket (port
- * 7946), separate from the data socket and the TUN device, and the read loop yields to libuv
- * between bursts (src/control/balancer.ts), so neither timers nor control reads starve.
+ * The owner's part of the same requirement: probes and acks go on a probe socket of their own
+ * (probe_port, 7948), separate from the control socket's records and junk, the data socket and
+ * the TUN device; the owner reads that socket right before every tick
+ * (ControlChannel.readProbes), so answers that already arrived are seen by the tick that
+ * judges; and the read loop yields to libuv between bursts (src/control/balancer.ts), so
+ * neither timers nor control reads starve.
  * Marking control datagrams DSCP CS6 helps where the network is congested.
  *
  * Wiring (owner): `const m = new Membership({ ..., nowMs: () => performance.now(),
@@ -242,6 +261,16 @@ export interface MembershipStats {
   staleIncarnation: number;
   /** peer_restarted events. */
   restarts: number;
+  /** Restarts taken with a LOWER incarnation (fresh ack while the old one was silent). */
+  incarnationsBack: number;
+  /** Verified probes of an unconfirmed incarnation (answered or not). */
+  probesUnconfirmed: number;
+  /** Of those, not answered: more than UNCONFIRMED_ANSWERS from that peer in one tick. */
+  probesUnconfirmedUnanswered: number;
+  /** Probes sent at once to a peer whose unconfirmed probe came in (challenges). */
+  challenges: number;
+  /** peer_suspect events. */
+  suspects: number;
   /** Ticks that came late by more than slackMs (local stalls), and their total lateness. */
   stalls: number;
   stallMs: number;
@@ -262,6 +291,9 @@ class Peer {
   rttMs = -1;
   srttMs = -1;
   misses = 0;
+  /** Unconfirmed probes answered since the last tick, and whether we challenged since then. */
+  unconfirmedAnswers = 0;
+  challenged = false;
   /** Ring of outstanding probes: nonce (0 = free slot) and our send time. */
   readonly nonces: Float64Array;
   readonly sentAt: Float64Array;
@@ -280,6 +312,9 @@ class Peer {
 function validationError(message: string, details?: Record<string, unknown>): TunlbError {
   return new TunlbError(ErrorCodes.CONFIG_INVALID, message, details);
 }
+
+/** Answers to probes of an unconfirmed incarnation, per peer per tick (header, "Incarnations"). */
+export const UNCONFIRMED_ANSWERS = 2;
 
 function randomNonce(): number {
   return randomInt(1, 2 ** 48);
@@ -305,6 +340,11 @@ export class Membership {
     probesDropped: 0,
     staleIncarnation: 0,
     restarts: 0,
+    incarnationsBack: 0,
+    probesUnconfirmed: 0,
+    probesUnconfirmedUnanswered: 0,
+    challenges: 0,
+    suspects: 0,
     stalls: 0,
     stallMs: 0,
   };
@@ -475,6 +515,7 @@ export class Membership {
         });
       } else if (p.state === PeerState.UP && silent > I + this.slackMs) {
         p.state = PeerState.SUSPECT;
+        this.stats.suspects++;
         this.#updateLive(p);
         this.#emit({
           type: 'peer_suspect',
@@ -486,6 +527,11 @@ export class Membership {
       }
     }
 
+    // A new tick: the per-tick budgets for unconfirmed probes renew (header, "Incarnations").
+    for (const p of this.#peers) {
+      p.unconfirmedAnswers = 0;
+      p.challenged = false;
+    }
     this.#sendProbes(now);
   }
 
@@ -493,35 +539,66 @@ export class Membership {
   #sendProbes(now: number): void {
     for (const p of this.#peers) {
       if (p.index === this.selfIndex) continue;
-      let nonce = this.#nonce();
-      // 0 reads as "absent" in proto3 and would match an ack without a nonce; never use it.
-      if (!(Number.isSafeInteger(nonce) && nonce > 0)) nonce = randomNonce();
-      const slot = p.ringNext;
-      p.ringNext = (slot + 1) % p.nonces.length;
-      p.nonces[slot] = nonce;
-      p.sentAt[slot] = now;
-      this.stats.probesSent++;
-      this.#sendProbe(p.index, {
-        nonce,
-        sentAtMs: Math.floor(now),
-        target: p.index,
-        status: this.#selfStatus as tunlb.v1.PeerStatus,
-      });
+      this.#probe(p, now);
     }
+  }
+
+  /** Sends one probe to `p` stamped `now`, its nonce kept in p's ring of outstanding probes. */
+  #probe(p: Peer, now: number): void {
+    let nonce = this.#nonce();
+    // 0 reads as "absent" in proto3 and would match an ack without a nonce; never use it.
+    if (!(Number.isSafeInteger(nonce) && nonce > 0)) nonce = randomNonce();
+    const slot = p.ringNext;
+    p.ringNext = (slot + 1) % p.nonces.length;
+    p.nonces[slot] = nonce;
+    p.sentAt[slot] = now;
+    this.stats.probesSent++;
+    this.#sendProbe(p.index, {
+      nonce,
+      sentAtMs: Math.floor(now),
+      target: p.index,
+      status: this.#selfStatus as tunlb.v1.PeerStatus,
+    });
   }
 
   /**
    * A verified Probe from balancer `peer` whose envelope carried `incarnation`. Answered at
-   * once with sendAck; also evidence the peer is alive (header).
+   * once with sendAck; also evidence the peer is alive (header). `confirmed`: whether the
+   * receiver has confirmed that incarnation (default true); an unconfirmed probe is answered
+   * (within UNCONFIRMED_ANSWERS per tick), challenged with a probe, and changes nothing else
+   * (header, "Incarnations").
    */
-  onProbe(peer: number, incarnation: number, probe: ProbeBody): void {
+  onProbe(peer: number, incarnation: number, probe: ProbeBody, confirmed = true): void {
     const p = this.#peerAt(peer);
     if (p === null || (probe.target ?? 0) !== this.selfIndex) {
       this.stats.probesDropped++;
       return;
     }
+    if (!confirmed) {
+      this.stats.probesUnconfirmed++;
+      if (p.unconfirmedAnswers < UNCONFIRMED_ANSWERS) {
+        p.unconfirmedAnswers++;
+        this.#answer(peer, incarnation, probe);
+      } else {
+        this.stats.probesUnconfirmedUnanswered++;
+      }
+      if (!p.challenged) {
+        p.challenged = true;
+        this.stats.challenges++;
+        this.#probe(p, this.#now());
+      }
+      return;
+    }
     if (!this.#checkIncarnation(p, incarnation)) return;
     this.stats.probesReceived++;
+    this.#answer(peer, incarnation, probe);
+    if (this.#probeIsEvidence && (p.state === PeerState.UP || p.state === PeerState.SUSPECT)) {
+      p.heardBaseMs = this.#now();
+    }
+    this.#setStatus(p, probe.status ?? 0);
+  }
+
+  #answer(peer: number, incarnation: number, probe: ProbeBody): void {
     this.stats.acksSent++;
     this.#sendAck(peer, {
       nonce: probe.nonce ?? 0,
@@ -529,25 +606,23 @@ export class Membership {
       proberIncarnation: incarnation,
       status: this.#selfStatus as tunlb.v1.PeerStatus,
     });
-    if (this.#probeIsEvidence && (p.state === PeerState.UP || p.state === PeerState.SUSPECT)) {
-      p.heardBaseMs = this.#now();
-    }
-    this.#setStatus(p, probe.status ?? 0);
   }
 
   /**
    * A verified ProbeAck from balancer `peer` whose envelope carried `incarnation`. Must match
    * an outstanding probe nonce; then RTT, state UP, incarnation and status are updated.
+   * Returns true when it did (a fresh answer of `incarnation`: the owner confirms it to its
+   * receiver, header "Incarnations"), false when the ack was ignored.
    */
-  onProbeAck(peer: number, incarnation: number, ack: ProbeAckBody): void {
+  onProbeAck(peer: number, incarnation: number, ack: ProbeAckBody): boolean {
     const p = this.#peerAt(peer);
     if (p === null) {
       this.stats.acksStale++;
-      return;
+      return false;
     }
     if (this.#selfIncarnation !== undefined && (ack.proberIncarnation ?? 0) !== this.#selfIncarnation) {
       this.stats.acksWrongIncarnation++;
-      return;
+      return false;
     }
     const nonce = ack.nonce ?? 0;
     let slot = -1;
@@ -561,9 +636,9 @@ export class Membership {
     }
     if (slot < 0 || (ack.probeSentAtMs ?? 0) !== Math.floor(p.sentAt[slot]!)) {
       this.stats.acksStale++;
-      return;
+      return false;
     }
-    if (!this.#checkIncarnation(p, incarnation)) return;
+    if (!this.#checkIncarnation(p, incarnation, p.state === PeerState.DEAD || p.state === PeerState.UNKNOWN)) return false;
     p.nonces[slot] = 0; // each probe is answered once; a duplicate is stale
     const now = this.#now();
     this.stats.acksReceived++;
@@ -589,6 +664,7 @@ export class Membership {
       });
     }
     this.#setStatus(p, ack.status ?? 0);
+    return true;
   }
 
   /** One row per balancer, self included (state 'self'), for the admin endpoint / CLI. */
@@ -631,15 +707,21 @@ export class Membership {
     return this.#peers[i] ?? null;
   }
 
-  /** Records a first or higher incarnation (restart event); false (counted) if stale. */
-  #checkIncarnation(p: Peer, incarnation: number): boolean {
-    if (incarnation < p.incarnation) {
+  /**
+   * Records a first or higher incarnation (restart event); false (counted) if stale. With
+   * `backOk` (a fresh ack while the known incarnation is silent) a lower one is a restart too
+   * (header, "Incarnations").
+   */
+  #checkIncarnation(p: Peer, incarnation: number, backOk = false): boolean {
+    const back = incarnation < p.incarnation;
+    if (back && !backOk) {
       this.stats.staleIncarnation++;
       return false;
     }
-    if (incarnation > p.incarnation) {
+    if (incarnation !== p.incarnation) {
       const previous = p.incarnation;
       p.incarnation = incarnation;
+      if (back) this.stats.incarnationsBack++;
       if (previous !== 0) {
         this.stats.restarts++;
         // The old process's status says nothing about the new one: not live until it reports
@@ -650,7 +732,9 @@ export class Membership {
           type: 'peer_restarted',
           peer: p.index,
           id: p.id,
-          reason: `incarnation ${previous} -> ${incarnation}`,
+          reason: back
+            ? `incarnation ${previous} -> ${incarnation} (went back: a fresh answer while ${previous} was silent)`
+            : `incarnation ${previous} -> ${incarnation}`,
           incarnation,
         });
       }

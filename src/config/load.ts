@@ -192,6 +192,7 @@ function build(f: ConfigFile, source: string, key: SecretKey, keySource: KeySour
     address: ip(b.address),
     controlPort: b.control_port ?? rep.control_port,
     dataPort: b.data_port ?? rep.data_port,
+    probePort: b.probe_port ?? rep.probe_port,
   }));
   const vips: VipConfig[] = f.vips.map((v, index) => {
     const address: IpAddress = ip(v.address);
@@ -245,12 +246,14 @@ function build(f: ConfigFile, source: string, key: SecretKey, keySource: KeySour
         group: ip(rep.group),
         controlPort: rep.control_port,
         dataPort: rep.data_port,
+        probePort: rep.probe_port,
         ttl: rep.ttl,
         flushMs: rep.flush_ms,
         refreshS: rep.refresh_s,
         syncThreshold: rep.sync_threshold,
       },
       probe: { intervalMs: f.cluster.probe.interval_ms, misses: f.cluster.probe.misses },
+      stateDir: resolve(baseDir, f.cluster.state_dir),
     },
     balancers,
     tun: { ...f.tun },

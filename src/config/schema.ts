@@ -90,6 +90,8 @@ export const ReplicationSchema = z.strictObject({
   control_port: port().default(7946),
   /** UDP port for encapsulated packets forwarded between balancers. Default 7947. */
   data_port: port().default(7947),
+  /** UDP port for liveness probes and acks only, kept apart from the control port so junk there cannot starve them. Default 7948. */
+  probe_port: port().default(7948),
   /** IP TTL / hop limit of multicast datagrams (1 = stay on the local link). Default 1. */
   ttl: int(1, 255).default(1),
   /** Max time a flow record waits in the send batch before the datagram goes out (0 = send at once). Default 1 ms. */
@@ -124,6 +126,8 @@ export const ClusterSchema = z.strictObject({
   replication: ReplicationSchema.prefault({}),
   /** Peer liveness probes. */
   probe: ProbeSchema.prefault({}),
+  /** Directory of this balancer's state kept across restarts (its last incarnation, `<id>.incarnation`); relative to the config file. Default /var/lib/tunlb. */
+  state_dir: z.string().min(1).default('/var/lib/tunlb'),
 });
 
 // ---------------------------------------------------------------------------------------
@@ -138,6 +142,8 @@ export const BalancerSchema = z.strictObject({
   control_port: port().optional(),
   /** Override of cluster.replication.data_port for this balancer. Default: the cluster's. */
   data_port: port().optional(),
+  /** Override of cluster.replication.probe_port for this balancer. Default: the cluster's. */
+  probe_port: port().optional(),
 });
 
 // ---------------------------------------------------------------------------------------
@@ -342,16 +348,19 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'cluster.replication.group': { expect: 'a multicast IP address', default: '239.99.0.1' },
   'cluster.replication.control_port': { expect: 'an integer port 1..65535', default: '7946' },
   'cluster.replication.data_port': { expect: 'an integer port 1..65535', default: '7947' },
+  'cluster.replication.probe_port': { expect: 'an integer port 1..65535', default: '7948' },
   'cluster.replication.ttl': { expect: 'an integer 1..255', default: '1' },
   'cluster.replication.flush_ms': { expect: 'an integer 0..1000 (milliseconds)', default: '1' },
   'cluster.replication.refresh_s': { expect: 'an integer 1..3600 (seconds)', default: '30' },
   'cluster.replication.sync_threshold': { expect: 'an integer 1..65535 (packets)', default: '3' },
   'cluster.probe.interval_ms': { expect: 'an integer 10..60000 (milliseconds)', default: '100' },
   'cluster.probe.misses': { expect: 'an integer 1..100', default: '3' },
+  'cluster.state_dir': { expect: 'a directory path', default: '/var/lib/tunlb' },
   'balancers[].id': { expect: 'a unique id of 1..63 chars a-z, 0-9, "-"', default: 'required' },
   'balancers[].address': { expect: 'an IPv4 or IPv6 address', default: 'required' },
   'balancers[].control_port': { expect: 'an integer port 1..65535', default: 'cluster.replication.control_port' },
   'balancers[].data_port': { expect: 'an integer port 1..65535', default: 'cluster.replication.data_port' },
+  'balancers[].probe_port': { expect: 'an integer port 1..65535', default: 'cluster.replication.probe_port' },
   'tun.name': { expect: 'an interface name of 1..15 chars A-Z, a-z, 0-9, "_", ".", "-"', default: 'tunlb0' },
   'tun.mtu': { expect: 'an integer 576..65535', default: '1500' },
   'tun.queues': { expect: 'an integer 1..256', default: '1' },

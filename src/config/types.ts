@@ -19,6 +19,7 @@ export interface ReplicationConfig {
   readonly group: IpAddress;
   readonly controlPort: number;
   readonly dataPort: number;
+  readonly probePort: number;
   readonly ttl: number;
   readonly flushMs: number;
   readonly refreshS: number;
@@ -49,6 +50,8 @@ export interface ClusterConfig {
   readonly keySource: KeySource;
   readonly replication: ReplicationConfig;
   readonly probe: ProbeConfig;
+  /** Directory of state kept across restarts (the incarnation file), resolved against the config file's directory. */
+  readonly stateDir: string;
 }
 
 export interface BalancerConfig {
@@ -60,6 +63,8 @@ export interface BalancerConfig {
   readonly controlPort: number;
   /** Effective data port (override or cluster default). */
   readonly dataPort: number;
+  /** Effective probe port (override or cluster default). */
+  readonly probePort: number;
 }
 
 export interface TunConfig {

@@ -133,7 +133,11 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
     }
     const cp = b.control_port ?? rep.control_port;
     const dp = b.data_port ?? rep.data_port;
+    const pp = b.probe_port ?? rep.probe_port;
     if (cp !== undefined && cp === dp) add(`balancers[${i}].data_port`, `data port ${dp} equals the control port`, 'use different control and data ports');
+    if (pp !== undefined && (pp === cp || pp === dp)) {
+      add(`balancers[${i}].probe_port`, `probe port ${pp} equals the ${pp === cp ? 'control' : 'data'} port`, 'use a probe port of its own (default 7948)');
+    }
     const a = balAddr[i];
     if (!a) return;
     const prevA = addrSeen.get(a.text);
@@ -154,6 +158,9 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
     }
   }
   if (rep.control_port !== undefined && rep.control_port === rep.data_port) add('cluster.replication.data_port', `data port ${rep.data_port} equals the control port`, 'use different ports (defaults 7946 and 7947)');
+  if (rep.probe_port !== undefined && (rep.probe_port === rep.control_port || rep.probe_port === rep.data_port)) {
+    add('cluster.replication.probe_port', `probe port ${rep.probe_port} equals the ${rep.probe_port === rep.control_port ? 'control' : 'data'} port`, 'use different ports (defaults 7946, 7947 and 7948)');
+  }
   if (rep.refresh_s !== undefined && timeouts.tcp_established_s !== undefined && rep.refresh_s >= timeouts.tcp_established_s) {
     add('cluster.replication.refresh_s', `refresh_s ${rep.refresh_s} is not below flow_table.timeouts.tcp_established_s ${timeouts.tcp_established_s}: peers' copies would expire before being refreshed`, 'lower refresh_s or raise tcp_established_s');
   }

@@ -236,7 +236,8 @@ export class Balancer {
           nowSec,
           log,
           onHealth: (sender, body) => b?.health.onReport(sender, body as HealthReportBody),
-          onEvent: () => {
+          onEvent: (e) => {
+            if (e.type === 'peer_restarted') b?.health.peerRestarted(e.peer);
             b?.health.liveChanged();
             // A peer came (or went): flows decided without a live backup may get one now.
             if (b !== undefined && b.forwarder.stats.flowsNoLiveBackup > 0) b.backupRepair?.request();
@@ -367,6 +368,8 @@ export class Balancer {
       live: this.#live,
       nowMs: () => performance.now(),
       log: this.log,
+      // Report epochs must grow across restarts like incarnations: the same persisted value.
+      ...(cluster !== undefined ? { epoch: cluster.incarnation } : {}),
       broadcast: (body) => {
         if (cluster !== undefined) cluster.channel.broadcast(cluster.channel.signer.seal('health', body));
       },

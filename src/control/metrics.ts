@@ -53,6 +53,10 @@
  *   tunlb_peer_probe_rtt_seconds{peer}                         histogram of sampled probe RTTs
  *   tunlb_probes_sent_total, tunlb_probe_acks_received_total, tunlb_probe_acks_stale_total
  *   tunlb_peer_restarts_total
+ *   tunlb_peer_suspects_total                                  peer_suspect events (Membership.stats.suspects)
+ *   tunlb_probes_unconfirmed_total{answer=sent|withheld}       probes of an unconfirmed incarnation (replays, restarts)
+ *   tunlb_probe_challenges_total                               probes sent at once to a peer whose unconfirmed probe came in
+ *   tunlb_peer_incarnations_back_total                         restarts taken with a lower incarnation (clock back, state lost)
  *   tunlb_failovers_total                                      peer_down events (Membership.stats.failovers)
  *   tunlb_event_loop_stalls_total, tunlb_event_loop_stall_seconds_total   late probe ticks (Membership)
  *   tunlb_forwarding_generation, tunlb_vip_backends{vip}
@@ -339,6 +343,13 @@ export class Metrics {
       (ms?.acksStale ?? 0) + (ms?.acksWrongIncarnation ?? 0),
     );
     counter('tunlb_peer_restarts_total', 'Peers seen with a new incarnation (restarted)', () => ms?.restarts ?? 0);
+    counter('tunlb_peer_suspects_total', 'Peers silent for more than one probe interval (peer_suspect events)', () => ms?.suspects ?? 0);
+    counterBy('tunlb_probes_unconfirmed_total', 'Verified probes of an incarnation not confirmed yet (a restarted peer, or a replay), by whether they were answered', 'answer', () => [
+      ['sent', (ms?.probesUnconfirmed ?? 0) - (ms?.probesUnconfirmedUnanswered ?? 0)],
+      ['withheld', ms?.probesUnconfirmedUnanswered ?? 0],
+    ]);
+    counter('tunlb_probe_challenges_total', 'Probes sent at once to a peer whose unconfirmed probe came in', () => ms?.challenges ?? 0);
+    counter('tunlb_peer_incarnations_back_total', 'Peer restarts taken with a lower incarnation (clock went back and state lost)', () => ms?.incarnationsBack ?? 0);
     counter('tunlb_failovers_total', 'Peers declared dead (peer_down events): their flows go to their backups', () => ms?.failovers ?? 0);
     counter('tunlb_event_loop_stalls_total', 'Probe ticks that ran late (event-loop stalls; not counted against peers)', () => ms?.stalls ?? 0);
     counter('tunlb_event_loop_stall_seconds_total', 'Total lateness of late probe ticks, seconds', () => (ms?.stallMs ?? 0) / 1000);

@@ -4,22 +4,32 @@
  *
  *   datagram = SignedEnvelope { envelope: bytes(Envelope), mac: HMAC-SHA256(clusterKey, envelope) }
  *
- * Receive order (decodeSigned): the outer frame is parsed (two length-delimited fields), the
- * MAC is recomputed over the raw envelope bytes and compared in constant time
- * (crypto.timingSafeEqual), and only then is the Envelope decoded. So the protobuf decoder
- * never sees unauthenticated bytes beyond the outer frame, and a forged datagram costs one HMAC.
+ * Receive order (decodeSigned), cheapest first, nothing decoded before it is authenticated:
+ *  1. the outer frame, parsed by hand in its one canonical form (parseOuter): 0x0a, the
+ *     envelope's length (a minimal varint of 1 or 2 bytes), the envelope, 0x12 0x20, the 32-byte
+ *     MAC, and nothing else (MALFORMED_OUTER). No protobuf decoder runs on unauthenticated bytes;
+ *  2. with `clusterId` given, the envelope's first bytes, still unauthenticated: every sender
+ *     writes version first and cluster_id second (the generated encoder writes fields in number
+ *     order; encodeSigned and the signer always set version), so a datagram whose envelope does
+ *     not start with 0x08 <PROTOCOL_VERSION> 0x11 <our cluster id> is dropped before the HMAC
+ *     (BAD_VERSION / WRONG_CLUSTER): junk with a valid frame costs a few byte compares, not a
+ *     hash. (A datagram that passes is hashed; the MAC then decides.)
+ *  3. the MAC, recomputed over the raw envelope bytes and compared in constant time
+ *     (crypto.timingSafeEqual) (BAD_MAC);
+ *  4. only then the Envelope is decoded (protobufjs), and checked: header, version, body, records.
  *
  * decodeSigned never throws on bad input: protobufjs' decoders throw on malformed input; the
  * exceptions are caught here, at the edge, and mapped to a ProtocolResult. It is stateless;
- * the stateful checks (cluster, sender, replay window) are in src/protocol/receiver.ts.
+ * the stateful checks (source, cluster, sender, recipients, incarnation, replay window) are in
+ * src/protocol/receiver.ts, which also checks the size and source before calling it.
  *
  * Not on the data-plane hot path (control datagrams: records, probes, sync), but kept
- * allocation-light: protobufjs' decoded bytes fields are views into the datagram, so a caller
- * that keeps anything (e.g. a record key) copies it before it reuses the receive buffer.
+ * allocation-light: nothing is allocated for a datagram that fails steps 1-2; protobufjs'
+ * decoded bytes fields are views into the datagram, so a caller that keeps anything (e.g. a
+ * record key) copies it before it reuses the receive buffer.
  *
- * Outer-frame malleability: bytes outside `envelope` (unknown outer fields, a repeated field 1
- * where the last one wins) are not authenticated; they are discarded and cannot change what
- * is accepted, and a re-framed copy of an accepted envelope is caught by the replay window.
+ * Outer-frame malleability: there is none left: the canonical form admits exactly one framing
+ * of a given envelope and MAC.
  */
 import { createHmac, createSecretKey, randomInt, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { ErrorCodes, TunlbError } from '../errors';
@@ -31,6 +41,14 @@ import { ProtocolResult } from './result';
 export const PROTOCOL_VERSION = 1;
 /** HMAC-SHA256 output length. */
 export const MAC_LEN = 32;
+/**
+ * The largest control datagram a balancer sends, bytes of UDP payload (the record batcher's
+ * budget: src/protocol/record-batcher.ts; probes, acks, health reports and sync chunks are
+ * smaller or packed to the same budget). Receivers drop anything longer unread (OVERSIZE).
+ */
+export const MAX_CONTROL_DATAGRAM = 1400;
+/** The smallest canonical SignedEnvelope: 0x0a 0x01 <1 byte> 0x12 0x20 <32 bytes>. */
+export const MIN_CONTROL_DATAGRAM = 3 + 2 + MAC_LEN;
 
 /** A cluster key: raw bytes, or a KeyObject made once with macKey() (slightly cheaper per datagram). */
 export type MacKey = Uint8Array | KeyObject;
@@ -67,6 +85,8 @@ export interface EnvelopeHeader {
   seq: number;
   /** Wall clock, ms since the Unix epoch. */
   sentAtMs: number;
+  /** Bitmask of the balancers the envelope is meant for (bit i = index i); 0 or absent = every balancer. */
+  recipients?: number;
 }
 
 /** An envelope to encode: the header plus exactly one body field. */
@@ -90,6 +110,8 @@ export interface ReceivedEnvelope {
   readonly incarnation: number;
   readonly seq: number;
   readonly sentAtMs: number;
+  /** Envelope.recipients: bit i = balancer i; 0 = every balancer (see tunlb.proto). */
+  readonly recipients: number;
   readonly body: BodyKind;
   readonly records: ReceivedRecordBatch | null;
   readonly probe: tunlb.v1.Probe | null;
@@ -108,6 +130,13 @@ export class DecodeResult {
   result: ProtocolResult = ProtocolResult.OK;
   envelope: ReceivedEnvelope | null = null;
   sender = -1;
+  /**
+   * EnvelopeReceiver only: true when the envelope comes from its sender's confirmed
+   * incarnation (its replay window checked it); false for a Probe or ProbeAck of an
+   * incarnation not confirmed yet, which pass so that confirmation can happen
+   * (src/protocol/receiver.ts). decodeSigned leaves it true.
+   */
+  confirmed = true;
 }
 
 function isSafeUint(v: unknown): v is number {
@@ -155,11 +184,65 @@ export function encodeSigned(env: EnvelopeFields, key: MacKey): Uint8Array {
   let bodies = 0;
   for (const k of BODY_KINDS) if (env[k] != null) bodies++;
   if (bodies !== 1) throw bad(`an envelope needs exactly one body, got ${bodies}`);
-  const w = tunlb.v1.Envelope.encode(env);
-  // version is optional for the caller; field order is free on the wire.
-  if (env.version === undefined) w.uint32(/* id 1, varint */ 8).uint32(PROTOCOL_VERSION);
-  return signEnvelopeBytes(w.finish(), key);
+  if (env.recipients !== undefined && !(Number.isInteger(env.recipients) && env.recipients >= 0 && env.recipients <= 0xffffffff)) {
+    throw bad('envelope recipients must be a 32-bit mask', { recipients: env.recipients });
+  }
+  // Canonical form: version is always written, and first (the generated encoder writes fields
+  // in number order); receivers check it before the MAC (module header, step 2).
+  const msg = env.version === undefined ? { ...env, version: PROTOCOL_VERSION } : env;
+  return signEnvelopeBytes(tunlb.v1.Envelope.encode(msg).finish(), key);
 }
+
+/** Where parseOuter found the parts of a SignedEnvelope (offsets into the datagram's buffer). */
+export interface OuterFrame {
+  envOff: number;
+  envLen: number;
+  macOff: number;
+}
+
+/**
+ * Parses the outer frame in its canonical form only (module header, step 1): buf[off..off+len)
+ * must be exactly 0x0a, varint L (1 or 2 bytes, minimal, 1 <= L), L envelope bytes, 0x12 0x20,
+ * 32 MAC bytes. Fills `out` and returns true, or returns false. Allocates nothing; never throws.
+ */
+export function parseOuter(buf: Uint8Array, off: number, len: number, out: OuterFrame): boolean {
+  if (len < MIN_CONTROL_DATAGRAM || buf[off] !== 0x0a) return false;
+  let p = off + 1;
+  const b0 = buf[p++]!;
+  let envLen = b0;
+  if (b0 & 0x80) {
+    const b1 = buf[p++]!;
+    // Two bytes at most (L < 16384, far above MAX_CONTROL_DATAGRAM); b1 = 0 is a non-minimal varint.
+    if (b1 & 0x80 || b1 === 0) return false;
+    envLen = (b0 & 0x7f) | (b1 << 7);
+  }
+  if (envLen === 0) return false;
+  const macTag = p + envLen;
+  if (macTag + 2 + MAC_LEN !== off + len) return false;
+  if (buf[macTag] !== 0x12 || buf[macTag + 1] !== MAC_LEN) return false;
+  out.envOff = p;
+  out.envLen = envLen;
+  out.macOff = macTag + 2;
+  return true;
+}
+
+/**
+ * Checks the unauthenticated first bytes of an envelope (module header, step 2): version
+ * (0x08 PROTOCOL_VERSION) and, when clusterId is not 0, cluster_id (0x11 + 8 bytes,
+ * little-endian). Returns OK, BAD_VERSION or WRONG_CLUSTER. Allocates nothing.
+ */
+export function checkEnvelopePrefix(buf: Uint8Array, envOff: number, envLen: number, clusterId: number): ProtocolResult {
+  if (envLen < 2 || buf[envOff] !== 0x08 || buf[envOff + 1] !== PROTOCOL_VERSION) return ProtocolResult.BAD_VERSION;
+  if (clusterId === 0) return ProtocolResult.OK;
+  if (envLen < 11 || buf[envOff + 2] !== 0x11) return ProtocolResult.WRONG_CLUSTER;
+  const p = envOff + 3;
+  const lo = (buf[p]! | (buf[p + 1]! << 8) | (buf[p + 2]! << 16) | (buf[p + 3]! << 24)) >>> 0;
+  const hi = (buf[p + 4]! | (buf[p + 5]! << 8) | (buf[p + 6]! << 16) | (buf[p + 7]! << 24)) >>> 0;
+  return hi * 4294967296 + lo === clusterId ? ProtocolResult.OK : ProtocolResult.WRONG_CLUSTER;
+}
+
+/** parseOuter's scratch output (single-threaded: decodeSigned never re-enters). */
+const frame: OuterFrame = { envOff: 0, envLen: 0, macOff: 0 };
 
 function fail(out: DecodeResult, r: ProtocolResult): DecodeResult {
   out.result = r;
@@ -169,7 +252,8 @@ function fail(out: DecodeResult, r: ProtocolResult): DecodeResult {
 
 /**
  * Verifies and decodes one datagram at buf[off..off+len). Stateless: checks, in order, the
- * outer frame (MALFORMED_OUTER), the MAC (BAD_MAC), the Envelope encoding and header
+ * outer frame (MALFORMED_OUTER), with `clusterId` the envelope's unauthenticated first bytes
+ * (BAD_VERSION, WRONG_CLUSTER), the MAC (BAD_MAC), the Envelope encoding and header
  * (MALFORMED_ENVELOPE: undecodable, incarnation or seq 0), the version (BAD_VERSION), the
  * body (UNKNOWN_BODY) and every flow record (BAD_RECORD). Never throws.
  */
@@ -179,8 +263,10 @@ export function decodeSigned(
   len: number,
   key: MacKey,
   out: DecodeResult = new DecodeResult(),
+  clusterId?: number,
 ): DecodeResult {
   out.sender = -1;
+  out.confirmed = true;
   if (
     !(buf instanceof Uint8Array) ||
     !Number.isInteger(off) ||
@@ -191,17 +277,15 @@ export function decodeSigned(
   ) {
     return fail(out, ProtocolResult.MALFORMED_OUTER);
   }
-  let signed: tunlb.v1.SignedEnvelope;
-  try {
-    signed = tunlb.v1.SignedEnvelope.decode(buf.subarray(off, off + len));
-  } catch {
-    return fail(out, ProtocolResult.MALFORMED_OUTER);
+  if (!parseOuter(buf, off, len, frame)) return fail(out, ProtocolResult.MALFORMED_OUTER);
+  const { envOff, envLen, macOff } = frame;
+  if (clusterId !== undefined) {
+    const r = checkEnvelopePrefix(buf, envOff, envLen, clusterId);
+    if (r !== ProtocolResult.OK) return fail(out, r);
   }
-  const envBytes = signed.envelope;
-  const mac = signed.mac;
-  if (envBytes.length === 0 || mac.length !== MAC_LEN) return fail(out, ProtocolResult.MALFORMED_OUTER);
+  const envBytes = buf.subarray(envOff, envOff + envLen);
   // Constant time: a timing difference must not tell a forger how many leading bytes match.
-  if (!timingSafeEqual(computeMac(key, envBytes), mac)) return fail(out, ProtocolResult.BAD_MAC);
+  if (!timingSafeEqual(computeMac(key, envBytes), buf.subarray(macOff, macOff + MAC_LEN))) return fail(out, ProtocolResult.BAD_MAC);
 
   let env: tunlb.v1.Envelope;
   try {
@@ -286,6 +370,7 @@ export class EnvelopeSigner {
       incarnation: opts.incarnation,
       seq: 0,
       sentAtMs: 0,
+      recipients: 0,
       records: null,
       probe: null,
       probeAck: null,
@@ -300,9 +385,17 @@ export class EnvelopeSigner {
     return this.seq;
   }
 
-  /** Encodes, numbers and signs one envelope with the given body; returns the datagram. */
-  seal<K extends BodyKind>(kind: K, body: BodyFields[K]): Uint8Array {
+  /**
+   * Encodes, numbers and signs one envelope with the given body; returns the datagram.
+   * `recipient`: the one balancer index a unicast envelope is meant for (Envelope.recipients),
+   * or -1 (default) for every balancer (records, health).
+   */
+  seal<K extends BodyKind>(kind: K, body: BodyFields[K], recipient = -1): Uint8Array {
+    if (!(Number.isInteger(recipient) && recipient >= -1 && recipient < MAX_BALANCERS)) {
+      throw bad(`recipient must be -1 or 0..${MAX_BALANCERS - 1}`, { recipient });
+    }
     const m = this.msg;
+    m.recipients = recipient < 0 ? 0 : (1 << recipient) >>> 0;
     m.seq = this.seq++;
     m.sentAtMs = Math.floor(this.wallClockMs());
     (m as Record<BodyKind, unknown>)[kind] = body;

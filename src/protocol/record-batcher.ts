@@ -52,10 +52,12 @@ export function signedDatagramSize(headerLen: number, bodyLen: number): number {
 /**
  * Encoded size of an Envelope header from this signer with sequence number `seq` (version,
  * cluster_id, sender, incarnation, seq, sent_at_ms; zero fields are omitted, sent_at_ms is
- * counted as present).
+ * counted as present), plus `recipients` (fixed32, 5 bytes) for a unicast envelope that names
+ * its recipient.
  */
-export function envelopeHeaderSize(signer: EnvelopeSigner, seq: number): number {
+export function envelopeHeaderSize(signer: EnvelopeSigner, seq: number, withRecipient = false): number {
   return (
+    (withRecipient ? 5 : 0) +
     1 + varintSize(PROTOCOL_VERSION) +
     (signer.clusterId === 0 ? 0 : 9) +
     (signer.sender === 0 ? 0 : 1 + varintSize(signer.sender)) +

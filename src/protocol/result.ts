@@ -4,10 +4,16 @@
  * (`counts[code]++`), never thrown. Numeric values and names are stable (metrics and logs use
  * the names): never renumber or rename one, add new ones at the end.
  *
- * Order of the checks (src/protocol/codec.ts, src/protocol/receiver.ts), cheapest and
- * unauthenticated first, stateful last:
- *   malformed_outer -> bad_mac -> malformed_envelope -> bad_version -> unknown_body ->
- *   bad_record -> wrong_cluster -> unknown_sender -> from_self -> stale_incarnation / replayed
+ * Order of the checks (src/protocol/receiver.ts, src/protocol/codec.ts), cheapest and
+ * unauthenticated first, stateful last (docs/protocol.md "Receive path"):
+ *   before any decoding (no HMAC, no protobuf):
+ *     oversize -> not_a_peer / from_self (source address and port) -> malformed_outer (strict
+ *     outer frame) -> bad_version / wrong_cluster (the envelope's first bytes)
+ *   authentication:  bad_mac
+ *   authenticated:   malformed_envelope -> bad_version -> unknown_body -> bad_record ->
+ *                    wrong_cluster -> unknown_sender -> from_self -> wrong_recipient ->
+ *                    source_mismatch -> wrong_port
+ *   stateful:        stale_incarnation / unconfirmed / replayed
  */
 export const ProtocolResult = {
   /** Authentic, fresh and well-formed: process it. */
@@ -39,12 +45,34 @@ export const ProtocolResult = {
    * sender. Checked BEFORE the replay window, so such a datagram cannot advance it.
    */
   SOURCE_MISMATCH: 12,
+  /**
+   * Longer than the largest datagram a balancer sends (MAX_CONTROL_DATAGRAM, 1400 bytes of UDP
+   * payload), or truncated by the receive slot. Checked first: nothing of it is read.
+   */
+  OVERSIZE: 13,
+  /**
+   * The UDP source (address and port) is not a configured balancer's control or probe
+   * endpoint. Checked before any decoding. (A spoofed peer source passes; the MAC decides.)
+   */
+  NOT_A_PEER: 14,
+  /** Authentic, but Envelope.recipients names other balancers only (a unicast envelope replayed to another one). */
+  WRONG_RECIPIENT: 15,
+  /**
+   * Authentic and new, but from an incarnation of its sender that this balancer has not
+   * confirmed yet: only a ProbeAck echoing one of our probe nonces confirms an incarnation
+   * (src/protocol/replay-window.ts). Probes and acks pass (they are how confirmation happens);
+   * every other body waits. Stops datagrams of a sender's earlier life, replayed to a
+   * receiver that has no replay window for it yet (it restarted), from being accepted.
+   */
+  UNCONFIRMED: 16,
+  /** Authentic, but a body the socket it came in on does not carry (records on the probe port). */
+  WRONG_PORT: 17,
 } as const;
 
 export type ProtocolResult = (typeof ProtocolResult)[keyof typeof ProtocolResult];
 
 /** Number of result codes: size of a per-code counter array (`new Float64Array(PROTOCOL_RESULT_COUNT)`). */
-export const PROTOCOL_RESULT_COUNT = 13;
+export const PROTOCOL_RESULT_COUNT = 18;
 
 /** Stable snake_case names, indexed by code: metric label values and log fields. */
 export const PROTOCOL_RESULT_NAMES: readonly string[] = Object.freeze([
@@ -61,6 +89,11 @@ export const PROTOCOL_RESULT_NAMES: readonly string[] = Object.freeze([
   'stale_incarnation',
   'replayed',
   'source_mismatch',
+  'oversize',
+  'not_a_peer',
+  'wrong_recipient',
+  'unconfirmed',
+  'wrong_port',
 ]);
 
 /** Name of a result code ('unknown' for a number that is not one). */

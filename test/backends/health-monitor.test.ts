@@ -342,6 +342,17 @@ test('stale reports are ignored: older sequence, older epoch, non-owner sender, 
   t.is(m.states()[b2]!.reason, 'reported by lb2');
   send(1, 101, 1, entry(b2, HS.HEALTH_STATE_UNHEALTHY));
   t.is(m.stateOf(0, b2), 'unhealthy', 'a restarted sender (higher epoch) starts its sequence again');
+  // A restart whose epoch went BACK (its clock behind, its incarnation state lost): stale until
+  // membership reports the restart (peerRestarted), then heard again.
+  send(1, 90, 1, entry(b2, HS.HEALTH_STATE_HEALTHY));
+  t.is(m.stateOf(0, b2), 'unhealthy', 'a lower epoch before peerRestarted is stale');
+  m.peerRestarted(1);
+  send(1, 90, 2, entry(b2, HS.HEALTH_STATE_HEALTHY));
+  t.is(m.stateOf(0, b2), 'healthy', 'after peerRestarted, the lower epoch is heard');
+  send(1, 101, 2, entry(b2, HS.HEALTH_STATE_UNHEALTHY));
+  send(1, 90, 3, entry(b2, HS.HEALTH_STATE_UNHEALTHY));
+  t.is(m.stateOf(0, b2), 'unhealthy');
+  send(1, 101, 3, entry(b2, HS.HEALTH_STATE_UNHEALTHY));
   // A backend we know nothing about is adopted from anyone (a restart learns the shared state)...
   t.is(m.stateOf(0, b3), 'unknown');
   send(1, 101, 2, entry(b3, HS.HEALTH_STATE_HEALTHY));

@@ -427,7 +427,7 @@ test('walkIp walks IPv6 extension headers; tcpFlagsText and wireKeyText', (t) =>
 
 test('decoderOptionsFromConfig: every control/data port, ids by index and address, backends by VIP', (t) => {
   const o = decoderOptionsFromConfig(labConfig());
-  t.deepEqual(o.controlPorts, [7946]);
+  t.deepEqual(o.controlPorts, [7946, 7948], 'control and probe ports');
   t.deepEqual(o.dataPorts, [7947]);
   t.deepEqual(o.names!.balancers, ['lb1', 'lb2', 'lb3']);
   t.is(o.names!.byAddress.get(LB3), 'lb3');

@@ -402,6 +402,19 @@ tt('ports are preferences (tunlb.ports, tunlb_encap.ports); IPv6 between balance
   t.regex(lines[3]!, /10\.99\.1\.2 → 10\.99\.0\.10 +TCP .* tunlb encap NEW_FLOW primary=lb2 backup=lb3 backend=#0 │ 40000 → 80 \[SYN\]/);
 });
 
+tt('the probe port (7948) is decoded by default; a unicast envelope shows its recipients', (t) => {
+  const probe = encodeSigned({ ...header(80, 1), recipients: 1 << 0, probe: { nonce: 1, target: 0, status: 2 } }, KEY);
+  const records = encodeSigned({ ...header(81, 1), records: { records: [rec()] } }, KEY);
+  const file = pcapOf(t, [
+    { sport: 7948, dport: 7948, payload: probe },
+    { sport: 7946, dport: 7946, payload: records },
+  ]);
+  const f = shark(file, ['frame.protocols', 'tunlb.recipients']);
+  t.deepEqual(f.map((l) => l['frame.protocols']![0]), ['eth:ethertype:ip:udp:tunlb', 'eth:ethertype:ip:udp:tunlb']);
+  t.is(Number(f[0]!['tunlb.recipients']![0]), 1, 'the probe names lb1 (bit 0)');
+  t.is(Number(f[1]!['tunlb.recipients']![0]), 0, 'records name no one: every balancer (absent, shown as 0)');
+});
+
 tt('damaged datagrams of every kind (600 mutations, fixed seed) never make a Lua error', (t) => {
   const seeds: Array<{ dport: number; payload: Uint8Array }> = [
     { dport: 7946, payload: encodeSigned({ ...header(70, 1), records: { records: [rec(), rec({ key: keyFromParts('fd99:1::2', 'fd99::10', 1, 2, 6) })] } }, KEY) },

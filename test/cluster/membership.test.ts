@@ -54,7 +54,7 @@ function harness(over: Partial<MembershipOptions> = {}, n = 3) {
   /** Peer answers `probe` (default: the last one sent to it). */
   const ack = (peer: number, opts: { inc?: number; status?: number; probe?: ProbeBody; proberInc?: number } = {}) => {
     const p = opts.probe ?? lastProbe(peer);
-    m.onProbeAck(peer, opts.inc ?? 7, {
+    return m.onProbeAck(peer, opts.inc ?? 7, {
       nonce: p.nonce,
       probeSentAtMs: p.sentAtMs,
       proberIncarnation: opts.proberInc ?? 0,
@@ -883,6 +883,78 @@ for (const sc of scenarios) {
     sc.check?.(t, s);
   });
 }
+
+// ---------------------------------------------------------------------------------------
+// Incarnations learnt from fresh answers only (membership.ts "Incarnations")
+
+test('onProbeAck says whether the ack was fresh (the owner confirms that incarnation to its receiver)', (t) => {
+  const h = harness();
+  h.tickAt(0);
+  const p = h.lastProbe(1);
+  t.true(h.ack(1, { inc: 7 }), 'matches an outstanding nonce: fresh');
+  t.false(h.ack(1, { inc: 7, probe: p }), 'the same nonce again: stale');
+  t.false(h.ack(1, { inc: 7, probe: { nonce: 999_999, sentAtMs: 0, target: 1, status: SERVING } }), 'a nonce we never sent');
+  t.false(h.m.onProbeAck(1, 7, { nonce: 0, probeSentAtMs: 0, proberIncarnation: 0, status: SERVING }), 'no nonce');
+});
+
+test('a probe of an unconfirmed incarnation is answered (at most UNCONFIRMED_ANSWERS a tick), challenged once a tick, and changes nothing else', (t) => {
+  const h = harness();
+  h.tickAt(0);
+  h.ack(1, { inc: 100 });
+  t.is(h.m.live[1], 1);
+  const probesBefore = h.probes.filter((p) => p.peer === 1).length;
+  const eventsBefore = h.events.length;
+  // Replayed (or a restarted peer's first) probes: unconfirmed, DRAINING status claimed.
+  for (let i = 0; i < 5; i++) h.m.onProbe(1, 200, { nonce: 10 + i, sentAtMs: 1, target: 0, status: DRAINING }, false);
+  t.is(h.acks.length, 2, 'two answered this tick, the rest not');
+  t.deepEqual(h.acks.map((a) => a.body.proberIncarnation), [200, 200], 'answered to the incarnation that asked');
+  t.is(h.m.stats.probesUnconfirmed, 5);
+  t.is(h.m.stats.probesUnconfirmedUnanswered, 3);
+  t.is(h.probes.filter((p) => p.peer === 1).length, probesBefore + 1, 'one challenge probe, at once');
+  t.is(h.m.stats.challenges, 1);
+  t.is(h.m.live[1], 1, 'status DRAINING from an unconfirmed probe is not taken');
+  t.is(h.m.peers()[1]!.incarnation, 100, 'nor its incarnation');
+  t.is(h.events.length, eventsBefore, 'no event');
+  // Next tick: the budget and the challenge renew.
+  h.tickAt(100);
+  h.m.onProbe(1, 200, { nonce: 20, sentAtMs: 1, target: 0, status: SYNCING }, false);
+  t.is(h.acks.length, 3);
+  t.is(h.m.stats.challenges, 2);
+  // The challenge is answered by incarnation 200: fresh, so it is taken (a restart).
+  t.true(h.ack(1, { inc: 200, status: SYNCING }));
+  t.is(h.types().at(-2), 'peer_restarted:1');
+  t.is(h.m.live[1], 0, 'restarted peer syncing: not live');
+});
+
+test('a fresh ack from a LOWER incarnation: stale while the known one answers, a restart once it is silent (clock back, state lost)', (t) => {
+  const h = harness();
+  h.tickAt(0);
+  h.ack(1, { inc: 500 });
+  h.tickAt(100);
+  t.false(h.ack(1, { inc: 400 }), 'peer UP with 500: 400 is an old process');
+  t.is(h.m.stats.staleIncarnation, 1);
+  // 500 goes silent: DEAD after misses x interval.
+  for (let ms = 200; ms <= 600; ms += 100) h.tickAt(ms);
+  t.is(h.m.stateOf(1), PeerState.DEAD);
+  t.true(h.ack(1, { inc: 400, status: SYNCING }), 'a fresh answer from 400 while 500 is silent');
+  t.is(h.m.stats.incarnationsBack, 1);
+  t.is(h.m.stateOf(1), PeerState.UP);
+  t.is(h.m.peers()[1]!.incarnation, 400);
+  const restarted = h.events.find((e) => e.type === 'peer_restarted');
+  t.regex(restarted?.reason ?? '', /500 -> 400 \(went back/);
+});
+
+test('peer_suspect events are counted (stats.suspects)', (t) => {
+  const h = harness();
+  h.tickAt(0);
+  h.ack(1);
+  h.ack(2);
+  h.tickAt(100);
+  h.ack(2);
+  h.tickAt(200);
+  t.is(h.m.stateOf(1), PeerState.SUSPECT);
+  t.is(h.m.stats.suspects, 1);
+});
 
 // ---------------------------------------------------------------------------------------
 // Planned stop / drain-self (leave): DRAINING at once, and acknowledged by every live peer.

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { inspect } from 'node:util';
+import * as path from 'node:path';
 import { ErrorCodes, isTunlbError, TunlbError } from '../../src/errors';
 import { formatConfigErrors, loadConfig, parseConfig, selectSelf, type ConfigIssue } from '../../src/config';
 import { KEY, KEY_HEX, minimal, OPTS, parseObj, readKeyFile } from './helpers';
@@ -69,10 +70,11 @@ test('every default is applied', (t) => {
       wireId: c.cluster.wireId,
       key: '<redacted>',
       keySource: { kind: 'file', path: '/keys/cluster.key' },
-      replication: { mode: 'multicast', group: '239.99.0.1', controlPort: 7946, dataPort: 7947, ttl: 1, flushMs: 1, refreshS: 30, syncThreshold: 3 },
+      replication: { mode: 'multicast', group: '239.99.0.1', controlPort: 7946, dataPort: 7947, probePort: 7948, ttl: 1, flushMs: 1, refreshS: 30, syncThreshold: 3 },
       probe: { intervalMs: 100, misses: 3 },
+      stateDir: '/var/lib/tunlb',
     },
-    balancers: [{ index: 0, id: 'lb1', address: '10.0.0.11', controlPort: 7946, dataPort: 7947 }],
+    balancers: [{ index: 0, id: 'lb1', address: '10.0.0.11', controlPort: 7946, dataPort: 7947, probePort: 7948 }],
     tun: { name: 'tunlb0', mtu: 1500, queues: 1, offload: true, batch: 64 },
     vips: [
       {
@@ -110,10 +112,12 @@ test('health check defaults (tcp, http, icmp) and port resolution', (t) => {
 
 test('per-balancer port overrides; capacity rounded up with a warning', (t) => {
   const o = minimal();
-  o.balancers.push({ id: 'lb2', address: '10.0.0.12', control_port: 8946, data_port: 8947 });
+  o.balancers.push({ id: 'lb2', address: '10.0.0.12', control_port: 8946, data_port: 8947, probe_port: 8948 });
   o.flow_table = { capacity: 1000 };
+  o.cluster.state_dir = 'state';
   const c = parseObj(o);
-  t.deepEqual(c.balancers.map((b) => [b.controlPort, b.dataPort]), [[7946, 7947], [8946, 8947]]);
+  t.deepEqual(c.balancers.map((b) => [b.controlPort, b.dataPort, b.probePort]), [[7946, 7947, 7948], [8946, 8947, 8948]]);
+  t.is(c.cluster.stateDir, path.resolve(OPTS.baseDir!, 'state'), 'a relative state_dir resolves against the config directory');
   t.is(c.flowTable.capacity, 1024);
   t.is(c.flowTable.requestedCapacity, 1000);
   t.true(c.warnings.some((w) => w.includes('rounded up to 1024')));
@@ -212,6 +216,8 @@ const invalid: Case[] = [
   ['capacity too large', (o) => (o.flow_table = { capacity: 2 ** 30 }), ['flow_table.capacity']],
   ['refresh not below tcp_established_s', (o) => { o.flow_table = { timeouts: { tcp_established_s: 20 } }; }, ['cluster.replication.refresh_s']],
   ['control port equals data port', (o) => (o.cluster.replication = { control_port: 7000, data_port: 7000 }), ['balancers[0].data_port', 'cluster.replication.data_port']],
+  ['probe port equals control port', (o) => (o.cluster.replication = { probe_port: 7946 }), ['balancers[0].probe_port', 'cluster.replication.probe_port']],
+  ['per-balancer probe port equals its data port', (o) => (o.balancers[0].probe_port = 7947), ['balancers[0].probe_port']],
   ['admin listen without port', (o) => (o.admin = { listen: '127.0.0.1' }), ['admin.listen']],
   ['bad log level', (o) => (o.log = { level: 'verbose' }), ['log.level']],
   ['several errors at once: every one listed', (o) => {

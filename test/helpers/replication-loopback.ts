@@ -77,7 +77,8 @@ export class LoopbackNet {
 
   /** Attaches a replicator as balancer `index` with its own receiver. */
   attach(index: number, replicator: Replicator): LoopbackNode {
-    const receiver = new EnvelopeReceiver({ key: this.opts.key, clusterId: this.opts.clusterId, self: index, balancerCount: this.opts.balancerCount });
+    // No membership here to confirm incarnations by probe: trust on first use (src/protocol/receiver.ts).
+    const receiver = new EnvelopeReceiver({ key: this.opts.key, clusterId: this.opts.clusterId, self: index, balancerCount: this.opts.balancerCount, confirmBy: 'first-envelope' });
     const node = { index, replicator, receiver };
     this.nodes[index] = node;
     return node;

@@ -72,7 +72,7 @@ for (const [family, keyOf] of [['IPv4', v4Key], ['IPv6', v6Key]] as const) {
     // The figures documented in protocol/tunlb.proto (FlowRecord): update both together.
     t.is(first.n, family === 'IPv4' ? 36 : 21);
     // And they decode back to the same records.
-    const r = new EnvelopeReceiver({ key: KEY, clusterId: CLUSTER, self: 0, balancerCount: 4 });
+    const r = new EnvelopeReceiver({ key: KEY, clusterId: CLUSTER, self: 0, balancerCount: 4, confirmBy: 'first-envelope' });
     const res = r.receive(first.d, 0, first.d.length);
     t.is(res.result, ProtocolResult.OK);
     const recs = res.envelope!.records!.records;
@@ -122,7 +122,7 @@ test('batcher: pending/flush for the caller timer; mixed families; stream decode
     b.append(typical(i), keyBuf, off);
   }
   b.flush();
-  const r = new EnvelopeReceiver({ key: KEY, clusterId: CLUSTER, self: 0, balancerCount: 4 });
+  const r = new EnvelopeReceiver({ key: KEY, clusterId: CLUSTER, self: 0, balancerCount: 4, confirmBy: 'first-envelope' });
   let seen = 0;
   const key = new Uint8Array(40);
   for (const { d, n } of out.slice(1)) {
@@ -183,7 +183,7 @@ test('batcher: records are copied at append (caller may reuse its key buffer and
   key.fill(0x55);
   f.backend = 999;
   b.flush();
-  const r = new EnvelopeReceiver({ key: KEY, clusterId: CLUSTER, self: 0, balancerCount: 4 });
+  const r = new EnvelopeReceiver({ key: KEY, clusterId: CLUSTER, self: 0, balancerCount: 4, confirmBy: 'first-envelope' });
   const rec = r.receive(out[0]!.d, 0, out[0]!.d.length).envelope!.records!.records[0]!;
   const k = new Uint8Array(40);
   expandWireKey(rec.key, k, 0);

@@ -10,6 +10,7 @@ import {
   ProtocolResult,
   protocolResultName,
   REPLAY_WINDOW,
+  PROTOCOL_RESULT_COUNT,
   tunlb,
   Op,
   type EnvelopeFields,
@@ -31,10 +32,19 @@ const v4Key = (): Uint8Array => {
 const goodRecord = () => ({ op: Op.CREATE, key: v4Key(), primary: 1, backup: 2, vip: 0, backend: 1, state: 1, ageS: 1, idleS: 0, tableGeneration: 1 });
 
 function env(over: Partial<EnvelopeFields> = {}): EnvelopeFields {
-  return { clusterId: CLUSTER, sender: 1, incarnation: INC, seq: 1, sentAtMs: 1, records: { records: [goodRecord()] }, ...over } as EnvelopeFields;
+  return { clusterId: CLUSTER, sender: 1, incarnation: INC, seq: 2, sentAtMs: 1, records: { records: [goodRecord()] }, ...over } as EnvelopeFields;
 }
 const dgram = (over: Partial<EnvelopeFields> = {}, key: Buffer = KEY): Uint8Array => encodeSigned(env(over), key);
-const receiver = () => new EnvelopeReceiver({ key: KEY, clusterId: CLUSTER, self: 0, balancerCount: 3 });
+/**
+ * A receiver (balancer 0 of 3) that has confirmed incarnation INC of senders 1 and 2 from a
+ * fresh ack signed with seq 1 (src/protocol/receiver.ts): their window starts above 1.
+ */
+const receiver = () => {
+  const r = new EnvelopeReceiver({ key: KEY, clusterId: CLUSTER, self: 0, balancerCount: 3 });
+  r.confirm(1, INC, 1);
+  r.confirm(2, INC, 1);
+  return r;
+};
 /** Signs arbitrary bytes as if they were an Envelope (a peer with the key but a bug). */
 const signRaw = (bytes: Uint8Array): Uint8Array => signEnvelopeBytes(bytes, KEY);
 
@@ -169,9 +179,9 @@ test('receiver: wrong cluster, unknown sender, from self', (t) => {
   t.is(out.envelope, null);
   const d0 = dgram({ sender: 0 });
   expectResult(t, r.receive(d0, 0, d0.length).result, ProtocolResult.FROM_SELF, 'own datagram');
-  // None of these moved sender 1's window: seq 1 of sender 1 is still fresh.
+  // None of these moved sender 1's window: seq 2 of sender 1 is still fresh.
   const d1 = dgram();
-  expectResult(t, r.receive(d1, 0, d1.length).result, ProtocolResult.OK, 'first seq 1');
+  expectResult(t, r.receive(d1, 0, d1.length).result, ProtocolResult.OK, 'first seq 2');
 });
 
 test('receiver: replay of the same datagram: replayed', (t) => {
@@ -180,9 +190,10 @@ test('receiver: replay of the same datagram: replayed', (t) => {
   expectResult(t, r.receive(d, 0, d.length).result, ProtocolResult.OK, 'first');
   expectResult(t, r.receive(d, 0, d.length).result, ProtocolResult.REPLAYED, 'again');
   expectResult(t, r.receive(Uint8Array.from(d), 0, d.length).result, ProtocolResult.REPLAYED, 'copy');
-  // Re-framed copy (an unknown outer field appended: outside the MAC) is still a replay.
+  // A re-framed copy (an unknown outer field appended) is not even decoded: the outer frame
+  // has one canonical form.
   const reframed = Buffer.concat([d, Buffer.from([0x18, 0x01])]);
-  expectResult(t, r.receive(reframed, 0, reframed.length).result, ProtocolResult.REPLAYED, 'reframed copy');
+  expectResult(t, r.receive(reframed, 0, reframed.length).result, ProtocolResult.MALFORMED_OUTER, 'reframed copy');
 });
 
 test('receiver: sequence outside the window: replayed; inside: ok once', (t) => {
@@ -196,31 +207,36 @@ test('receiver: sequence outside the window: replayed; inside: ok once', (t) => 
   expectResult(t, send(top - REPLAY_WINDOW + 1), ProtocolResult.REPLAYED, 'oldest inside again');
 });
 
-test('receiver: stale incarnation; a newer one resets the window', (t) => {
+test('receiver: stale incarnation; a newer one waits for its confirmation, which resets the window', (t) => {
   const r = receiver();
   const send = (incarnation: number, seq: number) => { const d = dgram({ incarnation, seq }); return r.receive(d, 0, d.length).result; };
   expectResult(t, send(INC, 100), ProtocolResult.OK, 'current');
   expectResult(t, send(INC - 1, 101), ProtocolResult.STALE_INCARNATION, 'older incarnation');
-  expectResult(t, send(INC + 1, 1), ProtocolResult.OK, 'restarted, seq 1');
-  expectResult(t, send(INC, 102), ProtocolResult.STALE_INCARNATION, 'pre-restart datagram');
-  expectResult(t, send(INC + 1, 1), ProtocolResult.REPLAYED, 'replay after restart');
+  expectResult(t, send(INC + 1, 1), ProtocolResult.UNCONFIRMED, 'restarted, not confirmed yet');
+  expectResult(t, send(INC, 102), ProtocolResult.OK, 'the confirmed incarnation still counts until the new one is confirmed');
+  t.true(r.confirm(1, INC + 1, 3), 'a fresh ack (seq 3) confirms the new incarnation');
+  expectResult(t, send(INC + 1, 2), ProtocolResult.REPLAYED, 'signed before the confirming ack');
+  expectResult(t, send(INC + 1, 4), ProtocolResult.OK, 'signed after it');
+  expectResult(t, send(INC, 103), ProtocolResult.STALE_INCARNATION, 'pre-restart datagram');
+  expectResult(t, send(INC + 1, 4), ProtocolResult.REPLAYED, 'replay after restart');
 });
 
 test('receiver: forged datagrams never move the window', (t) => {
   const r = receiver();
   const forged = dgram({ seq: 1_000_000, incarnation: INC * 2 }, OTHER_KEY);
   expectResult(t, r.receive(forged, 0, forged.length).result, ProtocolResult.BAD_MAC, 'forged');
-  const d = dgram({ seq: 1 });
-  expectResult(t, r.receive(d, 0, d.length).result, ProtocolResult.OK, 'genuine seq 1 still fresh');
-  t.is(r.replay.topOf(1), 1);
+  const d = dgram({ seq: 2 });
+  expectResult(t, r.receive(d, 0, d.length).result, ProtocolResult.OK, 'genuine seq 2 still fresh');
+  t.is(r.replay.topOf(1), 2);
   t.is(r.replay.incarnationOf(1), INC);
 });
 
 test('receiver counts every outcome by result code', (t) => {
   const r = receiver();
   const signer = new EnvelopeSigner({ key: KEY, clusterId: CLUSTER, sender: 2, incarnation: INC });
-  const a = signer.seal('probe', { nonce: 1 });
-  const b = signer.seal('probe', { nonce: 2 });
+  signer.seal('probe', { nonce: 1 }); // seq 1: the confirming ack's number (receiver())
+  const a = signer.seal('probe', { nonce: 2 });
+  const b = signer.seal('probe', { nonce: 3 });
   for (const d of [a, b, a, new Uint8Array([1, 2, 3])]) r.receive(d, 0, d.length);
   t.is(r.counts[ProtocolResult.OK], 2);
   t.is(r.counts[ProtocolResult.REPLAYED], 1);
@@ -235,7 +251,7 @@ test('fast-check: random bytes never throw and are never accepted', (t) => {
       const buf = new Uint8Array(off + bytes.length);
       buf.set(bytes, off);
       const res = r.receive(buf, off, bytes.length).result;
-      return res !== ProtocolResult.OK && res >= 0 && res < 12;
+      return res !== ProtocolResult.OK && res >= 0 && res < PROTOCOL_RESULT_COUNT;
     }),
     { numRuns: 3000 },
   );
@@ -278,9 +294,9 @@ test('a datagram whose source is not its sender is source_mismatch and does not 
   const rx = receiver();
   // An impostor with the key claims sender 1 with a far-ahead sequence number from the wrong address.
   const spoofed = dgram({ seq: 1_000_000_000 });
-  t.is(rx.receive(spoofed, 0, spoofed.length, undefined, () => false).result, ProtocolResult.SOURCE_MISMATCH);
+  t.is(rx.receive(spoofed, 0, spoofed.length, undefined, 2).result, ProtocolResult.SOURCE_MISMATCH);
   t.is(protocolResultName(ProtocolResult.SOURCE_MISMATCH), 'source_mismatch');
   // The real sender's next datagram is still accepted: the window did not move.
   const real = dgram({ seq: 2 });
-  t.is(rx.receive(real, 0, real.length, undefined, () => true).result, ProtocolResult.OK);
+  t.is(rx.receive(real, 0, real.length, undefined, 1).result, ProtocolResult.OK);
 });

@@ -33,7 +33,7 @@
 -- --config FILE` verifies the control port's).
 --
 -- Preferences (Edit > Preferences > Protocols, or tshark -o NAME:VALUE):
---   tunlb.ports        control ports (range, default 7946)
+--   tunlb.ports        control and probe ports (range, default 7946,7948)
 --   tunlb.balancers    balancer ids in the config's order ("lb1,lb2,lb3"): indexes are shown
 --                      with their id ("1 (lb2)"); empty: as "#1"
 --   tunlb_encap.ports  data ports (range, default 7947)
@@ -62,13 +62,16 @@ local p_ctl = Proto("tunlb", "tunlb control (balancer-to-balancer)")
 local p_encap = Proto("tunlb_encap", "tunlb encapsulation (data port)")
 local p_sync = Proto("tunlb_sync", "tunlb bulk sync stream (TCP)")
 
-local DEFAULT_CONTROL_PORTS = "7946"
+-- The control port (records, health, the first release's sync) and the probe port (probes
+-- and acks: cluster.replication.probe_port, default 7948): the same envelopes on both.
+local DEFAULT_CONTROL_PORTS = "7946,7948"
+local DEFAULT_SYNC_PORTS = "7946"
 local DEFAULT_DATA_PORTS = "7947"
 
-p_ctl.prefs.ports = Pref.range("Control ports", DEFAULT_CONTROL_PORTS, "UDP ports of tunlb control datagrams (cluster.replication.control_port)", 65535)
+p_ctl.prefs.ports = Pref.range("Control ports", DEFAULT_CONTROL_PORTS, "UDP ports of tunlb control datagrams (cluster.replication.control_port and probe_port)", 65535)
 p_ctl.prefs.balancers = Pref.string("Balancer ids", "", "Comma-separated balancer ids in the configuration's order (e.g. lb1,lb2,lb3), to show indexes by name")
 p_encap.prefs.ports = Pref.range("Data ports", DEFAULT_DATA_PORTS, "UDP ports of tunlb encapsulated packets (cluster.replication.data_port)", 65535)
-p_sync.prefs.ports = Pref.range("Sync stream ports", DEFAULT_CONTROL_PORTS, "TCP ports of the bulk sync stream (the control port's number, TCP)", 65535)
+p_sync.prefs.ports = Pref.range("Sync stream ports", DEFAULT_SYNC_PORTS, "TCP ports of the bulk sync stream (the control port's number, TCP)", 65535)
 
 ---------------------------------------------------------------------------------------------
 -- Value strings
@@ -142,6 +145,7 @@ local cf = {
   incarnation_time = ProtoField.absolute_time("tunlb.incarnation_time", "Incarnation started", base.UTC),
   seq = ProtoField.uint64("tunlb.seq", "Sequence", base.DEC),
   sent_at = ProtoField.absolute_time("tunlb.sent_at", "Sent at", base.UTC),
+  recipients = ProtoField.uint32("tunlb.recipients", "Recipients", base.HEX, nil, nil, "Bit i = balancer index i; absent (0): every balancer"),
   body = ProtoField.string("tunlb.body", "Body"),
   -- FlowRecordBatch / FlowRecord
   records = ProtoField.none("tunlb.records", "Flow records"),
@@ -328,6 +332,7 @@ MESSAGES.Envelope = {
     extra = function(tree, range, n) tree:add(cf.incarnation_time, range, ms_time(math.floor(n / 2048))):set_generated() end },
   [5] = { name = "seq", kind = "uint64", field = cf.seq },
   [6] = { name = "sent_at_ms", kind = "fixed64", field = cf.sent_at, time_ms = true },
+  [7] = { name = "recipients", kind = "fixed32", field = cf.recipients },
   -- the body oneof
   [10] = { name = "records", kind = "message", msg = "FlowRecordBatch", field = cf.records, body = "records" },
   [11] = { name = "probe", kind = "message", msg = "Probe", field = cf.probe, body = "probe" },
