@@ -7,26 +7,24 @@
  * table's onExpire). Wire format: protocol/tunlb.proto (FlowRecordBatch, SyncRequest/SyncChunk).
  *
  * ## Sending (this balancer's flows)
- * - Flood policy (IPVS sync_threshold, src/cluster/replication-policy.ts): the forwarder calls
- *   `flowReady(id)` once per flow when it has seen `syncThreshold` packets (TCP; UDP/ICMP/other:
- *   the first packet). Recommended: 3 on NAT VIPs (SYN, SYN-ACK, client ACK: a spoofed source
- *   never completes the handshake, so a SYN flood creates no replication traffic), 2 with DSR
- *   only (the replies bypass us, so the 2nd packet is the client's ACK). 2 on NAT does not
- *   filter: the SYN-ACK is the 2nd packet and backends send it to spoofed sources too. Either
- *   way the record leaves ~flushMs after the handshake, before the connection carries data.
- *   Flows below the threshold are never sent (not by refresh, not by bulk sync, no DELETE).
+ * - Flood policy (src/cluster/replication-policy.ts): only CONFIRMED flows are replicated (the
+ *   flow table's confirmation: for TCP through NAT, the client's ACK of the server's ISN). The
+ *   forwarder calls `flowReady(id)` once, on the confirming packet, when this balancer is the
+ *   flow's primary or the primary is not live; the record leaves ~flushMs later, before the
+ *   connection carries data. Unconfirmed flows are never sent (not by refresh, not by bulk
+ *   sync, no DELETE): a spoofed flood creates no replication traffic.
  * - `flowReady` is O(1) and allocation-free: the id goes into a preallocated Int32Array ring
  *   (`queueCapacity`, default 65536). When the ring is full the event is dropped and counted
  *   (`queueDrops`); the refresh scan sends such flows later (it sends a CREATE for every live,
- *   unreplicated local flow past the threshold), so a drop delays a record, never loses it.
+ *   unreplicated, confirmed local flow it replicates), so a drop delays a record, never loses it.
  * - `flowExpired(id)` (from the table's onExpire, BEFORE the unlink): if the flow was
  *   replicated by us (flag REPLICATED), its key and decision are copied into a preallocated
  *   ring (`deleteQueueCapacity`, default 16384) and a DELETE is queued; nothing else, never a
  *   table mutation. On overflow the DELETE is dropped and counted (`deleteQueueDrops`): peers'
  *   copies then end by their own idle timeout.
  * - `flush()` (every flushMs, and when `pending` is large): encodes queued CREATEs (skipping
- *   ids no longer live, already REPLICATED, learnt from a peer, or below the threshold, i.e.
- *   an id reused by a younger flow) and DELETEs, at most `flushBudget` records per call
+ *   ids no longer live, already REPLICATED, learnt from a peer, or not confirmed, i.e. an id
+ *   reused by a younger flow) and DELETEs, at most `flushBudget` records per call
  *   (default 4096, a few ms), into signed datagrams under the budget (RecordBatcher: exact
  *   packing, ~36 IPv4 / ~21 IPv6 records per 1400-byte datagram) and broadcasts them. Sent
  *   entries get flag REPLICATED. Returns the datagrams sent.
@@ -42,8 +40,8 @@
  *     changed since (e.g. SYN_SEEN -> ESTABLISHED -> CLOSING: peers' timeouts follow the
  *     state), or when flag NEED_REFRESH is set. So each flow is re-sent every refreshS to
  *     refreshS + cycle seconds, with its current idle_s.
- *   - own flow, not REPLICATED, past the threshold: CREATE (its ready event was dropped, or the
- *     forwarder only reports creation: see flowCreated).
+ *   - own flow, not REPLICATED, CONFIRMED, and ours to replicate (we are its primary or its
+ *     primary is not live: replication-policy.ts): CREATE (its ready event was dropped).
  *   - learnt flow (FROM_PEER) that THIS balancer forwarded packets of in the last refreshS
  *     (e.g. after a failover) and whose primary is us or not live (`live[primary] === 0`; or no
  *     `live` array given): REFRESH on the same schedule, and it becomes REPLICATED (so its
@@ -61,14 +59,17 @@
  *   internal_error (a bug; logged).
  * - CREATE/REFRESH of an unknown key: inserted with the recorded decision; NAT VIPs get the
  *   reply key from writeReplyKey(forwarding(), vip, backend, key), DSR VIPs none; state as
- *   recorded; flag FROM_PEER; lastSeen = now - idle_s (clamped at 0). created = now (the table
- *   has no setter; it only affects age_s we might send later).
+ *   recorded; flags FROM_PEER and CONFIRMED (records come only from confirmed flows); lastSeen
+ *   = now - idle_s (clamped at 0). created = now (the table has no setter; it only affects
+ *   age_s we might send later).
  * - CREATE/REFRESH of a known key: lastSeen = max(lastSeen, now - idle_s) (never moved back).
  *   The recorded decision is the truth and is kept, UNLESS the sender is the record's primary
  *   (the primary is authoritative for its flows, GLB's idea): then its decision is adopted
  *   (setDecision; when vip/backend change, the entry is re-inserted with the new reply key).
  *   A differing decision from a non-primary sender is kept out and counted (`decisionKept`).
  *   The recorded state is adopted from the primary, or when we forwarded no packet of the flow.
+ *   The entry becomes CONFIRMED; one we decided but never sent (its primary replicated it)
+ *   becomes FROM_PEER too: the primary refreshes and deletes it from now on.
  * - DELETE: the entry is removed (no onExpire, so no DELETE echo), unless THIS balancer
  *   forwarded a packet of it within `deleteGraceS` (default 5 s): then its own expiry decides.
  *   "This balancer forwarded a packet" is exact: FlowTable.packets only counts local packets
@@ -85,8 +86,8 @@
  *   config version) would make this exact.
  *
  * ## Bulk sync: src/cluster/bulk-sync.ts (server: paced chunks per request; client: requestSync).
- * Sync answers contain every live, non-expired entry that is REPLICATED, FROM_PEER, or past the
- * threshold (the same set peers would have learnt), as CREATE records.
+ * Sync answers contain every live, non-expired CONFIRMED entry (the set peers would have
+ * learnt), as CREATE records.
  *
  * ## Contract with the owner
  * - The table's onExpire MUST call flowExpired (it also resets the replicator's per-entry side
@@ -111,8 +112,8 @@ import {
   type tunlb,
 } from '../protocol';
 import { BulkSyncClient, BulkSyncServer, SyncStats, type SyncHost, type SyncResult } from './bulk-sync';
-import { readyThresholdForState } from './replication-policy';
 import { GenerationHistory } from './generation-history';
+import { replicatesConfirmed } from './replication-policy';
 
 export type { SyncResult } from './bulk-sync';
 
@@ -142,8 +143,6 @@ export interface ReplicatorOptions {
   nowSec: () => number;
   /** cluster.replication.refresh_s. */
   refreshS: number;
-  /** cluster.replication.sync_threshold (TCP packets before a flow is replicated). */
-  syncThreshold: number;
   /** UDP payload budget per datagram (default 1400). */
   datagramBudget?: number;
   /** live[i] = 1 when balancer i is alive (the cluster layer's array); see "Refresh". */
@@ -196,9 +195,9 @@ export class ReplicatorStats extends SyncStats {
   queueDrops = 0;
   /** DELETEs dropped on a full ring (peers' copies expire on their own). */
   deleteQueueDrops = 0;
-  /** Queued ready ids skipped at flush (no longer live, already sent, learnt, below threshold). */
+  /** Queued ready ids skipped at flush (no longer live, already sent, learnt, not confirmed). */
   readySkipped = 0;
-  /** CREATEs sent by the refresh scan for flows past the threshold but never sent. */
+  /** CREATEs sent by the refresh scan for confirmed flows whose ready event was dropped. */
   readyHealed = 0;
   /** Full walks of the table by the refresh scan. */
   refreshCycles = 0;
@@ -224,6 +223,7 @@ export class ReplicatorStats extends SyncStats {
 const F_REPLICATED = FlowFlags.REPLICATED;
 const F_NEED_REFRESH = FlowFlags.NEED_REFRESH;
 const F_FROM_PEER = FlowFlags.FROM_PEER;
+const F_CONFIRMED = FlowFlags.CONFIRMED;
 const OP_CREATE = Op.CREATE;
 const OP_REFRESH = Op.REFRESH;
 const OP_DELETE = Op.DELETE;
@@ -251,7 +251,6 @@ export class Replicator {
   readonly #broadcast: (dgram: Uint8Array) => void;
   readonly #nowSec: () => number;
   readonly #refreshS: number;
-  readonly #syncThreshold: number;
   readonly #live: Uint8Array | undefined;
   readonly #flushBudget: number;
   readonly #deleteGraceS: number;
@@ -312,7 +311,6 @@ export class Replicator {
     this.#broadcast = opts.broadcast;
     this.#nowSec = opts.nowSec;
     this.#refreshS = Math.max(1, Math.floor(opts.refreshS));
-    this.#syncThreshold = Math.max(1, Math.floor(opts.syncThreshold));
     this.#live = opts.live;
     this.#flushBudget = opts.flushBudget ?? 4096;
     this.#deleteGraceS = opts.deleteGraceS ?? 5;
@@ -378,8 +376,9 @@ export class Replicator {
   // =========================================================================== sending
 
   /**
-   * HOT PATH: the forwarder reports that flow `entryId` reached its replication threshold.
-   * O(1), no allocation; on a full ring the event is counted and dropped (refresh heals it).
+   * HOT PATH: the forwarder reports that flow `entryId` was confirmed and is this balancer's to
+   * replicate (src/cluster/replication-policy.ts). O(1), no allocation; on a full ring the event
+   * is counted and dropped (the refresh scan heals it).
    */
   flowReady(entryId: number): void {
     if (this.#readyCount === this.#ready.length) {
@@ -388,17 +387,6 @@ export class Replicator {
     }
     this.#ready[(this.#readyHead + this.#readyCount) & this.#readyMask] = entryId;
     this.#readyCount++;
-  }
-
-  /**
-   * FlowSink compatibility (src/dataplane/forwarder.ts calls flowCreated at insertion, before
-   * the first packet is counted): flows whose threshold is 1 (UDP/ICMP/other, or TCP with
-   * syncThreshold 1) are queued at once; TCP flows with a higher threshold are left to the
-   * refresh scan, which sends them once past the threshold (within one scan cycle). A forwarder
-   * that calls flowReady itself (replication-policy.ts) gets them within flushMs instead.
-   */
-  flowCreated(entryId: number): void {
-    if (readyThresholdForState(this.table.state(entryId), this.#syncThreshold) === 1) this.flowReady(entryId);
   }
 
   /**
@@ -446,11 +434,7 @@ export class Replicator {
       const id = this.#ready[this.#readyHead]!;
       this.#readyHead = (this.#readyHead + 1) & this.#readyMask;
       this.#readyCount--;
-      if (
-        !t.isLive(id) ||
-        (t.flags(id) & (F_REPLICATED | F_FROM_PEER)) !== 0 ||
-        t.packets(id) < readyThresholdForState(t.state(id), this.#syncThreshold)
-      ) {
+      if (!t.isLive(id) || (t.flags(id) & (F_REPLICATED | F_FROM_PEER | F_CONFIRMED)) !== F_CONFIRMED) {
         this.stats.readySkipped++;
         continue;
       }
@@ -549,7 +533,9 @@ export class Replicator {
       this.stats.refreshesSent++;
       return;
     }
-    if (t.packets(id) >= readyThresholdForState(state, this.#syncThreshold)) {
+    // Own, confirmed, never sent: its ready event was dropped (full ring). Ours to send when we
+    // are its primary or its primary is not live (the forwarder's rule, #confirmed).
+    if ((flags & F_CONFIRMED) !== 0 && replicatesConfirmed(t.primary(id), this.selfIndex, this.#live)) {
       this.#sendEntry(id, OP_CREATE, now, gen);
       this.stats.createsSent++;
       this.stats.readyHealed++;
@@ -583,10 +569,7 @@ export class Replicator {
     const t = this.table;
     const now = this.#nowSec();
     if (!t.isLive(id) || t.isExpired(id, now)) return false;
-    const flags = t.flags(id);
-    if ((flags & (F_REPLICATED | F_FROM_PEER)) === 0 && t.packets(id) < readyThresholdForState(t.state(id), this.#syncThreshold)) {
-      return false;
-    }
+    if (!t.isConfirmed(id)) return false;
     const ft = this.#forwarding();
     this.#gens.observe(ft);
     this.#fillFields(id, OP_CREATE, now, ft.generation, f);
@@ -753,6 +736,10 @@ export class Replicator {
       }
     }
     if (authoritative || this.#localAt[id] === 0) t.setState(id, state);
+    // A record comes only from a confirmed flow: ours is confirmed too. One we decided but
+    // never sent (its primary confirmed and replicated it: src/dataplane/forwarder.ts
+    // #confirmed) follows the sender's from now on, as a learnt record.
+    t.updateFlags(id, (t.flags(id) & (F_REPLICATED | F_FROM_PEER)) === 0 ? F_CONFIRMED | F_FROM_PEER : F_CONFIRMED, 0);
     if (lastSeen > t.lastSeen(id)) t.setLastSeen(id, lastSeen);
     this.#mark[id] = t.packets(id);
     this.stats.updated++;
@@ -769,7 +756,7 @@ export class Replicator {
     const t = this.table;
     t.setState(id, state);
     t.setLastSeen(id, lastSeen);
-    t.updateFlags(id, F_FROM_PEER, 0);
+    t.updateFlags(id, F_FROM_PEER | F_CONFIRMED, 0);
     this.#resetSide(id);
     this.#mark[id] = t.packets(id);
   }
@@ -815,7 +802,7 @@ export class Replicator {
     }
     t.setState(nid, old.state);
     t.setLastSeen(nid, old.lastSeen);
-    t.updateFlags(nid, F_FROM_PEER | (old.flags & F_REPLICATED), 0);
+    t.updateFlags(nid, F_FROM_PEER | F_CONFIRMED | (old.flags & F_REPLICATED), 0);
     this.#mark[nid] = t.packets(nid);
     this.#localAt[nid] = old.localAt;
     return nid;

@@ -36,7 +36,7 @@ const TCP_ACK = 0x10;
 const TCP_PSH = 0x08;
 
 const YAML = `
-cluster: { id: any-receiver, key_file: ${KEY_PATH}, replication: { sync_threshold: 3 } }
+cluster: { id: any-receiver, key_file: ${KEY_PATH} }
 balancers:
   - { id: lb1, address: 10.99.2.11 }
   - { id: lb2, address: 10.99.2.12 }
@@ -86,7 +86,7 @@ function cluster() {
     const table = new FlowTable({ capacity: 4096, seed: 11 + self, earlyDrop: false, timeouts: { tcpEstablished: 300, tcpSynSeen: 30, tcpClosing: 30, tcpClosed: 10, udp: 30, icmp: 10 } });
     const batch = new PacketBatch({ count: 8, maxPacket: 65535 });
     const peerOut: PeerOutput = { batch: new PacketBatch({ count: 8, maxPacket: 65535, share: batch }), addrs: new Uint8Array(8 * 16), ports: new Uint16Array(8), count: 0 };
-    const fwd = new Forwarder({ table, forwarding: ft, hashKey, selfIndex: self, live, syncThreshold: 3, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut });
+    const fwd = new Forwarder({ table, forwarding: ft, hashKey, selfIndex: self, live, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut });
     return { fwd, table, batch, peerOut };
   });
   const e = new EncapInfo();
