@@ -3,8 +3,10 @@
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { ErrorCodes, isTunlbError } from '../src/errors';
-import { PacketBatch } from '../src/dataplane/packet-batch';
+import { INFO_LEN, INFO_TRUNCATED, native, netnsPath, WANT_VNET_HDR } from '../src/dataplane/native';
+import { PacketBatch, PeerArrays } from '../src/dataplane/packet-batch';
 import { TunDevice } from '../src/dataplane/tun-device';
+import { ipToBytes16, UdpBatchSocket } from '../src/dataplane/udp-batch-socket';
 import { runTunCompliance } from '../test/helpers/tun-compliance';
 import { ipIn, testNetns } from './helpers/netns';
 import { rootTest } from './helpers/root';
@@ -98,3 +100,98 @@ rootTest('TunDevice: read after the namespace (and so the device) is gone throws
   t.true(isTunlbError(e, ErrorCodes.DEVICE_IO), String(e));
   t.notThrows(() => d.close());
 });
+
+// native/tun.cc tunRead: a TUN read has no MSG_TRUNC (the kernel copies what fits and returns
+// that), so a packet longer than the slot must be detected by the addon and come back as size 0
+// and counted, never as a whole packet of the slot's size (or a size beyond the slot). Made
+// real by raising the MTU under a reader whose batch was sized for the old one.
+for (const vnetHdr of [false, true]) {
+  rootTest(`TunDevice${vnetHdr ? ' (vnetHdr)' : ''}: a packet longer than its read slot (MTU raised under the reader) has size 0 and is counted; the next one is intact`, async (t) => {
+    const ns = testNetns(t, 'clamp');
+    const dev = TunDevice.open({ name: 'tunlb0', mtu: 1400, netns: ns, vnetHdr });
+    t.teardown(() => dev.close());
+    ipIn(ns, ['addr', 'add', '10.77.0.1/24', 'dev', dev.name]);
+    const rx = new PacketBatch({ count: 8, maxPacket: dev.maxPacketSize });
+    t.is(rx.capacity, 1408);
+    rx.buf.fill(0xa5);
+    ipIn(ns, ['link', 'set', dev.name, 'mtu', '4000']);
+    const tx = UdpBatchSocket.open({ address: '10.77.0.1', port: 0, netns: ns });
+    t.teardown(() => tx.close());
+    const sb = new PacketBatch({ count: 2, maxPacket: 4000 });
+    sb.setPacket(0, new Uint8Array(3000).fill(7)); // 3028 bytes on the TUN device
+    sb.setPacket(1, new Uint8Array(100).fill(8)); // 128
+    const peers = new PeerArrays(2);
+    for (let i = 0; i < 2; i++) {
+      ipToBytes16('10.77.0.2', peers.addrs, 16 * i);
+      peers.ports[i] = 9;
+    }
+    t.is(tx.send(sb, 2, peers.addrs, peers.ports), 2);
+    const sizes: number[] = [];
+    let small: Uint8Array | undefined;
+    const deadline = Date.now() + 5000;
+    while (sizes.length < 2 && Date.now() < deadline) {
+      const n = dev.read(rx);
+      for (let i = 0; i < n; i++) {
+        sizes.push(rx.sizes[i]!);
+        if (rx.sizes[i] === 128) small = rx.packet(i).slice();
+      }
+      if (n === 0) await new Promise((r) => setTimeout(r, 10));
+    }
+    t.deepEqual(sizes, [0, 128], 'both packets read within 5 s: the long one as size 0, the short one whole');
+    t.is(dev.stats.readTruncated, 1);
+    t.true(small !== undefined && small.subarray(28).every((b) => b === 8), 'the short packet is intact');
+    for (let i = 0; i < rx.count; i++) {
+      t.true(rx.buf.subarray(i * rx.slotSize, i * rx.slotSize + rx.headroom).every((b) => b === 0xa5), `slot ${i}'s headroom untouched`);
+    }
+  });
+}
+
+// The same at the addon's own interface, with slots smaller than a packet: sizes never exceed
+// slotSize - headroom, the long packet is counted in info[INFO_TRUNCATED], the kernel copies
+// nothing past the slot, and a packet that exactly fills its slot is still read whole (the
+// kernel returns only what it copied, so "as long as the slot" alone would be ambiguous).
+for (const vnetHdr of [false, true]) {
+  rootTest(`addon tunRead${vnetHdr ? ' (vnetHdr)' : ''}: slots smaller than a packet give size 0 and info[INFO_TRUNCATED], never a size beyond the slot`, async (t) => {
+    const ns = testNetns(t, 'rawclamp');
+    const nat = native();
+    const { fd, name } = nat.tunOpen('tunlb0', 1400, vnetHdr ? WANT_VNET_HDR : 0, netnsPath(ns));
+    t.teardown(() => nat.closeFd(fd));
+    ipIn(ns, ['addr', 'add', '10.77.0.1/24', 'dev', name]);
+    const tx = UdpBatchSocket.open({ address: '10.77.0.1', port: 0, netns: ns });
+    t.teardown(() => tx.close());
+    const sb = new PacketBatch({ count: 3, maxPacket: 1400 });
+    sb.setPacket(0, new Uint8Array(500).fill(7)); // 528 bytes on the TUN device
+    sb.setPacket(1, new Uint8Array(100).fill(8)); // 128
+    sb.setPacket(2, new Uint8Array(164).fill(9)); // 192: exactly the slot
+    const peers = new PeerArrays(3);
+    for (let i = 0; i < 3; i++) {
+      ipToBytes16('10.77.0.2', peers.addrs, 16 * i);
+      peers.ports[i] = 9;
+    }
+    t.is(tx.send(sb, 3, peers.addrs, peers.ports), 3);
+    const SLOT = 256;
+    const HEAD = 64; // 192 bytes per packet
+    const buf = new Uint8Array(4 * SLOT).fill(0xa5);
+    const offsets = new Uint32Array(4);
+    const sizes = new Uint32Array(4);
+    const vnet = vnetHdr ? new Uint8Array(4 * nat.vnetHdrLen) : null;
+    const info = new Int32Array(INFO_LEN);
+    const got: number[] = [];
+    const deadline = Date.now() + 5000;
+    let full: Uint8Array | undefined;
+    while (got.length < 3 && Date.now() < deadline) {
+      const n = nat.tunRead(fd, buf, offsets, sizes, SLOT, HEAD, 4, vnet, info);
+      t.true(n >= 0, `tunRead: ${n}`);
+      for (let i = 0; i < n; i++) {
+        t.is(offsets[i], i * SLOT + HEAD);
+        got.push(sizes[i]!);
+        if (sizes[i] === 192) full = buf.slice(offsets[i]!, offsets[i]! + 192);
+      }
+      if (n === 0) await new Promise((r) => setTimeout(r, 10));
+    }
+    t.deepEqual(got, [0, 128, 192], 'all three read within 5 s: the long one as size 0 (not 192 or 528), the others whole');
+    t.true(full !== undefined && full.subarray(28).every((b) => b === 9), 'the packet that fills its slot is intact');
+    t.is(info[INFO_TRUNCATED], 1);
+    for (let i = 0; i < 4; i++) t.true(buf.subarray(i * SLOT, i * SLOT + HEAD).every((b) => b === 0xa5), `slot ${i}'s headroom untouched`);
+  });
+}

@@ -46,7 +46,8 @@ class NetnsGuard {
   bool entered_ = false;
 };
 
-// Per-call status array shared with JS (Int32Array(4), see src/dataplane/native.ts):
+// Per-call status array shared with JS (Int32Array(4), see src/dataplane/native.ts);
+// kInfoTruncated counts packets/datagrams longer than their slot (reported with size 0):
 enum InfoSlot { kInfoErrors = 0, kInfoLastErrno = 1, kInfoStoppedAgain = 2, kInfoTruncated = 3, kInfoLen = 4 };
 
 // sendmmsg(2) of msgs[0..m), non-blocking, until all are handled or the socket is full.

@@ -130,11 +130,22 @@ static Napi::Value TunOpen(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Where a TUN read puts the first byte past the slot (never looked at: see tunRead).
+static uint8_t g_readTail[1];
+
 // tunRead(fd, buf: Uint8Array, offsets: Uint32Array, sizes: Uint32Array, slotSize, headroom,
 //         max, vnet: Uint8Array | null, info: Int32Array) -> number of packets, or -errno
 // Slot i receives its packet at i*slotSize+headroom (at most slotSize-headroom bytes); with
 // vnet, its virtio_net_hdr goes to vnet[i*10..] (readv, no copy). Stops at EAGAIN or after
 // `max` packets. A hard error after some packets returns the count; the next call reports it.
+// sizes[i] never exceeds slotSize-headroom: a packet longer than the slot is reported with
+// size 0 and counted in info[3] (as udpRecv does for a truncated datagram): e.g. after the MTU
+// was raised under a running reader, or a GSO super-packet larger than the slots. A TUN read
+// has no MSG_TRUNC: the kernel copies what fits, drops the rest and returns what it copied
+// (drivers/net/tun.c tun_chr_read_iter: min(tun_put_user's whole length, the buffer)), so a
+// cut packet looks exactly like one that fills the slot. Hence every read ends with one
+// scratch byte after the slot (g_readTail): a packet longer than the slot then makes the read
+// return more than the slot holds (and so would a kernel returning the whole length).
 static Napi::Value TunRead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint8_t* buf; uint32_t* offsets; uint32_t* sizes; uint8_t* vnet; int32_t* st;
@@ -157,11 +168,12 @@ static Napi::Value TunRead(const Napi::CallbackInfo& info) {
     uint32_t off = n * slot + head;
     ssize_t r;
     if (vnet != nullptr) {
-      struct iovec iov[2] = {{vnet + n * kVnetHdrLen, kVnetHdrLen}, {buf + off, slot - head}};
-      r = readv(fd, iov, 2);
+      struct iovec iov[3] = {{vnet + n * kVnetHdrLen, kVnetHdrLen}, {buf + off, slot - head}, {g_readTail, sizeof g_readTail}};
+      r = readv(fd, iov, 3);
       if (r >= 0) r = r >= static_cast<ssize_t>(kVnetHdrLen) ? r - static_cast<ssize_t>(kVnetHdrLen) : 0;
     } else {
-      r = read(fd, buf + off, slot - head);
+      struct iovec iov[2] = {{buf + off, slot - head}, {g_readTail, sizeof g_readTail}};
+      r = readv(fd, iov, 2);
     }
     if (r < 0) {
       if (errno == EINTR) continue;
@@ -169,7 +181,12 @@ static Napi::Value TunRead(const Napi::CallbackInfo& info) {
       break;
     }
     offsets[n] = off;
-    sizes[n] = static_cast<uint32_t>(r);
+    if (static_cast<uint64_t>(r) > slot - head) {
+      sizes[n] = 0;  // cut short by the slot: its tail is missing, so it is no packet
+      st[kInfoTruncated]++;
+    } else {
+      sizes[n] = static_cast<uint32_t>(r);
+    }
     n++;
   }
   if (n == 0 && err != 0) {

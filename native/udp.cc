@@ -190,7 +190,9 @@ static Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
 // udpRecv(fd, buf, offsets, sizes, slotSize, headroom, max, addrs: Uint8Array, ports: Uint16Array,
 //         info: Int32Array) -> datagrams received, or -errno
 // Same slot layout as tunRead. A datagram longer than its slot is dropped by the kernel's
-// truncation: its size is reported as 0 and counted in info[3].
+// truncation: its size is reported as 0 and counted in info[3]. (Without MSG_TRUNC in the
+// call's flags msg_len is what was copied, at most the slot; a larger value is treated as a
+// truncation too, so sizes[i] never exceeds slotSize-headroom whatever the kernel says.)
 static Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint8_t *buf, *addrs; uint32_t *offsets, *sizes; uint16_t* ports; int32_t* st;
@@ -234,7 +236,7 @@ static Napi::Value UdpRecv(const Napi::CallbackInfo& info) {
     for (int j = 0; j < r; j++) {
       uint32_t k = n + j;
       offsets[k] = k * slot + head;
-      if (g_msgs[j].msg_hdr.msg_flags & MSG_TRUNC) {
+      if ((g_msgs[j].msg_hdr.msg_flags & MSG_TRUNC) || g_msgs[j].msg_len > slot - head) {
         sizes[k] = 0;
         st[kInfoTruncated]++;
       } else {

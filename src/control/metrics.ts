@@ -25,7 +25,8 @@
  *   tunlb_self_status                                          1 syncing, 2 serving, 3 draining
  *   tunlb_vip_announced{vip}                                   1 while this balancer announces the VIP (ECMP entry)
  *   tunlb_announce_changes_total{op=announce|withdraw|failed}, tunlb_watchdog_withdrawals_total
- *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total
+ *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total,
+ *   tunlb_device_read_truncated_total
  *   tunlb_drops_total{stage=packet|forward,reason}             every reason, zeros included
  *   tunlb_records_sent_total{op=create|refresh|delete}, tunlb_record_datagrams_sent_total
  *   tunlb_records_received_total
@@ -184,6 +185,7 @@ export class Metrics {
       ['write', dev().writeBytes],
     ]);
     counter('tunlb_device_write_errors_total', 'Packets the kernel refused on a TUN write', () => dev().writeErrors);
+    counter('tunlb_device_read_truncated_total', 'Packets read from the TUN device that were longer than their batch slot (dropped as truncated)', () => dev().readTruncated);
 
     // ---- drops: every reason, zeros included (a series exists before its first drop)
     new Counter<'stage' | 'reason'>({

@@ -14,7 +14,7 @@ import { ErrorCodes, TunlbError } from '../errors';
 export const INFO_ERRORS = 0; // packets skipped because the kernel refused them (incremented)
 export const INFO_LAST_ERRNO = 1; // errno of the last such error, or of a failed read
 export const INFO_STOPPED_AGAIN = 2; // set to 1 when a write/send stopped at EAGAIN
-export const INFO_TRUNCATED = 3; // datagrams longer than their slot (size reported as 0)
+export const INFO_TRUNCATED = 3; // packets/datagrams longer than their slot (size reported as 0)
 export const INFO_LEN = 4;
 
 /** uv_poll event bits (uv.h UV_READABLE, UV_WRITABLE). */

@@ -16,7 +16,7 @@
 import { ErrorCodes, TunlbError } from '../errors';
 import {
   FEAT_CSUM, FEAT_MULTI_QUEUE, FEAT_TSO4, FEAT_TSO6, FEAT_VNET_HDR, INFO_ERRORS, INFO_LAST_ERRNO, INFO_LEN,
-  INFO_STOPPED_AGAIN, native, netnsPath, netnsMissingMessage, errnoCode, errnoSyscall, WANT_MULTI_QUEUE, WANT_OFFLOAD,
+  INFO_STOPPED_AGAIN, INFO_TRUNCATED, native, netnsPath, netnsMissingMessage, errnoCode, errnoSyscall, WANT_MULTI_QUEUE, WANT_OFFLOAD,
   WANT_VNET_HDR, type NativeAddon,
 } from './native';
 import { GSO_MAX_PACKET, type PacketBatch } from './packet-batch';
@@ -39,6 +39,11 @@ export interface TunFeatures {
 export interface TunStats {
   readPackets: number;
   readBytes: number;
+  /**
+   * Packets read that were longer than their batch slot (e.g. the MTU raised under a running
+   * balancer): delivered with size 0, so the forwarder drops them (counted as truncated).
+   */
+  readTruncated: number;
   writePackets: number;
   writeBytes: number;
   /** Packets the kernel refused (bad length/offset, EINVAL, ...); lastErrno tells why. */
@@ -61,6 +66,8 @@ export interface TunLike {
    * Reads up to `max` (default batch.count) packets into slots 0..n-1 of `batch` until the
    * kernel has no more (EAGAIN). Sets sizes[i], offsets[i] = i*slotSize + headroom and, with
    * features.vnetHdr, the slot's virtio header. Returns n; 0 = nothing now. Never blocks.
+   * sizes[i] ≤ batch.capacity always: a packet longer than its slot has size 0 (counted in
+   * stats.readTruncated).
    * Throws DEVICE_IO only when the device itself failed (e.g. deleted), DEVICE_CLOSED after close.
    */
   read(batch: PacketBatch, max?: number): number;
@@ -154,7 +161,7 @@ export class TunDevice extends PolledFd implements TunLike {
   readonly features: Readonly<TunFeatures>;
   readonly maxPacketSize: number;
   readonly stats: TunStats = {
-    readPackets: 0, readBytes: 0, writePackets: 0, writeBytes: 0, writeErrors: 0, writeAgain: 0, lastErrno: 0,
+    readPackets: 0, readBytes: 0, readTruncated: 0, writePackets: 0, writeBytes: 0, writeErrors: 0, writeAgain: 0, lastErrno: 0,
   };
   private readonly info = new Int32Array(INFO_LEN);
   private readonly vnet: boolean;
@@ -198,19 +205,35 @@ export class TunDevice extends PolledFd implements TunLike {
     if (fd < 0) throw closedError(this.name);
     if (batch.slotSize - batch.headroom < this.maxPacketSize) this.tooSmall(batch);
     if (max > batch.count) max = batch.count;
+    const info = this.info;
+    const trunc = info[INFO_TRUNCATED];
     const n = this.nat.tunRead(fd, batch.buf, batch.offsets, batch.sizes, batch.slotSize, batch.headroom, max,
-      this.vnet ? batch.vnet : null, this.info);
+      this.vnet ? batch.vnet : null, info);
     if (n < 0) {
       this.stats.lastErrno = -n;
       throw new TunlbError(ErrorCodes.DEVICE_IO, `reading TUN device ${this.name} failed (errno ${-n})`,
         { device: this.name, errno: -n });
     }
     if (n > 0) {
-      this.stats.readPackets += n;
+      const st = this.stats;
+      st.readPackets += n;
+      // The addon reports a packet longer than its slot with size 0 (native/tun.cc tunRead);
+      // the same check here keeps sizes within the slots whatever the addon build says.
       let bytes = 0;
+      let over = info[INFO_TRUNCATED] - trunc;
       const sizes = batch.sizes;
-      for (let i = 0; i < n; i++) bytes += sizes[i];
-      this.stats.readBytes += bytes;
+      const cap = batch.slotSize - batch.headroom;
+      for (let i = 0; i < n; i++) {
+        const s = sizes[i];
+        if (s > cap) {
+          sizes[i] = 0;
+          over++;
+        } else {
+          bytes += s;
+        }
+      }
+      st.readBytes += bytes;
+      if (over !== 0) st.readTruncated += over;
     }
     return n;
   }

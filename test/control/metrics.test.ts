@@ -281,7 +281,7 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
     nowSec: () => 12,
     forwarder: { stats: st, forwarding: { generation: 3, config: { vips: [] } } },
     table: { size: 5, capacity: 64, expired: 1, refusedFull: 0, earlyDrops: 0, conflicts: 0 },
-    device: { stats: { readPackets: 1000, readBytes: 64000, writePackets: 900, writeBytes: 60000, writeErrors: 2, writeAgain: 0, lastErrno: 0 } },
+    device: { stats: { readPackets: 1000, readBytes: 64000, writePackets: 900, writeBytes: 60000, writeErrors: 2, writeAgain: 0, lastErrno: 0, readTruncated: 3 } },
     cluster: {
       incarnation: 7,
       membership: m,
@@ -350,6 +350,7 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
   t.is(x.get('tunlb_control_rejected_total{reason="address_mismatch"}'), 1);
   t.is(x.get('tunlb_control_datagrams_total{direction="received"}'), 22);
   t.is(x.get('tunlb_device_write_errors_total'), 2);
+  t.is(x.get('tunlb_device_read_truncated_total'), 3);
   t.is(x.get('tunlb_forwarding_generation'), 3);
 
   t.is(x.get('tunlb_dataplane_batch_size_count'), 30);

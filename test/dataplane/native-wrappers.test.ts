@@ -1,9 +1,11 @@
 // The parts of the native wrappers that need no root and no kernel: addon loading errors,
-// errno → TunlbError mapping, address conversion.
+// errno → TunlbError mapping, address conversion, TunDevice.read's accounting of what the addon
+// returns.
 import test from 'ava';
 import { ErrorCodes, isTunlbError, type ErrorCode } from '../../src/errors';
-import { addonCandidates, loadNative, netnsPath } from '../../src/dataplane/native';
-import { mapTunOpenError } from '../../src/dataplane/tun-device';
+import { addonCandidates, INFO_TRUNCATED, loadNative, netnsPath, type NativeAddon } from '../../src/dataplane/native';
+import { PacketBatch } from '../../src/dataplane/packet-batch';
+import { mapTunOpenError, TunDevice } from '../../src/dataplane/tun-device';
 import { bytes16ToIp, ipToBytes16, mapUdpOpenError } from '../../src/dataplane/udp-batch-socket';
 
 const errnoError = (code: string, syscall: string) => Object.assign(new Error(`${syscall}: ${code}`), { code, syscall });
@@ -66,3 +68,41 @@ test('addresses: IPv4-mapped and IPv6 round trips (docs/contracts.md form)', (t)
   t.is(bytes16ToIp(b), '1.2.3.4');
   t.false(ipToBytes16('nope', b));
 });
+
+// TunDevice.read over a stand-in for the addon's tunRead: what the addon reports (a packet
+// longer than its slot: size 0, info[INFO_TRUNCATED] + 1, native/tun.cc) and what it must never
+// report (a size beyond the slot) both end as size 0 and stats.readTruncated; the other packets
+// are untouched.
+const readCases: Array<{ desc: string; addon: Array<[size: number, truncated: boolean]>; sizes: number[]; truncated: number; bytes: number }> = [
+  { desc: 'packets that fit', addon: [[60, false], [1408, false]], sizes: [60, 1408], truncated: 0, bytes: 1468 },
+  { desc: 'the addon reports an oversize packet (size 0, counted)', addon: [[60, false], [0, true], [40, false]], sizes: [60, 0, 40], truncated: 1, bytes: 100 },
+  { desc: 'a size beyond the slot is cut to 0 and counted', addon: [[1409, false], [40, false], [65535, false]], sizes: [0, 40, 0], truncated: 2, bytes: 40 },
+];
+for (const c of readCases) {
+  test(`TunDevice.read: ${c.desc}`, (t) => {
+    const fake = {
+      tunRead(_fd: number, _buf: Uint8Array, offsets: Uint32Array, sizes: Uint32Array, slot: number, head: number, max: number, _v: unknown, info: Int32Array): number {
+        const n = Math.min(max, c.addon.length);
+        for (let i = 0; i < n; i++) {
+          offsets[i] = i * slot + head;
+          sizes[i] = c.addon[i]![0];
+          if (c.addon[i]![1]) info[INFO_TRUNCATED]!++;
+        }
+        return n;
+      },
+    } as unknown as NativeAddon;
+    // The constructor is private (TunDevice.open opens a real device); build one over the stand-in.
+    const Ctor = TunDevice as unknown as new (nat: NativeAddon, fd: number, name: string, mtu: number, feat: number) => TunDevice;
+    const dev = new Ctor(fake, 99, 'tunfake0', 1400, 0);
+    const b = new PacketBatch({ count: 4, maxPacket: 1400 });
+    t.is(b.capacity, 1408);
+    for (let round = 1; round <= 2; round++) {
+      t.is(dev.read(b), c.addon.length);
+      t.deepEqual([...b.sizes.subarray(0, c.addon.length)], c.sizes);
+      t.true([...b.sizes].every((s) => s <= b.capacity), 'no size beyond the slot');
+      t.is(dev.stats.readTruncated, c.truncated * round, 'counted once per read, cumulative');
+      t.is(dev.stats.readBytes, c.bytes * round);
+      t.is(dev.stats.readPackets, c.addon.length * round);
+    }
+  });
+}

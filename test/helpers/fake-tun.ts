@@ -38,7 +38,7 @@ export class FakeTunDevice implements TunLike {
   readonly features: Readonly<TunFeatures>;
   readonly maxPacketSize: number;
   readonly stats: TunStats = {
-    readPackets: 0, readBytes: 0, writePackets: 0, writeBytes: 0, writeErrors: 0, writeAgain: 0, lastErrno: 0,
+    readPackets: 0, readBytes: 0, readTruncated: 0, writePackets: 0, writeBytes: 0, writeErrors: 0, writeAgain: 0, lastErrno: 0,
   };
   /** Packets injected but dropped because the queue was full. */
   injectDrops = 0;
