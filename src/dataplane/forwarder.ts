@@ -648,11 +648,12 @@ export class Forwarder {
     const info = ctx.info;
     if (p === this.#selfIndex || this.#live[p] === 0 || this.#peerEmit === undefined || info.isFragment !== 0 || info.isIcmpError !== 0) return NEXT;
     this.stats.unconfirmedRepliesToPrimary++;
+    // As #steerReply's: a reply carries no backend (the primary finds the flow by its reply key).
     ctx.serving = p;
     ctx.encapFlags = ENCAP_F_REPLY;
     ctx.primary = p;
     ctx.backup = table.backup(id);
-    ctx.backend = table.backend(id);
+    ctx.backend = ENCAP_NONE_U16;
     ctx.vip = table.vip(id);
     return this.#toPeer(ctx);
   }
