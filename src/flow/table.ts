@@ -779,6 +779,38 @@ export class FlowTable {
     const p = rec[base + R_PACKETS]!;
     if (p !== PACKETS_MAX) rec[base + R_PACKETS] = p + 1;
     const meta = rec[base + R_META]!;
+    // The common case, kept small so that V8 inlines it into the forwarder: a packet without
+    // SYN/FIN/RST of a confirmed flow that stays as it is (an established TCP flow whose client
+    // segments have a reference, or a datagram flow). Everything else: #touchSlow.
+    if ((meta & (F_CONFIRMED << 8)) !== 0 && (tcpFlags & (TCP_SYN | TCP_FIN | TCP_RST)) === 0) {
+      const st = meta & 0xff;
+      if (st > ST_CLOSED) {
+        if (dir !== 0 && (meta & (F_SEEN_REPLY << 8)) === 0) rec[base + R_META] = (meta | (F_SEEN_REPLY << 8)) >>> 0;
+        rec[base + R_DEADLINE] = nowSec + this.timeoutByState[st]!;
+        return TOUCH_CONFIRMED;
+      }
+      if (st === ST_ESTABLISHED) {
+        if (dir !== 0) {
+          if ((meta & (F_SEEN_REPLY << 8)) === 0) rec[base + R_META] = (meta | (F_SEEN_REPLY << 8)) >>> 0;
+        } else if (segLen >= 0) {
+          if ((meta & (F_SEQ_KNOWN << 8)) === 0) return this.#touchSlow(base, meta, p, nowSec, tcpFlags, dir, seq, ack, segLen);
+          const cur = rec[base + R_SEQ]!;
+          const d = (seq - cur) | 0;
+          if (d >= 0 && d <= SEQ_AHEAD) {
+            const e = (seq + segLen) >>> 0;
+            if (((e - cur) | 0) > 0) rec[base + R_SEQ] = e;
+          }
+        }
+        rec[base + R_DEADLINE] = nowSec + this.timeoutByState[ST_ESTABLISHED]!;
+        return TOUCH_CONFIRMED;
+      }
+    }
+    return this.#touchSlow(base, meta, p, nowSec, tcpFlags, dir, seq, ack, segLen);
+  }
+
+  /** touch() for every case its fast path does not take (packets already counted). */
+  #touchSlow(base: number, meta: number, p: number, nowSec: number, tcpFlags: number, dir: number, seq: number, ack: number, segLen: number): number {
+    const rec = this.rec;
     const st = meta & 0xff;
     let f = (meta >>> 8) & 0xff;
     let ns = st;
