@@ -20,6 +20,10 @@
  *       each answer must come from the same server) for S seconds after all answered; with
  *       --json a line {"phase":"holding",...} (the connections' source ports) is printed when
  *       the hold starts.
+ *   udpqueries --count 100 --target 10.99.0.10:5353 [--concurrency 4] [--json]
+ *       COUNT UDP queries, each from a new socket (so each is a new flow, as DNS clients do),
+ *       each waiting for its echo (lab-server.ts udp/5353) for --connect-timeout-ms (default
+ *       3000); counts answers by server name and queries left unanswered.
  *   udpflood   --duration-s 20 --target 10.99.0.10:5353 [--senders 4] [--size 64] [--json]
  *       As many UDP datagrams as the sockets take (each sender a socket with its own source
  *       port, sending in bursts, yielding to the event loop between bursts) for the duration;
@@ -39,7 +43,7 @@ import { checkEcho } from './echo-check';
 // ---------------------------------------------------------------------------------- options --
 
 interface Options {
-  mode: 'longlived' | 'newconns' | 'udpflood';
+  mode: 'longlived' | 'newconns' | 'udpqueries' | 'udpflood';
   host: string;
   port: number;
   conns: number;
@@ -57,6 +61,7 @@ interface Options {
 
 const USAGE = `usage: traffic.ts longlived [--conns 60] [--interval-ms 20] [--duration-s 10] [--target 10.99.0.10:7] [--json] [--quiet]
        traffic.ts newconns  [--count 100] [--concurrency 10] [--hold-s 0] [--duration-s 60] [--target 10.99.0.10:80] [--json] [--quiet]
+       traffic.ts udpqueries [--count 100] [--concurrency 4] [--duration-s 60] [--target 10.99.0.10:5353] [--json] [--quiet]
        traffic.ts udpflood  [--duration-s 20] [--senders 4] [--size 64] [--target 10.99.0.10:5353] [--json] [--quiet]`;
 
 class UsageError extends Error {}
@@ -71,10 +76,11 @@ function parseTarget(s: string): { host: string; port: number } {
 
 function parseArgs(argv: string[]): Options {
   const mode = argv[0];
-  if (mode !== 'longlived' && mode !== 'newconns' && mode !== 'udpflood') throw new UsageError(`unknown mode "${mode ?? ''}"`);
+  if (mode !== 'longlived' && mode !== 'newconns' && mode !== 'udpqueries' && mode !== 'udpflood') throw new UsageError(`unknown mode "${mode ?? ''}"`);
   const defaults: Record<Options['mode'], { target: string; durationS: number }> = {
     longlived: { target: '10.99.0.10:7', durationS: 10 },
     newconns: { target: '10.99.0.10:80', durationS: 60 },
+    udpqueries: { target: '10.99.0.10:5353', durationS: 60 },
     udpflood: { target: '10.99.0.10:5353', durationS: 20 },
   };
   const o: Options = {
@@ -500,6 +506,57 @@ async function newconns(o: Options): Promise<void> {
   if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
 }
 
+// ------------------------------------------------------------------------------ udpqueries --
+
+async function udpqueries(o: Options): Promise<void> {
+  const family = net.isIPv6(o.host) ? 'udp6' : 'udp4';
+  const hardEnd = o.durationS * 1000;
+  const answers: Record<string, number> = {};
+  const rows: Array<{ localPort: number; server: string | null; error: string | null; ms: number }> = [];
+  let started = 0;
+  say(`udpqueries: ${o.count} UDP queries to ${o.host}:${o.port}, each from a new socket, ${o.concurrency} at a time, ${o.connectTimeoutMs} ms for the answer`);
+  const one = (n: number): Promise<void> =>
+    new Promise((resolve) => {
+      const t = now();
+      const s = dgram.createSocket(family);
+      const query = `query ${n} ${Math.random().toString(36).slice(2)}`;
+      let localPort = 0;
+      let done = false;
+      const end = (server: string | null, error: string | null): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (server !== null) answers[server] = (answers[server] ?? 0) + 1;
+        rows.push({ localPort, server, error, ms: round(now() - t) });
+        s.close();
+        resolve();
+      };
+      const timer = setTimeout(() => end(null, 'timeout'), o.connectTimeoutMs);
+      s.on('error', (e) => end(null, errName(e)));
+      s.on('message', (m: Buffer) => {
+        // The echo: "<server name> " + the query.
+        const text = m.toString('latin1');
+        if (text.endsWith(` ${query}`)) end(text.slice(0, text.length - query.length - 1), null);
+      });
+      s.bind(0, () => {
+        localPort = s.address().port;
+        s.send(query, o.port, o.host, (e) => {
+          if (e) end(null, errName(e));
+        });
+      });
+    });
+  const worker = async (): Promise<void> => {
+    while (started < o.count && now() < hardEnd) await one(started++);
+  };
+  await Promise.race([
+    Promise.all(Array.from({ length: Math.min(o.concurrency, o.count) }, worker)),
+    new Promise((r) => setTimeout(r, hardEnd)),
+  ]);
+  const answered = rows.filter((r) => r.server !== null).length;
+  say(`${secs(now())} s  ${answered}/${o.count} answered, ${rows.length - answered} unanswered: ${JSON.stringify(answers)}`);
+  if (o.json) process.stdout.write(JSON.stringify({ mode: 'udpqueries', target: `${o.host}:${o.port}`, count: o.count, startedAtEpochMs, answered, errors: rows.length - answered, answers, rows }) + '\n');
+}
+
 // -------------------------------------------------------------------------------- udpflood --
 
 async function udpflood(o: Options): Promise<void> {
@@ -590,6 +647,7 @@ async function main(): Promise<void> {
   }, (opts.durationS + 10) * 1000).unref();
   if (opts.mode === 'longlived') await longlived(opts);
   else if (opts.mode === 'newconns') await newconns(opts);
+  else if (opts.mode === 'udpqueries') await udpqueries(opts);
   else await udpflood(opts);
   // Sockets are destroyed; exit now rather than wait for lingering handles.
   setTimeout(() => process.exit(0), 50);
