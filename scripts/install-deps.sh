@@ -3,13 +3,14 @@
 # native addon (`npm ci` runs node-gyp for binding.gyp and `npm run build` via `prepare`).
 # Idempotent: packages already present are not reinstalled.
 #   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant + vagrant-libvirt: `vagrant validate` of the VM lab;
-#   bird2 and keepalived: the lab's ECMP entry, BGP + BFD and the servers' VRRP gateway)
+#   bird2 and keepalived: the lab's ECMP entry, BGP + BFD and the servers' VRRP gateway;
+#   hping3 and python3-scapy: the hostile-input lab tests' floods, fragments and crafted resets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # vagrant-libvirt: the Vagrantfile's default provider (libvirt). Without it `vagrant validate`
 # finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
-pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived)
+pkgs=(iproute2 nftables tcpdump iperf3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived hping3 python3-scapy)
 
 missing=()
 for p in "${pkgs[@]}"; do
