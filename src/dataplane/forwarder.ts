@@ -466,7 +466,8 @@ export class Forwarder {
       if (id < 0) return Action.DROP;
       encapFlags = ENCAP_F_NEW_FLOW;
     }
-    if (table.touch(id, nowSec, info.tcpFlags, 0, info.tcpSeq, info.tcpAck, info.tcpSegLen) === TOUCH_CONFIRMED_NOW) this.#confirmed(id);
+    // touch's direction: 0 a client packet, 2 an ICMP error (no evidence for confirmation).
+    if (table.touch(id, nowSec, info.tcpFlags, info.isIcmpError << 1, info.tcpSeq, info.tcpAck, info.tcpSegLen) === TOUCH_CONFIRMED_NOW) this.#confirmed(id);
     ctx.id = id;
     ctx.encapFlags = encapFlags;
     return NEXT;
@@ -544,7 +545,8 @@ export class Forwarder {
     if (ref < 0) ref = this.#replyFallback(ctx);
     if (ref < 0 || (ref & 1) === 0) return ctx.fromPeer ? this.#drop(ForwardDrop.NO_FLOW) : this.#steerReply(ctx);
     const id = ref >>> 1;
-    if (table.touch(id, nowSec, info.tcpFlags, 1, info.tcpSeq, info.tcpAck, info.tcpSegLen) === TOUCH_UNCONFIRMED && !ctx.fromPeer) {
+    // touch's direction: 1 a reply, 2 an ICMP error (no evidence).
+    if (table.touch(id, nowSec, info.tcpFlags, 1 + info.isIcmpError, info.tcpSeq, info.tcpAck, info.tcpSegLen) === TOUCH_UNCONFIRMED && !ctx.fromPeer) {
       const a = this.#replyToPrimary(ctx, id);
       if (a !== NEXT) return a;
     }

@@ -201,6 +201,8 @@ const TOUCH_UNCONFIRMED = 0;
 const TOUCH_CONFIRMED = 1;
 const TOUCH_CONFIRMED_NOW = 2;
 const TOUCH_OUT_OF_WINDOW = 3;
+/** touch's `dir` for an ICMP error about the flow (from either side). */
+const DIR_ICMP_ERROR = 2;
 const TCP_FIN = tcpFlags.TCP_FIN;
 const TCP_SYN = tcpFlags.TCP_SYN;
 const TCP_RST = tcpFlags.TCP_RST;
@@ -731,8 +733,12 @@ export class FlowTable {
    * Records a packet of entry `entryId` and applies the confirmation rules and the TCP state
    * machine (docs/flow-records.md "Confirmation"). Returns a TouchResult.
    *
+   * `dir`: 0 a client packet (client -> VIP), 1 a reply (backend -> client), 2 an ICMP error
+   * about the flow from either side: it counts and keeps the flow alive, nothing else (no
+   * evidence: a router answers a spoofed flow's replies with errors to the VIP, and anyone can
+   * forge one).
    * Always: lastSeen = nowSec (deadline = nowSec + timeout of the new state), packets += 1
-   * (saturating at 2^32-1), SEEN_REPLY when dir = 1 (a reply, backend -> client).
+   * (saturating at 2^32-1), SEEN_REPLY when dir = 1.
    * `seq`, `ack`, `segLen`: the packet's TCP sequence number, acknowledgment number and the
    * sequence space it occupies (PacketInfo.tcpSeq/tcpAck/tcpSegLen). segLen -1 = no whole TCP
    * segment (a fragment, an ICMP error, a rebound record): then a TCP entry changes no state.
@@ -785,13 +791,13 @@ export class FlowTable {
     if ((meta & (F_CONFIRMED << 8)) !== 0 && (tcpFlags & (TCP_SYN | TCP_FIN | TCP_RST)) === 0) {
       const st = meta & 0xff;
       if (st > ST_CLOSED) {
-        if (dir !== 0 && (meta & (F_SEEN_REPLY << 8)) === 0) rec[base + R_META] = (meta | (F_SEEN_REPLY << 8)) >>> 0;
+        if (dir === 1 && (meta & (F_SEEN_REPLY << 8)) === 0) rec[base + R_META] = (meta | (F_SEEN_REPLY << 8)) >>> 0;
         rec[base + R_DEADLINE] = nowSec + this.timeoutByState[st]!;
         return TOUCH_CONFIRMED;
       }
       if (st === ST_ESTABLISHED) {
         if (dir !== 0) {
-          if ((meta & (F_SEEN_REPLY << 8)) === 0) rec[base + R_META] = (meta | (F_SEEN_REPLY << 8)) >>> 0;
+          if (dir === 1 && (meta & (F_SEEN_REPLY << 8)) === 0) rec[base + R_META] = (meta | (F_SEEN_REPLY << 8)) >>> 0;
         } else if (segLen >= 0) {
           if ((meta & (F_SEQ_KNOWN << 8)) === 0) return this.#touchSlow(base, meta, p, nowSec, tcpFlags, dir, seq, ack, segLen);
           const cur = rec[base + R_SEQ]!;
@@ -812,6 +818,12 @@ export class FlowTable {
   #touchSlow(base: number, meta: number, p: number, nowSec: number, tcpFlags: number, dir: number, seq: number, ack: number, segLen: number): number {
     const rec = this.rec;
     const st = meta & 0xff;
+    if (dir === DIR_ICMP_ERROR) {
+      // An ICMP error about the flow: it keeps the flow alive, and is no evidence of anything
+      // (a router answers a spoofed flow's replies with errors to the VIP; anyone can forge one).
+      rec[base + R_DEADLINE] = nowSec + this.timeoutByState[st]!;
+      return (meta & (F_CONFIRMED << 8)) !== 0 ? TOUCH_CONFIRMED : TOUCH_UNCONFIRMED;
+    }
     let f = (meta >>> 8) & 0xff;
     let ns = st;
     let res = TOUCH_UNCONFIRMED;
@@ -892,7 +904,7 @@ export class FlowTable {
     } else if ((f & F_CONFIRMED) !== 0) {
       res = TOUCH_CONFIRMED;
     }
-    if (dir !== 0) f |= F_SEEN_REPLY;
+    if (dir === 1) f |= F_SEEN_REPLY;
     rec[base + R_META] = ((meta & 0xffff0000) | (f << 8) | ns) >>> 0;
     rec[base + R_DEADLINE] = nowSec + this.timeoutByState[ns]!;
     return res;

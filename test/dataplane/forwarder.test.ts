@@ -495,6 +495,26 @@ test('fragments: a too-short first fragment (no whole L4 header) is dropped as m
   t.is(h.table.size, 0);
 });
 
+test('confirmation: a spoofed UDP datagram answered by the backend, then ICMP errors about the answer (the router: its destination is unreachable), is never confirmed; a real client\'s next query confirms', (t) => {
+  const h = setup();
+  const spoofed = '198.51.100.7';
+  const q = h.send(P.udp4(spoofed, VIP, 4242, 53, data(8)));
+  t.true(q.emitted);
+  const be = backendOf(h, VIP, q.out);
+  const ans = h.send(P.udp4(be.addr, spoofed, bport(be, 53), 4242, data(12)));
+  t.true(ans.emitted, 'the answer is un-NATed (to the spoofed source)');
+  // The router cannot reach 198.51.100.7: "net unreachable" to the answer's source, the VIP.
+  for (let i = 0; i < 3; i++) h.send(P.icmp4Error(P.ICMP4_DEST_UNREACH, 0, ROUTER, VIP, P.udp4(VIP, spoofed, 53, 4242, data(12))));
+  t.is(h.table.size, 1);
+  t.is(h.table.confirmed, 0, 'ICMP errors are no evidence');
+  // A real client: query, answer, the next query.
+  const q2 = h.send(P.udp4(CLIENT, VIP, 4243, 53, data(8)));
+  const be2 = backendOf(h, VIP, q2.out);
+  h.send(P.udp4(be2.addr, CLIENT, bport(be2, 53), 4243, data(12)));
+  h.send(P.udp4(CLIENT, VIP, 4243, 53, data(8)));
+  t.is(h.table.confirmed, 1);
+});
+
 test('fragments: a fragmented reply of a fragment flow goes back from the VIP', (t) => {
   const h = setup();
   // Find a client for which the 3-tuple flow lands on a backend that keeps the port.

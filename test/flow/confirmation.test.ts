@@ -38,12 +38,13 @@ function replyKey(proto: number, port = 40000): Uint32Array {
   return new Uint32Array(b.buffer, 0, 10);
 }
 
-/** A packet: direction (c = client → VIP, s = server reply), TCP flags, seq, ack, payload bytes. */
-type Pkt = [dir: 'c' | 's', flags: number, seq?: number, ack?: number, len?: number];
+/** A packet: direction (c = client → VIP, s = server reply, e = an ICMP error about the flow), TCP flags, seq, ack, payload bytes. */
+type Pkt = [dir: 'c' | 's' | 'e', flags: number, seq?: number, ack?: number, len?: number];
 
 /** Touches entry `id` with one packet (TCP: a whole segment); returns the TouchResult. */
 function send(ft: FlowTable, id: number, p: Pkt, tcp: boolean): number {
   const [d, flags, seq = 0, ack = 0, len = 0] = p;
+  if (d === 'e') return ft.touch(id, T, 0, 2);
   if (!tcp) return ft.touch(id, T, 0, d === 's' ? 1 : 0);
   const segLen = len + (flags & SYN ? 1 : 0) + (flags & FIN ? 1 : 0);
   return ft.touch(id, T, flags, d === 's' ? 1 : 0, seq >>> 0, ack >>> 0, segLen);
@@ -127,6 +128,9 @@ const rows: Row[] = [
   { name: 'UDP: a query', proto: 17, packets: [['c', 0]], confirmed: false, state: FlowState.UDP },
   { name: 'UDP: a query and its answer (a spoofed source gets this far)', proto: 17, packets: [['c', 0], ['s', 0]], confirmed: false, state: FlowState.UDP },
   { name: 'UDP: queries without an answer', proto: 17, packets: [['c', 0], ['c', 0], ['c', 0]], confirmed: false, state: FlowState.UDP },
+  { name: 'UDP: an ICMP error about the answer (a router: the spoofed source is unreachable) is no evidence', proto: 17, packets: [['c', 0], ['s', 0], ['e', 0], ['e', 0]], confirmed: false, state: FlowState.UDP },
+  { name: 'UDP: an ICMP error from the backend is no answer', proto: 17, packets: [['c', 0], ['e', 0], ['c', 0]], confirmed: false, state: FlowState.UDP },
+  { name: 'TCP: ICMP errors change nothing', packets: [...HANDSHAKE.slice(0, 2), ['e', 0], ['e', 0]], confirmed: false, state: FlowState.TCP_SYN_SEEN },
   { name: 'UDP: a query after the answer confirms', proto: 17, packets: [['c', 0], ['s', 0], ['c', 0]], confirmed: true, state: FlowState.UDP, last: TouchResult.CONFIRMED_NOW },
   { name: 'ICMP echo: a request after the reply confirms', proto: 1, packets: [['c', 0], ['s', 0], ['c', 0]], confirmed: true, state: FlowState.ICMP },
   { name: 'UDP through DSR: the second datagram confirms', proto: 17, dsr: true, packets: [['c', 0], ['c', 0]], confirmed: true, state: FlowState.UDP },
