@@ -35,7 +35,8 @@
  * ## Refresh (so a lost datagram heals and peers' idle timers stay fresh)
  * `refreshTick()` (every `refreshTickMs`, default 100) advances a FlowTable.scan cursor by a
  * bounded number of entry ids, sized so that the whole table is walked every
- * clamp(refreshS / 4, 1 s, 10 s). Per visited, non-expired entry:
+ * clamp(refreshS / 4, 1 s, 10 s). Per visited, non-expired, CONFIRMED entry (never a record of an
+ * unconfirmed one):
  *   - own flow, REPLICATED: REFRESH when refreshS passed since its last record, when its state
  *     changed since (e.g. SYN_SEEN -> ESTABLISHED -> CLOSING: peers' timeouts follow the
  *     state), or when flag NEED_REFRESH is set. So each flow is re-sent every refreshS to
@@ -499,6 +500,10 @@ export class Replicator {
     const t = this.table;
     if (t.isExpired(id, now)) return; // the expiry sweep will remove it (and send a DELETE)
     this.#syncLocal(id);
+    // Never a record of an unconfirmed flow: a flow adopted from a peer's header (a spoofed SYN
+    // this balancer is the primary of), or a replicated one whose 5-tuple a new connection
+    // reopened (refreshed again once that one confirms: its state will have changed).
+    if (!t.isConfirmed(id)) return;
     const flags = t.flags(id);
     const state = t.state(id);
     const sentAt = this.#sentAt[id]!;

@@ -213,6 +213,44 @@ test('a record from the primary makes the receiver\'s own unsent record confirme
   t.is(c.net.queued, 0, 'A sends nothing of it');
 });
 
+test('the refresh scan never sends a record of an unconfirmed flow: one adopted from a peer header whose state changed, one reopened by a new SYN', (t) => {
+  const live = new Uint8Array([1, 1]);
+  const c = new LoopbackCluster({ balancers: 2, capacity: 256, refreshS: 10, replicator: { live } });
+  const [a, b] = [c.join(0), c.join(1)];
+  // A spoofed SYN decided by B and adopted by A, its primary (FROM_PEER, unconfirmed); the
+  // backend's SYN-ACK reaches A, then a RST from the backend changes its state.
+  const k = key40(c, 9);
+  const id = c.openFlow(a, k, 0, 1, 0, 0, 2);
+  a.table.updateFlags(id, FlowFlags.FROM_PEER, 0);
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  a.table.touch(id, a.now, 0x04, 1, 0x7ffffff1, 0, 0); // RST from the backend: CLOSED
+  t.is(a.table.state(id), FlowState.TCP_CLOSED);
+  a.now += 1;
+  for (let i = 0; i < 3 * a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  t.is(c.net.deliverAll(), 0, 'nothing sent (its state changed while A forwards it: a learnt flow would be refreshed)');
+  t.is(find(b, k), -1);
+  // A replicated flow closed, then reopened by a new SYN (unconfirmed): silent until its new
+  // handshake confirms it, then refreshed (its state changed).
+  const k2 = key40(c, 10);
+  const id2 = c.openFlow(a, k2, 0, 1, 0, 0, CONFIRMING_PACKETS);
+  a.replicator.flush();
+  c.net.deliverAll();
+  t.true(find(b, k2) >= 0);
+  a.table.touch(id2, a.now, 0x11, 0, 0x10000001, 0x7ffffff1, 0); // FIN in window
+  a.table.touch(id2, a.now, 0x02, 0, 0x20000000, 0, 1); // a new SYN: reopened, unconfirmed
+  t.false(a.table.isConfirmed(id2));
+  a.now += 11;
+  const sent0 = c.net.sent;
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  t.is(c.net.sent, sent0, 'the reopened flow is not refreshed while unconfirmed');
+  a.table.touch(id2, a.now, 0x12, 1, 0x30000000, 0x20000001, 1); // SYN-ACK
+  a.table.touch(id2, a.now, 0x10, 0, 0x20000001, 0x30000001, 0); // the ACK of it: confirmed
+  t.true(a.table.isConfirmed(id2));
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  c.net.deliverAll();
+  t.is(b.table.state(find(b, k2)), FlowState.TCP_ESTABLISHED, 'refreshed once confirmed again');
+});
+
 test('expiry on A sends a DELETE: the flow is gone on B, kept on C which forwarded a packet just now', (t) => {
   const c = new LoopbackCluster({ balancers: 3, capacity: 256 });
   const [a, b, cc] = [c.join(0), c.join(1), c.join(2)];
