@@ -9,12 +9,13 @@
  * confirmation of flows whose receiver changes mid-handshake, the ECMP case, is covered
  * with three forwarders in test/dataplane/any-receiver.test.ts.)
  *
- *   (a) spoofed SYN flood (hping3 --rand-source, 20k pps, 10 s) against VIP:80 while 30
- *       long-lived connections run: >= 99 % of new HTTP connections made during the flood
+ *   (a) spoofed SYN flood (hping3 --rand-source, paced to 20k pps at most) against VIP:80 while
+ *       30 long-lived connections run, until lb1's table is full and LEGIT_S s more (FILL_MAX_S
+ *       at most to fill it; the rate this machine reaches is logged): >= 99 % of new HTTP connections made during the flood
  *       succeed, the long-lived ones survive untouched, no spoofed flow is confirmed anywhere
  *       (so no record of one reaches a peer), the table sheds unconfirmed entries (early_drop);
- *   (b) spoofed UDP flood (hping3 --udp --rand-source, 20k pps, 10 s) against VIP:5353: the
- *       same, with new UDP exchanges (one query per new socket) and new HTTP connections;
+ *   (b) spoofed UDP flood (hping3 --udp --rand-source, the same pacing) against VIP:5353: the
+ *       same (lb1's table may still be full of (a)'s unconfirmed SYN entries: evictable too), with new UDP exchanges (one query per new socket) and new HTTP connections;
  *   (c) fragments: a SYN to :5201 (iperf3 listens there; the VIP does not serve it) and a UDP
  *       datagram to :6000, each split into IPv4 fragments, get no answer; the same to :80 and
  *       :5353 do (the control);
@@ -53,7 +54,12 @@ import {
 const VIP4 = '10.99.0.10';
 const CLIENT4 = '10.99.1.2';
 const CAPACITY = 16384;
-const FLOOD_S = 10;
+/** Bound on the wait for lb1's table to fill (s): the flood's rate on a loaded 2-core machine is a few thousand packets/s. */
+const FILL_MAX_S = 20;
+/** Legitimate new flows run this long (s) once the table is full, with the flood going on. */
+const LEGIT_S = 6;
+/** Hard bound of every flood process (s): filling, the legitimate window, a margin. */
+const FLOOD_MAX_S = FILL_MAX_S + LEGIT_S + 4;
 const FLOOD_PPS = 20_000;
 const CRAFT = path.join(REPO, 'native-tests', 'helpers', 'craft.py');
 const PYTHON = '/usr/bin/python3'; // Debian's, with python3-scapy
@@ -127,26 +133,29 @@ function clientOf(row: FlowRow): string {
 
 interface Flood {
   done: Promise<{ code: number | null; out: string; seconds: number }>;
+  stop(): void;
   kill(): void;
 }
 
-/** hping3 processes sharing the flood: one paces itself to ~10k packets/s at most here (usleep). */
-const FLOOD_PROCS = 2;
+/** hping3 processes sharing the flood: one paces itself with usleep, to a few thousand packets/s on a loaded machine. */
+const FLOOD_PROCS = 8;
 
 /**
  * hping3 in the client namespace with random (spoofed) sources: FLOOD_PROCS processes, each
- * FLOOD_PPS / FLOOD_PROCS packets/s for FLOOD_S s at most (a count and `timeout`, which sends
- * SIGINT, so hping3 prints its statistics, and SIGKILL 3 s later); the caller kills them by PID
- * too. Lower priority: the flood models clients on other machines.
+ * paced to FLOOD_PPS / FLOOD_PROCS packets/s at most, for FLOOD_MAX_S s at most (a count and
+ * `timeout`, which sends SIGINT, so hping3 prints its statistics, and SIGKILL 3 s later).
+ * stop() ends them earlier the same way (SIGINT to `timeout`, which passes it on to hping3);
+ * kill() is the last resort (SIGKILL by PID). Lower priority: the flood models clients on
+ * other machines.
  */
 function startFlood(kind: 'syn' | 'udp'): Flood {
   const per = FLOOD_PPS / FLOOD_PROCS;
-  const count = String(per * FLOOD_S);
+  const count = String(per * FLOOD_MAX_S);
   const gap = `u${Math.round(1e6 / per)}`;
   const args = kind === 'syn' ? ['-S', '-p', '80'] : ['--udp', '-p', '5353', '-d', '32'];
   const t0 = Date.now();
   const children = Array.from({ length: FLOOD_PROCS }, () =>
-    spawn('ip', ['netns', 'exec', 'tunlb-client', 'timeout', '-s', 'INT', '-k', '3', String(FLOOD_S + 1), 'nice', '-n', '10', 'hping3', ...args, '--rand-source', '-i', gap, '-c', count, '-q', VIP4], {
+    spawn('ip', ['netns', 'exec', 'tunlb-client', 'timeout', '-s', 'INT', '-k', '3', String(FLOOD_MAX_S), 'nice', '-n', '10', 'hping3', ...args, '--rand-source', '-i', gap, '-c', count, '-q', VIP4], {
       stdio: ['ignore', 'pipe', 'pipe'],
     }),
   );
@@ -161,8 +170,12 @@ function startFlood(kind: 'syn' | 'udp'): Flood {
         }),
     ),
   ).then((rs) => ({ code: rs.find((r) => r.code !== 0)?.code ?? 0, out: rs.map((r) => r.out).join('\n'), seconds: (Date.now() - t0) / 1000 }));
+  const alive = (c: (typeof children)[number]): boolean => c.exitCode === null && c.signalCode === null;
   return {
     done,
+    stop: () => {
+      for (const child of children) if (alive(child)) child.kill('SIGINT');
+    },
     kill: () => {
       for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     },
@@ -192,7 +205,8 @@ async function legitResult(gen: ReturnType<typeof startTraffic>, mode: string): 
  * flood, legitimate new flows once lb1's table is full, then the checks of the issue's target.
  */
 async function floodRound(t: ExecutionContext, kind: 'syn' | 'udp'): Promise<void> {
-  const longlived = startTraffic(['longlived', '--conns', '30', '--interval-ms', '50', '--duration-s', String(FLOOD_S + 10), '--json'], (FLOOD_S + 40) * 1000);
+  // Long-lived connections outlast the longest flood (filling bound + legitimate window + margin).
+  const longlived = startTraffic(['longlived', '--conns', '30', '--interval-ms', '50', '--duration-s', String(FLOOD_MAX_S), '--json'], (FLOOD_MAX_S + 30) * 1000);
   let flood: Flood | undefined;
   const legit: Array<{ mode: string; gen: ReturnType<typeof startTraffic> }> = [];
   try {
@@ -208,17 +222,18 @@ async function floodRound(t: ExecutionContext, kind: 'syn' | 'udp'): Promise<voi
     const full = await poll(async () => {
       const s = await statsOrUndefined('lb1');
       return s !== undefined && (s.flows.active >= CAPACITY - 64 || flowsOf(s, 'earlyDrops') > flowsOf(before[0], 'earlyDrops'));
-    }, FLOOD_S * 700, 100);
+    }, FILL_MAX_S * 1000, 100);
     const fullAfter = (Date.now() - tFlood) / 1000;
-    const notFull = full ? undefined : `lb1's table never filled during the flood (${(await statsOrUndefined('lb1'))?.flows.active} flows): the flood is too weak to test the policy (load ${loadavg()})`;
-    // Legitimate new flows during the rest of the flood.
-    const left = Math.max(3, FLOOD_S - fullAfter - 1);
+    const notFull = full ? undefined : `lb1's table did not fill within ${FILL_MAX_S} s of flood (${(await statsOrUndefined('lb1'))?.flows.active} flows): the flood is too weak to test the policy (load ${loadavg()})`;
+    // Legitimate new flows for LEGIT_S s with the table full and the flood going on.
+    const left = LEGIT_S;
     legit.push({ mode: 'newconns', gen: startTraffic(['newconns', '--count', '150', '--concurrency', '3', '--duration-s', left.toFixed(1), '--connect-timeout-ms', '3000', '--json', '--quiet'], (left + 20) * 1000) });
     if (kind === 'udp') {
       legit.push({ mode: 'udpqueries', gen: startTraffic(['udpqueries', '--count', '150', '--concurrency', '3', '--duration-s', left.toFixed(1), '--connect-timeout-ms', '3000', '--json', '--quiet'], (left + 20) * 1000) });
     }
     const results = await Promise.all(legit.map(async (l) => ({ mode: l.mode, r: await legitResult(l.gen, l.mode) })));
     const mid = await allStats();
+    flood.stop();
     const fl = await flood.done;
     const after = await allStats();
     const sum = await longlivedSummary(t, longlived);
@@ -226,7 +241,7 @@ async function floodRound(t: ExecutionContext, kind: 'syn' | 'udp'): Promise<voi
     // ---- figures
     const sent = transmitted(fl.out);
     const rx = (after[0]?.counters.rxPackets ?? 0) - (before[0]?.counters.rxPackets ?? 0);
-    t.log(`${kind} flood: hping3 sent ${sent} in ${fl.seconds.toFixed(1)} s (${Math.round(sent / FLOOD_S)}/s over ${FLOOD_S} s); lb1 read ${rx} packets from its TUN; lb1's table full after ${fullAfter.toFixed(1)} s; load ${loadavg()}`);
+    t.log(`${kind} flood: hping3 sent ${sent} in ${fl.seconds.toFixed(1)} s (${Math.round(sent / fl.seconds)}/s); lb1 read ${rx} packets from its TUN; lb1's table full after ${fullAfter.toFixed(1)} s; load ${loadavg()}`);
     for (const [i, b] of BALANCERS.entries()) {
       const d = (k: string): number => flowsOf(after[i], k) - flowsOf(before[i], k);
       const drops = after[i]?.counters.drops ?? {};
@@ -274,12 +289,12 @@ async function floodRound(t: ExecutionContext, kind: 'syn' | 'udp'): Promise<voi
   }
 }
 
-rootTest('floods (a): a 20k pps spoofed SYN flood for 10 s, capacity 16384: >= 99 % of new connections succeed, established ones untouched, nothing spoofed replicated, unconfirmed entries shed', async (t) => {
+rootTest('floods (a): a spoofed SYN flood (paced to 20k pps at most) that fills lb1\'s table (capacity 16384): >= 99 % of new connections succeed, established ones untouched, nothing spoofed replicated, unconfirmed entries shed', async (t) => {
   if (!requireUp(t)) return;
   await floodRound(t, 'syn');
 });
 
-rootTest('floods (b): a 20k pps spoofed UDP flood for 10 s, capacity 16384: >= 99 % of new UDP exchanges and HTTP connections succeed, established ones untouched, nothing spoofed replicated', async (t) => {
+rootTest('floods (b): a spoofed UDP flood (paced to 20k pps at most) with lb1\'s table full (capacity 16384): >= 99 % of new UDP exchanges and HTTP connections succeed, established ones untouched, nothing spoofed replicated', async (t) => {
   if (!requireUp(t)) return;
   // The SYN flood's unconfirmed entries may still fill the table: no matter, they are evictable.
   await floodRound(t, 'udp');
