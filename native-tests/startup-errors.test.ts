@@ -60,9 +60,26 @@ function tunlbRun(args: string[], opts: { asNobody?: boolean } = {}): Promise<Ru
   return run('ip', argv, { timeoutMs: 20_000 });
 }
 
-/** stderr lines, without blank ones and without pino JSON log lines. */
+/**
+ * What the operator is told, as lines: `tunlb run` with its stderr on a pipe (as here, as in a
+ * log file) writes its start-up failure as one `start_failed` JSON line (src/cli/main.ts); on a
+ * terminal it prints the same message and config errors as plain lines, which this rebuilds
+ * ("tunlb: MSG [CODE]", or "tunlb: MSG" and one line per config error). Throws when stderr
+ * holds anything but JSON lines (a log stays JSON to the last line) or no start_failed line.
+ */
 function errLines(r: RunResult): string[] {
-  return r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('{'));
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+  const recs = lines.map((l) => {
+    try {
+      return JSON.parse(l) as { event?: string; msg?: string; code?: string; errors?: string[]; level?: string };
+    } catch {
+      throw new Error(`stderr line is not JSON: ${l}`);
+    }
+  });
+  const f = recs.find((x) => x.event === 'start_failed');
+  if (f === undefined) throw new Error(`no start_failed line in stderr:\n${r.stderr}`);
+  if (f.level !== 'fatal') throw new Error(`start_failed at level ${f.level}`);
+  return f.errors !== undefined ? [`tunlb: ${f.msg}`, ...f.errors] : [`tunlb: ${f.msg} [${f.code}]`];
 }
 
 test.before(() => {
@@ -141,6 +158,27 @@ rootTest('a missing key file exits 2 with the line that says how to make one', a
   t.true(lines[0]!.startsWith('tunlb: '), lines[0]);
   t.true(lines[0]!.includes(`key file ${key} does not exist`), lines[0]);
   t.true(lines[0]!.includes(`(fix: generate one: (umask 077; head -c 32 /dev/urandom > ${key}))`), lines[0]);
+});
+
+rootTest('a key file group or others may read, admin.listen beyond loopback without a token, the same by --admin: exit 2 with the field and the fix', async (t) => {
+  const key = path.join(dir, 'open.key');
+  writeFileSync(key, randomBytes(32), { mode: 0o644 });
+  chmodSync(key, 0o644);
+  const r1 = await tunlbRun(['--config', writeConfig('openkey.yaml', configText({ keyFile: key })), '--id', 'lb1', '--admin', 'off']);
+  t.log(r1.stderr.trim());
+  t.is(r1.code, 2, r1.stderr);
+  t.true(errLines(r1)[0]!.includes(`cluster.key_file: key file ${key} has mode 0644: readable by group and others (fix: chmod 600 ${key}`), errLines(r1)[0]);
+
+  const r2 = await tunlbRun(['--config', writeConfig('wide.yaml', configText({ extra: 'admin: { listen: "0.0.0.0:9180" }' })), '--id', 'lb1']);
+  t.log(r2.stderr.trim());
+  t.is(r2.code, 2, r2.stderr);
+  t.regex(errLines(r2).join('\n'), /admin\.listen: 0\.0\.0\.0:9180 is not a loopback address and admin\.token_file is not set.*\(fix: set admin\.token_file /);
+
+  const r3 = await tunlbRun(['--config', writeConfig('ok-admin.yaml', configText()), '--id', 'lb1', '--admin', '0.0.0.0:9180']);
+  t.log(r3.stderr.trim());
+  t.is(r3.code, 2, r3.stderr);
+  t.regex(errLines(r3)[0]!, /^tunlb: admin endpoint 0\.0\.0\.0:9180 \(--admin\) is not on a loopback address and admin\.token_file is not set: .* \[TUNLB_USAGE\]$/);
+  t.false(await tunExists(), 'no TUN device left behind');
 });
 
 async function tunExists(name = TUN): Promise<boolean> {

@@ -28,6 +28,10 @@
  *       As many UDP datagrams as the sockets take (each sender a socket with its own source
  *       port, sending in bursts, yielding to the event loop between bursts) for the duration;
  *       counts datagrams sent and echoes received.
+ *   udpflows   --count 50000 --target 10.99.0.10:5353 [--concurrency 200] [--json]
+ *       COUNT UDP flows: one datagram from each source port 1024, 1025, ... (a socket bound to
+ *       it, closed after the send), --concurrency sockets at a time; up to 64,512 flows per
+ *       client address (run it once per family for more). Fills the balancers' flow tables.
  *
  * Common options: --duration-s bounds every mode (longlived: the run; newconns, udpflood: a hard
  * limit), --json adds one JSON object line at the end (the summary; longlived also per
@@ -43,7 +47,7 @@ import { checkEcho } from './echo-check';
 // ---------------------------------------------------------------------------------- options --
 
 interface Options {
-  mode: 'longlived' | 'newconns' | 'udpqueries' | 'udpflood';
+  mode: 'longlived' | 'newconns' | 'udpqueries' | 'udpflood' | 'udpflows';
   host: string;
   port: number;
   conns: number;
@@ -62,7 +66,8 @@ interface Options {
 const USAGE = `usage: traffic.ts longlived [--conns 60] [--interval-ms 20] [--duration-s 10] [--target 10.99.0.10:7] [--json] [--quiet]
        traffic.ts newconns  [--count 100] [--concurrency 10] [--hold-s 0] [--duration-s 60] [--target 10.99.0.10:80] [--json] [--quiet]
        traffic.ts udpqueries [--count 100] [--concurrency 4] [--duration-s 60] [--target 10.99.0.10:5353] [--json] [--quiet]
-       traffic.ts udpflood  [--duration-s 20] [--senders 4] [--size 64] [--target 10.99.0.10:5353] [--json] [--quiet]`;
+       traffic.ts udpflood  [--duration-s 20] [--senders 4] [--size 64] [--target 10.99.0.10:5353] [--json] [--quiet]
+       traffic.ts udpflows  [--count 50000] [--concurrency 200] [--duration-s 60] [--target 10.99.0.10:5353] [--json] [--quiet]`;
 
 class UsageError extends Error {}
 
@@ -76,12 +81,13 @@ function parseTarget(s: string): { host: string; port: number } {
 
 function parseArgs(argv: string[]): Options {
   const mode = argv[0];
-  if (mode !== 'longlived' && mode !== 'newconns' && mode !== 'udpqueries' && mode !== 'udpflood') throw new UsageError(`unknown mode "${mode ?? ''}"`);
+  if (mode !== 'longlived' && mode !== 'newconns' && mode !== 'udpqueries' && mode !== 'udpflood' && mode !== 'udpflows') throw new UsageError(`unknown mode "${mode ?? ''}"`);
   const defaults: Record<Options['mode'], { target: string; durationS: number }> = {
     longlived: { target: '10.99.0.10:7', durationS: 10 },
     newconns: { target: '10.99.0.10:80', durationS: 60 },
     udpqueries: { target: '10.99.0.10:5353', durationS: 60 },
     udpflood: { target: '10.99.0.10:5353', durationS: 20 },
+    udpflows: { target: '10.99.0.10:5353', durationS: 60 },
   };
   const o: Options = {
     mode,
@@ -628,6 +634,36 @@ async function udpflood(o: Options): Promise<void> {
   }
 }
 
+// -------------------------------------------------------------------------------- udpflows --
+
+async function udpflows(o: Options): Promise<void> {
+  const family = net.isIPv6(o.host) ? 'udp6' : 'udp4';
+  const count = Math.min(o.count, 65536 - 1024);
+  const payload = Buffer.from('udpflows');
+  let sent = 0;
+  let errors = 0;
+  let next = 0;
+  say(`udpflows: ${count} UDP flows to ${o.host}:${o.port}, one datagram from each source port 1024..${1023 + count}, ${o.concurrency} at a time`);
+  const one = (port: number): Promise<void> =>
+    new Promise((resolve) => {
+      const s = dgram.createSocket({ type: family });
+      const done = (err: unknown): void => {
+        if (err) errors++;
+        else sent++;
+        s.close();
+        resolve();
+      };
+      s.on('error', done);
+      s.bind(port, () => s.send(payload, o.port, o.host, done));
+    });
+  const worker = async (): Promise<void> => {
+    while (next < count && now() < o.durationS * 1000) await one(1024 + next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(o.concurrency, count) }, worker));
+  say(`summary: ${sent} flows sent, ${errors} errors, in ${(now() / 1000).toFixed(1)} s`);
+  if (o.json) process.stdout.write(JSON.stringify({ mode: 'udpflows', target: `${o.host}:${o.port}`, startedAtEpochMs, count, sent, errors, seconds: Math.round(now() / 100) / 10 }) + '\n');
+}
+
 // ------------------------------------------------------------------------------------ main --
 
 async function main(): Promise<void> {
@@ -648,7 +684,8 @@ async function main(): Promise<void> {
   if (opts.mode === 'longlived') await longlived(opts);
   else if (opts.mode === 'newconns') await newconns(opts);
   else if (opts.mode === 'udpqueries') await udpqueries(opts);
-  else await udpflood(opts);
+  else if (opts.mode === 'udpflood') await udpflood(opts);
+  else await udpflows(opts);
   // Sockets are destroyed; exit now rather than wait for lingering handles.
   setTimeout(() => process.exit(0), 50);
 }

@@ -319,7 +319,7 @@ function main(): void {
         code(text('sweep.cmd')) + ' (RATE per step, FIRST = tuples used before)',
       ]);
     }
-  } else {
+  } else if (nfCmd !== undefined) {
     rows.push(['1. New flows/s created by lb1', 'not measured (see newflows.err)', code(nfCmd)]);
   }
 
@@ -400,6 +400,8 @@ function main(): void {
     ]);
   }
 
+  syncRows(kv, rows);
+
   console.log(`## tunlb cluster benchmark (3 balancers, entry lb1)\n`);
   console.log((text('measured') ?? '').trim().split('\n').map((l) => `- ${l}`).join('\n'));
   console.log(`- probes: every ${probeMs ?? '?'} ms, dead after ${misses ?? '?'} misses (cluster.probe in /run/tunlb-lab/lab.yaml)\n`);
@@ -411,6 +413,65 @@ function main(): void {
   const win: [number, number] | undefined = g?.monoStartUs ? [num(g.monoStartUs), num(g.monoEndUs)] : undefined;
   const prof = BALANCERS.flatMap((b) => profileTop(b, win));
   if (prof.length > 0) console.log(['', '```', ...prof, '```'].join('\n'));
+}
+
+/**
+ * The sync test's rows (run.sh sync_one): per N of SYNC_FLOWS, from run.kv `syncN_*`, the
+ * balancers' stats (syncN-lbX-end.json), lb2's after it served (syncN-lb2-after.json: its
+ * membership.sync) and lb2's log (syncN-lb2.log: the sync events of the restarted process).
+ */
+function syncRows(kv: Map<string, number>, rows: Array<[string, string, string]>): void {
+  const ns = [...kv.keys()].map((k) => /^sync(\d+)_start_ms$/.exec(k)?.[1]).filter((x): x is string => x !== undefined).map(Number).sort((a, b) => a - b);
+  const cmd = text('sync.cmd');
+  for (const n of ns) {
+    const tag = `sync${n}`;
+    const startMs = num(kv.get(`${tag}_start_ms`));
+    const servingMs = kv.get(`${tag}_serving_ms`);
+    const sync = json(`${tag}-lb2-after.json`)?.membership?.sync as Json | null | undefined;
+    // lb2's log since its last start: first line, sync_started, sync_done (pino's ms times)
+    const log = (text(`${tag}-lb2.log`) ?? '').split('\n');
+    const from = log.map((l) => l.startsWith('==== ')).lastIndexOf(true);
+    const entries = log.slice(from + 1).flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Json];
+      } catch {
+        return [];
+      }
+    });
+    const at = (ev: string): number => Date.parse(String(entries.find((e) => e.event === ev)?.time ?? ''));
+    const first = Date.parse(String(entries[0]?.time ?? ''));
+    const t = (x: number): string => (Number.isFinite(x) ? `${fmt((x - startMs) / 1000, 2)} s` : '—');
+    const after = (b: string): number => num(kv.get(`${tag}_after_${b}`));
+    // lb2 restarted: its counter started again at 0
+    const stalls = BALANCERS.map((b) => `${b} ${fmt(num(kv.get(`${tag}_stalls1_${b}`)) - (b === 'lb2' ? 0 : num(kv.get(`${tag}_stalls0_${b}`))))}`).join(', ');
+    const peer = String(sync?.peer ?? '?');
+    const resp = json(`${tag}-${peer}-end.json`)?.membership?.replication as Json | undefined;
+    const killMs = num(kv.get(`${tag}_kill_ms`));
+    // peer_down events after the kill other than lb2's own death: false failovers (late probe
+    // answers on a loaded machine), by the balancer that declared them
+    const falseDowns = BALANCERS.map((b) => {
+      const n = ((json(`${tag}-${b}-end.json`)?.membership?.events ?? []) as Json[]).filter(
+        (e) => e.type === 'peer_down' && e.id !== 'lb2' && Date.parse(String(e.at)) >= killMs,
+      ).length;
+      return `${b} ${n}`;
+    }).join(', ');
+    const recs = num(sync?.received);
+    const ms = num(sync?.elapsedMs);
+    rows.push([
+      `**4. Bulk sync of ${fmt(n)} flows** to a restarted lb2 (SIGKILL, \`lab.sh start lb2\`, ${fmt(num(kv.get(`${tag}_lb1_flows`)))} flows in lb1 before; new flows arriving meanwhile)`,
+      `**serving ${servingMs !== undefined && servingMs >= 0 ? `${fmt(servingMs / 1000, 2)} s` : 'NOT within 60 s'} after \`lab.sh start\`** (lb1 sees it up and serving); ` +
+        `its sync: **${fmt(recs)} records from ${peer} in ${fmt(ms / 1000, 2)} s (${fmt(ms > 0 ? (recs * 1000) / ms : NaN)} records/s)**, ${fmt(num(sync?.sessions))} session(s), state ${sync?.state ?? '?'}; ` +
+        `its process logged first at ${t(first)}, sync_started ${t(at('sync_started'))}, sync_done ${t(at('sync_done'))} after \`lab.sh start\`; ` +
+        `flows before the kill: lb1 ${fmt(num(kv.get(`${tag}_before_lb1`)))}, lb2 ${fmt(num(kv.get(`${tag}_before_lb2`)))}, lb3 ${fmt(num(kv.get(`${tag}_before_lb3`)))}; ` +
+        `3 s after the live traffic: lb2 ${fmt(after('lb2'))}, lb1 ${fmt(after('lb1'))}, lb3 ${fmt(after('lb3'))}; ` +
+        (kv.get(`${tag}_converged_ms`) !== undefined
+          ? `lb2 held as many flows as lb1 (${fmt(num(kv.get(`${tag}_final_lb1`)))}) ${fmt(num(kv.get(`${tag}_converged_ms`)) / 1000, 1)} s later (replication's refresh); `
+          : `lb2 still short of lb1 90 s later (lb2 ${fmt(num(kv.get(`${tag}_final_lb2`)))}, lb1 ${fmt(num(kv.get(`${tag}_final_lb1`)))}); `) +
+        `responder ${peer}: table snapshot ${fmt(num(resp?.syncSnapshotLastMs))} ms; event-loop stalls during the run: ${stalls}; peer_down events after the kill other than lb2's (false failovers; by the balancer that declared them): ${falseDowns}`,
+      code(cmd),
+    ]);
+    rows.push([`Load during the ${fmt(n)}-flow sync`, lb1Load(`${tag}.cpu0`, `${tag}.cpu1`, num(kv.get('hz')) || 100) || '—', 'from `lab.sh start lb2` until lb1 sees it serving']);
+  }
 }
 
 main();

@@ -31,6 +31,16 @@
 #   sweep     the same generator paced at each rate of NF_SWEEP for NF_SWEEP_SECS s: lb1's
 #             created flows/s against the offered rate (an unpaced generator spends CPU, and the
 #             kernel's softirq forwarding, on datagrams lb1's full TUN queue then drops).
+#   sync      (issue #15) bulk sync at scale, in a lab of its own (flow tables of SYNC_CAPACITY,
+#             udp_s SYNC_UDP_S so nothing expires meanwhile): for each N of SYNC_FLOWS, lb1 is
+#             filled to N UDP flows by newflows.c paced at SYNC_RATE (more passes of new tuples
+#             while lb1 holds < 99.5 % of N), every balancer holds them (replication), lb2 is
+#             killed (SIGKILL) and started again while newflows adds SYNC_LIVE_RATE new flows/s
+#             for SYNC_LIVE_SECS s: the time from `lab.sh start lb2` until lb1 sees it up and
+#             serving, lb2's own report of its sync (records, ms, records/s, sessions, peer),
+#             its flow count against lb1's after the live traffic, the responder's snapshot
+#             time and event-loop stalls, and peer_down events other than lb2's (false failovers).
+#             N accumulates (100000 then 1000000: 900,000 more flows for the second).
 # Before the failover and the newflows tests: up to QUIET_WAIT s for processes outside the lab
 # to quiet down (the machine is shared); what they used during each run is reported.
 # Then bench/cluster/report.ts prints one markdown table with the command behind each row.
@@ -48,9 +58,13 @@
 #   FO_CONNS=300 FO_INTERVAL=20 (ms) FO_SECS=14 FO_KILL_AFTER=5 (s into the run) STALL_WARMUP=2 (s)
 #   QUIET_PCT=30 QUIET_WAIT=20   wait (at most QUIET_WAIT s) until processes outside the lab use
 #                                less than QUIET_PCT % of a core, before each test group
-#   BENCH_ONLY="failover newflows entry"   tests to run (any of them)
+#   BENCH_ONLY="failover newflows entry"   tests to run (any of failover, newflows, entry, sync;
+#                                    sync is not in the default: it runs a lab of its own for minutes)
 #   ENTRY_SECS=8 ENTRY_STREAMS=8     entry: the ECMP entry against the single entry (iperf3 TCP
 #                                    and UDP 64 B through the VIP, per-balancer CPU; entry.md)
+#   SYNC_FLOWS="100000 1000000" SYNC_RATE=12000 SYNC_LIVE_RATE=2000 SYNC_LIVE_SECS=8
+#   SYNC_CAPACITY=2097152 SYNC_UDP_S=3600 SYNC_NSRC=20   the sync test (SYNC_NSRC client addresses
+#                                    of 64,512 ports each: enough tuples for the largest N)
 #   BENCH_PROFILE=1   balancers under `node --cpu-prof` (TUNLB_CMD of lab.sh); only the newflows
 #                     test runs; prints the hottest functions of lb1 (and lb2, lb3)
 #   BENCH_OUT=/tmp/tunlb-bench-cluster BENCH_LOCK=/tmp/tunlb-lab-session.lock BENCH_LOCK_WAIT=900
@@ -86,6 +100,13 @@ ENTRY_STREAMS=${ENTRY_STREAMS:-8}
 NCPU=$(nproc)
 PROFILE=${BENCH_PROFILE:-0}
 ONLY=${BENCH_ONLY:-failover newflows entry}
+SYNC_FLOWS=${SYNC_FLOWS:-100000 1000000}
+SYNC_RATE=${SYNC_RATE:-12000}
+SYNC_LIVE_RATE=${SYNC_LIVE_RATE:-2000}
+SYNC_LIVE_SECS=${SYNC_LIVE_SECS:-8}
+SYNC_CAPACITY=${SYNC_CAPACITY:-2097152}
+SYNC_UDP_S=${SYNC_UDP_S:-3600}
+SYNC_NSRC=${SYNC_NSRC:-20}
 [[ $PROFILE == 1 ]] && ONLY=newflows
 OUT=${BENCH_OUT:-/tmp/tunlb-bench-cluster}
 LOCK=${BENCH_LOCK:-/tmp/tunlb-lab-session.lock}
@@ -231,18 +252,8 @@ newflows_test() {
   local b i mid
   local cmd=("$BIN/newflows" "$VIP" "$NF_PORT" "$NF_SECS" "$NF_RATE" "$NF_SRC_BASE" "$NF_NSRC")
   echo "ip netns exec $CL ${cmd[*]}" >"$OUT/newflows.cmd"
-  # the client's extra source addresses; the router learns them (one ping each) before the run
-  for ((i = 0; i < NF_NSRC; i++)); do ip -n "$CL" addr replace "${NF_SRC_BASE%.*}.$((${NF_SRC_BASE##*.} + i))/$LAB_PLEN4" dev "$LAB_IF_CLIENT_FRONT"; done
-  for ((i = 0; i < NF_NSRC; i++)); do ip netns exec "$LAB_NS_PREFIX$LAB_ROUTER" ping -c1 -W1 -q "${NF_SRC_BASE%.*}.$((${NF_SRC_BASE##*.} + i))" >/dev/null 2>&1 || true; done
-  ip netns exec "$CL" nft -f - <<NFT
-table ip tunlb_bench {
-  counter echoes { }
-  chain input {
-    type filter hook input priority filter; policy accept;
-    ip saddr $VIP udp sport $NF_PORT counter name echoes drop
-  }
-}
-NFT
+  # the client's extra source addresses (the router learns them before the run), echoes dropped
+  client_addrs "$NF_NSRC"
   wait_quiet nf
   for b in "${LAB_BALANCERS[@]}"; do stats "$b" "$OUT/nf-before-$b.json"; udp_snmp "$b" >"$OUT/nf-before-$b.snmp"; done
   kv nf_srv_rx0 "$(srv_rx)"; kv nf_tundrop0 "$(tun_drops "$LAB_ENTRY_BALANCER")"; kv nf_echo0 "$(client_echoes)"
@@ -291,6 +302,117 @@ sweep() {
     i=$((i + 1))
   done
   echo "ip netns exec $CL $BIN/newflows $VIP $NF_PORT $NF_SWEEP_SECS RATE $NF_SRC_BASE $NF_NSRC FIRST" >"$OUT/sweep.cmd"
+}
+
+# client_addrs N: the client's first N secondary addresses (NF_SRC_BASE..), learnt by the router,
+# and an nft counter in tunlb-client that drops the echoes (so it sends no port unreachables)
+client_addrs() {
+  local i n=$1
+  for ((i = 0; i < n; i++)); do ip -n "$CL" addr replace "${NF_SRC_BASE%.*}.$((${NF_SRC_BASE##*.} + i))/$LAB_PLEN4" dev "$LAB_IF_CLIENT_FRONT"; done
+  for ((i = 0; i < n; i++)); do ip netns exec "$LAB_NS_PREFIX$LAB_ROUTER" ping -c1 -W1 -q "${NF_SRC_BASE%.*}.$((${NF_SRC_BASE##*.} + i))" >/dev/null 2>&1 || true; done
+  ip netns exec "$CL" nft list table ip tunlb_bench >/dev/null 2>&1 && return 0
+  ip netns exec "$CL" nft -f - <<NFT
+table ip tunlb_bench {
+  counter echoes { }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    ip saddr $VIP udp sport $NF_PORT counter name echoes drop
+  }
+}
+NFT
+}
+
+active() { stats "$1" "$OUT/.a.json"; jq -r '.flows.active // 0' "$OUT/.a.json" 2>/dev/null || echo 0; }
+metric() { ip netns exec "$(lbns "$1")" curl -s -m 3 "http://$ADMIN/metrics" 2>/dev/null | awk -v m="$2" '$1 == m { print $2; exit }'; }
+
+# sync_one N: fill lb1 to N flows, replicate, kill and restart lb2 under live new flows, measure
+SYNC_FIRST=0
+sync_one() {
+  local n=$1 pass have secs rate t0 i ok b tag="sync$1" lpid sent
+  have=$(active lb1)
+  for ((pass = 1; pass <= 4; pass++)); do
+    ((have * 1000 >= n * 995)) && break
+    # about n - have new tuples: whole seconds at (at most) SYNC_RATE
+    secs=$(( (n - have + SYNC_RATE - 1) / SYNC_RATE )); ((secs > 600)) && secs=600
+    rate=$(( (n - have + secs - 1) / secs ))
+    log "$tag: lb1 holds $have flows; pass $pass: $rate new flows/s for $secs s"
+    ip netns exec "$CL" timeout $((secs + 10)) "$BIN/newflows" "$VIP" "$NF_PORT" "$secs" "$rate" "$NF_SRC_BASE" "$SYNC_NSRC" "$SYNC_FIRST" \
+      >"$OUT/$tag-fill$pass.json" 2>"$OUT/$tag-fill$pass.err" || true
+    sent=$(jq -r '.sent // 0' "$OUT/$tag-fill$pass.json" 2>/dev/null || echo 0)
+    SYNC_FIRST=$((SYNC_FIRST + sent))
+    sleep 1
+    have=$(active lb1)
+  done
+  kv "${tag}_lb1_flows" "$have"
+  # every balancer holds them (replication, healed by refreshes)
+  for ((i = 0; i < 240; i++)); do
+    ok=1; for b in lb2 lb3; do (( $(active "$b") * 1000 >= have * 998 )) || ok=0; done
+    ((ok)) && break; sleep 0.5
+  done
+  for b in "${LAB_BALANCERS[@]}"; do kv "${tag}_before_$b" "$(active "$b")"; done
+  log "$tag: flows before the kill: lb1 $(active lb1), lb2 $(active lb2), lb3 $(active lb3)"
+  for b in "${LAB_BALANCERS[@]}"; do kv "${tag}_stalls0_$b" "$(metric "$b" tunlb_event_loop_stalls_total)"; done
+  stats lb1 "$OUT/$tag-lb1-before.json"
+  wait_quiet "$tag"
+  kill_victim "$tag"
+  for ((i = 0; i < 100; i++)); do
+    stats lb1 "$OUT/.k.json"
+    jq -e '[.membership.peers[] | select(.id == "lb2" and .state == "dead")] | length == 1' "$OUT/.k.json" >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  # live new flows while lb2 restarts and syncs
+  ip netns exec "$CL" timeout $((SYNC_LIVE_SECS + 10)) "$BIN/newflows" "$VIP" "$NF_PORT" "$SYNC_LIVE_SECS" "$SYNC_LIVE_RATE" "$NF_SRC_BASE" "$SYNC_NSRC" "$SYNC_FIRST" \
+    >"$OUT/$tag-live.json" 2>"$OUT/$tag-live.err" &
+  lpid=$!; PIDS+=("$lpid")
+  sleep 0.5
+  cpu_snap "$OUT/$tag.cpu0"
+  t0=$(ms)
+  kv "${tag}_start_ms" "$t0"
+  # lab.sh start returns once the whole lab is ready (`tunlb ready`): watch lb1's view meanwhile
+  bash "$LAB" start "$VICTIM" >>"$OUT/lab.log" 2>&1 &
+  local spid=$!
+  for ((i = 0; i < 1200; i++)); do
+    stats lb1 "$OUT/.k.json"
+    if jq -e '[.membership.peers[] | select(.id == "lb2" and .state == "up" and .status == "serving")] | length == 1' "$OUT/.k.json" >/dev/null 2>&1; then
+      kv "${tag}_serving_ms" $(($(ms) - t0)); break
+    fi
+    sleep 0.05
+  done
+  wait "$spid" || die "$tag: lab.sh start $VICTIM failed (see $OUT/lab.log)"
+  kv "${tag}_started_ms" "$(ms)"
+  cpu_snap "$OUT/$tag.cpu1"
+  stats lb2 "$OUT/$tag-lb2-after.json"
+  log "$tag: lb2 serving $(awk -v k="${tag}_serving_ms" '$1 == k { print $2 }' "$OUT/run.kv") ms after lab.sh start; its sync: $(jq -c '.membership.sync' "$OUT/$tag-lb2-after.json")"
+  wait "$lpid" 2>/dev/null || true
+  sent=$(jq -r '.sent // 0' "$OUT/$tag-live.json" 2>/dev/null || echo 0)
+  SYNC_FIRST=$((SYNC_FIRST + sent))
+  sleep 3   # replication of the last live flows
+  for b in "${LAB_BALANCERS[@]}"; do kv "${tag}_after_$b" "$(active "$b")"; done
+  for b in "${LAB_BALANCERS[@]}"; do kv "${tag}_stalls1_$b" "$(metric "$b" tunlb_event_loop_stalls_total)"; done
+  for b in "${LAB_BALANCERS[@]}"; do stats "$b" "$OUT/$tag-$b-end.json"; udp_snmp "$b" >"$OUT/$tag-$b.snmp"; done
+  # Flows the responder itself lacked (records lost on the multicast before the kill) and live
+  # flows whose records lb2 lost while it was busy come with replication's refresh (every
+  # refresh_s): the time until lb2 holds as many flows as lb1 again (at most 90 s).
+  t0=$(ms)
+  for ((i = 0; i < 450; i++)); do
+    (( $(active lb2) >= $(active lb1) )) && { kv "${tag}_converged_ms" $(($(ms) - t0)); break; }
+    sleep 0.2
+  done
+  for b in "${LAB_BALANCERS[@]}"; do kv "${tag}_final_$b" "$(active "$b")"; done
+  cp "$LAB_DIR/logs/lb2.log" "$OUT/$tag-lb2.log" 2>/dev/null || true
+  log "$tag: flows after: lb1 $(active lb1), lb2 $(active lb2), lb3 $(active lb3)"
+}
+
+sync_tests() {
+  local n
+  log "sync: a lab of its own (flow_table.capacity $SYNC_CAPACITY, udp_s $SYNC_UDP_S)"
+  bash "$LAB" down >/dev/null 2>&1 || true
+  { cat "$REPO/config/lab.yaml"; printf '\nflow_table:\n  capacity: %s\n  timeouts: { udp_s: %s }\n' "$SYNC_CAPACITY" "$SYNC_UDP_S"; } >"$OUT/lab-sync.yaml"
+  TUNLB_LAB_CONFIG="$OUT/lab-sync.yaml" bash "$LAB" up >>"$OUT/lab.log" 2>&1 || { tail -30 "$OUT/lab.log" >&2; die "lab.sh up (sync) failed"; }
+  wait_serving 30 || die "the sync lab is not serving 30 s after lab.sh up"
+  client_addrs "$SYNC_NSRC"
+  echo "ip netns exec $CL $BIN/newflows $VIP $NF_PORT SECS RATE $NF_SRC_BASE $SYNC_NSRC FIRST; bash scripts/lab.sh kill lb2; bash scripts/lab.sh start lb2" >"$OUT/sync.cmd"
+  for n in $SYNC_FLOWS; do sync_one "$n"; done
 }
 
 # ---- entry: the ECMP entry against the single entry, measured in one run ----
@@ -359,25 +481,29 @@ session() {
   local t0=$SECONDS b cmd
   log "lab lock held; clean start (lab.sh down)"
   bash "$LAB" down >/dev/null 2>&1 || true
-  if [[ $PROFILE == 1 ]]; then
-    cmd="$NODE_BIN --cpu-prof --cpu-prof-dir=$OUT/prof/{id} $REPO/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}"
-    TUNLB_CMD=$cmd bash "$LAB" up >"$OUT/lab.log" 2>&1 || { tail -30 "$OUT/lab.log" >&2; die "lab.sh up failed"; }
-  else
-    bash "$LAB" up >"$OUT/lab.log" 2>&1 || { tail -30 "$OUT/lab.log" >&2; die "lab.sh up failed"; }
-  fi
-  cp "$LAB_DIR/lab.yaml" "$OUT/lab.yaml"
   kv hz "$(getconf CLK_TCK)"; kv ncpu "$(nproc)"
+  cp "$REPO/config/lab.yaml" "$OUT/lab.yaml"
   ADMIN=$(awk '/^admin:/ { a = 1 } a && /listen:/ { print $2; exit }' "$OUT/lab.yaml"); ADMIN=${ADMIN:-127.0.0.1:9180}
   kv probe_interval_ms "$(awk '/^ *probe:/ { p = 1 } p && /^ *interval_ms:/ { print $2; exit }' "$OUT/lab.yaml")"
   kv probe_misses "$(awk '/^ *probe:/ { p = 1 } p && /^ *misses:/ { print $2; exit }' "$OUT/lab.yaml")"
-  wait_serving 30 || die "the cluster is not serving 30 s after lab.sh up (see $OUT/lab.log, $LAB_DIR/logs/)"
-  log "lab up and serving in $((SECONDS - t0)) s"
+  if [[ " $ONLY " == *" failover "* || " $ONLY " == *" newflows "* ]]; then
+    if [[ $PROFILE == 1 ]]; then
+      cmd="$NODE_BIN --cpu-prof --cpu-prof-dir=$OUT/prof/{id} $REPO/bin/tunlb run --config $LAB_DIR/lab.yaml --id {id}"
+      TUNLB_CMD=$cmd bash "$LAB" up >"$OUT/lab.log" 2>&1 || { tail -30 "$OUT/lab.log" >&2; die "lab.sh up failed"; }
+    else
+      bash "$LAB" up >"$OUT/lab.log" 2>&1 || { tail -30 "$OUT/lab.log" >&2; die "lab.sh up failed"; }
+    fi
+    cp "$LAB_DIR/lab.yaml" "$OUT/lab.yaml"
+    wait_serving 30 || die "the cluster is not serving 30 s after lab.sh up (see $OUT/lab.log, $LAB_DIR/logs/)"
+    log "lab up and serving in $((SECONDS - t0)) s"
+  fi
   if [[ " $ONLY " == *" failover "* ]]; then failover_tests; fi
   if [[ " $ONLY " == *" newflows "* ]]; then
     newflows_test
     [[ -z $NF_SWEEP ]] || sweep
   fi
   if [[ " $ONLY " == *" entry "* ]]; then entry_tests; fi
+  if [[ " $ONLY " == *" sync "* ]]; then sync_tests; fi
   if [[ $PROFILE == 1 ]]; then
     # SIGTERM so that --cpu-prof writes the profiles as the processes exit (lab.sh down would
     # KILL after 3 s; a large profile takes longer to write)
@@ -413,6 +539,6 @@ else
   log "waiting for the lab lock $LOCK"
   flock -w "${BENCH_LOCK_WAIT:-900}" "$LOCK" bash "$0" __session || die "lab session failed (raw results in $OUT)"
 fi
-if [[ " $ONLY " == *" failover "* || " $ONLY " == *" newflows "* ]]; then (cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/report.ts" "$OUT"); fi
+if [[ " $ONLY " == *" failover "* || " $ONLY " == *" newflows "* || " $ONLY " == *" sync "* ]]; then (cd "$REPO" && "$NODE_BIN" --import tsx "$HERE/report.ts" "$OUT"); fi
 if [[ -s $OUT/entry.md ]]; then echo; echo "ECMP entry against the single entry (same run):"; cat "$OUT/entry.md"; fi
 log "total $((SECONDS - T0)) s; raw results in $OUT"

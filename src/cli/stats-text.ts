@@ -19,6 +19,7 @@ interface Snapshot {
     status?: string;
     incarnation?: number;
     syncedFrom?: string | null;
+    sync?: SyncProgressText | null;
     peers?: Array<{ id?: string; state?: string; status?: string; rttMs?: number | null; live?: boolean }>;
     replication?: Record<string, unknown>;
     controlRejected?: Record<string, number>;
@@ -48,6 +49,48 @@ function nonzero(m: Record<string, number> | undefined): string {
     .sort((a, b) => n(b[1]) - n(a[1]))
     .map(([k, v]) => `${k}=${num(v)}`);
   return parts.length > 0 ? parts.join(', ') : 'none';
+}
+
+/** A bulk sync's progress as the admin endpoint reports it (src/cluster/sync-runner.ts SyncProgress). */
+export interface SyncProgressText {
+  state?: string;
+  peer?: string | null;
+  received?: number;
+  total?: number | null;
+  ratePerS?: number;
+  elapsedMs?: number;
+  cursor?: number;
+  sessions?: number;
+  resumes?: number;
+  lastError?: string | null;
+}
+
+/**
+ * One line for a bulk sync: "syncing from lb1: 312,400 of 1,000,000 records (31%), 180,000
+ * records/s, 1.7 s, 2 sessions (1 resume); last error: ..." or "done from lb1: ...". Null in:
+ * "none (no serving peer when it started)".
+ */
+export function formatSync(p: SyncProgressText | null | undefined): string {
+  if (p == null) return 'none (no serving peer when it started, or a cluster of one)';
+  const total = typeof p.total === 'number' ? p.total : null;
+  const pct = total !== null && total > 0 ? ` (${Math.min(100, Math.floor((n(p.received) * 100) / total))}%)` : '';
+  const of = total !== null ? ` of ${num(total)}` : '';
+  const sessions = n(p.sessions);
+  const resumes = n(p.resumes);
+  const tail =
+    `, ${num(p.ratePerS)} records/s, ${(n(p.elapsedMs) / 1000).toFixed(1)} s` +
+    `, ${sessions} session${sessions === 1 ? '' : 's'}${resumes > 0 ? ` (${resumes} resume${resumes === 1 ? '' : 's'})` : ''}` +
+    (p.lastError ? `; last error: ${p.lastError}` : '');
+  switch (p.state) {
+    case 'syncing':
+      return `syncing from ${p.peer ?? '?'}: ${num(p.received)}${of} records${pct}${tail}`;
+    case 'done':
+      return `done from ${p.peer ?? '?'}: ${num(p.received)} records${tail}`;
+    case 'failed':
+      return `incomplete: ${num(p.received)} records applied${tail}`;
+    default:
+      return String(p.state ?? '?');
+  }
 }
 
 export function formatStats(body: unknown): string {
@@ -80,9 +123,12 @@ export function formatStats(body: unknown): string {
     const r = ms.replication ?? {};
     row('records', `${num(r['recordsSent'])} sent in ${num(r['datagramsSent'])} datagrams, ${num(r['recordsReceived'])} received, ${num(r['applied'])} applied`);
     row('rejected', nonzero(ms.controlRejected));
+    if (ms.sync !== undefined) row('bulk sync', formatSync(ms.sync));
     for (const p of ms.peers ?? []) {
       if (p.state === 'self') continue;
-      row('peer', `${(p.id ?? '?').padEnd(8)} ${(p.state ?? '?').padEnd(8)} ${(p.status ?? '?').padEnd(8)} ${p.rttMs !== null && p.rttMs !== undefined ? `rtt ${p.rttMs.toFixed(2)} ms` : 'rtt -'}${p.live ? '' : ' (not live)'}`);
+      // A peer's status is known only while it answers probes: a dead peer is never "serving".
+      const status = p.state === 'up' || p.state === 'suspect' ? (p.status ?? '?') : '-';
+      row('peer', `${(p.id ?? '?').padEnd(8)} ${(p.state ?? '?').padEnd(8)} ${status.padEnd(8)} ${p.rttMs !== null && p.rttMs !== undefined ? `rtt ${p.rttMs.toFixed(2)} ms` : 'rtt -'}${p.live ? '' : ' (not live)'}`);
     }
   }
   const fw = s.forwarding;

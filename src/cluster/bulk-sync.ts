@@ -1,9 +1,14 @@
 /**
  * Bulk sync (docs/failure-model.md "Bulk sync"): a balancer that starts or restarts asks a live peer for
- * its whole flow table before it serves as primary. Pure logic: datagrams go out through the
- * injected `sendTo`, come in through the owner's EnvelopeReceiver and then
- * Replicator.onSyncRequest / onSyncChunk. Used by src/cluster/replicator.ts, which owns the
- * record selection and the apply rules.
+ * its whole flow table before it serves as primary. This file holds what both transports share
+ * (SyncHost: what the Replicator lends them, record selection and apply rules; SyncStats) and
+ * the first release's DATAGRAM transport below. Balancers of this release sync over the TCP
+ * stream (src/cluster/sync-stream.ts, sync-runner.ts); the datagram path stays to answer
+ * requesters of the first release, and to sync from a peer of that release (one that refuses
+ * the stream's connection). It has no acknowledgement: a lost chunk costs the whole timeout.
+ *
+ * Datagram transport, pure logic: datagrams go out through the injected `sendTo`, come in
+ * through the owner's EnvelopeReceiver and then Replicator.onSyncRequest / onSyncChunk.
  *
  * ## Server (answers a SyncRequest)
  * - One job per (requester, request_id), with its own table cursor, so two peers syncing at
@@ -116,6 +121,48 @@ export class SyncStats {
   syncMaxStepMs = 0;
   /** Server steps by wall-clock duration: <= 0.5, 1, 2, 5, 10 ms, longer (SYNC_STEP_BUCKETS_MS). */
   readonly syncStepHistogram = [0, 0, 0, 0, 0, 0];
+
+  // ---- the sync stream (src/cluster/sync-stream.ts); chunks and records are counted above too
+  /** Responder: stream connections accepted from peers (authenticated or not yet). */
+  syncStreamsAccepted = 0;
+  /** Responder: answers sent to the end (done chunk written). */
+  syncStreamsServed = 0;
+  /** Responder: requests refused, by SyncRefusal reason (busy, not_serving, ...). */
+  readonly syncStreamsRefused: Record<string, number> = {};
+  /** Responder: snapshots built / reused for a resume; the last build's duration, ms. */
+  syncSnapshotsBuilt = 0;
+  syncSnapshotsReused = 0;
+  syncSnapshotLastMs = 0;
+  /** Requester: stream sessions started (one per connection), and those that resumed (from_cursor > 0). */
+  syncSessions = 0;
+  syncResumes = 0;
+  /** Requester: sessions that ended before their done chunk, by cause (closed, idle, peer_down, refused, ...). */
+  readonly syncSessionFailures: Record<string, number> = {};
+  /** Both ends: stream connections dropped for a bad frame or handshake, by reason (SYNC_STREAM_DROP_REASONS). */
+  readonly syncStreamDrops: Record<string, number> = {};
+  /** Requester: the last completed sync (all sessions): records, ms from the first request. */
+  syncLastRecords = 0;
+  syncLastMs = 0;
+}
+
+/** Why a sync stream connection was dropped (keys of SyncStats.syncStreamDrops; stable names). */
+export const SYNC_STREAM_DROP_REASONS = [
+  'malformed_frame',
+  'bad_mac',
+  'malformed_body',
+  'bad_record',
+  'bad_version',
+  'wrong_cluster',
+  'wrong_sender',
+  'unexpected_frame',
+  'not_a_peer',
+  'handshake_timeout',
+] as const;
+export type SyncStreamDropReason = (typeof SYNC_STREAM_DROP_REASONS)[number];
+
+/** Adds one to `rec[key]` (the Record-typed counters above). */
+export function countBy(rec: Record<string, number>, key: string): void {
+  rec[key] = (rec[key] ?? 0) + 1;
 }
 
 // ----------------------------------------------------------------------------- packing

@@ -10,24 +10,41 @@
  *
  * Start-up (docs/failure-model.md "Bulk sync"): status SYNCING (peers do not count this balancer as
  * live, so they send it neither new flows nor failover traffic); probe for up to
- * SYNC_DISCOVERY_MS; if a peer is up and serving, pull its whole flow table (verified by
- * count), trying the next peer on failure; then status SERVING. A balancer that finds no
- * live peer is the first of its cluster and serves at once.
+ * SYNC_DISCOVERY_MS; if a peer is up and serving, pull its whole flow table over the sync
+ * stream (src/cluster/sync-runner.ts: TCP, resumed from where it stopped, on another peer when
+ * one fails); then status SERVING. A balancer that finds no live peer is the first of its
+ * cluster and serves at once. Every balancer answers its peers' syncs once it serves itself
+ * (SyncStreamServer behind a TCP listener on its address and control port number).
+ *
+ * Readiness (the hook for route announcement, e.g. BGP for ECMP): `serving` is true from the
+ * moment this balancer reports SERVING (its bulk sync done, or skipped because no peer
+ * serves) until close(); `onServingChange(fn)` calls fn on every change, `whenServing()`
+ * resolves at the first. Peers count a balancer live (give it primary roles) on the same
+ * status, so announcing on `serving` means it attracts traffic exactly when it may own flows.
  */
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config';
 import type { FlowTable } from '../flow';
 import type { Logger } from '../logger';
 import type { ForwardingTable } from '../decision/forwarding-table';
-import { newIncarnation, type ReceivedEnvelope } from '../protocol';
-import { ControlChannel } from './control-channel';
+import { macKey, newIncarnation, type ReceivedEnvelope } from '../protocol';
+import { countBy } from './bulk-sync';
+import { clusterIdNumber, ControlChannel } from './control-channel';
 import { Membership, type MembershipEvent, PeerState } from './membership';
 import { Replicator } from './replicator';
+import { SyncRunner, type SyncEvent, type SyncOutcome, type SyncProgress } from './sync-runner';
+import { SyncStreamServer } from './sync-responder';
+import type { SyncStreamIdentity } from './sync-stream';
+import { connectSync, SyncListener } from './sync-transport';
 
 /** How long a starting balancer listens for live peers before deciding it is the first. */
 const SYNC_DISCOVERY_MS = 1000;
-const SYNC_TIMEOUT_MS = 15000;
+/** Timeout of the datagram sync, used only with a peer of the first release (no sync stream). */
+const LEGACY_SYNC_TIMEOUT_MS = 15000;
 const REFRESH_TICK_MS = 100;
+
+/** An event of this balancer's cluster life, as `tunlb status` lists them. */
+export type ClusterEvent = { at: string } & (MembershipEvent | SyncEvent);
 
 export interface ClusterNodeOptions {
   config: Config;
@@ -47,17 +64,27 @@ export class ClusterNode {
   readonly channel: ControlChannel;
   readonly membership: Membership;
   readonly replicator: Replicator;
-  readonly events: Array<{ at: string } & MembershipEvent> = [];
+  /** Answers peers' bulk syncs (behind #listener). */
+  readonly syncServer: SyncStreamServer;
+  readonly events: ClusterEvent[] = [];
+  readonly #config: Config;
+  readonly #identity: SyncStreamIdentity;
   readonly #log: Logger;
   readonly #onHealth: ClusterNodeOptions['onHealth'];
   readonly #timers: NodeJS.Timeout[] = [];
+  #listener: SyncListener | undefined;
+  #runner: SyncRunner | undefined;
   #syncedFrom: string | null = null;
+  #outcome: SyncOutcome | undefined;
+  #serving = false;
+  readonly #servingListeners = new Set<(serving: boolean, reason: string) => void>();
   #closed = false;
 
   private constructor(opts: ClusterNodeOptions, channel: ControlChannel, incarnation: number) {
     const c = opts.config;
     this.incarnation = incarnation;
     this.channel = channel;
+    this.#config = c;
     this.#log = opts.log;
     this.#onHealth = opts.onHealth;
     this.membership = new Membership({
@@ -71,8 +98,7 @@ export class ClusterNode {
       selfIncarnation: incarnation,
       initialStatus: 'syncing',
       onEvent: (e) => {
-        this.events.push({ at: new Date().toISOString(), ...e });
-        if (this.events.length > 200) this.events.shift();
+        this.#pushEvent(e);
         const level = e.type === 'peer_down' || e.type === 'peer_suspect' ? 'warn' : 'info';
         this.#log[level]({ event: e.type, peer: e.id, reason: e.reason, rttMs: e.rttMs, incarnation: e.incarnation }, `${e.id}: ${e.type} (${e.reason})`);
         opts.onEvent?.(e);
@@ -92,6 +118,24 @@ export class ClusterNode {
       live: this.membership.live,
       log: opts.log,
     });
+    this.#identity = {
+      key: macKey(c.cluster.key.reveal()),
+      clusterId: clusterIdNumber(c),
+      selfIndex: opts.selfIndex,
+      incarnation,
+      balancerCount: c.balancers.length,
+    };
+    this.syncServer = new SyncStreamServer({
+      ...this.#identity,
+      host: this.replicator.syncHost,
+      stats: this.replicator.stats,
+      isServing: () => this.membership.selfStatus === 'serving',
+    });
+  }
+
+  #pushEvent(e: MembershipEvent | SyncEvent): void {
+    this.events.push({ at: new Date().toISOString(), ...e });
+    if (this.events.length > 200) this.events.shift();
   }
 
   static async start(opts: Omit<ClusterNodeOptions, never>): Promise<ClusterNode> {
@@ -108,6 +152,21 @@ export class ClusterNode {
     });
     node = new ClusterNode(opts, channel, incarnation);
     const c = opts.config;
+    const self = c.balancers[opts.selfIndex]!;
+    try {
+      node.#listener = await SyncListener.open({
+        address: self.address.text,
+        port: self.controlPort,
+        peers: c.balancers.map((b) => b.address.text),
+        selfIndex: opts.selfIndex,
+        onConnection: (sock, peer) => node!.syncServer.accept(sock, peer),
+        onReject: () => countBy(node!.replicator.stats.syncStreamDrops, 'not_a_peer'),
+        log: opts.log,
+      });
+    } catch (e) {
+      channel.close();
+      throw e;
+    }
     node.#timers.push(setInterval(() => node!.membership.tick(), c.cluster.probe.intervalMs));
     node.#timers.push(setInterval(() => node!.replicator.flush(), Math.max(1, c.cluster.replication.flushMs)));
     node.#timers.push(setInterval(() => node!.replicator.refreshTick(), REFRESH_TICK_MS));
@@ -142,37 +201,104 @@ export class ClusterNode {
   }
 
   /**
-   * Bulk sync before serving: waits up to SYNC_DISCOVERY_MS for serving peers, pulls the
-   * flow table from the first that answers (then the next on failure), then reports SERVING.
+   * Bulk sync before serving: waits up to SYNC_DISCOVERY_MS for serving peers, pulls the flow
+   * table (SyncRunner: resumed and retried across peers until complete, or until no peer
+   * serves any more), then reports SERVING.
    */
   async syncThenServe(): Promise<void> {
     const m = this.membership;
+    const c = this.#config;
     const deadline = performance.now() + SYNC_DISCOVERY_MS;
+    // Serving peers in ring order after this balancer (lb2 asks lb3 first, lb3 asks lb1): when
+    // several balancers restart, their syncs spread over the peers instead of all loading the
+    // first one.
+    const n = c.balancers.length;
     const servingPeers = (): number[] =>
-      m.peers().filter((p) => p.index !== m.selfIndex && m.stateOf(p.index) === PeerState.UP && p.status === 'serving').map((p) => p.index);
+      m
+        .peers()
+        .filter((p) => p.index !== m.selfIndex && m.stateOf(p.index) === PeerState.UP && p.status === 'serving')
+        .map((p) => p.index)
+        .sort((a, b) => ((a - m.selfIndex + n) % n) - ((b - m.selfIndex + n) % n));
     while (performance.now() < deadline && servingPeers().length === 0 && !this.#closed) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    for (const peer of servingPeers()) {
+    if (this.#closed) return;
+    if (servingPeers().length > 0) {
+      const self = c.balancers[m.selfIndex]!;
+      this.#runner = new SyncRunner({
+        ...this.#identity,
+        host: this.replicator.syncHost,
+        stats: this.replicator.stats,
+        connect: (peer) => connectSync(c.balancers[peer]!.address.text, c.balancers[peer]!.controlPort, self.address.text),
+        candidates: servingPeers,
+        peerAlive: (peer) => m.stateOf(peer) !== PeerState.DEAD && m.stateOf(peer) !== PeerState.UNKNOWN,
+        legacy: (peer) => this.replicator.requestSync(peer, LEGACY_SYNC_TIMEOUT_MS),
+        onEvent: (e) => this.#pushEvent(e),
+      });
+      const r = await this.#runner.run();
+      this.#outcome = r;
       if (this.#closed) return;
-      const id = m.ids[peer]!;
-      const t0 = performance.now();
-      try {
-        const r = await this.replicator.requestSync(peer, SYNC_TIMEOUT_MS);
+      if (r.ok) {
+        const id = m.ids[r.peer]!;
         this.#syncedFrom = id;
         this.#log.info(
-          { event: 'bulk_sync_done', peer: id, records: r.records, chunks: r.chunks, ms: Math.round(performance.now() - t0) },
-          `bulk sync from ${id}: ${r.records} flow records`,
+          { event: 'bulk_sync_done', peer: id, records: r.records, sessions: r.sessions, ms: Math.round(r.ms) },
+          `bulk sync from ${id}: ${r.records} flow records in ${Math.round(r.ms)} ms`,
         );
-        break;
-      } catch (e) {
-        this.#log.warn({ event: 'bulk_sync_failed', peer: id, err: (e as Error).message }, `bulk sync from ${id} failed; trying the next peer`);
+      } else {
+        this.#log.warn({ event: 'bulk_sync_incomplete', records: r.records, reason: r.reason }, `bulk sync incomplete (${r.reason}): serving with ${r.records} records applied`);
       }
-    }
-    if (this.#syncedFrom === null) {
+    } else {
       this.#log.info({ event: 'bulk_sync_skipped', reason: 'no serving peer answered' }, 'no serving peer: starting with an empty flow table');
     }
     m.setSelfStatus('serving');
+    this.#setServing(true, this.#syncedFrom !== null ? `bulk sync from ${this.#syncedFrom} done` : 'no serving peer to sync from');
+  }
+
+  /** The bulk sync's progress (null when no sync ran: no serving peer, or not started yet). */
+  syncProgress(): SyncProgress | null {
+    return this.#runner?.snapshot() ?? null;
+  }
+
+  /** The bulk sync's result once it ended. */
+  get syncOutcome(): SyncOutcome | undefined {
+    return this.#outcome;
+  }
+
+  /** True while this balancer reports SERVING (see "Readiness" in the header). */
+  get serving(): boolean {
+    return this.#serving;
+  }
+
+  /** Calls fn(serving, reason) on every change of `serving`; returns the unsubscribe function. */
+  onServingChange(fn: (serving: boolean, reason: string) => void): () => void {
+    this.#servingListeners.add(fn);
+    return () => this.#servingListeners.delete(fn);
+  }
+
+  /** Resolves once this balancer serves (at once if it does). */
+  whenServing(): Promise<void> {
+    if (this.#serving) return Promise.resolve();
+    return new Promise((resolve) => {
+      const off = this.onServingChange((s) => {
+        if (s) {
+          off();
+          resolve();
+        }
+      });
+    });
+  }
+
+  #setServing(serving: boolean, reason: string): void {
+    if (this.#serving === serving) return;
+    this.#serving = serving;
+    for (const fn of [...this.#servingListeners]) {
+      try {
+        fn(serving, reason);
+      } catch (e) {
+        this.#log.warn({ event: 'readiness_listener_failed', err: String(e) }, 'a readiness listener threw');
+      }
+    }
   }
 
   get syncedFrom(): string | null {
@@ -182,7 +308,12 @@ export class ClusterNode {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#setServing(false, 'stopping');
     for (const t of this.#timers) clearInterval(t);
+    this.#runner?.stop();
+    this.syncServer.stop();
+    this.#listener?.close();
+    this.replicator.stop();
     this.replicator.flush();
     this.channel.close();
   }

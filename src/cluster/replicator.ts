@@ -86,7 +86,9 @@
  *   "same list" when configs are rolled out identically; a cluster-wide generation (e.g. from a
  *   config version) would make this exact.
  *
- * ## Bulk sync: src/cluster/bulk-sync.ts (server: paced chunks per request; client: requestSync).
+ * ## Bulk sync: `syncHost` lends record selection and the apply rules to the sync stream
+ * (src/cluster/sync-stream.ts, what balancers of this release use) and to the first release's
+ * datagram sync (src/cluster/bulk-sync.ts: server: paced chunks per request; client: requestSync).
  * Sync answers contain every live, non-expired CONFIRMED entry (the set peers would have
  * learnt), as CREATE records.
  *
@@ -300,6 +302,8 @@ export class Replicator {
   readonly #gens: GenerationHistory;
 
   // bulk sync
+  /** What bulk sync needs of this replicator (record selection and apply rules): the datagram sync below and the sync stream (src/cluster/sync-stream.ts). */
+  readonly syncHost: SyncHost;
   readonly #syncServer: BulkSyncServer;
   readonly #syncClient: BulkSyncClient;
 
@@ -356,7 +360,7 @@ export class Replicator {
     this.refreshCycleTicks = Math.max(1, Math.round((cycleS * 1000) / tickMs));
     this.refreshChunk = Math.max(64, Math.ceil(cap / this.refreshCycleTicks));
 
-    const host: SyncHost = {
+    const host: SyncHost = (this.syncHost = {
       table: this.table,
       signer: opts.signer,
       sendTo: opts.sendTo,
@@ -366,7 +370,7 @@ export class Replicator {
       defer: opts.defer ?? ((fn) => setImmediate(fn)),
       log: opts.log,
       peerName: (i) => opts.balancerIds?.[i],
-    };
+    });
     this.#syncServer = new BulkSyncServer(host, this.stats, {
       ...(opts.syncMaxJobs !== undefined ? { maxJobs: opts.syncMaxJobs } : {}),
       ...(opts.syncStepMs !== undefined ? { stepMs: opts.syncStepMs } : {}),

@@ -30,6 +30,8 @@ export interface ParseOptions {
   readonly baseDir?: string;
   /** Reads the key file (default fs.readFileSync); tests inject keys with it. */
   readonly readKeyFile?: (path: string) => Buffer;
+  /** Reads admin.token_file (default: refuses group/other access, src/config/secret.ts); tests inject tokens with it. */
+  readonly readTokenFile?: (path: string) => Buffer;
   /** Force the syntax instead of guessing from the name / content. */
   readonly format?: 'yaml' | 'json';
 }
@@ -125,6 +127,7 @@ export function parseConfig(text: string, sourceName: string, opts: ParseOptions
     env: opts.env ?? process.env,
     baseDir: opts.baseDir ?? process.cwd(),
     ...(opts.readKeyFile ? { readKeyFile: opts.readKeyFile } : {}),
+    ...(opts.readTokenFile ? { readTokenFile: opts.readTokenFile } : {}),
   });
   issues.push(...checked.issues);
 
@@ -266,6 +269,7 @@ function build(f: ConfigFile, source: string, key: SecretKey, keySource: KeySour
     admin: {
       listen: { host: listen.host, port: listen.port, address: ip(listen.host) },
       tokenFile: f.admin.token_file === undefined ? null : resolve(baseDir, f.admin.token_file),
+      allowedHosts: f.admin.allowed_hosts.map((h) => h.toLowerCase().replace(/\.$/, '')),
     },
     announce: {
       table: f.announce.table ?? null,

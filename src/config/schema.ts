@@ -59,6 +59,12 @@ const listenAddress = () =>
     }
   });
 
+/** A DNS host name (letters, digits, "-", "_", dots; 1..253 chars; no port, no IP literal). */
+const hostName = () =>
+  z
+    .string()
+    .regex(/^(?=.{1,253}$)(?!\d+(\.\d+){3}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/);
+
 /** The raw `ports` value: "*" or a list of ports and "a-b" ranges (see ports.ts). */
 export type RawPorts = '*' | (number | string)[];
 const portSpec = () =>
@@ -244,8 +250,17 @@ export const FlowTableSchema = z.strictObject({
 export const AdminSchema = z.strictObject({
   /** Admin API listen address, IP literal and port. Default 127.0.0.1:9180. */
   listen: listenAddress().default('127.0.0.1:9180'),
-  /** File holding the admin API bearer token; relative to the config file. Default: none (no token). */
+  /**
+   * File holding the admin API bearer token; relative to the config file; mode 0600 (refused when
+   * group or others may read it). Required when `listen` is not a loopback address. Default: none.
+   */
   token_file: z.string().min(1).optional(),
+  /**
+   * Host names under which browsers may reach the admin API (Host and Origin headers), besides IP
+   * literals and `localhost`: e.g. the name of a reverse proxy. Anything else is refused (403),
+   * which stops DNS rebinding. Default: none.
+   */
+  allowed_hosts: z.array(hostName()).max(64).default([]),
 });
 
 export const AnnounceSchema = z.strictObject({
@@ -290,8 +305,8 @@ export const ConfigFileSchema = z.strictObject({
   balancers: z.array(BalancerSchema).min(1).max(32),
   /** TUN device. */
   tun: TunSchema.prefault({}),
-  /** Virtual IPs and their backends. Default: none (forwards nothing; warns). */
-  vips: z.array(VipSchema).default([]),
+  /** Virtual IPs and their backends, at most 32767 (a flow record's VIP index is 15 bits). Default: none (forwards nothing; warns). */
+  vips: z.array(VipSchema).max(32767).default([]),
   /** Flow table sizing and timeouts. */
   flow_table: FlowTableSchema.prefault({}),
   /** Admin API. */
@@ -367,7 +382,8 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'flow_table.timeouts.udp_s': { expect: 'an integer 1..604800 (seconds)', default: '30' },
   'flow_table.timeouts.icmp_s': { expect: 'an integer 1..604800 (seconds)', default: '10' },
   'admin.listen': { expect: '"ip:port" or "[ipv6]:port"', default: '127.0.0.1:9180' },
-  'admin.token_file': { expect: 'a file path', default: 'none' },
+  'admin.token_file': { expect: 'a file path (mode 0600)', default: 'none' },
+  'admin.allowed_hosts': { expect: 'a list of host names (no port), e.g. [tunlb-admin.example.net]', default: '[]' },
   'announce.table': { expect: 'an integer 1..4294967295, not 253..255', default: 'none (no announcement)' },
   'announce.ready_file': { expect: 'a file path ("{id}" = the balancer id)', default: 'none' },
   'announce.watchdog_ms': { expect: 'an integer 0..60000 (milliseconds; 0 = off)', default: 'probe.interval_ms × misses' },
@@ -379,7 +395,7 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'cluster.probe': { expect: 'a mapping', default: '{}' },
   balancers: { expect: 'a list of 1..32 balancers', default: 'required' },
   tun: { expect: 'a mapping', default: '{}' },
-  vips: { expect: 'a list of VIPs', default: '[]' },
+  vips: { expect: 'a list of at most 32767 VIPs', default: '[]' },
   flow_table: { expect: 'a mapping', default: '{}' },
   'flow_table.timeouts': { expect: 'a mapping', default: '{}' },
   admin: { expect: 'a mapping', default: '{}' },

@@ -136,6 +136,8 @@ export interface AdminConfig {
   readonly listen: { readonly host: string; readonly port: number; readonly address: IpAddress };
   /** Absolute path (resolved against the config file's directory); null = no token. */
   readonly tokenFile: string | null;
+  /** Host names accepted in Host/Origin headers besides IP literals and localhost (lower case, no trailing dot). */
+  readonly allowedHosts: readonly string[];
 }
 
 export interface AnnounceConfig {

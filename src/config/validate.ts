@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { resolve } from 'node:path';
 import { parseIpAddress, type IpAddress } from './address';
 import { parsePortSpec, PortSet } from './ports';
-import { loadKeyEnv, loadKeyFile, type KeySource, type SecretKey } from './secret';
+import { loadKeyEnv, loadKeyFile, loadTokenFile, type KeySource, type SecretKey } from './secret';
 import {
   AdminSchema,
   BackendSchema,
@@ -46,6 +46,8 @@ export interface CheckOptions {
   /** Directory relative key_file / token_file paths are resolved against. */
   readonly baseDir: string;
   readonly readKeyFile?: (path: string) => Buffer;
+  /** Reads admin.token_file (default: readSecretFile, which refuses group/other access). */
+  readonly readTokenFile?: (path: string) => Buffer;
 }
 
 export interface CheckResult {
@@ -245,11 +247,20 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
     const p2 = 2 ** Math.ceil(Math.log2(capacity));
     if (p2 !== capacity) warnings.push(`flow_table.capacity ${capacity} rounded up to ${p2} (a power of two)`);
   }
+  const rawAdmin = obj(root['admin']);
+  if (typeof rawAdmin['token_file'] === 'string' && rawAdmin['token_file'] !== '') {
+    const r = loadTokenFile(resolve(opts.baseDir, rawAdmin['token_file']), opts.readTokenFile);
+    if (!r.ok) add('admin.token_file', r.message, r.fix);
+  }
   if (admin.listen !== undefined) {
     const l = admin.listen.includes(']') ? admin.listen.slice(1, admin.listen.indexOf(']')) : admin.listen.slice(0, admin.listen.lastIndexOf(':'));
     const la = addr(l);
-    if (la && !la.isLoopback && admin.token_file === undefined) {
-      warnings.push(`admin.listen ${admin.listen} is not a loopback address and admin.token_file is not set: the admin API is open to the network`);
+    if (la && !la.isLoopback && !('token_file' in rawAdmin)) {
+      add(
+        'admin.listen',
+        `${admin.listen} is not a loopback address and admin.token_file is not set: the admin API (drain, reload, flows) would be open to the network`,
+        "set admin.token_file to a file with a bearer token ((umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /etc/tunlb/admin.token)), or listen on 127.0.0.1 or [::1]",
+      );
     }
   }
   if ('vips' in root && Array.isArray(root['vips']) && root['vips'].length === 0) warnings.push('vips is empty: this cluster forwards nothing');

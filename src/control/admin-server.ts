@@ -28,13 +28,32 @@
  *                         (peers see status DRAINING), or undo it; 200 {status, announce}
  *
  * Bearer token (config `admin.token_file`): read once at start (surrounding whitespace
- * trimmed; an empty or unreadable file fails the start with one line). When set, /api/* and
- * /metrics need `Authorization: Bearer <token>` (401 otherwise, compared in constant time);
- * `/` and `/healthz` do not: the page takes the token from `?token=` (kept in the tab's
- * sessionStorage, removed from the address bar) or asks for it on the first 401.
+ * trimmed; an empty or unreadable file, or one group or others may access, fails the start with
+ * one line). When set, /api/* and /metrics need `Authorization: Bearer <token>` (401 otherwise,
+ * compared in constant time); `/` and `/healthz` do not: the page takes the token from `?token=`
+ * (kept in the tab's sessionStorage, removed from the address bar) or from the form it shows on
+ * the first 401. Listening beyond loopback without a token is refused at start (config check, and here for
+ * the `--admin` override).
+ *
+ * Requests from browsers (docs/operations.md "The admin API and its security rules"), checked
+ * in this order before anything else runs:
+ *   - Host (every path but /healthz): an IP literal, `localhost`, or a name of
+ *     `admin.allowed_hosts` (port ignored); anything else is 403: a DNS-rebinding page (its
+ *     name resolved to this address) reads nothing.
+ *   - Origin (when present): its host[:port] must be the request's Host, or its host a name of
+ *     `admin.allowed_hosts`; `null` and anything else are 403: another site's page in the
+ *     operator's browser can neither drain nor reload.
+ *   - the token (above), 401.
+ *   - POST bodies: `Content-Type: application/json` (parameters allowed), else 415. A page can
+ *     send text/plain or a form cross-site without a CORS preflight, never application/json;
+ *     the preflight (OPTIONS) is answered 405.
+ *
+ * Whole-table work (the flows listing, flow counts, a reload) runs in time slices
+ * (src/control/time-slice.ts): no request holds the event loop longer than a slice.
  *
  * Events (/api/v1/events, /api/v1/status): the cluster's membership events (peer up,
- * suspect, down, restarted, serving, syncing, draining; src/cluster/cluster-node.ts) merged
+ * suspect, down, restarted, serving, syncing, draining) and bulk sync events (sync_started,
+ * sync_resumed, sync_failed, sync_done, sync_gave_up; src/cluster/sync-runner.ts) merged
  * with events this endpoint derives from counters once a second: `self_serving` /
  * `self_syncing` (this balancer's status), `failover_active` / `failover_ended` (packets
  * sent via a flow's backup because its primary is dead), `forwarding_changed` (the
@@ -44,14 +63,17 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { readFileSync } from 'node:fs';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { TunlbError, ErrorCodes, isTunlbError } from '../errors';
 import { formatConfigErrors } from '../config';
+import { parseIpAddress } from '../config/address';
+import { loadTokenFile } from '../config/secret';
+import { checkBrowserRequest, isJson } from './admin-guard';
 import { FlowFlags } from '../flow';
 import type { BalancerControl, BalancerView } from './balancer-view';
 import { snapshotStats } from './snapshot';
-import { flowQueryFromParams, listFlows } from './flow-listing';
+import { FlowScan, flowQueryFromParams, type FlowQuery } from './flow-listing';
+import { runSliced } from './time-slice';
 import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
 
@@ -62,6 +84,9 @@ const EVENT_RING = 200;
 const FAILOVER_QUIET_S = 5;
 /** Flows-per-balancer counts (a scan of the flow table) are reused for this long. */
 const FLOW_COUNT_TTL_MS = 2000;
+/** Live entries per scan step of the flow counts and of the flows listing (well under a slice). */
+const COUNT_STEP = 4096;
+const LIST_STEP = 512;
 
 export interface AdminEvent {
   /** ISO time. */
@@ -113,6 +138,8 @@ const SEVERITY: Record<string, AdminEvent['severity']> = {
   peer_draining: 'warn',
   failover_active: 'warn',
   self_syncing: 'warn',
+  sync_failed: 'warn',
+  sync_gave_up: 'error',
   vip_withdrawn: 'warn',
   watchdog_withdrew: 'error',
   announce_failed: 'error',
@@ -139,7 +166,14 @@ export class AdminServer {
     const m = /^\[?([^\]]+)\]?:(\d+)$/.exec(hostPort);
     if (!m) throw new TunlbError(ErrorCodes.USAGE, `admin listen address "${hostPort}" is not host:port`);
     const token = readToken(b.config.admin.tokenFile);
-    const state = new AdminState(b, token);
+    if (token === null && !isLoopbackHost(m[1]!)) {
+      // Only `tunlb run --admin` can get here (the config check refuses admin.listen so): a usage error.
+      throw new TunlbError(
+        ErrorCodes.USAGE,
+        `admin endpoint ${hostPort} (--admin) is not on a loopback address and admin.token_file is not set: refusing to open the admin API (drain, reload, flows) to the network; set admin.token_file, or listen on 127.0.0.1 or [::1]`,
+      );
+    }
+    const state = new AdminState(b, token, b.config.admin.allowedHosts ?? []);
     const server = createServer((req, res) => {
       try {
         void handle(req, res, b, state).catch((e) => fail(res, e));
@@ -173,16 +207,16 @@ export class AdminServer {
 /** The token from `admin.token_file`, or null; throws ADMIN with one line if it is unusable. */
 function readToken(file: string | null): Buffer | null {
   if (file === null) return null;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file ${file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
-  const token = text.trim();
-  if (token === '') throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file ${file} is empty: put the bearer token in it`);
-  if (/\s/.test(token)) throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file ${file} holds whitespace inside the token: one token, one line`);
-  return digest(token);
+  const r = loadTokenFile(file);
+  if (!r.ok) throw new TunlbError(ErrorCodes.ADMIN, `admin.token_file: ${r.message} (fix: ${r.fix})`);
+  return digest(r.token);
+}
+
+/** True for a loopback listen host: 127.0.0.0/8, ::1, localhost (what admin.listen allows without a token). */
+function isLoopbackHost(host: string): boolean {
+  if (host.toLowerCase() === 'localhost') return true;
+  const a = parseIpAddress(host);
+  return typeof a !== 'string' && a.isLoopback;
 }
 
 function digest(s: string): Buffer {
@@ -198,15 +232,20 @@ class AdminState {
   readonly #b: BalancerView;
   readonly #timer: NodeJS.Timeout;
   #flowCounts: FlowCounts | undefined;
+  #counting: Promise<FlowCounts> | undefined;
   #lastStatus: string | undefined;
   #lastGeneration: number;
   #failoverActive = false;
   #failoverQuietS = 0;
   #failoverEpisode = 0;
 
-  constructor(b: BalancerView, token: Buffer | null) {
+  /** admin.allowed_hosts (lower case). */
+  readonly allowedHosts: readonly string[];
+
+  constructor(b: BalancerView, token: Buffer | null, allowedHosts: readonly string[]) {
     this.#b = b;
     this.token = token;
+    this.allowedHosts = allowedHosts;
     this.metrics = new Metrics(b);
     this.#lastGeneration = b.forwarder.forwarding.generation;
     this.#sample();
@@ -317,20 +356,46 @@ class AdminState {
     return all.slice(-limit);
   }
 
-  /** Flows by primary, backup and backend from this balancer's table (one scan, cached). */
-  flowCounts(): FlowCounts {
-    const now = Date.now();
-    if (this.#flowCounts !== undefined && now - this.#flowCounts.at < FLOW_COUNT_TTL_MS) return this.#flowCounts;
+  /**
+   * Flows by primary, backup and backend from this balancer's table: one scan in time slices
+   * (src/control/time-slice.ts), shared by concurrent requests, reused for FLOW_COUNT_TTL_MS. A
+   * reload during the scan restarts it (the counts are by the live table's VIPs and backends).
+   */
+  flowCounts(): Promise<FlowCounts> {
+    const c = this.#flowCounts;
+    if (c !== undefined && Date.now() - c.at < FLOW_COUNT_TTL_MS) return Promise.resolve(c);
+    if (this.#counting === undefined) {
+      this.#counting = this.#countFlows().finally(() => {
+        this.#counting = undefined;
+      });
+    }
+    return this.#counting;
+  }
+
+  async #countFlows(): Promise<FlowCounts> {
+    for (;;) {
+      const counts = await this.#countOnce();
+      if (counts !== null) {
+        this.#flowCounts = counts;
+        return counts;
+      }
+    }
+  }
+
+  /** One sliced scan; null when a reload replaced the forwarding table meanwhile. */
+  async #countOnce(): Promise<FlowCounts | null> {
     const b = this.#b;
     const t = b.table;
     const n = b.config.balancers.length;
     const prim = new Float64Array(n + 1);
     const back = new Float64Array(n + 1);
-    const vips = b.forwarder.forwarding.config.vips;
+    const ft = b.forwarder.forwarding;
+    const vips = ft.config.vips;
     const be = vips.map((v) => new Float64Array(v.backends.length + 1));
     let learnt = 0;
     let total = 0;
     let cursor = 0;
+    let reloaded = false;
     const visit = (id: number): void => {
       total++;
       const p = t.primary(id);
@@ -344,8 +409,15 @@ class AdminState {
       }
       if ((t.flags(id) & FlowFlags.FROM_PEER) !== 0) learnt++;
     };
-    do cursor = t.scan(cursor, 65536, visit);
-    while (cursor !== 0);
+    await runSliced(() => {
+      if (b.forwarder.forwarding.config !== ft.config) {
+        reloaded = true;
+        return true;
+      }
+      cursor = t.scan(cursor, COUNT_STEP, visit);
+      return cursor === 0;
+    });
+    if (reloaded) return null;
     const byPrimary: Record<string, number> = {};
     const byBackup: Record<string, number> = {};
     b.config.balancers.forEach((x, i) => {
@@ -358,14 +430,13 @@ class AdminState {
         byBackend[byBackendKey(v.name, x.address.text, x.port)] = be[vi]![j]!;
       });
     });
-    this.#flowCounts = { at: now, total, decidedHere: total - learnt, learnt, byPrimary, byBackup, byBackend };
-    return this.#flowCounts;
+    return { at: Date.now(), total, decidedHere: total - learnt, learnt, byPrimary, byBackup, byBackend };
   }
 
-  status(): unknown {
+  async status(): Promise<unknown> {
     const b = this.#b;
     const c = b.cluster;
-    const counts = this.flowCounts();
+    const counts = await this.flowCounts();
     const peers = c?.membership.peers();
     const balancers = b.config.balancers.map((cfg, i) => {
       const p = peers?.[i];
@@ -376,15 +447,22 @@ class AdminState {
         address: cfg.address.text,
         self,
         state: self ? 'self' : (p?.state ?? 'unknown'),
+        /** 'unknown' for a dead peer (its status is not known; never shown as serving). */
         status: self ? (c?.membership.selfStatus ?? 'serving') : (p?.status ?? 'unknown'),
+        /** What the peer reported last (kept while it is dead). */
+        lastStatus: self ? (c?.membership.selfStatus ?? 'serving') : (p?.lastStatus ?? 'unknown'),
         live: self ? true : (p?.live ?? false),
         incarnation: self ? (c?.incarnation ?? 0) : (p?.incarnation ?? 0),
         rttMs: p?.rttMs ?? null,
         rttAvgMs: p?.rttAvgMs ?? null,
         lastAckAgoMs: p?.lastAckAgoMs ?? null,
         misses: p?.misses ?? 0,
-        /** Flows in this balancer's table: only known for this balancer itself. */
-        flowsHeld: self ? b.table.size : null,
+        /**
+         * Flows in this balancer's table: only known for this balancer itself. The total of the
+         * same scan as flowsAsPrimary / flowsAsBackup (cached up to FLOW_COUNT_TTL_MS), so the
+         * balancers' primary-of figures add up to it; `flows.active` is the table's size now.
+         */
+        flowsHeld: self ? counts.total : null,
         /** From this balancer's copy of the records (every balancer holds every record). */
         flowsAsPrimary: counts.byPrimary[cfg.id] ?? 0,
         flowsAsBackup: counts.byBackup[cfg.id] ?? 0,
@@ -400,6 +478,8 @@ class AdminState {
         status: c?.membership.selfStatus ?? 'serving',
         incarnation: c?.incarnation ?? 0,
         syncedFrom: c?.syncedFrom ?? null,
+        /** This balancer's bulk sync (src/cluster/sync-runner.ts SyncProgress), null when none ran. */
+        sync: c?.syncProgress() ?? null,
         startedAt: b.startedAt.toISOString(),
         uptimeS: b.nowSec(),
         probe: c ? { intervalMs: c.membership.intervalMs, misses: c.membership.misses } : null,
@@ -459,6 +539,55 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown> |
   }
 }
 
+/**
+ * GET /api/v1/flows: the listing walked in time slices (FlowScan, src/control/time-slice.ts),
+ * each slice's rows written as they are found, so neither the scan nor the JSON of up to
+ * 100,000 rows holds the event loop longer than a slice, and the answer is never built whole.
+ * The body is the FlowListing object with `flows` first (its figures are known at the end).
+ * When the socket's buffer is full, the scan waits for it to drain; when the client goes away,
+ * the scan stops.
+ */
+async function streamFlows(res: ServerResponse, b: BalancerView, query: FlowQuery): Promise<void> {
+  const scan = new FlowScan(b, query);
+  res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.write('{"flows":[');
+  let first = true;
+  let drained: Promise<void> | null = null;
+  // One step: up to LIST_STEP live entries, their rows written at once; a full socket buffer
+  // ends the job until 'drain' (then a new job: the next step is again on a slice's turn). The
+  // 'drain' listener goes on at once: the socket may drain before the job's promise settles.
+  const step = (): boolean => {
+    const done = scan.step(LIST_STEP);
+    let chunk = '';
+    for (const row of scan.takeRows()) {
+      chunk += first ? JSON.stringify(row) : `,${JSON.stringify(row)}`;
+      first = false;
+    }
+    if (chunk !== '' && !res.write(chunk)) drained = drainedOrClosed(res);
+    return done || drained !== null;
+  };
+  while (!scan.done) {
+    drained = null;
+    await runSliced(step, { stop: () => res.destroyed });
+    if (res.destroyed) return;
+    if (drained !== null && !scan.done) await drained;
+  }
+  res.end(`],${JSON.stringify(scan.summary()).slice(1)}\n`);
+}
+
+/** Resolves when `res` can take more data, or is closed. */
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
 /** The announcement state of VIP `name` ({announced, reason, since}), or null when unknown (added by a reload). */
 function announcedOf(b: BalancerView, name: string): { announced: boolean; reason: string; since: string } | null {
   const s = b.announcer?.vips().find((x) => x.name === name);
@@ -485,8 +614,13 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
   if (post ? req.method !== 'POST' : req.method !== 'GET' && req.method !== 'HEAD') {
     return send(405, { error: 'method not allowed' }, { allow: post ? 'POST' : 'GET, HEAD' });
   }
+  const refusal = checkBrowserRequest(req.headers, path, state.allowedHosts);
+  if (refusal !== null) return send(refusal.status, { error: refusal.error });
   if ((path.startsWith('/api/') || path === '/metrics') && !state.authorized(req)) {
     return send(401, { error: 'bearer token required: Authorization: Bearer <token> (admin.token_file)' }, { 'www-authenticate': 'Bearer realm="tunlb"' });
+  }
+  if (post && !isJson(req.headers['content-type'])) {
+    return send(415, { error: 'POST needs Content-Type: application/json (with a JSON body, {} when there are no arguments)' }, { 'accept-post': 'application/json' });
   }
   switch (path) {
     case '/':
@@ -520,10 +654,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
         if (isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message, code: e.code });
         throw e;
       }
-      return send(200, listFlows(b, query));
+      return streamFlows(res, b, query);
     }
     case '/api/v1/status':
-      return send(200, state.status());
+      return send(200, await state.status());
     case '/api/v1/events':
       return send(200, { events: state.mergedEvents(intParam(url, 'limit', 100, 500)) });
     case '/api/v1/history':
@@ -531,7 +665,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
     case '/api/v1/backends': {
       // Each backend with the flows this balancer's table holds on it (every balancer holds
       // every record, so this is the cluster's count; cached like the status page's counts).
-      const by = state.flowCounts().byBackend;
+      const by = (await state.flowCounts()).byBackend;
       return send(200, { backends: b.health.states().map((x) => ({ ...x, flows: by[byBackendKey(x.vip, x.backend, x.port)] ?? 0 })) });
     }
     case '/api/v1/backends/drain':
@@ -564,7 +698,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
     }
     case '/api/v1/reload': {
       try {
-        return send(200, b.reload());
+        return send(200, await b.reload());
       } catch (e) {
         if (isTunlbError(e, ErrorCodes.CONFIG_INVALID) || isTunlbError(e, ErrorCodes.CONFIG_NOT_FOUND) || isTunlbError(e, ErrorCodes.CONFIG_KEY_MISSING) || isTunlbError(e, ErrorCodes.USAGE)) {
           return send(400, { error: e.message, code: e.code, errors: formatConfigErrors(e).split('\n') });

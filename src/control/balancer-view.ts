@@ -31,7 +31,7 @@ export interface BalancerView extends FlowSource {
   readonly forwarder: { readonly stats: Readonly<ForwarderStats>; readonly forwarding: ForwardingTable };
   readonly device: Pick<TunLike, 'name' | 'mtu' | 'features' | 'stats'>;
   /** Undefined in a cluster of one. */
-  readonly cluster: Pick<ClusterNode, 'incarnation' | 'channel' | 'membership' | 'replicator' | 'events' | 'syncedFrom'> | undefined;
+  readonly cluster: Pick<ClusterNode, 'incarnation' | 'channel' | 'membership' | 'replicator' | 'events' | 'syncedFrom' | 'syncProgress'> | undefined;
   /** Backup repair of flows decided without a live peer (src/cluster/backup-repair.ts); undefined in a cluster of one. */
   readonly backupRepair?: Pick<BackupRepair, 'stats'> | undefined;
   /** Undefined before the health monitor starts. */
@@ -45,8 +45,8 @@ export interface BalancerView extends FlowSource {
 /** The admin endpoint's view: the readers' one plus the commands it serves. */
 export interface BalancerControl extends BalancerView {
   readonly health: Pick<HealthMonitor, 'states' | 'stats' | 'drain' | 'undrain'>;
-  /** Reloads the config file; throws TunlbError when refused (nothing changed). */
-  reload(): ReloadResult;
+  /** Reloads the config file; resolves when its remap is over, rejects with TunlbError when refused (nothing changed). */
+  reload(): Promise<ReloadResult>;
   /** `tunlb drain-self` / `undrain-self` (src/control/balancer.ts). */
   drainSelf(): Promise<void>;
   undrainSelf(): Promise<void>;

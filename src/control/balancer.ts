@@ -14,9 +14,12 @@
  *   7. admin endpoint listening
  *   8. cluster: bulk sync from a live peer (this balancer reports SYNCING meanwhile, so no
  *      peer sends it flows), then SERVING; read loops armed
- *
  *   9. announcement (src/control/announcer.ts): the VIP routes go into announce.table (a
  *      routing daemon announces them: ECMP entry), the ready file reads 0
+ *
+ * Readiness: `serving` turns true once step 8 is done and the read loops run, and false at
+ * stop(); `onServingChange` (or the start option of the same name, which also sees the first
+ * change) is called on each change. The announcer (step 9) follows the same moment.
  *
  * Planned stop (SIGTERM/SIGINT: `leave()`): withdraw the announcement (the routers stop
  * sending VIP traffic here within milliseconds), tell the peers this balancer is leaving
@@ -40,7 +43,7 @@ import { TunlbError, ErrorCodes } from '../errors';
 import { TunDevice, type TunLike } from '../dataplane/tun-device';
 import type { Forwarder } from '../dataplane/forwarder';
 import { DataPlane } from '../dataplane/data-plane';
-import { buildForwardingTable, type ForwardingTable } from '../decision/forwarding-table';
+import { buildForwardingTable, forwardingTableSteps, type ForwardingTable } from '../decision/forwarding-table';
 import { createLogger, type Logger } from '../logger';
 import { ClusterNode } from '../cluster/cluster-node';
 import { BackupRepair } from '../cluster/backup-repair';
@@ -51,10 +54,19 @@ import { snapshotStats, type BalancerSnapshot } from './snapshot';
 import { L2Socket, interfaceInfo } from '../dataplane/l2-socket';
 import { NeighbourTable } from '../dataplane/neighbours';
 import { reloadConfig, type ReloadResult } from './reload';
-import { Announcer } from './announcer';
+import { runSliced, yieldToLoop } from './time-slice';
+import { Announcer, type AnnounceVip } from './announcer';
 
-/** Flow-table entry ids examined per expiry tick (every EXPIRY_INTERVAL_MS). */
+/**
+ * Flow-table entry ids examined per expiry tick (every EXPIRY_INTERVAL_MS), in steps of
+ * EXPIRY_STEP run in the shared time slices (src/control/time-slice.ts): examining an id costs
+ * nanoseconds, but removing an expired flow ~1-2 us, so when a mass of flows expires at once (a
+ * flood's records: 65,536 removals took 50-130 ms in one call) the sweep is spread over turns
+ * of the loop. A tick whose sweep has not finished is skipped (expired flows are also removed
+ * by the lookups and inserts that meet them).
+ */
 const EXPIRY_BUDGET = 65536;
+const EXPIRY_STEP = 1024;
 const EXPIRY_INTERVAL_MS = 100;
 /** Planned stop: how often the leaving probes are resent until every peer acknowledged. */
 const LEAVE_RESEND_MS = 10;
@@ -71,6 +83,8 @@ export interface BalancerOptions {
   /** For tests: a device to use instead of opening the configured TUN device. */
   device?: TunLike;
   logger?: Logger;
+  /** Called with true when this balancer serves (after its bulk sync) and false when it stops. */
+  onServingChange?: (serving: boolean, reason: string) => void;
 }
 
 export class Balancer {
@@ -90,14 +104,22 @@ export class Balancer {
   /** Backend health, drain marks and the cluster-wide view of them (src/backends). */
   health!: HealthMonitor;
   readonly #hashKey: Uint32Array;
-  #rebuildPending = false;
+  /** A rebuild is running (#rebuildLoop) / another one is wanted after it. */
+  #rebuilding = false;
+  #rebuildWanted = false;
   #admin: AdminServer | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
+  /** An expiry sweep is running in the time slices. */
+  #expiring = false;
   /** The VIP announcement (ECMP entry), readiness file and watchdog. */
   announcer!: Announcer;
   #leaving: Promise<void> | undefined;
   #stopped = false;
+  #serving = false;
+  readonly #servingListeners = new Set<(serving: boolean, reason: string) => void>();
   #configPath = '';
+  /** The last reload (settled or not): the next one starts after it. */
+  #reloads: Promise<void> = Promise.resolve();
 
   private constructor(
     config: Config,
@@ -236,7 +258,7 @@ export class Balancer {
       b.announcer = new Announcer({
         table: opts.device === undefined ? an.table : null,
         device: device.name,
-        vips: config.vips.map((v) => ({ name: v.name, address: v.address.text, family: v.address.family })),
+        vips: announceVips(config),
         readyFile: an.readyFile === null ? null : an.readyFile.replaceAll('{id}', self.balancer.id),
         watchdogMs: an.watchdogMs,
         log,
@@ -258,6 +280,8 @@ export class Balancer {
       throw e;
     }
     b.#arm();
+    if (opts.onServingChange !== undefined) b.#servingListeners.add(opts.onServingChange);
+    b.#setServing(true, cluster === undefined ? 'cluster of one' : cluster.syncedFrom !== null ? `bulk sync from ${cluster.syncedFrom} done` : 'no serving peer to sync from');
     await b.announcer.release('starting');
     log.info(
       {
@@ -277,6 +301,29 @@ export class Balancer {
       `balancer ${self.balancer.id} serving on ${device.name}`,
     );
     return b;
+  }
+
+  /** True while this balancer serves (see "Readiness" in the header). */
+  get serving(): boolean {
+    return this.#serving;
+  }
+
+  /** Calls fn(serving, reason) on every change of `serving`; returns the unsubscribe function. */
+  onServingChange(fn: (serving: boolean, reason: string) => void): () => void {
+    this.#servingListeners.add(fn);
+    return () => this.#servingListeners.delete(fn);
+  }
+
+  #setServing(serving: boolean, reason: string): void {
+    if (this.#serving === serving) return;
+    this.#serving = serving;
+    for (const fn of [...this.#servingListeners]) {
+      try {
+        fn(serving, reason);
+      } catch (e) {
+        this.log.warn({ event: 'readiness_listener_failed', err: String(e) }, 'a readiness listener threw');
+      }
+    }
   }
 
   /** Seconds since start (the flow table's clock). */
@@ -330,40 +377,82 @@ export class Balancer {
     this.health.start();
   }
 
+  /**
+   * Rebuilds the forwarding table from the health monitor's view, soon: on the next turn of the
+   * event loop (a burst of transitions makes one rebuild), built in time slices while the
+   * running table serves (src/control/time-slice.ts), then swapped in between batches. A
+   * transition during a build makes another build after it; a build whose base table was
+   * replaced meanwhile (a reload) is dropped and made again from the new one.
+   */
   #scheduleRebuild(): void {
-    if (this.#rebuildPending) return;
-    this.#rebuildPending = true;
-    setImmediate(() => {
-      this.#rebuildPending = false;
+    this.#rebuildWanted = true;
+    if (this.#rebuilding) return;
+    this.#rebuilding = true;
+    void this.#rebuildLoop().finally(() => {
+      this.#rebuilding = false;
+    });
+  }
+
+  async #rebuildLoop(): Promise<void> {
+    while (this.#rebuildWanted && !this.#stopped) {
+      await yieldToLoop();
+      this.#rebuildWanted = false;
       if (this.#stopped) return;
       const prev = this.forwarder.forwarding;
+      const hm = this.health;
+      let ft: ForwardingTable | undefined;
       try {
-        const hm = this.health;
-        const ft = buildForwardingTable(prev.config, this.#hashKey, prev.generation, (vip, i) => hm.eligible(vip.index, i), prev, backendUpOf(hm));
-        this.forwarder.setForwarding(ft);
+        const steps = forwardingTableSteps(prev.config, this.#hashKey, prev.generation, (vip, i) => hm.eligible(vip.index, i), prev, backendUpOf(hm));
+        await runSliced(() => {
+          const r = steps.next();
+          if (r.done === true) ft = r.value;
+          return r.done === true;
+        });
       } catch (e) {
         this.log.error({ event: 'forwarding_table_rejected', err: (e as Error).message }, 'forwarding table rebuild failed; the running table stays');
+        continue;
       }
-    });
+      if (this.#stopped) return;
+      if (this.forwarder.forwarding !== prev) {
+        this.#rebuildWanted = true;
+        continue;
+      }
+      if (ft !== undefined) this.forwarder.setForwarding(ft);
+    }
   }
 
   /**
    * Reloads the config file (src/control/reload.ts): VIPs and backends change live, flows on
-   * kept backends stay. Throws TunlbError (CONFIG_*, USAGE) when refused (logged; nothing
+   * kept backends stay. Rejects with TunlbError (CONFIG_*, USAGE) when refused (logged; nothing
    * changed). `config` keeps the start-up config; forwarder.forwarding.config is the live one.
+   * Reloads run one at a time (a reload waits for the previous one's remap to end); each
+   * resolves when its remap is over.
    */
-  reload(): ReloadResult {
-    if (this.#stopped) throw new TunlbError(ErrorCodes.USAGE, 'balancer stopped');
-    return reloadConfig({
-      configPath: this.#configPath,
-      hashKey: this.#hashKey,
-      forwarder: this.forwarder,
-      table: this.table,
-      health: this.health,
-      log: this.log,
-      nowSec: this.nowSec(),
-      onForwarding: (ft) => this.#dataPlane.dsrNeighbours?.setForwarding(ft),
-    });
+  reload(): Promise<ReloadResult> {
+    const run = async (): Promise<ReloadResult> => {
+      if (this.#stopped) throw new TunlbError(ErrorCodes.USAGE, 'balancer stopped');
+      return reloadConfig({
+        configPath: this.#configPath,
+        hashKey: this.#hashKey,
+        forwarder: this.forwarder,
+        table: this.table,
+        health: this.health,
+        log: this.log,
+        onForwarding: (ft) => {
+          this.#dataPlane.dsrNeighbours?.setForwarding(ft);
+          // The reload's table took the health view of its start: apply the current one.
+          this.#scheduleRebuild();
+          // VIPs added are announced (when ready), removed ones withdrawn.
+          void this.announcer.setVips(announceVips(ft.config));
+        },
+      });
+    };
+    const p = this.#reloads.then(run, run);
+    this.#reloads = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    return p;
   }
 
   snapshot(): BalancerSnapshot {
@@ -372,7 +461,25 @@ export class Balancer {
 
   #arm(): void {
     this.#dataPlane.start();
-    this.#expiryTimer = setInterval(() => this.table.expire(this.nowSec(), EXPIRY_BUDGET), EXPIRY_INTERVAL_MS);
+    this.#expiryTimer = setInterval(() => this.#expireSlice(), EXPIRY_INTERVAL_MS);
+  }
+
+  /** One expiry tick: up to EXPIRY_BUDGET ids, in EXPIRY_STEP steps, in the shared slices. */
+  #expireSlice(): void {
+    if (this.#expiring) return;
+    this.#expiring = true;
+    const now = this.nowSec();
+    let n = 0;
+    void runSliced(
+      () => {
+        this.table.expire(now, EXPIRY_STEP);
+        n += EXPIRY_STEP;
+        return n >= EXPIRY_BUDGET;
+      },
+      { stop: () => this.#stopped },
+    ).finally(() => {
+      this.#expiring = false;
+    });
   }
 
   /** How GSO super-packets to peers are sent (logged at start): split to the MTU, or whole and why. */
@@ -440,6 +547,7 @@ export class Balancer {
     await this.announcer?.close();
     if (this.#stopped) return;
     this.#stopped = true;
+    this.#setServing(false, reason);
     if (this.#expiryTimer) clearInterval(this.#expiryTimer);
     this.health.stop();
     this.backupRepair?.close();
@@ -452,6 +560,11 @@ export class Balancer {
     await this.#admin?.close();
     this.log.info({ event: 'balancer_stopped', reason, stats: this.snapshot().counters }, `balancer ${this.selfId} stopped (${reason})`);
   }
+}
+
+/** The VIPs a balancer announces (docs/entry.md): every configured VIP. */
+function announceVips(config: Config): AnnounceVip[] {
+  return config.vips.map((v) => ({ name: v.name, address: v.address.text, family: v.address.family }));
 }
 
 /**

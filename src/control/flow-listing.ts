@@ -3,9 +3,10 @@
  * primary, backup, backend, state, packets, age, idle time, confirmed; with filters.
  *
  * Control plane only: walks the flow table with its chunked scan (src/flow/table.ts), allocates
- * per listed row, never touches the packet path. `listFlows` is a function of a FlowSource (a
- * Balancer is one; tests pass a FlowTable and a parsed config) and a FlowQuery, so it can be
- * tested without a device or a socket.
+ * per listed row, never touches the packet path. `FlowScan` is a listing in steps (the admin
+ * endpoint runs it in time slices and streams the rows); `listFlows` runs one to the end. Both
+ * are functions of a FlowSource (a Balancer is one; tests pass a FlowTable and a parsed config)
+ * and a FlowQuery, so they can be tested without a device or a socket.
  *
  * Filters (AND across filters; a comma list inside one filter is an OR), by query parameter /
  * CLI flag:
@@ -31,7 +32,7 @@
  */
 import type { Config } from '../config';
 import { TunlbError, ErrorCodes } from '../errors';
-import { FlowState, type FlowTable } from '../flow';
+import { FlowState, VIP_REMOVED, type FlowTable } from '../flow';
 import { formatIp, parseIpInto } from '../packet/addr';
 import { keyToString } from '../packet/flow-key';
 import { NO_BACKEND } from '../decision/backend-table';
@@ -65,6 +66,8 @@ export interface FlowListing {
   limit: number;
   /** The filters applied, normalised (empty when none). */
   filters: Record<string, string>;
+  /** Set when the listing ended early for another reason than the limit (then `truncated`). */
+  interrupted?: string;
   flows: FlowRow[];
 }
 
@@ -332,54 +335,127 @@ export function flowQueryFromParams(src: Pick<FlowSource, 'forwarder' | 'config'
   return compileFlowQuery(src, f, limit);
 }
 
-/** Lists the flows of `src` that match `query` (a number: a limit and no filters). */
-export function listFlows(src: FlowSource, query: FlowQuery | number): FlowListing {
-  const q: FlowQuery = typeof query === 'number' ? { limit: query, text: {} } : query;
-  const limit = Math.max(0, Math.floor(q.limit));
-  const t = src.table;
-  const vips = src.forwarder.forwarding.config.vips;
-  const ids = src.config.balancers;
-  const words = new Uint32Array(10);
-  const bytes = new Uint8Array(words.buffer);
-  const now = src.nowSec();
-  const flows: FlowRow[] = [];
-  const c = q.client;
-  // Client prefix: whole bytes compared, then the bits of a partial byte.
-  const cFull = c ? c.prefixBits >>> 3 : 0;
-  const cMask = c ? (0xff << (8 - (c.prefixBits & 7))) & 0xff : 0;
-  let scanned = 0;
-  let matched = 0;
-  let stop = false;
-  const visit = (id: number): void => {
-    if (stop) return;
-    scanned++;
+/**
+ * A listing in progress: a cursor over the table (FlowTable.scan) that examines a bounded number
+ * of entries per `step`, so a caller can walk a large table in time slices with the event loop
+ * free in between (src/control/time-slice.ts; GET /api/v1/flows streams the rows of each slice).
+ * Between steps the table may change: a flow live for the whole listing is examined exactly
+ * once; flows inserted or removed meanwhile may or may not be listed (not a snapshot). The
+ * listing is interpreted against the forwarding table current at its start: when a reload
+ * replaces it, the next step ends the listing (`interrupted`, `truncated`).
+ */
+export class FlowScan {
+  readonly #src: FlowSource;
+  readonly #q: FlowQuery;
+  readonly #limit: number;
+  readonly #ft: FlowSource['forwarder']['forwarding'];
+  readonly #now: number;
+  readonly #words = new Uint32Array(10);
+  readonly #bytes = new Uint8Array(this.#words.buffer);
+  readonly #visit: (id: number) => void;
+  #rows: FlowRow[] = [];
+  #listed = 0;
+  #scanned = 0;
+  #matched = 0;
+  #cursor = 0;
+  #done = false;
+  #stop = false;
+  #interrupted: string | null = null;
+
+  constructor(src: FlowSource, query: FlowQuery | number) {
+    this.#src = src;
+    this.#q = typeof query === 'number' ? { limit: query, text: {} } : query;
+    this.#limit = Math.max(0, Math.floor(this.#q.limit));
+    this.#ft = src.forwarder.forwarding;
+    this.#now = src.nowSec();
+    this.#visit = (id) => this.#check(id);
+  }
+
+  /** True once the scan reached the end of the table or one match past the limit. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /**
+   * Examines up to `maxEntries` more live entries (FlowTable.scan's bound: at most
+   * maxEntries * 8 + 64 ids); returns `done`.
+   */
+  step(maxEntries = 4096): boolean {
+    if (this.#done) return true;
+    if (this.#src.forwarder.forwarding.config !== this.#ft.config) {
+      this.#interrupted = 'the configuration was reloaded during the listing';
+      this.#stop = true;
+    } else {
+      this.#cursor = this.#src.table.scan(this.#cursor, maxEntries, this.#visit);
+    }
+    if (this.#cursor === 0 || this.#stop) this.#done = true;
+    return this.#done;
+  }
+
+  /** The rows found since the last call (the caller owns them). */
+  takeRows(): FlowRow[] {
+    const r = this.#rows;
+    this.#rows = [];
+    return r;
+  }
+
+  /** The listing's figures (rows apart); final once `done`. */
+  summary(): Omit<FlowListing, 'flows'> {
+    const out: Omit<FlowListing, 'flows'> = {
+      total: this.#src.table.size,
+      scanned: this.#scanned,
+      matched: this.#matched,
+      truncated: this.#stop,
+      limit: this.#limit,
+      filters: this.#q.text,
+    };
+    if (this.#interrupted !== null) out.interrupted = this.#interrupted;
+    return out;
+  }
+
+  #check(id: number): void {
+    if (this.#stop) return;
+    const q = this.#q;
+    const t = this.#src.table;
+    this.#scanned++;
     if (q.vips !== undefined && !q.vips.has(t.vip(id))) return;
     if (q.backends !== undefined && !q.backends.has((t.vip(id) << 16) | t.backend(id))) return;
     if (q.primaries !== undefined && !q.primaries.has(t.primary(id))) return;
     if (q.backups !== undefined && !q.backups.has(t.backup(id))) return;
     if (q.states !== undefined && !q.states.has(t.state(id))) return;
+    const now = this.#now;
     if (q.minAgeS !== undefined && now - t.created(id) < q.minAgeS) return;
     if (q.maxIdleS !== undefined && now - t.lastSeen(id) > q.maxIdleS) return;
-    if (!t.copyKey(id, 0, words, 0)) return;
+    const bytes = this.#bytes;
+    if (!t.copyKey(id, 0, this.#words, 0)) return;
     if (q.protos !== undefined && !q.protos.has(bytes[36]!)) return;
+    const c = q.client;
     if (c !== undefined) {
+      // Client prefix: whole bytes compared, then the bits of a partial byte.
+      const cFull = c.prefixBits >>> 3;
+      const cMask = (0xff << (8 - (c.prefixBits & 7))) & 0xff;
       for (let i = 0; i < cFull; i++) if (bytes[i] !== c.bytes[i]) return;
       if (cMask !== 0 && ((bytes[cFull]! ^ c.bytes[cFull]!) & cMask) !== 0) return;
       if (c.port !== null && ((bytes[32]! << 8) | bytes[33]!) !== c.port) return;
     }
-    matched++;
-    if (flows.length >= limit) {
+    this.#matched++;
+    if (this.#listed >= this.#limit) {
       // One match past the limit: the listing is truncated; nothing more to learn.
-      stop = true;
+      this.#stop = true;
       return;
     }
-    const vip = vips[t.vip(id)];
-    flows.push({
+    this.#listed++;
+    const vips = this.#ft.config.vips;
+    const ids = this.#src.config.balancers;
+    const v = t.vip(id);
+    const be = t.backend(id);
+    const vip = vips[v];
+    this.#rows.push({
       key: keyToString(bytes),
-      vip: vip?.name ?? `#${t.vip(id)}`,
+      vip: vip?.name ?? (v === VIP_REMOVED ? '(removed)' : `#${v}`),
       primary: ids[t.primary(id)]?.id ?? `#${t.primary(id)}`,
       backup: ids[t.backup(id)]?.id ?? `#${t.backup(id)}`,
-      backend: vip?.backends[t.backend(id)]?.address.text ?? (t.backend(id) === NO_BACKEND ? '(removed)' : `#${t.backend(id)}`),
+      backend: vip?.backends[be]?.address.text ?? (be === NO_BACKEND ? '(removed)' : `#${be}`),
       state: t.state(id),
       stateName: stateName(t.state(id)),
       packets: t.packets(id),
@@ -387,9 +463,17 @@ export function listFlows(src: FlowSource, query: FlowQuery | number): FlowListi
       idleS: now - t.lastSeen(id),
       confirmed: t.isConfirmed(id),
     });
-  };
-  let cursor = 0;
-  do cursor = t.scan(cursor, 4096, visit);
-  while (cursor !== 0 && !stop);
-  return { total: t.size, scanned, matched, truncated: stop, limit, filters: q.text, flows };
+  }
+}
+
+/**
+ * Lists the flows of `src` that match `query` (a number: a limit and no filters) in one call:
+ * for tests and small tables; the admin endpoint walks a FlowScan in time slices instead.
+ */
+export function listFlows(src: FlowSource, query: FlowQuery | number): FlowListing {
+  const scan = new FlowScan(src, query);
+  const flows: FlowRow[] = [];
+  while (!scan.step()) flows.push(...scan.takeRows());
+  flows.push(...scan.takeRows());
+  return { ...scan.summary(), flows };
 }

@@ -9,14 +9,19 @@
  *   3. A forwarding table of the new config, generation + 1; eligibility and up-ness of kept
  *      backends from the health monitor's current view (new backends start eligible, as at
  *      start-up, until their first check).
- *   4. Flow records remapped to it (src/dataplane/flow-remap.ts: by VIP name and backend id;
- *      removed backends' flows: non-TCP moved, TCP marked removed → an RST from the VIP at
- *      their next client packet;
- *      removed VIPs' flows removed), and the table swapped in, in the same synchronous call
- *      (between batches).
+ *   4. Flow records switched to its numbering (src/dataplane/flow-remap.ts: by VIP name and
+ *      backend id; removed backends' flows marked removed → at their next packet TCP gets an
+ *      RST from the VIP, others move, as for a down backend; removed VIPs' flows removed) and
+ *      the table swapped in, in the same synchronous call (between batches): O(1), every
+ *      record is read in the new numbering from then on.
  *   5. health.updateConfig(newConfig) (kept backends keep health and drain marks; its
  *      transitions schedule the usual incremental rebuild).
- *   6. One log event `config_reloaded` with the counts.
+ *   6. The rest of the remap walks the table in time slices (src/control/time-slice.ts), the
+ *      event loop free in between; the returned promise resolves when it is over.
+ *   7. One log event `config_reloaded` with the counts.
+ *
+ * Steps 1-5 run synchronously (parse, build: milliseconds); reloads must not overlap (the
+ * Balancer serialises them): a remap must end before the next starts.
  *
  * Settings outside VIPs (tun, flow_table, admin, log, cluster timers) are read at start only:
  * a reload logs them as `restart_needed` in the result and keeps the running values.
@@ -24,8 +29,9 @@
 import { loadConfig, type Config } from '../config';
 import { TunlbError, ErrorCodes } from '../errors';
 import { deriveHashKey } from '../decision/hash-key';
-import { buildForwardingTable, backendId, type ForwardingTable } from '../decision/forwarding-table';
-import { planRemap, remapFlows, type RemapStats } from '../dataplane/flow-remap';
+import { forwardingTableSteps, backendId, type ForwardingTable } from '../decision/forwarding-table';
+import { planRemap, remapStats, remapStep, startRemap, type RemapStats } from '../dataplane/flow-remap';
+import { runSliced } from './time-slice';
 import type { Forwarder } from '../dataplane/forwarder';
 import type { FlowTable } from '../flow';
 import type { HealthMonitor } from '../backends/health-monitor';
@@ -38,7 +44,6 @@ export interface ReloadTarget {
   table: FlowTable;
   health: HealthMonitor;
   log: Logger;
-  nowSec: number;
   /** Called with the new table right after the forwarder got it (DSR neighbours). */
   onForwarding?: (ft: ForwardingTable) => void;
 }
@@ -55,8 +60,8 @@ export interface ReloadResult {
 
 const START_ONLY = ['tun', 'flowTable', 'admin', 'log'] as const;
 
-/** Reloads (see header). Throws TunlbError (CONFIG_*, USAGE) when refused; nothing changed then. */
-export function reloadConfig(target: ReloadTarget): ReloadResult {
+/** Reloads (see header). Rejects with TunlbError (CONFIG_*, USAGE) when refused; nothing changed then. */
+export async function reloadConfig(target: ReloadTarget): Promise<ReloadResult> {
   const prev = target.forwarder.forwarding;
   const old = prev.config;
   let next: Config;
@@ -86,12 +91,26 @@ export function reloadConfig(target: ReloadTarget): ReloadResult {
     if (v) view.set(`${v.name}\0${backendId(v, s.backendIndex)}`, { eligible: s.eligible, up: !s.down });
   }
   const look = (v: Config['vips'][number], i: number) => view.get(`${v.name}\0${backendId(v, i)}`);
-  const ft = buildForwardingTable(next, target.hashKey, prev.generation + 1, (v, i) => look(v, i)?.eligible ?? true, undefined, (v, i) => look(v, i)?.up ?? true);
+  // Built in time slices while the running table serves (incremental from it where VIPs kept
+  // their names); reloads do not overlap, so `prev` is still the running numbering at the swap.
+  const steps = forwardingTableSteps(next, target.hashKey, prev.generation + 1, (v, i) => look(v, i)?.eligible ?? true, prev, (v, i) => look(v, i)?.up ?? true);
+  let ft: ForwardingTable | undefined;
+  await runSliced(() => {
+    const r = steps.next();
+    if (r.done === true) ft = r.value;
+    return r.done === true;
+  });
+  if (ft === undefined) throw new TunlbError(ErrorCodes.TABLE_BUILD, 'reload: the forwarding table build did not finish');
 
-  const flows = remapFlows(target.table, planRemap(prev, ft), ft, target.hashKey, target.nowSec);
+  // Health rebuilds may have swapped tables meanwhile, all of the running config (same numbering).
+  if (target.forwarder.forwarding.config !== old) throw new TunlbError(ErrorCodes.USAGE, 'reload refused: the running configuration changed during the reload');
+  // One synchronous step: the records' numbering and the forwarding table change together.
+  const started = startRemap(target.table, planRemap(prev, ft));
   target.forwarder.setForwarding(ft);
   target.onForwarding?.(ft);
   target.health.updateConfig(next);
+  if (started) await runSliced(() => remapStep(target.table));
+  const flows = remapStats(target.table, started);
 
   const result = summarize(old, next, ft.generation, flows);
   target.log.info(
@@ -106,12 +125,11 @@ export function reloadConfig(target: ReloadTarget): ReloadResult {
       backendsReweighted: result.backends.reweighted.length,
       flowsScanned: flows.scanned,
       flowsRemapped: flows.remapped,
-      flowsMoved: flows.moved,
       flowsRemoved: flows.removed,
       flowsCut: flows.cut,
       restartNeeded: result.restartNeeded,
     },
-    `config reloaded (generation ${ft.generation}): VIPs +${result.vips.added.length}/-${result.vips.removed.length}, backends +${result.backends.added.length}/-${result.backends.removed.length}/~${result.backends.reweighted.length}, flows remapped ${flows.remapped}, moved ${flows.moved}, removed ${flows.removed}, TCP to be reset ${flows.cut}`,
+    `config reloaded (generation ${ft.generation}): VIPs +${result.vips.added.length}/-${result.vips.removed.length}, backends +${result.backends.added.length}/-${result.backends.removed.length}/~${result.backends.reweighted.length}, flows remapped ${flows.remapped}, removed ${flows.removed}, on removed backends ${flows.cut} (TCP reset, others moved at their next packet)`,
   );
   for (const w of next.warnings) target.log.warn({ event: 'config_warning' }, w);
   return result;

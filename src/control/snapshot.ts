@@ -26,6 +26,8 @@ export interface BalancerSnapshot {
     incarnation: number;
     status: string;
     syncedFrom: string | null;
+    /** This balancer's bulk sync (src/cluster/sync-runner.ts SyncProgress), null when none ran. */
+    sync: unknown;
     peers: unknown[];
     replication: unknown;
     controlRejected: Record<string, number>;
@@ -61,6 +63,7 @@ export function snapshotStats(b: BalancerView): BalancerSnapshot {
             incarnation: b.cluster.incarnation,
             status: b.cluster.membership.selfStatus,
             syncedFrom: b.cluster.syncedFrom,
+            sync: b.cluster.syncProgress(),
             peers: b.cluster.membership.peers(),
             replication: { ...b.cluster.replicator.stats },
             controlRejected: b.cluster.channel.rejectCounts(),

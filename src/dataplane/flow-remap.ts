@@ -1,140 +1,120 @@
 /**
  * Flow-table remap for a config reload (src/control/reload.ts): a record holds its VIP and
- * backend as INDEXES into the forwarding table it was decided on; a reload may reorder, add
- * and remove VIPs and backends, so every record's indexes are translated to the new table by
+ * backend as INDEXES into the forwarding table it was decided on; a reload may reorder, add and
+ * remove VIPs and backends, so every record's indexes are translated to the new table by
  * identity: VIP name, and backend id (backendId(): address, or address#port).
  *
- *   VIP and backend kept      vip/backend indexes rewritten in place (setVip/setDecision); the
- *                             reply key does not change (same backend address and port), so
- *                             established flows are untouched.
- *   backend removed           UDP/ICMP/other: moved now, as the forwarder's "Backend down" rule
- *                             does (src/dataplane/forwarder.ts): the new table's pick for the
- *                             flow hash, re-inserted with its new reply key. TCP: the record's
- *                             backend becomes NO_BACKEND ("removed"), which the forwarder treats
- *                             as down: the client's next segment is answered with an RST from
- *                             VIP:port and the record removed (the client sees a reset at once,
- *                             not a hang; counted in `cut`).
- *   VIP removed               the record is removed (packets to that address are no longer
- *                             the balancer's).
+ *   VIP and backend kept      new indexes; the reply key does not change (same backend address
+ *                             and port), so established flows are untouched.
+ *   backend removed           backend NO_BACKEND ("removed"), which the forwarder treats as a
+ *                             down backend at the flow's next packet (src/dataplane/forwarder.ts
+ *                             "Backend down"): TCP is answered with an RST from VIP:port and the
+ *                             record removed (the client sees a reset at once, not a hang); UDP,
+ *                             ICMP and other flows move to the new table's pick for their hash,
+ *                             re-inserted with the new reply key. Counted in `cut`.
+ *   VIP removed               the record is removed (packets to that address are no longer the
+ *                             balancer's). Counted in `removed`.
  *
- * The walk is a chunked scan (FlowTable.scan, `chunk` entries per call), but all chunks run in
- * ONE synchronous call, between two batches, together with the forwarding-table swap: no packet
- * ever sees a record with indexes of the other table. Cost: about 10-20 ns per live flow plus
- * ~1.5 us per moved/removed one (measured order of magnitude: ~20 ms for 1M flows). Structural
- * changes (remove/insert) are applied after the whole scan, so no re-inserted record is visited
- * twice. Off the hot path: allocates freely.
+ * Atomic for the data plane, chunked for the event loop. `startRemap` costs O(1): the caller
+ * calls it and swaps the forwarding table in the same synchronous call (between two batches);
+ * from then on the flow table reads every older record in the new numbering, translating it at
+ * its first access (FlowTable "Index remap": packets, replication, listings alike), so no
+ * packet ever sees a record with indexes of the other table, and nothing waits for a walk of
+ * the table. `remapStep` then translates the rest in chunks of entry ids (the caller yields to
+ * the event loop between them: src/control/time-slice.ts) and removes the records of removed
+ * VIPs; the remap is over when it returns true. Until then no other remap may start (reloads
+ * are serialised: src/control/balancer.ts). Measured (bench/admin-loop-delay.bench.ts): about
+ * 10-20 ns per record in remapStep. A plan that renumbers nothing and removes nothing (VIPs or
+ * backends appended, weights changed) needs no remap at all. Off the hot path.
  */
 import type { FlowTable } from '../flow';
-import { hashFlowKey } from '../decision/halfsiphash';
-import { NO_BACKEND } from '../decision/backend-table';
-import { backendId, METHOD_DSR, type ForwardingTable } from '../decision/forwarding-table';
-import { writeReplyKey } from '../decision/reply-key';
-import { IPPROTO_TCP } from '../packet/parse';
-import { KEY_PROTO } from '../packet/flow-key';
+import { backendId, type ForwardingTable } from '../decision/forwarding-table';
 
-/** Old index → new index (-1: removed), for VIPs and, per old VIP, its backends. */
+/** Old index → new index (-1: removed), for VIPs and, per old VIP, its backends (flattened). */
 export interface RemapPlan {
+  /** vipMap[old vip] = new vip, or -1. */
   readonly vipMap: Int32Array;
-  readonly backendMap: readonly Int32Array[];
+  /** Offsets into backendMap per old VIP (vipMap.length + 1 entries; the last = backendMap.length). */
+  readonly backendBase: Int32Array;
+  /** backendMap[backendBase[old vip] + old backend] = new backend, or -1. */
+  readonly backendMap: Int32Array;
+  /** No record changes: every kept index is unchanged and nothing is removed. */
+  readonly identity: boolean;
 }
 
 export interface RemapStats {
-  /** Live records visited. */
+  /** Records translated to the new numbering (at their first access, or by the walk). */
   scanned: number;
-  /** Records whose VIP or backend index changed (rewritten in place). */
+  /** Records whose VIP or backend index changed. */
   remapped: number;
-  /** Records of a removed backend moved to another backend (non-TCP). */
-  moved: number;
-  /** Records removed (removed VIP, or no backend to move to). */
+  /** Records removed (their VIP was removed). */
   removed: number;
-  /** TCP records of a removed backend, marked to be reset at their next client packet. */
+  /** Records of a removed backend, marked removed: TCP reset, others moved at their next packet. */
   cut: number;
 }
 
 /** The index translation from `prev` to `next` (by VIP name and backend id). */
 export function planRemap(prev: ForwardingTable, next: ForwardingTable): RemapPlan {
   const nv = new Map(next.config.vips.map((v) => [v.name, v]));
+  const vips = prev.config.vips;
   const vipMap = new Int32Array(prev.vipCount).fill(-1);
-  const backendMap: Int32Array[] = [];
-  for (const v of prev.config.vips) {
-    const m = new Int32Array(v.backends.length).fill(-1);
-    const w = nv.get(v.name);
-    if (w !== undefined) {
-      vipMap[v.index] = w.index;
-      const ids = new Map(w.backends.map((_, i) => [backendId(w, i), i]));
-      for (let i = 0; i < m.length; i++) m[i] = ids.get(backendId(v, i)) ?? -1;
-    }
-    backendMap.push(m);
+  const backendBase = new Int32Array(vipMap.length + 1);
+  let total = 0;
+  for (let i = 0; i < vipMap.length; i++) {
+    backendBase[i] = total;
+    total += vips[i]?.backends.length ?? 0;
   }
-  return { vipMap, backendMap };
+  backendBase[vipMap.length] = total;
+  const backendMap = new Int32Array(total).fill(-1);
+  let identity = true;
+  for (const v of vips) {
+    const w = nv.get(v.name);
+    if (w === undefined) {
+      identity = false;
+      continue;
+    }
+    vipMap[v.index] = w.index;
+    if (w.index !== v.index) identity = false;
+    const ids = new Map(w.backends.map((_, i) => [backendId(w, i), i]));
+    const base = backendBase[v.index]!;
+    for (let i = 0; i < v.backends.length; i++) {
+      const m = ids.get(backendId(v, i)) ?? -1;
+      backendMap[base + i] = m;
+      if (m !== i) identity = false;
+    }
+  }
+  return { vipMap, backendBase, backendMap, identity };
 }
 
-/** Translates every record of `table` from the table `plan` was made for to `next` (see header). */
-export function remapFlows(table: FlowTable, plan: RemapPlan, next: ForwardingTable, hashKey: Uint32Array, nowSec: number, chunk = 65536): RemapStats {
-  const st: RemapStats = { scanned: 0, remapped: 0, moved: 0, removed: 0, cut: 0 };
-  const later: number[] = [];
-  const visit = (id: number): void => {
-    st.scanned++;
-    const v = table.vip(id);
-    const b = table.backend(id);
-    const nvip = v < plan.vipMap.length ? plan.vipMap[v]! : -1;
-    const bm = plan.backendMap[v];
-    const nb = nvip >= 0 && bm !== undefined && b < bm.length ? bm[b]! : -1;
-    if (nvip < 0 || nb < 0) {
-      later.push(id, nvip);
-      return;
-    }
-    if (nvip !== v || nb !== b) {
-      table.setVip(id, nvip);
-      table.setDecision(id, table.primary(id), table.backup(id), nb);
-      st.remapped++;
-    }
-  };
-  let cursor = 0;
-  do cursor = table.scan(cursor, chunk, visit);
-  while (cursor !== 0);
+/**
+ * Starts translating `table` to the numbering of the table `plan` was made for (O(1); see
+ * header). Swap that forwarding table in within the same synchronous call. Returns false (and
+ * does nothing) for an identity plan. Throws TunlbError(USAGE) while another remap runs.
+ */
+export function startRemap(table: FlowTable, plan: RemapPlan): boolean {
+  if (plan.identity) return false;
+  table.beginRemap(plan.vipMap, plan.backendBase, plan.backendMap);
+  return true;
+}
 
-  const kb = new ArrayBuffer(40);
-  const keyWords = new Uint32Array(kb);
-  const keyBytes = new Uint8Array(kb);
-  const rb = new ArrayBuffer(40);
-  const replyWords = new Uint32Array(rb);
-  const replyBytes = new Uint8Array(rb);
-  for (let k = 0; k < later.length; k += 2) {
-    const id = later[k]!;
-    const nvip = later[k + 1]!;
-    table.copyKey(id, 0, keyWords);
-    if (nvip < 0) {
-      table.remove(id);
-      st.removed++;
-      continue;
-    }
-    if (keyBytes[KEY_PROTO] === IPPROTO_TCP) {
-      // Marked removed (backend NO_BACKEND, which no table has): the forwarder treats it as a
-      // down backend at the flow's next client packet, i.e. answers with an RST from VIP:port
-      // at once (rather than letting a live backend reset a connection it never had).
-      table.setVip(id, nvip);
-      table.setDecision(id, table.primary(id), table.backup(id), NO_BACKEND);
-      st.cut++;
-      continue;
-    }
-    const nb = next.backendTables[nvip]!.lookup(hashFlowKey(hashKey, keyBytes));
-    const primary = table.primary(id);
-    const backup = table.backup(id);
-    const flags = table.flags(id);
-    const dsr = next.vipMethod[nvip] === METHOD_DSR;
-    table.remove(id);
-    if (nb === NO_BACKEND || (!dsr && !writeReplyKey(next, nvip, nb, keyBytes, 0, replyBytes))) {
-      st.removed++;
-      continue;
-    }
-    const nid = table.insert(keyWords, dsr ? null : replyWords, primary, backup, nvip, nb, nowSec);
-    if (nid < 0) {
-      st.removed++;
-      continue;
-    }
-    table.updateFlags(nid, flags, 0);
-    st.moved++;
-  }
-  return st;
+/** Entry ids per remapStep call: well under a millisecond of work. */
+export const REMAP_CHUNK = 16384;
+
+/** Advances the remap by `chunk` entry ids; true when it is over (header). */
+export function remapStep(table: FlowTable, chunk = REMAP_CHUNK): boolean {
+  return table.remapStep(chunk);
+}
+
+/** The counts of the remap in progress, or of the last one (zeros when `started` is false). */
+export function remapStats(table: FlowTable, started: boolean): RemapStats {
+  if (!started) return { scanned: 0, remapped: 0, removed: 0, cut: 0 };
+  const c = table.remapCounts;
+  return { scanned: c.translated, remapped: c.remapped, removed: c.removed, cut: c.cut };
+}
+
+/** The whole remap in one call (tests, small tables): startRemap, then remapStep until done. */
+export function remapFlows(table: FlowTable, plan: RemapPlan): RemapStats {
+  const started = startRemap(table, plan);
+  while (!remapStep(table));
+  return remapStats(table, started);
 }

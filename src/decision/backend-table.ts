@@ -37,6 +37,7 @@
  */
 import { ErrorCodes, TunlbError } from '../errors';
 import { idOrder, memberMix, memberSeed, mixWith as mixWithImport, ROWS as ROWS_IMPORT, rowSeeds } from './rendezvous';
+import { finish, STEP_EVALS, type BuildSteps } from './build-steps';
 
 // Module-local bindings of what the build loops use: under tsx/esbuild's CommonJS output an
 // imported binding is a getter call on every access, which showed up as ~30% of a rebuild.
@@ -290,6 +291,21 @@ export function buildBackendTable(
   previous?: BackendTable,
   options?: BackendTableBuildOptions,
 ): BackendTable {
+  return finish(backendTableSteps(backends, hashKey, version, previous, options));
+}
+
+/**
+ * buildBackendTable as a resumable build (src/decision/build-steps.ts): yields about every
+ * STEP_EVALS score evaluations. Invalid input throws at the first step. `backends` and
+ * `previous` must not change until it returns.
+ */
+export function* backendTableSteps(
+  backends: readonly BackendSpec[],
+  hashKey: Uint32Array,
+  version: number,
+  previous?: BackendTable,
+  options?: BackendTableBuildOptions,
+): BuildSteps<BackendTable> {
   const mode = options?.mode ?? 'auto';
   if (mode !== 'auto' && mode !== 'incremental' && mode !== 'full') fail(`unknown build mode ${String(mode)}`);
   validateSpecs(backends, hashKey, version);
@@ -303,9 +319,10 @@ export function buildBackendTable(
 
   let built: { row: Uint16Array; winScore: Float64Array; evals: number; mode: 'full' | 'incremental' } | null = null;
   if (previous !== undefined && mode !== 'full' && sameKey(previous, hashKey)) {
-    built = incremental(specs, mixed, order, plan, seeds, previous, mode === 'incremental');
+    built = yield* incremental(specs, mixed, order, plan, seeds, previous, mode === 'incremental');
   }
-  if (built === null) built = full(plan, seeds);
+  if (built === null) built = yield* full(plan, seeds);
+  yield;
 
   validateTable(built.row, plan, n);
   let rowsChanged = 0;
@@ -332,22 +349,28 @@ function sameKey(t: BackendTable, hashKey: Uint32Array): boolean {
   return p.k0 === hashKey[0] && p.k1 === hashKey[1];
 }
 
-function full(plan: Plan, seeds: Uint32Array): { row: Uint16Array; winScore: Float64Array; evals: number; mode: 'full' } {
+function* full(plan: Plan, seeds: Uint32Array): BuildSteps<{ row: Uint16Array; winScore: Float64Array; evals: number; mode: 'full' }> {
   const row = new Uint16Array(ROWS);
   const winScore = new Float64Array(ROWS);
   if (plan.count === 0) {
     row.fill(NO_BACKEND);
     winScore.fill(-Infinity);
   } else {
-    for (let r = 0; r < ROWS; r++) {
-      row[r] = rankRow(seeds[r]!, plan);
-      winScore[r] = rankedScore;
+    // Rows between yields: about STEP_EVALS evaluations (at least one row).
+    const step = Math.max(1, Math.floor(STEP_EVALS / plan.count));
+    for (let r0 = 0; r0 < ROWS; r0 += step) {
+      const end = Math.min(ROWS, r0 + step);
+      for (let r = r0; r < end; r++) {
+        row[r] = rankRow(seeds[r]!, plan);
+        winScore[r] = rankedScore;
+      }
+      if (end < ROWS) yield;
     }
   }
   return { row, winScore, evals: ROWS * plan.count, mode: 'full' };
 }
 
-function incremental(
+function* incremental(
   specs: readonly BackendSpec[],
   mixed: Int32Array,
   order: Int32Array,
@@ -355,7 +378,7 @@ function incremental(
   seeds: Uint32Array,
   previous: BackendTable,
   force: boolean,
-): { row: Uint16Array; winScore: Float64Array; evals: number; mode: 'incremental' } | null {
+): BuildSteps<{ row: Uint16Array; winScore: Float64Array; evals: number; mode: 'incremental' } | null> {
   const prev = BackendTable.internals(previous);
   const pspecs = previous.backends;
   const newIndex = new Map<string, number>();
@@ -408,13 +431,20 @@ function incremental(
     gw[k] = effWeight(specs[g[k]!]!);
     gord[k] = order[g[k]!]!;
   }
+  let sinceYield = 0;
   for (let r = 0; r < ROWS; r++) {
+    // Yield about every STEP_EVALS evaluations (a row costs at least one unit of work).
+    if (sinceYield >= STEP_EVALS) {
+      sinceYield = 0;
+      yield;
+    }
     const pw = prow[r]!;
     const rs = seeds[r]!;
     if (pw !== NO_BACKEND && lost[pw] === 1) {
       row[r] = rankRow(rs, plan);
       winScore[r] = rankedScore;
       evals += plan.count;
+      sinceYield += plan.count + 1;
       continue;
     }
     let best = pw === NO_BACKEND ? NO_BACKEND : remap[pw]!;
@@ -444,6 +474,7 @@ function incremental(
       }
     }
     evals += g.length;
+    sinceYield += g.length + 1;
     row[r] = best;
     winScore[r] = bestScore;
   }

@@ -23,6 +23,7 @@
  */
 import { ErrorCodes, TunlbError } from '../errors';
 import { idOrder, memberMix, memberSeed, mixWith as mixWithImport, ROWS as ROWS_IMPORT, rowSeeds } from './rendezvous';
+import { finish, STEP_EVALS, type BuildSteps } from './build-steps';
 
 // Module-local bindings of what the build loops use: under tsx/esbuild's CommonJS output an
 // imported binding is a getter call on every access, which showed up as ~30% of a rebuild.
@@ -134,6 +135,14 @@ function fail(message: string, details?: Record<string, unknown>): never {
  * insertion sort per row. Throws TunlbError(TUNLB_TABLE_BUILD) on invalid input.
  */
 export function buildBalancerRanking(ids: readonly string[], hashKey: Uint32Array, version: number): BalancerRanking {
+  return finish(balancerRankingSteps(ids, hashKey, version));
+}
+
+/**
+ * buildBalancerRanking as a resumable build (src/decision/build-steps.ts): yields about every
+ * STEP_EVALS score evaluations. Invalid input throws at the first step.
+ */
+export function* balancerRankingSteps(ids: readonly string[], hashKey: Uint32Array, version: number): BuildSteps<BalancerRanking> {
   const n = ids.length;
   if (n < 1 || n > MAX_BALANCERS) fail(`balancer ranking needs 1..${MAX_BALANCERS} balancers, got ${n}`);
   if (!(hashKey instanceof Uint32Array) || hashKey.length !== 2) fail('hash key must be a Uint32Array(2)');
@@ -153,7 +162,10 @@ export function buildBalancerRanking(ids: readonly string[], hashKey: Uint32Arra
   const rank = new Uint8Array(ROWS * n);
   const score = new Float64Array(n); // per row: score32 * 64 + (63 - idOrder) => one total order
   const tmp = new Uint8Array(n);
+  // Rows between yields: about STEP_EVALS evaluations (the sort costs about as much again).
+  const step = Math.max(1, Math.floor(STEP_EVALS / n));
   for (let r = 0; r < ROWS; r++) {
+    if (r % step === step - 1) yield;
     const rs = seeds[r]!;
     // Composite sort key: higher score first; ties to the lower id order. Exact in a double
     // (2^32 * 64 < 2^53).
@@ -170,6 +182,7 @@ export function buildBalancerRanking(ids: readonly string[], hashKey: Uint32Arra
     }
     rank.set(tmp, r * n);
   }
+  yield;
   validateRanking(rank, n);
   return new BalancerRanking(version, idsCopy, rank);
 }

@@ -15,8 +15,9 @@
  * (docs/flow-records.md "Generations").
  */
 import type { Config, VipConfig } from '../config';
-import { buildBackendTable, type BackendTable } from './backend-table';
-import { buildBalancerRanking, type BalancerRanking } from './balancer-ranking';
+import { backendTableSteps, type BackendTable } from './backend-table';
+import { balancerRankingSteps, type BalancerRanking } from './balancer-ranking';
+import { finish, type BuildSteps } from './build-steps';
 import { TunlbError, ErrorCodes } from '../errors';
 
 /** Port value meaning "keep the packet's port" (src/packet/nat.ts KEEP_PORT). */
@@ -79,7 +80,8 @@ export function backendId(vip: VipConfig, i: number): string {
 
 /**
  * Builds a forwarding table from a validated config. `previous` (same cluster key) lets the
- * backend tables rebuild incrementally: only rows whose winner changed are recomputed.
+ * backend tables rebuild incrementally: only rows whose winner changed are recomputed (a VIP's
+ * table from the previous one's VIP of the same name).
  * `eligible` decides new flows; `up` fills backendUp (existing flows).
  * Throws TunlbError(TABLE_BUILD) if the result fails validation (never expected for a
  * validated config; the running table stays in place).
@@ -92,6 +94,23 @@ export function buildForwardingTable(
   previous?: ForwardingTable,
   up: BackendUp = () => true,
 ): ForwardingTable {
+  return finish(forwardingTableSteps(config, hashKey, generation, eligible, previous, up));
+}
+
+/**
+ * buildForwardingTable as a resumable build (src/decision/build-steps.ts), for the control
+ * plane to run in time slices while the running table keeps serving. `eligible` and `up` are
+ * called for each VIP's backends when its turn comes (a view that changes meanwhile shows in
+ * the next build); `config` must not change until it returns (configs and tables never do).
+ */
+export function* forwardingTableSteps(
+  config: Config,
+  hashKey: Uint32Array,
+  generation: number,
+  eligible: BackendEligibility = () => true,
+  previous?: ForwardingTable,
+  up: BackendUp = () => true,
+): BuildSteps<ForwardingTable> {
   const vips = config.vips;
   const n = vips.length;
   const vipAddr = new Uint8Array(n * 16);
@@ -124,14 +143,15 @@ export function buildForwardingTable(
       ups[i] = isUp ? BACKEND_UP | (takesNew ? BACKEND_ELIGIBLE : 0) : 0;
       return { id: backendId(vip, i), weight: b.weight, eligible: takesNew };
     });
-    const prevTable = previous && previous.config.vips[v]?.name === vip.name ? previous.backendTables[v] : undefined;
-    backendTables.push(buildBackendTable(specs, hashKey, generation, prevTable));
+    const pv = previous === undefined ? undefined : previous.config.vips[v]?.name === vip.name ? v : previous.config.vips.findIndex((x) => x.name === vip.name);
+    const prevTable = previous !== undefined && pv !== undefined && pv >= 0 ? previous.backendTables[pv] : undefined;
+    backendTables.push(yield* backendTableSteps(specs, hashKey, generation, prevTable));
     backendAddr.push(addrs);
     backendPort.push(ports);
   }
   const ids = config.balancers.map((b) => b.id);
   const ranking =
-    previous && sameIds(previous.ranking.ids, ids) ? previous.ranking : buildBalancerRanking(ids, hashKey, generation);
+    previous && sameIds(previous.ranking.ids, ids) ? previous.ranking : yield* balancerRankingSteps(ids, hashKey, generation);
   const ft: ForwardingTable = {
     generation,
     vipCount: n,

@@ -20,7 +20,7 @@
  *     word 11..20  reply key (zero when inserted without one, DSR)
  *     word 21      packets (u32, saturating)
  *     word 22      state (bits 0-7) | flags (8-15) | primary (16-23) | backup (24-31)
- *     word 23      vip (bits 0-15) | backend (16-31)
+ *     word 23      vip (bits 0-14) | index epoch (bit 15) | backend (16-31)
  *     word 24      TCP sequence word (flag SEQ_KNOWN): the server's next sequence number while
  *                  unconfirmed, the client's once confirmed (touch)
  *   `lastSeen(id)` is derived: deadline - timeout(state); every state change rewrites the deadline.
@@ -31,7 +31,7 @@
  * - A slot holds 0 (empty) or `(tag << refBits) | (ref + 1)` where `ref = (entryId << 1) | dir`
  *   (dir 0 = forward key, 1 = reply key) and `tag` is the top (32 - refBits) bits of a second mix
  *   of the key's hash: most mismatching slots are rejected without touching the record.
- *   The stored key of a ref starts at word (ref >>> 1) * 24 + (ref & 1) * 11.
+ *   The stored key of a ref starts at word (ref >>> 1) * 25 + (ref & 1) * 11.
  *
  * ## Probing and deletion
  * Linear probing from `hash & (S-1)`, with backward-shift deletion (Knuth 6.4 Algorithm R):
@@ -60,6 +60,22 @@
  *      IPVS's drop_entry half-open ones, so a spoofed flood cannot lock legitimate new flows
  *      out and never evicts a confirmed one (counted in `earlyDrops`, reason EARLY_DROP);
  *   4. otherwise refuses: returns InsertResult.FULL and increments `refusedFull`.
+ *
+ * ## Index remap (config reload)
+ * A record's VIP and backend are indexes into the forwarding table it was decided on; a reload
+ * may renumber them (src/dataplane/flow-remap.ts). `beginRemap(maps)` switches every record to
+ * the new numbering in O(1): it flips the table's index epoch, so every record written before
+ * is "stale", and keeps the old → new maps. A stale record is translated the first time
+ * anything reads or writes its VIP or backend (vip(), backend(), setVip(), setDecision(): the
+ * forwarder, replication, listings alike), and `remapStep(budget)` translates the rest in
+ * chunks, removing the records of removed VIPs; the step that reaches the end of the table
+ * ends the remap. So the data plane never sees a record in the other numbering: the forwarding
+ * table swap and the epoch flip happen in the same synchronous call. A translated record of a
+ * removed backend has backend NO_BACKEND (0xffff), one of a removed VIP has VIP `VIP_REMOVED`
+ * (the step removes it). Records inserted meanwhile carry the new epoch. Cost on the hot path:
+ * one compare of a bit of the word the accessor reads anyway (measured +4-9 % on the forwarder's
+ * cache-resident established path, docs/performance.md "Event loop budget"). A translation
+ * rewrites only word 23: not a mutation in the sense of scan()'s and the callbacks' contracts.
  *
  * ## Scan (bulk sync)
  * `scan(cursor, maxEntries, fn)` walks entry ids in increasing order. Entries never move, so an
@@ -141,6 +157,23 @@ export const TouchResult = {
 /** TCP header flag bits (RFC 9293 section 3.1), as passed to `touch` (declared in src/packet/tcp-flags.ts). */
 export const TcpFlags = tcpFlags.TcpFlags;
 
+/** VIP index of a record whose VIP a reload removed (see "Index remap"); remapStep removes it. */
+export const VIP_REMOVED = 0x7fff;
+/** VIP indexes a record can hold: 0 .. MAX_VIPS - 1 (VIP_REMOVED excluded). */
+export const MAX_VIPS = 0x7fff;
+
+/** What beginRemap() .. the last remapStep() did (counted by whoever translated a record). */
+export interface RemapCounts {
+  /** Records translated to the new numbering (lazily on access, or by remapStep). */
+  translated: number;
+  /** Of those, records whose VIP or backend index changed. */
+  remapped: number;
+  /** Records whose backend was removed: backend NO_BACKEND (the forwarder treats it as down). */
+  cut: number;
+  /** Records of removed VIPs, removed by remapStep. */
+  removed: number;
+}
+
 /** Why an entry is being removed, second argument of the expire callback. */
 export const ExpireReason = { IDLE: 0, EARLY_DROP: 1, TAKEOVER: 2 } as const;
 
@@ -175,6 +208,11 @@ const R_PACKETS = 21;
 const R_META = 22;
 const R_VB = 23;
 const R_SEQ = 24;
+/** Word 23: VIP index bits, the index epoch bit, the backend half (see header). */
+const VB_VIP = 0x7fff;
+const VB_EPOCH = 0x8000;
+const VB_NO_BACKEND = 0xffff;
+if (VB_VIP !== VIP_REMOVED) throw new Error('src/flow/table.ts: VIP_REMOVED must be the VIP bits of word 23');
 /** Module-local bindings and primitive constants for the hot path. Under tsx/esbuild CJS output an
  *  imported name is a getter on the module object and `Obj.FIELD` is a property load; local
  *  `const` primitives compile to immediates. Values mirror FlowState and FlowFlags; the TCP bits are
@@ -280,6 +318,15 @@ export class FlowTable {
   private readonly evictWindow: number;
   private readonly fullSweepBudget: number;
   private readonly earlyDrop: boolean;
+  /** The index epoch of records in the current numbering: 0 or VB_EPOCH (see "Index remap"). */
+  private vbEpoch = 0;
+  /** beginRemap's maps while a remap runs, else null. */
+  private remapVip: Int32Array | null = null;
+  private remapBase: Int32Array | null = null;
+  private remapBackend: Int32Array | null = null;
+  private remapCursor = 0;
+  /** Counts of the remap in progress, or of the last one. */
+  readonly remapCounts: RemapCounts = { translated: 0, remapped: 0, cut: 0, removed: 0 };
 
   constructor(opts: FlowTableOptions) {
     const cap = opts.capacity;
@@ -451,7 +498,7 @@ export class FlowTable {
     rec[base + R_DEADLINE] = nowSec + this.timeoutByState[state]!;
     rec[base + R_PACKETS] = 0;
     rec[base + R_META] = (state | (flags << 8) | ((primary & 0xff) << 16) | ((backup & 0xff) << 24)) >>> 0;
-    rec[base + R_VB] = ((vip & 0xffff) | ((backend & 0xffff) << 16)) >>> 0;
+    rec[base + R_VB] = ((vip & VB_VIP) | this.vbEpoch | ((backend & 0xffff) << 16)) >>> 0;
     this.createdA[id] = nowSec;
     return id;
   }
@@ -666,10 +713,14 @@ export class FlowTable {
     return this.rec[entryId * REC + R_META]! >>> 24;
   }
   vip(entryId: number): number {
-    return this.rec[entryId * REC + R_VB]! & 0xffff;
+    const i = entryId * REC + R_VB;
+    const w = this.rec[i]!;
+    return ((w & VB_EPOCH) === this.vbEpoch ? w : this.translate(i, w)) & VB_VIP;
   }
   backend(entryId: number): number {
-    return this.rec[entryId * REC + R_VB]! >>> 16;
+    const i = entryId * REC + R_VB;
+    const w = this.rec[i]!;
+    return ((w & VB_EPOCH) === this.vbEpoch ? w : this.translate(i, w)) >>> 16;
   }
   state(entryId: number): number {
     return this.rec[entryId * REC + R_META]! & 0xff;
@@ -697,11 +748,108 @@ export class FlowTable {
     const base = entryId * REC;
     const rec = this.rec;
     rec[base + R_META] = ((rec[base + R_META]! & 0xffff) | ((primary & 0xff) << 16) | ((backup & 0xff) << 24)) >>> 0;
-    rec[base + R_VB] = ((rec[base + R_VB]! & 0xffff) | ((backend & 0xffff) << 16)) >>> 0;
+    const w = rec[base + R_VB]!;
+    const cur = (w & VB_EPOCH) === this.vbEpoch ? w : this.translate(base + R_VB, w);
+    rec[base + R_VB] = ((cur & 0xffff) | ((backend & 0xffff) << 16)) >>> 0;
   }
+  /** Sets the VIP index (0 .. MAX_VIPS - 1). */
   setVip(entryId: number, vip: number): void {
     const i = entryId * REC + R_VB;
-    this.rec[i] = ((this.rec[i]! & 0xffff0000) | (vip & 0xffff)) >>> 0;
+    const w = this.rec[i]!;
+    const cur = (w & VB_EPOCH) === this.vbEpoch ? w : this.translate(i, w);
+    this.rec[i] = ((cur & 0xffff0000) | this.vbEpoch | (vip & VB_VIP)) >>> 0;
+  }
+
+  // ------------------------------------------------------------------ index remap
+
+  /**
+   * Starts a remap (header, "Index remap"): from now on every record written before is read in
+   * the new numbering. `vipMap[old vip]` is the new VIP index, or -1 (removed);
+   * `backendMap[backendBase[old vip] + old backend]` the new backend index, or -1 (removed);
+   * `backendBase` has one more element than `vipMap` (its last is backendMap's length). The
+   * arrays are kept (not copied) until the remap ends: do not change them. Throws
+   * TunlbError(USAGE) while a remap runs (finish it with remapStep first). Off the hot path.
+   */
+  beginRemap(vipMap: Int32Array, backendBase: Int32Array, backendMap: Int32Array): void {
+    if (this.remapVip !== null) throw new TunlbError(ErrorCodes.USAGE, 'flow table: a remap is already running; finish it with remapStep()');
+    if (backendBase.length !== vipMap.length + 1 || backendBase[vipMap.length] !== backendMap.length) {
+      throw new TunlbError(ErrorCodes.USAGE, 'flow table: beginRemap: backendBase must have vipMap.length + 1 offsets, the last = backendMap.length');
+    }
+    this.remapVip = vipMap;
+    this.remapBase = backendBase;
+    this.remapBackend = backendMap;
+    this.remapCursor = 0;
+    const c = this.remapCounts;
+    c.translated = 0;
+    c.remapped = 0;
+    c.cut = 0;
+    c.removed = 0;
+    this.vbEpoch ^= VB_EPOCH;
+  }
+
+  /** True from beginRemap() until the remapStep() that reached the end of the table. */
+  get remapping(): boolean {
+    return this.remapVip !== null;
+  }
+
+  /**
+   * Translates the stale records among the next `budget` entry ids and removes the records of
+   * removed VIPs (remove(): no expire callback). Returns true when the remap is over (it then
+   * is: `remapping` false, the maps released) — at once when no remap runs. Off the hot path;
+   * must not be called from inside a scan callback (it removes entries).
+   */
+  remapStep(budget: number): boolean {
+    if (this.remapVip === null) return true;
+    const hw = this.highWater;
+    const rec = this.rec;
+    const epoch = this.vbEpoch;
+    let c = this.remapCursor;
+    const end = Math.min(hw, c + Math.max(1, budget));
+    for (; c < end; c++) {
+      const base = c * REC;
+      if ((rec[base + R_META]! & 0xff) === ST_FREE) continue;
+      let w = rec[base + R_VB]!;
+      if ((w & VB_EPOCH) !== epoch) w = this.translate(base + R_VB, w);
+      if ((w & VB_VIP) === VB_VIP) {
+        this.unlinkEntry(c);
+        this.deleted++;
+        this.remapCounts.removed++;
+      }
+    }
+    this.remapCursor = c;
+    if (c < hw) return false;
+    this.remapVip = null;
+    this.remapBase = null;
+    this.remapBackend = null;
+    return true;
+  }
+
+  /** Rewrites the stale word `w` at rec[i] in the current numbering and returns it (cold path). */
+  private translate(i: number, w: number): number {
+    const v = w & VB_VIP;
+    const b = w >>> 16;
+    const vm = this.remapVip;
+    let nv = v;
+    let nb = b;
+    if (vm !== null) {
+      const base = this.remapBase!;
+      nv = v < vm.length ? vm[v]! : -1;
+      if (nv < 0) {
+        nv = VB_VIP;
+        nb = VB_NO_BACKEND;
+      } else if (b !== VB_NO_BACKEND) {
+        const k = base[v]! + b;
+        const m = k < base[v + 1]! ? this.remapBackend![k]! : -1;
+        nb = m < 0 ? VB_NO_BACKEND : m;
+      }
+      const c = this.remapCounts;
+      c.translated++;
+      if (nv !== v || nb !== b) c.remapped++;
+      if (nv !== VB_VIP && nb === VB_NO_BACKEND && b !== VB_NO_BACKEND) c.cut++;
+    }
+    const out = (nv | this.vbEpoch | (nb << 16)) >>> 0;
+    this.rec[i] = out;
+    return out;
   }
   /** Sets the protocol state (e.g. TCP_ESTABLISHED for a record learnt from a peer), keeping
    *  lastSeen (the deadline moves to lastSeen + the new state's timeout). Values outside

@@ -9,3 +9,4 @@ export * from './replay-window';
 export * from './receiver';
 export * from './record-batcher';
 export { tunlb } from './generated/tunlb';
+export * from './sync-frame';

@@ -439,7 +439,7 @@ test('runCapture: option errors are one clear usage error', async (t) => {
 test('runCapture --read decodes a pcap file with the config names and its key', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tunlb-cap-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(join(dir, 'cluster.key'), KEY);
+  writeFileSync(join(dir, 'cluster.key'), KEY, { mode: 0o600 });
   writeFileSync(join(dir, 'lab.yaml'), LAB_YAML);
   const file = join(dir, 'in.pcap');
   const w = new PcapWriter(file, LINKTYPE.ETHERNET);
@@ -462,7 +462,7 @@ test('runCapture --read decodes a pcap file with the config names and its key', 
   t.regex(lines[2]!, /\.000002 10\.99\.1\.2:40000 → 10\.99\.0\.10:80 tcp \[S\] len=0$/);
   t.true(notes.some((n) => n.includes(`key: ${join(dir, 'lab.yaml')}`)), notes.join('\n'));
   // --count limits, --key-file overrides the config's key (another key: BAD MAC)
-  writeFileSync(join(dir, 'other.key'), OTHER_KEY.toString('hex'));
+  writeFileSync(join(dir, 'other.key'), OTHER_KEY.toString('hex'), { mode: 0o600 });
   const l2: string[] = [];
   await runCapture({ read: file, count: 1, config: join(dir, 'lab.yaml'), keyFile: join(dir, 'other.key'), print: (l) => l2.push(l), note: () => undefined });
   t.is(l2.length, 1);

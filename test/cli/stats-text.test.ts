@@ -1,6 +1,6 @@
 /** `tunlb stats` human output (src/cli/stats-text.ts) from an admin snapshot. */
 import test from 'ava';
-import { formatStats } from '../../src/cli/stats-text';
+import { formatStats, formatSync } from '../../src/cli/stats-text';
 
 const snapshot = {
   id: 'lb1',
@@ -46,7 +46,7 @@ test('stats text: one labelled line per aspect, counters with separators, nonzer
     'records      900 sent in 20 datagrams, 1,800 received, 1,700 applied',
     'rejected     replay=5',
     'peer         lb2      up       serving  rtt 0.12 ms',
-    'peer         lb3      dead     serving  rtt - (not live)',
+    'peer         lb3      dead     -        rtt - (not live)',
     'vip          web4 10.99.0.10 nat → 10.99.3.21 10.99.3.22',
     'generation   3',
   ]);
@@ -58,4 +58,36 @@ test('stats text: a balancer without peers and with fields missing still prints,
   t.regex(out, /^drops +none$/m);
   t.notThrows(() => formatStats(null));
   t.notThrows(() => formatStats({ counters: { drops: null } }));
+});
+
+// A bulk sync's progress as one line (`tunlb status`, `tunlb stats`): [progress, expected line].
+const SYNC_LINES: Array<[Parameters<typeof formatSync>[0], string]> = [
+  [null, 'none (no serving peer when it started, or a cluster of one)'],
+  [
+    { state: 'syncing', peer: 'lb3', received: 412_480, total: 1_000_112, ratePerS: 205_311, elapsedMs: 2010, sessions: 1, resumes: 0, lastError: null },
+    'syncing from lb3: 412,480 of 1,000,112 records (41%), 205,311 records/s, 2.0 s, 1 session',
+  ],
+  [
+    { state: 'syncing', peer: 'lb1', received: 0, total: null, ratePerS: 0, elapsedMs: 150, sessions: 2, resumes: 1, lastError: 'lb3: lb3 is down (probes)' },
+    'syncing from lb1: 0 records, 0 records/s, 0.1 s, 2 sessions (1 resume); last error: lb3: lb3 is down (probes)',
+  ],
+  [
+    { state: 'done', peer: 'lb3', received: 50_344, total: 50_344, ratePerS: 73_578, elapsedMs: 684, sessions: 1, resumes: 0, lastError: null },
+    'done from lb3: 50,344 records, 73,578 records/s, 0.7 s, 1 session',
+  ],
+  [
+    { state: 'failed', peer: 'lb1', received: 1200, total: 9000, ratePerS: 100, elapsedMs: 12000, sessions: 3, resumes: 2, lastError: 'lb1: closed' },
+    'incomplete: 1,200 records applied, 100 records/s, 12.0 s, 3 sessions (2 resumes); last error: lb1: closed',
+  ],
+];
+for (const [p, want] of SYNC_LINES) {
+  test(`formatSync: ${want.slice(0, 40)}`, (t) => {
+    t.is(formatSync(p), want);
+  });
+}
+
+test('formatStats: a bulk sync row when the balancer reports one', (t) => {
+  const s = { ...snapshot, membership: { ...snapshot.membership, sync: { state: 'done', peer: 'lb2', received: 10, total: 10, ratePerS: 5, elapsedMs: 2000, sessions: 1, resumes: 0, lastError: null } } };
+  t.regex(formatStats(s), /^bulk sync {4}done from lb2: 10 records, 5 records\/s, 2\.0 s, 1 session$/m);
+  t.notRegex(formatStats(snapshot), /bulk sync/);
 });

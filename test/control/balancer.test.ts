@@ -184,6 +184,18 @@ test('balancer: stop() closes the device and the admin endpoint, logs final coun
   t.truthy(stopped[0].stats);
 });
 
+test('balancer: readiness (serving) is true once started and false from stop(), with a callback per change', async (t) => {
+  const s = await start(t);
+  t.true(s.b.serving, 'a cluster of one serves once started');
+  const changes: Array<[boolean, string]> = [];
+  const off = s.b.onServingChange((v, why) => changes.push([v, why]));
+  await s.b.stop('test');
+  t.false(s.b.serving);
+  t.deepEqual(changes, [[false, 'test']]);
+  off();
+  t.is(s.b.cluster, undefined);
+});
+
 test('balancer: start-up errors are TunlbErrors with one clear line; the device is released', async (t) => {
   const { dir, path } = tempConfig(config(), KEY);
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -15,6 +15,7 @@ import {
   compileFlowQuery,
   flowQueryFromParams,
   listFlows,
+  FlowScan,
   parseFlowLimit,
   type FlowFilterText,
   type FlowSource,
@@ -277,4 +278,30 @@ test('flow-listing: query parameters mirror the flags; repeats are a list; unkno
 test('flow-listing: an empty table lists nothing, scans nothing', (t) => {
   const { src } = source('');
   t.deepEqual(listFlows(src, compileFlowQuery(src, { vip: 'web4' }, 10)), { total: 0, scanned: 0, matched: 0, truncated: false, limit: 10, filters: { vip: 'web4' }, flows: [] });
+});
+
+test('FlowScan: a listing in steps of one entry equals the listing in one call; a reload during it ends it (interrupted)', (t) => {
+  const { src } = source();
+  const whole = listFlows(src, 4);
+  const scan = new FlowScan(src, 4);
+  const rows = [];
+  let steps = 0;
+  while (!scan.step(1)) {
+    rows.push(...scan.takeRows());
+    steps++;
+  }
+  rows.push(...scan.takeRows());
+  t.true(steps >= 4);
+  t.deepEqual({ ...scan.summary(), flows: rows }, whole);
+  t.true(whole.truncated);
+
+  // The forwarding table's config replaced (a reload) between two steps: the listing stops.
+  const holder = { forwarding: src.forwarder.forwarding };
+  const live: FlowSource = { ...src, forwarder: holder };
+  const s2 = new FlowScan(live, 100);
+  t.false(s2.step(1));
+  holder.forwarding = { config: parseConfig(YAML, 'flows.yaml', { readKeyFile: () => Buffer.alloc(32, 7) }) };
+  t.true(s2.step(1));
+  t.true(s2.summary().truncated);
+  t.regex(s2.summary().interrupted ?? '', /reloaded during the listing/);
 });

@@ -14,6 +14,7 @@ import { writeFileSync as write } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import type { FakeWritten } from '../helpers/fake-tun';
 import { formatIp } from '../../src/packet/addr';
+import { BACKEND_ELIGIBLE } from '../../src/decision/forwarding-table';
 import * as P from '../helpers/packets';
 import { CLIENT, VIP } from '../helpers/fixtures';
 import { startBalancer, until as untilShared, type StartedBalancer } from '../helpers/balancer-harness';
@@ -108,15 +109,18 @@ test('drain: a drained backend gets no new flows over 3000, its existing flows s
   t.is(badVip.status, 400);
   t.regex(badVip.body.error, /no VIP "nope"/);
   const noBody = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST');
-  t.is(noBody.status, 400);
+  t.is(noBody.status, 415, 'a POST without Content-Type: application/json');
+  const emptyBody = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST', {});
+  t.is(emptyBody.status, 400);
   t.is((await call(`http://${s.admin}/api/v1/backends/drain`)).status, 405);
 
   const d = await call(`http://${s.admin}/api/v1/backends/drain`, 'POST', { vip: 'web4', address: '10.99.3.22' });
   t.is(d.status, 200);
   t.true(d.body.changed);
   const gen = s.b.forwarder.forwarding.generation;
-  t.true(await until(() => s.b.forwarder.forwarding !== undefined && !s.b.health.eligible(0, 1)));
-  await new Promise((r) => setTimeout(r, 20)); // the rebuild runs on setImmediate
+  t.true(await until(() => !s.b.health.eligible(0, 1)));
+  // The rebuild runs in the time slices: wait for the table that takes no new flows there.
+  t.true(await until(() => (s.b.forwarder.forwarding.backendUp[0]![1]! & BACKEND_ELIGIBLE) === 0), 'table rebuilt without 10.99.3.22');
   t.is(s.b.forwarder.forwarding.generation, gen);
   const list = await call(`http://${s.admin}/api/v1/backends`);
   t.is(list.status, 200);
@@ -136,7 +140,7 @@ test('drain: a drained backend gets no new flows over 3000, its existing flows s
   const u = await call(`http://${s.admin}/api/v1/backends/undrain`, 'POST', { vip: 'web4', address: '10.99.3.22' });
   t.is(u.status, 200);
   t.true(await until(() => s.b.health.eligible(0, 1)));
-  await new Promise((r) => setTimeout(r, 20));
+  t.true(await until(() => (s.b.forwarder.forwarding.backendUp[0]![1]! & BACKEND_ELIGIBLE) !== 0), 'table rebuilt with 10.99.3.22');
   const after = await udpFlows(t, s, range(40000, 300));
   t.true([...after.values()].filter((be) => be === '10.99.3.22').length > 50, 'new flows reach it again after undrain');
 });
@@ -154,7 +158,7 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
 
   // Invalid: refused with the errors, nothing changes.
   write(s.path, yaml(['{ address: 10.99.3.21 }', '{ address: not-an-address }']));
-  const bad = await call(`http://${s.admin}/api/v1/reload`, 'POST');
+  const bad = await call(`http://${s.admin}/api/v1/reload`, 'POST', {});
   t.is(bad.status, 400);
   t.true(Array.isArray(bad.body.errors) && bad.body.errors.length > 0);
   t.regex(bad.body.errors.join('\n'), /not-an-address/);
@@ -164,14 +168,14 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
   for (const [p, be] of before) t.is(still.get(p), be);
   // A changed balancer list is refused too.
   write(s.path, yaml(['{ address: 10.99.3.21 }']).replace('  - { id: lb1, address: 10.99.2.11 }', '  - { id: lb1, address: 10.99.2.11 }\n  - { id: lb2, address: 10.99.2.12 }'));
-  const bal = await call(`http://${s.admin}/api/v1/reload`, 'POST');
+  const bal = await call(`http://${s.admin}/api/v1/reload`, 'POST', {});
   t.is(bal.status, 400);
   t.regex(bal.body.error, /balancer list changed/);
   t.is(s.b.forwarder.forwarding.generation, gen);
 
   // Reorder (23 first), add 24, remove 22, reweight 21.
   write(s.path, yaml(['{ address: 10.99.3.24 }', '{ address: 10.99.3.23, port: 8080 }', '{ address: 10.99.3.21, weight: 3 }']));
-  const ok = await call(`http://${s.admin}/api/v1/reload`, 'POST');
+  const ok = await call(`http://${s.admin}/api/v1/reload`, 'POST', {});
   t.is(ok.status, 200, JSON.stringify(ok.body));
   t.is(ok.body.generation, gen + 1);
   t.deepEqual(ok.body.backends.added, ['web4 10.99.3.24']);
@@ -179,22 +183,23 @@ test('reload: reorder, add and remove backends; flows on kept backends stay on t
   t.deepEqual(ok.body.backends.reweighted, ['web4 10.99.3.21']);
   const on22 = [...before.values()].filter((be) => be === '10.99.3.22').length;
   t.true(on22 > 50);
-  t.is(ok.body.flows.moved, on22, 'UDP flows of the removed backend moved');
   const tcpOn22 = [...tcpBe].filter(([, be]) => be === '10.99.3.22').map(([p]) => p);
-  t.is(ok.body.flows.cut, tcpOn22.length, 'TCP flows of the removed backend marked to be reset');
+  t.is(ok.body.flows.cut, on22 + tcpOn22.length, 'flows of the removed backend marked removed (TCP to be reset, UDP to move)');
   t.is(ok.body.flows.removed, 0);
+  t.is(ok.body.flows.scanned, 600 + 60, 'every record translated');
   t.true(ok.body.flows.remapped > 0, 'reordered backends remapped');
   const ev = s.logs.map((l) => JSON.parse(l)).find((e) => e.event === 'config_reloaded');
   t.truthy(ev);
   t.is(ev.backendsAdded, 1);
   t.is(ev.backendsRemoved, 1);
-  t.is(ev.flowsMoved, on22);
+  t.is(ev.flowsCut, on22 + tcpOn22.length);
 
   const after = await udpFlows(t, s, range(10000, 600));
   for (const [p, be] of before) {
     if (be === '10.99.3.22') t.not(after.get(p), '10.99.3.22', `flow ${p} moved off the removed backend`);
     else t.is(after.get(p), be, `flow ${p} stays on ${be}`);
   }
+  t.is(s.b.forwarder.stats.udpMovedBackendDown, on22, 'UDP flows of the removed backend moved at their next packet');
   // TCP flows on kept backends: the next segment goes to the same backend, the reply comes back from the VIP.
   const kept = [...tcpBe].filter(([, be]) => be !== '10.99.3.22');
   for (const [p] of kept) s.dev.inject(P.tcp4(CLIENT, VIP, p, 80, P.TCP_ACK, undefined, { seq: 1, ack: 1 }));
