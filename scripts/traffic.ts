@@ -29,9 +29,10 @@
  *       port, sending in bursts, yielding to the event loop between bursts) for the duration;
  *       counts datagrams sent and echoes received.
  *   udpflows   --count 50000 --target 10.99.0.10:5353 [--concurrency 200] [--json]
- *       COUNT UDP flows: one datagram from each source port 1024, 1025, ... (a socket bound to
- *       it, closed after the send), --concurrency sockets at a time; up to 64,512 flows per
- *       client address (run it once per family for more). Fills the balancers' flow tables.
+ *       COUNT UDP flows from each source port 1024, 1025, ... (a socket bound to it): a
+ *       datagram, its echo (--connect-timeout-ms), a second datagram, so each flow is confirmed
+ *       and replicated to every balancer; --concurrency sockets at a time; up to 64,512 flows
+ *       per client address (run it once per family for more). Fills the balancers' flow tables.
  *
  * Common options: --duration-s bounds every mode (longlived: the run; newconns, udpflood: a hard
  * limit), --json adds one JSON object line at the end (the summary; longlived also per
@@ -642,26 +643,58 @@ async function udpflows(o: Options): Promise<void> {
   const payload = Buffer.from('udpflows');
   let sent = 0;
   let errors = 0;
+  let confirmed = 0;
+  let unanswered = 0;
   let next = 0;
-  say(`udpflows: ${count} UDP flows to ${o.host}:${o.port}, one datagram from each source port 1024..${1023 + count}, ${o.concurrency} at a time`);
+  say(`udpflows: ${count} UDP flows to ${o.host}:${o.port}, from each source port 1024..${1023 + count} a datagram, its echo, a second datagram (the flow confirmed), ${o.concurrency} at a time`);
+  // A flow is confirmed (replicated) by a client packet after the server's answer
+  // (docs/flow-records.md): the second datagram follows the echo. No echo within
+  // --connect-timeout-ms: the flow stays unconfirmed (counted unanswered).
   const one = (port: number): Promise<void> =>
     new Promise((resolve) => {
       const s = dgram.createSocket({ type: family });
-      const done = (err: unknown): void => {
-        if (err) errors++;
-        else sent++;
+      let timer: NodeJS.Timeout | undefined;
+      let ended = false;
+      const end = (): void => {
+        if (ended) return;
+        ended = true;
+        if (timer !== undefined) clearTimeout(timer);
         s.close();
         resolve();
       };
-      s.on('error', done);
-      s.bind(port, () => s.send(payload, o.port, o.host, done));
+      s.on('error', () => {
+        errors++;
+        end();
+      });
+      s.once('message', () => {
+        if (timer !== undefined) clearTimeout(timer);
+        s.send(payload, o.port, o.host, (err) => {
+          if (err) errors++;
+          else confirmed++;
+          end();
+        });
+      });
+      s.bind(port, () =>
+        s.send(payload, o.port, o.host, (err) => {
+          if (err) {
+            errors++;
+            end();
+            return;
+          }
+          sent++;
+          timer = setTimeout(() => {
+            unanswered++;
+            end();
+          }, o.connectTimeoutMs);
+        }),
+      );
     });
   const worker = async (): Promise<void> => {
     while (next < count && now() < o.durationS * 1000) await one(1024 + next++);
   };
   await Promise.all(Array.from({ length: Math.min(o.concurrency, count) }, worker));
-  say(`summary: ${sent} flows sent, ${errors} errors, in ${(now() / 1000).toFixed(1)} s`);
-  if (o.json) process.stdout.write(JSON.stringify({ mode: 'udpflows', target: `${o.host}:${o.port}`, startedAtEpochMs, count, sent, errors, seconds: Math.round(now() / 100) / 10 }) + '\n');
+  say(`summary: ${sent} flows sent, ${confirmed} confirmed (echo, second datagram), ${unanswered} unanswered, ${errors} errors, in ${(now() / 1000).toFixed(1)} s`);
+  if (o.json) process.stdout.write(JSON.stringify({ mode: 'udpflows', target: `${o.host}:${o.port}`, startedAtEpochMs, count, sent, confirmed, unanswered, errors, seconds: Math.round(now() / 100) / 10 }) + '\n');
 }
 
 // ------------------------------------------------------------------------------------ main --
