@@ -218,18 +218,21 @@ async function floodRound(t: ExecutionContext, kind: 'syn' | 'udp'): Promise<voi
     const before = await allStats();
     const tFlood = Date.now();
     flood = startFlood(kind);
-    // Wait for the condition under test: lb1's table full (or shedding already).
+    // Wait for the condition under test: lb1's table full (or shedding already) with at least
+    // CAPACITY entries made by this flood (so the round does not lean on the previous round's
+    // leftovers: this flood alone could fill the table).
     const full = await poll(async () => {
       const s = await statsOrUndefined('lb1');
-      return s !== undefined && (s.flows.active >= CAPACITY - 64 || flowsOf(s, 'earlyDrops') > flowsOf(before[0], 'earlyDrops'));
+      if (s === undefined || flowsOf(s, 'created') - flowsOf(before[0], 'created') < CAPACITY) return false;
+      return s.flows.active >= CAPACITY - 64 || flowsOf(s, 'earlyDrops') > flowsOf(before[0], 'earlyDrops');
     }, FILL_MAX_S * 1000, 100);
     const fullAfter = (Date.now() - tFlood) / 1000;
-    const notFull = full ? undefined : `lb1's table did not fill within ${FILL_MAX_S} s of flood (${(await statsOrUndefined('lb1'))?.flows.active} flows): the flood is too weak to test the policy (load ${loadavg()})`;
+    const notFull = full ? undefined : `lb1's table was not full with ${CAPACITY} entries made by the flood within ${FILL_MAX_S} s (${(await statsOrUndefined('lb1'))?.flows.active} flows): the flood is too weak to test the policy (load ${loadavg()})`;
     // Legitimate new flows for LEGIT_S s with the table full and the flood going on.
     const left = LEGIT_S;
-    legit.push({ mode: 'newconns', gen: startTraffic(['newconns', '--count', '150', '--concurrency', '3', '--duration-s', left.toFixed(1), '--connect-timeout-ms', '3000', '--json', '--quiet'], (left + 20) * 1000) });
+    legit.push({ mode: 'newconns', gen: startTraffic(['newconns', '--count', '300', '--concurrency', '3', '--duration-s', left.toFixed(1), '--connect-timeout-ms', '3000', '--json', '--quiet'], (left + 20) * 1000) });
     if (kind === 'udp') {
-      legit.push({ mode: 'udpqueries', gen: startTraffic(['udpqueries', '--count', '150', '--concurrency', '3', '--duration-s', left.toFixed(1), '--connect-timeout-ms', '3000', '--json', '--quiet'], (left + 20) * 1000) });
+      legit.push({ mode: 'udpqueries', gen: startTraffic(['udpqueries', '--count', '300', '--concurrency', '3', '--duration-s', left.toFixed(1), '--connect-timeout-ms', '3000', '--json', '--quiet'], (left + 20) * 1000) });
     }
     const results = await Promise.all(legit.map(async (l) => ({ mode: l.mode, r: await legitResult(l.gen, l.mode) })));
     const mid = await allStats();
