@@ -5,7 +5,8 @@
 #   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant + vagrant-libvirt: `vagrant validate` of the VM lab;
 #   hping3: the bulk-sync lab test's flow generator and, with python3-scapy, the hostile-input
 #   lab tests' floods, fragments and crafted resets; bird2 and keepalived: the lab's ECMP entry,
-#   BGP + BFD and the servers' VRRP gateway)
+#   BGP + BFD and the servers' VRRP gateway;
+#   tshark: the Wireshark dissector's tests, test/capture/wireshark-dissector.test.ts and native-tests/wireshark.test.ts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 # finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
 # prometheus: only for its `promtool` (the tests check the /metrics scrape, the alert rules and
 # the Grafana dashboard's queries with it); its server is never started (masked below).
-pkgs=(iproute2 nftables tcpdump iperf3 hping3 python3-scapy libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus)
+pkgs=(iproute2 nftables tcpdump iperf3 hping3 python3-scapy libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus tshark)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -27,6 +28,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "install-deps: apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # wireshark-common asks whether non-root users may capture (a setuid dumpcap); answer no, so
+  # the install never stops at a prompt (tunlb's tests read files as root).
+  echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
   # The prometheus package would start a Prometheus server under systemd: mask its unit first
   # (a masked unit is neither enabled nor started by the package's scripts).
   if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
