@@ -53,7 +53,9 @@ export const METRIC_FAMILIES: Readonly<Record<string, MetricFamily>> = {
   tunlb_flows_created_total: { type: 'counter', help: 'Flows decided by this balancer (new-flow decisions)' },
   tunlb_flows_expired_total: { type: 'counter', help: 'Flow records removed after their idle timeout' },
   tunlb_flows_taken_over_total: { type: 'counter', help: 'Closing/closed TCP records removed because a new flow needed their reply key (two VIPs sharing a backend)' },
-  tunlb_flows_refused_total: { type: 'counter', labelName: 'reason', help: 'Flows not inserted (table_full), evicted early (early_drop) or clashing with another flow (conflict)' },
+  tunlb_flows_refused_total: { type: 'counter', labelName: 'reason', help: 'Flows not inserted (table_full), unconfirmed records evicted to make room (early_drop) or flows clashing with another flow (conflict)' },
+  tunlb_flows_confirmed_total: { type: 'counter', help: 'Flows confirmed by a packet here (TCP: the client acknowledged the server ISN; others: a client packet after the answer); only confirmed flows are replicated' },
+  tunlb_tcp_out_of_window_total: { type: 'counter', help: 'Client RST/FIN of confirmed TCP flows ignored: outside the sequence window (a blind spoofer)' },
   tunlb_failover_packets_total: { type: 'counter', help: "Packets sent to a flow's backup (or a later holder) because its primary was dead" },
   tunlb_reply_fallback_packets_total: {
     type: 'counter',
@@ -73,7 +75,7 @@ export const METRIC_FAMILIES: Readonly<Record<string, MetricFamily>> = {
   },
   tunlb_syn_reuse_rebound_total: { type: 'counter', help: 'New TCP connections (SYN) on a lingering record whose backend takes no new flows, moved to the current pick' },
   tunlb_second_chance_packets_total: { type: 'counter', help: 'Mid-stream packets without a record sent to their ranked primary' },
-  tunlb_reply_steered_packets_total: { type: 'counter', help: "NAT replies without a record here sent to their flow's ranked primary (reply steering)" },
+  tunlb_reply_steered_packets_total: { type: 'counter', labelName: 'why', help: "NAT replies sent to their flow's primary: no record here (reply steering, by the ranking), or a record not confirmed yet (to the recorded primary, which confirms it)" },
   tunlb_backend_down_flows_total: { type: 'counter', labelName: 'action', help: 'Established flows whose backend was down: TCP answered with a reset, UDP/ICMP moved' },
 };
 
@@ -87,8 +89,10 @@ export const COUNTERS = [
   { section: 'flows', key: 'created', metric: 'tunlb_flows_created_total', unit: 'flows', help: 'flows decided here', read: (v) => fs(v).flowsCreated, cli: { row: 'flows', text: '{} created here', sep: '; ' } },
   { section: 'flows', key: 'expired', metric: 'tunlb_flows_expired_total', unit: 'flows', help: 'records removed after their idle timeout', read: (v) => v.table.expired, cli: { row: 'flows', text: '{} expired' } },
   { section: 'flows', key: 'refusedFull', metric: 'tunlb_flows_refused_total', label: 'table_full', unit: 'flows', help: 'flows not inserted: table full', read: (v) => v.table.refusedFull, cli: { row: 'flows', text: 'refused: full {}', sep: '; ' } },
-  { section: 'flows', key: 'earlyDrops', metric: 'tunlb_flows_refused_total', label: 'early_drop', unit: 'flows', help: 'records evicted early to make room', read: (v) => v.table.earlyDrops, cli: { row: 'flows', text: 'early drop {}' } },
+  { section: 'flows', key: 'earlyDrops', metric: 'tunlb_flows_refused_total', label: 'early_drop', unit: 'flows', help: 'unconfirmed records evicted to make room', read: (v) => v.table.earlyDrops, cli: { row: 'flows', text: 'early drop {}' } },
   { section: 'flows', key: 'conflicts', metric: 'tunlb_flows_refused_total', label: 'conflict', unit: 'flows', help: "flows whose key clashed with another flow's", read: (v) => v.table.conflicts, cli: { row: 'flows', text: 'conflict {}' } },
+  { section: 'flows', key: 'confirmed', metric: 'tunlb_flows_confirmed_total', unit: 'flows', help: 'flows confirmed here (only confirmed flows are replicated)', read: (v) => v.table.confirmed, cli: { row: 'flows', text: '{} confirmed here', sep: '; ' } },
+  { section: 'flows', key: 'tcpOutOfWindow', metric: 'tunlb_tcp_out_of_window_total', unit: 'packets', help: 'client RST/FIN outside the sequence window, ignored', read: (v) => v.table.outOfWindow, cli: { row: 'flows', text: '{} RST/FIN out of window' } },
   { section: 'flows', key: 'takeovers', metric: 'tunlb_flows_taken_over_total', unit: 'flows', help: 'closing TCP records that yielded their reply key', read: (v) => v.table.takeovers, cli: { row: 'flows', text: 'taken over {}', sep: '; ' } },
   // ---- packets (snapshot.counters)
   { section: 'counters', key: 'rxPackets', metric: 'tunlb_packets_in_total', label: 'tun', unit: 'packets', help: 'packets read from the TUN device', read: (v) => fs(v).rxPackets, cli: { row: 'packets in', text: '{} from TUN' } },
@@ -105,7 +109,8 @@ export const COUNTERS = [
   { section: 'counters', key: 'peerRxMerged', metric: 'tunlb_peer_split_total', label: 'merged', unit: 'datagrams', help: 'datagrams from peers merged back into one packet', read: (v) => fs(v).peerRxMerged, cli: { row: 'peer split', text: '{} received datagrams merged' } },
   { section: 'counters', key: 'failoverPackets', metric: 'tunlb_failover_packets_total', unit: 'packets', help: "packets sent via a flow's backup (primary dead)", read: (v) => fs(v).failoverPackets, cli: { row: 'failover', text: '{} packets via a backup' } },
   { section: 'counters', key: 'secondChancePackets', metric: 'tunlb_second_chance_packets_total', unit: 'packets', help: 'mid-stream packets without a record sent to their ranked primary', read: (v) => fs(v).secondChancePackets, cli: { row: 'failover', text: '{} second-chance' } },
-  { section: 'counters', key: 'replySteeredPackets', metric: 'tunlb_reply_steered_packets_total', unit: 'packets', help: "NAT replies without a record here sent to their flow's ranked primary", read: (v) => fs(v).replySteeredPackets, cli: { row: 'failover', text: '{} replies steered to their primary' } },
+  { section: 'counters', key: 'replySteeredPackets', metric: 'tunlb_reply_steered_packets_total', label: 'no_record', unit: 'packets', help: "NAT replies without a record here sent to their flow's ranked primary", read: (v) => fs(v).replySteeredPackets, cli: { row: 'failover', text: '{} replies steered to their primary' } },
+  { section: 'counters', key: 'unconfirmedRepliesToPrimary', metric: 'tunlb_reply_steered_packets_total', label: 'unconfirmed', unit: 'packets', help: "replies of flows not confirmed yet sent to the flow's recorded primary", read: (v) => fs(v).unconfirmedRepliesToPrimary, cli: { row: 'failover', text: '{} of unconfirmed flows' } },
   { section: 'counters', key: 'flowsNoLiveBackup', metric: 'tunlb_flows_no_live_backup_total', unit: 'flows', help: 'new flows decided while no other balancer was live (backup pending)', read: (v) => fs(v).flowsNoLiveBackup, cli: { row: 'backup', text: '{} flows decided without a live peer' } },
   { section: 'counters', key: 'backupsAssigned', metric: 'tunlb_backup_repair_total', label: 'assigned', unit: 'flows', help: 'of those, given a live backup later (src/cluster/backup-repair.ts)', read: (v) => v.backupRepair?.stats.assigned ?? 0, cli: { row: 'backup', text: '{} given a live backup later', sep: '; ' } },
   { section: 'counters', key: 'backupsConfirmed', metric: 'tunlb_backup_repair_total', label: 'confirmed', unit: 'flows', help: 'of those, whose recorded backup came up', read: (v) => v.backupRepair?.stats.confirmed ?? 0, cli: { row: 'backup', text: '{} whose backup came up' } },

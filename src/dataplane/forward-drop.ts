@@ -35,9 +35,12 @@ export const ForwardDrop = {
   PEER_DECISION_INVALID: 13,
   /** DSR: no link-layer address (yet) for the flow's backend; resolution is triggered. */
   DSR_NO_NEIGHBOUR: 14,
+  /** A later fragment (no L4 header) of a flow this balancer holds no record of: its first
+   *  fragment was refused (port not served) or not seen (docs/fragments.md). */
+  FRAGMENT_NO_FLOW: 15,
 } as const;
 
-export const FORWARD_DROP_COUNT = 15;
+export const FORWARD_DROP_COUNT = 16;
 
 export const forwardDropNames: readonly string[] = Object.freeze([
   'protocol_not_served',
@@ -55,4 +58,5 @@ export const forwardDropNames: readonly string[] = Object.freeze([
   'peer_packet_too_big',
   'peer_decision_invalid',
   'dsr_no_neighbour',
+  'fragment_no_flow',
 ]);
