@@ -3,7 +3,9 @@
  * Forwarder.processPacket = parse + key + VIP match + flow-table hit + touch + NAT rewrite.
  *
  *   established, 256 flows      the flows' records stay in cache (the common case of a busy
- *                               balancer's active set)
+ *                               balancer's active set). Every flow made a real handshake first
+ *                               (SYN, the backend's SYN-ACK, the client's ACK: confirmed), so
+ *                               its packets take the confirmed path (sequence tracking).
  *   established, 1M flows       packets of random flows among 1,048,576: every lookup misses
  *                               the CPU caches (index slot + record), the worst case
  *   new flow (decision+insert)  a SYN of a flow not in the table: hash, rank, backend row,
@@ -13,10 +15,12 @@
  * the copy is timed alone and subtracted (reported too).
  *
  *   npx tsx bench/forwarder-hot-path.bench.ts
+ *   TUNLB_BENCH_DIST=/path/to/other/checkout/dist/src npx tsx bench/forwarder-hot-path.bench.ts
+ *       the same bench against another build (A/B: alternate runs of the two builds)
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { tcp4, TCP_ACK, TCP_SYN } from '../test/helpers/packets';
+import { layout, tcp4, TCP_ACK, TCP_SYN } from '../test/helpers/packets';
 import type { BenchRow } from './run-micro';
 import type * as ConfigMod from '../src/config';
 import type * as HashKeyMod from '../src/decision/hash-key';
@@ -27,7 +31,7 @@ import type { Forwarder } from '../src/dataplane/forwarder';
 
 // The balancer runs the tsc build (dist/); under tsx every imported binding is a getter call
 // V8 does not inline, which inflates these figures by ~1.5-2x. So measure dist/ when built.
-const DIST = join(__dirname, '..', 'dist', 'src');
+const DIST = process.env['TUNLB_BENCH_DIST'] ?? join(__dirname, '..', 'dist', 'src');
 const FROM = existsSync(join(DIST, 'dataplane', 'forwarder.js')) ? DIST : join(__dirname, '..', 'src');
 const load = <T>(rel: string): T => require(join(FROM, rel)) as T; // eslint-disable-line @typescript-eslint/no-require-imports
 const { parseConfig } = load<typeof ConfigMod>('config');
@@ -36,7 +40,7 @@ const { FlowTable } = load<typeof FlowMod>('flow');
 const { Forwarder: ForwarderClass, Action } = load<typeof ForwarderMod>('dataplane/forwarder');
 const { buildForwardingTable } = load<typeof FtMod>('decision/forwarding-table');
 const CSUM_FULL = 0;
-const BUILD = FROM === DIST ? 'dist' : 'tsx';
+const BUILD = FROM === DIST ? (process.env['TUNLB_BENCH_DIST'] !== undefined ? 'other dist' : 'dist') : 'tsx';
 
 const BATCH = 256;
 const SLOT = 256;
@@ -64,19 +68,49 @@ function clientAddr(i: number): string {
   return `10.${100 + ((i >>> 16) & 0x3f)}.${(i >>> 8) & 0xff}.${i & 0xff}`;
 }
 
-/** A batch of BATCH packets of flows `ids[k]` (flow i = client addr from i, port 40000). */
+const C_ISN = 1000;
+const S_ISN = 7000;
+
+/**
+ * A batch of BATCH packets of flows `ids[k]` (flow i = client addr from i, port 40000): SYNs
+ * (seq C_ISN), or the client's segments after the handshake (seq C_ISN + 1, ack S_ISN + 1).
+ */
 function batchOf(ids: ArrayLike<number>, flags: number): { tpl: Uint8Array; offs: Int32Array; lens: Int32Array } {
   const tpl = new Uint8Array(BATCH * SLOT);
   const offs = new Int32Array(BATCH);
   const lens = new Int32Array(BATCH);
   const payload = new Uint8Array(32).fill(0x61);
   for (let k = 0; k < BATCH; k++) {
-    const p = tcp4(clientAddr(ids[k]!), '10.99.0.10', 40000, 80, flags, payload);
+    const syn = (flags & TCP_SYN) !== 0;
+    const p = tcp4(clientAddr(ids[k]!), '10.99.0.10', 40000, 80, flags, syn ? new Uint8Array(0) : payload, syn ? { seq: C_ISN } : { seq: C_ISN + 1, ack: S_ISN + 1 });
     offs[k] = k * SLOT + 64;
     lens[k] = p.length;
     tpl.set(p, offs[k]!);
   }
   return { tpl, offs, lens };
+}
+
+/**
+ * The handshake of flows `ids` through `fwd`: SYN (decided, NAT'd to a backend), the backend's
+ * SYN-ACK (un-NAT'd), the client's ACK of the server's ISN + 1. Builds that confirm flows
+ * (issue 12) confirm them here; older ones establish them on the ACK.
+ */
+function handshake(fwd: Forwarder, ids: ArrayLike<number>): void {
+  const buf = new Uint8Array(SLOT);
+  for (let k = 0; k < ids.length; k++) {
+    const client = clientAddr(ids[k]!);
+    const syn = tcp4(client, '10.99.0.10', 40000, 80, TCP_SYN, new Uint8Array(0), { seq: C_ISN });
+    buf.set(syn);
+    if (fwd.processPacket(buf, 0, syn.length, CSUM_FULL, 1) !== Action.EMIT) throw new Error('bench: SYN not forwarded');
+    const L = layout(buf);
+    const backend = Array.from(buf.subarray(L.dstOff, L.dstOff + 4)).join('.');
+    const synack = tcp4(backend, client, 80, 40000, TCP_SYN | TCP_ACK, new Uint8Array(0), { seq: S_ISN, ack: C_ISN + 1 });
+    buf.set(synack);
+    if (fwd.processPacket(buf, 0, synack.length, CSUM_FULL, 1) !== Action.EMIT) throw new Error('bench: SYN-ACK not un-NATed');
+    const ack = tcp4(client, '10.99.0.10', 40000, 80, TCP_ACK, new Uint8Array(0), { seq: C_ISN + 1, ack: S_ISN + 1 });
+    buf.set(ack);
+    if (fwd.processPacket(buf, 0, ack.length, CSUM_FULL, 1) !== Action.EMIT) throw new Error('bench: ACK not forwarded');
+  }
 }
 
 function median(xs: number[]): number {
@@ -113,8 +147,7 @@ export async function run(): Promise<BenchRow[]> {
   {
     const fwd = setup();
     const ids = Array.from({ length: BATCH }, (_, i) => i);
-    const syn = batchOf(ids, TCP_SYN);
-    measure(fwd, [syn], 1); // creates the flows
+    handshake(fwd, ids);
     const est = batchOf(ids, TCP_ACK);
     const m = measure(fwd, [est], 2000);
     rows.push({ name: `forwarder (${BUILD}): established flow, 256 flows (parse+lookup+NAT)`, value: m.ns, unit: 'ns/pkt', target: `≤ ${TARGET_NS}` });
@@ -132,6 +165,7 @@ export async function run(): Promise<BenchRow[]> {
     measureOnce(fwd, create);
     const newNs = Number(process.hrtime.bigint() - t0) / N;
     rows.push({ name: `forwarder (${BUILD}): new flow (decision + insert), filling to 1M`, value: newNs, unit: 'ns/pkt', target: '≤ 1000' });
+    handshake(fwd, all);
     let seed = 12345;
     const rnd = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % N;
     const random: ReturnType<typeof batchOf>[] = [];

@@ -1,10 +1,11 @@
 /**
  * Issue 12 item 6 in the namespace lab: "a big flows listing stalls the event loop into a false
  * failover". About 100,000 UDP flows are made through the VIPs (scripts/traffic.ts udpflows
- * from tunlb-client: one datagram per source port, IPv4 and IPv6; every balancer holds every
- * record), then, on lb1, three `GET /api/v1/flows?limit=100000` and, on all three balancers, a
- * reload that renumbers every record (the VIPs listed in the other order; the original config
- * is put back and reloaded at the end). Asserted: the listings answer with every flow (up to the
+ * from tunlb-client: per source port a datagram, its echo and a second datagram (confirmed,
+ * so replicated), IPv4 and IPv6; every balancer holds every record), then, on lb1, three
+ * `GET /api/v1/flows?limit=100000` and, on all three balancers, a reload that renumbers every
+ * record (the VIPs listed in the other order; the original config is put back and reloaded at
+ * the end). Asserted: the listings answer with every flow (up to the
  * limit), the reloads succeed, and no balancer reports a peer down (peer_down) meanwhile.
  * Logged: peer_suspect events about lb1 and lb1's own late probe ticks
  * (tunlb_event_loop_stalls_total / _stall_seconds_total), the lab's measure of its loop delay.

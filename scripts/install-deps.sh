@@ -3,7 +3,9 @@
 # native addon (`npm ci` runs node-gyp for binding.gyp and `npm run build` via `prepare`).
 # Idempotent: packages already present are not reinstalled.
 #   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant + vagrant-libvirt: `vagrant validate` of the VM lab;
-#   hping3: the bulk-sync lab test's flow generator; bird2 and keepalived: the lab's ECMP entry, BGP + BFD and the servers' VRRP gateway;
+#   hping3: the bulk-sync lab test's flow generator and, with python3-scapy, the hostile-input
+#   lab tests' floods, fragments and crafted resets; bird2 and keepalived: the lab's ECMP entry,
+#   BGP + BFD and the servers' VRRP gateway;
 #   tshark: the Wireshark dissector's tests, test/capture/wireshark-dissector.test.ts and native-tests/wireshark.test.ts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,7 @@ cd "$(dirname "$0")/.."
 # faketime: the restart test starts a balancer with its wall clock set back (libfaketime).
 # prometheus: only for its `promtool` (the tests check the /metrics scrape, the alert rules and
 # the Grafana dashboard's queries with it); its server is never started (masked below).
-pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus tshark faketime)
+pkgs=(iproute2 nftables tcpdump iperf3 hping3 python3-scapy libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus tshark faketime)
 
 missing=()
 for p in "${pkgs[@]}"; do

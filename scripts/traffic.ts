@@ -20,14 +20,19 @@
  *       each answer must come from the same server) for S seconds after all answered; with
  *       --json a line {"phase":"holding",...} (the connections' source ports) is printed when
  *       the hold starts.
+ *   udpqueries --count 100 --target 10.99.0.10:5353 [--concurrency 4] [--json]
+ *       COUNT UDP queries, each from a new socket (so each is a new flow, as DNS clients do),
+ *       each waiting for its echo (lab-server.ts udp/5353) for --connect-timeout-ms (default
+ *       3000); counts answers by server name and queries left unanswered.
  *   udpflood   --duration-s 20 --target 10.99.0.10:5353 [--senders 4] [--size 64] [--json]
  *       As many UDP datagrams as the sockets take (each sender a socket with its own source
  *       port, sending in bursts, yielding to the event loop between bursts) for the duration;
  *       counts datagrams sent and echoes received.
  *   udpflows   --count 50000 --target 10.99.0.10:5353 [--concurrency 200] [--json]
- *       COUNT UDP flows: one datagram from each source port 1024, 1025, ... (a socket bound to
- *       it, closed after the send), --concurrency sockets at a time; up to 64,512 flows per
- *       client address (run it once per family for more). Fills the balancers' flow tables.
+ *       COUNT UDP flows from each source port 1024, 1025, ... (a socket bound to it): a
+ *       datagram, its echo (--connect-timeout-ms), a second datagram, so each flow is confirmed
+ *       and replicated to every balancer; --concurrency sockets at a time; up to 64,512 flows
+ *       per client address (run it once per family for more). Fills the balancers' flow tables.
  *
  * Common options: --duration-s bounds every mode (longlived: the run; newconns, udpflood: a hard
  * limit), --json adds one JSON object line at the end (the summary; longlived also per
@@ -43,7 +48,7 @@ import { checkEcho } from './echo-check';
 // ---------------------------------------------------------------------------------- options --
 
 interface Options {
-  mode: 'longlived' | 'newconns' | 'udpflood' | 'udpflows';
+  mode: 'longlived' | 'newconns' | 'udpqueries' | 'udpflood' | 'udpflows';
   host: string;
   port: number;
   conns: number;
@@ -61,6 +66,7 @@ interface Options {
 
 const USAGE = `usage: traffic.ts longlived [--conns 60] [--interval-ms 20] [--duration-s 10] [--target 10.99.0.10:7] [--json] [--quiet]
        traffic.ts newconns  [--count 100] [--concurrency 10] [--hold-s 0] [--duration-s 60] [--target 10.99.0.10:80] [--json] [--quiet]
+       traffic.ts udpqueries [--count 100] [--concurrency 4] [--duration-s 60] [--target 10.99.0.10:5353] [--json] [--quiet]
        traffic.ts udpflood  [--duration-s 20] [--senders 4] [--size 64] [--target 10.99.0.10:5353] [--json] [--quiet]
        traffic.ts udpflows  [--count 50000] [--concurrency 200] [--duration-s 60] [--target 10.99.0.10:5353] [--json] [--quiet]`;
 
@@ -76,10 +82,11 @@ function parseTarget(s: string): { host: string; port: number } {
 
 function parseArgs(argv: string[]): Options {
   const mode = argv[0];
-  if (mode !== 'longlived' && mode !== 'newconns' && mode !== 'udpflood' && mode !== 'udpflows') throw new UsageError(`unknown mode "${mode ?? ''}"`);
+  if (mode !== 'longlived' && mode !== 'newconns' && mode !== 'udpqueries' && mode !== 'udpflood' && mode !== 'udpflows') throw new UsageError(`unknown mode "${mode ?? ''}"`);
   const defaults: Record<Options['mode'], { target: string; durationS: number }> = {
     longlived: { target: '10.99.0.10:7', durationS: 10 },
     newconns: { target: '10.99.0.10:80', durationS: 60 },
+    udpqueries: { target: '10.99.0.10:5353', durationS: 60 },
     udpflood: { target: '10.99.0.10:5353', durationS: 20 },
     udpflows: { target: '10.99.0.10:5353', durationS: 60 },
   };
@@ -506,6 +513,57 @@ async function newconns(o: Options): Promise<void> {
   if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
 }
 
+// ------------------------------------------------------------------------------ udpqueries --
+
+async function udpqueries(o: Options): Promise<void> {
+  const family = net.isIPv6(o.host) ? 'udp6' : 'udp4';
+  const hardEnd = o.durationS * 1000;
+  const answers: Record<string, number> = {};
+  const rows: Array<{ localPort: number; server: string | null; error: string | null; ms: number }> = [];
+  let started = 0;
+  say(`udpqueries: ${o.count} UDP queries to ${o.host}:${o.port}, each from a new socket, ${o.concurrency} at a time, ${o.connectTimeoutMs} ms for the answer`);
+  const one = (n: number): Promise<void> =>
+    new Promise((resolve) => {
+      const t = now();
+      const s = dgram.createSocket(family);
+      const query = `query ${n} ${Math.random().toString(36).slice(2)}`;
+      let localPort = 0;
+      let done = false;
+      const end = (server: string | null, error: string | null): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (server !== null) answers[server] = (answers[server] ?? 0) + 1;
+        rows.push({ localPort, server, error, ms: round(now() - t) });
+        s.close();
+        resolve();
+      };
+      const timer = setTimeout(() => end(null, 'timeout'), o.connectTimeoutMs);
+      s.on('error', (e) => end(null, errName(e)));
+      s.on('message', (m: Buffer) => {
+        // The echo: "<server name> " + the query.
+        const text = m.toString('latin1');
+        if (text.endsWith(` ${query}`)) end(text.slice(0, text.length - query.length - 1), null);
+      });
+      s.bind(0, () => {
+        localPort = s.address().port;
+        s.send(query, o.port, o.host, (e) => {
+          if (e) end(null, errName(e));
+        });
+      });
+    });
+  const worker = async (): Promise<void> => {
+    while (started < o.count && now() < hardEnd) await one(started++);
+  };
+  await Promise.race([
+    Promise.all(Array.from({ length: Math.min(o.concurrency, o.count) }, worker)),
+    new Promise((r) => setTimeout(r, hardEnd)),
+  ]);
+  const answered = rows.filter((r) => r.server !== null).length;
+  say(`${secs(now())} s  ${answered}/${o.count} answered, ${rows.length - answered} unanswered: ${JSON.stringify(answers)}`);
+  if (o.json) process.stdout.write(JSON.stringify({ mode: 'udpqueries', target: `${o.host}:${o.port}`, count: o.count, startedAtEpochMs, answered, errors: rows.length - answered, answers, rows }) + '\n');
+}
+
 // -------------------------------------------------------------------------------- udpflood --
 
 async function udpflood(o: Options): Promise<void> {
@@ -585,26 +643,58 @@ async function udpflows(o: Options): Promise<void> {
   const payload = Buffer.from('udpflows');
   let sent = 0;
   let errors = 0;
+  let confirmed = 0;
+  let unanswered = 0;
   let next = 0;
-  say(`udpflows: ${count} UDP flows to ${o.host}:${o.port}, one datagram from each source port 1024..${1023 + count}, ${o.concurrency} at a time`);
+  say(`udpflows: ${count} UDP flows to ${o.host}:${o.port}, from each source port 1024..${1023 + count} a datagram, its echo, a second datagram (the flow confirmed), ${o.concurrency} at a time`);
+  // A flow is confirmed (replicated) by a client packet after the server's answer
+  // (docs/flow-records.md): the second datagram follows the echo. No echo within
+  // --connect-timeout-ms: the flow stays unconfirmed (counted unanswered).
   const one = (port: number): Promise<void> =>
     new Promise((resolve) => {
       const s = dgram.createSocket({ type: family });
-      const done = (err: unknown): void => {
-        if (err) errors++;
-        else sent++;
+      let timer: NodeJS.Timeout | undefined;
+      let ended = false;
+      const end = (): void => {
+        if (ended) return;
+        ended = true;
+        if (timer !== undefined) clearTimeout(timer);
         s.close();
         resolve();
       };
-      s.on('error', done);
-      s.bind(port, () => s.send(payload, o.port, o.host, done));
+      s.on('error', () => {
+        errors++;
+        end();
+      });
+      s.once('message', () => {
+        if (timer !== undefined) clearTimeout(timer);
+        s.send(payload, o.port, o.host, (err) => {
+          if (err) errors++;
+          else confirmed++;
+          end();
+        });
+      });
+      s.bind(port, () =>
+        s.send(payload, o.port, o.host, (err) => {
+          if (err) {
+            errors++;
+            end();
+            return;
+          }
+          sent++;
+          timer = setTimeout(() => {
+            unanswered++;
+            end();
+          }, o.connectTimeoutMs);
+        }),
+      );
     });
   const worker = async (): Promise<void> => {
     while (next < count && now() < o.durationS * 1000) await one(1024 + next++);
   };
   await Promise.all(Array.from({ length: Math.min(o.concurrency, count) }, worker));
-  say(`summary: ${sent} flows sent, ${errors} errors, in ${(now() / 1000).toFixed(1)} s`);
-  if (o.json) process.stdout.write(JSON.stringify({ mode: 'udpflows', target: `${o.host}:${o.port}`, startedAtEpochMs, count, sent, errors, seconds: Math.round(now() / 100) / 10 }) + '\n');
+  say(`summary: ${sent} flows sent, ${confirmed} confirmed (echo, second datagram), ${unanswered} unanswered, ${errors} errors, in ${(now() / 1000).toFixed(1)} s`);
+  if (o.json) process.stdout.write(JSON.stringify({ mode: 'udpflows', target: `${o.host}:${o.port}`, startedAtEpochMs, count, sent, confirmed, unanswered, errors, seconds: Math.round(now() / 100) / 10 }) + '\n');
 }
 
 // ------------------------------------------------------------------------------------ main --
@@ -626,6 +716,7 @@ async function main(): Promise<void> {
   }, (opts.durationS + 10) * 1000).unref();
   if (opts.mode === 'longlived') await longlived(opts);
   else if (opts.mode === 'newconns') await newconns(opts);
+  else if (opts.mode === 'udpqueries') await udpqueries(opts);
   else if (opts.mode === 'udpflood') await udpflood(opts);
   else await udpflows(opts);
   // Sockets are destroyed; exit now rather than wait for lingering handles.

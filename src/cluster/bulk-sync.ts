@@ -67,7 +67,7 @@ export interface SyncHost {
   readonly budget: number;
   /**
    * Fills `f` (op CREATE) and `key` (40 bytes) for entry `id` when it belongs in a bulk sync;
-   * false to skip it (not live, expired, below the replication threshold).
+   * false to skip it (not live, expired, not confirmed).
    */
   fillSyncRecord(id: number, f: FlowRecordFields, key: Uint8Array): boolean;
   /** Applies one record received from `sender`; never throws. */

@@ -117,7 +117,7 @@ export class ClusterNode {
       sendTo: (peer, d) => channel.sendTo(peer, d),
       nowSec: opts.nowSec,
       refreshS: c.cluster.replication.refreshS,
-      syncThreshold: c.cluster.replication.syncThreshold,
+      live: this.membership.live,
       log: opts.log,
     });
     this.#identity = {

@@ -68,6 +68,7 @@ export interface ReplicationApplierOptions {
 
 const F_REPLICATED = FlowFlags.REPLICATED;
 const F_FROM_PEER = FlowFlags.FROM_PEER;
+const F_CONFIRMED = FlowFlags.CONFIRMED;
 const OP_CREATE = Op.CREATE;
 const OP_REFRESH = Op.REFRESH;
 const OP_DELETE = Op.DELETE;
@@ -208,6 +209,10 @@ export class ReplicationApplier {
       }
     }
     if (authoritative || this.#side.localAt[id] === 0) t.setState(id, state);
+    // A record comes only from a confirmed flow: ours is confirmed too. One we decided but
+    // never sent (its primary confirmed and replicated it: src/dataplane/forwarder.ts
+    // #confirmed) follows the sender's from now on, as a learnt record.
+    t.updateFlags(id, (t.flags(id) & (F_REPLICATED | F_FROM_PEER)) === 0 ? F_CONFIRMED | F_FROM_PEER : F_CONFIRMED, 0);
     if (lastSeen > t.lastSeen(id)) t.setLastSeen(id, lastSeen);
     this.#side.mark[id] = t.packets(id);
     this.#stats.updated++;
@@ -224,7 +229,7 @@ export class ReplicationApplier {
     const t = this.table;
     t.setState(id, state);
     t.setLastSeen(id, lastSeen);
-    t.updateFlags(id, F_FROM_PEER, 0);
+    t.updateFlags(id, F_FROM_PEER | F_CONFIRMED, 0);
     this.#side.reset(id);
     this.#side.mark[id] = t.packets(id);
   }
@@ -270,7 +275,7 @@ export class ReplicationApplier {
     }
     t.setState(nid, old.state);
     t.setLastSeen(nid, old.lastSeen);
-    t.updateFlags(nid, F_FROM_PEER | (old.flags & F_REPLICATED), 0);
+    t.updateFlags(nid, F_FROM_PEER | F_CONFIRMED | (old.flags & F_REPLICATED), 0);
     this.#side.mark[nid] = t.packets(nid);
     this.#side.localAt[nid] = old.localAt;
     return nid;

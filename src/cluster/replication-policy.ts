@@ -1,56 +1,45 @@
 /**
- * When a flow becomes worth replicating (the flood policy of claim 3), as one O(1) table the
- * forwarder reads on the hot path.
+ * Which flows are replicated, and by whom (claim 3 under floods; docs/flow-records.md
+ * "Confirmation and replication").
  *
- * Policy (IPVS sync_threshold idea, docs/protocol.md "Balancer to balancer"): a flow's record is sent
- * to every peer once the flow has seen `readyAt[proto]` packets in this balancer's flow table:
- *   - TCP: `syncThreshold` packets (cluster.replication.sync_threshold);
- *   - every other protocol (UDP, ICMP, ...): its first packet (there is no handshake to wait for).
- * The forwarder, right after `table.touch(id, ...)`, does
- *     if (table.packets(id) === readyAt[proto]) sink.flowReady(id);
- * `packets` counts packets of BOTH directions (FlowTable.touch), and is exact-equal-tested so
- * the event fires once per flow (packets only grows; it saturates at 2^32-1).
+ * Only CONFIRMED flows are replicated (FlowTable.touch sets the flag: evidence a blind spoofer
+ * cannot give):
+ *   - TCP through NAT: the client's ACK acknowledging the server's ISN + 1, which only a client
+ *     that received the SYN-ACK knows (a spoofed source never sees it). The backend answers
+ *     spoofed SYNs too, so a count of packets (IPVS's sync_threshold, this project's policy
+ *     before issue 12) is no evidence: the SYN-ACK and its retransmits made a spoofed SYN
+ *     "ready".
+ *   - TCP through DSR: the client's first ACK after its SYN (the balancer never sees the
+ *     server's ISN: replies bypass it). A blind spoofer that sends SYN then ACK gets replicated:
+ *     it pays two packets per record, never amplified; a SYN-only flood replicates nothing.
+ *   - UDP, ICMP echo, other protocols through NAT: a client packet after the server's answer
+ *     (conntrack's "seen traffic both ways"): a single-datagram flood (every spoofed datagram
+ *     a new 5-tuple) replicates nothing. A spoofer that sends two datagrams per 5-tuple, the
+ *     second after the answer would have come, is confirmed (UDP carries nothing unguessable):
+ *     it pays two packets per record, never amplified. A one-shot exchange (a DNS query and its
+ *     answer) is never replicated: its record would arrive after the answer anyway.
+ *   - the same through DSR: the flow's second client packet.
+ * Records learnt from peers are confirmed on arrival (they come only from confirmed flows).
  *
- * Which threshold suits (TCP):
- *  - 1: the SYN alone replicates the flow: even a connection that fails over mid-handshake
- *    survives, but every spoofed SYN becomes a record multicast to every peer (a SYN flood
- *    becomes a replication flood), and replicated entries are also exempt from the table's
- *    early drop.
- *  - 2: replicated at the handshake's second packet. With DSR (replies bypass the balancer)
- *    that is the client's ACK, which a spoofed source never sends: a spoofed SYN flood costs
- *    no replication traffic. With NAT the second packet is the backend's SYN-ACK (reply
- *    direction, counted too), which the backend sends to spoofed sources as well, so 2 does
- *    NOT filter spoofed SYNs on NAT VIPs.
- *  - 3 (recommended for NAT clusters; 2 suffices for DSR-only ones): SYN, SYN-ACK, then the
- *    client's ACK: only a client that received the SYN-ACK (a real source) gets replicated.
- *    The record leaves at the next flush (~flushMs = 1 ms) after the handshake's last ACK, so
- *    an established connection is replicated before (or with) its first data segment.
- *    A connection that fails over during its handshake is lost; the client retries the SYN.
- * A count is not proof: an attacker who sends `syncThreshold` packets per spoofed 5-tuple still
- * gets them replicated, but then pays at least as many packets as the replication costs (one
- * ~36-byte record per flow, batched ~36 per datagram), so there is no amplification.
- * The configuration default is 3 (docs/configuration.md); the Replicator works with any value.
+ * Who sends the CREATE: the flow's PRIMARY. Every packet of a flow passes through its primary
+ * (the receiver forwards client packets to it; the replies of an unconfirmed flow are steered
+ * to it: src/dataplane/forwarder.ts #replyToPrimary), so the primary confirms every flow, also
+ * when the receiver changes mid-handshake (ECMP), and the record leaves ~flushMs after the
+ * confirming packet. When the primary is not live, the balancer that confirms sends it (the
+ * flow's server then). The receiver that decided a flow it is not primary of sends nothing; it
+ * adopts the primary's record when it arrives (src/cluster/replicator.ts).
+ *
+ * Unconfirmed entries are the first to go when the table is full (FlowTable "Full table",
+ * whatever replies they have seen), and confirmed ones are never early-dropped.
+ *
+ * The forwarder (src/dataplane, a lower layer) applies the same rule inline (#confirmed).
  */
-import { IPPROTO_TCP } from '../packet/parse';
 
 /**
- * readyAt[ipProtocol] = packet count at which a flow of that protocol is replicated
- * (Uint16Array(256): TCP = syncThreshold, every other protocol 1). Build once per config.
+ * True when this balancer (`selfIndex`) replicates a confirmed flow whose recorded primary is
+ * `primary`: it is the primary, or the primary is not live (`live` absent, as in tests: not
+ * known, so this balancer does).
  */
-export function buildReadyThresholds(syncThreshold: number): Uint16Array {
-  const t = new Uint16Array(256).fill(1);
-  t[IPPROTO_TCP] = Math.max(1, Math.min(0xffff, Math.floor(syncThreshold)));
-  return t;
-}
-
-/** FlowState values of TCP (src/flow/timeouts.ts: TCP_SYN_SEEN..TCP_CLOSED are contiguous). */
-const ST_TCP_FIRST = 1;
-const ST_TCP_LAST = 4;
-
-/**
- * Threshold for a live entry given its flow-table state (no key copy needed): TCP states use
- * `syncThreshold`, every other state 1. Used off the hot path (refresh scan, flush checks).
- */
-export function readyThresholdForState(state: number, syncThreshold: number): number {
-  return state >= ST_TCP_FIRST && state <= ST_TCP_LAST ? Math.max(1, syncThreshold) : 1;
+export function replicatesConfirmed(primary: number, selfIndex: number, live: Uint8Array | undefined): boolean {
+  return primary === selfIndex || live === undefined || live[primary] === 0;
 }

@@ -5,26 +5,24 @@
  * (`fillSyncRecord`).
  *
  * ## Sending (this balancer's flows)
- * - Flood policy (IPVS sync_threshold, src/cluster/replication-policy.ts): the forwarder calls
- *   `flowReady(id)` once per flow when it has seen `syncThreshold` packets (TCP; UDP/ICMP/other:
- *   the first packet). Recommended: 3 on NAT VIPs (SYN, SYN-ACK, client ACK: a spoofed source
- *   never completes the handshake, so a SYN flood creates no replication traffic), 2 with DSR
- *   only (the replies bypass us, so the 2nd packet is the client's ACK). 2 on NAT does not
- *   filter: the SYN-ACK is the 2nd packet and backends send it to spoofed sources too. Either
- *   way the record leaves ~flushMs after the handshake, before the connection carries data.
- *   Flows below the threshold are never sent (not by refresh, not by bulk sync, no DELETE).
+ * - Flood policy (src/cluster/replication-policy.ts): only CONFIRMED flows are replicated (the
+ *   flow table's confirmation: for TCP through NAT, the client's ACK of the server's ISN). The
+ *   forwarder calls `flowReady(id)` once, on the confirming packet, when this balancer is the
+ *   flow's primary or the primary is not live; the record leaves ~flushMs later, before the
+ *   connection carries data. Unconfirmed flows are never sent (not by refresh, not by bulk
+ *   sync, no DELETE): a spoofed flood creates no replication traffic.
  * - `flowReady` is O(1) and allocation-free: the id goes into a preallocated Int32Array ring
  *   (`queueCapacity`, default 65536). When the ring is full the event is dropped and counted
  *   (`queueDrops`); the refresh scan sends such flows later (it sends a CREATE for every live,
- *   unreplicated local flow past the threshold), so a drop delays a record, never loses it.
+ *   unreplicated, confirmed local flow it replicates), so a drop delays a record, never loses it.
  * - `flowExpired(id)` (from the table's onExpire, BEFORE the unlink): if the flow was
  *   replicated by us (flag REPLICATED), its key and decision are copied into a preallocated
  *   ring (`deleteQueueCapacity`, default 16384) and a DELETE is queued; nothing else, never a
  *   table mutation. On overflow the DELETE is dropped and counted (`deleteQueueDrops`): peers'
  *   copies then end by their own idle timeout.
  * - `flush()` (every flushMs, and when `pending` is large): encodes queued CREATEs (skipping
- *   ids no longer live, already REPLICATED, learnt from a peer, or below the threshold, i.e.
- *   an id reused by a younger flow) and DELETEs, at most `flushBudget` records per call
+ *   ids no longer live, already REPLICATED, learnt from a peer, or not confirmed, i.e. an id
+ *   reused by a younger flow) and DELETEs, at most `flushBudget` records per call
  *   (default 4096, a few ms), into signed datagrams under the budget (RecordBatcher: exact
  *   packing, ~36 IPv4 / ~21 IPv6 records per 1400-byte datagram) and broadcasts them. Sent
  *   entries get flag REPLICATED. Returns the datagrams sent.
@@ -35,13 +33,14 @@
  * ## Refresh (so a lost datagram heals and peers' idle timers stay fresh)
  * `refreshTick()` (every `refreshTickMs`, default 100) advances a FlowTable.scan cursor by a
  * bounded number of entry ids, sized so that the whole table is walked every
- * clamp(refreshS / 4, 1 s, 10 s). Per visited, non-expired entry:
+ * clamp(refreshS / 4, 1 s, 10 s). Per visited, non-expired, CONFIRMED entry (never a record of an
+ * unconfirmed one):
  *   - own flow, REPLICATED: REFRESH when refreshS passed since its last record, when its state
  *     changed since (e.g. SYN_SEEN -> ESTABLISHED -> CLOSING: peers' timeouts follow the
  *     state), or when flag NEED_REFRESH is set. So each flow is re-sent every refreshS to
  *     refreshS + cycle seconds, with its current idle_s.
- *   - own flow, not REPLICATED, past the threshold: CREATE (its ready event was dropped, or the
- *     forwarder only reports creation: see flowCreated).
+ *   - own flow, not REPLICATED, CONFIRMED, and ours to replicate (we are its primary or its
+ *     primary is not live: replication-policy.ts): CREATE (its ready event was dropped).
  *   - learnt flow (FROM_PEER) that THIS balancer forwarded packets of in the last refreshS
  *     (e.g. after a failover) and whose primary is us or not live (`live[primary] === 0`; or no
  *     `live` array given): REFRESH on the same schedule, and it becomes REPLICATED (so its
@@ -51,7 +50,7 @@
 import type { ForwardingTable } from '../decision/forwarding-table';
 import { FlowFlags, type FlowTable } from '../flow';
 import { DEFAULT_DATAGRAM_BUDGET, FLOW_KEY_LEN, Op, RecordBatcher, type EnvelopeSigner, type FlowRecordFields } from '../protocol';
-import { readyThresholdForState } from './replication-policy';
+import { replicatesConfirmed } from './replication-policy';
 import type { GenerationHistory } from './generation-history';
 import type { ReplicationSideState } from './replication-side-state';
 import type { ReplicatorStats } from './replication-stats';
@@ -70,8 +69,6 @@ export interface ReplicationSenderOptions {
   nowSec: () => number;
   /** cluster.replication.refresh_s. */
   refreshS: number;
-  /** cluster.replication.sync_threshold (TCP packets before a flow is replicated). */
-  syncThreshold: number;
   /** UDP payload budget per datagram (default 1400). */
   datagramBudget?: number;
   /** live[i] = 1 when balancer i is alive (the cluster layer's array); see "Refresh". */
@@ -89,6 +86,7 @@ export interface ReplicationSenderOptions {
 const F_REPLICATED = FlowFlags.REPLICATED;
 const F_NEED_REFRESH = FlowFlags.NEED_REFRESH;
 const F_FROM_PEER = FlowFlags.FROM_PEER;
+const F_CONFIRMED = FlowFlags.CONFIRMED;
 const OP_CREATE = Op.CREATE;
 const OP_REFRESH = Op.REFRESH;
 const OP_DELETE = Op.DELETE;
@@ -117,7 +115,6 @@ export class ReplicationSender {
   readonly #broadcast: (dgram: Uint8Array) => void;
   readonly #nowSec: () => number;
   readonly #refreshS: number;
-  readonly #syncThreshold: number;
   readonly #live: Uint8Array | undefined;
   readonly #flushBudget: number;
   readonly #batcher: RecordBatcher;
@@ -158,7 +155,6 @@ export class ReplicationSender {
     this.#broadcast = opts.broadcast;
     this.#nowSec = opts.nowSec;
     this.#refreshS = Math.max(1, Math.floor(opts.refreshS));
-    this.#syncThreshold = Math.max(1, Math.floor(opts.syncThreshold));
     this.#live = opts.live;
     this.#flushBudget = opts.flushBudget ?? 4096;
     const budget = opts.datagramBudget ?? DEFAULT_DATAGRAM_BUDGET;
@@ -194,8 +190,9 @@ export class ReplicationSender {
   }
 
   /**
-   * HOT PATH: the forwarder reports that flow `entryId` reached its replication threshold.
-   * O(1), no allocation; on a full ring the event is counted and dropped (refresh heals it).
+   * HOT PATH: the forwarder reports that flow `entryId` was confirmed and is this balancer's to
+   * replicate (src/cluster/replication-policy.ts). O(1), no allocation; on a full ring the event
+   * is counted and dropped (the refresh scan heals it).
    */
   flowReady(entryId: number): void {
     if (this.#readyCount === this.#ready.length) {
@@ -204,17 +201,6 @@ export class ReplicationSender {
     }
     this.#ready[(this.#readyHead + this.#readyCount) & this.#readyMask] = entryId;
     this.#readyCount++;
-  }
-
-  /**
-   * FlowSink compatibility (src/dataplane/forwarder.ts calls flowCreated at insertion, before
-   * the first packet is counted): flows whose threshold is 1 (UDP/ICMP/other, or TCP with
-   * syncThreshold 1) are queued at once; TCP flows with a higher threshold are left to the
-   * refresh scan, which sends them once past the threshold (within one scan cycle). A forwarder
-   * that calls flowReady itself (replication-policy.ts) gets them within flushMs instead.
-   */
-  flowCreated(entryId: number): void {
-    if (readyThresholdForState(this.table.state(entryId), this.#syncThreshold) === 1) this.flowReady(entryId);
   }
 
   /**
@@ -262,11 +248,7 @@ export class ReplicationSender {
       const id = this.#ready[this.#readyHead]!;
       this.#readyHead = (this.#readyHead + 1) & this.#readyMask;
       this.#readyCount--;
-      if (
-        !t.isLive(id) ||
-        (t.flags(id) & (F_REPLICATED | F_FROM_PEER)) !== 0 ||
-        t.packets(id) < readyThresholdForState(t.state(id), this.#syncThreshold)
-      ) {
+      if (!t.isLive(id) || (t.flags(id) & (F_REPLICATED | F_FROM_PEER | F_CONFIRMED)) !== F_CONFIRMED) {
         this.#stats.readySkipped++;
         continue;
       }
@@ -331,6 +313,10 @@ export class ReplicationSender {
     const t = this.table;
     if (t.isExpired(id, now)) return; // the expiry sweep will remove it (and send a DELETE)
     this.#side.syncLocal(id);
+    // Never a record of an unconfirmed flow: a flow adopted from a peer's header (a spoofed SYN
+    // this balancer is the primary of), or a replicated one whose 5-tuple a new connection
+    // reopened (refreshed again once that one confirms: its state will have changed).
+    if (!t.isConfirmed(id)) return;
     const flags = t.flags(id);
     const state = t.state(id);
     const sentAt = this.#side.sentAt[id]!;
@@ -365,7 +351,9 @@ export class ReplicationSender {
       this.#stats.refreshesSent++;
       return;
     }
-    if (t.packets(id) >= readyThresholdForState(state, this.#syncThreshold)) {
+    // Own, confirmed, never sent: its ready event was dropped (full ring). Ours to send when we
+    // are its primary or its primary is not live (the forwarder's rule, #confirmed).
+    if ((flags & F_CONFIRMED) !== 0 && replicatesConfirmed(t.primary(id), this.selfIndex, this.#live)) {
       this.#sendEntry(id, OP_CREATE, now, gen);
       this.#stats.createsSent++;
       this.#stats.readyHealed++;
@@ -397,16 +385,13 @@ export class ReplicationSender {
 
   /**
    * Bulk sync's record selection: fills `f` (op CREATE) and `key` for entry `id` when it
-   * belongs in a sync answer (live, not expired, REPLICATED, FROM_PEER or past the threshold).
+   * belongs in a sync answer (live, not expired, CONFIRMED: the set peers would have learnt).
    */
   fillSyncRecord(id: number, f: FlowRecordFields, key: Uint8Array): boolean {
     const t = this.table;
     const now = this.#nowSec();
     if (!t.isLive(id) || t.isExpired(id, now)) return false;
-    const flags = t.flags(id);
-    if ((flags & (F_REPLICATED | F_FROM_PEER)) === 0 && t.packets(id) < readyThresholdForState(t.state(id), this.#syncThreshold)) {
-      return false;
-    }
+    if (!t.isConfirmed(id)) return false;
     const ft = this.#forwarding();
     this.#gens.observe(ft);
     this.#fillFields(id, OP_CREATE, now, ft.generation, f);

@@ -37,9 +37,9 @@ export class ReplicatorStats extends SyncStats {
   queueDrops = 0;
   /** DELETEs dropped on a full ring (peers' copies expire on their own). */
   deleteQueueDrops = 0;
-  /** Queued ready ids skipped at flush (no longer live, already sent, learnt, below threshold). */
+  /** Queued ready ids skipped at flush (no longer live, already sent, learnt, not confirmed). */
   readySkipped = 0;
-  /** CREATEs sent by the refresh scan for flows past the threshold but never sent. */
+  /** CREATEs sent by the refresh scan for confirmed flows whose ready event was dropped. */
   readyHealed = 0;
   /** Full walks of the table by the refresh scan. */
   refreshCycles = 0;

@@ -19,8 +19,8 @@
  * ## Bulk sync: `syncHost` lends record selection and the apply rules to the sync stream
  * (src/cluster/sync-stream.ts, what balancers of this release use) and to the first release's
  * datagram sync (src/cluster/bulk-sync.ts: server: paced chunks per request; client: requestSync).
- * Sync answers contain every live, non-expired entry that is REPLICATED, FROM_PEER, or past the
- * threshold (the same set peers would have learnt), as CREATE records.
+ * Sync answers contain every live, non-expired CONFIRMED entry (the set peers would have
+ * learnt), as CREATE records.
  *
  * ## Contract with the owner
  * - The table's onExpire MUST call flowExpired (it also resets the replicator's per-entry side
@@ -107,16 +107,12 @@ export class Replicator {
   // =========================================================================== sending (replication-sender.ts)
 
   /**
-   * HOT PATH: the forwarder reports that flow `entryId` reached its replication threshold.
-   * O(1), no allocation; on a full ring the event is counted and dropped (refresh heals it).
+   * HOT PATH: the forwarder reports that flow `entryId` was confirmed and is this balancer's to
+   * replicate (src/cluster/replication-policy.ts). O(1), no allocation; on a full ring the event
+   * is counted and dropped (the refresh scan heals it).
    */
   flowReady(entryId: number): void {
     this.#sender.flowReady(entryId);
-  }
-
-  /** See ReplicationSender.flowCreated (flows whose threshold is 1 are queued at once). */
-  flowCreated(entryId: number): void {
-    this.#sender.flowCreated(entryId);
   }
 
   /**

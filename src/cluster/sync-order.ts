@@ -17,8 +17,8 @@
  * counting sort: 65,536 buckets), with `rowStart[r]` = index of the first id of row r
  * (rowStart[65536] = count). Built incrementally by SyncSnapshotBuilder.step(budgetMs) so no
  * event-loop turn does more than about budgetMs of work; the build reads only the keys (a
- * sequential walk: ~0.1 µs per flow), and whether an entry belongs in a sync (past the
- * replication threshold, not expired) is decided when its record is sent, when it may also
+ * sequential walk: ~0.1 µs per flow), and whether an entry belongs in a sync
+ * (confirmed, not expired) is decided when its record is sent, when it may also
  * have ended or its id been reused by a newer flow (replication covers flows created after the
  * snapshot). Entries live for the whole sync are in it exactly once (FlowTable.scan).
  * Memory: 4 bytes per flow kept (ids) + 256 KiB (rowStart); during the build 6 more bytes per

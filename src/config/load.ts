@@ -250,7 +250,6 @@ function build(f: ConfigFile, source: string, key: SecretKey, keySource: KeySour
         ttl: rep.ttl,
         flushMs: rep.flush_ms,
         refreshS: rep.refresh_s,
-        syncThreshold: rep.sync_threshold,
       },
       probe: { intervalMs: f.cluster.probe.interval_ms, misses: f.cluster.probe.misses },
       stateDir: resolve(baseDir, f.cluster.state_dir),

@@ -99,13 +99,11 @@ export const ReplicationSchema = z.strictObject({
   /** Interval at which live flow records are re-sent so a lost datagram heals. Default 30 s. */
   refresh_s: int(1, 3600).default(30),
   /**
-   * Packets a TCP flow must have seen before its record is replicated (IPVS sync_threshold).
-   * 1 = replicate on the first packet (SYN). Higher values stop a SYN flood from becoming a
-   * replication flood, at the cost of not protecting flows that fail over during their first
-   * packets. UDP and ICMP flows are replicated on their first packet. Default 3 (SYN, SYN-ACK,
-   * the client's ACK: a spoofed source never completes the handshake).
+   * Ignored (a warning says so): a packet count is no evidence against spoofed floods (the
+   * backend's SYN-ACK counted too). Flows are replicated once CONFIRMED (docs/flow-records.md
+   * "Confirmation and replication"). Still accepted so that existing files load.
    */
-  sync_threshold: int(1, 65535).default(3),
+  sync_threshold: int(1, 65535).optional(),
 });
 
 export const ProbeSchema = z.strictObject({
@@ -352,7 +350,7 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'cluster.replication.ttl': { expect: 'an integer 1..255', default: '1' },
   'cluster.replication.flush_ms': { expect: 'an integer 0..1000 (milliseconds)', default: '1' },
   'cluster.replication.refresh_s': { expect: 'an integer 1..3600 (seconds)', default: '30' },
-  'cluster.replication.sync_threshold': { expect: 'an integer 1..65535 (packets)', default: '3' },
+  'cluster.replication.sync_threshold': { expect: 'an integer 1..65535 (packets); ignored', default: 'none (ignored)' },
   'cluster.probe.interval_ms': { expect: 'an integer 10..60000 (milliseconds)', default: '100' },
   'cluster.probe.misses': { expect: 'an integer 1..100', default: '3' },
   'cluster.state_dir': { expect: 'a directory path', default: '/var/lib/tunlb' },

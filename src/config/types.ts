@@ -23,7 +23,6 @@ export interface ReplicationConfig {
   readonly ttl: number;
   readonly flushMs: number;
   readonly refreshS: number;
-  readonly syncThreshold: number;
 }
 
 export interface ProbeConfig {

@@ -164,6 +164,9 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
   if (rep.refresh_s !== undefined && timeouts.tcp_established_s !== undefined && rep.refresh_s >= timeouts.tcp_established_s) {
     add('cluster.replication.refresh_s', `refresh_s ${rep.refresh_s} is not below flow_table.timeouts.tcp_established_s ${timeouts.tcp_established_s}: peers' copies would expire before being refreshed`, 'lower refresh_s or raise tcp_established_s');
   }
+  if (rep.sync_threshold !== undefined) {
+    warnings.push('cluster.replication.sync_threshold is ignored: flows are replicated once confirmed (docs/flow-records.md "Confirmation and replication"); remove it');
+  }
   if (rep.refresh_s !== undefined && timeouts.udp_s !== undefined && rep.refresh_s > timeouts.udp_s) {
     warnings.push(`cluster.replication.refresh_s (${rep.refresh_s}) > flow_table.timeouts.udp_s (${timeouts.udp_s}): peers' copies of long UDP flows may expire between refreshes`);
   }

@@ -168,7 +168,6 @@ export class Balancer {
       selfIndex,
       live: this.#live,
       sink: cluster?.replicator,
-      syncThreshold: config.cluster.replication.syncThreshold,
       peers:
         cluster !== undefined && dataSocket !== undefined
           ? {

@@ -1,6 +1,6 @@
 /**
  * Flow records as JSON rows (admin endpoint GET /api/v1/flows, `tunlb flows`): key, VIP,
- * primary, backup, backend, state, packets, age, idle time; with filters.
+ * primary, backup, backend, state, packets, age, idle time, confirmed; with filters.
  *
  * Control plane only: walks the flow table with its chunked scan (src/flow/table.ts), allocates
  * per listed row, never touches the packet path. `FlowScan` is a listing in steps (the admin
@@ -50,6 +50,8 @@ export interface FlowRow {
   packets: number;
   ageS: number;
   idleS: number;
+  /** Confirmed (docs/flow-records.md "Confirmation and replication"): replicated, never early-dropped. */
+  confirmed: boolean;
 }
 
 export interface FlowListing {
@@ -459,6 +461,7 @@ export class FlowScan {
       packets: t.packets(id),
       ageS: now - t.created(id),
       idleS: now - t.lastSeen(id),
+      confirmed: t.isConfirmed(id),
     });
   }
 }

@@ -37,7 +37,7 @@ export interface DataPlaneLogger {
 }
 
 /** The forwarder's options (src/dataplane/forwarder.ts) but its outputs, which the data plane builds, and: */
-export interface DataPlaneOptions extends Pick<ForwarderOptions, 'table' | 'forwarding' | 'hashKey' | 'tagKey' | 'selfIndex' | 'live' | 'sink' | 'syncThreshold'> {
+export interface DataPlaneOptions extends Pick<ForwarderOptions, 'table' | 'forwarding' | 'hashKey' | 'tagKey' | 'selfIndex' | 'live' | 'sink'> {
   device: TunLike;
   /** Packets per batch (config tun.batch). */
   batch: number;
@@ -120,7 +120,6 @@ export class DataPlane {
       selfIndex: opts.selfIndex,
       live: opts.live,
       sink: opts.sink,
-      syncThreshold: opts.syncThreshold,
       peers: p?.addresses,
       peerOutput: this.#peerOut,
       peerRelay: this.#peerRelay,

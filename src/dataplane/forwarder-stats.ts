@@ -27,6 +27,8 @@ export class ForwarderStats {
   secondChancePackets = 0;
   /** NAT replies without a record here sent to their flow's ranked primary (reply steering). */
   replySteeredPackets = 0;
+  /** Replies of flows not confirmed yet sent to the flow's recorded primary, so that it can confirm them. */
+  unconfirmedRepliesToPrimary = 0;
   /**
    * New flows decided while no other balancer was live: their backup is the next configured
    * balancer in rank (flag BACKUP_PENDING) until a live one is assigned.

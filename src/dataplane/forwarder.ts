@@ -15,7 +15,9 @@
  *                Malformed: counted by PacketResult reason, dropped.
  *  2. classify   destination is a VIP → client→VIP direction (step 3);
  *                otherwise a reply from a backend → reply lookup (step 5).
- *  3. admit      the VIP serves the key's protocol and destination port, else counted drop.
+ *  3. admit      the VIP serves the key's protocol and destination port, else counted drop
+ *                (a first fragment: its L4 header's port; a later fragment has none and
+ *                passes only for a flow its first fragment created: step 4).
  *  4. flow       flow-table hit: the record is the truth (its primary, backup and backend).
  *                Miss: new-flow decision (claims 1-2): flowHash = HalfSipHash(key);
  *                primary/backup = first two live balancers of ranking row flowHash & 0xffff
@@ -23,11 +25,12 @@
  *                by src/cluster/backup-repair.ts);
  *                backend = weighted-rendezvous row flowHash >>> 16 of the VIP's table; the
  *                record (forward key + NAT reply key) goes into the table (claim 3: the
- *                replication sink queues it for every peer once the flow reaches the
- *                replication threshold).
+ *                flow's primary hands it to the replication sink for every peer once the
+ *                flow is CONFIRMED: FlowTable.touch, src/cluster/replication-policy.ts).
  *                Miss on a non-initial TCP packet (no SYN): "second chance" (GLB): the
  *                ranked primary is authoritative for its flows, so the packet goes there
- *                undecided unless this balancer is that primary.
+ *                undecided unless this balancer is that primary. Miss on a later fragment
+ *                (not from a peer): dropped (fragment_no_flow), it creates nothing.
  *  5. serve      who transmits to the server: the recorded primary if live (claim 4; this
  *                balancer itself: claim 6), else the backup (claim 5), else the next live
  *                balancer in the flow's rank. Another balancer: the unmodified packet is
@@ -36,7 +39,10 @@
  *                over the balancer network's MTU is split into chunk datagrams instead
  *                (src/packet/gso-split.ts, sent with UDP GSO; PeerOutput.segs), and the peer
  *                appends the chunks back into one packet on receipt (src/packet/gso-merge.ts).
- *  6. reply      (not to a VIP) lookup by reply key; a miss is counted (no_flow) and dropped.
+ *  6. reply      (not to a VIP) lookup by reply key; a miss is steered to the flow's ranked
+ *                primary (#steerReply) or counted (no_flow) and dropped. A reply of a flow
+ *                not confirmed yet goes to the flow's recorded primary (#replyToPrimary),
+ *                which must see it to confirm the flow.
  *  7. rewrite    NAT: destination VIP:port → backend:port, or for replies source
  *                backend:port → VIP:port, with incremental checksums (RFC 1624), honouring
  *                virtio NEEDS_CSUM (partial checksums) when the TUN device has offloads on.
@@ -121,7 +127,7 @@ import { NO_BACKEND } from '../decision/backend-table';
 import { type ForwardingTable, findVip, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from '../decision/forwarding-table';
 import { writeReplyKey } from '../decision/reply-key';
 import { buildReplySteering, forwardKeyOfReply, type ReplySteering } from '../decision/reply-steering';
-import { FlowTable, FlowFlags, InsertResult } from '../flow';
+import { FlowTable, FlowFlags, InsertResult, TouchResult } from '../flow';
 import { FragCache } from '../flow/frag-cache';
 import type { PacketBatch } from './packet-batch';
 import { ForwardDrop } from './forward-drop';
@@ -160,6 +166,9 @@ const KEY_PROTO = PROTO;
 const F_FROM_PEER = FlowFlags.FROM_PEER;
 const F_REPLICATED = FlowFlags.REPLICATED;
 const F_BACKUP_PENDING = FlowFlags.BACKUP_PENDING;
+const F_CONFIRMED = FlowFlags.CONFIRMED;
+const TOUCH_UNCONFIRMED = TouchResult.UNCONFIRMED;
+const TOUCH_CONFIRMED_NOW = TouchResult.CONFIRMED_NOW;
 const OK = PacketResult.OK;
 const FULL = CSUM_FULL;
 const PARTIAL = CSUM_PARTIAL;
@@ -172,9 +181,9 @@ const NEXT = -1;
 /** Receives flow-table events the cluster layer replicates (claim 3). */
 export interface FlowSink {
   /**
-   * A flow decided by this balancer reached its replication threshold (TCP: `syncThreshold`
-   * packets, others: the first packet). Called once per flow, on the hot path: O(1), no
-   * allocation.
+   * A flow was confirmed here (FlowTable.touch: docs/flow-records.md "Confirmation") and this
+   * balancer replicates it: it is the flow's primary, or the primary is not live. Called once
+   * per flow, on the hot path: O(1), no allocation.
    */
   flowReady(entryId: number): void;
 }
@@ -188,8 +197,6 @@ export interface ForwarderOptions {
   /** live[i] = 1 when balancer i is alive (this balancer always is). Owned by the cluster layer. */
   live: Uint8Array;
   sink?: FlowSink;
-  /** TCP packets a flow must see before it is replicated (IPVS sync_threshold). Default 1. */
-  syncThreshold?: number;
   /** Cluster forwarding: peers' data addresses and the output batch. Absent: single balancer. */
   peers?: PeerAddresses;
   peerOutput?: PeerOutput;
@@ -226,7 +233,6 @@ export class Forwarder {
   readonly #fwdWords: Uint32Array;
   readonly #sink: FlowSink | undefined;
   readonly #selfIndex: number;
-  readonly #syncThreshold: number;
   readonly #peers: PeerAddresses | undefined;
   /** Egress to peers (undefined: a single balancer) and to DSR backends (undefined: no DSR). */
   readonly #peerEmit: PeerEmitter | undefined;
@@ -251,7 +257,6 @@ export class Forwarder {
     this.#live = opts.live;
     this.#sink = opts.sink;
     this.#selfIndex = opts.selfIndex;
-    this.#syncThreshold = Math.max(1, opts.syncThreshold ?? 1);
     this.#peers = opts.peers;
     if ((opts.peers !== undefined || opts.peerOutput !== undefined) && (opts.tagKey === undefined || opts.tagKey.length !== 2)) {
       throw new TunlbError(ErrorCodes.USAGE, 'Forwarder: peers need the data-port tag key (tagKey: deriveDataTagKey(cluster key))');
@@ -464,9 +469,16 @@ export class Forwarder {
 
     // 3. admit: the VIP serves the key's protocol and destination port, and its method here.
     if (ft.vipProto[vip * 256 + proto] === 0) return this.#drop(ForwardDrop.PROTOCOL_NOT_SERVED);
-    if ((proto === IPPROTO_TCP || proto === IPPROTO_UDP) && info.isFragment === 0 && info.innerIsFragment === 0) {
-      const dport = (key[KEY_DPORT]! << 8) | key[KEY_DPORT + 1]!;
-      if (((ft.vipPorts[vip]![dport >>> 3]! >>> (dport & 7)) & 1) === 0) return this.#drop(ForwardDrop.PORT_NOT_SERVED);
+    if ((proto === IPPROTO_TCP || proto === IPPROTO_UDP) && info.innerIsFragment === 0) {
+      // A fragment's key has no ports: the first fragment is checked on its L4 header's port;
+      // later ones carry none and pass only for a flow a first fragment created (step 4).
+      if (info.isFragment === 0) {
+        const dport = (key[KEY_DPORT]! << 8) | key[KEY_DPORT + 1]!;
+        if (((ft.vipPorts[vip]![dport >>> 3]! >>> (dport & 7)) & 1) === 0) return this.#drop(ForwardDrop.PORT_NOT_SERVED);
+      } else if (info.isFirstFragment !== 0) {
+        const dport = info.dport;
+        if (((ft.vipPorts[vip]![dport >>> 3]! >>> (dport & 7)) & 1) === 0) return this.#drop(ForwardDrop.PORT_NOT_SERVED);
+      }
     }
     // Before the flow step: a VIP this data path cannot serve must not create (and replicate) records.
     if (ft.vipMethod[vip] === METHOD_DSR && this.#dsrEmit === undefined) return this.#drop(ForwardDrop.METHOD_UNSUPPORTED);
@@ -491,11 +503,8 @@ export class Forwarder {
       id = ctx.id;
       encapFlags = ENCAP_F_NEW_FLOW;
     }
-    table.touch(id, nowSec, info.tcpFlags, 0);
-    if (this.#sink !== undefined && (table.flags(id) & F_FROM_PEER) === 0) {
-      const thr = proto === IPPROTO_TCP ? this.#syncThreshold : 1;
-      if (table.packets(id) === thr) this.#sink.flowReady(id);
-    }
+    // touch's direction: 0 a client packet, 2 an ICMP error (no evidence for confirmation).
+    if (table.touch(id, nowSec, info.tcpFlags, info.isIcmpError << 1, info.tcpSeq, info.tcpAck, info.tcpSegLen) === TOUCH_CONFIRMED_NOW) this.#confirmed(id);
 
     // 5. serve: who transmits to the server. Not the recorded primary as this balancer, live
     // (never asked for a packet from a peer): #serveElsewhere. This balancer: the record's
@@ -567,6 +576,9 @@ export class Forwarder {
     if (info.isIcmpError !== 0) return this.#drop(ForwardDrop.ICMP_ERROR_NO_FLOW);
     const e = ctx.encap;
     const fromPeer = ctx.fromPeer;
+    // A later fragment creates nothing: its flow is the one its first fragment (which passed
+    // the port check) created. A peer's packet carries the decision of a holder: adopted.
+    if (!fromPeer && info.isFragment !== 0 && info.isFirstFragment === 0) return this.#drop(ForwardDrop.FRAGMENT_NO_FLOW);
     let id: number;
     if (fromPeer && (e.flags & ENCAP_F_SECOND_CHANCE) === 0) {
       // The sender decided (NEW_FLOW) or holds the record (failover): adopt its decision once validated.
@@ -640,9 +652,10 @@ export class Forwarder {
       return (ctx.encap.flags & ENCAP_F_REPLY) !== 0 ? this.#steerReply(ctx, ctx.encap.vip + 1) : this.#drop(ForwardDrop.NO_FLOW);
     }
     const id = ref >>> 1;
-    table.touch(id, nowSec, info.tcpFlags, 1);
-    if (this.#sink !== undefined && info.key[KEY_PROTO] === IPPROTO_TCP && (table.flags(id) & F_FROM_PEER) === 0) {
-      if (table.packets(id) === this.#syncThreshold) this.#sink.flowReady(id);
+    // touch's direction: 1 a reply, 2 an ICMP error (no evidence).
+    if (table.touch(id, nowSec, info.tcpFlags, 1 + info.isIcmpError, info.tcpSeq, info.tcpAck, info.tcpSegLen) === TOUCH_UNCONFIRMED && !ctx.fromPeer) {
+      const a = this.#replyToPrimary(ctx, id);
+      if (a !== NEXT) return a;
     }
     const ft = this.#ft;
     const vip = table.vip(id);
@@ -715,8 +728,49 @@ export class Forwarder {
   }
 
   /**
+   * Flow `id` was just confirmed by the current packet (a client packet). The flow's primary
+   * replicates it: it sees every packet of the flow, replies of unconfirmed flows included
+   * (#replyToPrimary), so it confirms too. So this balancer hands the flow to the replication
+   * sink only when it is the primary, or the primary is not live (then the flow's server,
+   * whoever confirms, replicates: the record must reach the peers). A record adopted from a
+   * peer's header becomes this balancer's own (not FROM_PEER): it replicates, refreshes and
+   * deletes it.
+   */
+  #confirmed(id: number): void {
+    const table = this.#table;
+    const p = table.primary(id);
+    if (p !== this.#selfIndex && this.#live[p] !== 0) return;
+    if ((table.flags(id) & F_FROM_PEER) !== 0) table.updateFlags(id, 0, F_FROM_PEER);
+    if (this.#sink !== undefined) this.#sink.flowReady(id);
+  }
+
+  /**
+   * Step 6 for a reply of flow `id` that is not confirmed (a SYN-ACK; a datagram flow's
+   * answer): the flow's primary must see it, or it cannot confirm the flow when the client's
+   * next packet reaches it (that packet may come through another receiver: ECMP). So the reply
+   * goes to the primary (flag REPLY), which un-NATs it; NEXT (un-NAT here) when this balancer
+   * is the primary, the primary is not live, there are no peers, or the packet is a fragment
+   * or an ICMP error.
+   */
+  #replyToPrimary(ctx: PacketContext, id: number): number {
+    const table = this.#table;
+    const p = table.primary(id);
+    const info = ctx.info;
+    if (p === this.#selfIndex || this.#live[p] === 0 || this.#peerEmit === undefined || info.isFragment !== 0 || info.isIcmpError !== 0) return NEXT;
+    this.stats.unconfirmedRepliesToPrimary++;
+    // As #steerReply's: a reply carries no backend (the primary finds the flow by its reply key).
+    ctx.serving = p;
+    ctx.encapFlags = ENCAP_F_REPLY;
+    ctx.primary = p;
+    ctx.backup = table.backup(id);
+    ctx.backend = ENCAP_NONE_U16;
+    ctx.vip = table.vip(id);
+    return this.#toPeer(ctx);
+  }
+
+  /**
    * Reply steering (step 6): the current reply has no record here (not replicated yet: a
-   * handshake below the sync threshold, a flow another receiver decided a moment ago); send it
+   * flow not confirmed yet, a flow another receiver decided a moment ago); send it
    * to its flow's ranked primary (the first live balancer of the ranking row of the forward key
    * rebuilt from the reply, src/decision/reply-steering.ts), which decided or adopted the flow
    * and so holds its record; flag REPLY. The candidate VIPs that list the reply's backend are
@@ -918,7 +972,7 @@ export class Forwarder {
    * and backup. NAT: the reply key changes with the backend, so the record is re-inserted
    * (entry id, packet count and created time restart; a peer-learnt flag is kept). DSR: the
    * decision is updated in place. `ready`: hand a flow decided here to the replication sink
-   * at once (else the usual threshold applies). Returns the flow's id, or -1 (drop counted).
+   * at once when it was confirmed (a new connection confirms on its own handshake). Returns the flow's id, or -1 (drop counted).
    * Every balancer that holds the record and sees the packet makes the same move: `nb` comes
    * from the forwarding table, which is the same everywhere.
    */
@@ -931,13 +985,15 @@ export class Forwarder {
     // The flow's primary owns the new decision (replicates it; peers adopt a primary's record);
     // anyone else keeps a peer-learnt record peer-learnt (the primary makes the same move).
     const fromPeer = primary !== this.#selfIndex ? table.flags(id) & F_FROM_PEER : 0;
+    // A moved flow stays confirmed; a new connection (reuse) confirms on its own handshake.
+    const confirmed = ready ? table.flags(id) & F_CONFIRMED : 0;
     if (ft.vipMethod[vip] === METHOD_DSR) {
       table.setDecision(id, primary, backup, nb);
       if (table.vip(id) !== vip) table.setVip(id, vip);
       if (fromPeer === 0) {
         // In place: forget "replicated" too, so the new decision is sent again.
         table.updateFlags(id, 0, F_FROM_PEER | F_REPLICATED);
-        if (ready && this.#sink !== undefined) this.#sink.flowReady(id);
+        if (ready && (table.flags(id) & F_CONFIRMED) !== 0 && this.#sink !== undefined) this.#sink.flowReady(id);
       }
       return id;
     }
@@ -951,9 +1007,10 @@ export class Forwarder {
       this.#drop(nid === InsertResult.FULL ? ForwardDrop.TABLE_FULL : ForwardDrop.FLOW_CONFLICT);
       return -1;
     }
+    if (confirmed !== 0) table.updateFlags(nid, F_CONFIRMED, 0);
     table.touch(nid, ctx.nowSec, 0, 0);
     if (fromPeer !== 0) table.updateFlags(nid, F_FROM_PEER, 0);
-    else if (ready && this.#sink !== undefined) this.#sink.flowReady(nid);
+    else if (confirmed !== 0 && this.#sink !== undefined) this.#sink.flowReady(nid);
     return nid;
   }
 

@@ -12,7 +12,7 @@
  *
  * ## Layout (capacity C entries, S = slot count, a power of two, default nextPow2(4C))
  * - entries, indexed by entryId 0..C-1 (stable for the life of the entry; entries never move).
- *   Everything the packet path reads or writes for a flow sits in ONE 96-byte record (24 u32
+ *   Everything the packet path reads or writes for a flow sits in ONE 100-byte record (25 u32
  *   words) of `rec`, so a lookup costs one cache miss in the index and one in the record, and
  *   touch/accessors after a lookup hit the same lines:
  *     word  0..9   forward key
@@ -21,15 +21,17 @@
  *     word 21      packets (u32, saturating)
  *     word 22      state (bits 0-7) | flags (8-15) | primary (16-23) | backup (24-31)
  *     word 23      vip (bits 0-14) | index epoch (bit 15) | backend (16-31)
+ *     word 24      TCP sequence word (flag SEQ_KNOWN): the server's next sequence number while
+ *                  unconfirmed, the client's once confirmed (touch)
  *   `lastSeen(id)` is derived: deadline - timeout(state); every state change rewrites the deadline.
  *   Beside it: created Uint32Array(C) (4 B), free-id stack Int32Array(C) (4 B).
  * - index: slots Uint32Array(S), one slot per indexed key (2 per NAT flow, 1 per DSR flow);
  *   S = 4C keeps the load factor <= 0.5 with both keys present: 16 B per flow at S = 4C.
- *   Total at C = 2^20: 96 + 4 + 4 + 16 = 120 B per flow (bench/flow-table.bench.ts measures RSS).
+ *   Total at C = 2^20: 100 + 4 + 4 + 16 = 124 B per flow (bench/flow-table.bench.ts measures RSS).
  * - A slot holds 0 (empty) or `(tag << refBits) | (ref + 1)` where `ref = (entryId << 1) | dir`
  *   (dir 0 = forward key, 1 = reply key) and `tag` is the top (32 - refBits) bits of a second mix
  *   of the key's hash: most mismatching slots are rejected without touching the record.
- *   The stored key of a ref starts at word (ref >>> 1) * 24 + (ref & 1) * 11.
+ *   The stored key of a ref starts at word (ref >>> 1) * 25 + (ref & 1) * 11.
  *
  * ## Probing and deletion
  * Linear probing from `hash & (S-1)`, with backward-shift deletion (Knuth 6.4 Algorithm R):
@@ -52,10 +54,11 @@
  *   1. looks at the slots in a window of `evictWindow` slots from the new forward key's home and
  *      removes the first expired entry found there;
  *   2. otherwise runs a bounded expiry sweep (`fullSweepBudget` entry ids from the sweep cursor);
- *   3. otherwise, if `earlyDrop` (default true), removes the first entry in the window that is an
- *      unanswered TCP SYN_SEEN (no reply seen, not received from a peer, not replicated), as
- *      conntrack's early_drop does, so a SYN flood cannot lock legitimate new flows out
- *      (counted in `earlyDrops`, reason EARLY_DROP to the callback);
+ *   3. otherwise, if `earlyDrop` (default true), removes the first entry in the window that is
+ *      not CONFIRMED (any protocol and state, whatever replies it has seen: a spoofed SYN is
+ *      answered by the backend too), as conntrack's early_drop removes entries not ASSURED and
+ *      IPVS's drop_entry half-open ones, so a spoofed flood cannot lock legitimate new flows
+ *      out and never evicts a confirmed one (counted in `earlyDrops`, reason EARLY_DROP);
  *   4. otherwise refuses: returns InsertResult.FULL and increments `refusedFull`.
  *
  * ## Index remap (config reload)
@@ -125,6 +128,30 @@ export const FlowFlags = {
    * primary gives it a live backup (src/cluster/backup-repair.ts).
    */
   BACKUP_PENDING: 0x20,
+  /**
+   * The flow is confirmed (FlowTable.touch: evidence a blind spoofer cannot give, or a record
+   * learnt from a peer). Only confirmed flows are replicated; unconfirmed ones are the first
+   * to go when the table is full.
+   */
+  CONFIRMED: 0x40,
+  /**
+   * TCP: the record's sequence word holds a value: unconfirmed, the server's next sequence
+   * number from its last reply (SYN-ACK: ISN + 1); confirmed, the client's next sequence
+   * number (the reference of the RST/FIN window check).
+   */
+  SEQ_KNOWN: 0x80,
+} as const;
+
+/** What FlowTable.touch reports about the flow after the packet. */
+export const TouchResult = {
+  /** Not confirmed (yet). */
+  UNCONFIRMED: 0,
+  /** Confirmed before this packet; nothing new. */
+  CONFIRMED: 1,
+  /** This packet confirmed the flow: time to replicate it. */
+  CONFIRMED_NOW: 2,
+  /** Confirmed; this client RST/FIN was outside the sequence window and changed nothing. */
+  OUT_OF_WINDOW: 3,
 } as const;
 
 /** TCP header flag bits (RFC 9293 section 3.1), as passed to `touch` (declared in src/packet/tcp-flags.ts). */
@@ -174,12 +201,13 @@ export interface FlowTableOptions {
 
 const KEY_WORDS = 10;
 /** Record layout (u32 words), see header. */
-const REC = 24;
+const REC = 25;
 const R_DEADLINE = 10;
 const R_REPLY = 11;
 const R_PACKETS = 21;
 const R_META = 22;
 const R_VB = 23;
+const R_SEQ = 24;
 /** Word 23: VIP index bits, the index epoch bit, the backend half (see header). */
 const VB_VIP = 0x7fff;
 const VB_EPOCH = 0x8000;
@@ -201,6 +229,18 @@ const F_REPLICATED = 0x01;
 const F_FROM_PEER = 0x04;
 const F_SEEN_REPLY = 0x08;
 const F_NO_REPLY_KEY = 0x10;
+const F_CONFIRMED = 0x40;
+const F_SEQ_KNOWN = 0x80;
+/** Sequence windows of touch (bytes), see FlowTable.touch and docs/flow-records.md. */
+const SEQ_AHEAD = 1 << 17;
+const SEQ_BEHIND = 1 << 16;
+const ACK_BEHIND = 1 << 16;
+const TOUCH_UNCONFIRMED = 0;
+const TOUCH_CONFIRMED = 1;
+const TOUCH_CONFIRMED_NOW = 2;
+const TOUCH_OUT_OF_WINDOW = 3;
+/** touch's `dir` for an ICMP error about the flow (from either side). */
+const DIR_ICMP_ERROR = 2;
 const TCP_FIN = tcpFlags.TCP_FIN;
 const TCP_SYN = tcpFlags.TCP_SYN;
 const TCP_RST = tcpFlags.TCP_RST;
@@ -213,7 +253,10 @@ if (
   ST_FREE !== FlowState.FREE || ST_SYN_SEEN !== FlowState.TCP_SYN_SEEN || ST_ESTABLISHED !== FlowState.TCP_ESTABLISHED ||
   ST_CLOSING !== FlowState.TCP_CLOSING || ST_CLOSED !== FlowState.TCP_CLOSED || ST_OTHER !== FlowState.OTHER ||
   F_REPLICATED !== FlowFlags.REPLICATED || F_FROM_PEER !== FlowFlags.FROM_PEER || F_SEEN_REPLY !== FlowFlags.SEEN_REPLY ||
-  F_NO_REPLY_KEY !== FlowFlags.NO_REPLY_KEY || REASON_IDLE !== ExpireReason.IDLE ||
+  F_NO_REPLY_KEY !== FlowFlags.NO_REPLY_KEY || F_CONFIRMED !== FlowFlags.CONFIRMED || F_SEQ_KNOWN !== FlowFlags.SEQ_KNOWN ||
+  TOUCH_UNCONFIRMED !== TouchResult.UNCONFIRMED || TOUCH_CONFIRMED !== TouchResult.CONFIRMED ||
+  TOUCH_CONFIRMED_NOW !== TouchResult.CONFIRMED_NOW || TOUCH_OUT_OF_WINDOW !== TouchResult.OUT_OF_WINDOW ||
+  REASON_IDLE !== ExpireReason.IDLE ||
   REASON_EARLY_DROP !== ExpireReason.EARLY_DROP || REASON_TAKEOVER !== ExpireReason.TAKEOVER
 ) {
   throw new Error('src/flow/table.ts: hot-path constants out of sync with the exported enums');
@@ -244,6 +287,10 @@ export class FlowTable {
   earlyDrops = 0;
   /** Closing/closed TCP entries removed because a new flow needed their reply key. */
   takeovers = 0;
+  /** Flows confirmed by a packet here (touch returned CONFIRMED_NOW). */
+  confirmed = 0;
+  /** Client RST/FIN of confirmed TCP flows ignored: outside the sequence window (touch). */
+  outOfWindow = 0;
   hits = 0;
   misses = 0;
   /** insert() results EXISTS / REPLY_CONFLICT. */
@@ -514,13 +561,11 @@ export class FlowTable {
     }
     if (this.expire(nowSec, this.fullSweepBudget) > 0) return true;
     if (this.earlyDrop) {
-      const notAssured = (F_SEEN_REPLY | F_FROM_PEER | F_REPLICATED) << 8;
       for (let n = 0; n < win; n++) {
         const s = slots[(start + n) & mask]!;
         if (s === 0) continue;
         const id = ((s & refMask) - 1) >>> 1;
-        const meta = rec[id * REC + R_META]!;
-        if ((meta & 0xff) === ST_SYN_SEEN && (meta & notAssured) === 0) {
+        if ((rec[id * REC + R_META]! & (F_CONFIRMED << 8)) === 0) {
           this.expireEntry(id, REASON_EARLY_DROP, this.onExpireDefault);
           return true;
         }
@@ -833,41 +878,189 @@ export class FlowTable {
   }
 
   /**
-   * Records a packet: lastSeen = nowSec, packets += 1 (saturating at 2^32-1), SEEN_REPLY when
-   * dir = 1, and for TCP entries advances the state machine from `tcpFlags` (TcpFlags bits):
-   *   RST            -> TCP_CLOSED (any TCP state)
-   *   FIN            -> TCP_CLOSING (unless CLOSED)
-   *   SYN without ACK-> TCP_SYN_SEEN from SYN_SEEN, CLOSING or CLOSED (port reuse reopens);
-   *                     ignored on ESTABLISHED (a stray SYN must not shorten a live flow)
-   *   SYN+ACK        -> no change
-   *   ACK (no SYN)   -> TCP_ESTABLISHED from SYN_SEEN (CLOSING/CLOSED stay: the last ACK of a
-   *                     close must not revive the flow)
-   * Not validated against sequence numbers (unlike conntrack): a spoofed RST/FIN with the exact
-   * 5-tuple shortens the timeout; the flow still lives while packets keep coming.
-   * `tcpFlags` is ignored for non-TCP entries (pass 0).
+   * Records a packet of entry `entryId` and applies the confirmation rules and the TCP state
+   * machine (docs/flow-records.md "Confirmation"). Returns a TouchResult.
+   *
+   * `dir`: 0 a client packet (client -> VIP), 1 a reply (backend -> client), 2 an ICMP error
+   * about the flow from either side: it counts and keeps the flow alive, nothing else (no
+   * evidence: a router answers a spoofed flow's replies with errors to the VIP, and anyone can
+   * forge one).
+   * Always: lastSeen = nowSec (deadline = nowSec + timeout of the new state), packets += 1
+   * (saturating at 2^32-1), SEEN_REPLY when dir = 1.
+   * `seq`, `ack`, `segLen`: the packet's TCP sequence number, acknowledgment number and the
+   * sequence space it occupies (PacketInfo.tcpSeq/tcpAck/tcpSegLen). segLen -1 = no whole TCP
+   * segment (a fragment, an ICMP error, a rebound record): then a TCP entry changes no state.
+   *
+   * Confirmation (flag CONFIRMED, once; TouchResult.CONFIRMED_NOW on the packet that does it),
+   * by evidence a blind spoofer cannot give:
+   *   TCP, NAT      in TCP_SYN_SEEN, a client segment (dir 0) with ACK and without SYN/RST whose
+   *                 ack number acknowledges the server's next sequence number as this entry
+   *                 last saw it in a reply (the SYN-ACK: the server's ISN + 1), or lies at most
+   *                 ACK_BEHIND bytes before it (a flow picked up mid-stream: the client acks
+   *                 data it received). The reply's sequence is kept in the record's sequence
+   *                 word (flag SEQ_KNOWN) until then.
+   *   TCP, DSR      (no reply key: replies bypass the balancer, nothing to check) the first
+   *                 client ACK without SYN/RST in TCP_SYN_SEEN.
+   *   other, NAT    a client packet after a reply was seen (both directions).
+   *   other, DSR    the flow's second client packet here.
+   * Records learnt from peers are confirmed by their installer (src/cluster/replicator.ts).
+   *
+   * TCP state machine (TcpFlags bits of `tcpFlags`; only with a whole segment):
+   *   unconfirmed, client   SYN without ACK: TCP_SYN_SEEN from CLOSING/CLOSED (reopen);
+   *                         the confirming ACK: TCP_ESTABLISHED (TCP_CLOSING with FIN);
+   *                         RST, FIN: ignored (unverifiable; the entry stays evictable and
+   *                         ends by its SYN timeout)
+   *   reply (server) side   RST -> TCP_CLOSED; FIN -> TCP_CLOSING (unless CLOSED); SYN without
+   *                         ACK -> TCP_SYN_SEEN unless ESTABLISHED; SYN+ACK, ACK: no change.
+   *                         Replies are not sequence-checked: they come from the backends'
+   *                         network, which a client cannot send into as a backend.
+   *   confirmed, client     the segment is checked against the client's next sequence number
+   *                         (the record's sequence word: the highest seq + segLen seen, moved
+   *                         only by segments starting 0..SEQ_AHEAD bytes past it). RST/FIN
+   *                         starting outside [-SEQ_BEHIND, +SEQ_AHEAD] of it, or arriving
+   *                         before this entry saw any client segment (a learnt record), are
+   *                         ignored: TouchResult.OUT_OF_WINDOW, counted in `outOfWindow`. In
+   *                         window: RST -> TCP_CLOSED, FIN -> TCP_CLOSING (unless CLOSED), ACK
+   *                         -> TCP_ESTABLISHED from SYN_SEEN (a learnt record), SYN without ACK
+   *                         on CLOSING/CLOSED -> TCP_SYN_SEEN and no longer CONFIRMED (a new
+   *                         connection reuses the 5-tuple: it must confirm again); a SYN on
+   *                         ESTABLISHED is ignored (a stray SYN must not shorten a live flow).
+   * `tcpFlags`, `seq`, `ack` are ignored for non-TCP entries.
    */
-  touch(entryId: number, nowSec: number, tcpFlags: number, dir: number): void {
+  touch(entryId: number, nowSec: number, tcpFlags: number, dir: number, seq = 0, ack = 0, segLen = -1): number {
     const base = entryId * REC;
     const rec = this.rec;
     const p = rec[base + R_PACKETS]!;
     if (p !== PACKETS_MAX) rec[base + R_PACKETS] = p + 1;
-    let meta = rec[base + R_META]!;
-    if (dir !== 0) meta |= F_SEEN_REPLY << 8;
-    const st = meta & 0xff;
-    let ns = st;
-    if (st >= ST_SYN_SEEN && st <= ST_CLOSED) {
-      if ((tcpFlags & TCP_RST) !== 0) {
-        ns = ST_CLOSED;
-      } else if ((tcpFlags & TCP_FIN) !== 0) {
-        if (st !== ST_CLOSED) ns = ST_CLOSING;
-      } else if ((tcpFlags & TCP_SYN) !== 0) {
-        if ((tcpFlags & TCP_ACK) === 0 && st !== ST_ESTABLISHED) ns = ST_SYN_SEEN;
-      } else if ((tcpFlags & TCP_ACK) !== 0) {
-        if (st === ST_SYN_SEEN) ns = ST_ESTABLISHED;
+    const meta = rec[base + R_META]!;
+    // The common case, kept small so that V8 inlines it into the forwarder: a packet without
+    // SYN/FIN/RST of a confirmed flow that stays as it is (an established TCP flow whose client
+    // segments have a reference, or a datagram flow). Everything else: #touchSlow.
+    if ((meta & (F_CONFIRMED << 8)) !== 0 && (tcpFlags & (TCP_SYN | TCP_FIN | TCP_RST)) === 0) {
+      const st = meta & 0xff;
+      if (st > ST_CLOSED) {
+        if (dir === 1 && (meta & (F_SEEN_REPLY << 8)) === 0) rec[base + R_META] = (meta | (F_SEEN_REPLY << 8)) >>> 0;
+        rec[base + R_DEADLINE] = nowSec + this.timeoutByState[st]!;
+        return TOUCH_CONFIRMED;
+      }
+      if (st === ST_ESTABLISHED) {
+        if (dir !== 0) {
+          if (dir === 1 && (meta & (F_SEEN_REPLY << 8)) === 0) rec[base + R_META] = (meta | (F_SEEN_REPLY << 8)) >>> 0;
+        } else if (segLen >= 0) {
+          if ((meta & (F_SEQ_KNOWN << 8)) === 0) return this.#touchSlow(base, meta, p, nowSec, tcpFlags, dir, seq, ack, segLen);
+          const cur = rec[base + R_SEQ]!;
+          const d = (seq - cur) | 0;
+          if (d >= 0 && d <= SEQ_AHEAD) {
+            const e = (seq + segLen) >>> 0;
+            if (((e - cur) | 0) > 0) rec[base + R_SEQ] = e;
+          }
+        }
+        rec[base + R_DEADLINE] = nowSec + this.timeoutByState[ST_ESTABLISHED]!;
+        return TOUCH_CONFIRMED;
       }
     }
-    rec[base + R_META] = ((meta & 0xffffff00) | ns) >>> 0;
+    return this.#touchSlow(base, meta, p, nowSec, tcpFlags, dir, seq, ack, segLen);
+  }
+
+  /** touch() for every case its fast path does not take (packets already counted). */
+  #touchSlow(base: number, meta: number, p: number, nowSec: number, tcpFlags: number, dir: number, seq: number, ack: number, segLen: number): number {
+    const rec = this.rec;
+    const st = meta & 0xff;
+    if (dir === DIR_ICMP_ERROR) {
+      // An ICMP error about the flow: it keeps the flow alive, and is no evidence of anything
+      // (a router answers a spoofed flow's replies with errors to the VIP; anyone can forge one).
+      rec[base + R_DEADLINE] = nowSec + this.timeoutByState[st]!;
+      return (meta & (F_CONFIRMED << 8)) !== 0 ? TOUCH_CONFIRMED : TOUCH_UNCONFIRMED;
+    }
+    let f = (meta >>> 8) & 0xff;
+    let ns = st;
+    let res = TOUCH_UNCONFIRMED;
+    if (st > ST_CLOSED) {
+      // UDP, ICMP, other.
+      if ((f & F_CONFIRMED) !== 0) {
+        res = TOUCH_CONFIRMED;
+      } else if (dir === 0 && ((f & F_SEEN_REPLY) !== 0 || ((f & F_NO_REPLY_KEY) !== 0 && p !== 0))) {
+        f |= F_CONFIRMED;
+        this.confirmed++;
+        res = TOUCH_CONFIRMED_NOW;
+      }
+    } else if (st !== ST_FREE && segLen >= 0) {
+      if ((f & F_CONFIRMED) !== 0) {
+        res = TOUCH_CONFIRMED;
+        let apply = true;
+        if (dir === 0) {
+          const cur = rec[base + R_SEQ]!;
+          const d = (seq - cur) | 0;
+          if ((f & F_SEQ_KNOWN) === 0) {
+            // The first client segment this entry sees (a record learnt from a peer): the
+            // reference, unless it is a RST/FIN, which has nothing to be checked against.
+            if ((tcpFlags & (TCP_RST | TCP_FIN)) !== 0) apply = false;
+            else {
+              rec[base + R_SEQ] = (seq + segLen) >>> 0;
+              f |= F_SEQ_KNOWN;
+            }
+          } else {
+            if (d >= 0 && d <= SEQ_AHEAD) {
+              const e = (seq + segLen) >>> 0;
+              if (((e - cur) | 0) > 0) rec[base + R_SEQ] = e;
+            }
+            if ((tcpFlags & (TCP_RST | TCP_FIN)) !== 0 && (d < -SEQ_BEHIND || d > SEQ_AHEAD)) apply = false;
+          }
+          if (!apply) {
+            this.outOfWindow++;
+            res = TOUCH_OUT_OF_WINDOW;
+          }
+        }
+        if (apply) {
+          if ((tcpFlags & TCP_RST) !== 0) ns = ST_CLOSED;
+          else if ((tcpFlags & TCP_FIN) !== 0) {
+            if (st !== ST_CLOSED) ns = ST_CLOSING;
+          } else if ((tcpFlags & TCP_SYN) !== 0) {
+            if ((tcpFlags & TCP_ACK) === 0 && st !== ST_ESTABLISHED) {
+              ns = ST_SYN_SEEN;
+              if (dir === 0 && st !== ST_SYN_SEEN) {
+                // A new connection on this 5-tuple (reopen): it confirms on its own handshake.
+                f &= ~(F_CONFIRMED | F_SEQ_KNOWN);
+                res = TOUCH_UNCONFIRMED;
+              }
+            }
+          } else if ((tcpFlags & TCP_ACK) !== 0 && st === ST_SYN_SEEN) ns = ST_ESTABLISHED;
+        }
+      } else if (dir !== 0) {
+        // Unconfirmed, a reply: remember the server's next sequence number (SYN-ACK: ISN + 1).
+        rec[base + R_SEQ] = (seq + segLen) >>> 0;
+        f |= F_SEQ_KNOWN;
+        if ((tcpFlags & TCP_RST) !== 0) ns = ST_CLOSED;
+        else if ((tcpFlags & TCP_FIN) !== 0) {
+          if (st !== ST_CLOSED) ns = ST_CLOSING;
+        } else if ((tcpFlags & (TCP_SYN | TCP_ACK)) === TCP_SYN && st !== ST_ESTABLISHED) ns = ST_SYN_SEEN;
+      } else if ((tcpFlags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_ACK) {
+        // Unconfirmed, a client ACK: does it acknowledge what the server sent?
+        if (
+          st === ST_SYN_SEEN &&
+          ((f & F_NO_REPLY_KEY) !== 0 || ((f & F_SEQ_KNOWN) !== 0 && ((rec[base + R_SEQ]! - ack) >>> 0) <= ACK_BEHIND))
+        ) {
+          f |= F_CONFIRMED | F_SEQ_KNOWN;
+          rec[base + R_SEQ] = (seq + segLen) >>> 0;
+          ns = (tcpFlags & TCP_FIN) !== 0 ? ST_CLOSING : ST_ESTABLISHED;
+          this.confirmed++;
+          res = TOUCH_CONFIRMED_NOW;
+        }
+      } else if ((tcpFlags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN && st !== ST_SYN_SEEN) {
+        ns = ST_SYN_SEEN; // a new connection after a server's RST/FIN
+      }
+    } else if ((f & F_CONFIRMED) !== 0) {
+      res = TOUCH_CONFIRMED;
+    }
+    if (dir === 1) f |= F_SEEN_REPLY;
+    rec[base + R_META] = ((meta & 0xffff0000) | (f << 8) | ns) >>> 0;
     rec[base + R_DEADLINE] = nowSec + this.timeoutByState[ns]!;
+    return res;
+  }
+
+  /** True when the entry is confirmed (flag CONFIRMED; see touch). */
+  isConfirmed(entryId: number): boolean {
+    return ((this.rec[entryId * REC + R_META]! >>> 8) & F_CONFIRMED) !== 0;
   }
 
   /**

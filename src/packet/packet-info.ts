@@ -39,6 +39,15 @@ export class PacketInfo {
   dport = 0;
   /** TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN), 0 otherwise. */
   tcpFlags = 0;
+  /**
+   * A whole TCP segment (not a fragment, not an ICMP error): sequence number, acknowledgment
+   * number (u32, RFC 9293 §3.1) and the sequence space the segment occupies (payload bytes,
+   * + 1 for SYN, + 1 for FIN: §3.4). tcpSegLen is -1 for every other packet (then tcpSeq and
+   * tcpAck are meaningless; a first fragment has them but only part of the segment).
+   */
+  tcpSeq = 0;
+  tcpAck = 0;
+  tcpSegLen = -1;
   /** 1 when the packet is a fragment (IPv4 MF or offset > 0; IPv6 fragment header, not atomic). */
   isFragment = 0;
   /** 1 for the first fragment (offset 0, more fragments), which carries the L4 header. */

@@ -146,6 +146,7 @@ export function parsePacket(buf: Uint8Array, off: number, len: number, info: Pac
   info.sport = 0;
   info.dport = 0;
   info.tcpFlags = 0;
+  info.tcpSegLen = -1;
   info.isFragment = 0;
   info.isFirstFragment = 0;
   info.fragOffset = 0;
@@ -247,7 +248,13 @@ function parseL4(buf: Uint8Array, info: PacketInfo, v: number, frag: number): nu
     if (doff < 5 || doff << 2 > l4len) return R.BAD_TCP_OFFSET;
     info.sport = ((buf[l4] as number) << 8) | (buf[l4 + 1] as number);
     info.dport = ((buf[l4 + 2] as number) << 8) | (buf[l4 + 3] as number);
-    info.tcpFlags = buf[l4 + 13] as number;
+    const fl = buf[l4 + 13] as number;
+    info.tcpFlags = fl;
+    info.tcpSeq = (((buf[l4 + 4] as number) << 24) | ((buf[l4 + 5] as number) << 16) | ((buf[l4 + 6] as number) << 8) | (buf[l4 + 7] as number)) >>> 0;
+    info.tcpAck = (((buf[l4 + 8] as number) << 24) | ((buf[l4 + 9] as number) << 16) | ((buf[l4 + 10] as number) << 8) | (buf[l4 + 11] as number)) >>> 0;
+    // Sequence space of the segment (RFC 9293 §3.4): its data, plus one each for SYN and FIN.
+    // A first fragment holds only part of the segment: no length (-1).
+    info.tcpSegLen = frag === 0 ? l4len - (doff << 2) + (fl & 1) + ((fl >>> 1) & 1) : -1;
     info.csumOff = l4 + 16;
   } else if (p === IPPROTO_UDP) {
     // RFC 768: length covers header + data, at least 8. A first fragment's length field is

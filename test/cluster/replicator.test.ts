@@ -4,8 +4,7 @@
  * through the receiver's EnvelopeReceiver (MAC, replay window) before onRecords.
  */
 import test from 'ava';
-import { LoopbackCluster, LOOPBACK_CLUSTER_ID, type LoopbackMember } from '../helpers/replication-loopback';
-import { buildReadyThresholds, readyThresholdForState } from '../../src/cluster/replication-policy';
+import { CONFIRMING_PACKETS, LoopbackCluster, LOOPBACK_CLUSTER_ID, type LoopbackMember } from '../helpers/replication-loopback';
 import { REJECT_REASONS } from '../../src/cluster/replicator';
 import { buildForwardingTable } from '../../src/decision/forwarding-table';
 import { writeReplyKey } from '../../src/decision/reply-key';
@@ -62,7 +61,7 @@ test('100 flows created on A appear on B and C with identical primary/backup/vip
     const k = key40(c, i, vip, i % 4 === 0 ? UDP : TCP);
     keys.push(k);
     const nb = vip === 0 ? 3 : 2;
-    t.true(c.openFlow(a, k, i % 3, (i + 1) % 3, vip, i % nb, 1) >= 0);
+    t.true(c.openFlow(a, k, i % 3, (i + 1) % 3, vip, i % nb, CONFIRMING_PACKETS) >= 0);
   }
   t.is(a.replicator.pending, 100);
   const dgrams = a.replicator.flush();
@@ -101,7 +100,7 @@ test('records carry state and idle time: lastSeen = now - idle_s, never moved ba
   a.now = 1000;
   b.now = 50; // clocks count from each process's start
   const k = key40(c, 7);
-  const id = c.openFlow(a, k, 0, 1, 0, 1, 3); // SYN, ACK, ACK -> ESTABLISHED
+  const id = c.openFlow(a, k, 0, 1, 0, 1, 3); // SYN, SYN-ACK, ACK -> ESTABLISHED
   a.now = 1012; // idle 12 s at send time
   a.replicator.flush();
   c.net.deliverAll();
@@ -124,76 +123,139 @@ test('records carry state and idle time: lastSeen = now - idle_s, never moved ba
   t.is(b.table.lastSeen(idb), 50);
 });
 
-test('threshold policy: a TCP flow with 1 packet is not replicated at threshold 2, is after the 2nd; UDP at the 1st', (t) => {
-  const ready = buildReadyThresholds(2);
-  t.is(ready[TCP], 2);
-  t.is(ready[UDP], 1);
-  t.is(ready[1], 1);
-  t.is(readyThresholdForState(FlowState.TCP_SYN_SEEN, 3), 3);
-  t.is(readyThresholdForState(FlowState.UDP, 3), 1);
-
-  const c = new LoopbackCluster({ balancers: 2, capacity: 2048, syncThreshold: 2 });
+test('confirmation policy: TCP is replicated on the ACK of the server ISN, not on SYN or SYN-ACK; UDP on a query after an answer', (t) => {
+  const c = new LoopbackCluster({ balancers: 2, capacity: 2048 });
   const [a, b] = [c.join(0), c.join(1)];
   const k = key40(c, 1);
-  const id = c.openFlow(a, k, 0, 1, 0, 0, 1); // the SYN only
+  const id = c.openFlow(a, k, 0, 1, 0, 0, 2); // SYN and the backend's SYN-ACK
   a.replicator.flush();
   for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
-  t.is(c.net.deliverAll(), 0, 'a SYN alone sends nothing (flush and refresh scan)');
+  t.is(c.net.deliverAll(), 0, 'SYN and SYN-ACK send nothing (flush and refresh scan)');
   t.is(find(b, k), -1);
-  c.packets(a, id, 1); // the 2nd packet
+  t.false(a.table.isConfirmed(id));
+  c.packets(a, id, 1); // the client's ACK of ISN + 1
+  t.true(a.table.isConfirmed(id));
   t.is(a.replicator.pending, 1);
   a.replicator.flush();
   c.net.deliverAll();
-  t.true(find(b, k) >= 0);
-  // UDP: the first packet.
+  const idb = find(b, k);
+  t.true(idb >= 0);
+  t.true(b.table.isConfirmed(idb), 'a learnt record is confirmed');
+  // UDP: the query and its answer send nothing; the next query does.
   const ku = key40(c, 2, 0, UDP);
-  c.openFlow(a, ku, 0, 1, 0, 2, 1);
+  const idu = c.openFlow(a, ku, 0, 1, 0, 2, 2);
+  a.replicator.flush();
+  t.is(c.net.deliverAll(), 0);
+  c.packets(a, idu, 1);
   a.replicator.flush();
   c.net.deliverAll();
   t.true(find(b, ku) >= 0);
-  // A SYN flood of 1,000 spoofed sources: no replication traffic, and the expiry of those
-  // entries sends no DELETE either (only the replicated UDP flow's expiry does).
+  // A spoofed SYN flood (each SYN answered by the backend) and a spoofed UDP flood (each
+  // answered): no replication traffic, and the entries' expiry sends no DELETE either.
   const sent0 = c.net.sent;
-  for (let i = 0; i < 1000; i++) t.true(c.openFlow(a, key40(c, 10_000 + i), 0, 1, 0, 0, 1) >= 0);
+  for (let i = 0; i < 1000; i++) t.true(c.openFlow(a, key40(c, 10_000 + i), 0, 1, 0, 0, 2) >= 0);
+  for (let i = 0; i < 1000; i++) t.true(c.openFlow(a, key40(c, 20_000 + i, 0, UDP), 0, 1, 0, 0, 2) >= 0);
   a.replicator.flush();
-  a.replicator.refreshTick();
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
   t.is(c.net.sent, sent0);
-  a.now += 31; // SYN_SEEN (and UDP) time out after 30 s
-  t.is(a.table.expire(a.now, 10_000), 1001);
+  a.now += 31; // SYN_SEEN and UDP time out after 30 s
+  t.is(a.table.expire(a.now, 10_000), 2001, "the flood and the UDP flow; the confirmed TCP flow is established (300 s)");
   a.replicator.flush();
-  t.is(a.replicator.stats.deletesSent, 1);
+  t.is(a.replicator.stats.deletesSent, 1, 'only the replicated UDP flow sends a DELETE');
   t.is(c.net.sent, sent0 + 1);
 });
 
-test('flowCreated (the current FlowSink): UDP queued at once, TCP above threshold left to the refresh scan', (t) => {
-  const c = new LoopbackCluster({ balancers: 2, capacity: 256, syncThreshold: 2 });
+test('a confirmed flow is sent by its primary; the refresh scan heals a lost ready event only there (or when the primary is not live)', (t) => {
+  const live = new Uint8Array([1, 1, 1]);
+  const c = new LoopbackCluster({ balancers: 3, capacity: 256, replicator: { live, queueCapacity: 16 } });
   const [a, b] = [c.join(0), c.join(1)];
-  const ku = key40(c, 1, 0, UDP);
-  const kt = key40(c, 2, 0, TCP);
-  // Insert without the forwarder-side ready check, as today's forwarder does.
-  const idu = c.openFlow(a, ku, 0, 1, 0, 0, 0);
-  const idt = c.openFlow(a, kt, 0, 1, 0, 0, 0);
-  a.replicator.flowCreated(idu);
-  a.replicator.flowCreated(idt);
-  t.is(a.replicator.pending, 1);
-  a.table.touch(idu, a.now, 0, 0);
-  a.table.touch(idt, a.now, 0x02, 0);
-  a.table.touch(idt, a.now, 0x10, 0);
+  c.join(2);
+  // Flows decided by A: primary A (20: more than the ring of 16), primary B (1).
+  const mine = Array.from({ length: 20 }, (_, i) => key40(c, i));
+  for (const k of mine) c.openFlow(a, k, 0, 1, 0, 0, 2);
+  const kb = key40(c, 100);
+  const idb = c.openFlow(a, kb, 1, 2, 0, 0, 2);
+  // Confirmed by hand (the forwarder's rule runs in the data plane): A's own ready events.
+  for (const k of mine) {
+    const id = find(a, k);
+    a.table.updateFlags(id, FlowFlags.CONFIRMED, 0);
+    a.replicator.flowReady(id);
+  }
+  a.table.updateFlags(idb, FlowFlags.CONFIRMED, 0);
+  t.is(a.replicator.stats.queueDrops, 4);
   a.replicator.flush();
   c.net.deliverAll();
-  t.true(find(b, ku) >= 0);
-  t.is(find(b, kt), -1);
+  t.is(b.table.size, 16);
   for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
   c.net.deliverAll();
-  t.true(find(b, kt) >= 0);
-  t.is(a.replicator.stats.readyHealed, 1);
+  t.is(b.table.size, 20, 'the 4 dropped events healed');
+  t.is(a.replicator.stats.readyHealed, 4);
+  t.is(find(b, kb), -1, "B's flow is B's to send while B lives");
+  live[1] = 0;
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  c.net.deliverAll();
+  t.true(find(b, kb) >= 0, 'its primary not live: A sends it');
+  t.is(a.replicator.stats.readyHealed, 5);
+});
+
+test('a record from the primary makes the receiver\'s own unsent record confirmed and learnt (the primary refreshes it)', (t) => {
+  const live = new Uint8Array([1, 1, 1]);
+  const c = new LoopbackCluster({ balancers: 3, capacity: 256, replicator: { live } });
+  const [a, b] = [c.join(0), c.join(1)];
+  const k = key40(c, 3);
+  // A received and decided the flow, B is its primary; A saw SYN and SYN-ACK only.
+  const ida = c.openFlow(a, k, 1, 0, 0, 0, 2);
+  t.false(a.table.isConfirmed(ida));
+  inject(c, b.signer, 0, [[fields({ primary: 1, backup: 0, backend: 0 }), k]]);
+  t.true(a.table.isConfirmed(ida));
+  t.is(a.table.flags(ida) & FlowFlags.FROM_PEER, FlowFlags.FROM_PEER);
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  t.is(c.net.queued, 0, 'A sends nothing of it');
+});
+
+test('the refresh scan never sends a record of an unconfirmed flow: one adopted from a peer header whose state changed, one reopened by a new SYN', (t) => {
+  const live = new Uint8Array([1, 1]);
+  const c = new LoopbackCluster({ balancers: 2, capacity: 256, refreshS: 10, replicator: { live } });
+  const [a, b] = [c.join(0), c.join(1)];
+  // A spoofed SYN decided by B and adopted by A, its primary (FROM_PEER, unconfirmed); the
+  // backend's SYN-ACK reaches A, then a RST from the backend changes its state.
+  const k = key40(c, 9);
+  const id = c.openFlow(a, k, 0, 1, 0, 0, 2);
+  a.table.updateFlags(id, FlowFlags.FROM_PEER, 0);
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  a.table.touch(id, a.now, 0x04, 1, 0x7ffffff1, 0, 0); // RST from the backend: CLOSED
+  t.is(a.table.state(id), FlowState.TCP_CLOSED);
+  a.now += 1;
+  for (let i = 0; i < 3 * a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  t.is(c.net.deliverAll(), 0, 'nothing sent (its state changed while A forwards it: a learnt flow would be refreshed)');
+  t.is(find(b, k), -1);
+  // A replicated flow closed, then reopened by a new SYN (unconfirmed): silent until its new
+  // handshake confirms it, then refreshed (its state changed).
+  const k2 = key40(c, 10);
+  const id2 = c.openFlow(a, k2, 0, 1, 0, 0, CONFIRMING_PACKETS);
+  a.replicator.flush();
+  c.net.deliverAll();
+  t.true(find(b, k2) >= 0);
+  a.table.touch(id2, a.now, 0x11, 0, 0x10000001, 0x7ffffff1, 0); // FIN in window
+  a.table.touch(id2, a.now, 0x02, 0, 0x20000000, 0, 1); // a new SYN: reopened, unconfirmed
+  t.false(a.table.isConfirmed(id2));
+  a.now += 11;
+  const sent0 = c.net.sent;
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  t.is(c.net.sent, sent0, 'the reopened flow is not refreshed while unconfirmed');
+  a.table.touch(id2, a.now, 0x12, 1, 0x30000000, 0x20000001, 1); // SYN-ACK
+  a.table.touch(id2, a.now, 0x10, 0, 0x20000001, 0x30000001, 0); // the ACK of it: confirmed
+  t.true(a.table.isConfirmed(id2));
+  for (let i = 0; i < a.replicator.refreshCycleTicks; i++) a.replicator.refreshTick();
+  c.net.deliverAll();
+  t.is(b.table.state(find(b, k2)), FlowState.TCP_ESTABLISHED, 'refreshed once confirmed again');
 });
 
 test('expiry on A sends a DELETE: the flow is gone on B, kept on C which forwarded a packet just now', (t) => {
   const c = new LoopbackCluster({ balancers: 3, capacity: 256 });
   const [a, b, cc] = [c.join(0), c.join(1), c.join(2)];
   const ks = [key40(c, 1, 0, UDP), key40(c, 2, 0, UDP)];
-  for (const k of ks) c.openFlow(a, k, 0, 1, 0, 0, 1);
+  for (const k of ks) c.openFlow(a, k, 0, 1, 0, 0, CONFIRMING_PACKETS);
   a.replicator.flush();
   c.net.deliverAll();
   t.true(find(b, ks[0]!) >= 0 && find(cc, ks[0]!) >= 0);
@@ -228,7 +290,7 @@ test('refresh heals a dropped datagram; a full ready ring is counted and healed 
     return false;
   };
   const keys = Array.from({ length: 100 }, (_, i) => key40(c, i, 0, UDP));
-  for (const k of keys) c.openFlow(a, k, 0, 1, 0, 1, 1);
+  for (const k of keys) c.openFlow(a, k, 0, 1, 0, 1, CONFIRMING_PACKETS);
   t.is(a.replicator.stats.queueDrops, 84, 'ring of 16: 84 ready events dropped');
   a.replicator.flush();
   c.net.deliverAll();
@@ -257,7 +319,7 @@ test('forged (wrong key) and replayed datagrams change nothing and are counted',
     if (d.to === 1) captured.push(d.dgram);
   };
   const k = key40(c, 1, 0, UDP);
-  c.openFlow(a, k, 0, 1, 0, 0, 1);
+  c.openFlow(a, k, 0, 1, 0, 0, CONFIRMING_PACKETS);
   a.replicator.flush();
   c.net.deliverAll();
   const id = find(b, k);
@@ -392,7 +454,7 @@ test('a learnt flow forwarded here after its primary died is refreshed (and dele
   const c = new LoopbackCluster({ balancers: 3, capacity: 256, refreshS: 10, replicator: { live } });
   const [a, b, cc] = [c.join(0), c.join(1), c.join(2)];
   const k = key40(c, 5, 0, UDP);
-  c.openFlow(a, k, 0, 1, 0, 0, 1);
+  c.openFlow(a, k, 0, 1, 0, 0, CONFIRMING_PACKETS);
   a.replicator.flush();
   c.net.deliverAll();
   const idb = find(b, k);

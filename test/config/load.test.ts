@@ -70,7 +70,7 @@ test('every default is applied', (t) => {
       wireId: c.cluster.wireId,
       key: '<redacted>',
       keySource: { kind: 'file', path: '/keys/cluster.key' },
-      replication: { mode: 'multicast', group: '239.99.0.1', controlPort: 7946, dataPort: 7947, probePort: 7948, ttl: 1, flushMs: 1, refreshS: 30, syncThreshold: 3 },
+      replication: { mode: 'multicast', group: '239.99.0.1', controlPort: 7946, dataPort: 7947, probePort: 7948, ttl: 1, flushMs: 1, refreshS: 30 },
       probe: { intervalMs: 100, misses: 3 },
       stateDir: '/var/lib/tunlb',
     },
@@ -121,6 +121,14 @@ test('per-balancer port overrides; capacity rounded up with a warning', (t) => {
   t.is(c.flowTable.capacity, 1024);
   t.is(c.flowTable.requestedCapacity, 1000);
   t.true(c.warnings.some((w) => w.includes('rounded up to 1024')));
+});
+
+test('cluster.replication.sync_threshold (replaced by confirmation) still loads, with a warning that names it', (t) => {
+  const o = minimal();
+  o.cluster.replication = { sync_threshold: 3 };
+  const c = parseObj(o);
+  t.true(c.warnings.some((w) => w.startsWith('cluster.replication.sync_threshold is ignored') && w.includes('remove it')), c.warnings.join('; '));
+  t.false('syncThreshold' in c.cluster.replication);
 });
 
 test('key_env (hex) and hex key files are accepted; relative key_file resolves against baseDir', (t) => {

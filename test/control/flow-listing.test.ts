@@ -110,7 +110,7 @@ test('flow-listing: fixture rows carry key, VIP, balancers, backend, state name,
   t.false(r.truncated);
   t.deepEqual(r.filters, {});
   const a = r.flows.find((x) => x.key === `tcp ${CLIENT}:40000 -> ${VIP}:80`);
-  t.deepEqual(a, { key: `tcp ${CLIENT}:40000 -> ${VIP}:80`, vip: 'web4', primary: 'lb1', backup: 'lb2', backend: '10.99.3.21', state: FlowState.TCP_ESTABLISHED, stateName: 'tcp_established', packets: 0, ageS: 100, idleS: 5 });
+  t.deepEqual(a, { key: `tcp ${CLIENT}:40000 -> ${VIP}:80`, vip: 'web4', primary: 'lb1', backup: 'lb2', backend: '10.99.3.21', state: FlowState.TCP_ESTABLISHED, stateName: 'tcp_established', packets: 0, ageS: 100, idleS: 5, confirmed: false });
   const f = r.flows.find((x) => x.key.startsWith('icmpv6'));
   t.like(f, { vip: 'web6', primary: 'lb3', backup: 'lb2', backend: 'fd99:3::22', stateName: 'icmp', ageS: 1, idleS: 0 });
 });

@@ -9,7 +9,7 @@
 import test from 'ava';
 import { parseConfig } from '../../src/config';
 import { deriveDataTagKey, deriveHashKey } from '../../src/decision/hash-key';
-import { FlowTable } from '../../src/flow';
+import { FlowFlags, FlowTable } from '../../src/flow';
 import { Forwarder } from '../../src/dataplane/forwarder';
 import type { PeerOutput } from '../../src/dataplane/peer-output';
 import { buildForwardingTable, type ForwardingTable } from '../../src/decision/forwarding-table';
@@ -38,7 +38,7 @@ const TCP_ACK = 0x10;
 const TCP_PSH = 0x08;
 
 const YAML = `
-cluster: { id: any-receiver, key_file: ${KEY_PATH}, replication: { sync_threshold: 3 } }
+cluster: { id: any-receiver, key_file: ${KEY_PATH} }
 balancers:
   - { id: lb1, address: 10.99.2.11 }
   - { id: lb2, address: 10.99.2.12 }
@@ -76,6 +76,8 @@ interface Node {
   table: FlowTable;
   batch: PacketBatch;
   peerOut: PeerOutput;
+  /** Entry ids handed to this node's replication sink (flowReady), in order. */
+  ready: number[];
   /** The peer receive batch and the relay output sharing its buffer (steered replies passed on). */
   rx: PacketBatch;
   relay: PeerOutput;
@@ -97,10 +99,12 @@ function cluster() {
     const table = new FlowTable({ capacity: 4096, seed: 11 + self, earlyDrop: false, timeouts: { tcpEstablished: 300, tcpSynSeen: 30, tcpClosing: 30, tcpClosed: 10, udp: 30, icmp: 10 } });
     const batch = new PacketBatch({ count: 8, maxPacket: 65535 });
     const peerOut: PeerOutput = { batch: new PacketBatch({ count: 8, maxPacket: 65535, share: batch }), addrs: new Uint8Array(8 * 16), ports: new Uint16Array(8), count: 0 };
+    const ready: number[] = [];
+    const sink = { flowReady: (id: number): void => void ready.push(id) };
     const rx = new PacketBatch({ count: 2, maxPacket: 65535 });
     const relay: PeerOutput = { batch: new PacketBatch({ count: 2, maxPacket: 65535, share: rx }), addrs: new Uint8Array(2 * 16), ports: new Uint16Array(2), count: 0 };
-    const fwd = new Forwarder({ table, forwarding: ft, hashKey, tagKey, selfIndex: self, live, syncThreshold: 3, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut, peerRelay: relay });
-    return { fwd, table, batch, peerOut, rx, relay };
+    const fwd = new Forwarder({ table, forwarding: ft, hashKey, tagKey, selfIndex: self, live, sink, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut, peerRelay: relay });
+    return { fwd, table, batch, peerOut, ready, rx, relay };
   });
   const e = new EncapInfo();
   /** The datagrams of a peer output, copied, with the balancer each is for. */
@@ -209,6 +213,90 @@ for (const f of families) {
     });
   }
 }
+
+// Confirmation with the ECMP entry (issue 12): SYN at one receiver, the SYN-ACK at the servers'
+// gateway, the client's ACK at another receiver (the ECMP set changed mid-handshake). The
+// flow's primary sees the SYN (forwarded with the decision), the SYN-ACK (a reply of an
+// unconfirmed flow goes to the primary) and the ACK (forwarded, or second chance): it confirms
+// the flow and hands it to its replication sink, once; no other balancer does.
+const C_ISN = 0x01020304;
+const S_ISN = 0xfedcba98;
+function handshake(c: ReturnType<typeof cluster>, f: (typeof families)[number], sport: number, at: { syn: number; synack: number; ack: number }, ack = S_ISN + 1): { be: string; synackOut: Out } {
+  const syn = c.deliver(at.syn, f.tcp(f.client, f.vip, sport, 80, TCP_SYN, undefined, { seq: C_ISN }));
+  const be = addrs(syn.tun[0]!).dst;
+  const synackOut = c.deliver(at.synack, f.tcp(be, f.client, 80, sport, TCP_SYN | TCP_ACK, undefined, { seq: S_ISN, ack: C_ISN + 1 }));
+  c.deliver(at.ack, f.tcp(f.client, f.vip, sport, 80, TCP_ACK, undefined, { seq: C_ISN + 1, ack: ack >>> 0 }));
+  return { be, synackOut };
+}
+function entryOf(c: ReturnType<typeof cluster>, node: number, f: (typeof families)[number], sport: number): number {
+  const p = f.tcp(f.client, f.vip, sport, 80);
+  parsePacket(p, 0, p.length, info);
+  const ref = c.nodes[node]!.table.lookup(new Uint32Array(info.key.slice().buffer), 1);
+  return ref >= 0 && (ref & 1) === 0 ? ref >>> 1 : -1;
+}
+
+for (const f of families) {
+  test(`${f.name} confirmation: receivers and gateway in every arrangement: the primary confirms and replicates each flow once, nobody else`, (t) => {
+    const c = cluster();
+    let k = 0;
+    const primaries = new Set<number>();
+    for (let syn = 0; syn < 3; syn++) {
+      for (let gw = 0; gw < 3; gw++) {
+        for (let ack = 0; ack < 3; ack++) {
+          for (let rep = 0; rep < 4; rep++) {
+            const sport = 45000 + k++;
+            const before = c.nodes.map((n) => n.ready.length);
+            const { synackOut } = handshake(c, f, sport, { syn, synack: gw, ack });
+            t.is(synackOut.tun.length, 1, 'the SYN-ACK reaches the client');
+            t.deepEqual(addrs(synackOut.tun[0]!).src, f.vip);
+            const p = c.nodes[syn]!.table.primary(entryOf(c, syn, f, sport));
+            primaries.add(p);
+            const idp = entryOf(c, p, f, sport);
+            t.true(idp >= 0, 'the primary holds the record');
+            t.true(c.nodes[p]!.table.isConfirmed(idp), `confirmed at the primary lb${p + 1} (SYN lb${syn + 1}, SYN-ACK lb${gw + 1}, ACK lb${ack + 1})`);
+            t.is(c.nodes[p]!.table.flags(idp) & FlowFlags.FROM_PEER, 0, "the primary owns the record it replicates");
+            const got = c.nodes.map((n, i) => n.ready.length - before[i]!);
+            t.deepEqual(got, [0, 1, 2].map((i) => (i === p ? 1 : 0)), `flowReady at the primary only (SYN lb${syn + 1}, SYN-ACK lb${gw + 1}, ACK lb${ack + 1})`);
+            t.is(c.nodes[p]!.ready.at(-1), idp);
+          }
+        }
+      }
+    }
+    t.is(primaries.size, 3, 'every balancer was a primary');
+    for (let i = 0; i < 3; i++) t.deepEqual(c.drops(i), {});
+    t.true(c.nodes.some((n) => n.fwd.stats.unconfirmedRepliesToPrimary > 0), 'SYN-ACKs at a receiver that is not the primary went to the primary');
+  });
+
+  test(`${f.name} confirmation: a spoofed handshake (SYN, the backend's SYN-ACK, an ACK that does not acknowledge the ISN) is replicated by nobody`, (t) => {
+    const c = cluster();
+    for (let k = 0; k < 27; k++) {
+      handshake(c, f, 46000 + k, { syn: k % 3, synack: Math.floor(k / 3) % 3, ack: Math.floor(k / 9) % 3 }, S_ISN + 2 + k * 7919);
+      c.deliver(k % 3, f.tcp(f.client, f.vip, 47000 + k, 80, TCP_SYN, undefined, { seq: C_ISN })); // SYN only
+    }
+    t.deepEqual(c.nodes.map((n) => n.ready.length), [0, 0, 0]);
+    t.deepEqual(c.nodes.map((n) => n.table.confirmed), [0, 0, 0]);
+  });
+}
+
+test('UDP confirmation: a query, the answer at the gateway (steered to the primary when unconfirmed), the next query at another receiver: the primary replicates', (t) => {
+  const c = cluster();
+  let n = 0;
+  for (let k = 0; k < 27; k++) {
+    const sport = 48000 + k;
+    const [q1, gw, q2] = [k % 3, Math.floor(k / 3) % 3, Math.floor(k / 9) % 3];
+    const before = c.nodes.map((x) => x.ready.length);
+    const a = c.deliver(q1, P.udp4(CLIENT, VIP, sport, 53, new Uint8Array(4)));
+    const be = addrs(a.tun[0]!).dst;
+    const ans = c.deliver(gw, P.udp4(be, CLIENT, 53, sport, new Uint8Array(8)));
+    t.deepEqual(addrs(ans.tun[0]!), { src: VIP, dst: CLIENT, sport: 53, dport: sport });
+    t.deepEqual(c.nodes.map((x, i) => x.ready.length - before[i]!), [0, 0, 0], 'query and answer: not confirmed');
+    c.deliver(q2, P.udp4(CLIENT, VIP, sport, 53, new Uint8Array(4)));
+    const got = c.nodes.map((x, i) => x.ready.length - before[i]!);
+    t.is(got.reduce((x, y) => x + y, 0), 1, `confirmed and handed to one sink (${k})`);
+    n++;
+  }
+  t.is(n, 27);
+});
 
 for (let gw = 0; gw < 3; gw++) {
   test(`NAT reply of a VIP sharing its backends with another VIP: a SYN-ACK at lb${gw + 1} without the record is passed from candidate primary to candidate primary until the one holding it (every one answered from web4b)`, (t) => {

@@ -87,7 +87,7 @@ function lb2(opts: { vnet?: boolean; ineligible?: number[] } = {}) {
   });
   const batch = new PacketBatch({ count: 8, maxPacket: 65535 });
   const peerOut: PeerOutput = { batch: new PacketBatch({ count: 8, maxPacket: 65535, share: batch }), addrs: new Uint8Array(8 * 16), ports: new Uint16Array(8), count: 0 };
-  const fwd = new Forwarder({ table, forwarding: ft, hashKey, tagKey, selfIndex: SELF, live, syncThreshold: 3, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut });
+  const fwd = new Forwarder({ table, forwarding: ft, hashKey, tagKey, selfIndex: SELF, live, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut });
   /** Datagrams received from `from` (a balancer index or an address), one batch. */
   const recv = (dgs: Uint8Array[], from: number | string = 0): Result => {
     const rx = new PacketBatch({ count: 8, maxPacket: 65535 });

@@ -233,7 +233,7 @@ function makeHarness(rng: Rng, selfIndex: number, vnet: boolean): Harness {
   Math.random = () => rng.u32() / 0x100000000;
   try {
     h.fwd = new Forwarder({
-      table, forwarding: ft, hashKey, tagKey, selfIndex, live, sink, syncThreshold: 3,
+      table, forwarding: ft, hashKey, tagKey, selfIndex, live, sink,
       peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut,
       dsr: { neighbours: fakeNeighbours(config), output: dsrOut },
     });

@@ -443,6 +443,78 @@ test('fragments: every fragment of a datagram goes to the same backend, in order
   }
 });
 
+// The port filter and fragments (issue 12): a first fragment carries the L4 header and is
+// checked on its port; a later fragment has none, and passes only for a flow that a first
+// fragment (which passed the check) created.
+const portFilterRows: Array<{ name: string; pkt: () => Uint8Array; chunk: number; pass: boolean }> = [
+  { name: 'TCP SYN to :22 of a :80-only VIP, split after the TCP header', pkt: () => P.tcp4(CLIENT, TCP_ONLY, 40022, 22, P.TCP_SYN, data(40)), chunk: 24, pass: false },
+  { name: 'TCP SYN to :5201 of a :80-only VIP, in three fragments', pkt: () => P.tcp4(CLIENT, TCP_ONLY, 40023, 5201, P.TCP_SYN, data(40)), chunk: 24, pass: false },
+  { name: 'IPv6 TCP SYN to :22 of a :80-only VIP', pkt: () => P.tcp6(CLIENT6, TCP_ONLY6, 40024, 22, P.TCP_SYN, data(40)), chunk: 24, pass: false },
+  { name: 'UDP to :5353 of a :53-only VIP', pkt: () => P.udp4(CLIENT, '10.99.0.40', 40025, 5353, data(3000)), chunk: 1200, pass: false },
+  { name: 'UDP to a port outside web4\'s list (:6000)', pkt: () => P.udp4(CLIENT, VIP, 40026, 6000, data(3000)), chunk: 1200, pass: false },
+  { name: 'TCP SYN to :80 of the :80-only VIP', pkt: () => P.tcp4(CLIENT, TCP_ONLY, 40027, 80, P.TCP_SYN, data(40)), chunk: 24, pass: true },
+  { name: 'UDP to :53 of the :53-only VIP', pkt: () => P.udp4(CLIENT, '10.99.0.40', 40028, 53, data(3000)), chunk: 1200, pass: true },
+];
+for (const r of portFilterRows) {
+  test(`fragments and the port filter: ${r.name}: ${r.pass ? 'every fragment passes' : 'refused, nothing created'}`, (t) => {
+    const h = setup();
+    const frags = P.fragmentPacket(r.pkt(), r.chunk, 0x321);
+    t.true(frags.length >= 2);
+    // The later fragments first (reordered), then the first fragment, then the later ones again.
+    const before = h.drops();
+    const laterFirst = frags.slice(1).map((f) => h.send(f).emitted);
+    t.deepEqual(laterFirst, frags.slice(1).map(() => false), 'a later fragment before any first fragment creates nothing');
+    const first = h.send(frags[0]!).emitted;
+    const later = frags.slice(1).map((f) => h.send(f).emitted);
+    const d = diff(before, h.drops());
+    if (r.pass) {
+      t.true(first);
+      t.deepEqual(later, later.map(() => true), 'later fragments pass once their first fragment passed');
+      t.deepEqual(d, { fragment_no_flow: frags.length - 1 });
+      t.is(h.table.size, 1);
+    } else {
+      t.false(first, 'the first fragment is checked on its port');
+      t.deepEqual(later, later.map(() => false));
+      t.deepEqual(d, { port_not_served: 1, fragment_no_flow: 2 * (frags.length - 1) });
+      t.is(h.table.size, 0, 'no flow created');
+      t.is(h.fwd.stats.flowsCreated, 0);
+    }
+  });
+}
+
+test('fragments: a too-short first fragment (no whole L4 header) is dropped as malformed, never forwarded', (t) => {
+  const h = setup();
+  // An IPv4 first fragment with 8 bytes of a TCP header (ports, sequence number: no flags).
+  const syn = P.tcp4(CLIENT, TCP_ONLY, 40030, 22, P.TCP_SYN);
+  const L = P.layout(syn);
+  const f0 = P.ipv4Fragment(CLIENT, TCP_ONLY, 6, 0x99, 0, true, syn.subarray(L.l4Off, L.l4Off + 8));
+  const f1 = P.ipv4Fragment(CLIENT, TCP_ONLY, 6, 0x99, 8, false, syn.subarray(L.l4Off + 8));
+  t.false(h.send(f0).emitted);
+  t.false(h.send(f1).emitted);
+  t.deepEqual(h.drops(), { l4_truncated: 1, fragment_no_flow: 1 });
+  t.is(h.table.size, 0);
+});
+
+test('confirmation: a spoofed UDP datagram answered by the backend, then ICMP errors about the answer (the router: its destination is unreachable), is never confirmed; a real client\'s next query confirms', (t) => {
+  const h = setup();
+  const spoofed = '198.51.100.7';
+  const q = h.send(P.udp4(spoofed, VIP, 4242, 53, data(8)));
+  t.true(q.emitted);
+  const be = backendOf(h, VIP, q.out);
+  const ans = h.send(P.udp4(be.addr, spoofed, bport(be, 53), 4242, data(12)));
+  t.true(ans.emitted, 'the answer is un-NATed (to the spoofed source)');
+  // The router cannot reach 198.51.100.7: "net unreachable" to the answer's source, the VIP.
+  for (let i = 0; i < 3; i++) h.send(P.icmp4Error(P.ICMP4_DEST_UNREACH, 0, ROUTER, VIP, P.udp4(VIP, spoofed, 53, 4242, data(12))));
+  t.is(h.table.size, 1);
+  t.is(h.table.confirmed, 0, 'ICMP errors are no evidence');
+  // A real client: query, answer, the next query.
+  const q2 = h.send(P.udp4(CLIENT, VIP, 4243, 53, data(8)));
+  const be2 = backendOf(h, VIP, q2.out);
+  h.send(P.udp4(be2.addr, CLIENT, bport(be2, 53), 4243, data(12)));
+  h.send(P.udp4(CLIENT, VIP, 4243, 53, data(8)));
+  t.is(h.table.confirmed, 1);
+});
+
 test('fragments: a fragmented reply of a fragment flow goes back from the VIP', (t) => {
   const h = setup();
   // Find a client for which the 3-tuple flow lands on a backend that keeps the port.

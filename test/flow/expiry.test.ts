@@ -37,46 +37,63 @@ test('default timeouts per protocol: UDP 30, ICMP 10, other 30, TCP SYN_SEEN 30'
   t.is(ft.size, 0);
 });
 
-test('TCP state machine: SYN -> SYN_SEEN (30), ACK -> ESTABLISHED (300), FIN -> CLOSING (10), RST -> CLOSED (5)', (t) => {
+/** One whole TCP segment of entry `id` (direction, flags, sequence numbers, segment length). */
+function seg(ft: FlowTable, id: number, now: number, flags: number, dir: number, seq: number, ack = 0, len = 0): number {
+  return ft.touch(id, now, flags, dir, seq, ack, len + (flags & TcpFlags.SYN ? 1 : 0) + (flags & TcpFlags.FIN ? 1 : 0));
+}
+
+test('TCP state timeouts: SYN -> SYN_SEEN (30), confirmed -> ESTABLISHED (300), FIN -> CLOSING (10), RST -> CLOSED (5)', (t) => {
+  // Entries without a reply key (DSR): the client's first ACK confirms (test/flow/confirmation.test.ts has the rules).
   const ft = new FlowTable({ capacity: 64 });
   const k1 = key(1, 6);
   let id = ft.insert(k1, null, 0, 0, 0, 0, T);
-  ft.touch(id, T, TcpFlags.SYN, 0);
+  seg(ft, id, T, TcpFlags.SYN, 0, 100);
   t.is(ft.state(id), FlowState.TCP_SYN_SEEN);
-  ft.touch(id, T, TcpFlags.SYN | TcpFlags.ACK, 1);
+  seg(ft, id, T, TcpFlags.SYN | TcpFlags.ACK, 1, 9000, 101);
   t.is(ft.state(id), FlowState.TCP_SYN_SEEN, 'SYN+ACK keeps SYN_SEEN');
-  ft.touch(id, T + 1, TcpFlags.ACK, 0);
+  seg(ft, id, T + 1, TcpFlags.ACK, 0, 101, 9001);
   t.is(ft.state(id), FlowState.TCP_ESTABLISHED);
-  ft.touch(id, T + 2, TcpFlags.SYN, 0);
+  seg(ft, id, T + 2, TcpFlags.SYN, 0, 101);
   t.is(ft.state(id), FlowState.TCP_ESTABLISHED, 'stray SYN ignored when established');
   assertTimeout(t, ft, k1, T + 2, 300, 'established');
 
   const k2 = key(2, 6);
   id = ft.insert(k2, null, 0, 0, 0, 0, T);
-  ft.touch(id, T, TcpFlags.ACK | TcpFlags.PSH, 0);
-  ft.touch(id, T + 5, TcpFlags.FIN | TcpFlags.ACK, 1);
+  seg(ft, id, T, TcpFlags.ACK | TcpFlags.PSH, 0, 100, 1, 10);
+  seg(ft, id, T + 5, TcpFlags.FIN | TcpFlags.ACK, 1, 5000, 110);
   t.is(ft.state(id), FlowState.TCP_CLOSING, 'FIN shortens');
-  ft.touch(id, T + 6, TcpFlags.ACK, 0);
+  seg(ft, id, T + 6, TcpFlags.ACK, 0, 110, 5001);
   t.is(ft.state(id), FlowState.TCP_CLOSING, 'the last ACK does not revive the flow');
   assertTimeout(t, ft, k2, T + 6, 10, 'closing');
 
   const k3 = key(3, 6);
   id = ft.insert(k3, null, 0, 0, 0, 0, T);
-  ft.touch(id, T, TcpFlags.ACK, 0);
-  ft.touch(id, T + 7, TcpFlags.RST, 1);
+  seg(ft, id, T, TcpFlags.ACK, 0, 100, 1);
+  seg(ft, id, T + 7, TcpFlags.RST, 1, 1);
   t.is(ft.state(id), FlowState.TCP_CLOSED);
-  ft.touch(id, T + 7, TcpFlags.FIN, 0);
+  seg(ft, id, T + 7, TcpFlags.FIN, 0, 100);
   t.is(ft.state(id), FlowState.TCP_CLOSED, 'FIN after RST stays CLOSED');
   assertTimeout(t, ft, k3, T + 7, 5, 'closed');
 
   const k4 = key(4, 6);
   id = ft.insert(k4, null, 0, 0, 0, 0, T);
-  ft.touch(id, T, TcpFlags.FIN, 0);
-  ft.touch(id, T + 1, TcpFlags.SYN, 0);
+  seg(ft, id, T, TcpFlags.ACK, 0, 100, 1);
+  seg(ft, id, T, TcpFlags.FIN | TcpFlags.ACK, 0, 100, 1);
+  t.is(ft.state(id), FlowState.TCP_CLOSING);
+  seg(ft, id, T + 1, TcpFlags.SYN, 0, 77777);
   t.is(ft.state(id), FlowState.TCP_SYN_SEEN, 'a new SYN reopens a closing flow (port reuse)');
-  ft.touch(id, T + 1, TcpFlags.RST | TcpFlags.ACK, 1);
-  ft.touch(id, T + 2, TcpFlags.SYN, 0);
+  seg(ft, id, T + 1, TcpFlags.RST | TcpFlags.ACK, 1, 0, 77778);
+  seg(ft, id, T + 2, TcpFlags.SYN, 0, 88888);
   t.is(ft.state(id), FlowState.TCP_SYN_SEEN, 'and a closed one');
+});
+
+test('a TCP packet without a whole segment (fragment, ICMP error: segLen -1) changes no state', (t) => {
+  const ft = new FlowTable({ capacity: 4 });
+  const id = ft.insert(key(1, 6), null, 0, 0, 0, 0, T);
+  ft.touch(id, T, TcpFlags.ACK, 0);
+  ft.touch(id, T, TcpFlags.RST, 0);
+  t.is(ft.state(id), FlowState.TCP_SYN_SEEN);
+  t.is(ft.packets(id), 2);
 });
 
 test('touch ignores TCP flags for UDP entries', (t) => {
@@ -93,7 +110,7 @@ test('configurable timeouts', (t) => {
   assertTimeout(t, ft, ku, T, 3, 'udp 3');
   const kt = key(2, 6);
   const id = ft.insert(kt, null, 0, 0, 0, 0, T);
-  ft.touch(id, T, TcpFlags.ACK, 0);
+  ft.touch(id, T, TcpFlags.ACK, 0, 1, 1, 0);
   assertTimeout(t, ft, kt, T, 7200, 'established 7200');
   const k = key(3, 1);
   ft.insert(k, null, 0, 0, 0, 0, T);
@@ -125,7 +142,7 @@ test('expire() is incremental: bounded work per call, the cursor covers every en
   const ft = new FlowTable({ capacity: 256 });
   for (let i = 0; i < 200; i++) {
     const id = ft.insert(key(i, i % 2 === 0 ? 17 : 6), null, 0, 0, 0, 0, T);
-    if (i % 2 === 1) ft.touch(id, T, TcpFlags.ACK, 0); // established: 300 s
+    if (i % 2 === 1) ft.touch(id, T, TcpFlags.ACK, 0, 1, 1, 0); // established (no reply key: confirmed by the ACK): 300 s
   }
   const got: number[] = [];
   let calls = 0;

@@ -37,7 +37,8 @@ interface ModelEntry { fwd: number; reply: number | null; backend: number; lastS
 test('flow table matches a Map model over random operation sequences (tiny table, collisions)', (t) => {
   fc.assert(
     fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.constantFrom(3, 5, 7), fc.array(opArb, { maxLength: 200 }), (seed, capacity, ops) => {
-      const ft = new FlowTable({ capacity, slotCount: 16, seed, timeouts: { udp: 30 } });
+      // No early drop: the model covers indexing, expiry and refusal (early drop: table.test.ts).
+      const ft = new FlowTable({ capacity, slotCount: 16, seed, timeouts: { udp: 30 }, earlyDrop: false });
       const index = new Map<number, number>(); // key number -> ref
       const entries = new Map<number, ModelEntry>(); // entry id -> entry
       let now = 100;

@@ -122,9 +122,11 @@ test('reply-key takeover: a closing/closed TCP flow yields its reply key to a ne
   ] as const) {
     const old = ft.insert(toVip(10), r, 0, 0, 0, 0, T);
     t.true(old >= 0, name);
-    ft.touch(old, T, TcpFlags.SYN, 0);
-    if (flags === TcpFlags.ACK) ft.touch(old, T, TcpFlags.ACK, 0);
-    else if (flags !== 0) ft.touch(old, T, flags, 0);
+    // A real handshake (SYN, SYN-ACK, the ACK of ISN + 1: confirmed), then the flags in window.
+    ft.touch(old, T, TcpFlags.SYN, 0, 100, 0, 1);
+    ft.touch(old, T, TcpFlags.SYN | TcpFlags.ACK, 1, 9000, 101, 1);
+    if (flags !== 0) ft.touch(old, T, TcpFlags.ACK, 0, 101, 9001, 0);
+    if (flags !== 0 && flags !== TcpFlags.ACK) ft.touch(old, T, flags, 0, 101, 9001, 0);
     expired.length = 0;
     const nid = ft.insert(toVip(11), r, 0, 0, 1, 0, T);
     if (yields) {
@@ -194,7 +196,8 @@ test('forward and reply keys with the same home slot', (t) => {
 
 test('full table: refuses with FULL and counts refusedFull; an expired entry makes room', (t) => {
   const expiredIds: number[] = [];
-  const ft = new FlowTable({ capacity: 4, onExpire: (id) => expiredIds.push(id) });
+  // No early drop here (below): every entry is unconfirmed, so it would evict one.
+  const ft = new FlowTable({ capacity: 4, onExpire: (id) => expiredIds.push(id), earlyDrop: false });
   const ks = [1, 2, 3, 4].map((p) => key('10.0.0.1', p, '10.99.0.10', 53, 17));
   for (const k of ks) t.true(ft.insert(k, null, 0, 0, 0, 0, T) >= 0);
   const extra = key('10.0.0.1', 5, '10.99.0.10', 53, 17);
@@ -213,23 +216,71 @@ test('full table: refuses with FULL and counts refusedFull; an expired entry mak
   t.is(ft.refusedFull, 1);
 });
 
-test('full table: early drop of unanswered TCP SYN_SEEN entries, never of established ones', (t) => {
-  const reasons: number[] = [];
-  const ft = new FlowTable({ capacity: 4, onExpire: (_id, reason) => reasons.push(reason) });
-  const ks = [1, 2, 3, 4].map((p) => key('10.0.0.1', p, '10.99.0.10', 80, 6));
-  const ids = ks.map((k) => ft.insert(k, null, 0, 0, 0, 0, T));
-  for (const id of ids.slice(1)) ft.touch(id, T, TcpFlags.ACK, 0); // established
-  const a = ft.insert(key('10.0.0.2', 1, '10.99.0.10', 80, 6), null, 0, 0, 0, 0, T);
-  t.true(a >= 0);
-  t.is(ft.earlyDrops, 1);
-  t.deepEqual(reasons, [ExpireReason.EARLY_DROP]);
-  t.is(ft.lookup(ks[0]!, T), -1);
-  ft.touch(a, T, TcpFlags.SYN, 1); // answered: not droppable
-  t.is(ft.insert(key('10.0.0.3', 1, '10.99.0.10', 80, 6), null, 0, 0, 0, 0, T), InsertResult.FULL);
-  t.is(ft.refusedFull, 1);
+test('full table: early drop evicts an unconfirmed entry (any protocol, answered or not), never a confirmed one', (t) => {
+  // Table-driven: the entry in a full table of capacity 1, and whether a new flow evicts it.
+  const fwd = key('10.0.0.1', 1, '10.99.0.10', 80, 6);
+  const rep = key('10.99.3.21', 80, '10.0.0.1', 1, 6);
+  const ufwd = key('10.0.0.1', 1, '10.99.0.10', 53, 17);
+  const urep = key('10.99.3.21', 53, '10.0.0.1', 1, 17);
+  const rows: Array<{ name: string; f: Uint32Array; r: Uint32Array; drive: (ft: FlowTable, id: number) => void; evicted: boolean }> = [
+    { name: 'TCP SYN only', f: fwd, r: rep, drive: (ft, id) => ft.touch(id, T, TcpFlags.SYN, 0, 100, 0, 1), evicted: true },
+    {
+      name: 'TCP SYN answered by the backend (a spoofed SYN: its SYN-ACK and retransmits)',
+      f: fwd,
+      r: rep,
+      drive: (ft, id) => {
+        ft.touch(id, T, TcpFlags.SYN, 0, 100, 0, 1);
+        for (let i = 0; i < 3; i++) ft.touch(id, T, TcpFlags.SYN | TcpFlags.ACK, 1, 9000, 101, 1);
+      },
+      evicted: true,
+    },
+    {
+      name: 'TCP with a wrong ACK (a blind spoofer)',
+      f: fwd,
+      r: rep,
+      drive: (ft, id) => {
+        ft.touch(id, T, TcpFlags.SYN, 0, 100, 0, 1);
+        ft.touch(id, T, TcpFlags.SYN | TcpFlags.ACK, 1, 9000, 101, 1);
+        ft.touch(id, T, TcpFlags.ACK, 0, 101, 123456, 0);
+      },
+      evicted: true,
+    },
+    {
+      name: 'TCP confirmed (the ACK of the server ISN)',
+      f: fwd,
+      r: rep,
+      drive: (ft, id) => {
+        ft.touch(id, T, TcpFlags.SYN, 0, 100, 0, 1);
+        ft.touch(id, T, TcpFlags.SYN | TcpFlags.ACK, 1, 9000, 101, 1);
+        ft.touch(id, T, TcpFlags.ACK, 0, 101, 9001, 0);
+      },
+      evicted: false,
+    },
+    { name: 'UDP answered (spoofed datagram)', f: ufwd, r: urep, drive: (ft, id) => (ft.touch(id, T, 0, 0), ft.touch(id, T, 0, 1)), evicted: true },
+    { name: 'UDP confirmed (a query after the answer)', f: ufwd, r: urep, drive: (ft, id) => (ft.touch(id, T, 0, 0), ft.touch(id, T, 0, 1), ft.touch(id, T, 0, 0)), evicted: false },
+    { name: 'learnt from a peer (confirmed by the replicator)', f: fwd, r: rep, drive: (ft, id) => ft.updateFlags(id, FlowFlags.FROM_PEER | FlowFlags.CONFIRMED, 0), evicted: false },
+    { name: 'adopted from a peer header, replicated long ago, not confirmed', f: fwd, r: rep, drive: (ft, id) => ft.updateFlags(id, FlowFlags.FROM_PEER | FlowFlags.REPLICATED, 0), evicted: true },
+  ];
+  for (const row of rows) {
+    const reasons: number[] = [];
+    const ft = new FlowTable({ capacity: 1, onExpire: (_id, reason) => reasons.push(reason) });
+    const id = ft.insert(row.f, row.r, 0, 0, 0, 0, T);
+    row.drive(ft, id);
+    const n = ft.insert(key('10.0.0.2', 1, '10.99.0.10', 80, 6), key('10.99.3.21', 80, '10.0.0.2', 1, 6), 0, 0, 0, 0, T);
+    if (row.evicted) {
+      t.true(n >= 0, `${row.name}: the new flow gets in`);
+      t.is(ft.earlyDrops, 1, row.name);
+      t.deepEqual(reasons, [ExpireReason.EARLY_DROP], row.name);
+      t.is(ft.lookup(row.f, T), -1, row.name);
+    } else {
+      t.is(n, InsertResult.FULL, `${row.name}: kept, the new flow refused`);
+      t.is(ft.refusedFull, 1, row.name);
+      t.is(ft.lookup(row.f, T), id << 1, row.name);
+    }
+  }
   const noDrop = new FlowTable({ capacity: 1, earlyDrop: false });
-  noDrop.insert(ks[0]!, null, 0, 0, 0, 0, T);
-  t.is(noDrop.insert(ks[1]!, null, 0, 0, 0, 0, T), InsertResult.FULL);
+  noDrop.insert(fwd, null, 0, 0, 0, 0, T);
+  t.is(noDrop.insert(key('10.0.0.3', 1, '10.99.0.10', 80, 6), null, 0, 0, 0, 0, T), InsertResult.FULL);
 });
 
 test('setters: setDecision, setVip, setState, updateFlags, touch counts packets and SEEN_REPLY', (t) => {

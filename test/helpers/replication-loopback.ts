@@ -13,15 +13,16 @@
  *
  * LoopbackCluster builds whole clusters on such a net (config, forwarding table, flow tables
  * wired to their replicators' flowExpired, per-member clocks) and simulates the forwarder's
- * side of the contract (insert + touch + flowReady at the threshold). Not used by the daemon.
+ * side of the contract (insert, touch with a real exchange's sequence numbers, flowReady on
+ * confirmation: src/cluster/replication-policy.ts). Not used by the daemon.
  */
 import { parseConfig, type Config } from '../../src/config';
 import { buildForwardingTable, METHOD_DSR, type ForwardingTable } from '../../src/decision/forwarding-table';
 import { writeReplyKey } from '../../src/decision/reply-key';
-import { FlowTable, type FlowTimeouts } from '../../src/flow';
+import { FlowFlags, FlowTable, TcpFlags, TouchResult, type FlowTimeouts } from '../../src/flow';
 import { DecodeResult, EnvelopeReceiver, EnvelopeSigner, macKey, ProtocolResult, type MacKey } from '../../src/protocol';
 import { deriveHashKey } from '../../src/decision/hash-key';
-import { buildReadyThresholds } from '../../src/cluster/replication-policy';
+import { replicatesConfirmed } from '../../src/cluster/replication-policy';
 import { Replicator, type ReplicatorOptions } from '../../src/cluster/replicator';
 
 export interface LoopbackDatagram {
@@ -174,14 +175,21 @@ export interface LoopbackMember {
   now: number;
   /** This member's forwarding table; tests may swap it. */
   ft: ForwardingTable;
-  /** readyAt[proto] of replication-policy.ts for this member's syncThreshold. */
-  readonly readyAt: Uint16Array;
 }
+
+/**
+ * Packets of LoopbackCluster.openFlow that confirm any flow: NAT client, reply, client (TCP:
+ * SYN, SYN-ACK, the ACK of the server's ISN; UDP: query, answer, the next query); DSR: two
+ * client packets (the third is data).
+ */
+export const CONFIRMING_PACKETS = 3;
+/** The exchange's initial sequence numbers (client, server). */
+const CLIENT_ISN = 0x10000000;
+const SERVER_ISN = 0x7ffffff0;
 
 export interface LoopbackClusterOptions {
   balancers: number;
   capacity: number;
-  syncThreshold?: number;
   refreshS?: number;
   mode?: 'manual' | 'async';
   timeouts?: Partial<FlowTimeouts>;
@@ -225,7 +233,6 @@ export class LoopbackCluster {
       signer,
       now: 100,
       ft: this.ft0,
-      readyAt: buildReadyThresholds(o.syncThreshold ?? 1),
       replicator: undefined as unknown as Replicator,
     };
     rep = new Replicator({
@@ -238,7 +245,6 @@ export class LoopbackCluster {
       sendTo: this.net.sendToFrom(index),
       nowSec: () => m.now,
       refreshS: o.refreshS ?? 30,
-      syncThreshold: o.syncThreshold ?? 1,
       ...(o.replicator ?? {}),
     });
     (m as { replicator: Replicator }).replicator = rep;
@@ -281,9 +287,9 @@ export class LoopbackCluster {
   }
 
   /**
-   * What the forwarder does for a new flow, then `packets` packets of it (client direction
-   * first, then alternating when `bothDirections`): insert with the given decision (NAT VIPs
-   * with their reply key), touch, and flowReady when packets reaches readyAt[proto].
+   * What the forwarder does for a new flow, then the first `packets` packets of an exchange
+   * (CONFIRMING_PACKETS and more: a confirmed flow, see packets()): insert with the given
+   * decision (NAT VIPs with their reply key), touch, flowReady on confirmation.
    * Returns the entry id (or the negative InsertResult).
    */
   openFlow(m: LoopbackMember, key: Uint8Array, primary: number, backup: number, vip: number, backend: number, packets: number): number {
@@ -299,15 +305,34 @@ export class LoopbackCluster {
     return id;
   }
 
-  /** `n` more packets of entry `id` (TCP: SYN, then ACKs), with the forwarder's ready check. */
+  /**
+   * `n` more packets of entry `id`, continuing its exchange from its packet count, with the
+   * forwarder's confirmation rule (src/dataplane/forwarder.ts #confirmed). NAT: 1 client (TCP:
+   * SYN), 2 reply (SYN-ACK), 3 client (the ACK of the server's ISN: confirmed), then client
+   * data. DSR: 1 client (SYN), 2 client (ACK: confirmed), then data. TCP sequence numbers are a
+   * real connection's.
+   */
   packets(m: LoopbackMember, id: number, n: number): void {
     const t = m.table;
     for (let p = 0; p < n; p++) {
+      const k = t.packets(id) + 1; // this packet's number in the exchange
       const tcp = t.state(id) >= 1 && t.state(id) <= 4;
-      const flags = tcp ? (t.packets(id) === 0 ? 0x02 : 0x10) : 0;
-      t.touch(id, m.now, flags, 0);
-      const proto = tcp ? 6 : 17;
-      if (t.packets(id) === m.readyAt[proto]) m.replicator.flowReady(id);
+      const nat = t.hasReplyKey(id);
+      let r: number;
+      if (!tcp) {
+        r = t.touch(id, m.now, 0, nat && k === 2 ? 1 : 0);
+      } else if (k === 1) {
+        r = t.touch(id, m.now, TcpFlags.SYN, 0, CLIENT_ISN, 0, 1);
+      } else if (nat && k === 2) {
+        r = t.touch(id, m.now, TcpFlags.SYN | TcpFlags.ACK, 1, SERVER_ISN, CLIENT_ISN + 1, 1);
+      } else {
+        const data = k - (nat ? 3 : 2); // data segments of 100 bytes before this one
+        r = t.touch(id, m.now, TcpFlags.ACK, 0, CLIENT_ISN + 1 + 100 * data, SERVER_ISN + 1, data === 0 ? 0 : 100);
+      }
+      if (r === TouchResult.CONFIRMED_NOW && replicatesConfirmed(t.primary(id), m.index, undefined)) {
+        t.updateFlags(id, 0, FlowFlags.FROM_PEER);
+        m.replicator.flowReady(id);
+      }
     }
   }
 }
