@@ -72,7 +72,7 @@ const FIELDS = [
   'ip.src', 'ip.dst', 'ipv6.src', 'ipv6.dst', 'udp.srcport', 'udp.dstport', 'tcp.srcport', 'tcp.dstport', 'tcp.flags',
   'icmp.type', 'icmp.ident', 'icmp.seq', 'icmpv6.type', 'icmpv6.echo.identifier', 'icmpv6.echo.sequence_number',
   'tunlb_encap.version', 'tunlb_encap.flags', 'tunlb_encap.flags.names', 'tunlb_encap.primary', 'tunlb_encap.backup',
-  'tunlb_encap.backend', 'tunlb_encap.vip', 'tunlb_encap.generation', 'tunlb_encap.vnet.needs_csum',
+  'tunlb_encap.backend', 'tunlb_encap.vip', 'tunlb_encap.generation', 'tunlb_encap.tag', 'tunlb_encap.vnet.needs_csum',
   'tunlb_encap.vnet.gso_type', 'tunlb_encap.vnet.gso_size',
   'tunlb.version', 'tunlb.cluster_id', 'tunlb.sender', 'tunlb.incarnation', 'tunlb.seq', 'tunlb.body', 'tunlb.mac',
   'tunlb.record', 'tunlb.record.op', 'tunlb.record.text', 'tunlb.key.text', 'tunlb.record.primary', 'tunlb.record.backup',
@@ -344,7 +344,8 @@ labTest('data port: flags, primary/backup/backend, an inner IP packet of a clien
     const backup = num(fr, 'tunlb_encap.backup');
     const backend = num(fr, 'tunlb_encap.backend');
     const why: string[] = [];
-    if (num(fr, 'tunlb_encap.version') !== 1) why.push('version');
+    if (num(fr, 'tunlb_encap.version') !== 2) why.push('version');
+    if (!/^[0-9a-f]{16}$/.test(one(fr, 'tunlb_encap.tag') ?? '')) why.push('no data-port tag');
     if (names === undefined || Number.isNaN(flags)) why.push('no flags');
     if (!(primary >= 0 && primary < 3) || !(backup >= 0 && backup < 3) || !(backend >= 0 && backend < 3)) why.push(`indexes ${primary}/${backup}/${backend}`);
     const i = inner(fr);

@@ -213,9 +213,9 @@ export interface LonglivedResult {
 
 const SEND_JS = `
 const dgram = require('node:dgram');
-const [bind, dst, port, ...hex] = process.argv.slice(1);
+const [bind, sport, dst, port, ...hex] = process.argv.slice(1);
 const s = dgram.createSocket(bind.includes(':') ? 'udp6' : 'udp4');
-s.bind({ address: bind, port: 0 }, async () => {
+s.bind({ address: bind, port: Number(sport) }, async () => {
   for (const h of hex) {
     await new Promise((r, j) => s.send(Buffer.from(h, 'hex'), Number(port), dst, (e) => (e ? j(e) : r())));
     await new Promise((r) => setTimeout(r, 20));
@@ -225,9 +225,12 @@ s.bind({ address: bind, port: 0 }, async () => {
 });
 `;
 
-/** Sends each payload as one UDP datagram from bindAddr (an address of namespace ns) to dst:port. */
-export async function sendUdpFrom(ns: string, bindAddr: string, dst: string, port: number, payloads: Uint8Array[]): Promise<void> {
-  const r = await execIn(ns, [process.execPath, '-e', SEND_JS, bindAddr, dst, String(port), ...payloads.map((p) => Buffer.from(p).toString('hex'))], { timeoutMs: 10_000 });
+/**
+ * Sends each payload as one UDP datagram from bindAddr (an address of namespace ns; source port
+ * `sport`, 0 = any) to dst:port.
+ */
+export async function sendUdpFrom(ns: string, bindAddr: string, dst: string, port: number, payloads: Uint8Array[], sport = 0): Promise<void> {
+  const r = await execIn(ns, [process.execPath, '-e', SEND_JS, bindAddr, String(sport), dst, String(port), ...payloads.map((p) => Buffer.from(p).toString('hex'))], { timeoutMs: 10_000 });
   if (r.code !== 0 || !r.stdout.includes(`sent ${payloads.length}`)) throw new Error(`sending from ${ns} ${bindAddr} failed: ${r.code} ${r.stderr}`);
 }
 

@@ -15,13 +15,18 @@
  *
  * Authentication: with the cluster key the HMAC of every control datagram is verified (the
  * line has no mark when it verifies, "[BAD MAC …]" when it does not); without the key the
- * envelope is decoded anyway and the line ends in "(unverified)". A datagram with several
+ * envelope is decoded anyway and the line ends in "(unverified)". Encapsulated packets the
+ * same way with their data-port tag (src/decision/data-tag.ts: "[BAD TAG]"; it needs the
+ * sender's and receiver's balancer indexes, so a configuration too, else "(tag unverified)"). A datagram with several
  * records gives one line per record ("records seq=12 [2/5] create …").
  *
  * Names: with a configuration (decoderOptionsFromConfig), balancer addresses and indexes are
  * shown by id (lb1) and backends with their address (#1(10.99.3.22)); without one, addresses
  * stay addresses and indexes are shown as #N. Multicast destinations are shown as "group".
  */
+import { dataTagMatches } from '../decision/data-tag';
+import { parsePacket } from '../packet/parse';
+import { PacketInfo } from '../packet/packet-info';
 import type { Config } from '../config';
 import { formatIp } from '../packet/addr';
 import {
@@ -73,6 +78,8 @@ export interface DecoderOptions {
   names?: CaptureNames | null;
   /** Envelope.cluster_id of the configured cluster; other ids are marked [other cluster]. */
   clusterId?: number | null;
+  /** The data-port tag key (deriveDataTagKey of the cluster key): encapsulated packets' tags are verified. */
+  tagKey?: Uint32Array | null;
 }
 
 /** Decoder options from a loaded configuration: ports, names, cluster id (not the key). */
@@ -373,7 +380,9 @@ export class CaptureDecoder {
   readonly names: CaptureNames | null;
   readonly clusterId: number | null;
   readonly #probes = new Map<string, number>();
+  readonly tagKey: Uint32Array | null;
   readonly #encap = new EncapInfo();
+  readonly #inner = new PacketInfo();
   readonly #dr = new DecodeResult();
 
   constructor(opts: DecoderOptions = {}) {
@@ -382,6 +391,7 @@ export class CaptureDecoder {
     this.key = opts.key ?? null;
     this.names = opts.names ?? null;
     this.clusterId = opts.clusterId ?? null;
+    this.tagKey = opts.tagKey ?? null;
   }
 
   /** A balancer index as its id, "#N", or "none" (0xff). */
@@ -562,8 +572,20 @@ export class CaptureDecoder {
     }
     return (
       `${head} ${flags.length ? flags.join('|') : '-'} primary=${this.balancer(e.primary)} backup=${this.balancer(e.backup)} ` +
-      `backend=${this.backend(e.vip, e.backend)}${gso} inner ${innerText(payload, e.innerOff, e.innerLen)}`
+      `backend=${this.backend(e.vip, e.backend)}${gso} inner ${innerText(payload, e.innerOff, e.innerLen)}${this.#tagMark(src, dst, payload)}`
     );
+  }
+
+  /** "" when the tag of the datagram just parsed into #encap verifies, else why not. */
+  #tagMark(src: string, dst: string, payload: Uint8Array): string {
+    const e = this.#encap;
+    const ids = this.names?.balancers;
+    const from = ids?.indexOf(this.names?.byAddress.get(src) ?? '') ?? -1;
+    const to = ids?.indexOf(this.names?.byAddress.get(dst) ?? '') ?? -1;
+    if (this.tagKey === null || from < 0 || to < 0) return ' (tag unverified)';
+    const info = this.#inner;
+    if (parsePacket(payload, e.innerOff, e.innerLen, info) !== PacketResult.OK) return ' [BAD TAG: inner packet does not parse]';
+    return dataTagMatches(payload, e.hdrOff, this.tagKey, info.key, from, to) ? '' : ' [BAD TAG]';
   }
 
   /** "health seq=7 periodic backends=6", or one line per changed backend entry. */

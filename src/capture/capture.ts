@@ -20,6 +20,7 @@
  * Original lengths: libpcap's header is not passed on either; orig_len is the length the
  * frame's IP header announces (plus the link header), or the captured length when larger.
  */
+import { deriveDataTagKey } from '../decision/hash-key';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { loadConfig, type Config } from '../config';
 import { loadKeyFile } from '../config/secret';
@@ -139,12 +140,14 @@ function loadNames(path: string, note: (s: string) => void): { config: Config; k
 export function buildDecoderOptions(opts: CaptureOptions, note: (s: string) => void): { options: DecoderOptions; keyFrom: string } {
   let options: DecoderOptions = {};
   let key: MacKey | null = null;
+  let tagKey: Uint32Array | null = null;
   let keyFrom = 'none (control datagrams shown unverified)';
   if (opts.config) {
     const { config, keyUsable } = loadNames(opts.config, note);
     options = decoderOptionsFromConfig(config);
     if (keyUsable && !opts.keyFile) {
       key = macKey(config.cluster.key.reveal());
+      tagKey = deriveDataTagKey(config.cluster.key.reveal());
       keyFrom = `${opts.config} (${config.cluster.keySource.kind === 'file' ? config.cluster.keySource.path : `$${config.cluster.keySource.name}`})`;
     }
   }
@@ -152,11 +155,13 @@ export function buildDecoderOptions(opts: CaptureOptions, note: (s: string) => v
     const r = loadKeyFile(opts.keyFile);
     if (!r.ok) throw new TunlbError(ErrorCodes.CONFIG_KEY_MISSING, `--key-file: ${r.message} (fix: ${r.fix})`);
     key = macKey(r.key.reveal());
+    tagKey = deriveDataTagKey(r.key.reveal());
     keyFrom = opts.keyFile;
   }
   if (opts.controlPorts?.length) options.controlPorts = opts.controlPorts;
   if (opts.dataPorts?.length) options.dataPorts = opts.dataPorts;
   options.key = key;
+  options.tagKey = tagKey;
   return { options, keyFrom };
 }
 

@@ -37,7 +37,7 @@
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { loadConfig, selectSelf, type Config } from '../config';
-import { deriveHashKey } from '../decision/hash-key';
+import { deriveDataTagKey, deriveHashKey } from '../decision/hash-key';
 import { FlowTable } from '../flow';
 import { TunlbError, ErrorCodes } from '../errors';
 import { TunDevice, type TunLike } from '../dataplane/tun-device';
@@ -163,6 +163,8 @@ export class Balancer {
       table,
       forwarding,
       hashKey,
+      // The data-port tag key (src/decision/data-tag.ts), derived apart from the hash key.
+      tagKey: deriveDataTagKey(config.cluster.key.reveal()),
       selfIndex,
       live: this.#live,
       sink: cluster?.replicator,

@@ -21,6 +21,8 @@
  * device; src/control/metrics.ts) stay with their objects: the snapshot spreads those whole.
  */
 import type { BalancerView } from './balancer-view';
+import { PeerDecision } from '../dataplane/peer-decision';
+import { VnetCheck } from '../packet/vnet-check';
 
 export type CounterSection = 'counters' | 'flows';
 
@@ -77,6 +79,16 @@ export const METRIC_FAMILIES: Readonly<Record<string, MetricFamily>> = {
   tunlb_second_chance_packets_total: { type: 'counter', help: 'Mid-stream packets without a record sent to their ranked primary' },
   tunlb_reply_steered_packets_total: { type: 'counter', labelName: 'why', help: "NAT replies sent to their flow's primary: no record here (reply steering, by the ranking), or a record not confirmed yet (to the recorded primary, which confirms it)" },
   tunlb_backend_down_flows_total: { type: 'counter', labelName: 'action', help: 'Established flows whose backend was down: TCP answered with a reset, UDP/ICMP moved' },
+  tunlb_peer_decisions_refused_total: {
+    type: 'counter',
+    labelName: 'reason',
+    help: "Decisions in peers' encapsulation headers refused (src/dataplane/peer-decision.ts): balancer, role, rank (dropped: no balancer following the protocol sends them); vip, backend_range, backend_ineligible (another table than ours: this balancer decided itself)",
+  },
+  tunlb_peer_vnet_refused_total: {
+    type: 'counter',
+    labelName: 'reason',
+    help: 'Virtio headers from peers refused before they reached the kernel (src/packet/vnet-check.ts), packet dropped',
+  },
 };
 
 const fs = (v: BalancerView): Readonly<BalancerView['forwarder']['stats']> => v.forwarder.stats;
@@ -120,6 +132,18 @@ export const COUNTERS = [
   { section: 'counters', key: 'replyFirstFragments', metric: 'tunlb_reply_fallback_packets_total', label: 'first_fragment', unit: 'packets', help: "first fragments of replies matched by their 5-tuple", read: (v) => fs(v).replyFirstFragments, cli: { row: 'reply match', text: 'fragments: {} first by 5-tuple' } },
   { section: 'counters', key: 'replyLaterFragments', metric: 'tunlb_reply_fallback_packets_total', label: 'later_fragment', unit: 'packets', help: 'later fragments of replies matched by fragment id', read: (v) => fs(v).replyLaterFragments, cli: { row: 'reply match', text: '{} later by id' } },
   { section: 'counters', key: 'replyThreeTuple', metric: 'tunlb_reply_fallback_packets_total', label: 'three_tuple', unit: 'packets', help: 'replies to fragmented requests matched by their 3-tuple', read: (v) => fs(v).replyThreeTuple, cli: { row: 'reply match', text: '{} by 3-tuple', sep: '; ' } },
+  { section: 'counters', key: 'peerDecisionRefusedBalancer', metric: 'tunlb_peer_decisions_refused_total', label: 'balancer', unit: 'packets', help: "peer decisions refused: primary/backup out of range or equal (dropped)", read: (v) => fs(v).peerDecisionRefused[PeerDecision.BALANCER] ?? 0, cli: { row: 'peer input', text: 'peer decisions refused: {} balancer' } },
+  { section: 'counters', key: 'peerDecisionRefusedRole', metric: 'tunlb_peer_decisions_refused_total', label: 'role', unit: 'packets', help: "peer decisions refused: sent to a balancer the flags do not make serve (dropped)", read: (v) => fs(v).peerDecisionRefused[PeerDecision.ROLE] ?? 0, cli: { row: 'peer input', text: '{} role' } },
+  { section: 'counters', key: 'peerDecisionRefusedRank', metric: 'tunlb_peer_decisions_refused_total', label: 'rank', unit: 'packets', help: "peer decisions refused: a new flow's backup no ranking gives (dropped)", read: (v) => fs(v).peerDecisionRefused[PeerDecision.RANK] ?? 0, cli: { row: 'peer input', text: '{} rank' } },
+  { section: 'counters', key: 'peerDecisionRefusedVip', metric: 'tunlb_peer_decisions_refused_total', label: 'vip', unit: 'packets', help: "peer decisions refused: VIP index not the destination's here (decided here)", read: (v) => fs(v).peerDecisionRefused[PeerDecision.VIP] ?? 0, cli: { row: 'peer input', text: '{} vip' } },
+  { section: 'counters', key: 'peerDecisionRefusedBackendRange', metric: 'tunlb_peer_decisions_refused_total', label: 'backend_range', unit: 'packets', help: "peer decisions refused: backend index not in this table (decided here)", read: (v) => fs(v).peerDecisionRefused[PeerDecision.BACKEND_RANGE] ?? 0, cli: { row: 'peer input', text: '{} backend range' } },
+  { section: 'counters', key: 'peerDecisionRefusedBackendIneligible', metric: 'tunlb_peer_decisions_refused_total', label: 'backend_ineligible', unit: 'packets', help: "peer decisions refused: new flow on a backend that takes no new flows here (decided here)", read: (v) => fs(v).peerDecisionRefused[PeerDecision.BACKEND_INELIGIBLE] ?? 0, cli: { row: 'peer input', text: '{} backend ineligible' } },
+  { section: 'counters', key: 'peerVnetRefusedFlags', metric: 'tunlb_peer_vnet_refused_total', label: 'flags', unit: 'packets', help: 'peer virtio headers refused: unknown flags', read: (v) => fs(v).peerVnetRefused[VnetCheck.FLAGS] ?? 0, cli: { row: 'peer input', text: 'peer virtio headers refused: {} flags', sep: '; ' } },
+  { section: 'counters', key: 'peerVnetRefusedGsoType', metric: 'tunlb_peer_vnet_refused_total', label: 'gso_type', unit: 'packets', help: 'peer virtio headers refused: gso_type not none/TCPv4/TCPv6', read: (v) => fs(v).peerVnetRefused[VnetCheck.GSO_TYPE] ?? 0, cli: { row: 'peer input', text: '{} gso type' } },
+  { section: 'counters', key: 'peerVnetRefusedGsoPacket', metric: 'tunlb_peer_vnet_refused_total', label: 'gso_packet', unit: 'packets', help: 'peer virtio headers refused: TCP GSO on a packet that is not such TCP', read: (v) => fs(v).peerVnetRefused[VnetCheck.GSO_PACKET] ?? 0, cli: { row: 'peer input', text: '{} gso packet' } },
+  { section: 'counters', key: 'peerVnetRefusedGsoSize', metric: 'tunlb_peer_vnet_refused_total', label: 'gso_size', unit: 'packets', help: 'peer virtio headers refused: gso_size below 48', read: (v) => fs(v).peerVnetRefused[VnetCheck.GSO_SIZE] ?? 0, cli: { row: 'peer input', text: '{} gso size' } },
+  { section: 'counters', key: 'peerVnetRefusedCsum', metric: 'tunlb_peer_vnet_refused_total', label: 'csum', unit: 'packets', help: 'peer virtio headers refused: csum_start/csum_offset not the L4 checksum', read: (v) => fs(v).peerVnetRefused[VnetCheck.CSUM] ?? 0, cli: { row: 'peer input', text: '{} csum' } },
+  { section: 'counters', key: 'peerVnetRefusedHdrLen', metric: 'tunlb_peer_vnet_refused_total', label: 'hdr_len', unit: 'packets', help: 'peer virtio headers refused: hdr_len beyond the packet', read: (v) => fs(v).peerVnetRefused[VnetCheck.HDR_LEN] ?? 0, cli: { row: 'peer input', text: '{} hdr len' } },
 ] as const satisfies readonly CounterDescriptor[];
 
 /** The snapshot keys of one section, as a type (BalancerSnapshot's `flows` and `counters`). */

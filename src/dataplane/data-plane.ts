@@ -37,7 +37,7 @@ export interface DataPlaneLogger {
 }
 
 /** The forwarder's options (src/dataplane/forwarder.ts) but its outputs, which the data plane builds, and: */
-export interface DataPlaneOptions extends Pick<ForwarderOptions, 'table' | 'forwarding' | 'hashKey' | 'selfIndex' | 'live' | 'sink'> {
+export interface DataPlaneOptions extends Pick<ForwarderOptions, 'table' | 'forwarding' | 'hashKey' | 'tagKey' | 'selfIndex' | 'live' | 'sink'> {
   device: TunLike;
   /** Packets per batch (config tun.batch). */
   batch: number;
@@ -116,6 +116,7 @@ export class DataPlane {
       table: opts.table,
       forwarding: opts.forwarding,
       hashKey: opts.hashKey,
+      tagKey: opts.tagKey,
       selfIndex: opts.selfIndex,
       live: opts.live,
       sink: opts.sink,

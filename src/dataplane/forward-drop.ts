@@ -30,17 +30,28 @@ export const ForwardDrop = {
   PEER_VNET_UNSUPPORTED: 11,
   /** The packet plus encapsulation does not fit one UDP datagram to the peer. */
   PEER_PACKET_TOO_BIG: 12,
-  /** The decision in a peer's header names a balancer/backend this table does not have
-   *  (counted; this balancer then decides itself). */
+  /** A note, not a drop: the decision in a peer's header was refused for a reason a table or
+   *  health difference between balancers explains (a VIP or backend this table does not have
+   *  or that takes no new flows here: tunlb_peer_decisions_refused_total says which); this
+   *  balancer then decides itself (src/dataplane/peer-decision.ts). */
   PEER_DECISION_INVALID: 13,
   /** DSR: no link-layer address (yet) for the flow's backend; resolution is triggered. */
   DSR_NO_NEIGHBOUR: 14,
   /** A later fragment (no L4 header) of a flow this balancer holds no record of: its first
    *  fragment was refused (port not served) or not seen (docs/fragments.md). */
   FRAGMENT_NO_FLOW: 15,
+  /** An encapsulated packet whose data-port tag is wrong (src/decision/data-tag.ts): forged,
+   *  altered, replayed with another flow or decision, or sent with another cluster key. */
+  PEER_BAD_TAG: 16,
+  /** A peer's decision no balancer following the protocol makes, whatever its tables: dropped
+   *  (src/dataplane/peer-decision.ts; tunlb_peer_decisions_refused_total says why). */
+  PEER_DECISION_REFUSED: 17,
+  /** A virtio header from a peer that does not fit its inner packet (src/packet/vnet-check.ts;
+   *  tunlb_peer_vnet_refused_total says why). */
+  PEER_VNET_INVALID: 18,
 } as const;
 
-export const FORWARD_DROP_COUNT = 16;
+export const FORWARD_DROP_COUNT = 19;
 
 export const forwardDropNames: readonly string[] = Object.freeze([
   'protocol_not_served',
@@ -59,4 +70,7 @@ export const forwardDropNames: readonly string[] = Object.freeze([
   'peer_decision_invalid',
   'dsr_no_neighbour',
   'fragment_no_flow',
+  'peer_bad_tag',
+  'peer_decision_refused',
+  'peer_vnet_invalid',
 ]);

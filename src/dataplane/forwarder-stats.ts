@@ -6,6 +6,8 @@
  */
 import { PACKET_RESULT_COUNT } from '../packet/result';
 import { FORWARD_DROP_COUNT } from './forward-drop';
+import { VNET_CHECK_COUNT } from '../packet/vnet-check';
+import { PEER_DECISION_COUNT } from './peer-decision';
 
 export class ForwarderStats {
   rxPackets = 0;
@@ -66,4 +68,12 @@ export class ForwarderStats {
   readonly packetDrops = new Float64Array(PACKET_RESULT_COUNT);
   /** Drops by ForwardDrop code (decisions). */
   readonly forwardDrops = new Float64Array(FORWARD_DROP_COUNT);
+  /**
+   * Decisions in peers' headers refused, by PeerDecision reason (src/dataplane/peer-decision.ts):
+   * each also counted once in forwardDrops, as peer_decision_refused (dropped) or
+   * peer_decision_invalid (a note: this balancer decided itself).
+   */
+  readonly peerDecisionRefused = new Float64Array(PEER_DECISION_COUNT);
+  /** Virtio headers from peers refused, by VnetCheck reason (src/packet/vnet-check.ts); each a peer_vnet_invalid drop. */
+  readonly peerVnetRefused = new Float64Array(VNET_CHECK_COUNT);
 }

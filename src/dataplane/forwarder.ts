@@ -86,9 +86,17 @@
  * packet and table, so they agree; the flow's primary replicates the new decision. Any other
  * packet of an existing flow keeps its recorded backend.
  *
- * Packets from peers (processPeerBatch) take steps 1-4 and 7-8 only: they are accepted only
- * from configured balancers' addresses, a decision in the header is adopted for a flow this
- * balancer does not hold yet, and they are never forwarded again.
+ * Packets from peers (processPeerBatch) take steps 1-4 and 7-8 only, and never reach step 5's
+ * encapsulation: a packet from a peer is never forwarded again, except a steered reply (flag
+ * REPLY) that this candidate primary holds no record of, passed on to the next candidate
+ * (header VIP strictly increasing, so bounded; #steerReply) through the relay output, tagged
+ * anew by this balancer for its receiver. Before anything else they must
+ * come from a configured balancer's address (not_a_peer), parse (encapsulation header, inner
+ * packet), and carry the right data-port tag for their header, inner flow key and sender →
+ * receiver pair (src/decision/data-tag.ts; peer_bad_tag); a carried virtio header is checked
+ * against the inner packet and rebuilt (src/packet/vnet-check.ts; peer_vnet_invalid). Only then
+ * can a packet touch the flow table: a decision in the header is adopted, once validated
+ * (src/dataplane/peer-decision.ts), for a flow this balancer does not hold yet.
  *
  * Hot path contract: processBatch allocates nothing, creates no closures and never throws;
  * every drop increments exactly one counter. Time is a coarse `nowSec` read once per batch.
@@ -111,6 +119,10 @@ import {
   ENCAP_NONE_U16,
 } from '../packet/encap';
 import { hashFlowKey } from '../decision/halfsiphash';
+import { dataTagMatches } from '../decision/data-tag';
+import { checkPeerVnet } from '../packet/vnet-check';
+import { checkPeerDecision, PeerDecision, PEER_DECISION_FIRST_REDECIDE } from './peer-decision';
+import { ErrorCodes, TunlbError } from '../errors';
 import { NO_BACKEND } from '../decision/backend-table';
 import { type ForwardingTable, findVip, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from '../decision/forwarding-table';
 import { writeReplyKey } from '../decision/reply-key';
@@ -137,6 +149,11 @@ const replyKeyOf = writeReplyKey;
 const fwdKeyOfReply = forwardKeyOfReply;
 const encapParse = parseEncap;
 const merge = mergeRun;
+const tagMatches = dataTagMatches;
+const vnetCheck = checkPeerVnet;
+const decisionCheck = checkPeerDecision;
+const DECISION_OK = PeerDecision.OK;
+const FIRST_REDECIDE = PEER_DECISION_FIRST_REDECIDE;
 const rst = writeTcpRst;
 const TCP_SYN = SYN;
 const TCP_RST = RST;
@@ -184,6 +201,12 @@ export interface ForwarderOptions {
   peers?: PeerAddresses;
   peerOutput?: PeerOutput;
   /**
+   * The data-port tag key (src/decision/hash-key.ts deriveDataTagKey): tags what goes to
+   * peers (relayed replies included), checks what comes from them. Required with `peers` or
+   * `peerOutput`.
+   */
+  tagKey?: Uint32Array;
+  /**
    * Peer egress for packets received from peers (a steered reply passed on to the next
    * candidate primary, src/decision/reply-steering.ts): a batch sharing the peer receive
    * batch's buffer, sent by the caller after processPeerBatch. Absent: such replies are dropped.
@@ -200,6 +223,8 @@ export class Forwarder {
   readonly #run = new MergeRun();
   readonly #table: FlowTable;
   readonly #hashKey: Uint32Array;
+  /** The data-port tag key (an empty key without peers: every packet from a "peer" fails). */
+  readonly #tagKey: Uint32Array;
   readonly #live: Uint8Array;
   readonly #pick = new Int32Array(2);
   readonly #replyBytes: Uint8Array;
@@ -233,14 +258,18 @@ export class Forwarder {
     this.#sink = opts.sink;
     this.#selfIndex = opts.selfIndex;
     this.#peers = opts.peers;
+    if ((opts.peers !== undefined || opts.peerOutput !== undefined) && (opts.tagKey === undefined || opts.tagKey.length !== 2)) {
+      throw new TunlbError(ErrorCodes.USAGE, 'Forwarder: peers need the data-port tag key (tagKey: deriveDataTagKey(cluster key))');
+    }
+    this.#tagKey = opts.tagKey ?? new Uint32Array(2);
     this.#peerEmit =
       opts.peerOutput === undefined
         ? undefined
-        : new PeerEmitter(opts.peers ?? { addrs: new Uint8Array(0), ports: new Uint16Array(0) }, opts.peerOutput, this.stats);
+        : new PeerEmitter(opts.peers ?? { addrs: new Uint8Array(0), ports: new Uint16Array(0) }, opts.peerOutput, this.stats, this.#tagKey, opts.selfIndex);
     this.#relayEmit =
       opts.peerOutput === undefined || opts.peerRelay === undefined
         ? undefined
-        : new PeerEmitter(opts.peers ?? { addrs: new Uint8Array(0), ports: new Uint16Array(0) }, opts.peerRelay, this.stats);
+        : new PeerEmitter(opts.peers ?? { addrs: new Uint8Array(0), ports: new Uint16Array(0) }, opts.peerRelay, this.stats, this.#tagKey, opts.selfIndex);
     this.#dsrEmit = opts.dsr === undefined ? undefined : new DsrEmitter(opts.dsr.neighbours, opts.dsr.output, this.stats);
     this.#steer = opts.peerOutput !== undefined ? buildReplySteering(opts.forwarding) : undefined;
     const rb = new ArrayBuffer(40);
@@ -329,7 +358,8 @@ export class Forwarder {
     let out = 0;
     for (let i = 0; i < count; i++) {
       st.peerRxPackets++;
-      if (this.#peerIndexOf(addrs, i * 16) < 0) {
+      const sender = this.#peerIndexOf(addrs, i * 16);
+      if (sender < 0) {
         this.#drop(ForwardDrop.NOT_A_PEER);
         continue;
       }
@@ -357,6 +387,7 @@ export class Forwarder {
         }
       }
       ctx.begin(e.innerOff, innerLen, mode, e.vnetOff);
+      ctx.peer = sender;
       if (this.#process(ctx) !== Action.EMIT) continue;
       offsets[out] = e.innerOff;
       sizes[out] = ctx.outLen >= 0 ? ctx.outLen : innerLen;
@@ -391,9 +422,33 @@ export class Forwarder {
       this.stats.packetDrops[r]!++;
       return Action.DROP;
     }
+    if (ctx.fromPeer) {
+      // Before anything can touch state: the tag, and a carried virtio header.
+      const p = this.#checkPeerPacket(ctx);
+      if (p !== NEXT) return p;
+    }
     // 2. classify
     const vip = vipOf(this.#ft, buf, info.dstOff, info.addrLen);
     return vip >= 0 ? this.#toServer(ctx, vip) : this.#reply(ctx);
+  }
+
+  /**
+   * A packet from a peer, its inner packet parsed: the data-port tag must match its header,
+   * flow key and sender → this balancer (peer_bad_tag), and a carried virtio header must fit
+   * the inner packet; it is rebuilt in place (peer_vnet_invalid, by reason). A merged run of
+   * chunks is checked once: mergeRun only appends datagrams with the same header bytes (tag
+   * included) and GRO's same 5-tuple, whose tags are therefore this one.
+   */
+  #checkPeerPacket(ctx: PacketContext): number {
+    if (!tagMatches(ctx.buf, ctx.encap.hdrOff, this.#tagKey, ctx.info.key, ctx.peer, this.#selfIndex)) return this.#drop(ForwardDrop.PEER_BAD_TAG);
+    if (ctx.vnetOff >= 0) {
+      const v = vnetCheck(ctx.vnetBuf!, ctx.vnetOff, ctx.buf, ctx.off, ctx.len, ctx.info);
+      if (v !== 0) {
+        this.stats.peerVnetRefused[v]!++;
+        return this.#drop(ForwardDrop.PEER_VNET_INVALID);
+      }
+    }
+    return NEXT;
   }
 
   /**
@@ -525,8 +580,8 @@ export class Forwarder {
     // the port check) created. A peer's packet carries the decision of a holder: adopted.
     if (!fromPeer && info.isFragment !== 0 && info.isFirstFragment === 0) return this.#drop(ForwardDrop.FRAGMENT_NO_FLOW);
     let id: number;
-    if (fromPeer && (e.flags & ENCAP_F_SECOND_CHANCE) === 0 && e.vip === vip && e.backend !== ENCAP_NONE_U16) {
-      // The sender decided (NEW_FLOW) or holds the record (failover): adopt its decision.
+    if (fromPeer && (e.flags & ENCAP_F_SECOND_CHANCE) === 0) {
+      // The sender decided (NEW_FLOW) or holds the record (failover): adopt its decision once validated.
       id = this.#adopt(ctx, vip);
     } else if (!fromPeer && info.key[KEY_PROTO] === IPPROTO_TCP && (info.tcpFlags & TCP_SYN) === 0 && info.isFragment === 0) {
       // Second chance: a mid-stream packet of a flow we hold no record of. The ranked
@@ -789,20 +844,31 @@ export class Forwarder {
     return -1;
   }
 
-  /** Inserts the decision carried by the current peer packet's header (flow learnt from a peer). */
+  /**
+   * Inserts the decision carried by the current peer packet's header (flow learnt from a peer),
+   * once validated (src/dataplane/peer-decision.ts): refused as no conforming balancer would
+   * send it, the packet is dropped (-1, counted); refused as decided on another table than
+   * ours, this balancer decides itself. Returns the entry id or -1 (counted).
+   */
   #adopt(ctx: PacketContext, vip: number): number {
     const e = ctx.encap;
     const ft = this.#ft;
-    const n = ft.config.balancers.length;
-    const addrs = ft.backendAddr[vip]!;
-    if (e.primary >= n || e.backup >= n || e.backend * 16 >= addrs.length) {
-      // Decided on another table than ours (or garbage): decide ourselves.
+    const why = decisionCheck(e, vip, ctx.info.key, ft, this.#hashKey, this.#selfIndex);
+    if (why !== DECISION_OK) {
+      this.stats.peerDecisionRefused[why]!++;
+      if (why < FIRST_REDECIDE) {
+        this.#drop(ForwardDrop.PEER_DECISION_REFUSED);
+        return -1;
+      }
       this.#drop(ForwardDrop.PEER_DECISION_INVALID);
       return this.#newFlow(ctx, vip);
     }
     let replyWords: Uint32Array | null = null;
     if (ft.vipMethod[vip] !== METHOD_DSR) {
-      if (!replyKeyOf(ft, vip, e.backend, ctx.info.key, 0, this.#replyBytes)) return -1;
+      if (!replyKeyOf(ft, vip, e.backend, ctx.info.key, 0, this.#replyBytes)) {
+        this.#drop(ForwardDrop.NO_BACKEND);
+        return -1;
+      }
       replyWords = this.#replyWords;
     }
     const id = this.#table.insert(ctx.info.keyWords, replyWords, e.primary, e.backup, vip, e.backend, ctx.nowSec);

@@ -33,7 +33,7 @@
  *                complete the checksum before clearing the header, else the kernel drops it.
  */
 
-/** Minimum headroom: room for an outer IPv6 (40) + UDP (8) + a 16-byte tunlb encapsulation header. */
+/** Minimum headroom: more than the 20-byte encapsulation header and a 10-byte virtio header (src/packet/encap.ts) need. */
 export const MIN_HEADROOM = 64;
 export const DEFAULT_HEADROOM = 128;
 /** Largest packet a TUN device with TSO may hand over (a 64 KiB GSO super-packet). */

@@ -32,6 +32,8 @@ export class PacketContext {
   csumMode = 0;
   /** This packet's virtio header offset in vnetBuf; -1 = none. */
   vnetOff = -1;
+  /** The sending balancer's index for a packet from a peer (set after begin), else -1. */
+  peer = -1;
   /** The parse step's output. */
   readonly info = new PacketInfo();
   /** The peer's encapsulation header (packets from peers). */
@@ -76,6 +78,7 @@ export class PacketContext {
     this.len = len;
     this.csumMode = csumMode;
     this.vnetOff = vnetOff;
+    this.peer = -1;
     // The decision half is written by the steps before any read of it.
     this.outLen = -1;
   }

@@ -3,12 +3,15 @@
  * (src/packet/encap.ts, the decision in the header) into the peer output, for one sendmmsg to
  * the peers' data ports after the batch (UdpBatchSocket.send).
  *
- * The unmodified packet stays in its slot; the header goes into the headroom before it (plus
+ * The unmodified packet stays in its slot; the header goes into the headroom before it, tagged
+ * for its receiver (src/decision/data-tag.ts: over the header, the packet's flow key and the
+ * sender → receiver pair) (plus
  * the packet's virtio header when it carries offload state: flag VNET, so the peer's kernel
  * completes the checksum or segments it). A GSO super-packet over the balancer network's MTU is
  * split into chunk datagrams instead (src/packet/gso-split.ts; PeerSegments, sent with UDP
  * GSO), so it is not IP-fragmented; the peer appends the chunks back into one packet on
- * receipt (src/dataplane/peer-input.ts).
+ * receipt (src/dataplane/peer-input.ts). The chunks share the super-packet's header and flow
+ * key, so its tag is computed once and copied with the header into every chunk's.
  *
  * Hot path: no allocation; an entry that cannot be queued returns the ForwardDrop reason and
  * the caller counts it.
@@ -21,6 +24,7 @@ import {
   ENCAP_F_VNET,
 } from '../packet/encap';
 import { GsoSplit, gsoSplitHeaders, newGsoSplitResult } from '../packet/gso-split';
+import { writeDataTag } from '../decision/data-tag';
 import { ForwardDrop } from './forward-drop';
 import type { PacketBatch } from './packet-batch';
 import type { PacketContext } from './packet-context';
@@ -29,6 +33,7 @@ import type { SendSegments } from './udp-batch-socket';
 
 const OK = PacketResult.OK;
 const encapWrite = writeEncapHeader;
+const tag = writeDataTag;
 const splitHeaders = gsoSplitHeaders;
 const SPLIT_OK = GsoSplit.OK;
 /** Largest UDP payload a peer datagram can carry (IPv4: 65535 - 20 - 8). */
@@ -69,17 +74,24 @@ export interface PeerAddresses {
   readonly ports: Uint16Array;
 }
 
-/** Encapsulates packets into a PeerOutput; counts peerTxPackets and the split counters in `stats`. */
+/**
+ * Encapsulates packets into a PeerOutput, tagged with `tagKey` as sent by balancer `self`;
+ * counts peerTxPackets and the split counters in `stats`.
+ */
 export class PeerEmitter {
   readonly output: PeerOutput;
   readonly #peers: PeerAddresses;
   readonly #stats: ForwarderStats;
   readonly #split = newGsoSplitResult();
+  readonly #tagKey: Uint32Array;
+  readonly #self: number;
 
-  constructor(peers: PeerAddresses, output: PeerOutput, stats: ForwarderStats) {
+  constructor(peers: PeerAddresses, output: PeerOutput, stats: ForwarderStats, tagKey: Uint32Array, self: number) {
     this.#peers = peers;
     this.output = output;
     this.#stats = stats;
+    this.#tagKey = tagKey;
+    this.#self = self;
   }
 
   /** Empties the output (a new batch). */
@@ -120,6 +132,7 @@ export class PeerEmitter {
     if (encapWrite(buf, start, flags, ctx.primary, ctx.backup, ctx.backend, ctx.vip, generation) !== OK) {
       return ForwardDrop.PEER_PACKET_TOO_BIG;
     }
+    tag(buf, start, this.#tagKey, ctx.info.key, this.#self, ctx.serving);
     const k = po.count;
     if (k >= po.batch.count) return ForwardDrop.WRITE_FAILED;
     po.batch.offsets[k] = start;
@@ -141,6 +154,8 @@ export class PeerEmitter {
     const hdrs = sg.hdrs;
     if (k >= po.batch.count) return false;
     if (encapWrite(hdrs, at, flags, ctx.primary, ctx.backup, ctx.backend, ctx.vip, generation) !== OK) return false;
+    // Tagged before the split copies the header into every chunk's.
+    tag(hdrs, at, this.#tagKey, ctx.info.key, this.#self, ctx.serving);
     const res = this.#split;
     const r = splitHeaders(ctx.buf, ctx.off, ctx.info.l3Len, ctx.vnetBuf!, ctx.vnetOff, hdrs, at, hdrs.length, sg.maxDatagram, res);
     if (r !== SPLIT_OK) return false;

@@ -276,3 +276,64 @@ export function halfSipHash24U32(key: Uint32Array, x: number): number {
   v0 ^= m;
   return finish(v0, v1, v2, v3, 4 << 24);
 }
+
+/**
+ * HalfSipHash-2-4 with 64-bit output (the reference's `outlen` = 8: `v1 ^= 0xee` at the start,
+ * `v2 ^= 0xee` before the finalisation, then a second finalisation after `v1 ^= 0xdd`), over
+ * `data[off .. off+len)`. Writes the two output words to out[0], out[1]: the reference's 8
+ * output bytes are out[0] then out[1], each little-endian (checked against `vectors_hsip64`).
+ * Used by the data-port tag (src/decision/data-tag.ts, which has a specialised copy); the same
+ * caller contract as halfSipHash24.
+ */
+export function halfSipHash24x64(key: Uint32Array, data: Uint8Array, off: number, len: number, out: Uint32Array): void {
+  const k0 = key[0]! | 0;
+  const k1 = key[1]! | 0;
+  let v0 = k0;
+  let v1 = k1 ^ 0xee;
+  let v2 = 0x6c796765 ^ k0;
+  let v3 = 0x74656462 ^ k1;
+  const end = off + (len & ~3);
+  let p = off;
+  let m = 0;
+  while (p < end) {
+    m = data[p]! | (data[p + 1]! << 8) | (data[p + 2]! << 16) | (data[p + 3]! << 24);
+    v3 ^= m;
+    for (let i = 0; i < 2; i++) {
+      v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
+      v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
+      v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
+      v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
+    }
+    v0 ^= m;
+    p += 4;
+  }
+  let b = len << 24;
+  const left = len & 3;
+  if (left === 3) b |= data[p]! | (data[p + 1]! << 8) | (data[p + 2]! << 16);
+  else if (left === 2) b |= data[p]! | (data[p + 1]! << 8);
+  else if (left === 1) b |= data[p]!;
+  v3 ^= b;
+  for (let i = 0; i < 2; i++) {
+    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
+    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
+    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
+    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
+  }
+  v0 ^= b;
+  v2 ^= 0xee;
+  for (let i = 0; i < 4; i++) {
+    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
+    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
+    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
+    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
+  }
+  out[0] = (v1 ^ v3) >>> 0;
+  v1 ^= 0xdd;
+  for (let i = 0; i < 4; i++) {
+    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
+    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
+    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
+    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
+  }
+  out[1] = (v1 ^ v3) >>> 0;
+}

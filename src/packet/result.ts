@@ -33,7 +33,7 @@ export const PacketResult = {
   ICMP_UNSUPPORTED_TYPE: 10,
   /** The packet embedded in an ICMP error is malformed or too short to give its ports. */
   ICMP_INNER_MALFORMED: 11,
-  /** Encapsulation header version is not ENCAP_VERSION. */
+  /** Encapsulation header version is neither ENCAP_VERSION nor an older release's (ENCAP_OLD_VERSION). */
   ENCAP_BAD_VERSION: 12,
   /** Encapsulated datagram shorter than the header, or carries no inner packet. */
   ENCAP_TRUNCATED: 13,
@@ -47,13 +47,15 @@ export const PacketResult = {
   NAT_BAD_ARGUMENT: 17,
   /** NAT: the packet kind cannot be rewritten (e.g. unknown checksum mode). */
   NAT_UNSUPPORTED: 18,
+  /** Encapsulation header of version 1 (before the data-port tag): a balancer running an older release. */
+  ENCAP_OLD_VERSION: 19,
 } as const;
 
 /** One of the PacketResult values (the functions return plain `number` for speed). */
 export type PacketResultCode = (typeof PacketResult)[keyof typeof PacketResult];
 
 /** Number of result codes: size of per-reason counter arrays. */
-export const PACKET_RESULT_COUNT = 19;
+export const PACKET_RESULT_COUNT = 20;
 
 /** Stable snake_case names indexed by code, for metrics labels and logs. */
 export const packetResultNames: readonly string[] = Object.freeze([
@@ -76,6 +78,7 @@ export const packetResultNames: readonly string[] = Object.freeze([
   'encap_bad_flags',
   'nat_bad_argument',
   'nat_unsupported',
+  'encap_old_version',
 ]);
 
 /** Name of a code for logs; 'unknown' for a value outside the table (never throws). */

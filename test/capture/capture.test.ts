@@ -27,6 +27,8 @@ import {
 } from '../../src/capture/capture-pcap';
 import { runCapture, wireLength, type CaptureOptions } from '../../src/capture/capture';
 import * as P from '../helpers/packets';
+import { deriveDataTagKey } from '../../src/decision/hash-key';
+import { tagDatagram } from '../helpers/peer-datagram';
 
 const KEY = Buffer.alloc(32, 0x5c);
 const OTHER_KEY = Buffer.alloc(32, 0x11);
@@ -86,13 +88,19 @@ function eth(ipPkt: Uint8Array, type = 0x0800): Uint8Array {
   return f;
 }
 
-/** One encapsulated packet: header + inner, as the UDP payload to the data port. */
-function encap(inner: Uint8Array, flags: number, primary: number, backup: number, backend: number, vip = 0, vnet?: Uint8Array): Uint8Array {
+const TAG_KEY = deriveDataTagKey(KEY);
+
+/**
+ * One encapsulated packet: header + inner, as the UDP payload to the data port, tagged with
+ * KEY's data-tag key as balancer index `route[0]` sends it to `route[1]` (lb1 → lb2 unless given).
+ */
+function encap(inner: Uint8Array, flags: number, primary: number, backup: number, backend: number, vip = 0, vnet?: Uint8Array, route = [0, 1]): Uint8Array {
   const extra = vnet ? vnet.length : 0;
   const b = new Uint8Array(ENCAP_HEADER_LEN + extra + inner.length);
   writeEncapHeader(b, 0, flags | (vnet ? ENCAP_F_VNET : 0), primary, backup, backend, vip, 9);
   if (vnet) b.set(vnet, ENCAP_HEADER_LEN);
   b.set(inner, ENCAP_HEADER_LEN + extra);
+  tagDatagram(b, TAG_KEY, route[0]!, route[1]!);
   return b;
 }
 
@@ -319,13 +327,21 @@ test('encap: the documented line, with and without names; flags, VNET/GSO, bad h
   const noNames = new CaptureDecoder();
   t.is(
     noNames.decodeEncap(LB1, LB2, encap(inner, ENCAP_F_NEW_FLOW, 1, 2, 0)),
-    `${LB1} → ${LB2} encap NEW_FLOW primary=#1 backup=#2 backend=#0 inner 10.99.1.2:40000→10.99.0.10:80 tcp [S]`,
+    `${LB1} → ${LB2} encap NEW_FLOW primary=#1 backup=#2 backend=#0 inner 10.99.1.2:40000→10.99.0.10:80 tcp [S] (tag unverified)`,
   );
-  const d = new CaptureDecoder(decoderOptionsFromConfig(labConfig()));
+  const d = new CaptureDecoder({ ...decoderOptionsFromConfig(labConfig()), tagKey: TAG_KEY });
   t.is(
-    d.decodeEncap(LB1, LB3, encap(inner, ENCAP_F_FAILOVER, 1, 2, 0)),
+    d.decodeEncap(LB1, LB3, encap(inner, ENCAP_F_FAILOVER, 1, 2, 0, 0, undefined, [0, 2])),
     'lb1 → lb3 encap FAILOVER primary=lb2 backup=lb3 backend=#0(10.99.3.21) inner 10.99.1.2:40000→10.99.0.10:80 tcp [S]',
   );
+  // The tag: another receiver, an altered decision, another key, no key.
+  t.regex(d.decodeEncap(LB1, LB2, encap(inner, ENCAP_F_FAILOVER, 1, 2, 0, 0, undefined, [0, 2])), / tcp \[S\] \[BAD TAG\]$/);
+  const altered = encap(inner, ENCAP_F_FAILOVER, 1, 2, 0, 0, undefined, [0, 2]);
+  altered[5] = 2;
+  t.regex(d.decodeEncap(LB1, LB3, altered), /backend=#2\(10\.99\.3\.23\) .* \[BAD TAG\]$/);
+  const other = new CaptureDecoder({ ...decoderOptionsFromConfig(labConfig()), tagKey: deriveDataTagKey(OTHER_KEY) });
+  t.regex(other.decodeEncap(LB1, LB3, encap(inner, ENCAP_F_FAILOVER, 1, 2, 0, 0, undefined, [0, 2])), /\[BAD TAG\]$/);
+  t.regex(new CaptureDecoder(decoderOptionsFromConfig(labConfig())).decodeEncap(LB1, LB3, encap(inner, 0, 1, 2, 0)), /\(tag unverified\)$/);
   const inner6 = P.udp6('fd99:1::2', 'fd99::10', 1000, 53, new Uint8Array(4));
   t.is(
     d.decodeEncap(LB1, LB2, encap(inner6, 0, 1, 0xff, 0xffff, 1)),
@@ -334,15 +350,17 @@ test('encap: the documented line, with and without names; flags, VNET/GSO, bad h
   const vnet = new Uint8Array([1, 1, 54, 0, 0xa8, 0x05, 34, 0, 16, 0]); // NEEDS_CSUM, TCPV4, gso_size 1448
   t.regex(d.decodeEncap(LB1, LB2, encap(inner, 0, 1, 2, 0, 0, vnet)), /encap VNET primary=lb2 .* gso=tcpv4\/1448 inner 10\.99\.1\.2:40000/);
   const bad = encap(inner, 0, 1, 2, 0);
-  bad[0] = 0x20;
+  bad[0] = 0x30;
   t.is(d.decodeEncap(LB1, LB2, bad), `lb1 → lb2 encap bad header: encap_bad_version (${bad.length} bytes)`);
-  t.regex(d.decodeEncap(LB1, LB2, new Uint8Array(5)), /encap bad header: encap_truncated/);
+  bad[0] = 0x10;
+  t.is(d.decodeEncap(LB1, LB2, bad), `lb1 → lb2 encap bad header: encap_old_version (${bad.length} bytes)`);
+  t.regex(d.decodeEncap(LB1, LB2, Uint8Array.of(0x20, 0, 0, 0, 0)), /encap bad header: encap_truncated/);
   // garbage inner packet
-  t.regex(d.decodeEncap(LB1, LB2, encap(new Uint8Array([0x00, 1, 2]), 0, 1, 2, 0)), /inner \(not IP \(version 0\)\)$/);
+  t.regex(d.decodeEncap(LB1, LB2, encap(new Uint8Array([0x00, 1, 2]), 0, 1, 2, 0)), /inner \(not IP \(version 0\)\) \[BAD TAG: inner packet does not parse\]$/);
 });
 
 test('encap over the data port, in an Ethernet frame, and a fragmented outer datagram', (t) => {
-  const d = new CaptureDecoder(decoderOptionsFromConfig(labConfig()));
+  const d = new CaptureDecoder({ ...decoderOptionsFromConfig(labConfig()), tagKey: TAG_KEY });
   const inner = P.tcp4('10.99.1.2', '10.99.0.10', 40000, 80, P.TCP_ACK | P.TCP_PSH, new Uint8Array(10));
   const frame = eth(P.udp4(LB1, LB2, 7947, 7947, encap(inner, ENCAP_F_NEW_FLOW, 1, 2, 1)));
   t.deepEqual(d.decodeFrame(LINKTYPE.ETHERNET, frame), [

@@ -159,11 +159,12 @@ tt('data port: flags, indexes, generation and the inner packet (TCP/IPv4, UDP/IP
   const f = shark(file, [
     'frame.protocols', 'tunlb_encap.version', 'tunlb_encap.type', 'tunlb_encap.flags', 'tunlb_encap.flags.names', 'tunlb_encap.flags.new_flow',
     'tunlb_encap.flags.failover', 'tunlb_encap.primary', 'tunlb_encap.backup', 'tunlb_encap.backend', 'tunlb_encap.vip', 'tunlb_encap.generation',
-    'ip.src', 'ipv6.dst', 'udp.dstport', 'tcp.flags', 'icmp.ident', '_ws.col.Info', '_ws.malformed',
+    'tunlb_encap.tag', 'ip.src', 'ipv6.dst', 'udp.dstport', 'tcp.flags', 'icmp.ident', '_ws.col.Info', '_ws.malformed',
   ]);
   t.is(f.length, 4);
   t.deepEqual(f[0]!['frame.protocols'], ['eth:ethertype:ip:udp:tunlb_encap:ip:tcp']);
-  t.deepEqual(f[0]!['tunlb_encap.version'], ['1']);
+  t.deepEqual(f[0]!['tunlb_encap.version'], ['2']);
+  t.deepEqual(f[0]!['tunlb_encap.tag'], ['0000000000000000'], 'the data-port tag (bytes 12..19; zeros: this test does not tag)');
   t.deepEqual(f[0]!['tunlb_encap.type'], ['0']);
   t.deepEqual(f[0]!['tunlb_encap.flags'], ['0x01']);
   t.deepEqual(f[0]!['tunlb_encap.flags.names'], ['NEW_FLOW']);
@@ -211,30 +212,39 @@ tt('data port: the virtio_net_hdr (GSO TCPv4 super-packet, partial checksum) bef
   t.regex(f[1]!['_ws.col.Info']![0]!, /^tunlb encap VNET primary=lb2 backup=lb3 backend=#0 csum=partial │ /);
 });
 
-tt('data port: what receivers drop is flagged (reserved flags, unknown version or type, truncated), never a Lua error', (t) => {
+tt('data port: what receivers drop is flagged (reserved flags, unknown version or type, version 1, truncated), never a Lua error', (t) => {
   const good = encap(P.tcp4('10.99.1.2', '10.99.0.10', 40000, 80), 0, 1, 2, 0);
   const reserved = Uint8Array.from(good);
   reserved[1] = 0x41;
-  const v2 = Uint8Array.from(good);
-  v2[0] = 0x20;
+  const v3 = Uint8Array.from(good);
+  v3[0] = 0x30;
+  // An older release's version-1 header: the same fields in 12 bytes, no tag.
+  const v1 = new Uint8Array(good.length - 8);
+  v1.set(good.subarray(0, 12));
+  v1.set(good.subarray(ENCAP_HEADER_LEN), 12);
+  v1[0] = 0x10;
   const type3 = Uint8Array.from(good);
   type3[0] = 0x13;
   const file = pcapOf(t, [
     { sport: 7947, dport: 7947, payload: reserved },
-    { sport: 7947, dport: 7947, payload: v2 },
+    { sport: 7947, dport: 7947, payload: v3 },
     { sport: 7947, dport: 7947, payload: type3 },
     { sport: 7947, dport: 7947, payload: good.subarray(0, 8) },
     { sport: 7947, dport: 7947, payload: encap(new Uint8Array([0x00, 1, 2, 3]), 0, 1, 2, 0) },
+    { sport: 7947, dport: 7947, payload: v1 },
   ]);
-  const f = shark(file, ['_ws.expert.message', '_ws.col.Info', 'tunlb_encap.flags.reserved', '_ws.malformed']);
+  const f = shark(file, ['_ws.expert.message', '_ws.col.Info', 'tunlb_encap.flags.reserved', 'tunlb_encap.tag', 'tcp.dstport', '_ws.malformed']);
   t.true(f[0]!['_ws.expert.message']!.some((m) => /Reserved flag set/.test(m)));
   t.deepEqual(f[0]!['tunlb_encap.flags.reserved'], ['0x02']);
   t.true(f[1]!['_ws.expert.message']!.some((m) => /Unknown encapsulation version/.test(m)));
-  t.regex(f[1]!['_ws.col.Info']![0]!, /^tunlb encap: version 2 \(not decoded\)/);
+  t.regex(f[1]!['_ws.col.Info']![0]!, /^tunlb encap: version 3 \(not decoded\)/);
   t.true(f[2]!['_ws.expert.message']!.some((m) => /Unknown encapsulation type/.test(m)));
   t.true(f[3]!['_ws.expert.message']!.some((m) => /Encapsulated datagram of 8 bytes/.test(m)));
   t.regex(f[3]!['_ws.col.Info']![0]!, /truncated \(8 bytes\)/);
   t.true(f[4]!['_ws.expert.message']!.some((m) => /IP version nibble 0/.test(m)));
+  t.true(f[5]!['_ws.expert.message']!.some((m) => /older release's untagged header/.test(m)), 'version 1 is flagged as what receivers drop');
+  t.is(f[5]!['tunlb_encap.tag'], undefined, 'version 1 has no tag');
+  t.deepEqual(f[5]!['tcp.dstport'], ['80'], 'and its inner packet is still decoded after 12 bytes');
   t.false(sharkVerbose(file).includes('Lua Error'));
 });
 

@@ -8,7 +8,7 @@
  */
 import test from 'ava';
 import { parseConfig } from '../../src/config';
-import { deriveHashKey } from '../../src/decision/hash-key';
+import { deriveDataTagKey, deriveHashKey } from '../../src/decision/hash-key';
 import { FlowFlags, FlowTable } from '../../src/flow';
 import { Forwarder } from '../../src/dataplane/forwarder';
 import type { PeerOutput } from '../../src/dataplane/peer-output';
@@ -86,6 +86,7 @@ interface Node {
 function cluster() {
   const config = parseConfig(YAML, 'any-receiver.yaml', { readKeyFile, env: {}, baseDir: '/' });
   const hashKey = deriveHashKey(config.cluster.key.reveal());
+  const tagKey = deriveDataTagKey(config.cluster.key.reveal());
   const ft = buildForwardingTable(config, hashKey, 1);
   const live = new Uint8Array(3).fill(1);
   const peerAddrs = new Uint8Array(3 * 16);
@@ -102,7 +103,7 @@ function cluster() {
     const sink = { flowReady: (id: number): void => void ready.push(id) };
     const rx = new PacketBatch({ count: 2, maxPacket: 65535 });
     const relay: PeerOutput = { batch: new PacketBatch({ count: 2, maxPacket: 65535, share: rx }), addrs: new Uint8Array(2 * 16), ports: new Uint16Array(2), count: 0 };
-    const fwd = new Forwarder({ table, forwarding: ft, hashKey, selfIndex: self, live, sink, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut, peerRelay: relay });
+    const fwd = new Forwarder({ table, forwarding: ft, hashKey, tagKey, selfIndex: self, live, sink, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut, peerRelay: relay });
     return { fwd, table, batch, peerOut, ready, rx, relay };
   });
   const e = new EncapInfo();

@@ -12,7 +12,8 @@
 import test from 'ava';
 import type { NetworkInterfaceInfo } from 'node:os';
 import { parseConfig, type Config } from '../../src/config';
-import { deriveHashKey } from '../../src/decision/hash-key';
+import { deriveDataTagKey, deriveHashKey } from '../../src/decision/hash-key';
+import { peerDatagram } from '../helpers/peer-datagram';
 import { FlowTable } from '../../src/flow';
 import { Forwarder, Action } from '../../src/dataplane/forwarder';
 import { createDsrOutput, type DsrOutput } from '../../src/dataplane/dsr-output';
@@ -22,7 +23,7 @@ import { forwardDropNames } from '../../src/dataplane/forward-drop';
 import { PacketBatch, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4 } from '../../src/dataplane/packet-batch';
 import { NeighbourTable, type NeighbourEntry, NEIGH_STRIDE, NEIGH_VALID, interfaceFor, nudStates, parseIpNeighJson, parseProcNetArp } from '../../src/dataplane/neighbours';
 import { formatMac, mapPacketOpenError } from '../../src/dataplane/l2-socket';
-import { writeEncapHeader, ENCAP_HEADER_LEN, ENCAP_F_NEW_FLOW, ENCAP_F_VNET } from '../../src/packet/encap';
+import { ENCAP_HEADER_LEN, ENCAP_F_NEW_FLOW } from '../../src/packet/encap';
 import { CSUM_FULL } from '../../src/packet/nat';
 import { PacketInfo } from '../../src/packet/packet-info';
 import { parsePacket } from '../../src/packet/parse';
@@ -144,6 +145,7 @@ async function setup(opts: { balancers?: number; live?: number[]; selfIndex?: nu
     table,
     forwarding: ft,
     hashKey,
+    tagKey: deriveDataTagKey(config.cluster.key.reveal()),
     selfIndex: opts.selfIndex ?? 0,
     live,
     peers: cluster ? { addrs: peerAddrs, ports: peerPorts } : undefined,
@@ -313,9 +315,8 @@ test('cluster: a flow whose primary is a peer is encapsulated to it (not sent by
   const h2 = await setup({ balancers: 2, live: [0, 1], selfIndex: 1 });
   const rx = new PacketBatch({ count: 4, maxPacket: 65535 });
   const inner = P.tcp4(CLIENT, VIP, 4000, 80);
-  const dg = new Uint8Array(ENCAP_HEADER_LEN + inner.length);
-  writeEncapHeader(dg, 0, ENCAP_F_NEW_FLOW, 1, 0, 2, 0, h2.ft.generation);
-  dg.set(inner, ENCAP_HEADER_LEN);
+  const tagKey = deriveDataTagKey(h2.config.cluster.key.reveal());
+  const dg = peerDatagram({ flags: ENCAP_F_NEW_FLOW, primary: 1, backup: 0, backend: 2, vip: 0, generation: h2.ft.generation }, inner, tagKey, 0, 1);
   rx.setPacket(0, dg);
   const addrs = new Uint8Array(16);
   addrs.set(h2.config.balancers[0]!.address.bytes, 0);
@@ -332,10 +333,8 @@ test('from a peer with a carried virtio header (GSO): the header goes with the f
   const rx = new PacketBatch({ count: 4, maxPacket: 65535 });
   const inner = P.toPartial(P.tcp4(CLIENT, VIP, 4001, 80, 0x10, new Uint8Array(5000)));
   const vh = [VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 40, 0, 0xa8, 0x05, 20, 0, 16, 0];
-  const dg = new Uint8Array(ENCAP_HEADER_LEN + VNET_HDR_LEN + inner.length);
-  writeEncapHeader(dg, 0, ENCAP_F_NEW_FLOW | ENCAP_F_VNET, 1, 0, 1, 0, h2.ft.generation);
-  dg.set(vh, ENCAP_HEADER_LEN);
-  dg.set(inner, ENCAP_HEADER_LEN + VNET_HDR_LEN);
+  const tagKey = deriveDataTagKey(h2.config.cluster.key.reveal());
+  const dg = peerDatagram({ flags: ENCAP_F_NEW_FLOW, primary: 1, backup: 0, backend: 1, vip: 0, generation: h2.ft.generation }, inner, tagKey, 0, 1, vh);
   rx.setPacket(0, dg);
   const addrs = new Uint8Array(16);
   addrs.set(h2.config.balancers[0]!.address.bytes, 0);

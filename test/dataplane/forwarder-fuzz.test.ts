@@ -21,7 +21,8 @@
  *     ourselves.
  * Mutations (1-4 per mutated packet): bit flips, byte sets, truncation, length-field lies, splices
  * with another packet, appended garbage, inserted and deleted ranges, virtio header lies; for
- * peers also the encapsulation header's fields.
+ * peers also the encapsulation header's fields. Datagrams from peers carry the data-port tag a
+ * peer computes (before mutation; a few none), so the checks behind the tag run too.
  * Meanwhile the cluster changes under the forwarder: peers die and return, backends go down or
  * stop taking new flows (forwarding table swaps), time jumps past every timeout, the table fills.
  *
@@ -36,7 +37,8 @@
  *     slot and no slot has two; `peer_decision_invalid` is a note, not a drop (the balancer then
  *     decides itself), and never happens on the TUN path;
  *   - what is written back parses, and is never addressed to a VIP (it would loop into the TUN
- *     device); what goes to a peer has a valid encapsulation header and a peer's address;
+ *     device); what goes to a peer has a valid encapsulation header, a peer's address and a
+ *     data-port tag that peer accepts;
  *   - the replication sink is only told about live flows decided here.
  * Checked every INVARIANT_EVERY batches and at the end: the flow table's invariants (its size is
  * its live entries, every live entry is found by its forward key and, for NAT, by its reply key,
@@ -44,7 +46,9 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { parseConfig, type Config } from '../../src/config';
-import { deriveHashKey } from '../../src/decision/hash-key';
+import { deriveDataTagKey, deriveHashKey } from '../../src/decision/hash-key';
+import { tagDatagram } from '../helpers/peer-datagram';
+import { dataTagMatches } from '../../src/decision/data-tag';
 import { buildForwardingTable, findVip, METHOD_DSR, type ForwardingTable } from '../../src/decision/forwarding-table';
 import { writeReplyKey } from '../../src/decision/reply-key';
 import { FlowTable, FlowFlags } from '../../src/flow';
@@ -168,6 +172,7 @@ function fakeNeighbours(config: Config): DsrNeighbours & { misses: number } {
 interface Harness {
   config: Config;
   hashKey: Uint32Array;
+  tagKey: Uint32Array;
   ft: ForwardingTable;
   table: FlowTable;
   fwd: Forwarder;
@@ -187,6 +192,7 @@ const MAX_PACKET = 16384;
 function makeHarness(rng: Rng, selfIndex: number, vnet: boolean): Harness {
   const config = parseConfig(YAML, 'fuzz.yaml', { readKeyFile, env: {}, baseDir: '/' });
   const hashKey = deriveHashKey(config.cluster.key.reveal());
+  const tagKey = deriveDataTagKey(config.cluster.key.reveal());
   const ft = buildForwardingTable(config, hashKey, 1);
   const table = new FlowTable({
     capacity: 160, seed: rng.u32(), earlyDrop: true,
@@ -210,7 +216,7 @@ function makeHarness(rng: Rng, selfIndex: number, vnet: boolean): Harness {
     peerPorts[i] = b.dataPort;
   });
   const h: Harness = {
-    config, hashKey, ft, table, live, selfIndex, vnet, peerOut, dsrOut,
+    config, hashKey, tagKey, ft, table, live, selfIndex, vnet, peerOut, dsrOut,
     fwd: undefined as unknown as Forwarder,
     sinkViolations: [],
     flowsReady: 0,
@@ -227,7 +233,7 @@ function makeHarness(rng: Rng, selfIndex: number, vnet: boolean): Harness {
   Math.random = () => rng.u32() / 0x100000000;
   try {
     h.fwd = new Forwarder({
-      table, forwarding: ft, hashKey, selfIndex, live, sink,
+      table, forwarding: ft, hashKey, tagKey, selfIndex, live, sink,
       peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut,
       dsr: { neighbours: fakeNeighbours(config), output: dsrOut },
     });
@@ -688,6 +694,9 @@ class Fuzzer {
     // The datagram starts at the slot's packet start (where recvmmsg puts it).
     if (start !== off) b.buf.copyWithin(off, start, inner + len);
     len += hdr;
+    // Tagged as the sender would (a stranger or ourselves: as if from lb1), before any
+    // mutation; a few are sent untagged (forged).
+    if (r.chance(0.97)) tagDatagram(b.buf, h.tagKey, from >= 0 ? from : 0, h.selfIndex, off, len);
     if (r.chance(mutateP)) {
       const f = r.int(3);
       if (f === 0) {
@@ -759,6 +768,10 @@ class Fuzzer {
         this.fail(`peer entry ${k}: decision out of range (flags ${e.flags}, primary ${e.primary}, backup ${e.backup}, backend ${e.backend})`, count);
       }
       if (reply && e.primary !== peer) this.fail(`peer entry ${k}: a steered reply not sent to the primary it names`, count);
+      // The tag: the receiver's check passes (header, the packet's flow key, us → that peer).
+      if (parsePacket(b.buf, e.innerOff, e.innerLen, this.info) !== PacketResult.OK || !dataTagMatches(b.buf, o, h.tagKey, this.info.key, h.selfIndex, peer)) {
+        this.fail(`peer entry ${k}: its data-port tag does not verify`, count);
+      }
     }
     this.#checkDsr(count);
     const drops = dropSum(h) - before;
@@ -789,6 +802,7 @@ class Fuzzer {
           const off = b.packetStart(this.slotOf(k));
           b.buf.set(dg, off);
           let len = dg.length;
+          tagDatagram(b.buf, h.tagKey, from, h.selfIndex, off, len);
           this.names[k] = `chunk ${j} of ${run.length}`;
           if (r.chance(mutateP * 0.3)) {
             len = this.mut.mutate(b.buf, off, len, b.capacity, ENCAP_FIELDS, 1);
@@ -1077,7 +1091,7 @@ test('fuzz: mutated encapsulated packets from peers through processPeerBatch (be
   const f = run(t, { selfIndex: 1, vnet: true, target: 250_000, peerShare: 0.75, seedSalt: 3 });
   assertCoverage(t, f, {
     emitted: true, toPeer: true, toDsr: true, merged: true,
-    reasons: ['encap_truncated', 'encap_bad_version', 'encap_bad_flags', 'not_a_peer', 'peer_decision_invalid'],
+    reasons: ['encap_truncated', 'encap_bad_version', 'encap_bad_flags', 'not_a_peer', 'peer_decision_invalid', 'peer_bad_tag', 'peer_decision_refused', 'peer_vnet_invalid'],
   });
 });
 

@@ -7,8 +7,9 @@
 --
 -- What it decodes (docs/wireshark.md; the formats are documented in docs/protocol.md):
 --   * protocol "tunlb_encap", the data port (UDP, default 7947; src/packet/encap.ts): the
---     12-byte encapsulation header (version, type, flags NEW_FLOW / REPLY / SECOND_CHANCE /
---     FAILOVER / VNET, primary, backup, backend, VIP, forwarding-table generation), the
+--     20-byte encapsulation header (version, type, flags NEW_FLOW / REPLY / SECOND_CHANCE /
+--     FAILOVER / VNET, primary, backup, backend, VIP, forwarding-table generation, the data-port
+--     tag, shown, not verified; version 1, an older release's untagged 12-byte header, too), the
 --     10-byte virtio_net_hdr when VNET is set, then the inner IPv4/IPv6 packet, handed to
 --     Wireshark's ip / ipv6 dissector (so inner TCP, UDP, ICMP are decoded as usual).
 --   * protocol "tunlb", the control port (UDP, default 7946; protocol/tunlb.proto): the
@@ -103,6 +104,7 @@ local ef = {
   backend = ProtoField.uint16("tunlb_encap.backend", "Backend", base.DEC, nil, nil, "Backend index within the VIP (0xffff: none)"),
   vip = ProtoField.uint16("tunlb_encap.vip", "VIP", base.DEC),
   generation = ProtoField.uint32("tunlb_encap.generation", "Forwarding-table generation", base.DEC),
+  tag = ProtoField.bytes("tunlb_encap.tag", "Data-port tag", base.NONE, "HalfSipHash-2-4-64 over the header, the inner flow key and sender -> receiver, keyed from the cluster key (src/decision/data-tag.ts); not verified here: use tunlb capture with the key"),
   vnet = ProtoField.none("tunlb_encap.vnet", "virtio_net_hdr"),
   vnet_flags = ProtoField.uint8("tunlb_encap.vnet.flags", "Flags", base.HEX),
   vnet_needs_csum = ProtoField.bool("tunlb_encap.vnet.needs_csum", "NEEDS_CSUM", 8, nil, 0x01),
@@ -120,6 +122,7 @@ p_encap.fields = ef
 local ee = {
   truncated = ProtoExpert.new("tunlb_encap.truncated", "Truncated tunlb encapsulation header", expert.group.MALFORMED, expert.severity.ERROR),
   bad_version = ProtoExpert.new("tunlb_encap.bad_version", "Unknown encapsulation version (receivers drop it: ENCAP_BAD_VERSION)", expert.group.PROTOCOL, expert.severity.WARN),
+  old_version = ProtoExpert.new("tunlb_encap.old_version", "Version 1: an older release's untagged header (receivers drop it: encap_old_version)", expert.group.PROTOCOL, expert.severity.WARN),
   bad_type = ProtoExpert.new("tunlb_encap.bad_type", "Unknown encapsulation type (receivers drop it: ENCAP_BAD_TYPE)", expert.group.PROTOCOL, expert.severity.WARN),
   bad_flags = ProtoExpert.new("tunlb_encap.bad_flags", "Reserved flag set (receivers drop it: ENCAP_BAD_FLAGS)", expert.group.PROTOCOL, expert.severity.WARN),
   not_ip = ProtoExpert.new("tunlb_encap.not_ip", "Inner packet is not IPv4 or IPv6", expert.group.MALFORMED, expert.severity.ERROR),
@@ -756,7 +759,10 @@ end
 ---------------------------------------------------------------------------------------------
 -- Data port dissector
 
-local ENCAP_HEADER_LEN = 12
+-- Version 2 (src/packet/encap.ts): 12 bytes of fields, then the 8-byte data-port tag. Version 1
+-- (an older release, no tag) is the same fields in 12 bytes; receivers drop it.
+local ENCAP_HEADER_LEN = 20
+local ENCAP_V1_HEADER_LEN = 12
 local ENCAP_VNET_LEN = 10
 local FLAG_NAMES = { { 0x01, "NEW_FLOW" }, { 0x02, "REPLY" }, { 0x04, "SECOND_CHANCE" }, { 0x08, "FAILOVER" }, { 0x10, "VNET" } }
 
@@ -768,17 +774,19 @@ function p_encap.dissector(tvb, pinfo, tree)
   local len = tvb:len()
   if len == 0 then return 0 end
   pinfo.cols.protocol:set("tunlb")
-  local root = tree:add(p_encap, tvb(0, math.min(len, ENCAP_HEADER_LEN)))
-  if len <= ENCAP_HEADER_LEN then
-    root:add_proto_expert_info(ee.truncated, "Encapsulated datagram of " .. len .. " bytes (header is " .. ENCAP_HEADER_LEN .. ")")
+  local b0 = tvb(0, 1):uint()
+  local version, etype = bit.rshift(b0, 4), bit.band(b0, 0x0f)
+  local hlen = (version == 1) and ENCAP_V1_HEADER_LEN or ENCAP_HEADER_LEN
+  local root = tree:add(p_encap, tvb(0, math.min(len, hlen)))
+  if len <= hlen then
+    root:add_proto_expert_info(ee.truncated, "Encapsulated datagram of " .. len .. " bytes (header is " .. hlen .. ")")
     pinfo.cols.info:set("tunlb encap: truncated (" .. len .. " bytes)")
     return len
   end
-  local b0 = tvb(0, 1):uint()
-  local version, etype = bit.rshift(b0, 4), bit.band(b0, 0x0f)
   local vi = root:add(ef.version, tvb(0, 1))
   local ti = root:add(ef.type, tvb(0, 1))
-  if version ~= 1 then
+  if version == 1 then vi:add_proto_expert_info(ee.old_version) end
+  if version ~= 2 and version ~= 1 then
     vi:add_proto_expert_info(ee.bad_version)
     pinfo.cols.info:set(string.format("tunlb encap: version %d (not decoded)", version))
     data_dissector:call(tvb(1):tvb(), pinfo, tree)
@@ -814,12 +822,13 @@ function p_encap.dissector(tvb, pinfo, tree)
   backend_item(root:add(ef.backend, tvb(4, 2)), tvb(4, 2):uint())
   root:add(ef.vip, tvb(6, 2))
   root:add(ef.generation, tvb(8, 4))
+  if version == 2 then root:add(ef.tag, tvb(12, 8)) end
   local backend = tvb(4, 2):uint()
 
-  local off = ENCAP_HEADER_LEN
+  local off = hlen
   local gso = ""
   if bit.band(flags, 0x10) ~= 0 then
-    if len <= ENCAP_HEADER_LEN + ENCAP_VNET_LEN then
+    if len <= hlen + ENCAP_VNET_LEN then
       root:add_proto_expert_info(ee.truncated, "VNET set, but no room for the virtio_net_hdr")
       pinfo.cols.info:set("tunlb encap: truncated virtio_net_hdr")
       return len
