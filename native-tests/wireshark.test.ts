@@ -347,7 +347,15 @@ labTest('data port: flags, primary/backup/backend, an inner IP packet of a clien
     if (num(fr, 'tunlb_encap.version') !== 2) why.push('version');
     if (!/^[0-9a-f]{16}$/.test(one(fr, 'tunlb_encap.tag') ?? '')) why.push('no data-port tag');
     if (names === undefined || Number.isNaN(flags)) why.push('no flags');
-    if (!(primary >= 0 && primary < 3) || !(backup >= 0 && backup < 3) || !(backend >= 0 && backend < 3)) why.push(`indexes ${primary}/${backup}/${backend}`);
+    // A steered reply (REPLY) names its candidate primary and no backend (0xffff); a
+    // SECOND_CHANCE packet names nobody (0xff/0xff/0xffff: the ranked primary decides).
+    const steered = (flags & 0x02) !== 0;
+    const second = (flags & 0x04) !== 0;
+    if (second) {
+      if (primary !== 0xff || backup !== 0xff || backend !== 0xffff) why.push(`second chance names ${primary}/${backup}/${backend}`);
+    } else if (!(primary >= 0 && primary < 3) || !(backup >= 0 && backup < 3) || !(steered ? backend === 0xffff : backend >= 0 && backend < 3)) {
+      why.push(`indexes ${primary}/${backup}/${backend}`);
+    }
     const i = inner(fr);
     // client → VIP; with REPLY (reply steering), a server's answer: server → client
     const fromClient = i.src === CLIENT4 || i.src === CLIENT6;
@@ -358,7 +366,7 @@ labTest('data port: flags, primary/backup/backend, an inner IP packet of a clien
     if (i.proto === 'tcp' ? vipPort !== 80 && vipPort !== 7 : i.proto === 'other') why.push(`inner ${i.text}`);
     // The outer destination is the balancer the header names: primary, or backup with FAILOVER.
     const to = (flags & 0x08) !== 0 ? backup : primary;
-    if (all(fr, 'ip.dst')[0] !== LBNET4[BALANCERS[to]!]) why.push(`sent to ${all(fr, 'ip.dst')[0]}, header names ${bname(to)}`);
+    if (!second && all(fr, 'ip.dst')[0] !== LBNET4[BALANCERS[to]!]) why.push(`sent to ${all(fr, 'ip.dst')[0]}, header names ${bname(to)}`);
     if (all(fr, 'ip.src')[0] === all(fr, 'ip.dst')[0]) why.push('sent to itself');
     if (why.length) problems.push(`${fr.n}: ${why.join(', ')}: ${fr.info}`);
     for (const n of (names ?? '').split('|')) flagCount[n] = (flagCount[n] ?? 0) + 1;
