@@ -40,7 +40,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { hasRoot, nativeSuite } from './helpers/root';
-import { LAB_SH } from './helpers/lab';
+import { LAB_SH, labEntry, routerNexthops } from './helpers/lab';
 import {
   longlivedSummary,
   allServing,
@@ -183,9 +183,14 @@ function requireUp(t: ExecutionContext): void {
  */
 async function addVip4bRoutes(): Promise<void> {
   routesAdded = true;
-  for (const [ns, argv] of [
+  // The ECMP entry: every balancer announces the VIP the reload adds (its BIRD, the router's
+  // multipath route); only the single entry needs the router → lb1 → tunlb0 routes by hand.
+  const entryRoutes = labEntry() === 'ecmp' ? [] : ([
     ['tunlb-router', ['route', 'replace', `${VIP4B}/32`, 'via', LB1_LBNET4]],
     ['tunlb-lb1', ['route', 'replace', `${VIP4B}/32`, 'dev', 'tunlb0']],
+  ] as const);
+  for (const [ns, argv] of [
+    ...entryRoutes,
     ['tunlb-client', ['addr', 'replace', `${CLIENT4B}/24`, 'dev', 'eth0']],
     ['tunlb-client', ['route', 'replace', `${VIP4B}/32`, 'via', ROUTER_FRONT4, 'src', CLIENT4B]],
   ] as const) {
@@ -198,8 +203,10 @@ async function removeVip4bRoutes(): Promise<void> {
   for (const [ns, argv] of [
     ['tunlb-client', ['route', 'del', `${VIP4B}/32`]],
     ['tunlb-client', ['addr', 'del', `${CLIENT4B}/24`, 'dev', 'eth0']],
-    ['tunlb-lb1', ['route', 'del', `${VIP4B}/32`]],
-    ['tunlb-router', ['route', 'del', `${VIP4B}/32`]],
+    ...(labEntry() === 'ecmp' ? [] : ([
+      ['tunlb-lb1', ['route', 'del', `${VIP4B}/32`]],
+      ['tunlb-router', ['route', 'del', `${VIP4B}/32`]],
+    ] as const)),
   ] as const) {
     await run('ip', ['-n', ns, ...argv], { timeoutMs: 5000 });
   }
@@ -563,6 +570,12 @@ rootTest('(2) reload with live connections: reweight, add a VIP, remove a backen
       t.is(mismatch, 0, 'records naming another backend than the server that answered');
       t.true(Object.values(fresh).reduce((a, b) => a + b, 0) >= 1500, `only ${JSON.stringify(fresh)} connections with a fresh record`);
       assertShares(t, 'after the reload, TCP new connections with a fresh record (srv1 3, srv3 1, srv2 removed)', fresh, { srv1: 3, srv3: 1 });
+      if (labEntry() === 'ecmp') {
+        // Every balancer announces the added VIP once its reload is applied: wait for the router's three nexthops.
+        const want = 3;
+        const ok = await poll(async () => (await routerNexthops(VIP4B)).length === want, 10_000, 100);
+        t.true(ok, `the router has ${JSON.stringify(await routerNexthops(VIP4B))} as nexthops of the added VIP ${VIP4B}, expected ${want} (one per balancer)`);
+      }
       const nb = await newconns(200, `${VIP4B}:80`, 20);
       t.log(`new VIP ${VIP4B}: ${nb.answered}/200 answered, ${JSON.stringify(nb.answers)}`);
       t.is(nb.answered, 200, `the new VIP ${VIP4B} answered ${nb.answered}/200 (${nb.errors} errors): ${JSON.stringify(nb.rows.filter((r) => r.error !== null).slice(0, 5))}`);

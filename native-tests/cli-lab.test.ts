@@ -35,7 +35,7 @@ const BACKENDS4 = ['10.99.3.21', '10.99.3.22', '10.99.3.23'];
 const BACKENDS6 = ['fd99:3::21', 'fd99:3::22', 'fd99:3::23'];
 const SERVER_OF: Record<string, string> = { '10.99.3.21': 'srv1', '10.99.3.22': 'srv2', '10.99.3.23': 'srv3' };
 /** The subcommands `tunlb --help` must list (a new one fails the --help test until covered here). */
-const SUBCOMMANDS = ['run', 'check-config', 'stats', 'flows', 'status', 'backends', 'drain', 'undrain', 'drain-self', 'undrain-self', 'ready', 'reload', 'capture'];
+const SUBCOMMANDS = ['run', 'check-config', 'stats', 'flows', 'status', 'backends', 'drain', 'undrain', 'drain-self', 'undrain-self', 'ready', 'reload', 'capture', 'logs'];
 /** One error line: `tunlb: MESSAGE [TUNLB_CODE]` (src/cli/main.ts). */
 const ERROR_LINE = /^tunlb: \S.* \[TUNLB_[A-Z_]+\]$/;
 
@@ -71,12 +71,16 @@ async function json<T>(t: ExecutionContext, args: string[], lb = 'lb1'): Promise
   }
 }
 
-/** Expects a failure: non-zero exit, nothing on stdout, exactly one `tunlb: ... [CODE]` line. */
+/**
+ * Expects a failure: non-zero exit, nothing on stdout, exactly one `tunlb: ... [CODE]` line (a
+ * usage error, TUNLB_USAGE: that line and the hint naming the subcommand's --help).
+ */
 async function refused(t: ExecutionContext, args: string[], code: string, exit: number, lb = 'lb1'): Promise<string> {
   const r = await tunlb(args, lb);
   const lines = r.stderr.trimEnd().split('\n');
   t.is(r.code, exit, `tunlb ${args.join(' ')}: ${show(r)}`);
   t.is(r.stdout, '', `tunlb ${args.join(' ')}: nothing on stdout`);
+  if (code === 'TUNLB_USAGE') t.is(lines.pop(), `run 'tunlb ${args[0]} --help' for its usage`, `tunlb ${args.join(' ')}: the hint`);
   t.is(lines.length, 1, `tunlb ${args.join(' ')}: one error line: ${r.stderr}`);
   t.regex(lines[0]!, ERROR_LINE);
   t.true(lines[0]!.endsWith(`[${code}]`), `${lines[0]} ends with [${code}]`);
@@ -296,7 +300,8 @@ rootTest('stats, flows (table, --json, every filter), backends, with live connec
   const flowsOnBackends = be.backends.reduce((n, b) => n + ((b as { flows?: number }).flows ?? 0), 0);
   t.true(flowsOnBackends >= 6, `flows counted per backend: ${flowsOnBackends} (six echo connections at least)`);
   const beText = await ok(t, ['backends']);
-  t.is(beText.trimEnd().split('\n').length, 6, beText);
+  t.is(beText.trimEnd().split('\n').length, 7, `a header row and the six backends: ${beText}`);
+  t.regex(beText, /^VIP +BACKEND +WEIGHT +FLOWS +STATE +HEALTH +NEW FLOWS +WHY\n/);
   for (const a of [...BACKENDS4, ...BACKENDS6]) t.regex(beText, new RegExp(`^web[46] +${a.replace(/\./g, '\\.')} `, 'm'));
 });
 
@@ -328,13 +333,14 @@ rootTest('drain / undrain: the mark reaches every balancer, new connections avoi
     (await json<FlowListing>(t, ['flows', '--backend', target, '--state', 'established', '--limit', '1000'])).flows.filter((f) => f.key.endsWith(`${VIP4}:7`));
   const before = await onTarget();
   try {
-    t.is((await ok(t, ['drain', 'web4', target])).trim(), `web4 ${target}: drained`);
+    // A drain takes drain_timeout_s (lab: 300 s) to finish: the CLI says until when, never "drained".
+    t.regex((await ok(t, ['drain', 'web4', target])).trim(), new RegExp(`^web4 ${target.replace(/\./g, '\\.')}: draining until \\d\\d:\\d\\d:\\d\\dZ \\(in [45]m\\d+s\\): no new flows; its \\d+ flow\\(s\\) stay until they end, and the deadline cuts the rest$`));
     t.true(await poll(() => drainedEverywhere(target, true), 20_000, 300), 'drained on lb1, lb2 and lb3');
     const text = await ok(t, ['backends'], 'lb2');
     // draining, with the drain timeout's deadline (lab: drain_timeout_s default 300).
-    t.regex(text, new RegExp(`^web4 +${target.replace(/\./g, '\\.')} +w1 +\\d+ flows +draining +health=healthy until \\d\\d:\\d\\d:\\d\\dZ \\(in [45]m\\d+s\\) \\(no new flows\\) +drained by operator on lb1$`, 'm'), text);
+    t.regex(text, new RegExp(`^web4 +${target.replace(/\./g, '\\.')} +1 +\\d+ +draining +healthy +no +drained by operator on lb1 until \\d\\d:\\d\\d:\\d\\dZ \\(in [45]m\\d+s\\)$`, 'm'), text);
     t.is((await ok(t, ['drain', 'web4', target, '--json'])).trim(), JSON.stringify({ changed: false, event: null }));
-    t.is((await ok(t, ['drain', 'web4', target])).trim(), `web4 ${target}: already drained`);
+    t.regex((await ok(t, ['drain', 'web4', target])).trim(), new RegExp(`^web4 ${target.replace(/\./g, '\\.')}: draining \\(already drained\\) until `));
     const answers = await newConns(t, 24);
     t.is(answers[SERVER_OF[target]!] ?? 0, 0, `no new connection to the drained ${SERVER_OF[target]}: ${JSON.stringify(answers)}`);
     t.true((answers['srv1'] ?? 0) > 0 && (answers['srv3'] ?? 0) > 0, JSON.stringify(answers));
@@ -349,7 +355,7 @@ rootTest('drain / undrain: the mark reaches every balancer, new connections avoi
   } finally {
     const u = await tunlb(['undrain', 'web4', target]);
     t.is(u.code, 0, show(u));
-    t.is(u.stdout.trim(), `web4 ${target}: undrained`);
+    t.is(u.stdout.trim(), `web4 ${target}: drain ended: healthy, takes new flows again`);
   }
   t.true(await poll(() => drainedEverywhere(target, false), 20_000, 300), 'undrained on lb1, lb2 and lb3');
   const be = await json<{ backends: BackendRow[] }>(t, ['backends'], 'lb3');
@@ -357,7 +363,7 @@ rootTest('drain / undrain: the mark reaches every balancer, new connections avoi
   // Back in rotation: with three equal weights, 30 new connections all missing srv2 has p = (2/3)^30 ≈ 5e-6.
   const answers = await newConns(t, 30);
   t.true((answers[SERVER_OF[target]!] ?? 0) > 0, `srv2 answers again: ${JSON.stringify(answers)}`);
-  t.is((await ok(t, ['undrain', 'web4', target])).trim(), `web4 ${target}: already undrained`);
+  t.is((await ok(t, ['undrain', 'web4', target])).trim(), `web4 ${target}: was not drained: healthy, takes new flows again`);
 });
 
 rootTest('reload: an unchanged config is accepted; a broken one is refused and the running config kept', async (t) => {
@@ -420,6 +426,32 @@ rootTest('capture: probes on lbnet0 into a pcap that tcpdump -r reads, and decod
   t.is(rd.stdout.split('\n').filter((l) => / (probe|probe-ack) seq=/.test(l)).length, 6, rd.stdout);
 });
 
+rootTest('tcpdump -Q on tunlb0: out = what the kernel hands tunlb (to the VIP), in = what tunlb writes back (the answers, from the VIP), as docs/operations.md says', async (t) => {
+  if (!labUp(t)) return;
+  // Both directions at once, during two HTTP requests (their answers always come back through
+  // lb1 in NAT mode: the servers' default route).
+  const cap = (dir: string): Promise<RunResult> =>
+    execIn('lb1', ['timeout', '15', 'tcpdump', '-nl', '-i', 'tunlb0', '-Q', dir, '-c', '6', 'tcp port 80'], { timeoutMs: 20_000 });
+  const [qin, qout] = [cap('in'), cap('out')];
+  await new Promise((r) => setTimeout(r, 1500)); // tcpdump attached (bounded: a missed packet only means fewer lines)
+  for (let i = 0; i < 2; i++) await execIn('client', ['curl', '-sS', '-m', '5', '-o', '/dev/null', `http://${VIP4}/`], { timeoutMs: 10_000 });
+  const [rin, rout] = await Promise.all([qin, qout]);
+  const linesOf = (r: RunResult): string[] => r.stdout.split('\n').filter((l) => / IP /.test(l));
+  t.log(`-Q in:\n${linesOf(rin).join('\n')}\n-Q out:\n${linesOf(rout).join('\n')}`);
+  // kernel -> tunlb (egress of tunlb0): the client's packets to the VIP, the servers' answers to the client
+  const vipIn = new RegExp(`IP ${CLIENT4.replace(/\./g, '\\.')}\\.\\d+ > ${VIP4.replace(/\./g, '\\.')}\\.80:`);
+  const vipOut = new RegExp(`IP ${VIP4.replace(/\./g, '\\.')}\\.80 > ${CLIENT4.replace(/\./g, '\\.')}\\.\\d+:`);
+  t.true(linesOf(rout).some((l) => vipIn.test(l)), '-Q out shows the client -> VIP packets the kernel routes into tunlb0');
+  t.false(linesOf(rout).some((l) => vipOut.test(l)), '-Q out never shows a packet tunlb un-NATed');
+  // tunlb -> kernel (ingress of tunlb0): the answers un-NATed to the VIP's address
+  t.true(linesOf(rin).some((l) => vipOut.test(l)), '-Q in shows the VIP -> client answers tunlb writes back');
+  t.false(linesOf(rin).some((l) => vipIn.test(l)), '-Q in never shows a packet to the VIP (tunlb rewrites those)');
+  // The doc's comments say the same.
+  const doc = readFileSync(path.join(REPO, 'docs', 'operations.md'), 'utf8');
+  t.regex(doc, /tcpdump -ni tunlb0 -Q out .*# kernel → tunlb only/);
+  t.regex(doc, /tcpdump -ni tunlb0 -Q in .*# tunlb → kernel only/);
+});
+
 rootTest('errors: one line with a stable code and a non-zero exit', async (t) => {
   if (!labUp(t)) return;
   t.regex(await refused(t, ['drain', 'web9', '10.99.3.22'], 'TUNLB_ADMIN', 1), /web9/);
@@ -427,8 +459,74 @@ rootTest('errors: one line with a stable code and a non-zero exit', async (t) =>
   // No balancer there: the admin endpoint cannot be reached.
   t.regex(await refused(t, ['status', '--admin', '127.0.0.1:9'], 'TUNLB_ADMIN', 1), /cannot reach the admin endpoint 127\.0\.0\.1:9/);
   t.regex(await refused(t, ['stats', '--admin', '127.0.0.1:9'], 'TUNLB_ADMIN', 1), /cannot reach the admin endpoint/);
-  // Unknown subcommand / option: commander's usage error, non-zero.
+  // Unknown subcommand / option: one line and a hint, exit 2 (not the whole help).
   const bad = await run(process.execPath, [TUNLB, 'flows', '--colour', 'blue'], { timeoutMs: 30_000 });
-  t.not(bad.code, 0, show(bad));
-  t.regex(bad.stderr, /unknown option '--colour'/);
+  t.is(bad.code, 2, show(bad));
+  t.deepEqual(bad.stderr.trimEnd().split('\n'), ["tunlb: unknown option '--colour'", "run 'tunlb flows --help' for its usage"]);
+  const v = await run(process.execPath, [TUNLB, '--version'], { timeoutMs: 30_000 });
+  t.is(v.code, 0, show(v));
+  t.regex(v.stdout, /^tunlb \d+\.\d+\.\d+\n$/);
+});
+
+rootTest('a killed balancer: status, stats and ready call it dead, never serving; lab.sh status says DEAD; restarted, all serving again', async (t) => {
+  if (!labUp(t)) return;
+  const k = await lab(['kill', 'lb2'], 60_000);
+  t.is(k.code, 0, show(k));
+  try {
+    t.true(
+      await poll(async () => (await json<{ balancers: Array<{ id: string; state: string }> }>(t, ['status'])).balancers.some((b) => b.id === 'lb2' && b.state === 'dead'), 20_000, 200),
+      'lb1 declares lb2 dead',
+    );
+    const st = await ok(t, ['status']);
+    t.regex(st, /^ {2}lb2 +10\.99\.2\.12 +dead +- /m, `status: lb2 dead, its status not shown: ${st}`);
+    t.notRegex(st, /^ {2}lb2 .*serving/m, st);
+    const sj = await json<{ balancers: Array<{ id: string; status: string; lastStatus: string }> }>(t, ['status']);
+    t.like(sj.balancers.find((b) => b.id === 'lb2'), { status: 'unknown', lastStatus: 'serving' });
+    const stats = await ok(t, ['stats']);
+    t.regex(stats, /^peer +lb2 +dead +- +rtt/m, stats);
+    const r = await tunlb(['ready']);
+    t.is(r.code, 3, show(r));
+    t.regex(r.stdout, /^not ready: peer lb2 is dead \(no answer to probes\) \(lb1 serving, 1\/2 peers serving, 6\/6 checked backends healthy\)\n$/, r.stdout);
+    const ls = await lab(['status'], 60_000);
+    t.is(ls.code, 3, `lab.sh status exits 3 with a balancer down: ${show(ls)}`);
+    t.regex(ls.stdout, /^ {2}lb2: DEAD \(no process: killed or stopped; start it with: scripts\/lab\.sh start lb2\)$/m, ls.stdout);
+    t.regex(ls.stdout, /^ {2}lb1: pid \d+ alive$/m);
+  } finally {
+    const s = await lab(['start', 'lb2'], 120_000);
+    t.is(s.code, 0, show(s));
+  }
+  t.is((await ok(t, ['ready', '--wait', '30'])).trim(), 'ready: lb1 serving, 2/2 peers serving, 6/6 checked backends healthy');
+});
+
+rootTest("logs: the lab's balancer logs are JSON lines only, every event documented; tunlb logs prints them", async (t) => {
+  if (!labUp(t)) return;
+  const documented = readFileSync(path.join(REPO, 'docs', 'logs.md'), 'utf8');
+  for (const lb of BALANCERS) {
+    const file = path.join(LAB_DIR, 'logs', `${lb}.log`);
+    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    t.true(lines.length >= 3, `${file}: ${lines.length} lines`);
+    const events = new Set<string>();
+    for (const l of lines) {
+      let rec: { event?: string; level?: string; time?: string; balancer?: string };
+      try {
+        rec = JSON.parse(l) as typeof rec;
+      } catch {
+        t.fail(`${file}: not a JSON line: ${l}`);
+        continue;
+      }
+      t.truthy(rec.time && rec.level && rec.event, `${file}: time, level, event in ${l.slice(0, 200)}`);
+      events.add(String(rec.event));
+    }
+    for (const e of events) t.true(documented.includes(`\`${e}\``), `${lb}: event ${e} is in docs/logs.md`);
+    t.true(events.has('lab_start') && events.has('balancer_started'), `${lb}: ${[...events].join(', ')}`);
+  }
+  // lb2 was killed and restarted above: its log tells the story in order, readable.
+  const pretty = await run(process.execPath, [TUNLB, 'logs', '--brief', '--event', 'lab_start,balancer_started', path.join(LAB_DIR, 'logs', 'lb2.log')], { timeoutMs: 30_000 });
+  t.is(pretty.code, 0, show(pretty));
+  const pl = pretty.stdout.trimEnd().split('\n');
+  t.true(pl.length >= 4, pretty.stdout);
+  t.regex(pl[0]!, /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\] INFO: lb2 lab_start: scripts\/lab\.sh starts lb2$/);
+  t.regex(pl[1]!, /\] INFO: lb2 balancer_started: balancer lb2 serving on tunlb0$/);
+  const down = await run(process.execPath, [TUNLB, 'logs', '--event', 'peer_down', path.join(LAB_DIR, 'logs', 'lb1.log')], { timeoutMs: 30_000 });
+  t.regex(down.stdout, /\] WARN: lb1 peer_down: lb2: /, 'lb1 logged lb2 down');
 });

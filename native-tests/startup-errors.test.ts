@@ -60,9 +60,26 @@ function tunlbRun(args: string[], opts: { asNobody?: boolean } = {}): Promise<Ru
   return run('ip', argv, { timeoutMs: 20_000 });
 }
 
-/** stderr lines, without blank ones and without pino JSON log lines. */
+/**
+ * What the operator is told, as lines: `tunlb run` with its stderr on a pipe (as here, as in a
+ * log file) writes its start-up failure as one `start_failed` JSON line (src/cli/main.ts); on a
+ * terminal it prints the same message and config errors as plain lines, which this rebuilds
+ * ("tunlb: MSG [CODE]", or "tunlb: MSG" and one line per config error). Throws when stderr
+ * holds anything but JSON lines (a log stays JSON to the last line) or no start_failed line.
+ */
 function errLines(r: RunResult): string[] {
-  return r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('{'));
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+  const recs = lines.map((l) => {
+    try {
+      return JSON.parse(l) as { event?: string; msg?: string; code?: string; errors?: string[]; level?: string };
+    } catch {
+      throw new Error(`stderr line is not JSON: ${l}`);
+    }
+  });
+  const f = recs.find((x) => x.event === 'start_failed');
+  if (f === undefined) throw new Error(`no start_failed line in stderr:\n${r.stderr}`);
+  if (f.level !== 'fatal') throw new Error(`start_failed at level ${f.level}`);
+  return f.errors !== undefined ? [`tunlb: ${f.msg}`, ...f.errors] : [`tunlb: ${f.msg} [${f.code}]`];
 }
 
 test.before(() => {

@@ -140,7 +140,7 @@ test.serial('--dry-run NODE: every node configures its plan addresses; balancers
   t.regex(badKey.stderr, /at least 32 bytes of hex/);
   const tun = await run('bash', [PROVISION, '--dry-run', '--tun-routes', 'lb2', '1234'], { timeoutMs: 10_000 });
   t.is(tun.code, 0, tun.stderr);
-  t.regex(tun.stdout, /\+ ip route replace 10\.99\.0\.10\/32 dev tunlb0[\s\S]*\+ ip route replace default dev tunlb0 table 100/);
+  t.regex(tun.stdout, /\+ ip route replace 10\.99\.0\.0\/24 dev tunlb0[\s\S]*\+ ip route replace default dev tunlb0 table 100/);
 });
 
 test.serial('the systemd units the provisioning installs pass systemd-analyze verify', async (t) => {

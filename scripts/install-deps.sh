@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 
 # vagrant-libvirt: the Vagrantfile's default provider (libvirt). Without it `vagrant validate`
 # finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
-pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived)
+# prometheus: only for its `promtool` (the tests check the /metrics scrape, the alert rules and
+# the Grafana dashboard's queries with it); its server is never started (masked below).
+pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -23,6 +25,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "install-deps: apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # The prometheus package would start a Prometheus server under systemd: mask its unit first
+  # (a masked unit is neither enabled nor started by the package's scripts).
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl mask prometheus.service >/dev/null 2>&1 || true
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The lab runs its own BIRD and keepalived inside its namespaces (scripts/lab-lib.sh); the

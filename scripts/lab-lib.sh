@@ -105,8 +105,10 @@ lab_tun_routes() {
   local ns=$1 back=$2 t=$LAB_RETURN_TABLE
   lab_ip "$ns" link set "$LAB_TUN_DEV" up
   lab_run "$ns" sysctl -qw "net.ipv4.conf.$LAB_TUN_DEV.rp_filter=0" "net.ipv6.conf.$LAB_TUN_DEV.accept_dad=0" 2>/dev/null || true
-  lab_ip "$ns" route replace "$LAB_VIP4/32" dev "$LAB_TUN_DEV"
-  lab_ip "$ns" -6 route replace "$LAB_VIP6/128" dev "$LAB_TUN_DEV"
+  # The whole VIP pool into tunlb0 (a VIP a reload adds is served at once; tunlb drops and
+  # counts what is not a VIP): the router sends only announced VIPs here.
+  lab_ip "$ns" route replace "$LAB_VIP_POOL4" dev "$LAB_TUN_DEV"
+  lab_ip "$ns" -6 route replace "$LAB_VIP_POOL6" dev "$LAB_TUN_DEV"
   lab_ip "$ns" route replace default dev "$LAB_TUN_DEV" table "$t"
   lab_ip "$ns" -6 route replace default dev "$LAB_TUN_DEV" table "$t"
   lab_tun_fallbacks "$ns" "$back"
@@ -115,8 +117,8 @@ lab_tun_routes() {
 # The parts that do not depend on tunlb0 existing (rules, fallback routes).
 lab_tun_fallbacks() {
   local ns=$1 back=$2 t=$LAB_RETURN_TABLE
-  lab_ip "$ns" route replace unreachable "$LAB_VIP4/32" metric 4000
-  lab_ip "$ns" -6 route replace unreachable "$LAB_VIP6/128" metric 4000
+  lab_ip "$ns" route replace unreachable "$LAB_VIP_POOL4" metric 4000
+  lab_ip "$ns" -6 route replace unreachable "$LAB_VIP_POOL6" metric 4000
   lab_ip "$ns" route replace unreachable default metric 4000 table "$t"
   lab_ip "$ns" -6 route replace unreachable default metric 4000 table "$t"
   while lab_ip "$ns" rule del pref 100 2>/dev/null; do :; done
@@ -132,10 +134,10 @@ lab_tun_unroute() {
   while lab_ip "$ns" -6 rule del pref 100 2>/dev/null; do :; done
   lab_ip "$ns" route flush table "$LAB_RETURN_TABLE" 2>/dev/null || true
   lab_ip "$ns" -6 route flush table "$LAB_RETURN_TABLE" 2>/dev/null || true
-  lab_ip "$ns" route del "$LAB_VIP4/32" 2>/dev/null || true
-  lab_ip "$ns" route del "$LAB_VIP4/32" 2>/dev/null || true
-  lab_ip "$ns" -6 route del "$LAB_VIP6/128" 2>/dev/null || true
-  lab_ip "$ns" -6 route del "$LAB_VIP6/128" 2>/dev/null || true
+  lab_ip "$ns" route del "$LAB_VIP_POOL4" 2>/dev/null || true
+  lab_ip "$ns" route del "$LAB_VIP_POOL4" 2>/dev/null || true
+  lab_ip "$ns" -6 route del "$LAB_VIP_POOL6" 2>/dev/null || true
+  lab_ip "$ns" -6 route del "$LAB_VIP_POOL6" 2>/dev/null || true
 }
 
 # ---- balancer: the in-kernel peer (--lb kernel) ----
@@ -216,7 +218,7 @@ lab_sysctl_ecmp_router() {
 
 # lab_bird_router_conf ROUTER_ID IFACE NODE... : BIRD 2 config of the router: two eBGP sessions
 # per balancer NODE (one per family, to its lbnet addresses), BFD on IFACE, routes from the
-# balancers accepted only for the VIPs, and ECMP: `merge paths` installs one kernel route per
+# balancers accepted only for host routes inside the VIP pools (LAB_VIP_POOL4/6), and ECMP: `merge paths` installs one kernel route per
 # VIP with one nexthop per announcing balancer. Printed on stdout.
 lab_bird_router_conf() {
   local rid=$1 ifc=$2 n; shift 2
@@ -229,8 +231,8 @@ protocol bfd {
 }
 protocol kernel kernel4 { ipv4 { import none; export all; }; merge paths on; }
 protocol kernel kernel6 { ipv6 { import none; export all; }; merge paths on; }
-filter vips4 { if net = ${LAB_VIP4}/32 then accept; reject; }
-filter vips6 { if net = ${LAB_VIP6}/128 then accept; reject; }
+filter vips4 { if net ~ [ ${LAB_VIP_POOL4}{32,32} ] then accept; reject; }
+filter vips6 { if net ~ [ ${LAB_VIP_POOL6}{128,128} ] then accept; reject; }
 template bgp balancer {
   local as ${LAB_ROUTER_AS};
   hold time ${LAB_BGP_HOLD_S}; keepalive time 1; connect retry time 1; error wait time 1, 3;

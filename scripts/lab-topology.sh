@@ -23,6 +23,10 @@ LAB_ENTRY_BALANCER=lb1            # --entry single: the router sends the VIP her
 # ---- virtual service ----
 LAB_VIP4=10.99.0.10
 LAB_VIP6=fd99::10
+# The VIP pools: the lab router accepts host routes (a VIP each) from the balancers only inside
+# these (a VIP added by a reload is announced too).
+LAB_VIP_POOL4=10.99.0.0/24
+LAB_VIP_POOL6=fd99::/64
 LAB_HTTP_PORT=80                  # lab-server.ts: HTTP, answers "<name>\n", /bytes?n=N
 LAB_UDP_ECHO_PORT=5353            # lab-server.ts: UDP echo, reply prefixed with "<name> "
 LAB_TCP_ECHO_PORT=7               # lab-server.ts: TCP echo (RFC 862)

@@ -338,7 +338,10 @@ start_balancer() {
     # the servers' gateway while it syncs
     echo 1 >"${LAB_READY_FILE_PATTERN//\{id\}/$id}"
     lab_log "starting $id: $cmd"
-    echo "==== $(date -Is) $cmd" >>"$LABDIR/logs/$id.log"
+    # The log holds JSON lines only (docs/logs.md): the start marker is one too (event lab_start).
+    local q=${cmd//\\/\\\\}; q=${q//\"/\\\"}
+    printf '{"level":"info","time":"%s","balancer":"%s","event":"lab_start","cmd":"%s","msg":"scripts/lab.sh starts %s"}\n' \
+      "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$id" "$q" "$id" >>"$LABDIR/logs/$id.log"
     # nice -5: the whole lab (clients, servers, three balancers, the kernel's forwarding)
     # shares this machine's cores; on real hosts a balancer has its cores to itself. Without
     # it, a flood from the lab's own client can starve a balancer of CPU long enough to miss
@@ -541,7 +544,13 @@ cmd_status() {
   echo
   if ((!any)); then echo "lab is down"; return 3; fi
   for name in "${LAB_BALANCERS[@]}" "${LAB_SERVERS[@]}" "${LAB_SERVERS[@]/#/iperf3-}"; do
-    [[ -e $(pidfile "$name") ]] || continue
+    if [[ ! -e $(pidfile "$name") ]]; then
+      # A balancer of the running lab without a process (`kill lbN` forgets its PID): dead.
+      if [[ $MODE_NOW == tunlb ]] && is_balancer "$name" && [[ " ${LAB_BALANCERS[*]:0:${BAL_NOW:-3}} " == *" $name "* ]]; then
+        echo "  $name: DEAD (no process: killed or stopped; start it with: scripts/lab.sh start $name)"; rc=3
+      fi
+      continue
+    fi
     if pid=$(alive "$name"); then echo "  $name: pid $pid alive"; else echo "  $name: pid $(<"$(pidfile "$name")") DEAD (log $LABDIR/logs/$name.log)"; rc=3; fi
   done
   if [[ $ENTRY_NOW == ecmp ]]; then

@@ -214,6 +214,21 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** The lab's entry as `lab.sh up` built it ('ecmp' or 'single'; from its state file). */
+export function labEntry(): 'ecmp' | 'single' {
+  try {
+    return /^ENTRY_NOW=ecmp$/m.test(readFileSync(path.join(LAB_DIR, 'state'), 'utf8')) ? 'ecmp' : 'single';
+  } catch {
+    return 'single';
+  }
+}
+
+/** The lab router's nexthops (gateway addresses, sorted) for `addr` (IPv4 or IPv6). */
+export async function routerNexthops(addr: string): Promise<string[]> {
+  const r = await execIn('router', ['ip', addr.includes(':') ? '-6' : '-4', 'route', 'show', addr], { timeoutMs: 5000 });
+  return [...r.stdout.matchAll(/via (?:inet6 )?(\S+)/g)].map((m) => m[1]!).sort();
+}
+
 /** Polls `cond` every `everyMs` until it is true (returns true) or `timeoutMs` passes (false). */
 export async function poll(cond: () => Promise<boolean> | boolean, timeoutMs: number, everyMs = 100): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;

@@ -1,6 +1,8 @@
 /**
- * The `tunlb` command line (commander). Each subcommand has --help. Errors are one clear
- * line on stderr and a non-zero exit: 2 for usage/config problems, 1 for everything else.
+ * The `tunlb` command line (commander). Each subcommand has --help; `tunlb --version` prints
+ * the version. Errors are one clear line on stderr and a non-zero exit (below); a usage error
+ * (unknown command or option, missing argument, unusable value) is that line and a hint naming
+ * the --help to read, never the whole help.
  *
  *   tunlb run --config FILE --id ID      run one balancer (in the namespace/host that owns ID's address)
  *   tunlb check-config --config FILE     validate a config file and print what it describes
@@ -16,15 +18,25 @@
  *   tunlb ready [--admin HOST:PORT] [--allow-down IDS] [--wait S]   exit 0 when serving with every peer
  *                                        serving and every checked backend healthy, else 3 (src/cli/readiness.ts)
  *   tunlb capture --iface IF [--filter BPF] [--count N] [--out F.pcap] [--decode]   packet capture
+ *   tunlb logs [FILE...] [--event E] [--level L] [--balancer ID] [--brief]   JSON log lines for people (src/cli/logs.ts)
  *
- * Exit codes: 0 done; 1 error; 2 usage or config problem (or a reload refused); 3 `ready`: not ready.
+ * Exit codes (docs/operations.md "Exit codes"): 0 done (`run`: stopped by SIGTERM/SIGINT);
+ * 1 error (admin endpoint unreachable or refusing, a balancer that fails at start or at run
+ * time); 2 usage or configuration problem (also a refused `reload`); 3 `ready`: not ready.
+ *
+ * `tunlb run` writes its log (JSON lines, src/logger.ts) on stderr. When that is not a terminal
+ * (a log file, journald, a pipe), its last words are JSON lines too: a start-up failure is one
+ * `start_failed` line (code, msg, errors[] for a config file), an uncaught exception one
+ * `crashed` line; on a terminal they are plain sentences.
  *
  * The admin subcommands (stats, flows, status, backends, drain, undrain, drain-self, undrain-self,
  * ready, reload) send the bearer
  * token of --token-file FILE (or $TUNLB_ADMIN_TOKEN_FILE) when the endpoint has admin.token_file.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadTokenFile } from '../config/secret';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { Balancer } from '../control/balancer';
 import { loadConfig, formatConfigErrors } from '../config';
 import { isTunlbError, ErrorCodes, TunlbError } from '../errors';
@@ -32,16 +44,50 @@ import { FLOW_STATE_NAMES, MAX_FLOW_LIMIT, parseFlowLimit, type FlowListing, typ
 import { formatStats, formatSync, type SyncProgressText } from './stats-text';
 import { readiness, type Readiness, type ReadinessBackend, type ReadinessStatus } from './readiness';
 import { LOG_LEVELS } from '../config/schema';
+import { writeFatal } from '../logger';
+import { LOGS_LEVELS, printLogs } from './logs';
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';
 
+/** The version of the package (package.json beside src/ or dist/src/). */
+export function packageVersion(): string {
+  for (const up of [['..', '..'], ['..', '..', '..']]) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(__dirname, ...up, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'tunlb' && typeof pkg.version === 'string') return pkg.version;
+    } catch {
+      /* not at this depth */
+    }
+  }
+  return 'unknown';
+}
+
+/**
+ * A commander usage error as one line and a hint: "tunlb: unknown option '--bogus'" and
+ * "run 'tunlb flows --help' for its usage" (commander's own message, its "Did you mean"
+ * suggestion folded into the line).
+ */
+export function usageErrorLines(e: CommanderError, argv: readonly string[], commands: readonly string[]): [string, string] {
+  const msg = e.message.replace(/^error: /, '').replace(/\n\(Did you mean/g, ' (did you mean').replace(/\s*\n\s*/g, ' ').trim();
+  const sub = argv.slice(2).find((a) => !a.startsWith('-'));
+  const hint = sub !== undefined && commands.includes(sub) && e.code !== 'commander.unknownCommand'
+    ? `run 'tunlb ${sub} --help' for its usage`
+    : "run 'tunlb --help' for the commands";
+  return [`tunlb: ${msg}`, hint];
+}
+
 export function main(argv: string[]): void {
   const program = new Command();
+  /** Set once `tunlb run` starts its balancer: its failures are log events (header). */
+  let running: { id: string } | undefined;
   program
     .name('tunlb')
     .description('Userspace L4 load balancer cluster over TUN: flows ranked by rendezvous, records replicated to every balancer')
-    .showHelpAfterError()
-    .configureOutput({ outputError: (s, write) => write(s) });
+    .version(`tunlb ${packageVersion()}`, '-V, --version', 'print the version')
+    // Errors come back as CommanderError (exit codes and the one-line form are ours, below);
+    // subcommands inherit both settings.
+    .exitOverride()
+    .configureOutput({ outputError: () => undefined });
 
   program
     .command('run')
@@ -69,6 +115,14 @@ export function main(argv: string[]): void {
           /* logged as config_reload_refused */
         });
       });
+      running = { id: opts.id };
+      if (!process.stderr.isTTY) {
+        // The log stays JSON lines to the end (the header); on a terminal Node prints the stack.
+        process.on('uncaughtException', (e: Error) => {
+          writeFatal({ balancer: opts.id, event: 'crashed', err: { message: e.message, stack: e.stack } }, `balancer ${opts.id} crashed: ${e.message}`);
+          process.exit(1);
+        });
+      }
       balancer = await Balancer.start({ configPath: opts.config, id: opts.id, logLevel: opts.logLevel, adminListen: opts.admin });
       if (stopping !== undefined) await balancer.leave(stopping).then(() => process.exit(0));
     });
@@ -159,10 +213,10 @@ export function main(argv: string[]): void {
         const rtt = x.rttMs === null ? '-' : x.rttMs.toFixed(2);
         const ack = x.self ? 'self' : x.lastAckAgoMs === null ? '-' : `${Math.round(x.lastAckAgoMs)} ms`;
         console.log(
-          `  ${x.id.padEnd(9)} ${x.address.padEnd(16)} ${String(x.state).padEnd(8)} ${String(x.status).padEnd(9)} ${rtt.padStart(6)}   ${ack.padStart(8)}   ${x.flowsAsPrimary} / ${x.flowsAsBackup}`,
+          `  ${x.id.padEnd(9)} ${x.address.padEnd(16)} ${String(x.state).padEnd(8)} ${shownStatus(x).padEnd(9)} ${rtt.padStart(6)}   ${ack.padStart(8)}   ${x.flowsAsPrimary} / ${x.flowsAsBackup}`,
         );
       }
-      console.log(`  flows held here: ${body.flows.active} of ${body.flows.capacity}`);
+      console.log(`  flows held here: ${body.flows.total ?? body.flows.active} of ${body.flows.capacity}`);
       const an = body.announce;
       if (an) {
         const holds = Object.entries(an.holds).map(([k, v]) => `${k}: ${v}`).join('; ');
@@ -191,10 +245,7 @@ export function main(argv: string[]): void {
         console.log(JSON.stringify(body));
         return;
       }
-      for (const x of body.backends) {
-        const addr = `${x.backend}${x.port !== null ? `:${x.port}` : ''}`;
-        console.log(`${x.vip.padEnd(12)} ${addr.padEnd(28)} w${String(x.weight).padEnd(4)} ${(x.flows !== undefined ? `${x.flows} flows` : '').padEnd(12)} ${x.state.padEnd(9)} health=${x.health}${drainNote(x, Date.now())}${x.eligible ? '' : ' (no new flows)'}  ${x.reason}`);
-      }
+      console.log(backendTable(body.backends, Date.now()));
     });
 
   for (const [name, desc] of [
@@ -208,9 +259,19 @@ export function main(argv: string[]): void {
       .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
       .option('--json', 'machine-readable output')
       .action(async (vip: string, address: string, opts: { admin: string; json?: boolean }) => {
-        const body = (await adminCall(opts, 'POST', `/api/v1/backends/${name}`, { vip, address })) as { changed: boolean };
-        if (opts.json) console.log(JSON.stringify(body));
-        else console.log(body.changed ? `${vip} ${address}: ${name}ed` : `${vip} ${address}: already ${name}ed`);
+        const body = (await adminCall(opts, 'POST', `/api/v1/backends/${name}`, { vip, address })) as { changed: boolean; event?: { vipIndex?: number; backendIndex?: number } | null };
+        if (opts.json) {
+          console.log(JSON.stringify(body));
+          return;
+        }
+        // What the backend does now, from the balancer's view after the command.
+        const rows = ((await adminCall(opts, 'GET', '/api/v1/backends')) as { backends: BackendRow[] }).backends;
+        const ev = body.event;
+        const row =
+          ev?.vipIndex !== undefined
+            ? rows.find((x) => x.vipIndex === ev.vipIndex && x.backendIndex === ev.backendIndex)
+            : rows.find((x) => x.vip === vip && sameBackend(x, address));
+        console.log(drainMessage(name, vip, address, body.changed, row, Date.now()));
       });
   }
 
@@ -312,7 +373,40 @@ export function main(argv: string[]): void {
       await runCapture({ ...o, count: Number(o.count), durationS: Number(o.durationS), controlPorts: o.controlPort, dataPorts: o.dataPort });
     });
 
+  program
+    .command('logs [files...]')
+    .description('print JSON log lines (a balancer\'s stderr, /run/tunlb-lab/logs/lbN.log) for people, one line per event; reads stdin without files')
+    .option('-e, --event <names>', 'only these events (comma list; docs/logs.md lists them)')
+    .addOption(new Option('-l, --level <level>', 'only this level and above').choices([...LOGS_LEVELS]))
+    .option('-b, --balancer <id>', "only this balancer's lines")
+    .option('--brief', "leave out the events' fields (time, level, balancer, event and message only)")
+    .option('--color', 'colours (default: when the output is a terminal)')
+    .option('--no-color', 'no colours')
+    .action(async (files: string[], o: { event?: string; level?: string; balancer?: string; brief?: boolean; color?: boolean }) => {
+      await printLogs(files, { ...o, color: o.color ?? process.stdout.isTTY === true });
+    });
+
   program.parseAsync(argv).catch((e: unknown) => {
+    if (e instanceof CommanderError) {
+      // --help and --version: printed, exit 0; `tunlb` alone: the help on stderr, exit 2.
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') process.exit(0);
+      if (e.code === 'commander.help' || e.code === 'commander.executeSubCommandAsync') process.exit(2);
+      const [line, hint] = usageErrorLines(e, argv, program.commands.map((c) => c.name()));
+      console.error(line);
+      console.error(hint);
+      process.exit(2);
+    }
+    const code = isTunlbError(e) ? (e.code === ErrorCodes.USAGE || e.code.startsWith('TUNLB_CONFIG') ? 2 : 1) : 1;
+    if (running !== undefined && !process.stderr.isTTY) {
+      // `tunlb run` into a log file: its last word is a log line too (header).
+      const errors = isTunlbError(e, ErrorCodes.CONFIG_INVALID) ? formatConfigErrors(e).split('\n') : undefined;
+      const message = isTunlbError(e) ? e.message : `unexpected error: ${(e as Error)?.message ?? String(e)}`;
+      writeFatal(
+        { balancer: running.id, event: 'start_failed', code: isTunlbError(e) ? e.code : 'unexpected', exitCode: code, ...(errors ? { errors } : {}), ...(isTunlbError(e) ? {} : { stack: (e as Error)?.stack }) },
+        message,
+      );
+      process.exit(code);
+    }
     if (isTunlbError(e, ErrorCodes.CONFIG_INVALID)) {
       console.error(`tunlb: ${e.message}`);
       console.error(formatConfigErrors(e));
@@ -320,7 +414,11 @@ export function main(argv: string[]): void {
     }
     if (isTunlbError(e)) {
       console.error(`tunlb: ${e.message} [${e.code}]`);
-      process.exit(e.code === ErrorCodes.USAGE || e.code.startsWith('TUNLB_CONFIG') ? 2 : 1);
+      if (e.code === ErrorCodes.USAGE) {
+        const sub = argv.slice(2).find((a) => !a.startsWith('-'));
+        if (sub !== undefined && program.commands.some((c) => c.name() === sub)) console.error(`run 'tunlb ${sub} --help' for its usage`);
+      }
+      process.exit(code);
     }
     console.error(`tunlb: unexpected error: ${(e as Error)?.stack ?? String(e)}`);
     process.exit(1);
@@ -329,6 +427,8 @@ export function main(argv: string[]): void {
 
 interface BackendRow {
   vip: string;
+  vipIndex?: number;
+  backendIndex?: number;
   backend: string;
   port: number | null;
   weight: number;
@@ -349,6 +449,66 @@ function drainNote(x: BackendRow, nowMs: number): string {
   const left = Math.max(0, Math.round((x.drainDeadlineMs - nowMs) / 1000));
   const at = new Date(x.drainDeadlineMs).toISOString().slice(11, 19);
   return ` until ${at}Z (in ${left >= 60 ? `${Math.floor(left / 60)}m` : ''}${left % 60}s)`;
+}
+
+/** A peer's status as shown: "-" while it is not up (a dead peer's status is not known). */
+function shownStatus(x: { self: boolean; state: string; status: string }): string {
+  return x.self || x.state === 'up' || x.state === 'suspect' ? String(x.status) : '-';
+}
+
+/** `tunlb backends` as an aligned table with a header row. */
+export function backendTable(rows: readonly BackendRow[], nowMs: number): string {
+  const head = ['VIP', 'BACKEND', 'WEIGHT', 'FLOWS', 'STATE', 'HEALTH', 'NEW FLOWS', 'WHY'];
+  const cells = rows.map((x) => [
+    x.vip,
+    `${x.backend}${x.port !== null ? `:${x.port}` : ''}`,
+    String(x.weight),
+    x.flows !== undefined ? String(x.flows) : '-',
+    x.state,
+    x.health,
+    x.eligible ? 'yes' : 'no',
+    `${x.reason}${drainNote(x, nowMs)}`,
+  ]);
+  if (cells.length === 0) return 'no backends';
+  const w = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]): string => c.map((v, i) => (i === 2 || i === 3 ? v.padStart(w[i]!) : v.padEnd(w[i]!))).join('  ').trimEnd();
+  return [line(head), ...cells.map(line)].join('\n');
+}
+
+/** Whether a backends row is the backend the operator named ("10.99.3.22", "10.99.3.22:80", any IPv6 spelling). */
+function sameBackend(x: BackendRow, address: string): boolean {
+  const norm = (a: string): string => a.replace(/^\[|\]$/g, '').toLowerCase();
+  const m = /^\[([^\]]+)\](?::(\d+))?$|^([^:]+):(\d+)$/.exec(address);
+  const host = m ? (m[1] ?? m[3]!) : address;
+  const port = m ? Number(m[2] ?? m[4]) : null;
+  if (port !== null && x.port !== port) return false;
+  if (norm(x.backend) === norm(host)) return true;
+  try {
+    return new URL(`http://[${norm(x.backend)}]/`).host === new URL(`http://[${norm(host)}]/`).host;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What `tunlb drain` / `undrain` says: what the backend does now ("draining until 12:04:31Z
+ * (in 5m0s): no new flows; its 12 flows stay until they end, then the deadline cuts the rest"),
+ * never just "drained" (a drain takes drain_timeout_s to finish).
+ */
+export function drainMessage(cmd: 'drain' | 'undrain', vip: string, address: string, changed: boolean, row: BackendRow | undefined, nowMs: number): string {
+  const who = `${vip} ${address}`;
+  if (cmd === 'undrain') {
+    const now = row ? `: ${row.state}${row.eligible ? ', takes new flows again' : ' (no new flows until it is healthy)'}` : '';
+    return changed ? `${who}: drain ended${now}` : `${who}: was not drained${now}`;
+  }
+  const flows = row?.flows !== undefined ? `its ${row.flows} flow(s)` : 'its flows';
+  const already = changed ? '' : ' (already drained)';
+  if (row === undefined) return `${who}: draining${already}: no new flows`;
+  if (row.state === 'drained') return `${who}: drained${already}: the drain timeout has passed; no new flows, and ${flows} are cut`;
+  if (typeof row.drainDeadlineMs === 'number') {
+    return `${who}: draining${already}${drainNote(row, nowMs)}: no new flows; ${flows} stay until they end, and the deadline cuts the rest`;
+  }
+  return `${who}: draining${already}: no new flows; ${flows} stay until they end (no drain_timeout_s: no deadline)`;
 }
 
 /**
@@ -454,7 +614,7 @@ interface StatusBody {
     flowsAsPrimary: number;
     flowsAsBackup: number;
   }>;
-  flows: { active: number; capacity: number };
+  flows: { active: number; capacity: number; total?: number };
   announce?: { table: number | null; ready: boolean; holds: Record<string, string> } | null;
   vips: Array<{ name: string; address: string; announced?: { announced: boolean; reason: string; since: string } | null }>;
   events: Array<Record<string, unknown>>;

@@ -42,7 +42,7 @@ export function readiness(status: ReadinessStatus, backends: readonly ReadinessB
   for (const p of peers) {
     if (allowDown.includes(p.id)) continue;
     if (p.state === 'up' && p.status === 'serving') peersOk++;
-    else missing.push(`peer ${p.id} is ${p.state}/${p.status}`);
+    else missing.push(peerProblem(p));
   }
   const checked = backends.filter((b) => b.check !== null && b.check !== undefined);
   let healthy = 0;
@@ -55,4 +55,16 @@ export function readiness(status: ReadinessStatus, backends: readonly ReadinessB
   return missing.length === 0
     ? { ready: true, text: `ready: ${summary}`, missing }
     : { ready: false, text: `not ready: ${missing.join('; ')} (${summary})`, missing };
+}
+
+/**
+ * Why a peer is not ready, in words: its status only where it is known (a peer that answers
+ * probes); a dead peer is "dead", never "dead/serving" (what it reported before it died is not
+ * its status now).
+ */
+function peerProblem(p: { id: string; state: string; status: string }): string {
+  if (p.state === 'dead') return `peer ${p.id} is dead (no answer to probes)`;
+  if (p.state === 'unknown') return `peer ${p.id} has not answered a probe yet`;
+  if (p.state === 'suspect') return `peer ${p.id} is suspect (missing probe answers)${p.status === 'serving' ? '' : `, ${p.status}`}`;
+  return `peer ${p.id} is up but ${p.status}, not serving`;
 }

@@ -126,7 +126,9 @@ export function formatStats(body: unknown): string {
     if (ms.sync !== undefined) row('bulk sync', formatSync(ms.sync));
     for (const p of ms.peers ?? []) {
       if (p.state === 'self') continue;
-      row('peer', `${(p.id ?? '?').padEnd(8)} ${(p.state ?? '?').padEnd(8)} ${(p.status ?? '?').padEnd(8)} ${p.rttMs !== null && p.rttMs !== undefined ? `rtt ${p.rttMs.toFixed(2)} ms` : 'rtt -'}${p.live ? '' : ' (not live)'}`);
+      // A peer's status is known only while it answers probes: a dead peer is never "serving".
+      const status = p.state === 'up' || p.state === 'suspect' ? (p.status ?? '?') : '-';
+      row('peer', `${(p.id ?? '?').padEnd(8)} ${(p.state ?? '?').padEnd(8)} ${status.padEnd(8)} ${p.rttMs !== null && p.rttMs !== undefined ? `rtt ${p.rttMs.toFixed(2)} ms` : 'rtt -'}${p.live ? '' : ' (not live)'}`);
     }
   }
   const fw = s.forwarding;

@@ -204,8 +204,14 @@ export interface PeerView {
   id: string;
   /** 'self' | 'unknown' | 'up' | 'suspect' | 'dead' */
   state: string;
-  /** 'unknown' (never heard) | 'syncing' | 'serving' | 'draining' | 'status(n)' */
+  /**
+   * 'unknown' | 'syncing' | 'serving' | 'draining' | 'status(n)': what the peer reports now.
+   * 'unknown' while never heard from AND while dead: a dead peer's status is not known (it is
+   * never shown as serving); what it reported last is `lastStatus`.
+   */
   status: string;
+  /** The status the peer reported last, kept while it is dead ('unknown' if never heard). */
+  lastStatus: string;
   /** 0 while never heard from. */
   incarnation: number;
   /** Whether live[index] is set. */
@@ -595,6 +601,7 @@ export class Membership {
           id: p.id,
           state: 'self',
           status: statusName(this.#selfStatus),
+          lastStatus: statusName(this.#selfStatus),
           incarnation: this.#selfIncarnation ?? 0,
           live: true,
           rttMs: null,
@@ -607,7 +614,8 @@ export class Membership {
         index: p.index,
         id: p.id,
         state: STATE_NAMES[p.state],
-        status: statusName(p.status),
+        status: p.state === PeerState.DEAD ? 'unknown' : statusName(p.status),
+        lastStatus: statusName(p.status),
         incarnation: p.incarnation,
         live: this.live[p.index] === 1,
         rttMs: p.rttMs < 0 ? null : p.rttMs,

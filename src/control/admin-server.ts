@@ -35,8 +35,8 @@
  * trimmed; an empty or unreadable file, or one group or others may access, fails the start with
  * one line). When set, /api/* and /metrics need `Authorization: Bearer <token>` (401 otherwise,
  * compared in constant time); `/` and `/healthz` do not: the page takes the token from `?token=`
- * (kept in the tab's sessionStorage, removed from the address bar) or asks for it on the first
- * 401. Listening beyond loopback without a token is refused at start (config check, and here for
+ * (kept in the tab's sessionStorage, removed from the address bar) or from the form it shows on
+ * the first 401. Listening beyond loopback without a token is refused at start (config check, and here for
  * the `--admin` override).
  *
  * Requests from browsers (docs/operations.md "The admin API and its security rules"), checked
@@ -459,15 +459,22 @@ class AdminState {
         address: cfg.address.text,
         self,
         state: self ? 'self' : (p?.state ?? 'unknown'),
+        /** 'unknown' for a dead peer (its status is not known; never shown as serving). */
         status: self ? (c?.membership.selfStatus ?? 'serving') : (p?.status ?? 'unknown'),
+        /** What the peer reported last (kept while it is dead). */
+        lastStatus: self ? (c?.membership.selfStatus ?? 'serving') : (p?.lastStatus ?? 'unknown'),
         live: self ? true : (p?.live ?? false),
         incarnation: self ? (c?.incarnation ?? 0) : (p?.incarnation ?? 0),
         rttMs: p?.rttMs ?? null,
         rttAvgMs: p?.rttAvgMs ?? null,
         lastAckAgoMs: p?.lastAckAgoMs ?? null,
         misses: p?.misses ?? 0,
-        /** Flows in this balancer's table: only known for this balancer itself. */
-        flowsHeld: self ? b.table.size : null,
+        /**
+         * Flows in this balancer's table: only known for this balancer itself. The total of the
+         * same scan as flowsAsPrimary / flowsAsBackup (cached up to FLOW_COUNT_TTL_MS), so the
+         * balancers' primary-of figures add up to it; `flows.active` is the table's size now.
+         */
+        flowsHeld: self ? counts.total : null,
         /** From this balancer's copy of the records (every balancer holds every record). */
         flowsAsPrimary: counts.byPrimary[cfg.id] ?? 0,
         flowsAsBackup: counts.byBackup[cfg.id] ?? 0,

@@ -138,8 +138,12 @@ export class Announcer {
   readonly #opts: AnnouncerOptions;
   readonly #ip: (args: string[]) => Promise<string | null>;
   readonly #holds = new Map<AnnounceHold, string>([['starting', 'bulk sync not done']]);
-  /** Per VIP: what the kernel table holds as far as we know. */
-  readonly #state: VipAnnounceState[];
+  /** The VIPs announced while ready (the config's; replaced by setVips on a reload). */
+  #vips: readonly AnnounceVip[];
+  /** Per VIP (same order as #vips): what the kernel table holds as far as we know. */
+  #state: VipAnnounceState[];
+  /** VIPs a reload removed whose route may still be in the table: withdrawn by the next #run. */
+  #retired: Array<{ v: AnnounceVip; s: VipAnnounceState }> = [];
   #busy = false;
   #dirty = false;
   #closed = false;
@@ -154,6 +158,7 @@ export class Announcer {
     this.table = opts.table;
     this.#ip = opts.ip ?? runIp;
     const now = new Date().toISOString();
+    this.#vips = opts.vips;
     this.#state = opts.vips.map((v) => ({ name: v.name, address: v.address, announced: false, reason: opts.table === null ? 'announce.table not set' : this.#why(), since: now }));
     this.#writeReady(false);
     if (opts.table !== null && opts.watchdogMs > 0 && opts.watchdog !== false) this.#startWatchdog();
@@ -187,6 +192,26 @@ export class Announcer {
     return this.#apply();
   }
 
+  /**
+   * The VIP list changed (a reload): VIPs no longer listed are withdrawn at once (whatever the
+   * holds), new ones are announced when ready, kept ones (same name and address) stay as they
+   * are. Resolves when the kernel table reflects it.
+   */
+  setVips(vips: readonly AnnounceVip[]): Promise<void> {
+    const key = (v: AnnounceVip): string => `${v.name} ${v.address}`;
+    const old = new Map(this.#vips.map((v, i) => [key(v), { v, s: this.#state[i]! }]));
+    const now = new Date().toISOString();
+    const state = vips.map((v) => {
+      const o = old.get(key(v));
+      old.delete(key(v));
+      return o?.s ?? { name: v.name, address: v.address, announced: false, reason: this.table === null ? 'announce.table not set' : 'added by reload', since: now };
+    });
+    for (const r of old.values()) if (r.s.announced) this.#retired.push(r);
+    this.#vips = vips;
+    this.#state = state;
+    return this.#apply();
+  }
+
   #why(): string {
     return this.#holds.size === 0 ? 'ready' : [...this.#holds].map(([k, v]) => `${k}: ${v}`).join('; ');
   }
@@ -207,9 +232,27 @@ export class Announcer {
       const why = this.#why();
       if (!want) this.#writeReady(false);
       let failed = false;
-      for (let i = 0; i < this.#opts.vips.length; i++) {
-        const s = this.#state[i]!;
-        const v = this.#opts.vips[i]!;
+      // VIPs a reload removed: withdrawn whatever the readiness.
+      for (const r of this.#retired.splice(0)) {
+        if (this.table === null) continue;
+        const args = routeArgs(r.v, this.#opts.device, this.table);
+        args[2] = 'del';
+        const err = await this.#ip(args);
+        if (err !== null && !/No such process|Cannot find device/i.test(err)) {
+          failed = true;
+          this.stats.failures++;
+          this.#retired.push(r);
+          this.#event({ type: 'announce_failed', vip: r.v.name, reason: `ip ${args.join(' ')}: ${err}` });
+          this.#opts.log.error({ event: 'announce_failed', vip: r.v.name, err }, `withdrawing ${r.v.name} (removed by reload) failed: ${err}`);
+          continue;
+        }
+        this.#changed(r.s, false, 'removed by reload');
+      }
+      const vips = this.#vips;
+      const states = this.#state;
+      for (let i = 0; i < vips.length; i++) {
+        const s = states[i]!;
+        const v = vips[i]!;
         if (this.table === null) {
           // No announcement configured: nothing is ever announced (the ready file still follows).
           s.reason = 'announce.table not set';
@@ -282,11 +325,11 @@ export class Announcer {
     const clock = (): number => performance.timeOrigin + performance.now();
     beat[0] = clock();
     const period = Math.max(1, Math.floor(budget / 8));
-    const routes = this.#opts.vips.map((v) => {
-      const a = routeArgs(v, this.#opts.device, this.table!);
-      a[2] = 'del';
-      return a;
-    });
+    // Everything in the dedicated table, whatever VIPs a reload added since.
+    const routes = [
+      ['-4', 'route', 'flush', 'table', String(this.table!)],
+      ['-6', 'route', 'flush', 'table', String(this.table!)],
+    ];
     this.#worker = new Worker(WATCHDOG_SOURCE, { eval: true, workerData: { hb: sab, beat: beatSab, budgetMs: budget, periodMs: period, routes, readyFile: this.#opts.readyFile } });
     this.#worker.unref();
     this.#worker.on('error', (e) => this.#opts.log.error({ event: 'watchdog_failed', err: e.message }, `watchdog thread failed: ${e.message}`));

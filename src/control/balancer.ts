@@ -55,7 +55,7 @@ import { L2Socket, interfaceInfo } from '../dataplane/l2-socket';
 import { NeighbourTable } from '../dataplane/neighbours';
 import { reloadConfig, type ReloadResult } from './reload';
 import { runSliced, yieldToLoop } from './time-slice';
-import { Announcer } from './announcer';
+import { Announcer, type AnnounceVip } from './announcer';
 
 /**
  * Flow-table entry ids examined per expiry tick (every EXPIRY_INTERVAL_MS), in steps of
@@ -259,7 +259,7 @@ export class Balancer {
       b.announcer = new Announcer({
         table: opts.device === undefined ? an.table : null,
         device: device.name,
-        vips: config.vips.map((v) => ({ name: v.name, address: v.address.text, family: v.address.family })),
+        vips: announceVips(config),
         readyFile: an.readyFile === null ? null : an.readyFile.replaceAll('{id}', self.balancer.id),
         watchdogMs: an.watchdogMs,
         log,
@@ -443,6 +443,8 @@ export class Balancer {
           this.#dataPlane.dsrNeighbours?.setForwarding(ft);
           // The reload's table took the health view of its start: apply the current one.
           this.#scheduleRebuild();
+          // VIPs added are announced (when ready), removed ones withdrawn.
+          void this.announcer.setVips(announceVips(ft.config));
         },
       });
     };
@@ -559,6 +561,11 @@ export class Balancer {
     await this.#admin?.close();
     this.log.info({ event: 'balancer_stopped', reason, stats: this.snapshot().counters }, `balancer ${this.selfId} stopped (${reason})`);
   }
+}
+
+/** The VIPs a balancer announces (docs/entry.md): every configured VIP. */
+function announceVips(config: Config): AnnounceVip[] {
+  return config.vips.map((v) => ({ name: v.name, address: v.address.text, family: v.address.family }));
 }
 
 /**

@@ -22,7 +22,8 @@
  * src/dataplane/forward-drop.ts, src/protocol/result.ts, src/cluster/replicator.ts):
  *   tunlb_info{balancer,cluster,incarnation}                   1
  *   tunlb_uptime_seconds
- *   tunlb_self_status                                          1 syncing, 2 serving, 3 draining
+ *   tunlb_self_status{status}                                  1 for this balancer's status, 0 for the others
+ *                                                              (syncing|serving|draining)
  *   tunlb_vip_announced{vip}                                   1 while this balancer announces the VIP (ECMP entry)
  *   tunlb_announce_changes_total{op=announce|withdraw|failed}, tunlb_watchdog_withdrawals_total
  *   tunlb_device_packets_total{op=read|write}, tunlb_device_bytes_total{op}, tunlb_device_write_errors_total,
@@ -42,8 +43,11 @@
  *   tunlb_bulk_sync_stream_drops_total{reason}                 stream connections dropped (MAC, handshake, ...), zeros included
  *   tunlb_control_datagrams_total{direction=sent|received}
  *   tunlb_control_rejected_total{reason}                       ControlChannel.rejectCounts(), zeros included
- *   tunlb_peer_state{peer}                                     0 unknown, 1 up, 2 suspect, 3 dead
- *   tunlb_peer_status{peer}                                    0 unknown, 1 syncing, 2 serving, 3 draining
+ *   tunlb_peer_state{peer,state}                               1 for the peer's state, 0 for the others
+ *                                                              (unknown|up|suspect|dead)
+ *   tunlb_peer_status{peer,status}                             1 for the peer's reported status, 0 for the others
+ *                                                              (unknown|syncing|serving|draining; a dead
+ *                                                              peer's status is unknown)
  *   tunlb_peer_live{peer}                                      1 when this balancer sends it flows
  *   tunlb_peer_rtt_smoothed_seconds{peer}                      SRTT (RFC 6298 EWMA)
  *   tunlb_peer_probe_rtt_seconds{peer}                         histogram of sampled probe RTTs
@@ -63,7 +67,13 @@
  *   tunlb_dataplane_batch_size                                 histogram, only when the forwarder counts
  *                                                              batches (see BATCH_SOURCE below)
  * plus prom-client's default process/Node.js metrics (process_*, nodejs_*: CPU, memory,
- * event-loop lag, GC).
+ * event-loop lag, GC), less the three gauges whose names end in _total
+ * (nodejs_active_{handles,requests,resources}_total: `promtool check metrics` rejects a
+ * non-counter named *_total; sum(nodejs_active_handles) by () is the same number).
+ *
+ * States are one series per state name (value 1 for the current one, 0 for the others), never
+ * number codes: `tunlb_peer_state{state="dead"} == 1` reads as what it means, and each
+ * state's series can be summed across balancers.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { packetResultNames } from '../packet/result';
@@ -76,8 +86,14 @@ import { COUNTERS, METRIC_FAMILIES, type CounterDescriptor } from './counters';
 import type { BackendStateName } from '../backends/backend-state';
 import type { BackendStatus } from '../backends/health-monitor';
 
-const STATE_VALUE: Record<string, number> = { unknown: 0, up: 1, suspect: 2, dead: 3 };
-const STATUS_VALUE: Record<string, number> = { unknown: 0, syncing: 1, serving: 2, draining: 3 };
+/** Peer liveness states (src/cluster/membership.ts), for the one-hot tunlb_peer_state. */
+export const PEER_STATES = ['unknown', 'up', 'suspect', 'dead'] as const;
+/** Reported statuses, for the one-hot tunlb_peer_status (a status not in the list reads as unknown). */
+export const PEER_STATUSES = ['unknown', 'syncing', 'serving', 'draining'] as const;
+/** This balancer's statuses, for the one-hot tunlb_self_status. */
+export const SELF_STATUSES = ['syncing', 'serving', 'draining'] as const;
+/** prom-client default metrics dropped from the scrape (gauges named *_total; see the header). */
+const DROPPED_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 /** Every backend state name (src/backends/backend-state.ts), for the one-hot state gauge. */
 const BACKEND_STATES: readonly BackendStateName[] = ['unknown', 'healthy', 'unhealthy', 'draining', 'drained', 'removed'];
 
@@ -164,9 +180,10 @@ export class Metrics {
       },
     });
     gauge('tunlb_uptime_seconds', 'Seconds since this balancer started', () => b.nowSec());
-    gauge('tunlb_self_status', "This balancer's reported status: 1 syncing, 2 serving, 3 draining", () =>
-      STATUS_VALUE[c?.membership.selfStatus ?? 'serving'] ?? 0,
-    );
+    gaugeBy('tunlb_self_status', "This balancer's status, one series per status: 1 = the current one", 'status', () => {
+      const now = c?.membership.selfStatus ?? 'serving';
+      return SELF_STATUSES.map((x) => [x, x === now ? 1 : 0]);
+    });
 
     // ---- the data-plane and flow-table counters (src/control/counters.ts), one family each
     const rows = COUNTERS as readonly CounterDescriptor[];
@@ -278,11 +295,29 @@ export class Metrics {
     // ---- peers
     const peerRows = (): ReturnType<NonNullable<typeof c>['membership']['peers']> =>
       c === undefined ? [] : c.membership.peers().filter((p) => p.state !== 'self');
-    gaugeBy('tunlb_peer_state', 'Peer liveness state: 0 unknown, 1 up, 2 suspect, 3 dead', 'peer', () =>
-      peerRows().map((p) => [p.id, STATE_VALUE[p.state] ?? 0]),
-    );
-    gaugeBy('tunlb_peer_status', "Peer's reported status: 0 unknown, 1 syncing, 2 serving, 3 draining", 'peer', () =>
-      peerRows().map((p) => [p.id, STATUS_VALUE[p.status] ?? 0]),
+    /** One series per (peer, name): 1 for the peer's current `pick(p)`, 0 for the other names. */
+    const peerOneHot = (name: string, help: string, label: string, names: readonly string[], pick: (p: ReturnType<typeof peerRows>[number]) => string): void => {
+      new Gauge({
+        name,
+        help,
+        registers,
+        labelNames: ['peer', label],
+        collect() {
+          this.reset();
+          for (const p of peerRows()) {
+            const now = names.includes(pick(p)) ? pick(p) : names[0]!;
+            for (const x of names) this.set({ peer: p.id, [label]: x }, x === now ? 1 : 0);
+          }
+        },
+      });
+    };
+    peerOneHot('tunlb_peer_state', "Peer liveness state, one series per state: 1 = the peer's current state", 'state', PEER_STATES, (p) => p.state);
+    peerOneHot(
+      'tunlb_peer_status',
+      "Peer's reported status, one series per status: 1 = the current one (unknown while the peer is dead or never heard)",
+      'status',
+      PEER_STATUSES,
+      (p) => p.status,
     );
     gaugeBy('tunlb_peer_live', 'Peer live for forwarding (answers probes and serves): 1, else 0', 'peer', () =>
       peerRows().map((p) => [p.id, p.live ? 1 : 0]),
@@ -375,7 +410,10 @@ export class Metrics {
       } as unknown as Parameters<Registry['registerMetric']>[0]);
     }
 
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: r });
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: r });
+      for (const name of DROPPED_DEFAULT_METRICS) r.removeSingleMetric(name);
+    }
 
     if (c !== undefined && opts.rttSampleMs !== 0) {
       const every = Math.max(10, opts.rttSampleMs ?? c.membership.intervalMs);

@@ -5,23 +5,30 @@
  *
  * What it shows, polled once a second from this balancer's admin endpoint:
  *   - the cluster's balancers as cards: state (self / up / suspect / dead / unknown), status
- *     (serving / syncing / draining), probe RTT (last and smoothed), last ack, and flows by
- *     recorded primary and backup as counted in this balancer's copy of the records
- *     (/api/v1/status);
+ *     (serving / syncing / draining; a dead peer's is unknown, never "serving"), probe RTT (last
+ *     and smoothed), last ack, and flows by recorded primary and backup as counted in this
+ *     balancer's copy of the records (/api/v1/status); "flows held" and the "active flows"
+ *     figure are the total of that same count (one table scan, at most 2 s old), so the
+ *     primary-of figures of the cards add up to them;
  *   - live rates: packets in / out / to peers, new flows, active flows, failover packets,
  *     drops (/api/v1/stats every second; /api/v1/history fills the last 5 minutes at load)
- *     and two small charts of the last 5 minutes;
+ *     and three small charts of the last 5 minutes (packets; failover and drops; flows), each
+ *     scaled to its own series, so a failover after a start-up burst still shows (on its own
+ *     chart), and every chart marks peer down / up events with a dashed line;
  *   - recent events (peer down, suspect, restarted, failover, status changes), newest first;
  *   - drops by reason (total and per second) and the VIPs with their backends' state (GET /api/v1/backends, a badge each) and flow counts;
  *   - every data-plane and flow-table counter of the snapshot, rendered from the counter table
  *     (src/control/counters.ts, embedded in the page as COUNTERS: section, key, unit, help).
  *
  * Hooks for tests and scrapers of the page: every balancer card is
- * `.bal[data-balancer=<id>][data-state=<state>][data-status=<status>]`; `#conn` carries
- * `data-ok="1"` once data arrived.
+ * `.bal[data-balancer=<id>][data-state=<state>][data-status=<status>]` with `data-primary-of`
+ * (and `data-flows-held` on this balancer's card); `#conn` carries `data-ok="1"` once data
+ * arrived; each chart `svg.plot[data-max]` (its y-axis top) holds `polyline[data-series]` and
+ * `line.marker[data-event][data-balancer]`.
  *
  * Token: with admin.token_file set, open `/?token=<token>` once (the token moves into the
- * tab's sessionStorage and out of the address bar) or enter it when the page asks.
+ * tab's sessionStorage and out of the address bar) or type it into the form the page shows on
+ * the first 401 (a form, not window.prompt: a prompt blocks headless browsers and scripts).
  */
 
 import { COUNTERS } from './counters';
@@ -63,6 +70,12 @@ const PAGE = String.raw`<!doctype html>
   #conn[data-ok="0"] .dot { background: var(--dead); }
   #banner { display: none; margin: 12px 24px 0; padding: 10px 14px; border-radius: 6px; background: var(--dead-bg); color: var(--dead); border: 1px solid #f3b7b4; }
   #banner button { margin-left: 12px; }
+  #token-form { margin: 12px 24px 0; padding: 12px 14px; border-radius: 6px; background: var(--card); border: 1px solid var(--line); display: flex; gap: 10px; align-items: center; flex-wrap: wrap; }
+  #token-form[hidden] { display: none; }
+  #token-form input { font: 13px var(--mono); padding: 4px 8px; min-width: 280px; border: 1px solid var(--line); border-radius: 4px; }
+  #token-form button { padding: 4px 12px; }
+  #token-note { color: var(--dead); font-size: 13px; }
+  svg.plot line.marker { stroke-dasharray: 4 3; stroke-width: 1.2; }
   main { padding: 16px 24px 32px; display: grid; gap: 16px; grid-template-columns: repeat(12, 1fr); }
   section { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 14px 16px; min-width: 0; }
   section h2 { font-size: 13px; font-weight: 600; text-transform: uppercase; letter-spacing: .6px; color: var(--muted); margin: 0 0 10px; display: flex; gap: 8px; align-items: baseline; }
@@ -101,10 +114,11 @@ const PAGE = String.raw`<!doctype html>
   .kpi .u { color: var(--muted); font-size: 12px; margin-left: 3px; font-family: var(--mono); }
   .kpi.alert .v { color: var(--dead); }
   .swatch { display: inline-block; width: 10px; height: 3px; border-radius: 1px; }
-  .charts { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
+  .charts { display: grid; grid-template-columns: 1fr 1fr 1fr; gap: 16px; }
+  @media (max-width: 1200px) { .charts { grid-template-columns: 1fr 1fr; } }
   @media (max-width: 800px) { .charts { grid-template-columns: 1fr; } }
   .chart h3 { margin: 0 0 4px; font-size: 13px; font-weight: 600; display: flex; gap: 12px; flex-wrap: wrap; }
-  .chart h3 span.l { font-weight: 400; color: var(--muted); display: inline-flex; align-items: center; gap: 4px; }
+  .chart h3 span.l { font-weight: 400; color: var(--muted); display: inline-flex; align-items: center; gap: 4px; margin-right: 10px; }
   svg.plot { width: 100%; height: 170px; display: block; }
   svg.plot text { font: 11px var(--mono); fill: var(--muted); }
   table { width: 100%; border-collapse: collapse; font-size: 13px; }
@@ -131,6 +145,12 @@ const PAGE = String.raw`<!doctype html>
   <span id="conn" data-ok=""><span class="dot"></span><span id="conn-text">connecting…</span></span>
 </header>
 <div id="banner"></div>
+<form id="token-form" hidden>
+  <label for="token-input">This admin endpoint needs its bearer token (the contents of <code>admin.token_file</code>):</label>
+  <input id="token-input" name="token" type="password" autocomplete="off" spellcheck="false" required>
+  <button type="submit">Use token</button>
+  <span id="token-note"></span>
+</form>
 <main>
   <section id="balancers" class="span12">
     <h2>Balancers <small id="bal-note"></small></h2>
@@ -141,6 +161,7 @@ const PAGE = String.raw`<!doctype html>
     <div class="kpis" id="kpis"></div>
     <div class="charts">
       <div class="chart"><h3>Packets / s <span id="leg-pkts"></span></h3><svg class="plot" id="chart-pkts"></svg></div>
+      <div class="chart"><h3>Failover and drops / s <span id="leg-fail"></span></h3><svg class="plot" id="chart-fail"></svg></div>
       <div class="chart"><h3>Flows <span id="leg-flows"></span></h3><svg class="plot" id="chart-flows"></svg></div>
     </div>
   </section>
@@ -189,16 +210,25 @@ const PAGE = String.raw`<!doctype html>
     }
   } catch (e) { /* storage disabled: token only for this page load */ }
 
-  function askToken() {
-    var t = window.prompt('This admin endpoint needs its bearer token (the contents of admin.token_file):', '');
-    if (t) {
-      token = t.trim();
-      try { sessionStorage.setItem('tunlb-admin-token', token); } catch (e) { /* ignore */ }
-      needToken = false;
-      return true;
-    }
-    return false;
+  // The token form (shown on a 401; see the header: no window.prompt). A token that was
+  // tried and answered 401 again is said to be refused.
+  var tokenTried = false;
+  function showTokenForm() {
+    var f = $('token-form');
+    if (f.hidden) { f.hidden = false; $('token-input').focus(); }
+    $('token-note').textContent = tokenTried ? 'that token was refused (HTTP 401): check admin.token_file' : '';
   }
+  $('token-form').addEventListener('submit', function (e) {
+    e.preventDefault();
+    var t = $('token-input').value.trim();
+    if (!t) return;
+    token = t;
+    try { sessionStorage.setItem('tunlb-admin-token', token); } catch (err) { /* storage disabled: this page load only */ }
+    tokenTried = true;
+    needToken = false;
+    $('token-note').textContent = 'checking…';
+    loadHistory().then(tick);
+  });
 
   function api(path) {
     var h = {};
@@ -300,6 +330,14 @@ const PAGE = String.raw`<!doctype html>
     var span = samples.length ? (now - samples[0].at) / 1000 : 0;
     return span <= 60 ? 60 : span <= 120 ? 120 : WINDOW_S;
   }
+  /** Peer down / up events inside the chart window, as vertical markers (status.events). */
+  function markers(now, win) {
+    if (!status) return [];
+    return status.events.filter(function (e) {
+      var t = Date.parse(e.at);
+      return (e.type === 'peer_down' || e.type === 'peer_up' || e.type === 'peer_restarted') && t >= now - win * 1000 && t <= now;
+    });
+  }
   function drawChart(svg, list, now) {
     var win = chartWindow(now), step = win === 60 ? 10 : win === 120 ? 20 : 60;
     var W = Math.max(200, svg.clientWidth || 600), H = 170, L = 44, R = 8, T = 8, B = 20;
@@ -321,15 +359,33 @@ const PAGE = String.raw`<!doctype html>
       o.push('<text x="' + gx + '" y="' + (H - 5) + '" text-anchor="' + (s === 0 ? 'end' : s === win ? 'start' : 'middle') + '">' +
         (s === 0 ? 'now' : win > 120 ? '-' + s / 60 + 'm' : '-' + s + 's') + '</text>');
     }
+    // Labels go right of their line (left of it near the right edge), one row lower when they
+    // would overlap the previous one (at most three rows; ~6.6 units per character at 11px).
+    var rowEnd = [-1e9, -1e9, -1e9];
+    markers(now, win).forEach(function (e) {
+      var mx = x(Date.parse(e.at)), down = e.type === 'peer_down', color = down ? '#c62828' : '#1a7f37';
+      var label = e.balancer + (down ? ' down' : ' up'), w = label.length * 6.6;
+      var left = mx + 3 + w > L + pw, x0 = left ? mx - 3 - w : mx + 3;
+      o.push('<line class="marker" data-event="' + esc(e.type) + '" data-balancer="' + esc(e.balancer) + '" x1="' + mx.toFixed(1) + '" x2="' + mx.toFixed(1) + '" y1="' + T + '" y2="' + (T + ph) +
+        '" stroke="' + color + '"><title>' + esc(e.balancer + ' ' + e.type.replace('peer_', '') + ' at ' + clock(e.at)) + '</title></line>');
+      for (var row = 0; row < rowEnd.length; row++) {
+        if (x0 > rowEnd[row] + 2) {
+          rowEnd[row] = x0 + w;
+          o.push('<text x="' + (left ? mx - 3 : mx + 3).toFixed(1) + '" y="' + (T + 10 + row * 12) + '" text-anchor="' + (left ? 'end' : 'start') + '" style="fill:' + color + '">' + esc(label) + '</text>');
+          break;
+        }
+      }
+    });
     list.forEach(function (s, k) {
       var pts = s.values.filter(function (p) { return p.t >= now - win * 1000; }).map(function (p) { return x(p.t).toFixed(1) + ',' + y(p.v).toFixed(1); });
       if (!pts.length) return;
       if (k === 0 && pts.length > 1) {
         o.push('<polygon fill="' + s.color + '" fill-opacity="0.10" stroke="none" points="' + pts[0].split(',')[0] + ',' + (T + ph) + ' ' + pts.join(' ') + ' ' + pts[pts.length - 1].split(',')[0] + ',' + (T + ph) + '"/>');
       }
-      o.push('<polyline fill="none" stroke="' + s.color + '" stroke-width="1.6" stroke-linejoin="round" points="' + pts.join(' ') + '"/>');
+      o.push('<polyline data-series="' + esc(s.name) + '" fill="none" stroke="' + s.color + '" stroke-width="1.6" stroke-linejoin="round" points="' + pts.join(' ') + '"/>');
     });
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+    svg.setAttribute('data-max', String(max));
     svg.innerHTML = o.join('');
   }
   function legend(list) {
@@ -349,6 +405,7 @@ const PAGE = String.raw`<!doctype html>
       if (b.live) live++;
       var rows = [];
       if (b.self) {
+        // The same table scan as every card's primary-of and backup-of: they add up to it.
         rows.push(['flows held', int(b.flowsHeld)]);
         rows.push(['synced from', esc(status.self.syncedFrom || '–')]);
         var sy = status.self.sync;
@@ -375,17 +432,21 @@ const PAGE = String.raw`<!doctype html>
       } else if (!b.self && b.state === 'up' && !b.live) {
         note = '<div class="note" style="color:var(--suspect)">answers probes but is not serving yet: gets no flows</div>';
       }
-      // A dead peer's status is only what it last reported.
-      var stale = b.state === 'dead' && b.status !== 'unknown';
-      html.push('<div class="bal" data-balancer="' + esc(b.id) + '" data-state="' + esc(b.state) + '" data-status="' + esc(b.status) + '">' +
+      // A dead peer's status is not known (the API says unknown); what it reported last is a tooltip.
+      var gone = b.state === 'dead';
+      var last = b.lastStatus && b.lastStatus !== 'unknown' ? b.lastStatus : null;
+      html.push('<div class="bal" data-balancer="' + esc(b.id) + '" data-state="' + esc(b.state) + '" data-status="' + esc(gone ? 'unknown' : b.status) + '"' +
+        ' data-primary-of="' + Number(b.flowsAsPrimary) + '"' + (b.self ? ' data-flows-held="' + Number(b.flowsHeld) + '"' : '') + '>' +
         '<div class="top"><span class="id">' + esc(b.id) + '</span><span class="addr">' + esc(b.address) + '</span>' +
         '<span class="badge ' + esc(b.state) + '">' + esc(STATE_TEXT[b.state] || b.state) + '</span>' +
-        '<span class="badge soft ' + (stale ? 'stale' : esc(b.status)) + '" title="' + (stale ? 'last reported status' : 'reported status') + '">' + esc(b.status) + '</span></div>' +
+        (gone
+          ? '<span class="badge soft unknown" title="' + (last ? 'last reported status: ' + esc(last) : 'no status reported') + '">status unknown</span></div>'
+          : '<span class="badge soft ' + esc(b.status) + '" title="reported status">' + esc(b.status) + '</span></div>') +
         '<dl>' + rows.map(function (r) { return '<dt>' + r[0] + '</dt><dd>' + r[1] + '</dd>'; }).join('') + '</dl>' + note + '</div>');
     });
     $('bal-grid').innerHTML = html.join('');
     $('bal-note').textContent = live + ' of ' + bs.length + ' live · probes every ' + (status.self.probe ? status.self.probe.intervalMs + ' ms, dead after ' + status.self.probe.misses + ' misses' : '– (cluster of one)') +
-      ' · flow counts from ' + status.self.id + "'s copy of the records";
+      ' · flow counts from ' + status.self.id + "'s copy of the records" + (status.flows.at ? ' (counted ' + clock(new Date(status.flows.at).toISOString()) + ')' : '');
     $('live-count').innerHTML = '<b class="mono">' + live + '/' + bs.length + '</b> balancers live';
     document.title = 'tunlb ' + status.self.id + ' · ' + live + '/' + bs.length + ' live';
   }
@@ -411,7 +472,8 @@ const PAGE = String.raw`<!doctype html>
       kpi('from peers', si(rate('peerRx', W)), '/s'),
       kpi('throughput in', bits(rate('rxB', W) || 0).split(' ')[0], bits(rate('rxB', W) || 0).split(' ')[1]),
       kpi('new flows', si(rate('created', W)), '/s', 'var(--c5)'),
-      kpi('active flows', last ? int(last.active) : '–', '', 'var(--c1)'),
+      // The same count as the cards' flows held and primary-of (one table scan): they agree.
+      kpi('active flows', status && status.flows.total != null ? int(status.flows.total) : last ? int(last.active) : '–', '', 'var(--c1)'),
       kpi('failover', si(fo), 'pkt/s', '#b35c00', fo > 0),
       kpi('drops', si(dr), '/s', 'var(--c4)', dr > 0),
     ].join('');
@@ -419,6 +481,10 @@ const PAGE = String.raw`<!doctype html>
       { name: 'in', color: '#0b5cad', values: series('rx') },
       { name: 'out (NAT)', color: '#1a7f37', values: series('tx') },
       { name: 'to peers', color: '#8250df', values: series('peerTx') },
+    ];
+    // On a chart of their own: scaled to themselves, not to the traffic (a start-up burst of
+    // thousands of packets a second would flatten a failover of a few hundred).
+    var fa = [
       { name: 'failover', color: '#b35c00', values: series('fo') },
       { name: 'drops', color: '#c62828', values: series('drops') },
     ];
@@ -427,8 +493,10 @@ const PAGE = String.raw`<!doctype html>
       { name: 'new / s', color: '#b35c00', values: series('created') },
     ];
     $('leg-pkts').innerHTML = legend(pk);
+    $('leg-fail').innerHTML = legend(fa);
     $('leg-flows').innerHTML = legend(fl);
     drawChart($('chart-pkts'), pk, now);
+    drawChart($('chart-fail'), fa, now);
     drawChart($('chart-flows'), fl, now);
   }
   function renderEvents(now) {
@@ -491,10 +559,11 @@ const PAGE = String.raw`<!doctype html>
     if (needToken) {
       c.setAttribute('data-ok', '0');
       $('conn-text').textContent = 'token required';
-      showBanner('This admin endpoint needs a bearer token (admin.token_file). Open /?token=… or <button id="tok">enter the token</button>');
-      var b = $('tok'); if (b) b.onclick = function () { if (askToken()) { hideBanner(); tick(); } };
+      hideBanner();
+      showTokenForm();
       return;
     }
+    $('token-form').hidden = true;
     if (failures > 0) {
       c.setAttribute('data-ok', '0');
       $('conn-text').textContent = lastOk ? 'no answer for ' + dur((now - lastOk) / 1000) : 'admin endpoint unreachable';
@@ -515,7 +584,6 @@ const PAGE = String.raw`<!doctype html>
     renderConn();
   }
 
-  var asked = false;
   function tick() {
     Promise.all([api('/api/v1/stats'), api('/api/v1/status'), api('/api/v1/backends').catch(function () { return null; })]).then(function (r) {
       stats = r[0]; status = r[1]; backends = r[2] ? r[2].backends : null;
@@ -525,13 +593,16 @@ const PAGE = String.raw`<!doctype html>
       failures = 0; lastOk = Date.now();
     }).catch(function () {
       failures++;
-      if (needToken && !asked) { asked = true; if (askToken()) return setTimeout(loop, 0); }
     }).then(render);
   }
-  function loop() { tick(); }
+  var historyLoaded = false;
+  /** The last 5 minutes of samples (once; again after a token is entered). */
+  function loadHistory() {
+    if (historyLoaded) return Promise.resolve();
+    return api('/api/v1/history').then(function (h) { historyLoaded = true; h.samples.forEach(function (s) { push(fromHistory(s)); }); }).catch(function () { /* live data only */ });
+  }
   function start() {
-    api('/api/v1/history').then(function (h) { h.samples.forEach(function (s) { push(fromHistory(s)); }); }).catch(function () { /* live data only */ })
-      .then(function () { tick(); setInterval(tick, 1000); });
+    loadHistory().then(function () { tick(); setInterval(tick, 1000); });
   }
   window.addEventListener('resize', function () { if (stats) renderTraffic(stats.at); });
   start();

@@ -30,7 +30,16 @@ const cases: Array<{ desc: string; st: ReadinessStatus; backends: ReadinessBacke
     st: status('serving', ['lb2', 'up', 'syncing'], ['lb3', 'suspect', 'serving']),
     backends: HEALTHY,
     ready: false,
-    text: /peer lb2 is up\/syncing; peer lb3 is suspect\/serving/,
+    text: /peer lb2 is up but syncing, not serving; peer lb3 is suspect \(missing probe answers\)/,
+  },
+  {
+    // The API reports a dead peer's status as unknown; even an older balancer's "serving" for a
+    // dead peer is never repeated as its status.
+    desc: 'a dead peer is "dead", never "dead/serving"',
+    st: status('serving', ['lb2', 'dead', 'serving'], ['lb3', 'unknown', 'unknown']),
+    backends: HEALTHY,
+    ready: false,
+    text: /^not ready: peer lb2 is dead \(no answer to probes\); peer lb3 has not answered a probe yet \(lb1 serving, 0\/2 peers serving/,
   },
   {
     desc: 'a backend not yet healthy (its first checks failed before the server listened)',
@@ -62,5 +71,6 @@ for (const c of cases) {
     t.is(r.ready, c.ready, r.text);
     t.regex(r.text, c.text);
     t.is(r.missing.length === 0, c.ready);
+    t.notRegex(r.text, /dead\S*serving|dead\/serving/, 'a dead peer is never called serving');
   });
 }

@@ -46,7 +46,7 @@ test('stats text: one labelled line per aspect, counters with separators, nonzer
     'records      900 sent in 20 datagrams, 1,800 received, 1,700 applied',
     'rejected     replay=5',
     'peer         lb2      up       serving  rtt 0.12 ms',
-    'peer         lb3      dead     serving  rtt - (not live)',
+    'peer         lb3      dead     -        rtt - (not live)',
     'vip          web4 10.99.0.10 nat → 10.99.3.21 10.99.3.22',
     'generation   3',
   ]);

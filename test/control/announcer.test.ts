@@ -150,3 +150,43 @@ test('watchdog: a main loop blocked past watchdog_ms makes the thread withdraw (
   t.is(h.calls.filter((c) => / replace /.test(c)).length, 4, 'routes added again after the stall');
   await h.a.close();
 });
+
+test('setVips (a reload): a removed VIP is withdrawn at once, an added one announced when ready, a kept one untouched', async (t) => {
+  const h = harness();
+  t.teardown(h.cleanup);
+  await h.a.release('starting');
+  h.calls.length = 0;
+  const WEB4B = { name: 'web4b', address: '10.99.0.11', family: 4 as const };
+  await h.a.setVips([VIPS[0]!, WEB4B]);
+  t.deepEqual(h.calls, ['-6 route del fd99::10/128 dev tunlb0 table 101', '-4 route replace 10.99.0.11/32 dev tunlb0 table 101']);
+  t.deepEqual(h.a.vips().map((v) => [v.name, v.announced]), [['web4', true], ['web4b', true]]);
+  t.deepEqual(h.a.events.slice(-2).map((e) => `${e.type} ${e.vip} ${e.reason}`), ['vip_withdrawn web6 removed by reload', 'vip_announced web4b ready']);
+  // While held, a VIP added by a reload waits for readiness; a removed one still goes at once.
+  await h.a.hold('drained', 'tunlb drain-self');
+  h.calls.length = 0;
+  await h.a.setVips([WEB4B, VIPS[1]!]);
+  t.deepEqual(h.calls, [], 'nothing was announced while drained (web4 was withdrawn by the hold already)');
+  t.deepEqual(h.a.vips().map((v) => [v.name, v.announced]), [['web4b', false], ['web6', false]]);
+  await h.a.release('drained');
+  t.deepEqual(h.calls, ['-4 route replace 10.99.0.11/32 dev tunlb0 table 101', '-6 route replace fd99::10/128 dev tunlb0 table 101']);
+});
+
+test('setVips: a failed withdrawal of a removed VIP is retried', async (t) => {
+  const h = harness();
+  t.teardown(h.cleanup);
+  await h.a.release('starting');
+  h.setFail(/del fd99::10/);
+  await h.a.setVips([VIPS[0]!]);
+  t.true(h.a.stats.failures >= 1);
+  h.setFail(null);
+  const ok = await new Promise<boolean>((resolve) => {
+    const t0 = Date.now();
+    const poll = (): void => {
+      if (h.calls.filter((c) => c === '-6 route del fd99::10/128 dev tunlb0 table 101').length >= 2) return resolve(true);
+      if (Date.now() - t0 > 5000) return resolve(false);
+      setTimeout(poll, 20);
+    };
+    poll();
+  });
+  t.true(ok, `retried: ${h.calls.join(' | ')}`);
+});

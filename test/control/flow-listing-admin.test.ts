@@ -142,9 +142,10 @@ test('tunlb flows (CLI): table, --json with filters, one-line [TUNLB_USAGE] erro
 
   t.is(bad.code, 2);
   t.is(bad.stdout, '');
-  t.is(bad.stderr, 'tunlb: flows filter backend: "srv9" is not an IPv4 or IPv6 address [TUNLB_USAGE]\n');
+  // A usage error: its line, then the hint.
+  t.is(bad.stderr, 'tunlb: flows filter backend: "srv9" is not an IPv4 or IPv6 address [TUNLB_USAGE]\nrun \'tunlb flows --help\' for its usage\n');
   t.is(badLimit.code, 2);
-  t.is(badLimit.stderr, 'tunlb: flows limit: "lots" is not a whole number in 1..100000 [TUNLB_USAGE]\n');
+  t.is(badLimit.stderr, 'tunlb: flows limit: "lots" is not a whole number in 1..100000 [TUNLB_USAGE]\nrun \'tunlb flows --help\' for its usage\n');
 });
 
 test('tunlb flows/status (CLI) with an admin token: --token-file or $TUNLB_ADMIN_TOKEN_FILE; without it one [TUNLB_ADMIN] line', async (t) => {

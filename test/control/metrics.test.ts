@@ -22,6 +22,8 @@ import { isTunlbError, ErrorCodes } from '../../src/errors';
 import * as P from '../helpers/packets';
 import { CLIENT, VIP } from '../helpers/fixtures';
 import { startBalancer, until } from '../helpers/balancer-harness';
+import { promtool, promtoolTest } from '../helpers/promtool';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 
 const KEY = Buffer.alloc(32, 0x5c);
 const TOKEN = 'tok-3f9a1c77e2';
@@ -78,6 +80,16 @@ function parse(text: string): Map<string, number> {
   return out;
 }
 
+/** The label values of `family`'s series for `peer` whose value is 1 (one-hot families: exactly one). */
+function oneHot(m: Map<string, number>, family: string, peer: string): string[] {
+  const out: string[] = [];
+  for (const [k, v] of m) {
+    const r = new RegExp(`^${family}\\{peer="${peer}",\\w+="([^"]+)"\\}$`).exec(k);
+    if (r && v === 1) out.push(r[1]!);
+  }
+  return out;
+}
+
 async function scrape(base: string, headers: Record<string, string> = {}): Promise<Map<string, number>> {
   const r = await get(`${base}/metrics`, headers);
   if (r.status !== 200) throw new Error(`/metrics: ${r.status}`);
@@ -98,7 +110,8 @@ test('metrics: counters move after packets (packets, bytes, drops by reason, flo
   t.is(m0.get('tunlb_info{balancer="lb1",cluster="metrics-test",incarnation="0"}'), 1);
   t.is(m0.get('tunlb_flows_capacity'), 1024);
   t.is(m0.get('tunlb_dataplane_batch_capacity'), 4);
-  t.is(m0.get('tunlb_self_status'), 2, 'a cluster of one serves');
+  t.is(m0.get('tunlb_self_status{status="serving"}'), 1, 'a cluster of one serves');
+  t.is(m0.get('tunlb_self_status{status="syncing"}'), 0, 'one series per status: the others 0');
   t.is(m0.get('tunlb_vip_backends{vip="web4"}'), 2);
   t.true(m0.has('process_cpu_user_seconds_total') && m0.has('nodejs_eventloop_lag_seconds'), 'default process metrics');
   t.false([...m0.keys()].some((k) => k.startsWith('tunlb_peer_state')), 'no peers in a cluster of one');
@@ -176,6 +189,17 @@ test('admin: /api/v1/status, /api/v1/events, /api/v1/history, /api/v1/stats `at`
   t.like(st.announce, { table: null, ready: true, holds: {} });
   t.true(st.events.some((e: { type: string }) => e.type === 'self_serving'), JSON.stringify(st.events));
 
+  // Flows held and primary-of come from one scan: they agree even while the table moves (the
+  // scan is reused for 2 s; the issue was "flows held 116" beside primary-of figures summing
+  // to 1,456 when a burst's flows expired within that window).
+  for (let i = 0; i < 3; i++) s.dev.inject(P.udp4(CLIENT, VIP, 43000 + i, 53, new Uint8Array(8)));
+  t.true(await until(() => s.dev.written.length >= 7));
+  const st2 = JSON.parse((await get(`${s.base}/api/v1/status`)).text);
+  const sumPrimary = st2.balancers.reduce((n: number, x: { flowsAsPrimary: number }) => n + x.flowsAsPrimary, 0);
+  t.is(st2.balancers[0].flowsHeld, sumPrimary, 'flows held = the sum of primary-of');
+  t.is(st2.flows.total, sumPrimary);
+  t.is(st2.flows.active, 7, 'flows.active is the table now');
+
   const ev = JSON.parse((await get(`${s.base}/api/v1/events?limit=5`)).text);
   t.true(Array.isArray(ev.events) && ev.events.length >= 1 && ev.events.length <= 5);
   t.like(ev.events[0], { type: 'self_serving', balancer: 'lb1', source: 'admin', severity: 'info' });
@@ -188,7 +212,7 @@ test('admin: /api/v1/status, /api/v1/events, /api/v1/history, /api/v1/stats `at`
 
   const stats = JSON.parse((await get(`${s.base}/api/v1/stats`)).text);
   t.true(Math.abs(stats.at - Date.now()) < 5000);
-  t.is(stats.counters.rxPackets, 4);
+  t.is(stats.counters.rxPackets, 7);
 
   const page = await get(`${s.base}/`);
   t.is(page.status, 200);
@@ -253,15 +277,19 @@ test('admin: an empty, missing or world-readable token file, or --admin beyond l
   t.true(dev.closed, 'device released');
 });
 
-test('metrics: peer state, status, live, RTT histogram (one observation per ack), failovers, rejects, batch sizes', async (t) => {
-  let now = 1000;
+/**
+ * A stub balancer of a three-balancer cluster (lb1 = self) over a real Membership driven by a
+ * fake clock: peer metrics without sockets. `ack(peer, rttMs)` answers the peer's last probe.
+ */
+function peerCluster(): { m: Membership; stub: Balancer; clock: { now: number }; ack: (peer: number, rtt: number) => void } {
+  const clock = { now: 1000 };
   const probes: Array<{ peer: number; body: ProbeBody }> = [];
   const m = new Membership({
     selfIndex: 0,
     ids: ['lb1', 'lb2', 'lb3'],
     intervalMs: 50,
     misses: 3,
-    nowMs: () => now,
+    nowMs: () => clock.now,
     sendProbe: (peer, body) => probes.push({ peer, body }),
     sendAck: () => undefined,
     selfIncarnation: 7,
@@ -269,9 +297,9 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
   });
   const ack = (peer: number, rtt: number): void => {
     const p = [...probes].reverse().find((x) => x.peer === peer)!;
-    now += rtt;
+    clock.now += rtt;
     m.onProbeAck(peer, 100 + peer, { nonce: p.body.nonce, probeSentAtMs: p.body.sentAtMs, proberIncarnation: 7, status: 2 });
-    now -= rtt;
+    clock.now -= rtt;
   };
   const st = new ForwarderStats();
   st.rxPackets = 1000;
@@ -306,7 +334,12 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
   rs.syncResumes = 1;
   rs.syncSessionFailures['closed'] = 1;
   rs.syncStreamDrops['bad_mac'] = 3;
-  const metrics = new Metrics(stub, { rttSampleMs: 0, nowMs: () => now, defaultMetrics: false });
+  return { m, stub, clock, ack };
+}
+
+test('metrics: peer state, status, live, RTT histogram (one observation per ack), failovers, rejects, batch sizes', async (t) => {
+  const { m, stub, clock, ack } = peerCluster();
+  const metrics = new Metrics(stub, { rttSampleMs: 0, nowMs: () => clock.now, defaultMetrics: false });
   t.teardown(() => metrics.close());
   const read = async (): Promise<Map<string, number>> => parse(await metrics.text());
 
@@ -317,9 +350,10 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
   t.is(x.get('tunlb_bulk_sync_session_failures_total{cause="closed"}'), 1);
   t.is(x.get('tunlb_bulk_sync_stream_drops_total{reason="bad_mac"}'), 3);
   t.is(x.get('tunlb_bulk_sync_stream_drops_total{reason="not_a_peer"}'), 0, 'zeros included');
-  t.is(x.get('tunlb_peer_state{peer="lb2"}'), 0, 'unknown before the first ack');
-  t.is(x.get('tunlb_peer_status{peer="lb2"}'), 0);
-  t.false(x.has('tunlb_peer_state{peer="lb1"}'), 'self is not a peer');
+  t.is(x.get('tunlb_peer_state{peer="lb2",state="unknown"}'), 1, 'unknown before the first ack');
+  t.is(x.get('tunlb_peer_state{peer="lb2",state="up"}'), 0);
+  t.is(x.get('tunlb_peer_status{peer="lb2",status="unknown"}'), 1);
+  t.false([...x.keys()].some((k) => k.startsWith('tunlb_peer_state{peer="lb1"')), 'self is not a peer');
 
   m.tick();
   ack(1, 0.2);
@@ -327,8 +361,10 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
   metrics.sampleRtt();
   metrics.sampleRtt(); // the same ack again: not a new sample
   x = await read();
-  t.is(x.get('tunlb_peer_state{peer="lb2"}'), 1);
-  t.is(x.get('tunlb_peer_status{peer="lb2"}'), 2);
+  t.is(x.get('tunlb_peer_state{peer="lb2",state="up"}'), 1);
+  t.is(x.get('tunlb_peer_state{peer="lb2",state="unknown"}'), 0);
+  t.is(x.get('tunlb_peer_status{peer="lb2",status="serving"}'), 1);
+  t.deepEqual(oneHot(x, 'tunlb_peer_state', 'lb2'), ['up'], 'exactly one state series is 1');
   t.is(x.get('tunlb_peer_live{peer="lb2"}'), 1);
   t.is(x.get('tunlb_peer_probe_rtt_seconds_count{peer="lb2"}'), 1);
   t.is(x.get('tunlb_peer_probe_rtt_seconds_bucket{le="0.00025",peer="lb2"}'), 1, '0.2 ms');
@@ -338,24 +374,28 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
 
   // lb2 keeps answering, lb3 goes silent: suspect, then dead (a failover).
   for (let i = 0; i < 2; i++) {
-    now += 50;
+    clock.now += 50;
     m.tick();
     ack(1, 0.4);
     metrics.sampleRtt();
   }
   x = await read();
-  t.is(x.get('tunlb_peer_state{peer="lb3"}'), 2, 'suspect');
+  t.is(x.get('tunlb_peer_state{peer="lb3",state="suspect"}'), 1, 'suspect');
+  t.is(x.get('tunlb_peer_status{peer="lb3",status="serving"}'), 1, 'a suspect peer still has its status');
   t.is(x.get('tunlb_peer_live{peer="lb3"}'), 1, 'a suspect peer is still live');
   for (let i = 0; i < 3; i++) {
-    now += 50;
+    clock.now += 50;
     m.tick();
     ack(1, 0.4);
     metrics.sampleRtt();
   }
   x = await read();
-  t.is(x.get('tunlb_peer_state{peer="lb3"}'), 3, 'dead');
+  t.is(x.get('tunlb_peer_state{peer="lb3",state="dead"}'), 1, 'dead');
+  t.deepEqual(oneHot(x, 'tunlb_peer_state', 'lb3'), ['dead']);
+  t.is(x.get('tunlb_peer_status{peer="lb3",status="serving"}'), 0, 'a dead peer is never serving');
+  t.deepEqual(oneHot(x, 'tunlb_peer_status', 'lb3'), ['unknown']);
   t.is(x.get('tunlb_peer_live{peer="lb3"}'), 0);
-  t.is(x.get('tunlb_peer_state{peer="lb2"}'), 1);
+  t.is(x.get('tunlb_peer_state{peer="lb2",state="up"}'), 1);
   t.is(x.get('tunlb_peer_probe_rtt_seconds_count{peer="lb2"}'), 6, 'one observation per ack');
   t.is(x.get('tunlb_peer_probe_rtt_seconds_count{peer="lb3"}'), 1);
   t.is(x.get('tunlb_failovers_total'), 1);
@@ -385,4 +425,42 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
   t.regex(text, /# TYPE tunlb_dataplane_batch_size histogram/);
   t.regex(text, /# TYPE tunlb_peer_state gauge/);
   t.regex(text, /# TYPE tunlb_failovers_total counter/);
+});
+
+promtoolTest('metrics: `promtool check metrics` passes on the whole scrape (peers up and dead, histograms, process and Node.js metrics)', async (t) => {
+  // A balancer's own endpoint (cluster of one), with prom-client's default metrics.
+  const s = await start(t);
+  const r = await get(`${s.base}/metrics`);
+  t.is(r.status, 200);
+  const own = promtool(['check', 'metrics'], r.text);
+  t.is(own.status, 0, `promtool check metrics on GET /metrics:\n${own.output}`);
+  t.is(own.output, '', 'no lint findings');
+  t.regex(r.text, /^nodejs_active_handles\{/m, "prom-client's per-type handle gauge stays");
+
+  // A cluster of three seen from lb1: lb2 up with RTT samples, lb3 dead.
+  const { m, stub, clock, ack } = peerCluster();
+  const metrics = new Metrics(stub, { rttSampleMs: 0, nowMs: () => clock.now, defaultMetrics: true });
+  t.teardown(() => metrics.close());
+  m.tick();
+  ack(1, 0.2);
+  ack(2, 3);
+  metrics.sampleRtt();
+  for (let i = 0; i < 5; i++) {
+    clock.now += 50;
+    m.tick();
+    ack(1, 0.4);
+    metrics.sampleRtt();
+  }
+  const text = await metrics.text();
+  t.regex(text, /^tunlb_peer_state\{peer="lb3",state="dead"\} 1$/m);
+  const cluster = promtool(['check', 'metrics'], text);
+  t.is(cluster.status, 0, `promtool check metrics on a cluster's scrape:\n${cluster.output}`);
+  t.is(cluster.output, '');
+
+  // The check itself catches what the scrape used to have: prom-client's defaults as they are.
+  const raw = new Registry();
+  collectDefaultMetrics({ register: raw });
+  const bad = promtool(['check', 'metrics'], await raw.metrics());
+  t.not(bad.status, 0, 'promtool rejects the unfiltered default metrics');
+  t.regex(bad.output, /nodejs_active_handles_total non-counter metrics should not have "_total" suffix/);
 });
