@@ -14,13 +14,14 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { loadConfig, type Config } from '../src/config';
 import { clusterIdNumber } from '../src/cluster/control-channel';
 import { encodeSigned, macKey, newIncarnation, Op, type MacKey } from '../src/protocol';
 import { hasRoot, rootTest } from './helpers/root';
+import { LAB_SH } from './helpers/lab';
 import {
   allServing,
   BALANCERS,
@@ -272,9 +273,36 @@ rootTest('cluster (b): 60 long-lived connections survive kill -9 of lb2, then (l
 
   await failoverRound(t, 'lb3', bound);
 
-  // Leave a whole cluster for the next tests.
-  const r = await lab(['start', 'lb3'], 60_000);
-  t.is(r.code, 0, `lab.sh start lb3: ${r.stderr}`);
+  // Leave a whole cluster for the next tests. Started the way the README's hand-run wrapper
+  // does (`flock FILE bash -c …`, without -o: the lock's descriptor is inherited): once the
+  // wrapper is gone, the lock is free and no lab daemon holds it (issue 13, the lab lock leak).
+  const leakDir = mkdtempSync(path.join(tmpdir(), 'tunlb-lock-leak-'));
+  const leakLock = path.join(leakDir, 'session.lock');
+  try {
+    const r = await run('flock', [leakLock, 'bash', '-c', `bash '${LAB_SH}' start lb3`], { timeoutMs: 60_000 });
+    t.is(r.code, 0, `flock … lab.sh start lb3: ${r.stderr}`);
+    const holders: string[] = [];
+    for (const pid of readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d))) {
+      let fds: string[] = [];
+      try {
+        fds = readdirSync(`/proc/${pid}/fd`);
+      } catch {
+        continue; // gone, or not ours to read
+      }
+      for (const fd of fds) {
+        try {
+          if (readlinkSync(`/proc/${pid}/fd/${fd}`) === leakLock) holders.push(`${pid} (${readFileSync(`/proc/${pid}/comm`, 'utf8').trim()})`);
+        } catch {
+          // closed meanwhile
+        }
+      }
+    }
+    t.deepEqual(holders, [], 'processes still holding the wrapper\'s lock file after it ended');
+    const free = await run('flock', ['-n', leakLock, 'true'], { timeoutMs: 5_000 });
+    t.is(free.code, 0, 'the wrapper\'s lock is still held after lab.sh start returned and the wrapper ended');
+  } finally {
+    rmSync(leakDir, { recursive: true, force: true });
+  }
   await poll(async () => (await Promise.all(BALANCERS.map(statsOrUndefined))).every((x) => allServing(x)), 20_000, 200);
 });
 

@@ -13,6 +13,21 @@ lab_run() { local ns=$1; shift; if [[ -n $ns ]]; then ip netns exec "$ns" "$@"; 
 # lab_ip NS args... : iproute2 in the node.
 lab_ip() { local ns=$1; shift; if [[ -n $ns ]]; then ip -n "$ns" "$@"; else ip "$@"; fi; }
 
+# lab_close_inherited_fds: closes every descriptor above 2 this shell inherited (bash's own
+# script descriptor, 255, stays). `flock FILE bash -c '…'` (util-linux, without -o) leaves the
+# lock's descriptor open in its command; the daemons a lab script starts would inherit it and
+# hold the lock after the wrapper died, and everyone else would wait. The lock itself stays
+# held by the flock process until the wrapper ends: closing our copy does not release it.
+lab_close_inherited_fds() {
+  local fd
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    [[ $fd =~ ^[0-9]+$ ]] || continue
+    ((fd > 2 && fd != 255)) || continue
+    eval "exec ${fd}>&-" 2>/dev/null || true
+  done
+}
+
 # lab_lock_held_by_ancestor FILE: this shell or one of its ancestors holds a flock on FILE (e.g.
 # `flock /tmp/tunlb-lab-session.lock npm run bench:...`): taking it again on a new open file
 # would wait for ourselves (flock locks belong to open files, not to process trees).

@@ -67,6 +67,8 @@ REPO=$(cd "$HERE/.." && pwd)
 source "$HERE/lab-topology.sh"
 # shellcheck source=scripts/lab-lib.sh
 source "$HERE/lab-lib.sh"
+# Inherited descriptors (a caller's flock on the session lock) must not reach the lab's daemons.
+lab_close_inherited_fds
 
 # System tools first: under `npx` node_modules/.bin is on PATH and has an unrelated `nft`.
 NODE_BIN=$(command -v node || true)

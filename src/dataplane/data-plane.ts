@@ -68,6 +68,8 @@ export class DataPlane {
   readonly #peerRx: PacketBatch | undefined;
   readonly #peerRxAddrs: PeerArrays | undefined;
   readonly #peerOut: PeerOutput | undefined;
+  /** Steered replies passed on from the peer path (shares #peerRx's buffer). */
+  readonly #peerRelay: PeerOutput | undefined;
   #peerSplit: string;
   readonly #dsr: { neighbours: NeighbourTable; output: DsrOutput; socket: L2Socket } | undefined;
   #stopped = false;
@@ -100,6 +102,12 @@ export class DataPlane {
       };
       this.#peerRx = new PacketBatch({ count: n, maxPacket: GSO_MAX_PACKET });
       this.#peerRxAddrs = new PeerArrays(n);
+      this.#peerRelay = {
+        batch: new PacketBatch({ count: n, maxPacket: GSO_MAX_PACKET, share: this.#peerRx }),
+        addrs: new Uint8Array(n * 16),
+        ports: new Uint16Array(n),
+        count: 0,
+      };
     } else {
       this.#peerSplit = 'no peers';
     }
@@ -114,6 +122,7 @@ export class DataPlane {
       syncThreshold: opts.syncThreshold,
       peers: p?.addresses,
       peerOutput: this.#peerOut,
+      peerRelay: this.#peerRelay,
       dsr: this.#dsr,
     });
   }
@@ -205,6 +214,11 @@ export class DataPlane {
       if (m > 0) {
         const w = this.#device.write(rx, m);
         if (w < m) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += m - w;
+      }
+      const pr = this.#peerRelay!;
+      if (pr.count > 0) {
+        const w = sock.send(pr.batch, pr.count, pr.addrs, pr.ports);
+        if (w < pr.count) fwd.stats.forwardDrops[ForwardDrop.WRITE_FAILED]! += pr.count - w;
       }
       if (this.#dsr !== undefined) this.#sendDsr();
       if (n < rx.count) return;

@@ -183,6 +183,12 @@ export interface ForwarderOptions {
   /** Cluster forwarding: peers' data addresses and the output batch. Absent: single balancer. */
   peers?: PeerAddresses;
   peerOutput?: PeerOutput;
+  /**
+   * Peer egress for packets received from peers (a steered reply passed on to the next
+   * candidate primary, src/decision/reply-steering.ts): a batch sharing the peer receive
+   * batch's buffer, sent by the caller after processPeerBatch. Absent: such replies are dropped.
+   */
+  peerRelay?: PeerOutput;
   /** DSR: backend MACs and the frame output. Absent: DSR VIPs are dropped (method_unsupported). */
   dsr?: { neighbours: DsrNeighbours; output: DsrOutput };
 }
@@ -211,6 +217,8 @@ export class Forwarder {
   readonly #peers: PeerAddresses | undefined;
   /** Egress to peers (undefined: a single balancer) and to DSR backends (undefined: no DSR). */
   readonly #peerEmit: PeerEmitter | undefined;
+  /** Egress to peers for packets that came from a peer (steered replies passed on). */
+  readonly #relayEmit: PeerEmitter | undefined;
   readonly #dsrEmit: DsrEmitter | undefined;
   #ft: ForwardingTable;
   /** Backend address → (VIP, backend), for reply steering; rebuilt with the forwarding table. Absent: single balancer. */
@@ -241,6 +249,10 @@ export class Forwarder {
       opts.peerOutput === undefined
         ? undefined
         : new PeerEmitter(opts.peers ?? { addrs: new Uint8Array(0), ports: new Uint16Array(0) }, opts.peerOutput, this.stats);
+    this.#relayEmit =
+      opts.peerOutput === undefined || opts.peerRelay === undefined
+        ? undefined
+        : new PeerEmitter(opts.peers ?? { addrs: new Uint8Array(0), ports: new Uint16Array(0) }, opts.peerRelay, this.stats);
     this.#dsrEmit = opts.dsr === undefined ? undefined : new DsrEmitter(opts.dsr.neighbours, opts.dsr.output, this.stats);
     this.#steer = opts.peerOutput !== undefined ? buildReplySteering(opts.forwarding) : undefined;
     const rb = new ArrayBuffer(40);
@@ -330,6 +342,7 @@ export class Forwarder {
     const e = ctx.encap;
     const run = this.#run;
     if (this.#dsrEmit !== undefined) this.#dsrEmit.reset();
+    if (this.#relayEmit !== undefined) this.#relayEmit.reset();
     let out = 0;
     for (let i = 0; i < count; i++) {
       st.peerRxPackets++;
@@ -567,7 +580,11 @@ export class Forwarder {
     const nowSec = ctx.nowSec;
     let ref = table.lookup(info.keyWords, nowSec);
     if (ref < 0) ref = this.#replyFallback(ctx);
-    if (ref < 0 || (ref & 1) === 0) return ctx.fromPeer ? this.#drop(ForwardDrop.NO_FLOW) : this.#steerReply(ctx);
+    if (ref < 0 || (ref & 1) === 0) {
+      if (!ctx.fromPeer) return this.#steerReply(ctx, 0);
+      // A steered reply this primary holds no record of: its flow went to another VIP listing the backend.
+      return (ctx.encap.flags & ENCAP_F_REPLY) !== 0 ? this.#steerReply(ctx, ctx.encap.vip + 1) : this.#drop(ForwardDrop.NO_FLOW);
+    }
     const id = ref >>> 1;
     table.touch(id, nowSec, info.tcpFlags, 1);
     if (this.#sink !== undefined && info.key[KEY_PROTO] === IPPROTO_TCP && (table.flags(id) & F_FROM_PEER) === 0) {
@@ -654,20 +671,30 @@ export class Forwarder {
    * handshake below the sync threshold, a flow another receiver decided a moment ago); send it
    * to its flow's ranked primary (the first live balancer of the ranking row of the forward key
    * rebuilt from the reply, src/decision/reply-steering.ts), which decided or adopted the flow
-   * and so holds its record; flag REPLY. Drops (no_flow) when no VIP fits the reply, it is an
-   * ICMP error or a fragment, there are no peers, or this balancer is that primary.
+   * and so holds its record; flag REPLY. The candidate VIPs that list the reply's backend are
+   * tried from `minVip` on (0 at the receiver; the header's VIP + 1 at a primary that missed),
+   * skipping those whose primary is this balancer (it has no record: the lookup just missed).
+   * Drops (no_flow) when no candidate is left, it is an ICMP error or a fragment, or there are
+   * no peers.
    */
-  #steerReply(ctx: PacketContext): number {
+  #steerReply(ctx: PacketContext, minVip: number): number {
     const info = ctx.info;
     const sr = this.#steer;
-    if (sr === undefined || this.#peerEmit === undefined || info.isIcmpError !== 0 || info.isFragment !== 0) return this.#drop(ForwardDrop.NO_FLOW);
+    const em = ctx.fromPeer ? this.#relayEmit : this.#peerEmit;
+    if (sr === undefined || em === undefined || info.isIcmpError !== 0 || info.isFragment !== 0) return this.#drop(ForwardDrop.NO_FLOW);
     const ft = this.#ft;
-    const vip = fwdKeyOfReply(ft, sr, info.key, this.#altBytes);
-    if (vip < 0) return this.#drop(ForwardDrop.NO_FLOW);
     const pick = this.#pick;
-    ft.ranking.pickLive(flowHash(this.#hashKey, this.#altBytes) & 0xffff, this.#live, pick);
-    const rp = pick[0]!;
-    if (rp < 0 || rp === this.#selfIndex) return this.#drop(ForwardDrop.NO_FLOW);
+    let vip = minVip;
+    let rp = -1;
+    for (;;) {
+      vip = fwdKeyOfReply(ft, sr, info.key, this.#altBytes, vip);
+      if (vip < 0) return this.#drop(ForwardDrop.NO_FLOW);
+      ft.ranking.pickLive(flowHash(this.#hashKey, this.#altBytes) & 0xffff, this.#live, pick);
+      rp = pick[0]!;
+      if (rp < 0) return this.#drop(ForwardDrop.NO_FLOW);
+      if (rp !== this.#selfIndex) break;
+      vip++;
+    }
     this.stats.replySteeredPackets++;
     ctx.serving = rp;
     ctx.encapFlags = ENCAP_F_REPLY;
@@ -685,9 +712,9 @@ export class Forwarder {
     return n < 0 ? this.#selfIndex : n;
   }
 
-  /** Emit to peer ctx.serving (src/dataplane/peer-output.ts). */
+  /** Emit to peer ctx.serving (src/dataplane/peer-output.ts); a packet from a peer goes to the relay output. */
   #toPeer(ctx: PacketContext): number {
-    const d = this.#peerEmit!.emit(ctx, this.#ft.generation);
+    const d = (ctx.fromPeer ? this.#relayEmit! : this.#peerEmit!).emit(ctx, this.#ft.generation);
     return d === PEER_QUEUED ? Action.TO_PEER : this.#drop(d);
   }
 

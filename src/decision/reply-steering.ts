@@ -13,8 +13,12 @@
  * (VIP, backend)). vport is bport when the backend keeps the port (and for ICMP echo, whose
  * "ports" are the identifier); with a port-rewriting backend it is the VIP's only port, and a
  * VIP serving several ports cannot be told (not steered, counted). When several VIPs list the
- * backend, the first whose protocol and port fit wins: the reply of a flow to another of them
- * reaches a primary without its record and is dropped there (no_flow), as before steering.
+ * backend (and protocol and port fit more than one), the reply cannot tell which VIP its flow
+ * went to: the candidates are tried in configuration order, one balancer after another. The
+ * receiver steers to the primary of the first candidate whose primary is not itself; a primary
+ * that holds no record of the reply either passes it on to the primary of the next candidate
+ * after the one the header names (ENCAP_F_REPLY, header vip = the candidate tried). The
+ * candidate index only grows, so a reply crosses at most one balancer per candidate VIP.
  *
  * Built once per forwarding table (off the hot path); `forwardKeyOfReply` runs only on a
  * reply-key miss and allocates nothing.
@@ -78,15 +82,17 @@ export function buildReplySteering(ft: ForwardingTable): ReplySteering {
 
 /**
  * Writes into `out` (40 bytes) the forward key of the flow whose reply key is `rk` (40 bytes,
- * from a backend) and returns its VIP index, or -1 when no NAT VIP of `ft` could have sent a
- * flow to that backend and port (then `out` is unspecified).
+ * from a backend) through the first candidate VIP with index ≥ `minVip`, and returns that VIP
+ * index, or -1 when no NAT VIP from `minVip` on could have sent a flow to that backend and
+ * port (then `out` is unspecified).
  */
-export function forwardKeyOfReply(ft: ForwardingTable, st: ReplySteering, rk: Uint8Array, out: Uint8Array): number {
+export function forwardKeyOfReply(ft: ForwardingTable, st: ReplySteering, rk: Uint8Array, out: Uint8Array, minVip = 0): number {
   const proto = rk[36]!;
   const ported = proto === IPPROTO_TCP || proto === IPPROTO_UDP;
   const bport = (rk[KEY_SPORT]! << 8) | rk[KEY_SPORT + 1]!;
   for (let e = st.heads[addrBucket(rk, KEY_SRC, st.mask)]!; e >= 0; e = st.next[e]!) {
     const v = st.vip[e]!;
+    if (v < minVip) continue;
     const b = st.backend[e]!;
     const addrs = ft.backendAddr[v]!;
     let same = true;

@@ -125,11 +125,11 @@ test('watchdog: a main loop blocked past watchdog_ms makes the thread withdraw (
   await h.a.release('starting');
   t.is(h.ready(), '0\n');
   // Let the heartbeat run a little, then block this event loop until the watchdog thread has
-  // withdrawn (the ready file reads 1), at most 2 s (a loaded machine schedules the thread late).
+  // withdrawn (the ready file reads 1), at most 10 s (a loaded machine schedules the thread late).
   await new Promise((r) => setTimeout(r, 100));
   const t0 = Date.now();
   let readyDuringStall = '';
-  while (Date.now() - t0 < 2000) {
+  while (Date.now() - t0 < 10_000) {
     if (Date.now() - t0 > 80 && h.ready() === '1\n') {
       readyDuringStall = '1\n';
       break;
@@ -138,16 +138,17 @@ test('watchdog: a main loop blocked past watchdog_ms makes the thread withdraw (
   const blockedMs = Date.now() - t0;
   t.is(readyDuringStall, '1\n', `the watchdog thread wrote the ready file while this loop was stuck (blocked ${blockedMs} ms)`);
   t.true(blockedMs > 80, 'not before the budget');
-  const deadline = Date.now() + 2000;
+  const deadline = Date.now() + 10_000;
   while (!h.a.events.some((e) => e.type === 'watchdog_withdrew') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   const ev = h.a.events.find((e) => e.type === 'watchdog_withdrew');
   t.truthy(ev, 'watchdog_withdrew event');
   t.regex(ev!.reason, /event loop stalled \d+ ms \(watchdog_ms 80\)/);
-  t.is(h.a.stats.watchdogWithdrawals, 1);
+  // ≥ 1: on a loaded machine the loop may stall past 80 ms again by itself.
+  t.true(h.a.stats.watchdogWithdrawals >= 1);
   while (h.ready() !== '0\n' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   t.is(h.ready(), '0\n', 'announced again');
   t.deepEqual(h.a.vips().map((v) => v.announced), [true, true]);
-  t.is(h.calls.filter((c) => / replace /.test(c)).length, 4, 'routes added again after the stall');
+  t.true(h.calls.filter((c) => / replace /.test(c)).length >= 4, 'routes added again after the stall');
   await h.a.close();
 });
 

@@ -31,6 +31,8 @@ const readKeyFile = (p: string): Buffer => {
 };
 const B4 = ['10.99.3.21', '10.99.3.22', '10.99.3.23'];
 const B6 = ['fd99:3::21', 'fd99:3::22', 'fd99:3::23'];
+/** A second IPv4 VIP listing two of web4's backends (same port): a reply cannot tell which VIP its flow went to. */
+const VIP4B = '10.99.0.11';
 const TCP_SYN = 0x02;
 const TCP_ACK = 0x10;
 const TCP_PSH = 0x08;
@@ -56,6 +58,11 @@ ${B6.map((b) => `      - { address: "${b}" }`).join('\n')}
     ports: [53]
     backends:
       - { address: 10.99.3.31, port: 5353 }
+  - name: web4b
+    address: ${VIP4B}
+    backends:
+      - { address: ${B4[0]} }
+      - { address: ${B4[2]} }
 `;
 
 /** What left a balancer: to the kernel (TUN write), or encapsulated to a peer. */
@@ -69,6 +76,9 @@ interface Node {
   table: FlowTable;
   batch: PacketBatch;
   peerOut: PeerOutput;
+  /** The peer receive batch and the relay output sharing its buffer (steered replies passed on). */
+  rx: PacketBatch;
+  relay: PeerOutput;
 }
 
 function cluster() {
@@ -86,34 +96,44 @@ function cluster() {
     const table = new FlowTable({ capacity: 4096, seed: 11 + self, earlyDrop: false, timeouts: { tcpEstablished: 300, tcpSynSeen: 30, tcpClosing: 30, tcpClosed: 10, udp: 30, icmp: 10 } });
     const batch = new PacketBatch({ count: 8, maxPacket: 65535 });
     const peerOut: PeerOutput = { batch: new PacketBatch({ count: 8, maxPacket: 65535, share: batch }), addrs: new Uint8Array(8 * 16), ports: new Uint16Array(8), count: 0 };
-    const fwd = new Forwarder({ table, forwarding: ft, hashKey, selfIndex: self, live, syncThreshold: 3, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut });
-    return { fwd, table, batch, peerOut };
+    const rx = new PacketBatch({ count: 2, maxPacket: 65535 });
+    const relay: PeerOutput = { batch: new PacketBatch({ count: 2, maxPacket: 65535, share: rx }), addrs: new Uint8Array(2 * 16), ports: new Uint16Array(2), count: 0 };
+    const fwd = new Forwarder({ table, forwarding: ft, hashKey, selfIndex: self, live, syncThreshold: 3, peers: { addrs: peerAddrs, ports: peerPorts }, peerOutput: peerOut, peerRelay: relay });
+    return { fwd, table, batch, peerOut, rx, relay };
   });
   const e = new EncapInfo();
-  /** Delivers `pkt` to node `at` as read from its TUN device; follows encapsulated packets to their peer. */
-  const deliver = (at: number, pkt: Uint8Array, out: Out = { tun: [], peer: [] }): Out => {
-    const n = nodes[at]!;
-    n.batch.setPacket(0, pkt);
-    const m = n.fwd.processBatch(n.batch, 1, false, 1);
-    for (let i = 0; i < m; i++) out.tun.push(n.batch.buf.slice(n.batch.offsets[i]!, n.batch.offsets[i]! + n.batch.sizes[i]!));
-    const po = n.peerOut;
+  /** The datagrams of a peer output, copied, with the balancer each is for. */
+  const taken = (po: PeerOutput): Array<{ to: number; dg: Uint8Array }> => {
     const sent: Array<{ to: number; dg: Uint8Array }> = [];
     for (let k = 0; k < po.count; k++) {
       const dg = po.batch.buf.slice(po.batch.offsets[k]!, po.batch.offsets[k]! + po.batch.sizes[k]!);
       const to = peerAddrs.findIndex((_, i) => i % 16 === 0 && po.addrs.subarray(k * 16, k * 16 + 16).every((b, j) => b === peerAddrs[i + j])) / 16;
       sent.push({ to, dg });
     }
+    return sent;
+  };
+  /** Hands datagrams sent by node `from` to their peers' processPeerBatch; follows what those relay on. */
+  const carry = (from: number, sent: Array<{ to: number; dg: Uint8Array }>, out: Out, hops: number): void => {
+    if (hops > 8) throw new Error('a packet crossed more than 8 balancers');
     for (const s of sent) {
       parseEncap(s.dg, 0, s.dg.length, e);
       out.peer.push({ to: s.to, flags: e.flags, dg: s.dg });
       const rx = nodes[s.to]!;
-      const rb = new PacketBatch({ count: 2, maxPacket: 65535 });
-      rb.setPacket(0, s.dg);
+      rx.rx.setPacket(0, s.dg);
       const addrs = new Uint8Array(16);
-      addrs.set(peerAddrs.subarray(at * 16, at * 16 + 16));
-      const k = rx.fwd.processPeerBatch(rb, 1, addrs, false, 1);
-      for (let i = 0; i < k; i++) out.tun.push(rb.buf.slice(rb.offsets[i]!, rb.offsets[i]! + rb.sizes[i]!));
+      addrs.set(peerAddrs.subarray(from * 16, from * 16 + 16));
+      const k = rx.fwd.processPeerBatch(rx.rx, 1, addrs, false, 1);
+      for (let i = 0; i < k; i++) out.tun.push(rx.rx.buf.slice(rx.rx.offsets[i]!, rx.rx.offsets[i]! + rx.rx.sizes[i]!));
+      carry(s.to, taken(rx.relay), out, hops + 1);
     }
+  };
+  /** Delivers `pkt` to node `at` as read from its TUN device; follows encapsulated packets to their peer. */
+  const deliver = (at: number, pkt: Uint8Array, out: Out = { tun: [], peer: [] }): Out => {
+    const n = nodes[at]!;
+    n.batch.setPacket(0, pkt);
+    const m = n.fwd.processBatch(n.batch, 1, false, 1);
+    for (let i = 0; i < m; i++) out.tun.push(n.batch.buf.slice(n.batch.offsets[i]!, n.batch.offsets[i]! + n.batch.sizes[i]!));
+    carry(at, taken(n.peerOut), out, 1);
     return out;
   };
   const drops = (i: number): Record<string, number> => {
@@ -188,6 +208,43 @@ for (const f of families) {
     });
   }
 }
+
+for (let gw = 0; gw < 3; gw++) {
+  test(`NAT reply of a VIP sharing its backends with another VIP: a SYN-ACK at lb${gw + 1} without the record is passed from candidate primary to candidate primary until the one holding it (every one answered from web4b)`, (t) => {
+    const c = cluster();
+    let relayed = 0;
+    for (let k = 0; k < 60; k++) {
+      const sport = 46000 + k;
+      const receiver = (gw + 1 + (k % 2)) % 3;
+      const syn = c.deliver(receiver, P.tcp4(CLIENT, VIP4B, sport, 80, TCP_SYN));
+      t.is(syn.tun.length, 1, 'the SYN reaches a backend');
+      const be = addrs(syn.tun[0]!).dst;
+      t.true(be === B4[0] || be === B4[2], `a web4b backend: ${be}`);
+      const o = c.deliver(gw, P.tcp4(be, CLIENT, 80, sport, TCP_SYN | TCP_ACK));
+      t.is(o.tun.length, 1, `flow ${k}: the reply reaches the client exactly once`);
+      t.deepEqual(addrs(o.tun[0]!), { src: VIP4B, dst: CLIENT, sport: 80, dport: sport });
+      t.true(o.peer.length <= 3, 'bounded: at most one hop per candidate VIP');
+      for (const p of o.peer) t.is(p.flags & ENCAP_F_REPLY, ENCAP_F_REPLY);
+      if (o.peer.length > 1) relayed++;
+    }
+    t.true(relayed > 0, 'some replies needed a second candidate (web4 listed first)');
+    for (let i = 0; i < 3; i++) t.deepEqual(c.drops(i), {});
+  });
+}
+
+test('a steered reply no balancer holds a record of is dropped (no_flow) after the last candidate, never loops', (t) => {
+  const c = cluster();
+  let dropped = 0;
+  for (let gw = 0; gw < 3; gw++) {
+    for (let k = 0; k < 10; k++) {
+      const o = c.deliver(gw, P.tcp4(B4[0]!, CLIENT, 80, 47000 + k, TCP_ACK));
+      t.is(o.tun.length, 0);
+      t.true(o.peer.length <= 2, 'at most one hop per candidate (web4, web4b)');
+    }
+  }
+  for (let i = 0; i < 3; i++) dropped += c.drops(i).no_flow ?? 0;
+  t.is(dropped, 30, 'each orphan reply dropped once, at the end of its chain');
+});
 
 test('UDP: a datagram at another receiver (no record there) gets the same primary and backend', (t) => {
   const c = cluster();
