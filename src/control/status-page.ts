@@ -560,13 +560,14 @@ const PAGE = String.raw`<!doctype html>
     var sv = services;
     if (!sv.vips.length) { $('vip-list').innerHTML = '<div class="empty">no VIPs</div>'; return; }
     $('vip-note').textContent = 'counters: served by this balancer · active: flow records in its table (the cluster\u2019s) · rates per second over ' + (sv.rateWindowS == null ? '–' : sv.rateWindowS.toFixed(0) + ' s');
+    function cnt(n) { return n < 10000 ? int(n) : si(n); }
     function r(x, k) { return x.rates == null ? '–' : si(x.rates[k]); }
     function rb(x, k) { return x.rates == null ? '–' : bits(x.rates[k]); }
     function figures(x) {
       return '<td class="n">' + int(x.connections) + '</td><td class="n">' + int(x.activeConnections) + '</td><td class="n">' + r(x, 'connectionsPerS') + '</td>' +
         '<td class="n">' + r(x, 'inPacketsPerS') + '</td><td class="n">' + r(x, 'outPacketsPerS') + '</td>' +
         '<td class="n">' + rb(x, 'inBytesPerS') + '</td><td class="n">' + rb(x, 'outBytesPerS') + '</td>' +
-        '<td class="n">' + si(x.inPackets) + ' / ' + si(x.outPackets) + '</td><td class="n">' + si(x.inBytes) + 'B / ' + si(x.outBytes) + 'B</td>';
+        '<td class="n">' + cnt(x.inPackets) + ' / ' + cnt(x.outPackets) + '</td><td class="n">' + cnt(x.inBytes) + 'B / ' + cnt(x.outBytes) + 'B</td>';
     }
     function data(x) {
       return ' data-connections="' + x.connections + '" data-active="' + x.activeConnections + '" data-in-packets="' + x.inPackets + '" data-out-packets="' + x.outPackets + '"';
