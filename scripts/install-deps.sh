@@ -3,7 +3,8 @@
 # native addon (`npm ci` runs node-gyp for binding.gyp and `npm run build` via `prepare`).
 # Idempotent: packages already present are not reinstalled.
 #   usage: scripts/install-deps.sh   (chromium: the status-page test; vagrant + vagrant-libvirt: `vagrant validate` of the VM lab;
-#   hping3: the bulk-sync lab test's flow generator; bird2 and keepalived: the lab's ECMP entry, BGP + BFD and the servers' VRRP gateway)
+#   hping3: the bulk-sync lab test's flow generator; bird2 and keepalived: the lab's ECMP entry, BGP + BFD and the servers' VRRP gateway;
+#   tshark: the Wireshark dissector's tests, test/capture/wireshark-dissector.test.ts and native-tests/wireshark.test.ts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 # finds no usable provider; it is a plugin only (no libvirtd, no VM is started here).
 # prometheus: only for its `promtool` (the tests check the /metrics scrape, the alert rules and
 # the Grafana dashboard's queries with it); its server is never started (masked below).
-pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus)
+pkgs=(iproute2 nftables tcpdump iperf3 hping3 libpcap-dev curl procps python3 make g++ chromium vagrant vagrant-libvirt bird2 keepalived prometheus tshark)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -25,6 +26,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "install-deps: apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # wireshark-common asks whether non-root users may capture (a setuid dumpcap); answer no, so
+  # the install never stops at a prompt (tunlb's tests read files as root).
+  echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
   # The prometheus package would start a Prometheus server under systemd: mask its unit first
   # (a masked unit is neither enabled nor started by the package's scripts).
   if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then

@@ -185,6 +185,11 @@ NFT
 
 lab_kernel_nat_remove() {
   lab_run "$1" nft delete table inet tunlb_lab 2>/dev/null || true
+  # lab_kernel_nat's host routes: more specific than the VIP pool's route into tunlb0
+  # (lab_tun_routes), they would make the VIP unreachable for tunlb (or a C forwarder) started
+  # in the same lab session after the kernel's NAT.
+  lab_ip "$1" route del unreachable "$LAB_VIP4/32" metric 4000 2>/dev/null || true
+  lab_ip "$1" -6 route del unreachable "$LAB_VIP6/128" metric 4000 2>/dev/null || true
 }
 
 # ---- servers: the return path (NAT: through the entry balancer; DSR: straight to the router) ----

@@ -60,7 +60,9 @@
 #                          BENCH_BUILD_BACK=8 before it that touched src/), built once into
 #                          BENCH_BUILDS=/tmp/tunlb-bench-builds/<sha> (the work tree may hold
 #                          others' unfinished edits);
-#                          tree = a copy of the work tree, built there; none = dist/ as it is
+#                          tree = a copy of the work tree, built there; none = dist/ as it is,
+#                          of this checkout or of TUNLB_ROOT=<another checkout> (e.g. an older
+#                          commit in a `git worktree`, built there: back-to-back comparisons)
 #   BENCH_PROFILE=1        run tunlb under `node --cpu-prof` and print its hottest functions
 #                          (the profiler costs throughput: use it for a separate run)
 #   BENCH_PIN=1            generators on the first core, the middlebox process on the last (0: off)
@@ -544,7 +546,7 @@ case $BUILD in
     TUNLB_ROOT=$OUT/tree
     echo "work tree on $(git -C "$REPO" rev-parse --short HEAD) ($(git -C "$REPO" status --short -- src | wc -l) changed files under src/)" >"$OUT/measured"
     ;;
-  none) echo "dist/ as it was (built $(date -r "$REPO/dist/src/cli/main.js" -Is 2>/dev/null || echo never))" >"$OUT/measured" ;;
+  none) echo "dist/ of $TUNLB_ROOT as it was (commit $(git -C "$TUNLB_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), built $(date -r "$TUNLB_ROOT/dist/src/cli/main.js" -Is 2>/dev/null || echo never))" >"$OUT/measured" ;;
   *) die "BENCH_BUILD must be head, tree or none" ;;
 esac
 [[ -f $TUNLB_ROOT/dist/src/cli/main.js ]] || die "$TUNLB_ROOT/dist missing: build first"

@@ -15,7 +15,7 @@
  *                             the flow's rank, the flag is cleared, and the record is handed
  *                             to the replication sink again (REPLICATED cleared + flowReady),
  *                             so every peer adopts the new decision (a record from the flow's
- *                             primary is authoritative: src/cluster/replicator.ts)
+ *                             primary is authoritative: src/cluster/replication-applier.ts)
  *   none live                 unchanged; the next liveness change looks again
  * Entries whose primary is another balancer are left to that balancer.
  *

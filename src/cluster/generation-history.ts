@@ -1,5 +1,5 @@
 /**
- * Generations of flow records (src/cluster/replicator.ts, "Applying records from peers",
+ * Generations of flow records (src/cluster/replication-applier.ts, "Applying records from peers",
  * Generations): a record's backend index means "position in the VIP's backend list" of the
  * sender's forwarding table, named by its table_generation. This history remembers the VIP
  * names and backend id lists of the last GEN_HISTORY forwarding tables observed here, so a

@@ -19,7 +19,7 @@
  * src/control/counters.ts (METRIC_FAMILIES, COUNTERS), where each is declared once. The others:
  *
  * Names (all `tunlb_`; label values are the stable names of src/packet/result.ts,
- * src/dataplane/forward-drop.ts, src/protocol/result.ts, src/cluster/replicator.ts):
+ * src/dataplane/forward-drop.ts, src/protocol/result.ts, src/cluster/replication-stats.ts):
  *   tunlb_info{balancer,cluster,incarnation}                   1
  *   tunlb_uptime_seconds
  *   tunlb_self_status{status}                                  1 for this balancer's status, 0 for the others
