@@ -128,13 +128,16 @@ const charts = (page) => page.$$eval('svg.plot', (els) => els.map((svg) => ({
     const chartPoints = await page.$$eval('svg.plot polyline', (els) => els.map((e) => (e.getAttribute('points') || '').split(' ').filter(Boolean).length));
     await page.screenshot({ path: ${JSON.stringify(SHOT_UP)}, fullPage: true });
     const backendStates = await page.$$eval('[data-backend-state]', (els) => els.map((e) => e.getAttribute('data-backend-state')));
+    // The VIP/backend table (GET /api/v1/vips): a row per VIP and per backend with its figures.
+    const services = await page.$$eval('tr[data-vip]', (els) => els.map((e) => ({ vip: e.dataset.vip, backend: e.dataset.backend || null, connections: Number(e.dataset.connections), active: Number(e.dataset.active), inPackets: Number(e.dataset.inPackets), outPackets: Number(e.dataset.outPackets) })));
+    const serviceHead = await page.$$eval('table.services th', (els) => els.map((e) => e.textContent));
     // The cards and the figures as one render shows them (one evaluate: no refresh in between).
     const same = await page.evaluate(() => ({
       kpis: Array.from(document.querySelectorAll('.kpi')).map((e) => e.innerText.replace(/\\s+/g, ' ')),
       held: Number(document.querySelector('.bal[data-flows-held]').dataset.flowsHeld),
       primaries: Array.from(document.querySelectorAll('.bal')).map((e) => Number(e.dataset.primaryOf)),
     }));
-    out({ phase: 'up', httpStatus, title: await page.title(), cards: await cards(page), kpis, same, chartPoints, backendStates, charts: await charts(page), problems: problems.slice() });
+    out({ phase: 'up', httpStatus, title: await page.title(), cards: await cards(page), kpis, same, chartPoints, backendStates, services, serviceHead, charts: await charts(page), problems: problems.slice() });
 
     await nextLine();
     const t0 = Date.now();
@@ -301,6 +304,22 @@ const title = 'status page: headless Chromium in tunlb-lb1 shows three balancers
     t.regex(String(up['title']), /tunlb lb1 · 3\/3 live/);
     t.true((up['chartPoints'] as number[]).some((n) => n >= 3), 'the charts have data');
     t.deepEqual(up['backendStates'], ['healthy', 'healthy', 'healthy', 'healthy', 'healthy', 'healthy'], 'a state badge per lab backend');
+    // The VIP/backend table: web4 and web6 with three backends each; lb1 (the page's balancer,
+    // the single entry) decided the burst's 1,500 web4 connections, spread over its backends.
+    type ServiceRow = { vip: string; backend: string | null; connections: number; active: number; inPackets: number; outPackets: number };
+    const services = up['services'] as ServiceRow[];
+    t.log(`  service rows: ${services.map((r) => `${r.vip}${r.backend ? ` ${r.backend}` : ''} conns ${r.connections} active ${r.active} in ${r.inPackets} out ${r.outPackets}`).join(' | ')}`);
+    t.deepEqual(services.filter((r) => r.backend === null).map((r) => r.vip), ['web4', 'web6'], 'a row per VIP');
+    t.is(services.filter((r) => r.backend !== null).length, 6, 'a row per backend');
+    for (const vip of ['web4', 'web6']) {
+      const rows = services.filter((r) => r.vip === vip);
+      const total = rows.find((r) => r.backend === null)!;
+      t.is(total.connections, rows.filter((r) => r.backend !== null).reduce((a, r) => a + r.connections, 0), `${vip}: the VIP's connections are its backends'`);
+    }
+    const web4 = services.filter((r) => r.vip === 'web4' && r.backend !== null);
+    t.true(web4.reduce((a, r) => a + r.connections, 0) >= 1500, `the burst's connections are on web4's backends: ${web4.map((r) => r.connections).join(', ')}`);
+    t.true(web4.every((r) => r.connections > 0 && r.inPackets > 0 && r.outPackets > 0), 'every web4 backend took connections and packets both ways');
+    for (const h of ['conns', 'active', 'conn/s', 'in pkt/s', 'out pkt/s', 'last check', 'down']) t.true((up['serviceHead'] as string[]).includes(h), `the table has a "${h}" column`);
     t.deepEqual(up['problems'], [], 'no script errors, dialogs, failed or foreign requests');
     // The flow counts agree: the cards' primary-of figures add up to the flows lb1 holds.
     const held = cards[0]!.flowsHeld!;

@@ -119,7 +119,11 @@ interface Entry {
   decidedBy: number;
   reason: string;
   sinceMs: number | null;
-  lastCheck: (CheckResult & { atMs: number }) | null;
+  /** The last check known here: ours, or the owner's as reported (`by`: balancer index; `failures`: consecutive, there). */
+  lastCheck: (CheckResult & { atMs: number; by: number; failures: number }) | null;
+  /** nowMs() when the backend went down (null: up), and the ms of its earlier outages. */
+  downSinceMs: number | null;
+  downTotalMs: number;
   /** Peer report bookkeeping: (sender, epoch, sequence) of the last applied health. */
   lastFrom: number;
   lastEpoch: number;
@@ -287,6 +291,7 @@ export class HealthMonitor {
 
   /** Every backend of every VIP, in config order (for the admin API). */
   states(): BackendStatus[] {
+    const now = this.#now();
     return this.#all.map((e) => ({
       vipIndex: e.vipIndex,
       vip: e.vip.name,
@@ -309,7 +314,11 @@ export class HealthMonitor {
       sinceMs: e.sinceMs,
       successes: e.sm.successes,
       failures: e.sm.failures,
-      lastCheck: e.lastCheck,
+      lastCheck: e.lastCheck === null ? null : { ...e.lastCheck, by: this.#ids[e.lastCheck.by] ?? `balancer ${e.lastCheck.by}` },
+      lastCheckAgoMs: e.lastCheck === null ? null : Math.max(0, now - e.lastCheck.atMs),
+      changedAgoMs: e.sinceMs === null ? null : Math.max(0, now - e.sinceMs),
+      downForMs: e.downSinceMs === null ? 0 : Math.max(0, now - e.downSinceMs),
+      downTotalMs: e.downTotalMs + (e.downSinceMs === null ? 0 : Math.max(0, now - e.downSinceMs)),
     }));
   }
 
@@ -434,6 +443,16 @@ export class HealthMonitor {
       e.decidedBy = sender;
       this.stats.entriesApplied++;
       const health = st === HS.HEALTH_STATE_HEALTHY ? 'healthy' : 'unhealthy';
+      if (b.checkKnown === true && e.owner === sender) {
+        e.lastCheck = {
+          ok: b.checkOk === true,
+          rttMs: (b.checkRttUs ?? 0) / 1000,
+          reason: '',
+          atMs: now - (b.checkAgeMs ?? 0),
+          by: sender,
+          failures: b.checkFailures ?? 0,
+        };
+      }
       const why = b.reason ? `${id}: ${b.reason}` : `reported by ${id}`;
       this.#apply(e, e.sm.setHealth(health, why, 'peer'), id);
     }
@@ -557,6 +576,8 @@ export class HealthMonitor {
       reason: prev ? prev.reason : health ? 'no check result yet' : 'no health check configured',
       sinceMs: prev ? prev.sinceMs : null,
       lastCheck: prev && health !== null ? prev.lastCheck : null,
+      downSinceMs: prev ? prev.downSinceMs : null,
+      downTotalMs: prev ? prev.downTotalMs : 0,
       lastFrom: prev ? prev.lastFrom : -1,
       lastEpoch: prev ? prev.lastEpoch : 0,
       lastSeq: prev ? prev.lastSeq : 0,
@@ -701,10 +722,10 @@ export class HealthMonitor {
     if (!this.#running || token !== e.token || e.owner !== this.selfIndex) return;
     const now = this.#now();
     if (!r.ok) this.stats.checksFailed++;
-    e.lastCheck = { ok: r.ok, rttMs: r.rttMs, reason: r.reason, atMs: now };
     e.known = true;
     e.decidedBy = this.selfIndex;
     const t = e.sm.checkResult(r.ok, r.reason);
+    e.lastCheck = { ok: r.ok, rttMs: r.rttMs, reason: r.reason, atMs: now, by: this.selfIndex, failures: e.sm.failures };
     if (t && (t.fromHealth !== t.toHealth)) e.dirtyHealth = true;
     this.#apply(e, t, this.#ids[this.selfIndex]!);
     if (e.dirtyHealth) this.#queueFlush();
@@ -730,6 +751,13 @@ export class HealthMonitor {
     };
     e.reason = t.reason;
     e.sinceMs = ev.atMs;
+    // Time down (BackendState.down: removed, drained past its timeout, or unhealthy).
+    const wasDown = t.from === 'removed' || t.from === 'drained' || t.fromHealth === 'unhealthy';
+    if (!wasDown && e.sm.down) e.downSinceMs = ev.atMs;
+    else if (wasDown && !e.sm.down && e.downSinceMs !== null) {
+      e.downTotalMs += ev.atMs - e.downSinceMs;
+      e.downSinceMs = null;
+    }
     if (this.#log) {
       const bad = e.sm.down; // its established flows must leave: worth a warning
       this.#log[bad ? 'warn' : 'info'](
@@ -788,6 +816,14 @@ export class HealthMonitor {
     if (health) {
       it.state = e.sm.health === 'healthy' ? HS.HEALTH_STATE_HEALTHY : HS.HEALTH_STATE_UNHEALTHY;
       if (withReason) it.reason = truncateUtf8(e.reason, MAX_REASON_BYTES);
+      const lc = e.lastCheck;
+      if (lc !== null && lc.by === this.selfIndex) {
+        it.checkKnown = true;
+        it.checkOk = lc.ok;
+        it.checkRttUs = Math.min(0xffffffff, Math.max(0, Math.round(lc.rttMs * 1000)));
+        it.checkAgeMs = Math.min(0xffffffff, Math.max(0, Math.round(this.#now() - lc.atMs)));
+        it.checkFailures = lc.failures;
+      }
     }
     if (drain) {
       it.drainStamp = e.drainStamp;

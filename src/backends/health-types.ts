@@ -64,8 +64,20 @@ export interface BackendStatus {
   readonly sinceMs: number | null;
   readonly successes: number;
   readonly failures: number;
-  /** Last local check result (null when this balancer has not checked it). */
-  readonly lastCheck: (CheckResult & { readonly atMs: number }) | null;
+  /**
+   * The last check result known here: this balancer's own, or the one the backend's health
+   * owner reported (`by`: the balancer that ran it); null before any (or without a check).
+   * `failures`: consecutive failures at that balancer.
+   */
+  readonly lastCheck: (CheckResult & { readonly atMs: number; readonly by: string; readonly failures: number }) | null;
+  /** ms since the last check completed (null: none known); nowMs() - lastCheck.atMs at the call. */
+  readonly lastCheckAgoMs: number | null;
+  /** ms since the last transition (null: none yet). */
+  readonly changedAgoMs: number | null;
+  /** ms the backend has been down (established flows leave it: unhealthy, drained, removed); 0 when up. */
+  readonly downForMs: number;
+  /** ms down in all, since this balancer knows it (the current outage included). */
+  readonly downTotalMs: number;
 }
 
 export interface HealthMonitorStats {

@@ -10,7 +10,10 @@
  *   tunlb flows [--admin HOST:PORT] [--vip V] [--backend A] [--client A] [--proto P] [--primary ID]
  *               [--backup ID] [--state S] [--min-age S] [--max-idle S] [--limit N] [--json]
  *                                        flows held by a balancer, filtered (src/control/flow-listing.ts)
- *   tunlb backends [--admin HOST:PORT] [--json]      backends' health and drain marks
+ *   tunlb backends [--admin HOST:PORT] [--stats [--rate]] [--json]   backends' health and drain marks;
+ *                                        --stats: their counters and health-check detail (src/cli/vips-text.ts)
+ *   tunlb vips [--admin HOST:PORT] [--stats] [--rate] [--json]   per VIP and backend: connections, packets,
+ *                                        bytes, rates (as ipvsadm -Ln --stats --rate; GET /api/v1/vips)
  *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
  *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused)
  *   tunlb drain-self / undrain-self [--admin HOST:PORT]   withdraw this balancer's VIP announcement and
@@ -29,7 +32,7 @@
  * `start_failed` line (code, msg, errors[] for a config file), an uncaught exception one
  * `crashed` line; on a terminal they are plain sentences.
  *
- * The admin subcommands (stats, flows, status, backends, drain, undrain, drain-self, undrain-self,
+ * The admin subcommands (stats, flows, status, backends, vips, drain, undrain, drain-self, undrain-self,
  * ready, reload) send the bearer
  * token of --token-file FILE (or $TUNLB_ADMIN_TOKEN_FILE) when the endpoint has admin.token_file.
  */
@@ -46,6 +49,8 @@ import { readiness, type Readiness, type ReadinessBackend, type ReadinessStatus 
 import { LOG_LEVELS } from '../config/schema';
 import { writeFatal } from '../logger';
 import { LOGS_LEVELS, printLogs } from './logs';
+import { formatBackendStats, formatVips } from './vips-text';
+import type { ServicesBody } from '../control/service-view';
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';
 
@@ -238,14 +243,34 @@ export function main(argv: string[]): void {
     .description("every backend's health, drain mark and eligibility (cluster-wide view of one balancer)")
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
     .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
+    .option('--stats', "each backend's connections, packets and bytes, and its health-check detail (last check, latency, failures, last change, time down)")
+    .option('--rate', 'with --stats: per-second rates too')
     .option('--json', 'machine-readable output')
-    .action(async (opts: { admin: string; json?: boolean }) => {
+    .action(async (opts: { admin: string; json?: boolean; stats?: boolean; rate?: boolean }) => {
+      if (opts.stats) {
+        const vips = (await adminCall(opts, 'GET', '/api/v1/vips')) as ServicesBody;
+        console.log(opts.json ? JSON.stringify(vips) : formatBackendStats(vips, { rate: opts.rate }));
+        return;
+      }
       const body = (await adminCall(opts, 'GET', '/api/v1/backends')) as { backends: BackendRow[] };
       if (opts.json) {
         console.log(JSON.stringify(body));
         return;
       }
       console.log(backendTable(body.backends, Date.now()));
+    });
+
+  program
+    .command('vips')
+    .description('every VIP and its backends with connections (total, active); --stats: packets and bytes in/out; --rate: per second (as ipvsadm -Ln --stats --rate)')
+    .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
+    .option('--stats', 'packets and bytes in and out')
+    .option('--rate', 'connections, packets and bytes per second (over the last 5 s)')
+    .option('--json', 'machine-readable output (GET /api/v1/vips)')
+    .action(async (opts: { admin: string; json?: boolean; stats?: boolean; rate?: boolean }) => {
+      const body = (await adminCall(opts, 'GET', '/api/v1/vips')) as ServicesBody;
+      console.log(opts.json ? JSON.stringify(body) : formatVips(body, { stats: opts.stats, rate: opts.rate }));
     });
 
   for (const [name, desc] of [

@@ -18,9 +18,9 @@ import { ErrorCodes, TunlbError } from '../errors';
 import { ip, type IpAddress } from './address';
 import { fromZodIssue, type PathKey } from './issues';
 import { PortSet } from './ports';
-import { ConfigFileSchema, splitListen, type ConfigFile } from './schema';
+import { AFFINITY_RE, ConfigFileSchema, splitListen, type ConfigFile } from './schema';
 import type { KeySource, SecretKey } from './secret';
-import type { BalancerConfig, ClusterWireId, Config, ConfigIssue, VipConfig } from './types';
+import type { BalancerConfig, ClusterWireId, Config, ConfigIssue, VipAffinity, VipConfig } from './types';
 import { crossCheck } from './validate';
 
 export interface ParseOptions {
@@ -182,6 +182,13 @@ export function loadConfig(path: string, opts: ParseOptions = {}): Config {
   return parseConfig(text, path, { baseDir: dirname(resolve(path)), ...opts });
 }
 
+/** `vips[].affinity` (validated: schema.ts AFFINITY_RE, the prefix range in validate.ts). */
+function parseAffinity(spec: string, family: 4 | 6): VipAffinity | null {
+  const m = AFFINITY_RE.exec(spec);
+  if (m === null || m[1] !== 'source') return null;
+  return { by: 'source', prefixLen: m[2] === undefined ? (family === 4 ? 32 : 128) : Number(m[2]) };
+}
+
 const PROTO_NUMBERS = { tcp: [6, 6], udp: [17, 17], icmp: [1, 58] } as const;
 
 function build(f: ConfigFile, source: string, key: SecretKey, keySource: KeySource, ports: (PortSet | undefined)[], warnings: string[], baseDir: string): Config {
@@ -208,6 +215,7 @@ function build(f: ConfigFile, source: string, key: SecretKey, keySource: KeySour
       ports: portSet,
       method: v.method,
       drainTimeoutS: v.drain_timeout_s,
+      affinity: parseAffinity(v.affinity, address.family),
       backends: v.backends.map((b, bi) => ({
         index: bi,
         address: ip(b.address),

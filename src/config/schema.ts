@@ -75,6 +75,20 @@ const portSpec = () =>
     }
   });
 
+/** `vips[].affinity`: "none", "source" or "source/<prefix length>" (the range is the VIP family's: validate.ts). */
+export const AFFINITY_RE = /^(none|source)(?:\/(\d{1,3}))?$/;
+const affinitySpec = () =>
+  z.string().superRefine((s, ctx) => {
+    const m = AFFINITY_RE.exec(s);
+    if (m === null || (m[1] === 'none' && m[2] !== undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${s}" is not an affinity`,
+        params: { fix: 'write none, source (the whole client address), or source/<prefix length> such as source/24 (IPv4) or source/64 (IPv6)' },
+      });
+    }
+  });
+
 export const PROTOCOLS = ['tcp', 'udp', 'icmp'] as const;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -224,6 +238,14 @@ export const VipSchema = z.strictObject({
    * 0 = never (flows stay until they end). Default 300.
    */
   drain_timeout_s: int(0, 604_800).default(300),
+  /**
+   * Source affinity (IPVS persistence, HAProxy `balance source`): `none`, or `source` /
+   * `source/<prefix>`: a new flow's backend is chosen from the client address alone (masked
+   * to the prefix: 1..32 for an IPv4 VIP, 1..128 for IPv6; default the whole address), the
+   * same on every balancer, so all of a client's connections reach one backend; primary and
+   * backup balancers are still ranked per flow. Default none.
+   */
+  affinity: affinitySpec().default('none'),
   /** Backends (required), 1..65535; numbered by position (u16, 0xffff = none). */
   backends: z.array(BackendSchema).min(1).max(65535),
 });
@@ -370,6 +392,7 @@ export const FIELDS: Readonly<Record<string, FieldDoc>> = {
   'vips[].ports': { expect: '"*" or a list of ports 1..65535 and "low-high" ranges', default: '"*"' },
   'vips[].method': { expect: 'nat or dsr', default: 'nat' },
   'vips[].drain_timeout_s': { expect: 'an integer 0..604800 (seconds; 0 = never)', default: '300' },
+  'vips[].affinity': { expect: 'none, source, or source/<prefix length> (1..32 IPv4, 1..128 IPv6)', default: 'none' },
   'vips[].backends': { expect: 'a list of 1..65535 backends', default: 'required' },
   'vips[].backends[].address': { expect: "an IP address of the VIP's family", default: 'required' },
   'vips[].backends[].port': { expect: 'an integer port 1..65535', default: 'keep the destination port' },

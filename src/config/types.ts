@@ -117,7 +117,19 @@ export interface VipConfig {
   readonly method: 'nat' | 'dsr';
   /** Seconds a drained backend keeps its flows before they are cut (0 = never). */
   readonly drainTimeoutS: number;
+  /**
+   * Source affinity (`affinity: source[/prefix]`): a new flow's backend is chosen from the
+   * client address masked to `prefixLen` bits (of the VIP family's address: 1..32 or 1..128),
+   * not from the 5-tuple (src/decision/affinity.ts). Null: `affinity: none`.
+   */
+  readonly affinity: VipAffinity | null;
   readonly backends: readonly BackendConfig[];
+}
+
+export interface VipAffinity {
+  readonly by: 'source';
+  /** Prefix length in bits of the VIP family's address (32 / 128 = the whole address). */
+  readonly prefixLen: number;
 }
 
 export interface FlowTimeouts {

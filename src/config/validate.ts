@@ -11,6 +11,7 @@ import { parseIpAddress, type IpAddress } from './address';
 import { parsePortSpec, PortSet } from './ports';
 import { loadKeyEnv, loadKeyFile, loadTokenFile, type KeySource, type SecretKey } from './secret';
 import {
+  AFFINITY_RE,
   AdminSchema,
   BackendSchema,
   BalancerSchema,
@@ -207,6 +208,18 @@ export function crossCheck(raw: unknown, opts: CheckOptions): CheckResult {
         if (clash) {
           add(`vips[${i}].address`, `VIP address ${va.text} with protocols ${protos.join('/')} overlaps vips[${k}] ("${other.name}")`, 'use another address, or make the two VIPs\' protocols or ports disjoint (icmp may be on only one)');
         }
+      }
+    }
+    if (va && vip.affinity !== undefined) {
+      const m = AFFINITY_RE.exec(vip.affinity);
+      const max = va.family === 4 ? 32 : 128;
+      const len = m?.[2] === undefined ? undefined : Number(m[2]);
+      if (len !== undefined && (len < 1 || len > max)) {
+        add(
+          `vips[${i}].affinity`,
+          `prefix /${len} does not fit an IPv${va.family} VIP (${va.text}): the client address has ${max} bits`,
+          `use source/1 .. source/${max} (e.g. source/${va.family === 4 ? 24 : 64}), or source for the whole address`,
+        );
       }
     }
     const bSeen = new Map<string, number>();

@@ -18,6 +18,10 @@
  *   GET /api/v1/history   one sample of the main counters per second, last 5 minutes
  *   GET /healthz          200 "ok" (no token needed)
  *   GET /api/v1/backends  every backend's health, drain mark, owner (HealthMonitor.states())
+ *   GET /api/v1/vips      per VIP and per backend: connections (total, active), packets and
+ *                         bytes in/out, their rates, the health-check detail
+ *                         (src/control/service-view.ts ServicesBody; `tunlb vips`, `tunlb
+ *                         backends --stats`)
  *   POST /api/v1/backends/drain, /api/v1/backends/undrain   JSON {vip, address}: drain marks
  *                         (cluster-wide: new flows avoid the backend, existing flows stay);
  *                         400 with a message for an unknown VIP or backend
@@ -76,6 +80,7 @@ import { FlowScan, flowQueryFromParams, type FlowQuery } from './flow-listing';
 import { runSliced } from './time-slice';
 import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
+import { heldKey, ServiceRates, servicesBody } from './service-view';
 
 /** Seconds of per-second samples kept for /api/v1/history. */
 export const HISTORY_S = 300;
@@ -126,8 +131,10 @@ export interface FlowCounts {
   /** By balancer id: flows whose recorded primary / backup it is (from this balancer's table). */
   byPrimary: Record<string, number>;
   byBackup: Record<string, number>;
-  /** By "vip backend" address. */
+  /** By "vip backend" address (heldKey()). */
   byBackend: Record<string, number>;
+  /** By VIP name (its backends' and its removed backends' records). */
+  byVip: Record<string, number>;
 }
 
 const SEVERITY: Record<string, AdminEvent['severity']> = {
@@ -229,6 +236,8 @@ class AdminState {
   readonly token: Buffer | null;
   readonly history: HistorySample[] = [];
   readonly events: AdminEvent[] = [];
+  /** Per-second samples of the per-VIP/per-backend counters, for their rates. */
+  readonly serviceRates = new ServiceRates();
   readonly #b: BalancerView;
   readonly #timer: NodeJS.Timeout;
   #flowCounts: FlowCounts | undefined;
@@ -246,7 +255,7 @@ class AdminState {
     this.#b = b;
     this.token = token;
     this.allowedHosts = allowedHosts;
-    this.metrics = new Metrics(b);
+    this.metrics = new Metrics(b, { heldFlows: () => this.flowCounts() });
     this.#lastGeneration = b.forwarder.forwarding.generation;
     this.#sample();
     this.#timer = setInterval(() => this.#sample(), 1000);
@@ -287,6 +296,7 @@ class AdminState {
     };
     this.history.push(s);
     if (this.history.length > HISTORY_S + 1) this.history.shift();
+    this.serviceRates.sample(b.forwarder.services, s.at);
 
     const status = b.cluster?.membership.selfStatus ?? 'serving';
     if (status !== this.#lastStatus) {
@@ -425,12 +435,14 @@ class AdminState {
       byBackup[x.id] = back[i]!;
     });
     const byBackend: Record<string, number> = {};
+    const byVip: Record<string, number> = {};
     vips.forEach((v, vi) => {
       v.backends.forEach((x, j) => {
-        byBackend[byBackendKey(v.name, x.address.text, x.port)] = be[vi]![j]!;
+        byBackend[heldKey(v.name, x.address.text, x.port)] = be[vi]![j]!;
       });
+      byVip[v.name] = be[vi]!.reduce((a, n) => a + n, 0);
     });
-    return { at: Date.now(), total, decidedHere: total - learnt, learnt, byPrimary, byBackup, byBackend };
+    return { at: Date.now(), total, decidedHere: total - learnt, learnt, byPrimary, byBackup, byBackend, byVip };
   }
 
   async status(): Promise<unknown> {
@@ -598,11 +610,6 @@ function intParam(url: URL, name: string, dflt: number, max: number): number {
   return Math.min(max, Math.max(1, Number(url.searchParams.get(name) ?? dflt) || dflt));
 }
 
-/** Key of FlowCounts.byBackend: "<vip name> <address>[:<port>]" (the status page shows it). */
-function byBackendKey(vip: string, address: string, port: number | null): string {
-  return `${vip} ${address}${port ? `:${port}` : ''}`;
-}
-
 async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerControl, state: AdminState): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin');
   const send = (code: number, body: unknown, headers: Record<string, string> = {}): void => {
@@ -666,7 +673,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
       // Each backend with the flows this balancer's table holds on it (every balancer holds
       // every record, so this is the cluster's count; cached like the status page's counts).
       const by = (await state.flowCounts()).byBackend;
-      return send(200, { backends: b.health.states().map((x) => ({ ...x, flows: by[byBackendKey(x.vip, x.backend, x.port)] ?? 0 })) });
+      return send(200, { backends: b.health.states().map((x) => ({ ...x, flows: by[heldKey(x.vip, x.backend, x.port)] ?? 0 })) });
+    }
+    case '/api/v1/vips': {
+      const held = await state.flowCounts();
+      return send(200, servicesBody(b, held, state.serviceRates, held.at));
     }
     case '/api/v1/backends/drain':
     case '/api/v1/backends/undrain': {

@@ -12,6 +12,7 @@
 import type { Config } from '../config';
 import type { ForwardingTable } from '../decision/forwarding-table';
 import type { ForwarderStats } from '../dataplane/forwarder-stats';
+import type { ServiceStats } from '../dataplane/service-stats';
 import type { TunLike } from '../dataplane/tun-device';
 import type { ClusterNode } from '../cluster/cluster-node';
 import type { BackupRepair } from '../cluster/backup-repair';
@@ -28,7 +29,8 @@ export interface BalancerView extends FlowSource {
   readonly config: Pick<Config, 'cluster' | 'balancers' | 'tun' | 'admin'>;
   /** How GSO super-packets to peers are sent (split to the MTU, or whole and why). */
   readonly peerSplit: string;
-  readonly forwarder: { readonly stats: Readonly<ForwarderStats>; readonly forwarding: ForwardingTable };
+  /** `services`: per-VIP and per-backend counters (src/dataplane/service-stats.ts), in the numbering of `forwarding`. */
+  readonly forwarder: { readonly stats: Readonly<ForwarderStats>; readonly services: Readonly<ServiceStats>; readonly forwarding: ForwardingTable };
   readonly device: Pick<TunLike, 'name' | 'mtu' | 'features' | 'stats'>;
   /** Undefined in a cluster of one. */
   readonly cluster: Pick<ClusterNode, 'incarnation' | 'channel' | 'membership' | 'replicator' | 'events' | 'syncedFrom' | 'syncProgress'> | undefined;

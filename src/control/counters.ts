@@ -23,6 +23,7 @@
 import type { BalancerView } from './balancer-view';
 import { PeerDecision } from '../dataplane/peer-decision';
 import { VnetCheck } from '../packet/vnet-check';
+import { SVC_CONNECTIONS, SVC_IN_BYTES, SVC_IN_PACKETS, SVC_OUT_BYTES, SVC_OUT_PACKETS } from '../dataplane/service-stats';
 
 export type CounterSection = 'counters' | 'flows';
 
@@ -171,3 +172,77 @@ export function readSection<S extends CounterSection>(v: BalancerView, section: 
   for (const d of COUNTERS as readonly CounterDescriptor[]) if (d.section === section) out[d.key] = d.read(v);
   return out as Record<CounterKey<S>, number>;
 }
+
+// ---------------------------------------------------------------------------------------
+// Per-VIP and per-backend counters (issue 13; src/dataplane/service-stats.ts)
+//
+// Each row is one figure of a VIP and of each of its backends, declared once: its key on a
+// VIP or backend row of GET /api/v1/vips (src/control/service-view.ts), its Prometheus family
+// per scope (labels vip, or vip and backend, plus the family's labelName = `label`), its
+// `tunlb vips --stats` / `tunlb backends --stats` column (`head`, ipvsadm's names), and, for
+// counters, its rate (`rate`: per second over the admin endpoint's last RATE_WINDOW_S seconds:
+// the JSON key and the `--rate` column). `field`: the ServiceStats field it reads; absent:
+// connections active, from the admin endpoint's sliced scan of the flow table. A VIP's value
+// is the sum of its backends' (and of its removed-backends slot).
+
+export interface ServiceCounterDescriptor {
+  readonly key: 'connections' | 'activeConnections' | 'inPackets' | 'outPackets' | 'inBytes' | 'outBytes';
+  /** ServiceStats field (src/dataplane/service-stats.ts); undefined: flows held (the scan). */
+  readonly field?: number;
+  readonly unit: 'packets' | 'bytes' | 'flows';
+  readonly help: string;
+  /** Family per scope (SERVICE_METRIC_FAMILIES). */
+  readonly metric: { readonly vip: string; readonly backend: string };
+  /** Value of the family's labelName, if it has one. */
+  readonly label?: string;
+  /** CLI column. */
+  readonly head: string;
+  /** Counters: their per-second rate (JSON key, CLI column). */
+  readonly rate?: { readonly key: string; readonly head: string };
+}
+
+/** Prometheus families of SERVICE_COUNTERS: labels vip (scope vip) or vip and backend (scope backend), then labelName. */
+export const SERVICE_METRIC_FAMILIES: Readonly<Record<string, MetricFamily & { readonly scope: 'vip' | 'backend' }>> = {
+  tunlb_vip_connections_total: { scope: 'vip', type: 'counter', help: 'Connections (flows) given to the VIP\'s backends by this balancer: new-flow decisions, reused ports moved, flows moved off a down backend' },
+  tunlb_vip_connections_active: { scope: 'vip', type: 'gauge', help: "Flow records of the VIP in this balancer's table (every balancer holds every replicated record: the cluster's count); refreshed at most every 2 s" },
+  tunlb_vip_packets_total: { scope: 'vip', type: 'counter', labelName: 'direction', help: 'Packets of the VIP this balancer served: in = client to backend (NAT and DSR), out = backend reply to client (NAT)' },
+  tunlb_vip_bytes_total: { scope: 'vip', type: 'counter', labelName: 'direction', help: 'IP bytes of the VIP this balancer served: in = client to backend, out = backend reply to client (NAT)' },
+  tunlb_backend_connections_total: { scope: 'backend', type: 'counter', help: 'Connections (flows) given to the backend by this balancer: new-flow decisions, reused ports moved, flows moved off a down backend' },
+  tunlb_backend_connections_active: { scope: 'backend', type: 'gauge', help: "Flow records on the backend in this balancer's table (the cluster's count); refreshed at most every 2 s" },
+  tunlb_backend_packets_total: { scope: 'backend', type: 'counter', labelName: 'direction', help: 'Packets this balancer served to (in) and from (out, NAT replies) the backend' },
+  tunlb_backend_bytes_total: { scope: 'backend', type: 'counter', labelName: 'direction', help: 'IP bytes this balancer served to (in) and from (out, NAT replies) the backend' },
+};
+
+/** Every per-VIP/per-backend figure, once, in column order. */
+export const SERVICE_COUNTERS: readonly ServiceCounterDescriptor[] = [
+  { key: 'connections', field: SVC_CONNECTIONS, unit: 'flows', head: 'Conns', rate: { key: 'connectionsPerS', head: 'CPS' }, metric: { vip: 'tunlb_vip_connections_total', backend: 'tunlb_backend_connections_total' }, help: 'connections (flows) given to it here' },
+  { key: 'activeConnections', unit: 'flows', head: 'ActiveConn', metric: { vip: 'tunlb_vip_connections_active', backend: 'tunlb_backend_connections_active' }, help: "flow records on it in this balancer's table (the cluster's count)" },
+  { key: 'inPackets', field: SVC_IN_PACKETS, unit: 'packets', head: 'InPkts', rate: { key: 'inPacketsPerS', head: 'InPPS' }, metric: { vip: 'tunlb_vip_packets_total', backend: 'tunlb_backend_packets_total' }, label: 'in', help: 'packets client → backend served here' },
+  { key: 'outPackets', field: SVC_OUT_PACKETS, unit: 'packets', head: 'OutPkts', rate: { key: 'outPacketsPerS', head: 'OutPPS' }, metric: { vip: 'tunlb_vip_packets_total', backend: 'tunlb_backend_packets_total' }, label: 'out', help: "replies backend → client un-NAT'd here" },
+  { key: 'inBytes', field: SVC_IN_BYTES, unit: 'bytes', head: 'InBytes', rate: { key: 'inBytesPerS', head: 'InBPS' }, metric: { vip: 'tunlb_vip_bytes_total', backend: 'tunlb_backend_bytes_total' }, label: 'in', help: 'IP bytes client → backend served here' },
+  { key: 'outBytes', field: SVC_OUT_BYTES, unit: 'bytes', head: 'OutBytes', rate: { key: 'outBytesPerS', head: 'OutBPS' }, metric: { vip: 'tunlb_vip_bytes_total', backend: 'tunlb_backend_bytes_total' }, label: 'out', help: "IP bytes backend → client un-NAT'd here" },
+];
+
+/**
+ * The health-check detail of a backend row of GET /api/v1/vips (src/control/service-view.ts,
+ * from HealthMonitor.states(): this balancer's check, or its health owner's as reported), each
+ * exported as a gauge or counter with labels vip and backend: `key` on the row (null: no value,
+ * no series), times `scale`.
+ */
+export interface BackendCheckDescriptor {
+  readonly key: 'checkOk' | 'checkLatencyMs' | 'checkFailures' | 'lastCheckAt' | 'changedAt' | 'downForS' | 'downTotalS';
+  readonly metric: string;
+  readonly type: 'gauge' | 'counter';
+  readonly scale: number;
+  readonly help: string;
+}
+
+export const BACKEND_CHECKS: readonly BackendCheckDescriptor[] = [
+  { key: 'checkOk', metric: 'tunlb_backend_check_ok', type: 'gauge', scale: 1, help: "The backend's last health check passed (1) or failed (0), as run here or by its health owner" },
+  { key: 'checkLatencyMs', metric: 'tunlb_backend_check_latency_seconds', type: 'gauge', scale: 1e-3, help: "Latency of the backend's last health check (connect, HTTP answer or echo reply), seconds" },
+  { key: 'checkFailures', metric: 'tunlb_backend_check_failures', type: 'gauge', scale: 1, help: 'Consecutive failed health checks of the backend (at the balancer that checks it)' },
+  { key: 'lastCheckAt', metric: 'tunlb_backend_last_check_timestamp_seconds', type: 'gauge', scale: 1e-3, help: "When the backend's last health check completed, Unix time" },
+  { key: 'changedAt', metric: 'tunlb_backend_last_change_timestamp_seconds', type: 'gauge', scale: 1e-3, help: "When the backend's state last changed (health, drain, reload), Unix time" },
+  { key: 'downForS', metric: 'tunlb_backend_down_seconds', type: 'gauge', scale: 1, help: 'Seconds the backend has been down (unhealthy, drained past its timeout, removed); 0 while up' },
+  { key: 'downTotalS', metric: 'tunlb_backend_downtime_seconds_total', type: 'counter', scale: 1, help: 'Seconds the backend has been down in all, as this balancer saw it (the current outage included)' },
+];

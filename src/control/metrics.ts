@@ -64,6 +64,13 @@
  *                                                              (unknown|healthy|unhealthy|draining|drained|removed)
  *   tunlb_backend_eligible{vip,backend}                        1 when new flows may go there
  *   tunlb_backend_weight{vip,backend}
+ *   tunlb_vip_connections_total{vip}, tunlb_vip_connections_active{vip},
+ *   tunlb_vip_{packets,bytes}_total{vip,direction=in|out}      per VIP (src/control/counters.ts SERVICE_METRIC_FAMILIES)
+ *   tunlb_backend_connections_total{vip,backend}, tunlb_backend_connections_active{vip,backend},
+ *   tunlb_backend_{packets,bytes}_total{vip,backend,direction} per backend (the same figures)
+ *   tunlb_backend_check_ok, _check_latency_seconds, _check_failures, _last_check_timestamp_seconds,
+ *   _last_change_timestamp_seconds, _down_seconds, _downtime_seconds_total {vip,backend}
+ *                                                              the health-check detail (BACKEND_CHECKS)
  *   tunlb_health_checks_total{result=ok|failed}                checks run by this balancer (HealthMonitor.stats)
  *   tunlb_health_reports_total{direction=sent|received}
  *   tunlb_drains_expired_total                                 drains whose drain_timeout_s passed here
@@ -86,7 +93,8 @@ import { PROTOCOL_RESULT_NAMES } from '../protocol/result';
 import { REJECT_REASONS } from '../cluster/replicator';
 import { SYNC_STREAM_DROP_REASONS } from '../cluster/bulk-sync';
 import type { BalancerView } from './balancer-view';
-import { COUNTERS, METRIC_FAMILIES, type CounterDescriptor } from './counters';
+import { BACKEND_CHECKS, COUNTERS, METRIC_FAMILIES, SERVICE_COUNTERS, SERVICE_METRIC_FAMILIES, type CounterDescriptor } from './counters';
+import { backendCheckValue, servicesBody, type HeldFlows, type ServicesBody } from './service-view';
 import type { BackendStateName } from '../backends/backend-state';
 import type { BackendStatus } from '../backends/health-monitor';
 
@@ -125,14 +133,23 @@ export class Metrics {
   #timer: NodeJS.Timeout | undefined;
   /** The backends' states of the scrape in progress (text()), read once for the three backend gauges. */
   #scrapeBackends: BackendStatus[] | undefined;
+  /** The per-VIP/per-backend rows of the scrape in progress (text()), built once for their families. */
+  #scrapeServices: ServicesBody | undefined;
+  readonly #heldFlows: (() => Promise<HeldFlows> | HeldFlows) | undefined;
 
   /**
    * `rttSampleMs`: RTT sampling period (default the probe interval; 0 = no timer, call
    * sampleRtt()). `nowMs`: the membership's clock (default performance.now, as ClusterNode's).
-   * `defaultMetrics`: prom-client's process/Node.js metrics (default true).
+   * `defaultMetrics`: prom-client's process/Node.js metrics (default true). `heldFlows`: the
+   * flow records held per VIP and backend (the admin endpoint's cached scan), read once per
+   * scrape for the *_connections_active gauges (absent: those gauges read 0).
    */
-  constructor(b: BalancerView, opts: { rttSampleMs?: number; nowMs?: () => number; defaultMetrics?: boolean } = {}) {
+  constructor(
+    b: BalancerView,
+    opts: { rttSampleMs?: number; nowMs?: () => number; defaultMetrics?: boolean; heldFlows?: () => Promise<HeldFlows> | HeldFlows } = {},
+  ) {
     this.#b = b;
+    this.#heldFlows = opts.heldFlows;
     this.#now = opts.nowMs ?? (() => performance.now());
     const r = this.registry;
     const registers = [r];
@@ -394,6 +411,45 @@ export class Metrics {
     ]);
     counter('tunlb_drains_expired_total', 'Drained backends whose drain_timeout_s passed here (remaining flows cut)', () => b.health?.stats.drainsExpired ?? 0);
 
+    // ---- per VIP and per backend (src/control/counters.ts SERVICE_COUNTERS, BACKEND_CHECKS;
+    // rows from src/control/service-view.ts, built once per scrape). Labels: vip (the VIP's
+    // name) and backend (its address, as tunlb_backend_state): bounded by the config.
+    const services = (): ServicesBody => this.#scrapeServices ?? servicesBody(b, undefined, undefined);
+    for (const [name, fam] of Object.entries(SERVICE_METRIC_FAMILIES)) {
+      const series = SERVICE_COUNTERS.filter((d) => d.metric[fam.scope] === name);
+      const labelNames = [...(fam.scope === 'vip' ? ['vip'] : ['vip', 'backend']), ...(fam.labelName === undefined ? [] : [fam.labelName])];
+      const fill = (put: (labels: Record<string, string>, v: number) => void): void => {
+        for (const v of services().vips) {
+          for (const d of series) {
+            const extra: Record<string, string> = fam.labelName === undefined ? {} : { [fam.labelName]: d.label! };
+            if (fam.scope === 'vip') put({ vip: v.name, ...extra }, v[d.key]);
+            else for (const x of v.backends) put({ vip: v.name, backend: x.address, ...extra }, x[d.key]);
+          }
+        }
+      };
+      if (fam.type === 'counter') {
+        new Counter({ name, help: fam.help, registers, labelNames, collect() { this.reset(); fill((l, v) => this.inc(l, v)); } });
+      } else {
+        new Gauge({ name, help: fam.help, registers, labelNames, collect() { this.reset(); fill((l, v) => this.set(l, v)); } });
+      }
+    }
+    for (const d of BACKEND_CHECKS) {
+      const fill = (put: (labels: Record<string, string>, v: number) => void): void => {
+        for (const v of services().vips) {
+          for (const x of v.backends) {
+            const val = backendCheckValue(x, d.key, d.scale);
+            if (val !== null) put({ vip: v.name, backend: x.address }, val);
+          }
+        }
+      };
+      const labelNames = ['vip', 'backend'];
+      if (d.type === 'counter') {
+        new Counter({ name: d.metric, help: d.help, registers, labelNames, collect() { this.reset(); fill((l, v) => this.inc(l, v)); } });
+      } else {
+        new Gauge({ name: d.metric, help: d.help, registers, labelNames, collect() { this.reset(); fill((l, v) => this.set(l, v)); } });
+      }
+    }
+
     // ---- data-plane batches
     gauge('tunlb_dataplane_batch_capacity', 'Packets per TUN read at most (config tun.batch)', () => b.config.tun.batch);
     const bs = st as unknown as BatchSource;
@@ -458,11 +514,14 @@ export class Metrics {
 
   /** The exposition text (Prometheus text format 0.0.4). */
   async text(): Promise<string> {
+    const held = this.#heldFlows === undefined ? undefined : await this.#heldFlows();
     this.#scrapeBackends = this.#b.health?.states();
+    this.#scrapeServices = servicesBody(this.#b, held, undefined);
     try {
       return await this.registry.metrics();
     } finally {
       this.#scrapeBackends = undefined;
+      this.#scrapeServices = undefined;
     }
   }
 

@@ -16,7 +16,13 @@
  *     scaled to its own series, so a failover after a start-up burst still shows (on its own
  *     chart), and every chart marks peer down / up events with a dashed line;
  *   - recent events (peer down, suspect, restarted, failover, status changes), newest first;
- *   - drops by reason (total and per second) and the VIPs with their backends' state (GET /api/v1/backends, a badge each) and flow counts;
+ *   - drops by reason (total and per second);
+ *   - the VIPs and their backends as ipvsadm -Ln --stats --rate shows them (GET /api/v1/vips,
+ *     src/control/service-view.ts): state badge, weight, connections (total, active, per
+ *     second), packets and bits per second in and out, totals, the health-check detail (last
+ *     result, latency, failures in a row, when and by whom; last change; time down); rows
+ *     `tr[data-vip]` / `tr[data-vip][data-backend]` with data-connections, data-active,
+ *     data-in-packets, data-out-packets (older endpoints without /api/v1/vips: states and flows);
  *   - every data-plane and flow-table counter of the snapshot, rendered from the counter table
  *     (src/control/counters.ts, embedded in the page as COUNTERS: section, key, unit, help).
  *
@@ -133,6 +139,8 @@ const PAGE = String.raw`<!doctype html>
   .empty { color: var(--muted); font-style: italic; padding: 6px; }
   footer { padding: 0 24px 24px; color: var(--muted); font-size: 12px; }
   footer a { color: var(--self); margin-right: 14px; font-family: var(--mono); }
+  #vip-list { overflow-x: auto; }
+  table.services td, table.services th { white-space: nowrap; }
 </style>
 </head>
 <body>
@@ -174,7 +182,7 @@ const PAGE = String.raw`<!doctype html>
     <div id="drop-list"></div>
   </section>
   <section id="vips" class="span12">
-    <h2>VIPs and backends <small>state (cluster-wide) · flows counted in this balancer's table</small></h2>
+    <h2>VIPs and backends <small id="vip-note">state (cluster-wide) · flows counted in this balancer's table</small></h2>
     <div id="vip-list"></div>
   </section>
   <section id="counters" class="span12">
@@ -184,7 +192,7 @@ const PAGE = String.raw`<!doctype html>
 </main>
 <footer>
   JSON and metrics:
-  <a href="/api/v1/status">/api/v1/status</a><a href="/api/v1/stats">/api/v1/stats</a><a href="/api/v1/events">/api/v1/events</a><a href="/api/v1/flows?limit=100">/api/v1/flows</a><a href="/metrics">/metrics</a>
+  <a href="/api/v1/status">/api/v1/status</a><a href="/api/v1/stats">/api/v1/stats</a><a href="/api/v1/events">/api/v1/events</a><a href="/api/v1/flows?limit=100">/api/v1/flows</a><a href="/api/v1/vips">/api/v1/vips</a><a href="/metrics">/metrics</a>
 </footer>
 <script>
 (function () {
@@ -192,7 +200,7 @@ const PAGE = String.raw`<!doctype html>
   var WINDOW_S = 300;
   var samples = [];        // {at, rx, tx, peerTx, peerRx, fo, drops, active, created, expired}
   var dropHist = [];       // {at, drops: {reason: n}}
-  var status = null, stats = null, backends = null;
+  var status = null, stats = null, backends = null, services = null;
   var lastOk = 0, failures = 0, needToken = false;
 
   // ---- token: ?token= once (kept in this tab), or asked for on the first 401
@@ -541,7 +549,48 @@ const PAGE = String.raw`<!doctype html>
     }
     return null;
   }
+  /**
+   * The service table (GET /api/v1/vips, as ipvsadm -Ln --stats --rate): a row per VIP, then a
+   * row per backend: state, weight, connections (total here, active in the table, per second),
+   * packets and bits per second in and out, totals, and the health-check detail. Rows carry
+   * data-vip (and data-backend) with data-connections / data-active / data-in-packets /
+   * data-out-packets for tests and scrapers.
+   */
+  function renderServices(now) {
+    var sv = services;
+    if (!sv.vips.length) { $('vip-list').innerHTML = '<div class="empty">no VIPs</div>'; return; }
+    $('vip-note').textContent = 'counters: served by this balancer · active: flow records in its table (the cluster\u2019s) · rates per second over ' + (sv.rateWindowS == null ? '–' : sv.rateWindowS.toFixed(0) + ' s');
+    function cnt(n) { return n < 10000 ? int(n) : si(n); }
+    function r(x, k) { return x.rates == null ? '–' : si(x.rates[k]); }
+    function rb(x, k) { return x.rates == null ? '–' : bits(x.rates[k]); }
+    function figures(x) {
+      return '<td class="n">' + int(x.connections) + '</td><td class="n">' + int(x.activeConnections) + '</td><td class="n">' + r(x, 'connectionsPerS') + '</td>' +
+        '<td class="n">' + r(x, 'inPacketsPerS') + '</td><td class="n">' + r(x, 'outPacketsPerS') + '</td>' +
+        '<td class="n">' + rb(x, 'inBytesPerS') + '</td><td class="n">' + rb(x, 'outBytesPerS') + '</td>' +
+        '<td class="n">' + cnt(x.inPackets) + ' / ' + cnt(x.outPackets) + '</td><td class="n">' + cnt(x.inBytes) + 'B / ' + cnt(x.outBytes) + 'B</td>';
+    }
+    function data(x) {
+      return ' data-connections="' + x.connections + '" data-active="' + x.activeConnections + '" data-in-packets="' + x.inPackets + '" data-out-packets="' + x.outPackets + '"';
+    }
+    $('vip-list').innerHTML = '<table class="services"><thead><tr><th>VIP / backend</th><th>state</th><th class="n">weight</th>' +
+      '<th class="n">conns</th><th class="n">active</th><th class="n">conn/s</th><th class="n">in pkt/s</th><th class="n">out pkt/s</th><th class="n">in</th><th class="n">out</th>' +
+      '<th class="n">packets in / out</th><th class="n">bytes in / out</th><th>last check</th><th>changed</th><th>down</th></tr></thead><tbody>' +
+      sv.vips.map(function (v) {
+        var head = '<tr data-vip="' + esc(v.name) + '"' + data(v) + '><td class="mono"><b>' + esc(v.name) + '</b> ' + esc(v.address) + ' <span style="color:var(--muted)">' + esc(v.method) +
+          (v.affinity !== 'none' ? ' · ' + esc(v.affinity) : '') + '</span></td><td></td><td></td>' + figures(v) + '<td></td><td></td><td></td></tr>';
+        return head + v.backends.map(function (x) {
+          var st = x.state;
+          var check = x.checkOk == null ? '–' : (x.checkOk ? 'ok' : '<span style="color:var(--dead)">failed</span>') + ' ' + ms(x.checkLatencyMs) +
+            (x.checkFailures ? ' · ' + x.checkFailures + ' failed in a row' : '') + ' · ' + dur((sv.at - x.lastCheckAt) / 1000) + ' ago' + (x.checkedBy ? ' by ' + esc(x.checkedBy) : '');
+          return '<tr data-vip="' + esc(v.name) + '" data-backend="' + esc(x.address) + '"' + data(x) + '><td class="mono">&nbsp;&nbsp;→ ' + esc(x.address) + (x.port != null ? ':' + x.port : '') + '</td>' +
+            '<td>' + (st ? '<span class="badge ' + (BSTATE[st] || '') + '" data-backend-state="' + esc(st) + '">' + esc(st) + '</span>' : '–') + '</td><td class="n">' + x.weight + '</td>' +
+            figures(x) + '<td>' + check + '</td><td>' + (x.changedAt == null ? '–' : dur((sv.at - x.changedAt) / 1000) + ' ago') + '</td>' +
+            '<td>' + (x.downForS ? dur(x.downForS) : '–') + (x.downTotalS ? ' <span style="color:var(--muted)">(' + dur(x.downTotalS) + ' in all)</span>' : '') + '</td></tr>';
+        }).join('');
+      }).join('') + '</tbody></table>';
+  }
   function renderVips() {
+    if (services) { renderServices(); return; }
     var by = status.flows.byBackend || {};
     if (!status.vips.length) { $('vip-list').innerHTML = '<div class="empty">no VIPs</div>'; return; }
     $('vip-list').innerHTML = '<table><thead><tr><th>VIP</th><th>address</th><th>method</th><th>backends (flows)</th></tr></thead><tbody>' +
@@ -585,8 +634,8 @@ const PAGE = String.raw`<!doctype html>
   }
 
   function tick() {
-    Promise.all([api('/api/v1/stats'), api('/api/v1/status'), api('/api/v1/backends').catch(function () { return null; })]).then(function (r) {
-      stats = r[0]; status = r[1]; backends = r[2] ? r[2].backends : null;
+    Promise.all([api('/api/v1/stats'), api('/api/v1/status'), api('/api/v1/backends').catch(function () { return null; }), api('/api/v1/vips').catch(function () { return null; })]).then(function (r) {
+      stats = r[0]; status = r[1]; backends = r[2] ? r[2].backends : null; services = r[3];
       push(fromStats(stats));
       dropHist.push({ at: stats.at, drops: stats.counters.drops });
       while (dropHist.length > 12) dropHist.shift();

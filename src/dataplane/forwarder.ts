@@ -23,7 +23,9 @@
  *                primary/backup = first two live balancers of ranking row flowHash & 0xffff
  *                (no other live: backup = next configured in rank, BACKUP_PENDING, settled
  *                by src/cluster/backup-repair.ts);
- *                backend = weighted-rendezvous row flowHash >>> 16 of the VIP's table; the
+ *                backend = weighted-rendezvous row flowHash >>> 16 of the VIP's table (a VIP
+ *                with source affinity: the row of its client address's affinity hash, the
+ *                same for all of a client's flows: src/decision/affinity.ts, pickBackend); the
  *                record (forward key + NAT reply key) goes into the table (claim 3: the
  *                flow's primary hands it to the replication sink for every peer once the
  *                flow is CONFIRMED: FlowTable.touch, src/cluster/replication-policy.ts).
@@ -67,9 +69,10 @@
  *                full checksums, virtio header zeroed), emitted in the packet's place, and the
  *                flow is removed (counted: tcpResetBackendDown). A client RST is just dropped.
  *                So the client sees a reset, never a silent hang.
- *   UDP, ICMP    the flow moves to the backend the current table picks for its flow hash
- *                (as a new flow would): the record is re-inserted with the new backend and
- *                its new reply key (entry id, packet count and created time restart), then
+ *   UDP, ICMP    the flow moves to the backend the current table picks for it (as for a new
+ *                flow: its flow hash, or its client's affinity hash): the record is
+ *                re-inserted with the new backend and its new reply key (entry id, packet
+ *                count and created time restart), then
  *                the packet is forwarded (counted: udpMovedBackendDown). Replies from the new
  *                backend are un-NATed by the new reply key; late ones of the old are no_flow.
  *   Either way, no eligible backend left → no_backend. ICMP errors and non-first fragments
@@ -80,8 +83,9 @@
  * Connection reuse: a new connection (a SYN without ACK or RST) on a 5-tuple whose record
  * lingers (the client reused its port: TIME_WAIT reuse, a NAT in front of many clients) and
  * names a backend that takes no new flows (draining, drained, unhealthy, removed, weight 0) is
- * moved to the backend the table picks now, as IPVS's conn_reuse_mode does, instead of
- * reaching a drained backend or being reset: the record is re-bound (#rebind; counted:
+ * moved to the backend the table picks now (as for a new flow, source affinity included), as
+ * IPVS's conn_reuse_mode does, instead of reaching a drained backend or being reset: the
+ * record is re-bound (#rebind; counted:
  * synReuseRebound). Every balancer holding the record applies the same rule to the same
  * packet and table, so they agree; the flow's primary replicates the new decision. Any other
  * packet of an existing flow keeps its recorded backend.
@@ -124,7 +128,7 @@ import { checkPeerVnet } from '../packet/vnet-check';
 import { checkPeerDecision, PeerDecision, PEER_DECISION_FIRST_REDECIDE } from './peer-decision';
 import { ErrorCodes, TunlbError } from '../errors';
 import { NO_BACKEND } from '../decision/backend-table';
-import { type ForwardingTable, findVip, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from '../decision/forwarding-table';
+import { type ForwardingTable, findVip, pickBackend, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from '../decision/forwarding-table';
 import { writeReplyKey } from '../decision/reply-key';
 import { buildReplySteering, forwardKeyOfReply, type ReplySteering } from '../decision/reply-steering';
 import { FlowTable, FlowFlags, InsertResult, TouchResult } from '../flow';
@@ -132,6 +136,7 @@ import { FragCache } from '../flow/frag-cache';
 import type { PacketBatch } from './packet-batch';
 import { ForwardDrop } from './forward-drop';
 import { ForwarderStats } from './forwarder-stats';
+import { ServiceStats, SVC_CONNECTIONS, SVC_FIELDS, SVC_IN_BYTES, SVC_OUT_BYTES, SVC_OUT_PACKETS } from './service-stats';
 import { PacketContext } from './packet-context';
 import { PeerEmitter, PEER_QUEUED, type PeerAddresses, type PeerOutput } from './peer-output';
 import { DsrEmitter, DSR_QUEUED, type DsrOutput } from './dsr-output';
@@ -145,6 +150,7 @@ const natDst = rewriteDst;
 const natSrc = rewriteSrc;
 const flowHash = hashFlowKey;
 const vipOf = findVip;
+const backendOf = pickBackend;
 const replyKeyOf = writeReplyKey;
 const fwdKeyOfReply = forwardKeyOfReply;
 const encapParse = parseEncap;
@@ -172,6 +178,11 @@ const TOUCH_CONFIRMED_NOW = TouchResult.CONFIRMED_NOW;
 const OK = PacketResult.OK;
 const FULL = CSUM_FULL;
 const PARTIAL = CSUM_PARTIAL;
+const SVC_N = SVC_FIELDS;
+const SVC_IN_B = SVC_IN_BYTES;
+const SVC_OUT_P = SVC_OUT_PACKETS;
+const SVC_OUT_B = SVC_OUT_BYTES;
+const SVC_CONN = SVC_CONNECTIONS;
 
 /** What processPacket decided. */
 export const Action = { DROP: 0, EMIT: 1, TO_PEER: 2, TO_DSR: 3 } as const;
@@ -218,6 +229,11 @@ export interface ForwarderOptions {
 
 export class Forwarder {
   readonly stats = new ForwarderStats();
+  /** Per-VIP and per-backend counters (src/dataplane/service-stats.ts), in the current table's numbering. */
+  readonly services: ServiceStats;
+  /** services.counts and services.base, refreshed at every table swap (one field load per packet). */
+  #sc: Float64Array;
+  #sb: Int32Array;
   /** The packet being processed (refilled per packet, never reallocated). */
   readonly #ctx = new PacketContext();
   readonly #run = new MergeRun();
@@ -249,10 +265,15 @@ export class Forwarder {
   /** Scratch key for the reply fallbacks (5-tuple of a first fragment, 3-tuple of a reply). */
   readonly #altBytes: Uint8Array;
   readonly #altWords: Uint32Array;
+  /** Scratch of the affinity key (src/decision/affinity.ts). */
+  readonly #affBytes = new Uint8Array(40);
 
   constructor(opts: ForwarderOptions) {
     this.#table = opts.table;
     this.#ft = opts.forwarding;
+    this.services = new ServiceStats(opts.forwarding);
+    this.#sc = this.services.counts;
+    this.#sb = this.services.base;
     this.#hashKey = opts.hashKey;
     this.#live = opts.live;
     this.#sink = opts.sink;
@@ -287,9 +308,17 @@ export class Forwarder {
     return this.#ft;
   }
 
-  /** Swaps in a new forwarding table (between batches). Existing flows keep their records. */
+  /**
+   * Swaps in a new forwarding table (between batches). Existing flows keep their records; the
+   * per-VIP and per-backend counters follow the new numbering (ServiceStats.follow) in the
+   * same step.
+   */
   setForwarding(ft: ForwardingTable): void {
     this.#ft = ft;
+    const sv = this.services;
+    sv.follow(ft);
+    this.#sc = sv.counts;
+    this.#sb = sv.base;
     if (this.#steer !== undefined) this.#steer = buildReplySteering(ft);
   }
 
@@ -542,6 +571,10 @@ export class Forwarder {
     st.forwardPackets++;
     st.txPackets++;
     st.txBytes += info.l3Len;
+    const sc = this.#sc;
+    const o = (this.#sb[fv]! + be) * SVC_N;
+    sc[o]!++; // in packets (field 0)
+    sc[o + SVC_IN_B]! += info.l3Len;
     return Action.EMIT;
   }
 
@@ -555,7 +588,7 @@ export class Forwarder {
     const ft = this.#ft;
     const upv = ft.backendUp[table.vip(id)];
     if (table.vip(id) === vip && upv !== undefined && (upv[table.backend(id)]! & BACKEND_ELIGIBLE) !== 0) return id;
-    const nb = ft.backendTables[vip]!.lookup(flowHash(this.#hashKey, ctx.info.key));
+    const nb = backendOf(ft, vip, this.#hashKey, ctx.info.key, flowHash(this.#hashKey, ctx.info.key), this.#affBytes);
     if (nb === NO_BACKEND) {
       this.#drop(ForwardDrop.NO_BACKEND);
       return -1;
@@ -563,6 +596,9 @@ export class Forwarder {
     const nid = this.#rebind(ctx, id, vip, nb, false);
     if (nid < 0) return -1;
     this.stats.synReuseRebound++;
+    // A new connection on the new backend, counted once: by the receiving balancer (the
+    // serving peer that re-binds its copy too sees it from a peer).
+    if (!ctx.fromPeer) this.#sc[(this.#sb[vip]! + nb) * SVC_N + SVC_CONN]!++;
     return nid;
   }
 
@@ -661,7 +697,9 @@ export class Forwarder {
     const vip = table.vip(id);
     if (vip >= ft.vipCount) return this.#drop(ForwardDrop.NO_FLOW);
     let port = KEEP_PORT;
-    const bp = ft.backendPort[vip]![table.backend(id)];
+    const be = table.backend(id);
+    const ports = ft.backendPort[vip]!;
+    const bp = ports[be];
     if (bp !== undefined && bp !== KEEP_PORT) {
       // The backend port differs from the VIP port: restore the client's original VIP port.
       table.copyKey(id, 0, this.#fwdWords, 0);
@@ -680,6 +718,11 @@ export class Forwarder {
     st.replyPackets++;
     st.txPackets++;
     st.txBytes += info.l3Len;
+    // A removed backend's flow (index past the VIP's list): the VIP's removed slot.
+    const sc = this.#sc;
+    const o = (this.#sb[vip]! + (be < ports.length ? be : ports.length)) * SVC_N;
+    sc[o + SVC_OUT_P]!++;
+    sc[o + SVC_OUT_B]! += info.l3Len;
     return Action.EMIT;
   }
 
@@ -825,7 +868,12 @@ export class Forwarder {
     const out = this.#dsrEmit;
     if (out === undefined) return this.#drop(ForwardDrop.METHOD_UNSUPPORTED);
     const d = out.emit(ctx, vip, be);
-    return d === DSR_QUEUED ? Action.TO_DSR : this.#drop(d);
+    if (d !== DSR_QUEUED) return this.#drop(d);
+    const sc = this.#sc;
+    const o = (this.#sb[vip]! + be) * SVC_N;
+    sc[o]!++; // in packets (field 0)
+    sc[o + SVC_IN_B]! += ctx.info.l3Len;
+    return Action.TO_DSR;
   }
 
   /** Index of the balancer whose data address is addrs[off..off+16), or -1. */
@@ -900,7 +948,7 @@ export class Forwarder {
     let backup = pick[1]!;
     const pending = backup < 0;
     if (pending) backup = ft.ranking.nextInRank(h & 0xffff, primary);
-    const be = ft.backendTables[vip]!.lookup(h);
+    const be = backendOf(ft, vip, this.#hashKey, key, h, this.#affBytes);
     if (be === NO_BACKEND) {
       this.#drop(ForwardDrop.NO_BACKEND);
       return -1;
@@ -919,6 +967,7 @@ export class Forwarder {
       return -1;
     }
     this.stats.flowsCreated++;
+    this.#sc[(this.#sb[vip]! + be) * SVC_N + SVC_CONN]!++;
     if (pending && backup !== primary) {
       this.#table.updateFlags(id, F_BACKUP_PENDING, 0);
       this.stats.flowsNoLiveBackup++;
@@ -958,11 +1007,12 @@ export class Forwarder {
       return Action.EMIT;
     }
     if (info.isIcmpError !== 0) return this.#drop(ForwardDrop.NO_BACKEND);
-    const nb = ft.backendTables[vip]!.lookup(flowHash(this.#hashKey, info.key));
+    const nb = backendOf(ft, vip, this.#hashKey, info.key, flowHash(this.#hashKey, info.key), this.#affBytes);
     if (nb === NO_BACKEND) return this.#drop(ForwardDrop.NO_BACKEND);
     const nid = this.#rebind(ctx, id, vip, nb, true);
     if (nid < 0) return Action.DROP;
     this.stats.udpMovedBackendDown++;
+    this.#sc[(this.#sb[vip]! + nb) * SVC_N + SVC_CONN]!++;
     ctx.id = nid;
     return NEXT;
   }

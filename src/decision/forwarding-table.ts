@@ -16,6 +16,7 @@
  */
 import type { Config, VipConfig } from '../config';
 import { backendTableSteps, type BackendTable } from './backend-table';
+import { affinityHash, affinityMask } from './affinity';
 import { balancerRankingSteps, type BalancerRanking } from './balancer-ranking';
 import { finish, type BuildSteps } from './build-steps';
 import { TunlbError, ErrorCodes } from '../errors';
@@ -53,7 +54,14 @@ export interface ForwardingTable {
    * reply gets back (docs/fragments.md); with several ports it is unknown.
    */
   readonly vipSolePort: Int32Array;
-  /** Per VIP: the weighted rendezvous table (row = flowHash >>> 16). */
+  /**
+   * Per VIP: 1 with source affinity (`affinity: source[/prefix]`: the backend row comes from
+   * the client address, src/decision/affinity.ts), else 0.
+   */
+  readonly vipAffinity: Uint8Array;
+  /** vipCount × 16 bytes: each affinity VIP's client-address mask (flow key address form); zeros otherwise. */
+  readonly vipAffinityMask: Uint8Array;
+  /** Per VIP: the weighted rendezvous table (row = flowHash >>> 16, or the affinity hash's: pickBackend). */
   readonly backendTables: readonly BackendTable[];
   /** Per VIP: backendCount × 16 bytes of backend addresses. */
   readonly backendAddr: readonly Uint8Array[];
@@ -119,6 +127,8 @@ export function* forwardingTableSteps(
   const vipProto = new Uint8Array(n * 256);
   const vipPorts: Uint8Array[] = [];
   const vipSolePort = new Int32Array(n);
+  const vipAffinity = new Uint8Array(n);
+  const vipAffinityMask = new Uint8Array(n * 16);
   const backendTables: BackendTable[] = [];
   const backendAddr: Uint8Array[] = [];
   const backendPort: Int32Array[] = [];
@@ -131,6 +141,10 @@ export function* forwardingTableSteps(
     vipProto.set(vip.protocolAllowed, v * 256);
     vipPorts.push(vip.ports.bitmap);
     vipSolePort[v] = !vip.ports.all && vip.ports.size === 1 ? vip.ports.first : KEEP_PORT;
+    if (vip.affinity !== null) {
+      vipAffinity[v] = 1;
+      vipAffinityMask.set(affinityMask(vip.address.family, vip.affinity.prefixLen), v * 16);
+    }
     const addrs = new Uint8Array(vip.backends.length * 16);
     const ports = new Int32Array(vip.backends.length);
     const ups = new Uint8Array(vip.backends.length);
@@ -161,6 +175,8 @@ export function* forwardingTableSteps(
     vipProto,
     vipPorts,
     vipSolePort,
+    vipAffinity,
+    vipAffinityMask,
     backendTables,
     backendAddr,
     backendPort,
@@ -207,4 +223,16 @@ export function findVip(ft: ForwardingTable, buf: Uint8Array, addrOff: number, a
     if (i === addrLen) return v;
   }
   return -1;
+}
+
+/**
+ * The backend a flow of VIP `vip` gets from the current table (a new flow, and the moves of
+ * src/dataplane/forwarder.ts "Connection reuse" and "Backend down"): the backend table's row
+ * of `flowHash` (the flow key's cluster hash), or, for a VIP with source affinity, of the
+ * affinity hash of the key's client address (src/decision/affinity.ts; `scratch`: 40
+ * caller-owned bytes). NO_BACKEND when the VIP has no eligible backend. Hot path: no allocation.
+ */
+export function pickBackend(ft: ForwardingTable, vip: number, hashKey: Uint32Array, key: Uint8Array, flowHash: number, scratch: Uint8Array): number {
+  const t = ft.backendTables[vip]!;
+  return ft.vipAffinity[vip] === 0 ? t.lookup(flowHash) : t.lookup(affinityHash(hashKey, key, ft.vipAffinityMask, vip * 16, scratch));
 }

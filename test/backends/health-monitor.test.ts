@@ -231,6 +231,46 @@ test("peers apply the owner's reports: same state and reason everywhere within t
   sim.stop();
 });
 
+test("check detail everywhere: the owner's last check (ok, latency, consecutive failures, age) reaches every balancer; time down counts", async (t) => {
+  const sim = new SimCluster(makeConfig({ balancers: 3, backends: 3, health: { type: 'tcp', port: 80, interval_ms: 200, timeout_ms: 100, rise: 2, fall: 2 } }));
+  sim.backends.delayMs = 3;
+  sim.start();
+  await sim.clock.advance(2000);
+  const b = 1;
+  const owner = sim.nodes[0]!.monitor.ownerOf(0, b);
+  const ownerId = sim.config.balancers[owner]!.id;
+  for (const n of sim.nodes) {
+    const st = n.monitor.states()[b]!;
+    t.like(st.lastCheck, { ok: true, rttMs: 3, by: ownerId, failures: 0 }, `${n.index}: the owner's check`);
+    // Reported at most a report period (1 s) plus a check interval ago.
+    t.true(st.lastCheckAgoMs !== null && st.lastCheckAgoMs <= 1200, `${n.index}: last check ${st.lastCheckAgoMs} ms ago`);
+    t.is(st.downForMs, 0);
+    t.is(st.downTotalMs, 0);
+  }
+  sim.backends.down.add(backendAddr(b));
+  await sim.clock.advance(1500);
+  for (const n of sim.nodes) {
+    const st = n.monitor.states()[b]!;
+    t.is(st.state, 'unhealthy');
+    t.like(st.lastCheck, { ok: false, by: ownerId });
+    t.true(st.lastCheck!.failures >= 2, `${n.index}: consecutive failures at the owner ${st.lastCheck!.failures}`);
+    t.true(st.downForMs > 500 && st.downForMs < 1500, `${n.index}: down for ${st.downForMs} ms`);
+    t.is(st.downTotalMs, st.downForMs);
+    t.is(st.changedAgoMs, st.downForMs, 'the last change is the one that took it down');
+  }
+  const downFor = sim.nodes[owner]!.monitor.states()[b]!.downForMs;
+  sim.backends.down.delete(backendAddr(b));
+  await sim.clock.advance(2000);
+  for (const n of sim.nodes) {
+    const st = n.monitor.states()[b]!;
+    t.is(st.state, 'healthy');
+    t.is(st.downForMs, 0, 'up again');
+    t.true(st.downTotalMs >= downFor && st.downTotalMs < downFor + 600, `${n.index}: down ${st.downTotalMs} ms in all`);
+    t.like(st.lastCheck, { ok: true, failures: 0 });
+  }
+  sim.stop();
+});
+
 test('takeover: when the owner dies the next in rank checks, starting from the last shared state', async (t) => {
   const sim = new SimCluster(makeConfig({ balancers: 3, backends: 30, health: { type: 'tcp', port: 80, interval_ms: 200, timeout_ms: 100, rise: 3, fall: 2 } }));
   sim.start();

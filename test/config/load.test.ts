@@ -78,7 +78,7 @@ test('every default is applied', (t) => {
     tun: { name: 'tunlb0', mtu: 1500, queues: 1, offload: true, batch: 64 },
     vips: [
       {
-        index: 0, name: 'v4', address: '10.0.1.10', protocols: ['tcp', 'udp', 'icmp'], ports: '*', method: 'nat', drainTimeoutS: 300,
+        index: 0, name: 'v4', address: '10.0.1.10', protocols: ['tcp', 'udp', 'icmp'], ports: '*', method: 'nat', drainTimeoutS: 300, affinity: null,
         backends: [{ index: 0, address: '10.0.2.21', port: null, weight: 1, health: null }],
       },
     ],
@@ -157,6 +157,34 @@ test('YAML and JSON are both accepted; YAML by extension or content', (t) => {
   t.is(parseConfig(JSON.stringify(minimal()), 'x.conf', OPTS).cluster.id, 'test');
 });
 
+test('affinity: none (default), source (the whole address), source/<prefix> by family', (t) => {
+  const o = minimal();
+  o.vips = [
+    { name: 'a', address: '10.0.1.10', backends: [{ address: '10.0.2.21' }] },
+    { name: 'b', address: '10.0.1.11', affinity: 'source', backends: [{ address: '10.0.2.21' }] },
+    { name: 'c', address: '10.0.1.12', affinity: 'source/24', backends: [{ address: '10.0.2.21' }] },
+    { name: 'd', address: 'fd00::10', affinity: 'source', backends: [{ address: 'fd00::21' }] },
+    { name: 'e', address: 'fd00::11', affinity: 'source/64', backends: [{ address: 'fd00::21' }] },
+    { name: 'f', address: 'fd00::12', affinity: 'source/128', backends: [{ address: 'fd00::21' }] },
+  ];
+  t.deepEqual(parseObj(o).vips.map((v) => v.affinity), [
+    null,
+    { by: 'source', prefixLen: 32 },
+    { by: 'source', prefixLen: 24 },
+    { by: 'source', prefixLen: 128 },
+    { by: 'source', prefixLen: 64 },
+    { by: 'source', prefixLen: 128 },
+  ]);
+  // /33..128 fits IPv6 only
+  o.vips = [{ name: 'g', address: 'fd00::10', affinity: 'source/120', backends: [{ address: 'fd00::21' }] }];
+  t.is(parseObj(o).vips[0]!.affinity!.prefixLen, 120);
+  o.vips = [{ name: 'g', address: 'fd00::10', affinity: 'source/129', backends: [{ address: 'fd00::21' }] }];
+  const { issues } = issuesOf(() => parseObj(o));
+  t.deepEqual(issues.map((i) => i.path), ['vips[0].affinity']);
+  t.regex(issues[0]!.message, /prefix \/129 does not fit an IPv6 VIP \(fd00::10\): the client address has 128 bits/);
+  t.regex(issues[0]!.fix, /source\/1 \.\. source\/128 \(e\.g\. source\/64\)/);
+});
+
 test('same VIP address twice is allowed when protocols/ports do not overlap', (t) => {
   const o = minimal();
   o.vips = [
@@ -212,6 +240,10 @@ const invalid: Case[] = [
   ['bad protocol', (o) => (o.vips[0].protocols = ['tcp', 'sctp']), ['vips[0].protocols[1]']],
   ['duplicate protocol', (o) => (o.vips[0].protocols = ['tcp', 'tcp']), ['vips[0].protocols[1]']],
   ['bad method', (o) => (o.vips[0].method = 'nta'), ['vips[0].method'], /did you mean "nat"/],
+  ['affinity: not a known kind', (o) => (o.vips[0].affinity = 'sticky'), ['vips[0].affinity'], /source\/<prefix length>/],
+  ['affinity: none with a prefix', (o) => (o.vips[0].affinity = 'none/24'), ['vips[0].affinity'], /write none, source/],
+  ['affinity: IPv4 prefix over 32 bits', (o) => (o.vips[0].affinity = 'source/40'), ['vips[0].affinity'], /source\/1 \.\. source\/32/],
+  ['affinity: prefix 0', (o) => (o.vips[0].affinity = 'source/0'), ['vips[0].affinity'], /source\/1 \.\. source\/32/],
   ['dsr with port rewrite', (o) => Object.assign(o.vips[0], { method: 'dsr', backends: [{ address: '10.0.2.21', port: 8080 }] }), ['vips[0].backends[0].port']],
   ['tun name too long', (o) => (o.tun = { name: 'a-very-long-tun-name' }), ['tun.name']],
   ['mtu too small', (o) => (o.tun = { mtu: 500 }), ['tun.mtu']],

@@ -16,6 +16,7 @@ import { Metrics } from '../../src/control/metrics';
 import { statusPageHtml } from '../../src/control/status-page';
 import { FakeTunDevice } from '../helpers/fake-tun';
 import { ForwarderStats } from '../../src/dataplane/forwarder-stats';
+import { ServiceStats } from '../../src/dataplane/service-stats';
 import { ReplicatorStats } from '../../src/cluster/replicator';
 import { Membership, type ProbeBody } from '../../src/cluster/membership';
 import { isTunlbError, ErrorCodes } from '../../src/errors';
@@ -318,7 +319,7 @@ function peerCluster(): { m: Membership; stub: Balancer; clock: { now: number };
     selfIndex: 0,
     config: { cluster: { id: 'stub' }, tun: { batch: 64 }, balancers: [] },
     nowSec: () => 12,
-    forwarder: { stats: st, forwarding: { generation: 3, config: { vips: [] } } },
+    forwarder: { stats: st, services: new ServiceStats({ config: { vips: [] } } as never), forwarding: { generation: 3, config: { vips: [] } } },
     table: { size: 5, capacity: 64, expired: 1, refusedFull: 0, earlyDrops: 0, conflicts: 0 },
     device: { stats: { readPackets: 1000, readBytes: 64000, writePackets: 900, writeBytes: 60000, writeErrors: 2, writeAgain: 0, lastErrno: 0, readTruncated: 3 } },
     cluster: {
@@ -463,4 +464,77 @@ promtoolTest('metrics: `promtool check metrics` passes on the whole scrape (peer
   const bad = promtool(['check', 'metrics'], await raw.metrics());
   t.not(bad.status, 0, 'promtool rejects the unfiltered default metrics');
   t.regex(bad.output, /nodejs_active_handles_total non-counter metrics should not have "_total" suffix/);
+});
+
+test('metrics and GET /api/v1/vips: per-VIP and per-backend packets, bytes, connections (total, active) follow the packets; health detail series per backend', async (t) => {
+  const s = await start(t);
+  const m0 = await scrape(s.base);
+  for (const be of ['10.99.3.21', '10.99.3.22']) {
+    t.is(m0.get(`tunlb_backend_connections_total{vip="web4",backend="${be}"}`), 0, `${be}: a series before its first flow`);
+    t.is(m0.get(`tunlb_backend_packets_total{vip="web4",backend="${be}",direction="in"}`), 0);
+  }
+  t.is(m0.get('tunlb_vip_packets_total{vip="web4",direction="out"}'), 0);
+
+  // 12 UDP flows of 2 packets each; the first 5 forwarded packets get a reply.
+  const payload = new Uint8Array(30);
+  for (let i = 0; i < 12; i++) for (let k = 0; k < 2; k++) s.dev.inject(P.udp4(CLIENT, VIP, 42000 + i, 53, payload));
+  t.true(await until(() => s.dev.written.length >= 24), `${s.dev.written.length}/24 forwarded`);
+  const out = s.dev.takeWritten();
+  const perBackend = new Map<string, { pkts: number; flows: Set<number>; replies: number }>();
+  for (const [i, w] of out.entries()) {
+    const L = P.layout(w.packet);
+    const be = `${w.packet[L.dstOff]}.${w.packet[L.dstOff + 1]}.${w.packet[L.dstOff + 2]}.${w.packet[L.dstOff + 3]}`;
+    const cport = (w.packet[L.l4Off]! << 8) | w.packet[L.l4Off + 1]!;
+    const e = perBackend.get(be) ?? { pkts: 0, flows: new Set<number>(), replies: 0 };
+    e.pkts++;
+    e.flows.add(cport);
+    if (i < 5) {
+      e.replies++;
+      s.dev.inject(P.udp4(be, CLIENT, 53, cport, payload));
+    }
+    perBackend.set(be, e);
+  }
+  t.true(await until(() => s.dev.written.length >= 5));
+  const len = P.udp4(CLIENT, VIP, 1, 53, payload).length;
+
+  // connections_active comes from a table scan cached for up to 2 s (the first scrape's).
+  const poll = async (cond: () => Promise<boolean>, ms: number): Promise<boolean> => {
+    for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) if (await cond()) return true;
+    return false;
+  };
+  let m1 = await scrape(s.base);
+  t.true(await poll(async () => (m1 = await scrape(s.base)).get('tunlb_vip_connections_active{vip="web4"}') === 12, 5000), 'the active count catches up within the 2 s cache');
+  for (const [be, e] of perBackend) {
+    const l = `vip="web4",backend="${be}"`;
+    t.is(m1.get(`tunlb_backend_connections_total{${l}}`), e.flows.size, `${be} connections`);
+    t.is(m1.get(`tunlb_backend_connections_active{${l}}`), e.flows.size, `${be} active`);
+    t.is(m1.get(`tunlb_backend_packets_total{${l},direction="in"}`), e.pkts, `${be} packets in`);
+    t.is(m1.get(`tunlb_backend_bytes_total{${l},direction="in"}`), e.pkts * len, `${be} bytes in`);
+    t.is(m1.get(`tunlb_backend_packets_total{${l},direction="out"}`), e.replies, `${be} packets out`);
+    t.is(m1.get(`tunlb_backend_bytes_total{${l},direction="out"}`), e.replies * len, `${be} bytes out`);
+    t.is(m1.get(`tunlb_backend_down_seconds{${l}}`), 0, `${be} up`);
+  }
+  t.is(m1.get('tunlb_vip_connections_total{vip="web4"}'), 12);
+  t.is(m1.get('tunlb_vip_connections_active{vip="web4"}'), 12);
+  t.is(m1.get('tunlb_vip_packets_total{vip="web4",direction="in"}'), 24);
+  t.is(m1.get('tunlb_vip_packets_total{vip="web4",direction="out"}'), 5);
+  t.is(m1.get('tunlb_vip_bytes_total{vip="web4",direction="in"}'), 24 * len);
+  t.false([...m1.keys()].some((k) => k.startsWith('tunlb_backend_check_ok')), 'no health check configured: no check series');
+
+  // The API's rows are the same figures, plus rates once two samples exist.
+  const api = JSON.parse((await get(`${s.base}/api/v1/vips`)).text) as import('../../src/control/service-view').ServicesBody;
+  const web = api.vips.find((v) => v.name === 'web4')!;
+  t.is(web.connections, 12);
+  t.is(web.activeConnections, 12);
+  t.is(web.inPackets, 24);
+  t.is(web.outPackets, 5);
+  t.is(web.affinity, 'none');
+  for (const x of web.backends) t.is(x.inPackets, perBackend.get(x.address)?.pkts ?? 0, `${x.address} in the API`);
+  t.true(
+    await poll(async () => {
+      const a = JSON.parse((await get(`${s.base}/api/v1/vips`)).text) as typeof api;
+      return a.rateWindowS !== null && a.vips[0]!.rates !== null;
+    }, 5000),
+    'rates appear after two per-second samples',
+  );
 });

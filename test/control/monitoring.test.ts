@@ -14,6 +14,7 @@ import { parse as parseYaml } from 'yaml';
 import { Metrics } from '../../src/control/metrics';
 import { Membership, type ProbeBody } from '../../src/cluster/membership';
 import { ForwarderStats } from '../../src/dataplane/forwarder-stats';
+import { ServiceStats } from '../../src/dataplane/service-stats';
 import { ReplicatorStats } from '../../src/cluster/replicator';
 import type { Balancer } from '../../src/control/balancer';
 import { startBalancer } from '../helpers/balancer-harness';
@@ -122,7 +123,7 @@ admin: { listen: "127.0.0.1:9180" }
     selfIndex: 0,
     config: { cluster: { id: 'mon' }, tun: { batch: 64 }, balancers: [] },
     nowSec: () => 1,
-    forwarder: { stats: new ForwarderStats(), forwarding: { generation: 1, config: { vips: [] } } },
+    forwarder: { stats: new ForwarderStats(), services: new ServiceStats({ config: { vips: [] } } as never), forwarding: { generation: 1, config: { vips: [] } } },
     table: { size: 0, capacity: 64, expired: 0, refusedFull: 0, earlyDrops: 0, conflicts: 0 },
     device: { stats: { readPackets: 0, readBytes: 0, writePackets: 0, writeBytes: 0, writeErrors: 0 } },
     cluster: {

@@ -28,6 +28,7 @@ import { CSUM_FULL } from '../../src/packet/nat';
 import { PacketInfo } from '../../src/packet/packet-info';
 import { parsePacket } from '../../src/packet/parse';
 import { PacketResult } from '../../src/packet/result';
+import { SVC_IN_BYTES, SVC_IN_PACKETS, SVC_OUT_PACKETS } from '../../src/dataplane/service-stats';
 import * as P from '../helpers/packets';
 import { chunkDatagram } from '../helpers/gso';
 import { CLIENT, CLIENT6, VIP, VIP6 } from '../helpers/fixtures';
@@ -497,4 +498,39 @@ test('packet socket open errors map to TunlbError codes', (t) => {
   t.is(mapPacketOpenError(err('ENODEV', 'SIOCGIFINDEX'), 'on back9', undefined).code, 'TUNLB_SOCKET');
   t.regex(mapPacketOpenError(err('ENOENT', 'open netns'), 'on back0', 'nope').message, /ip netns add nope/);
   t.is(mapPacketOpenError(err('EINVAL', 'bind'), 'on back0', undefined).code, 'TUNLB_SOCKET');
+});
+
+test('per-backend counters: DSR frames count as packets and bytes in (here or from a peer); nothing out (replies bypass the balancers)', async (t) => {
+  const h = await setup({ balancers: 2, live: [0, 1] });
+  const sv = h.fwd.services;
+  const want = [0, 0, 0];
+  let bytes = 0;
+  let relayed = 0;
+  for (let sport = 3100; sport < 3160; sport++) {
+    const pkt = P.tcp4(CLIENT, VIP, sport, 80, P.TCP_SYN, new Uint8Array(sport - 3100));
+    h.run([pkt]);
+    if (h.out.count === 1) {
+      want[h.table.backend(entryOf(h, pkt))]!++;
+      bytes += pkt.length;
+    } else {
+      relayed++;
+    }
+  }
+  t.true(relayed > 0, 'some flows were for the peer: counted there, not here');
+  t.deepEqual([0, 1, 2].map((be) => sv.get(0, be, SVC_IN_PACKETS)), want);
+  t.is(sv.vipTotal(0, SVC_IN_BYTES), bytes);
+  t.is(sv.vipTotal(0, SVC_OUT_PACKETS), 0);
+  t.is(sv.vipTotal(0, SVC_IN_PACKETS), h.fwd.stats.dsrPackets);
+  // From a peer, with the sender's decision (backend 2): counted on backend 2 by the sender of the frame.
+  const h2 = await setup({ balancers: 2, live: [0, 1], selfIndex: 1 });
+  const rx = new PacketBatch({ count: 4, maxPacket: 65535 });
+  const inner = P.tcp4(CLIENT, VIP, 4001, 80);
+  const dg = peerDatagram({ flags: ENCAP_F_NEW_FLOW, primary: 1, backup: 0, backend: 2, vip: 0, generation: h2.ft.generation }, inner, deriveDataTagKey(h2.config.cluster.key.reveal()), 0, 1);
+  rx.setPacket(0, dg);
+  const addrs = new Uint8Array(16);
+  addrs.set(h2.config.balancers[0]!.address.bytes, 0);
+  h2.fwd.processPeerBatch(rx, 1, addrs, false, 0);
+  t.is(h2.out.count, 1);
+  t.is(h2.fwd.services.get(0, 2, SVC_IN_PACKETS), 1);
+  t.is(h2.fwd.services.get(0, 2, SVC_IN_BYTES), inner.length);
 });
