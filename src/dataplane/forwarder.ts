@@ -128,7 +128,7 @@ import { checkPeerVnet } from '../packet/vnet-check';
 import { checkPeerDecision, PeerDecision, PEER_DECISION_FIRST_REDECIDE } from './peer-decision';
 import { ErrorCodes, TunlbError } from '../errors';
 import { NO_BACKEND } from '../decision/backend-table';
-import { type ForwardingTable, findVip, pickBackend, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from '../decision/forwarding-table';
+import { type ForwardingTable, findVip, serviceVip, pickBackend, KEEP_PORT, METHOD_DSR, BACKEND_ELIGIBLE } from '../decision/forwarding-table';
 import { writeReplyKey } from '../decision/reply-key';
 import { buildReplySteering, forwardKeyOfReply, type ReplySteering } from '../decision/reply-steering';
 import { FlowTable, FlowFlags, InsertResult, TouchResult } from '../flow';
@@ -457,8 +457,12 @@ export class Forwarder {
       if (p !== NEXT) return p;
     }
     // 2. classify
-    const vip = vipOf(this.#ft, buf, info.dstOff, info.addrLen);
-    return vip >= 0 ? this.#toServer(ctx, vip) : this.#reply(ctx);
+    const ft = this.#ft;
+    let vip = vipOf(ft, buf, info.dstOff, info.addrLen);
+    if (vip < 0) return this.#reply(ctx);
+    // Several VIPs on this address (disjoint protocols or ports): the one serving this packet.
+    if (ft.vipNextSame[vip]! >= 0) vip = serviceVip(ft, vip, info.key[KEY_PROTO]!, info.isFragment !== 0 ? info.dport : (info.key[KEY_DPORT]! << 8) | info.key[KEY_DPORT + 1]!);
+    return this.#toServer(ctx, vip);
   }
 
   /**

@@ -55,6 +55,12 @@ export interface ForwardingTable {
    */
   readonly vipSolePort: Int32Array;
   /**
+   * Per VIP: the next VIP (higher index) on the same address, or -1. Several VIPs may share an
+   * address when their protocols or ports are disjoint (src/config/validate.ts); findVip
+   * returns the first, serviceVip picks the one serving the packet.
+   */
+  readonly vipNextSame: Int32Array;
+  /**
    * Per VIP: 1 with source affinity (`affinity: source[/prefix]`: the backend row comes from
    * the client address, src/decision/affinity.ts), else 0.
    */
@@ -127,6 +133,7 @@ export function* forwardingTableSteps(
   const vipProto = new Uint8Array(n * 256);
   const vipPorts: Uint8Array[] = [];
   const vipSolePort = new Int32Array(n);
+  const vipNextSame = new Int32Array(n).fill(-1);
   const vipAffinity = new Uint8Array(n);
   const vipAffinityMask = new Uint8Array(n * 16);
   const backendTables: BackendTable[] = [];
@@ -141,6 +148,12 @@ export function* forwardingTableSteps(
     vipProto.set(vip.protocolAllowed, v * 256);
     vipPorts.push(vip.ports.bitmap);
     vipSolePort[v] = !vip.ports.all && vip.ports.size === 1 ? vip.ports.first : KEEP_PORT;
+    for (let w = v - 1; w >= 0; w--) {
+      if (vips[w]!.address.equals(vip.address)) {
+        if (vipNextSame[w] === -1) vipNextSame[w] = v;
+        break;
+      }
+    }
     if (vip.affinity !== null) {
       vipAffinity[v] = 1;
       vipAffinityMask.set(affinityMask(vip.address.family, vip.affinity.prefixLen), v * 16);
@@ -175,6 +188,7 @@ export function* forwardingTableSteps(
     vipProto,
     vipPorts,
     vipSolePort,
+    vipNextSame,
     vipAffinity,
     vipAffinityMask,
     backendTables,
@@ -223,6 +237,23 @@ export function findVip(ft: ForwardingTable, buf: Uint8Array, addrOff: number, a
     if (i === addrLen) return v;
   }
   return -1;
+}
+
+/**
+ * Among VIP `v` (findVip's answer) and the later VIPs on its address (vipNextSame), the first
+ * that serves protocol `proto` and, for TCP/UDP with `dport` > 0, that destination port; `v`
+ * when none does (the admit step then drops the packet as not served). `dport` 0: a later
+ * fragment (no L4 header): the first serving the protocol. Hot path: no allocation; called
+ * only for an address several VIPs share.
+ */
+export function serviceVip(ft: ForwardingTable, v: number, proto: number, dport: number): number {
+  const ported = proto === 6 || proto === 17;
+  for (let w = v; w >= 0; w = ft.vipNextSame[w]!) {
+    if (ft.vipProto[w * 256 + proto] === 0) continue;
+    if (ported && dport > 0 && ((ft.vipPorts[w]![dport >>> 3]! >>> (dport & 7)) & 1) === 0) continue;
+    return w;
+  }
+  return v;
 }
 
 /**

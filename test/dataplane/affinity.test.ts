@@ -253,3 +253,39 @@ test('no eligible backend: NO_BACKEND with affinity too', (t) => {
   const k = keyOf(P.tcp4('10.1.1.1', VIP4, 1, 80, SYN));
   t.is(pickBackend(ft, 0, hk, k, hashFlowKey(hk, k), new Uint8Array(40)), NO_BACKEND);
 });
+
+test('two VIPs on one address (disjoint ports, as in the iperf3 case of issue 13): each port reaches its own VIP and backends, any receiver; a port neither serves is dropped', (t) => {
+  const c = forwarderCluster(`
+cluster: { id: affinity, key_file: ${KEY_FILE} }
+balancers:
+  - { id: lb1, address: 10.99.2.11 }
+  - { id: lb2, address: 10.99.2.12 }
+  - { id: lb3, address: 10.99.2.13 }
+vips:
+  - name: web4
+    address: ${VIP4}
+    protocols: [tcp]
+    ports: [80]
+    backends:
+      - { address: ${B4[0]} }
+      - { address: ${B4[1]} }
+  - name: iperf4
+    address: ${VIP4}
+    protocols: [tcp]
+    ports: [5301]
+    affinity: source
+    backends:
+      - { address: ${B4[2]} }
+`);
+  const client = '10.99.1.2';
+  for (let k = 0; k < 30; k++) {
+    const web = c.deliver(k % 3, P.tcp4(client, VIP4, 32000 + k, 80, SYN));
+    t.is(web.tun.length, 1);
+    t.not(endpoints(web.tun[0]!.pkt).dst, B4[2], 'port 80: a web4 backend');
+    const ip = c.deliver((k + 1) % 3, P.tcp4(client, VIP4, 33000 + k, 5301, SYN));
+    t.is(ip.tun.length, 1, 'port 5301 is served (by iperf4)');
+    t.is(endpoints(ip.tun[0]!.pkt).dst, B4[2], 'port 5301: the iperf4 backend');
+  }
+  t.is(c.deliver(0, P.tcp4(client, VIP4, 34000, 22, SYN)).tun.length, 0, 'port 22: neither VIP');
+  t.is(c.drops(0)['port_not_served'], 1);
+});
