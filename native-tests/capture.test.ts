@@ -220,7 +220,8 @@ rootTest('SIGINT ends a capture with a complete file; an unknown interface is on
   const bad = await run('ip', ['netns', 'exec', 'tunlb-lb1', process.execPath, TUNLB, 'capture', '--iface', 'nosuch0', '--decode', '--count', '1'], { timeoutMs: 20_000 });
   t.is(bad.code, 2, bad.stderr);
   t.regex(bad.stderr, /^tunlb: no interface nosuch0 here \(interfaces: .*lbnet0/);
-  t.is(bad.stderr.trim().split('\n').length, 1, bad.stderr);
+  // One line, plus the usage hint every usage error ends with (docs/operations.md "Exit codes").
+  t.deepEqual(bad.stderr.trim().split('\n').slice(1), ["run 'tunlb capture --help' for its usage"], bad.stderr);
   const badFilter = await run('ip', ['netns', 'exec', 'tunlb-lb1', process.execPath, TUNLB, 'capture', '--iface', 'lbnet0', '--filter', 'udp port', '--decode'], { timeoutMs: 20_000 });
   t.is(badFilter.code, 2, badFilter.stderr);
   t.regex(badFilter.stderr, /^tunlb: bad --filter 'udp port'/);
