@@ -1,6 +1,7 @@
 /**
  * Issue 12 item 6 in the namespace lab: "a big flows listing stalls the event loop into a false
- * failover". About 100,000 UDP flows are made through the VIPs (scripts/traffic.ts udpflows
+ * failover". FLOWS UDP flows (default 50,000; TUNLB_ADMIN_LAB_FLOWS=100000 for the issue's
+ * figure, which takes ~2 min more: the 1M-flow loop delays are bench/admin-loop-delay.bench.ts's) are made through the VIPs (scripts/traffic.ts udpflows
  * from tunlb-client: per source port a datagram, its echo and a second datagram (confirmed,
  * so replicated), IPv4 and IPv6; every balancer holds every record), then, on lb1, three
  * `GET /api/v1/flows?limit=100000` and, on all three balancers, a reload that renumbers every
@@ -21,6 +22,8 @@ import { execIn, holdLabSession, lab, labLogTail, poll, staleBuild, type LabSess
 import { ADMIN, BALANCERS, LAB_CONFIG, startTraffic, stats, type MembershipEventRow } from './helpers/traffic';
 
 const rootTest = nativeSuite('admin-budget-lab');
+/** Flows the generators make (half IPv4, half IPv6); the listings ask for all of them. */
+const FLOWS = Math.max(2000, Number(process.env['TUNLB_ADMIN_LAB_FLOWS'] ?? 50_000));
 let session: LabSession | undefined;
 let upError: string | undefined;
 
@@ -74,27 +77,27 @@ async function reloadAll(t: ExecutionContext): Promise<void> {
   });
 }
 
-rootTest('100,000 flows: three 100k-flow listings on lb1 and a renumbering reload everywhere cause no peer_down', async (t) => {
+rootTest(`${FLOWS} flows: three whole-table listings on lb1 and a renumbering reload everywhere cause no peer_down`, async (t) => {
   if (upError !== undefined) return t.fail(upError);
   const gens = [
-    startTraffic(['udpflows', '--count', '50000', '--concurrency', '200', '--duration-s', '60', '--target', '10.99.0.10:5353', '--json', '--quiet'], 120_000, { nice: 10 }),
-    startTraffic(['udpflows', '--count', '50000', '--concurrency', '200', '--duration-s', '60', '--target', '[fd99::10]:5353', '--json', '--quiet'], 120_000, { nice: 10 }),
+    startTraffic(['udpflows', '--count', String(FLOWS / 2), '--concurrency', '200', '--duration-s', '60', '--target', '10.99.0.10:5353', '--json', '--quiet'], 120_000, { nice: 10 }),
+    startTraffic(['udpflows', '--count', String(FLOWS / 2), '--concurrency', '200', '--duration-s', '60', '--target', '[fd99::10]:5353', '--json', '--quiet'], 120_000, { nice: 10 }),
   ];
   const results = await Promise.all(gens.map((g) => g.done));
   for (const r of results) t.log(`generator: ${JSON.stringify(r.json[0] ?? r.stderr.slice(0, 300))}`);
   const held = (await stats('lb1')).flows.active;
   t.log(`lb1 holds ${held} flows`);
-  t.true(held >= 75_000, `lb1 holds ${held} flows (expected about 100,000: one per datagram sent, less send errors)`);
+  t.true(held >= FLOWS * 0.75, `lb1 holds ${held} flows (expected about ${FLOWS}: one per source port, less send errors)`);
 
   const events0 = new Set(await peerEvents());
   const stalls0 = await metric('lb1', 'tunlb_event_loop_stalls_total');
   const stallS0 = await metric('lb1', 'tunlb_event_loop_stall_seconds_total');
   for (let i = 0; i < 3; i++) {
-    const r = await execIn('lb1', ['curl', '-sS', '-m', '30', `http://${ADMIN}/api/v1/flows?limit=100000`], { timeoutMs: 40_000 });
+    const r = await execIn('lb1', ['curl', '-sS', '-m', '30', `http://${ADMIN}/api/v1/flows?limit=${FLOWS}`], { timeoutMs: 40_000 });
     t.is(r.code, 0, r.stderr);
     const listing = JSON.parse(r.stdout) as { total: number; flows: unknown[] };
     t.log(`listing ${i + 1}: ${listing.flows.length} rows of ${listing.total} flows, ${r.stdout.length} bytes in ${r.seconds.toFixed(2)} s`);
-    t.true(listing.flows.length >= Math.min(100_000, held) * 0.9, `listing ${i + 1}: ${listing.flows.length} rows, lb1 held ${held} flows`);
+    t.true(listing.flows.length >= Math.min(FLOWS, held) * 0.9, `listing ${i + 1}: ${listing.flows.length} rows, lb1 held ${held} flows`);
   }
 
   // Reload everywhere with the VIPs in the other order: every record renumbered; then back.
