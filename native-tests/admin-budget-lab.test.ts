@@ -4,7 +4,7 @@
  * figure, which takes ~2 min more: the 1M-flow loop delays are bench/admin-loop-delay.bench.ts's) are made through the VIPs (scripts/traffic.ts udpflows
  * from tunlb-client: per source port a datagram, its echo and a second datagram (confirmed,
  * so replicated), IPv4 and IPv6; every balancer holds every record), then, on lb1, three
- * `GET /api/v1/flows?limit=100000` and, on all three balancers, a reload that renumbers every
+ * `GET /api/v1/flows?limit=FLOWS` and, on all three balancers, a reload that renumbers every
  * record (the VIPs listed in the other order; the original config is put back and reloaded at
  * the end). Asserted: the listings answer with every flow (up to the
  * limit), the reloads succeed, and no balancer reports a peer down (peer_down) meanwhile.
@@ -80,8 +80,8 @@ async function reloadAll(t: ExecutionContext): Promise<void> {
 rootTest(`${FLOWS} flows: three whole-table listings on lb1 and a renumbering reload everywhere cause no peer_down`, async (t) => {
   if (upError !== undefined) return t.fail(upError);
   const gens = [
-    startTraffic(['udpflows', '--count', String(FLOWS / 2), '--concurrency', '200', '--duration-s', '60', '--target', '10.99.0.10:5353', '--json', '--quiet'], 120_000, { nice: 10 }),
-    startTraffic(['udpflows', '--count', String(FLOWS / 2), '--concurrency', '200', '--duration-s', '60', '--target', '[fd99::10]:5353', '--json', '--quiet'], 120_000, { nice: 10 }),
+    startTraffic(['udpflows', '--count', String(Math.floor(FLOWS / 2)), '--concurrency', '200', '--duration-s', '60', '--target', '10.99.0.10:5353', '--json', '--quiet'], 120_000, { nice: 10 }),
+    startTraffic(['udpflows', '--count', String(Math.floor(FLOWS / 2)), '--concurrency', '200', '--duration-s', '60', '--target', '[fd99::10]:5353', '--json', '--quiet'], 120_000, { nice: 10 }),
   ];
   const results = await Promise.all(gens.map((g) => g.done));
   for (const r of results) t.log(`generator: ${JSON.stringify(r.json[0] ?? r.stderr.slice(0, 300))}`);
