@@ -194,12 +194,12 @@ for (const method of ['nat', 'dsr'] as const) {
   });
 }
 
-rootTest('ecmp nat (c): a 20 s saturating UDP flood through the VIP: no peer_down, no watchdog withdrawal, every nexthop stays', async (t) => {
+rootTest('ecmp nat (c): a 12 s saturating UDP flood through the VIP: no peer_down, no watchdog withdrawal, every nexthop stays', async (t) => {
   const r = await lab(['up', '--method', 'nat'], 180_000);
   t.is(r.code, 0, r.stderr.slice(-2000));
   t.true(await wholeCluster(), 'the cluster is not whole before the flood');
   const floodStart = Date.now();
-  const gen = startTraffic(['udpflood', '--duration-s', '20', '--senders', '16', '--size', '64', '--json', '--quiet'], 40_000, { nice: 10 });
+  const gen = startTraffic(['udpflood', '--duration-s', '12', '--senders', '16', '--size', '64', '--json', '--quiet'], 40_000, { nice: 10 });
   const lost: string[] = [];
   const downs = new Set<string>();
   try {
