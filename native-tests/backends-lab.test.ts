@@ -551,7 +551,7 @@ rootTest('(2) reload with live connections: reweight, add a VIP, remove a backen
       const fresh: Record<string, number> = {};
       const lingering: string[] = [];
       let unlisted = 0;
-      let mismatch = 0;
+      const mismatched: Array<{ port: number; server: string }> = [];
       for (const r of nc.rows) {
         if (r.server === null) continue;
         const f = recs.get(keyOf(r.localPort, 80));
@@ -559,7 +559,7 @@ rootTest('(2) reload with live connections: reweight, add a VIP, remove a backen
           unlisted++;
           continue;
         }
-        if (NAME_OF[f.backend] !== r.server) mismatch++;
+        if (NAME_OF[f.backend] !== r.server) mismatched.push({ port: r.localPort, server: r.server });
         if (f.ageS > Math.ceil(runS) + 1) lingering.push(`${r.localPort}:${r.server}:${f.ageS}s${test1Ports.has(r.localPort) ? ':test1' : ''}`);
         else fresh[r.server] = (fresh[r.server] ?? 0) + 1;
       }
@@ -567,7 +567,22 @@ rootTest('(2) reload with live connections: reweight, add a VIP, remove a backen
         `after the reload, 2000 new connections in ${runS.toFixed(1)} s: all answers ${JSON.stringify(nc.answers)}; ${lingering.length} reused a 5-tuple whose record was older than the run ` +
           `(${JSON.stringify(tally(lingering.map((x) => x.split(':')[1]!)))}, ${lingering.filter((x) => x.endsWith(':test1')).length} of them test (1)'s ports), ${unlisted} not in lb1's table`,
       );
-      t.is(mismatch, 0, 'records naming another backend than the server that answered');
+      // lb1's copy of a flow another balancer decided (or re-bound: a SYN on a lingering record)
+      // arrives by replication once the flow is confirmed; under load that can trail the
+      // listing by a moment. Wait (bounded) for those records to agree, then require all do.
+      let still = mismatched;
+      if (still.length > 0) {
+        await poll(async () => {
+          const again = await flowMap('lb1');
+          still = still.filter((m) => {
+            const f = again.get(keyOf(m.port, 80));
+            return f !== undefined && NAME_OF[f.backend] !== m.server;
+          });
+          return still.length === 0;
+        }, 5_000, 250);
+        t.log(`${mismatched.length} record(s) on lb1 named another backend than the answering server at first; ${still.length} still after waiting for replication`);
+      }
+      t.deepEqual(still, [], 'records naming another backend than the server that answered');
       t.true(Object.values(fresh).reduce((a, b) => a + b, 0) >= 1500, `only ${JSON.stringify(fresh)} connections with a fresh record`);
       assertShares(t, 'after the reload, TCP new connections with a fresh record (srv1 3, srv3 1, srv2 removed)', fresh, { srv1: 3, srv3: 1 });
       if (labEntry() === 'ecmp') {
