@@ -31,85 +31,31 @@
  * (HalfSipHash), so an offline search of the key from captured datagrams costs 2^64 hashes.
  *
  * Hot path: no allocation, no closure, no exception; about 1.5x the flow hash (13 message
- * words, 4 more finalisation rounds; bench/peer-path.bench.ts, docs/performance.md). Checked
- * equal to halfSipHash24x64 over the assembled 52 bytes (test/decision/data-tag.test.ts).
+ * words, 4 more finalisation rounds; bench/peer-path.bench.ts, docs/performance.md).
  */
+
+import { halfSipHash24x64 } from './halfsiphash';
 
 /** Length of the tag in the header, and of the message it covers. */
 export const DATA_TAG_LEN = 8;
 export const DATA_TAG_MESSAGE_LEN = 52;
 
+/** The 52-byte message of the tag being computed (module-owned, reused: single-threaded). */
+const message = new Uint8Array(DATA_TAG_MESSAGE_LEN);
+
 /**
  * The tag of header hdr[hdrOff .. +12) and flow key flowKey[0 .. 40) from balancer `sender` to
- * balancer `receiver` (indexes 0..255): out[0], out[1]. Caller guarantees the bounds.
+ * balancer `receiver` (indexes 0..255): out[0], out[1]. The message is assembled in a reused
+ * buffer and hashed by halfSipHash24x64 (src/decision/halfsiphash.ts): one implementation of
+ * the rounds. Caller guarantees the bounds.
  */
 export function dataTag(key: Uint32Array, hdr: Uint8Array, hdrOff: number, flowKey: Uint8Array, sender: number, receiver: number, out: Uint32Array): void {
-  const k0 = key[0]! | 0;
-  const k1 = key[1]! | 0;
-  let v0 = k0;
-  let v1 = k1 ^ 0xee;
-  let v2 = 0x6c796765 ^ k0;
-  let v3 = 0x74656462 ^ k1;
-  let m = 0;
-  // Words 0..2: the header's bytes 0..11.
-  for (let p = hdrOff, end = hdrOff + 12; p < end; p += 4) {
-    m = hdr[p]! | (hdr[p + 1]! << 8) | (hdr[p + 2]! << 16) | (hdr[p + 3]! << 24);
-    v3 ^= m;
-    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
-    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
-    v0 ^= m;
-  }
-  // Words 3..12: the flow key, its bytes 38 and 39 replaced by the sender and the receiver.
-  const k = flowKey;
-  for (let p = 0; p < 40; p += 4) {
-    m = p < 36
-      ? k[p]! | (k[p + 1]! << 8) | (k[p + 2]! << 16) | (k[p + 3]! << 24)
-      : k[36]! | (k[37]! << 8) | ((sender & 0xff) << 16) | ((receiver & 0xff) << 24);
-    v3 ^= m;
-    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
-    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
-    v0 ^= m;
-  }
-  // Last block: no tail bytes, length 52 in the top byte.
-  v3 ^= 0x34000000;
-  v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-  v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-  v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-  v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
-  v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-  v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-  v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-  v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
-  v0 ^= 0x34000000;
-  // Finalisation, 64-bit output: 4 rounds, first word; v1 ^= 0xdd, 4 rounds, second word.
-  v2 ^= 0xee;
-  for (let i = 0; i < 4; i++) {
-    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
-  }
-  out[0] = (v1 ^ v3) >>> 0;
-  v1 ^= 0xdd;
-  for (let i = 0; i < 4; i++) {
-    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
-  }
-  out[1] = (v1 ^ v3) >>> 0;
+  const m = message;
+  for (let i = 0; i < 12; i++) m[i] = hdr[hdrOff + i]!;
+  for (let i = 0; i < 38; i++) m[12 + i] = flowKey[i]!;
+  m[50] = sender & 0xff;
+  m[51] = receiver & 0xff;
+  halfSipHash24x64(key, m, 0, DATA_TAG_MESSAGE_LEN, out);
 }
 
 /** Scratch of writeDataTag / dataTagMatches (module-owned, reused: single-threaded). */
