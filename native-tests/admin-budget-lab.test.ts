@@ -87,7 +87,11 @@ rootTest(`${FLOWS} flows: three whole-table listings on lb1 and a renumbering re
   for (const r of results) t.log(`generator: ${JSON.stringify(r.json[0] ?? r.stderr.slice(0, 300))}`);
   const held = (await stats('lb1')).flows.active;
   t.log(`lb1 holds ${held} flows`);
-  t.true(held >= FLOWS * 0.75, `lb1 holds ${held} flows (expected about ${FLOWS}: one per source port, less send errors)`);
+  // The generators' own count of confirmed flows (send errors, e.g. a source port in use, vary
+  // from run to run): lb1 must hold them, and enough of them to make the listings heavy.
+  const confirmed = results.reduce((a, r) => a + Number((r.json[0] as { confirmed?: number } | undefined)?.confirmed ?? 0), 0);
+  t.true(held >= confirmed * 0.95, `lb1 holds ${held} flows of the ${confirmed} the generators confirmed`);
+  t.true(held >= FLOWS * 0.5, `lb1 holds ${held} flows (asked for ${FLOWS}: too many send errors to load the listings)`);
 
   const events0 = new Set(await peerEvents());
   const stalls0 = await metric('lb1', 'tunlb_event_loop_stalls_total');
