@@ -65,12 +65,14 @@ async function vips(lb: string): Promise<ServicesBody> {
 }
 
 /** A VIP's row on every balancer. */
-async function vipEverywhere(name: string): Promise<Record<string, VipServiceRow>> {
+async function vipEverywhere(name: string, scans?: Record<string, number | null>): Promise<Record<string, VipServiceRow>> {
   const out: Record<string, VipServiceRow> = {};
   for (const lb of BALANCERS) {
-    const v = (await vips(lb)).vips.find((x) => x.name === name);
+    const body = await vips(lb);
+    const v = body.vips.find((x) => x.name === name);
     if (v === undefined) throw new Error(`${lb}: no VIP ${name} in tunlb vips`);
     out[lb] = v;
+    if (scans !== undefined) scans[lb] = body.activeAt;
   }
   return out;
 }
@@ -157,16 +159,22 @@ rootTest('(1) 30 HTTP connections to web4: connections, packets, bytes per VIP a
   const N = 30;
   const before = await vipEverywhere('web4');
   const r = await execIn('client', ['bash', '-c', `for i in $(seq ${N}); do curl -s -o /dev/null -w '%{http_code}\\n' -m 5 http://${VIP4}/; done`], { timeoutMs: 120_000 });
+  const sentBy = Date.now();
   const codes = r.stdout.trim().split('\n');
   t.is(codes.filter((c) => c === '200').length, N, `every request answered 200: ${show(r)}`);
+  t.log(`${N} requests in ${r.seconds.toFixed(2)} s`);
 
+  // Active connections come from each balancer's flow-table scan (at most 2 s old, `activeAt`):
+  // wait for scans taken after the last request (a scan from before it still shows the records
+  // of earlier traffic); the closing records stay 10 s (tcp_closing_s), longer than the wait.
   let after = before;
+  const scans: Record<string, number | null> = {};
   const conns = (rows: Record<string, VipServiceRow>): number => sum(rows, (v) => v.connections);
   const settled = await poll(async () => {
-    after = await vipEverywhere('web4');
-    return conns(after) - conns(before) >= N && sum(after, (v) => v.activeConnections) > 0;
-  }, 20_000, 250);
-  t.true(settled, `web4's connections summed over the balancers grew by ${conns(after) - conns(before)} (want ${N}) and active records appeared`);
+    after = await vipEverywhere('web4', scans);
+    return conns(after) - conns(before) >= N && BALANCERS.every((lb) => (scans[lb] ?? 0) >= sentBy);
+  }, 8_000, 250);
+  t.true(settled, `web4's connections summed over the balancers grew by ${conns(after) - conns(before)} (want ${N}) and every balancer scanned its table after the requests (${JSON.stringify(scans)} vs ${sentBy})`);
   t.is(conns(after) - conns(before), N, 'one connection per request, counted once in the cluster');
   const beConns = (rows: Record<string, VipServiceRow>): number => sum(rows, (v) => v.backends.reduce((a, b) => a + b.connections, 0));
   t.is(beConns(after) - beConns(before), N, "the backends' connections add up to the VIP's");
