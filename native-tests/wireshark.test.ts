@@ -380,25 +380,37 @@ labTest('data port: flags, primary/backup/backend, an inner IP packet of a clien
   t.true((protos['tcp/ipv4'] ?? 0) > 0 && (protos['tcp/ipv6'] ?? 0) > 0, `inner TCP over IPv4 and IPv6: ${JSON.stringify(protos)}`);
 
   // The decision in the header is the flow's replicated record's (same key, same backend;
-  // primary and backup as a record of that flow says).
+  // primary and backup as a record of that flow says). One exception, bounded: until the
+  // primary's record reaches it, the receiver (lb1) sends the flow's packets with its own
+  // decision, and the primary re-decides when that backend takes no new flows in its own view
+  // (a health change seen by one balancer first: src/dataplane/peer-decision.ts, DECIDE). Such
+  // frames name the record's primary and backup and come before the first record of their
+  // key in the capture; the key has one decision in its records.
   const records = new Map<string, Set<string>>();
+  const firstRecordFrame = new Map<string, number>();
   for (const fr of controlFrames()) {
     all(fr, 'tunlb.key.text').forEach((k, j) => {
       const d = `${all(fr, 'tunlb.record.primary')[j]}/${all(fr, 'tunlb.record.backup')[j]}/${all(fr, 'tunlb.record.backend')[j]}`;
       (records.get(k) ?? records.set(k, new Set()).get(k)!).add(d);
+      if (!firstRecordFrame.has(k)) firstRecordFrame.set(k, fr.n);
     });
   }
   let matched = 0;
   const mismatched: string[] = [];
+  const redecided = new Map<string, number>();
   for (const fr of data) {
     const k = keyTextOf(inner(fr));
     const decisions = records.get(k);
     if (decisions === undefined) continue;
-    const d = `${num(fr, 'tunlb_encap.primary')}/${num(fr, 'tunlb_encap.backup')}/${num(fr, 'tunlb_encap.backend')}`;
+    const roles = `${num(fr, 'tunlb_encap.primary')}/${num(fr, 'tunlb_encap.backup')}`;
+    const d = `${roles}/${num(fr, 'tunlb_encap.backend')}`;
     if (decisions.has(d)) matched++;
+    else if (decisions.size === 1 && [...decisions][0]!.startsWith(`${roles}/`) && fr.n < firstRecordFrame.get(k)!) redecided.set(k, (redecided.get(k) ?? 0) + 1);
     else mismatched.push(`${fr.n} ${k}: header ${d}, records ${[...decisions].join(' ')}`);
   }
   t.deepEqual(mismatched.slice(0, 10), [], `${mismatched.length} encapsulated frames disagree with their flow's records`);
+  if (redecided.size > 0) t.log(`re-decided by their primary before its record came (frames): ${JSON.stringify(Object.fromEntries(redecided))}`);
+  t.true(redecided.size <= Math.max(2, records.size / 4), `${redecided.size} of ${records.size} flows re-decided by their primary (a health difference between balancers lasts about a check interval, not the whole run): ${JSON.stringify(Object.fromEntries(redecided))}`);
   t.true(matched > data.length / 2, `only ${matched} of ${data.length} encapsulated frames have a record in the capture`);
 });
 

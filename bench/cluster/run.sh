@@ -28,18 +28,19 @@
 #             generator, processes outside the lab, softirq, idle), lb1's main-thread run and
 #             run-queue wait time (/proc/PID/schedstat) and a `top` frame taken mid-run.
 #             These one-datagram flows are never confirmed (docs/flow-records.md), so not
-#             replicated: the peers' replication counters stay flat. KNOWN GAP: the sync group
-#             below expects every balancer to hold its flows; it needs a second pass of newflows
-#             over the same tuples after the echoes (to confirm them), not written yet.
+#             replicated: the peers' replication counters stay flat (the sync group below sends
+#             each of its tuples twice, which confirms them).
 #   sweep     the same generator paced at each rate of NF_SWEEP for NF_SWEEP_SECS s: lb1's
 #             created flows/s against the offered rate (an unpaced generator spends CPU, and the
 #             kernel's softirq forwarding, on datagrams lb1's full TUN queue then drops).
 #   sync      (issue #15) bulk sync at scale, in a lab of its own (flow tables of SYNC_CAPACITY,
 #             udp_s SYNC_UDP_S so nothing expires meanwhile): for each N of SYNC_FLOWS, lb1 is
 #             filled to N UDP flows by newflows.c paced at SYNC_RATE (more passes of new tuples
-#             while lb1 holds < 99.5 % of N), every balancer holds them (replication), lb2 is
+#             while lb1 holds < 99.5 % of N), each pass followed by a second one over the same
+#             tuples after their echoes (confirm_pass: that confirms the flows, and only
+#             confirmed flows are replicated), every balancer holds them (replication), lb2 is
 #             killed (SIGKILL) and started again while newflows adds SYNC_LIVE_RATE new flows/s
-#             for SYNC_LIVE_SECS s: the time from `lab.sh start lb2` until lb1 sees it up and
+#             for SYNC_LIVE_SECS s (confirmed by a second pass once lb2 serves): the time from `lab.sh start lb2` until lb1 sees it up and
 #             serving, lb2's own report of its sync (records, ms, records/s, sessions, peer),
 #             its flow count against lb1's after the live traffic, the responder's snapshot
 #             time and event-loop stalls, and peer_down events other than lb2's (false failovers).
@@ -328,6 +329,18 @@ NFT
 active() { stats "$1" "$OUT/.a.json"; jq -r '.flows.active // 0' "$OUT/.a.json" 2>/dev/null || echo 0; }
 metric() { ip netns exec "$(lbns "$1")" curl -s -m 3 "http://$ADMIN/metrics" 2>/dev/null | awk -v m="$2" '$1 == m { print $2; exit }'; }
 
+# confirm_pass TAG SECS RATE FIRST: newflows again over the tuples a pass sent (same FIRST, rate
+# and duration, so the same sequence of 5-tuples), after their echoes came back through the
+# balancers: each datagram is a client packet after the server's answer, which confirms the
+# flow (docs/flow-records.md "Confirmation and replication"), and only confirmed flows are
+# replicated. Without it each balancer would hold only the flows it decided itself.
+confirm_pass() {
+  local tag=$1 secs=$2 rate=$3 first=$4
+  sleep 0.5   # the last echoes of the pass
+  ip netns exec "$CL" timeout $((secs + 10)) "$BIN/newflows" "$VIP" "$NF_PORT" "$secs" "$rate" "$NF_SRC_BASE" "$SYNC_NSRC" "$first" \
+    >"$OUT/$tag-confirm.json" 2>"$OUT/$tag-confirm.err" || true
+}
+
 # sync_one N: fill lb1 to N flows, replicate, kill and restart lb2 under live new flows, measure
 SYNC_FIRST=0
 sync_one() {
@@ -342,6 +355,7 @@ sync_one() {
     ip netns exec "$CL" timeout $((secs + 10)) "$BIN/newflows" "$VIP" "$NF_PORT" "$secs" "$rate" "$NF_SRC_BASE" "$SYNC_NSRC" "$SYNC_FIRST" \
       >"$OUT/$tag-fill$pass.json" 2>"$OUT/$tag-fill$pass.err" || true
     sent=$(jq -r '.sent // 0' "$OUT/$tag-fill$pass.json" 2>/dev/null || echo 0)
+    confirm_pass "$tag-fill$pass" "$secs" "$rate" "$SYNC_FIRST"
     SYNC_FIRST=$((SYNC_FIRST + sent))
     sleep 1
     have=$(active lb1)
@@ -388,6 +402,8 @@ sync_one() {
   log "$tag: lb2 serving $(awk -v k="${tag}_serving_ms" '$1 == k { print $2 }' "$OUT/run.kv") ms after lab.sh start; its sync: $(jq -c '.membership.sync' "$OUT/$tag-lb2-after.json")"
   wait "$lpid" 2>/dev/null || true
   sent=$(jq -r '.sent // 0' "$OUT/$tag-live.json" 2>/dev/null || echo 0)
+  # the live flows' second datagrams (after their echoes): confirmed, so replicated to every balancer
+  confirm_pass "$tag-live" "$SYNC_LIVE_SECS" "$SYNC_LIVE_RATE" "$SYNC_FIRST"
   SYNC_FIRST=$((SYNC_FIRST + sent))
   sleep 3   # replication of the last live flows
   for b in "${LAB_BALANCERS[@]}"; do kv "${tag}_after_$b" "$(active "$b")"; done
