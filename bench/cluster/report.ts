@@ -430,7 +430,8 @@ function syncRows(kv: Map<string, number>, rows: Array<[string, string, string]>
     const sync = json(`${tag}-lb2-after.json`)?.membership?.sync as Json | null | undefined;
     // lb2's log since its last start: first line, sync_started, sync_done (pino's ms times)
     const log = (text(`${tag}-lb2.log`) ?? '').split('\n');
-    const from = log.map((l) => l.startsWith('==== ')).lastIndexOf(true);
+    // scripts/lab.sh marks each start with a JSON line of event lab_start (older: a '==== ' line)
+    const from = log.map((l) => l.startsWith('==== ') || l.includes('"event":"lab_start"')).lastIndexOf(true);
     const entries = log.slice(from + 1).flatMap((l) => {
       try {
         return [JSON.parse(l) as Json];
