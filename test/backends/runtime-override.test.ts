@@ -244,7 +244,7 @@ test('malformed marks from a peer are dropped and counted; the rest of the entry
 test('setWeight / setMaintenance: unknown VIP or backend, a port that is not the backend\'s, a weight out of range', (t) => {
   const sim = new SimCluster(makeConfig({ balancers: 1, backends: 2, health: null }));
   const m = sim.nodes[0]!.monitor;
-  const cases: Array<[() => unknown, string, RegExp]> = [
+  const cases: Array<[() => unknown, (typeof ErrorCodes)[keyof typeof ErrorCodes], RegExp]> = [
     [() => m.setWeight('nope', backendAddr(0), 1, 'x'), ErrorCodes.ADMIN, /^no VIP "nope" \(VIPs: web4\)$/],
     [() => m.setWeight('web4', '10.7.7.7', 1, 'x'), ErrorCodes.ADMIN, /^no backend 10\.7\.7\.7 in VIP web4 \(backends: 10\.0\.0\.1, 10\.0\.0\.2\)$/],
     [() => m.setMaintenance('web4', `${backendAddr(0)}:8080`, true, 'x'), ErrorCodes.ADMIN, /has no port of its own \(it keeps the VIP port\): name it without a port/],
