@@ -795,7 +795,10 @@ rootTest('(3) runtime weight and maintenance, cluster-wide: shown everywhere, no
     const events = JSON.parse((await execIn('lb1', ['curl', '-sS', '-m', '3', `http://${ADMIN}/api/v1/events?limit=500`], { timeoutMs: 5000 })).stdout) as { events: Array<{ type: string; origin?: string; reason: string }> };
     const ours = events.events.filter((e) => e.type === 'backend_weight' || e.type === 'backend_maintenance').slice(-4);
     t.log(`lb1 /api/v1/events (runtime overrides):\n${ours.map((e) => `  ${e.type} [${e.origin}] ${e.reason}`).join('\n')}`);
-    t.deepEqual(ours.map((e) => (e.origin ?? '').replace(/:\d+$/, '')), ['api 127.0.0.1', 'api 127.0.0.1', 'peer lb3', 'peer lb2'], 'origins: two commands on lb1, off from lb3, the reload on lb2 (the weight; maintenance was off already)');
+    // Origins: two commands on lb1's API, then marks learnt from peers (the peer whose report
+    // brought them first: normally the writer's own change report); the reason names the writer.
+    t.deepEqual(ours.map((e) => (e.origin ?? '').replace(/^(api 127\.0\.0\.1):\d+$/, '$1').replace(/^peer lb[23]$/, 'peer')), ['api 127.0.0.1', 'api 127.0.0.1', 'peer', 'peer']);
+    t.deepEqual(ours.map((e) => /set on (lb\d)$/.exec(e.reason)?.[1]), ['lb1', 'lb1', 'lb3', 'lb2'], 'off taken on lb3, the reload on lb2 (the weight; maintenance was off already)');
 
     // --- the long-lived connections, on the target above all, survived ---
     const sum = await longlivedSummary(t, ll);
