@@ -401,12 +401,13 @@ export function main(argv: string[]): void {
         console.log(JSON.stringify(body));
         return;
       }
-      const r = body as unknown as { generation: number; vips: { added: string[]; removed: string[] }; backends: { added: string[]; removed: string[]; reweighted: string[] }; flows: { remapped: number; removed: number; cut: number }; restartNeeded: string[] };
+      const r = body as unknown as { generation: number; vips: { added: string[]; removed: string[] }; backends: { added: string[]; removed: string[]; reweighted: string[] }; flows: { remapped: number; removed: number; cut: number }; restartNeeded: string[]; overridesCleared?: string[] };
       console.log(`reloaded: forwarding table generation ${r.generation}`);
       console.log(`  VIPs added: ${r.vips.added.join(', ') || '-'}; removed: ${r.vips.removed.join(', ') || '-'}`);
       console.log(`  backends added: ${r.backends.added.join(', ') || '-'}; removed: ${r.backends.removed.join(', ') || '-'}; reweighted: ${r.backends.reweighted.join(', ') || '-'}`);
       console.log(`  flows remapped ${r.flows.remapped}, removed ${r.flows.removed}, on removed backends ${r.flows.cut} (TCP reset, others moved at their next packet)`);
       if (r.restartNeeded.length > 0) console.log(`  changed but applied only after a restart: ${r.restartNeeded.join(', ')}`);
+      if ((r.overridesCleared?.length ?? 0) > 0) console.log(`  runtime overrides back to the file's values, on every balancer: ${r.overridesCleared!.join(', ')}`);
     });
 
   // tunlb capture (src/capture/capture.ts; recipes in docs/operations.md)

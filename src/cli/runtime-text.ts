@@ -64,7 +64,7 @@ export function overrideMessage(cmd: 'weight' | 'maintenance', vip: string, addr
   const same = changed ? '' : ' (already so)';
   if (row === undefined) return `${who}: ${cmd} set${same}, on every balancer until the next reload`;
   const flows = row.flows !== undefined ? `its ${row.flows} flow(s)` : 'its flows';
-  const newFlows = row.eligible && row.weight > 0 ? 'takes new flows' : 'no new flows';
+  const newFlows = row.eligible && row.weight > 0 ? 'takes new flows' : row.maintenance === true ? 'no new flows (maintenance)' : 'no new flows';
   if (cmd === 'weight') {
     const w = row.weightOverride === null || row.weightOverride === undefined ? `weight ${row.weight} (the file's)` : `weight ${row.weight} (file ${row.fileWeight ?? '?'})`;
     return `${who}: ${w}${same} on every balancer until the next reload; ${newFlows}; ${flows} keep their backend`;
