@@ -654,8 +654,9 @@ async function runtimeOverride(req: IncomingMessage, what: 'weight' | 'maintenan
   const origin = `api ${remoteOf(req)}`;
   try {
     const ev = what === 'weight' ? b.health.setWeight(vip, address, weight, origin) : b.health.setMaintenance(vip, address, value === true, origin);
-    const row = b.health.states().find((x) => x.vip === (ev?.vip ?? vip) && (ev === null || x.backendIndex === ev.backendIndex));
-    return send(200, { changed: ev !== null, event: ev, backend: ev === null ? null : (row ?? null) });
+    // The backend as it is now (null when nothing changed: the command named it in any spelling).
+    const row = ev === null ? undefined : b.health.states().find((x) => x.vipIndex === ev.vipIndex && x.backendIndex === ev.backendIndex);
+    return send(200, { changed: ev !== null, event: ev, backend: row ?? null });
   } catch (e) {
     if (isTunlbError(e, ErrorCodes.ADMIN) || isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message });
     throw e;
