@@ -735,8 +735,9 @@ export class HealthMonitor {
     const m = decodeMaintenanceMark(b, n);
     for (const d of [w, m]) {
       if (d.kind === 'malformed') {
-        this.stats.overridesMalformed++;
-        this.#log?.warn({ event: 'backend_override_malformed', vip: e.vip.name, backend: e.backend.address.text, from, why: d.why }, `runtime mark from ${from} for ${e.vip.name}/${e.backend.address.text} dropped: ${d.why}`);
+        // Peers repeat what they hold every period: log the 1st, 2nd, 4th, 8th, ... only (counted always).
+        const n = ++this.stats.overridesMalformed;
+        if ((n & (n - 1)) === 0) this.#log?.warn({ event: 'backend_override_malformed', vip: e.vip.name, backend: e.backend.address.text, from, why: d.why }, `runtime mark from ${from} for ${e.vip.name}/${e.backend.address.text} dropped: ${d.why} (${n} dropped so far)`);
       }
     }
     if (w.kind === 'mark' && wins(w.mark, e.weightMark)) {
