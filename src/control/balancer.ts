@@ -352,7 +352,8 @@ export class Balancer {
   }
 
   /**
-   * Starts backend health checks. Every eligibility change (health, drain) rebuilds the
+   * Starts backend health checks. Every eligibility change (health, drain, maintenance) and every
+   * runtime weight (src/backends/runtime-override.ts) rebuilds the
    * forwarding table — incrementally: only the rows the backend won or now wins move — and
    * swaps it in between batches. New flows avoid ineligible backends; established flows
    * keep their recorded backend (the record is the truth) unless it is down (unhealthy:
