@@ -35,7 +35,7 @@ const BACKENDS4 = ['10.99.3.21', '10.99.3.22', '10.99.3.23'];
 const BACKENDS6 = ['fd99:3::21', 'fd99:3::22', 'fd99:3::23'];
 const SERVER_OF: Record<string, string> = { '10.99.3.21': 'srv1', '10.99.3.22': 'srv2', '10.99.3.23': 'srv3' };
 /** The subcommands `tunlb --help` must list (a new one fails the --help test until covered here). */
-const SUBCOMMANDS = ['run', 'check-config', 'stats', 'flows', 'status', 'backends', 'drain', 'undrain', 'drain-self', 'undrain-self', 'ready', 'reload', 'capture', 'logs', 'vips'];
+const SUBCOMMANDS = ['run', 'check-config', 'stats', 'flows', 'status', 'backends', 'drain', 'undrain', 'weight', 'maintenance', 'drain-self', 'undrain-self', 'ready', 'reload', 'capture', 'logs', 'vips'];
 /** One error line: `tunlb: MESSAGE [TUNLB_CODE]` (src/cli/main.ts). */
 const ERROR_LINE = /^tunlb: \S.* \[TUNLB_[A-Z_]+\]$/;
 

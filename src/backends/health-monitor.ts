@@ -43,6 +43,22 @@
  * so balancers agree to within their wall-clock skew plus one tick; a balancer that starts
  * later learns the stamp from the periodic reports and expires it at once if it is due.
  *
+ * ## Runtime overrides (src/backends/runtime-override.ts)
+ * `setWeight()` (`tunlb weight`) and `setMaintenance()` (`tunlb maintenance`) set two more
+ * cluster-wide marks per backend, each with its own stamp of the drain form, shared and repeated
+ * the same way (BackendHealth fields 13..17), last writer wins:
+ *  - weight: the weight the forwarding table gives the backend instead of the file's (0..65535;
+ *    0 = no new flows, as a file weight of 0); `weightOf()` is what every table build reads;
+ *  - maintenance: no new flows (not `eligible()`), established flows continue with no timeout
+ *    (unlike a drain, it never makes the backend down), health checks and their reports go on.
+ * Every balancer holding the same marks builds the same table (same inputs). A reload clears
+ * them cluster-wide: `clearOverrides()` writes a "back to the file" mark with a new stamp for
+ * each backend that has an override, and the larger stamp wins everywhere. A balancer that
+ * starts holds no mark and learns every one from the next periodic reports (within a period),
+ * like drain marks. Each change here (command, peer report, reload) goes to the `onOverride`
+ * listeners with where it came from (OverrideEvent.origin) and is logged (event
+ * "backend_override"); the table is not the monitor's: the balancer rebuilds it on the event.
+ *
  * ## Wiring (the balancer)
  *   const hm = new HealthMonitor({
  *     config, selfIndex, hashKey, live: cluster.membership.live, nowMs: () => performance.now(),
@@ -86,6 +102,8 @@ import {
 import { CANDIDATE_PERIODS, healthKey, ownerByScores } from './health-owner';
 import { DEFAULT_REPORT_BUDGET, MAX_REASON_BYTES, packReports, truncateUtf8 } from './health-report';
 import { MAX_BALANCERS, drainOrigin, drainWallMs, nextDrainStamp } from './drain-stamp';
+import { decodeMaintenanceMark, decodeWeightMark, encodeOverrides, wins, type MaintenanceMark, type WeightMark } from './runtime-override';
+import type { OverrideEvent } from './health-types';
 
 // The monitor's public API, declared in the modules of its sections.
 export * from './health-types';
@@ -129,10 +147,17 @@ interface Entry {
   lastEpoch: number;
   lastSeq: number;
   drainStamp: number;
-  /** Pending for the next change report: health (with reason) / drain mark. */
+  /** Runtime overrides (src/backends/runtime-override.ts); stamp 0 = no mark. */
+  weightMark: WeightMark;
+  maintMark: MaintenanceMark;
+  /** Pending for the next change report: health (with reason) / drain mark / runtime marks. */
   dirtyHealth: boolean;
   dirtyDrain: boolean;
+  dirtyOverride: boolean;
 }
+
+const NO_WEIGHT_MARK: WeightMark = { stamp: 0, weight: null };
+const NO_MAINT_MARK: MaintenanceMark = { stamp: 0, on: false };
 
 const defaultTimers: TimerFns = {
   setTimeout: (fn, ms) => {
@@ -156,6 +181,8 @@ export class HealthMonitor {
     entriesStale: 0,
     entriesUnknown: 0,
     drainsApplied: 0,
+    overridesApplied: 0,
+    overridesMalformed: 0,
     drainsExpired: 0,
     ownershipChanges: 0,
   };
@@ -193,6 +220,7 @@ export class HealthMonitor {
   #tickTimer: unknown = null;
   #reportTimer: unknown = null;
   #flushQueued = false;
+  readonly #overrideListeners = new Set<(ev: OverrideEvent) => void>();
 
   constructor(opts: HealthMonitorOptions) {
     const n = opts.config.balancers.length;
@@ -267,10 +295,31 @@ export class HealthMonitor {
 
   // ---------------------------------------------------------------- queries
 
-  /** New flows may go to this backend: healthy and not draining (weight is the table's). */
+  /** New flows may go to this backend: healthy, not draining, not in maintenance (weight is the table's). */
   eligible(vipIndex: number, backendIndex: number): boolean {
     const e = this.#entries[vipIndex]?.[backendIndex];
-    return e !== undefined && e.sm.eligible;
+    return e !== undefined && e.sm.eligible && !e.maintMark.on;
+  }
+
+  /**
+   * The weight the forwarding table gives this backend: the runtime override when there is one,
+   * else the file's (what every table build reads, so every balancer with the same marks builds
+   * the same table). 0 for an unknown backend.
+   */
+  weightOf(vipIndex: number, backendIndex: number): number {
+    const e = this.#entries[vipIndex]?.[backendIndex];
+    return e === undefined ? 0 : (e.weightMark.weight ?? e.backend.weight);
+  }
+
+  /** In maintenance (no new flows, flows continue, checks go on). */
+  inMaintenance(vipIndex: number, backendIndex: number): boolean {
+    return this.#entries[vipIndex]?.[backendIndex]?.maintMark.on === true;
+  }
+
+  /** Calls fn on every runtime override change (command, peer report, reload); returns the unsubscribe function. */
+  onOverride(fn: (ev: OverrideEvent) => void): () => void {
+    this.#overrideListeners.add(fn);
+    return () => this.#overrideListeners.delete(fn);
   }
 
   /** Established flows must leave this backend: unhealthy, drained past its timeout, removed. */
@@ -298,14 +347,19 @@ export class HealthMonitor {
       backendIndex: e.backendIndex,
       backend: e.backend.address.text,
       port: e.backend.port,
-      weight: e.backend.weight,
+      weight: e.weightMark.weight ?? e.backend.weight,
+      fileWeight: e.backend.weight,
+      weightOverride: e.weightMark.weight,
+      maintenance: e.maintMark.on,
+      overrideBy: overrideBy(e, this.#ids),
+      overrideAtMs: overrideAt(e),
       state: e.sm.state,
       health: e.sm.health,
       drained: e.sm.drained,
       drainedAtMs: e.sm.drained ? drainWallMs(e.drainStamp) : null,
       drainDeadlineMs: e.sm.drained && e.vip.drainTimeoutS > 0 ? drainWallMs(e.drainStamp) + e.vip.drainTimeoutS * 1000 : null,
       down: e.sm.down,
-      eligible: e.sm.eligible,
+      eligible: e.sm.eligible && !e.maintMark.on,
       check: e.health?.type ?? null,
       owner: e.owner >= 0 ? this.#ids[e.owner]! : null,
       checkedHere: this.#running && e.owner === this.selfIndex && e.target !== null,
@@ -337,6 +391,51 @@ export class HealthMonitor {
   /** Ends a drain (cluster-wide). Same arguments and errors as drain(). */
   undrain(vip: string | number, backendAddress: string): BackendEvent | null {
     return this.#setDrain(this.#find(vip, backendAddress), false);
+  }
+
+  /**
+   * Sets a backend's weight cluster-wide (`weight` 0..65535), or returns it to the file's
+   * (null). `backendAddress` may carry the backend's port ("10.99.3.21:80", "[fd99:3::21]:80").
+   * `origin` says who asked (e.g. "api 127.0.0.1:40112"). Returns the event, or null when that
+   * weight is already in force by the same kind of mark (nothing sent). Throws TunlbError(ADMIN)
+   * for an unknown VIP or backend, TunlbError(USAGE) for a weight out of range.
+   */
+  setWeight(vip: string | number, backendAddress: string, weight: number | null, origin: string): OverrideEvent | null {
+    if (weight !== null && !(Number.isInteger(weight) && weight >= 0 && weight <= 65535)) {
+      throw new TunlbError(ErrorCodes.USAGE, `weight must be an integer 0..65535 (or the file's), got ${weight}`);
+    }
+    const e = this.#findWithPort(vip, backendAddress);
+    if (e.weightMark.weight === weight) return null;
+    e.weightMark = { stamp: nextDrainStamp(e.weightMark.stamp, this.#wall(), this.selfIndex), weight };
+    return this.#overrideChanged(e, 'backend_weight', origin);
+  }
+
+  /** Maintenance on / off cluster-wide. Same arguments and errors as setWeight(); null when already so. */
+  setMaintenance(vip: string | number, backendAddress: string, on: boolean, origin: string): OverrideEvent | null {
+    const e = this.#findWithPort(vip, backendAddress);
+    if (e.maintMark.on === on) return null;
+    e.maintMark = { stamp: nextDrainStamp(e.maintMark.stamp, this.#wall(), this.selfIndex), on };
+    return this.#overrideChanged(e, 'backend_maintenance', origin);
+  }
+
+  /**
+   * A reload: every runtime override returns to the file's values, cluster-wide (a new mark
+   * for each backend with an override, which wins over the older ones everywhere). Returns the
+   * events (one per mark written).
+   */
+  clearOverrides(origin: string): OverrideEvent[] {
+    const out: OverrideEvent[] = [];
+    for (const e of this.#all) {
+      if (e.weightMark.weight !== null) {
+        e.weightMark = { stamp: nextDrainStamp(e.weightMark.stamp, this.#wall(), this.selfIndex), weight: null };
+        out.push(this.#overrideChanged(e, 'backend_weight', origin));
+      }
+      if (e.maintMark.on) {
+        e.maintMark = { stamp: nextDrainStamp(e.maintMark.stamp, this.#wall(), this.selfIndex), on: false };
+        out.push(this.#overrideChanged(e, 'backend_maintenance', origin));
+      }
+    }
+    return out;
   }
 
   /**
@@ -417,6 +516,7 @@ export class HealthMonitor {
         this.stats.entriesUnknown++;
         continue;
       }
+      this.#applyMarks(e, b, id);
       const stamp = Number(b.drainStamp ?? 0);
       if (stamp > e.drainStamp) {
         e.drainStamp = stamp;
@@ -467,8 +567,9 @@ export class HealthMonitor {
     const items: tunlb.v1.BackendHealth.$Properties[] = [];
     for (const e of this.#all) {
       const owned = e.owner === this.selfIndex && e.health !== null && e.known && e.sm.health !== 'unknown';
-      if (!owned && e.drainStamp === 0) continue;
-      items.push(this.#item(e, owned, false, e.drainStamp > 0));
+      const marks = e.weightMark.stamp > 0 || e.maintMark.stamp > 0;
+      if (!owned && e.drainStamp === 0 && !marks) continue;
+      items.push(this.#item(e, owned, false, e.drainStamp > 0, marks));
     }
     return this.#pack(items, true);
   }
@@ -582,8 +683,11 @@ export class HealthMonitor {
       lastEpoch: prev ? prev.lastEpoch : 0,
       lastSeq: prev ? prev.lastSeq : 0,
       drainStamp: prev ? prev.drainStamp : 0,
+      weightMark: prev ? prev.weightMark : NO_WEIGHT_MARK,
+      maintMark: prev ? prev.maintMark : NO_MAINT_MARK,
       dirtyHealth: false,
       dirtyDrain: false,
+      dirtyOverride: false,
     };
   }
 
@@ -603,12 +707,96 @@ export class HealthMonitor {
     return e;
   }
 
+  /** #find with an optional port: "10.99.3.21:80", "[fd99:3::21]:80" (it must be the backend's own port). */
+  #findWithPort(vip: string | number, text: string): Entry {
+    const m = /^\[([^\]]+)\](?::(\d+))?$|^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(text.trim());
+    if (m === null) return this.#find(vip, text);
+    const e = this.#find(vip, m[1] ?? m[3]!);
+    const port = m[2] ?? m[4];
+    if (port !== undefined && e.backend.port !== Number(port)) {
+      const has = e.backend.port === null ? 'has no port of its own (it keeps the VIP port): name it without a port' : `has port ${e.backend.port}`;
+      throw new TunlbError(ErrorCodes.ADMIN, `backend ${e.backend.address.text} of VIP ${e.vip.name} ${has}, not ${port}`, { vip: e.vip.name, backend: text });
+    }
+    return e;
+  }
+
   #setDrain(e: Entry, drained: boolean): BackendEvent | null {
     const self = this.#ids[this.selfIndex]!;
     e.drainStamp = nextDrainStamp(e.drainStamp, this.#wall(), this.selfIndex);
     e.dirtyDrain = true;
     this.#queueFlush();
     return this.#apply(e, e.sm.setDrained(drained, `${drained ? 'drained' : 'undrained'} by operator on ${self}`, 'operator'), self);
+  }
+
+  /** A peer's runtime marks for `e` (sender id `from`): the larger stamp wins; malformed ones dropped and counted. */
+  #applyMarks(e: Entry, b: tunlb.v1.IBackendHealth, from: string): void {
+    const n = this.#ids.length;
+    const w = decodeWeightMark(b, n);
+    const m = decodeMaintenanceMark(b, n);
+    for (const d of [w, m]) {
+      if (d.kind === 'malformed') {
+        // Peers repeat what they hold every period: log the 1st, 2nd, 4th, 8th, ... only (counted always).
+        const n = ++this.stats.overridesMalformed;
+        if ((n & (n - 1)) === 0) this.#log?.warn({ event: 'backend_override_malformed', vip: e.vip.name, backend: e.backend.address.text, from, why: d.why }, `runtime mark from ${from} for ${e.vip.name}/${e.backend.address.text} dropped: ${d.why} (${n} dropped so far)`);
+      }
+    }
+    if (w.kind === 'mark' && wins(w.mark, e.weightMark)) {
+      const changed = w.mark.weight !== e.weightMark.weight;
+      e.weightMark = w.mark;
+      this.stats.overridesApplied++;
+      if (changed) this.#overrideChanged(e, 'backend_weight', `peer ${from}`, false);
+    }
+    if (m.kind === 'mark' && wins(m.mark, e.maintMark)) {
+      const changed = m.mark.on !== e.maintMark.on;
+      e.maintMark = m.mark;
+      this.stats.overridesApplied++;
+      if (changed) this.#overrideChanged(e, 'backend_maintenance', `peer ${from}`, false);
+    }
+  }
+
+  /** After a mark of `e` changed: queue it for a change report (when written here), log, tell the listeners. */
+  #overrideChanged(e: Entry, type: OverrideEvent['type'], origin: string, local = true): OverrideEvent {
+    if (local) {
+      e.dirtyOverride = true;
+      this.#queueFlush();
+    }
+    const stamp = type === 'backend_weight' ? e.weightMark.stamp : e.maintMark.stamp;
+    const by = this.#ids[drainOrigin(stamp)] ?? `balancer ${drainOrigin(stamp)}`;
+    const weight = e.weightMark.weight ?? e.backend.weight;
+    const what =
+      type === 'backend_weight'
+        ? e.weightMark.weight === null
+          ? `weight back to the file's (${e.backend.weight})`
+          : `weight ${weight} (file ${e.backend.weight})`
+        : e.maintMark.on
+          ? 'maintenance on: no new flows, flows continue, checks go on'
+          : 'maintenance off';
+    const ev: OverrideEvent = {
+      type,
+      vipIndex: e.vipIndex,
+      vip: e.vip.name,
+      backendIndex: e.backendIndex,
+      backend: e.backend.address.text,
+      weight,
+      fileWeight: e.backend.weight,
+      maintenance: e.maintMark.on,
+      by,
+      stampMs: drainWallMs(stamp),
+      origin,
+      reason: `${e.vip.name} ${e.backend.address.text}: ${what}, set on ${by}`,
+    };
+    this.#log?.info(
+      { event: 'backend_override', type, vip: ev.vip, backend: ev.backend, weight, fileWeight: ev.fileWeight, maintenance: ev.maintenance, by, origin },
+      `backend ${ev.vip}/${ev.backend}: ${what} (set on ${by}; ${origin})`,
+    );
+    for (const fn of [...this.#overrideListeners]) {
+      try {
+        fn(ev);
+      } catch (err) {
+        this.#log?.warn({ event: 'health_onchange_error', err: (err as Error)?.message }, 'health monitor: an override listener threw');
+      }
+    }
+    return ev;
   }
 
   /** Candidate set from live + heard; on change recompute owners and move checks. */
@@ -800,18 +988,20 @@ export class HealthMonitor {
   #flushChanges(): void {
     const items: tunlb.v1.BackendHealth.$Properties[] = [];
     for (const e of this.#all) {
-      if (!e.dirtyHealth && !e.dirtyDrain) continue;
+      if (!e.dirtyHealth && !e.dirtyDrain && !e.dirtyOverride) continue;
       const health = e.dirtyHealth && e.owner === this.selfIndex && e.health !== null && e.sm.health !== 'unknown';
       const drain = e.dirtyDrain && e.drainStamp > 0;
+      const marks = e.dirtyOverride;
       e.dirtyHealth = false;
       e.dirtyDrain = false;
-      if (health || drain) items.push(this.#item(e, health, health, drain));
+      e.dirtyOverride = false;
+      if (health || drain || marks) items.push(this.#item(e, health, health, drain, marks));
     }
     if (items.length === 0) return;
     for (const body of this.#pack(items, false)) this.#send(body);
   }
 
-  #item(e: Entry, health: boolean, withReason: boolean, drain: boolean): tunlb.v1.BackendHealth.$Properties {
+  #item(e: Entry, health: boolean, withReason: boolean, drain: boolean, marks = false): tunlb.v1.BackendHealth.$Properties {
     const it: tunlb.v1.BackendHealth.$Properties = { vip: e.vipIndex, backend: e.backendIndex, idHash: e.idHash };
     if (health) {
       it.state = e.sm.health === 'healthy' ? HS.HEALTH_STATE_HEALTHY : HS.HEALTH_STATE_UNHEALTHY;
@@ -829,6 +1019,7 @@ export class HealthMonitor {
       it.drainStamp = e.drainStamp;
       it.drained = e.sm.drained;
     }
+    if (marks) encodeOverrides(e.weightMark, e.maintMark, it);
     return it;
   }
 
@@ -846,6 +1037,18 @@ export class HealthMonitor {
       this.#log?.warn({ event: 'health_report_send_failed', err: (err as Error)?.message }, 'health report not sent');
     }
   }
+}
+
+/** Balancer id of the latest runtime mark of `e` that is in force (null: none). */
+function overrideBy(e: Entry, ids: readonly string[]): string | null {
+  const stamp = Math.max(e.weightMark.weight !== null ? e.weightMark.stamp : 0, e.maintMark.on ? e.maintMark.stamp : 0);
+  return stamp === 0 ? null : (ids[drainOrigin(stamp)] ?? `balancer ${drainOrigin(stamp)}`);
+}
+
+/** Wall ms of the latest runtime mark of `e` that is in force (null: none). */
+function overrideAt(e: Entry): number | null {
+  const stamp = Math.max(e.weightMark.weight !== null ? e.weightMark.stamp : 0, e.maintMark.on ? e.maintMark.stamp : 0);
+  return stamp === 0 ? null : drainWallMs(stamp);
 }
 
 /** Canonical form of an address text for comparisons (IPv6 spellings), or null. */

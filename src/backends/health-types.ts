@@ -32,6 +32,33 @@ export interface BackendEvent extends BackendTransition {
   readonly atMs: number;
 }
 
+/**
+ * A runtime override changed here (src/backends/runtime-override.ts): set by a command on this
+ * balancer, learnt from a peer's report, or cleared by a reload. What the event history shows.
+ */
+export interface OverrideEvent {
+  readonly type: 'backend_weight' | 'backend_maintenance';
+  readonly vipIndex: number;
+  readonly vip: string;
+  readonly backendIndex: number;
+  readonly backend: string;
+  /** Weight in force after the change (the override, or the file's) and the file's. */
+  readonly weight: number;
+  readonly fileWeight: number;
+  readonly maintenance: boolean;
+  /** Balancer id that took the command (the mark's stamp names it). */
+  readonly by: string;
+  /** Wall ms of the command (from its stamp). */
+  readonly stampMs: number;
+  /**
+   * Where the change came from here: the command's caller on this balancer (e.g. "api
+   * 127.0.0.1:40112", "reload on lb1"), or "peer <id>" when learnt from a peer's report.
+   */
+  readonly origin: string;
+  /** One line, e.g. "web4 10.99.3.21: weight 0 (file 1), set on lb1". */
+  readonly reason: string;
+}
+
 /** One backend as the admin API shows it. */
 export interface BackendStatus {
   readonly vipIndex: number;
@@ -39,7 +66,17 @@ export interface BackendStatus {
   readonly backendIndex: number;
   readonly backend: string;
   readonly port: number | null;
+  /** Weight in force: the runtime override (`tunlb weight`) when there is one, else the file's. */
   readonly weight: number;
+  /** The configuration file's weight. */
+  readonly fileWeight: number;
+  /** The runtime weight override, null when the file's weight applies. */
+  readonly weightOverride: number | null;
+  /** Maintenance (`tunlb maintenance`): no new flows, flows continue, checks go on; cluster-wide. */
+  readonly maintenance: boolean;
+  /** Who set the override / maintenance and when (wall ms); null without one. */
+  readonly overrideBy: string | null;
+  readonly overrideAtMs: number | null;
   readonly state: BackendStateName;
   readonly health: HealthName;
   readonly drained: boolean;
@@ -49,7 +86,7 @@ export interface BackendStatus {
   readonly drainDeadlineMs: number | null;
   /** Established flows leave it (the forwarder's backendUp = 0): unhealthy, drained, removed. */
   readonly down: boolean;
-  /** state === 'healthy' (weight > 0 is the table's business). */
+  /** state === 'healthy' and not in maintenance (weight > 0 is the table's business). */
   readonly eligible: boolean;
   /** Check type, or null without a health check (always healthy). */
   readonly check: 'tcp' | 'http' | 'icmp' | null;
@@ -93,6 +130,10 @@ export interface HealthMonitorStats {
   /** Entries for a (vip, backend) we do not have, or whose id hash differs (another config). */
   entriesUnknown: number;
   drainsApplied: number;
+  /** Runtime marks (weight, maintenance) from peers that replaced the one held here. */
+  overridesApplied: number;
+  /** Runtime marks dropped as malformed (stamp not a safe integer or naming no balancer, weight > 65535). */
+  overridesMalformed: number;
   /** Drains whose timeout passed here ('draining' → 'drained'). */
   drainsExpired: number;
   ownershipChanges: number;

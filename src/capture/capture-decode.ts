@@ -598,9 +598,11 @@ export class CaptureDecoder {
       const vip = b.vip ?? 0;
       const vipName = this.names?.vips[vip]?.name ?? `vip#${vip}`;
       const drain = b.drainStamp ? (b.drained ? ' drained' : ' undrained') : '';
+      const weight = b.weightStamp ? (b.weightSet ? ` weight=${b.weight ?? 0}` : ' weight=file') : '';
+      const maint = b.maintStamp ? (b.maintenance ? ' maint' : ' maint-off') : '';
       const state = b.state ? ` ${HEALTH_NAMES[b.state] ?? `state-${b.state}`}` : '';
       const reason = b.reason ? ` "${b.reason}"` : '';
-      return `${head} health ${seq}${hs}${list.length > 1 ? ` [${i + 1}/${list.length}]` : ''} ${vipName} ${this.backend(vip, b.backend ?? 0)}${state}${drain}${reason}${mark}`;
+      return `${head} health ${seq}${hs}${list.length > 1 ? ` [${i + 1}/${list.length}]` : ''} ${vipName} ${this.backend(vip, b.backend ?? 0)}${state}${drain}${weight}${maint}${reason}${mark}`;
     });
   }
 
@@ -625,7 +627,7 @@ interface LooseHealth {
   epoch?: number;
   sequence?: number;
   periodic?: boolean;
-  backends?: Array<{ vip?: number; backend?: number; state?: number; reason?: string; drainStamp?: number; drained?: boolean }>;
+  backends?: Array<{ vip?: number; backend?: number; state?: number; reason?: string; drainStamp?: number; drained?: boolean; weightStamp?: number; weight?: number; weightSet?: boolean; maintStamp?: number; maintenance?: boolean }>;
 }
 const HEALTH_NAMES: Record<number, string> = { 0: 'no-health', 1: 'healthy', 2: 'unhealthy' };
 

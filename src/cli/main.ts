@@ -15,7 +15,12 @@
  *   tunlb vips [--admin HOST:PORT] [--stats] [--rate] [--json]   per VIP and backend: connections, packets,
  *                                        bytes, rates (as ipvsadm -Ln --stats --rate; GET /api/v1/vips)
  *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
- *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused)
+ *   tunlb weight VIP ADDRESS[:PORT] N|file [--admin HOST:PORT]   a backend's weight, cluster-wide, until the
+ *                                        next reload (0..65535; 0: no new flows; file: back to the file's)
+ *   tunlb maintenance VIP ADDRESS[:PORT] on|off [--admin HOST:PORT]   maintenance, cluster-wide, until the next
+ *                                        reload: no new flows, flows continue, health checks go on
+ *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused);
+ *                                        every runtime weight and maintenance returns to the file's, cluster-wide
  *   tunlb drain-self / undrain-self [--admin HOST:PORT]   withdraw this balancer's VIP announcement and
  *                                        hand its flows to their backups (maintenance), or undo it
  *   tunlb ready [--admin HOST:PORT] [--allow-down IDS] [--wait S]   exit 0 when serving with every peer
@@ -32,8 +37,8 @@
  * `start_failed` line (code, msg, errors[] for a config file), an uncaught exception one
  * `crashed` line; on a terminal they are plain sentences.
  *
- * The admin subcommands (stats, flows, status, backends, vips, drain, undrain, drain-self, undrain-self,
- * ready, reload) send the bearer
+ * The admin subcommands (stats, flows, status, backends, vips, drain, undrain, weight, maintenance,
+ * drain-self, undrain-self, ready, reload) send the bearer
  * token of --token-file FILE (or $TUNLB_ADMIN_TOKEN_FILE) when the endpoint has admin.token_file.
  */
 import { readFileSync } from 'node:fs';
@@ -50,6 +55,7 @@ import { LOG_LEVELS } from '../config/schema';
 import { writeFatal } from '../logger';
 import { LOGS_LEVELS, printLogs } from './logs';
 import { formatBackendStats, formatVips } from './vips-text';
+import { maintenanceArg, overrideMessage, weightArg, weightCell, stateCell, overrideNote } from './runtime-text';
 import type { ServicesBody } from '../control/service-view';
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';
@@ -300,6 +306,32 @@ export function main(argv: string[]): void {
       });
   }
 
+  program
+    .command('weight <vip> <address> <weight>')
+    .description("set a backend's weight on every balancer without editing the file, until the next reload: 0..65535 (0: no new flows, its flows stay), or \"file\" for the file's weight; ADDRESS may carry the backend's port (10.99.3.21:80)")
+    .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
+    .option('--json', 'machine-readable output')
+    .action(async (vip: string, address: string, weight: string, opts: { admin: string; json?: boolean }) => {
+      const w = weightArg(weight);
+      const body = (await adminCall(opts, 'POST', '/api/v1/backends/weight', { vip, address, weight: w ?? 'file' })) as OverrideAnswer;
+      if (opts.json) return console.log(JSON.stringify(body));
+      console.log(overrideMessage('weight', vip, address, body.changed, await backendRowOf(opts, vip, address)));
+    });
+
+  program
+    .command('maintenance <vip> <address> <on|off>')
+    .description('put a backend in maintenance on every balancer, until `off` or the next reload: no new flows, its flows continue (no timeout, unlike drain), its health checks go on')
+    .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
+    .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
+    .option('--json', 'machine-readable output')
+    .action(async (vip: string, address: string, onOff: string, opts: { admin: string; json?: boolean }) => {
+      const on = maintenanceArg(onOff);
+      const body = (await adminCall(opts, 'POST', '/api/v1/backends/maintenance', { vip, address, maintenance: on })) as OverrideAnswer;
+      if (opts.json) return console.log(JSON.stringify(body));
+      console.log(overrideMessage('maintenance', vip, address, body.changed, await backendRowOf(opts, vip, address)));
+    });
+
   for (const [name, desc] of [
     ['drain-self', "maintenance: withdraw this balancer's VIP announcement (routers stop sending it traffic) and hand its flows to their backups; it keeps serving what still reaches it"],
     ['undrain-self', 'end drain-self: serve and announce the VIPs again'],
@@ -369,12 +401,13 @@ export function main(argv: string[]): void {
         console.log(JSON.stringify(body));
         return;
       }
-      const r = body as unknown as { generation: number; vips: { added: string[]; removed: string[] }; backends: { added: string[]; removed: string[]; reweighted: string[] }; flows: { remapped: number; removed: number; cut: number }; restartNeeded: string[] };
+      const r = body as unknown as { generation: number; vips: { added: string[]; removed: string[] }; backends: { added: string[]; removed: string[]; reweighted: string[] }; flows: { remapped: number; removed: number; cut: number }; restartNeeded: string[]; overridesCleared?: string[] };
       console.log(`reloaded: forwarding table generation ${r.generation}`);
       console.log(`  VIPs added: ${r.vips.added.join(', ') || '-'}; removed: ${r.vips.removed.join(', ') || '-'}`);
       console.log(`  backends added: ${r.backends.added.join(', ') || '-'}; removed: ${r.backends.removed.join(', ') || '-'}; reweighted: ${r.backends.reweighted.join(', ') || '-'}`);
       console.log(`  flows remapped ${r.flows.remapped}, removed ${r.flows.removed}, on removed backends ${r.flows.cut} (TCP reset, others moved at their next packet)`);
       if (r.restartNeeded.length > 0) console.log(`  changed but applied only after a restart: ${r.restartNeeded.join(', ')}`);
+      if ((r.overridesCleared?.length ?? 0) > 0) console.log(`  runtime overrides back to the file's values, on every balancer: ${r.overridesCleared!.join(', ')}`);
     });
 
   // tunlb capture (src/capture/capture.ts; recipes in docs/operations.md)
@@ -457,6 +490,12 @@ interface BackendRow {
   backend: string;
   port: number | null;
   weight: number;
+  /** The file's weight and the runtime override (older balancers: absent). */
+  fileWeight?: number;
+  weightOverride?: number | null;
+  maintenance?: boolean;
+  overrideBy?: string | null;
+  overrideAtMs?: number | null;
   state: string;
   health: string;
   drained: boolean;
@@ -487,12 +526,12 @@ export function backendTable(rows: readonly BackendRow[], nowMs: number): string
   const cells = rows.map((x) => [
     x.vip,
     `${x.backend}${x.port !== null ? `:${x.port}` : ''}`,
-    String(x.weight),
+    weightCell(x),
     x.flows !== undefined ? String(x.flows) : '-',
-    x.state,
+    stateCell(x),
     x.health,
     x.eligible ? 'yes' : 'no',
-    `${x.reason}${drainNote(x, nowMs)}`,
+    `${overrideNote(x)}${x.reason}${drainNote(x, nowMs)}`,
   ]);
   if (cells.length === 0) return 'no backends';
   const w = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
@@ -569,6 +608,19 @@ async function adminCall(opts: AdminOpts, method: 'GET' | 'POST', path: string, 
     throw new TunlbError(ErrorCodes.ADMIN, `${admin}${path}: ${json.error ?? `HTTP ${res.status}`}${hint}`, { status: res.status, body: json });
   }
   return json;
+}
+
+/** The backends row of VIP `vip` (name) and backend `address` (any spelling, optional port) after a command. */
+async function backendRowOf(opts: AdminOpts, vip: string, address: string): Promise<BackendRow | undefined> {
+  const rows = ((await adminCall(opts, 'GET', '/api/v1/backends')) as { backends: BackendRow[] }).backends;
+  return rows.find((x) => (x.vip === vip || String(x.vipIndex) === vip) && sameBackend(x, address));
+}
+
+/** The answer of POST /api/v1/backends/weight and /maintenance. */
+interface OverrideAnswer {
+  changed: boolean;
+  event: { weight: number; fileWeight: number; maintenance: boolean; by: string } | null;
+  backend: BackendRow | null;
 }
 
 interface AdminOpts {

@@ -62,6 +62,16 @@ function align(rows: string[][], right: (i: number) => boolean): string[] {
   return rows.map((r) => r.map((v, i) => (right(i) ? v.padStart(w[i]!) : v.padEnd(w[i]!))).join('  ').trimEnd());
 }
 
+/** Weight cell: "3", or "3 (file 1)" while a runtime weight (`tunlb weight`) is in force. */
+function weightText(x: BackendServiceRow): string {
+  return x.fileWeight !== undefined && x.weight !== x.fileWeight ? `${x.weight} (file ${x.fileWeight})` : String(x.weight);
+}
+
+/** State cell: the state, with "+maint" in maintenance (`tunlb maintenance`). */
+function stateText(x: BackendServiceRow): string {
+  return `${x.state ?? '-'}${x.maintenance === true ? '+maint' : ''}`;
+}
+
 /** `tunlb vips` (header). */
 export function formatVips(body: ServicesBody, opts: { stats?: boolean; rate?: boolean } = {}): string {
   if (body.vips.length === 0) return 'no VIPs';
@@ -71,7 +81,7 @@ export function formatVips(body: ServicesBody, opts: { stats?: boolean; rate?: b
   for (const v of body.vips) {
     rows.push([v.name, v.address, `${v.method}${v.affinity === 'none' ? '' : ` ${v.affinity}`}`, '', '', ...cols.map((c) => c[1](v))]);
     for (const x of v.backends) {
-      rows.push([`  -> ${x.address}${x.port !== null ? `:${x.port}` : ''}`, '', '', String(x.weight), x.state ?? '-', ...cols.map((c) => c[1](x))]);
+      rows.push([`  -> ${x.address}${x.port !== null ? `:${x.port}` : ''}`, '', '', weightText(x), stateText(x), ...cols.map((c) => c[1](x))]);
     }
   }
   const lines = align(rows, (i) => i === 3 || i >= 5);
@@ -91,7 +101,7 @@ export function formatBackendStats(body: ServicesBody, opts: { rate?: boolean } 
       rows.push([
         v.name,
         `${x.address}${x.port !== null ? `:${x.port}` : ''}`,
-        x.state ?? '-',
+        stateText(x),
         ...cols.map((c) => c[1](x)),
         x.checkOk === null ? '-' : x.checkOk === 1 ? 'ok' : 'failed',
         x.checkLatencyMs === null ? '-' : `${x.checkLatencyMs < 10 ? x.checkLatencyMs.toFixed(2) : Math.round(x.checkLatencyMs)}ms`,

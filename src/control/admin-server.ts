@@ -25,8 +25,16 @@
  *   POST /api/v1/backends/drain, /api/v1/backends/undrain   JSON {vip, address}: drain marks
  *                         (cluster-wide: new flows avoid the backend, existing flows stay);
  *                         400 with a message for an unknown VIP or backend
+ *   POST /api/v1/backends/weight   JSON {vip, address, weight}: the backend's weight, cluster-wide,
+ *                         without editing the file (0..65535, 0 = no new flows; "file" or null:
+ *                         back to the file's); until the next reload (src/backends/runtime-override.ts)
+ *   POST /api/v1/backends/maintenance   JSON {vip, address, maintenance: true|false}: maintenance
+ *                         (cluster-wide: no new flows, flows continue, health checks go on; no
+ *                         timeout, unlike a drain); until the next reload. Both: 200 {changed,
+ *                         event, backend}; 400 for an unknown VIP or backend or a bad value
  *   POST /api/v1/reload   reload the config file (src/control/reload.ts): 200 with what changed;
- *                         400 {error, code, errors[]} when refused (the running config stays)
+ *                         400 {error, code, errors[]} when refused (the running config stays);
+ *                         every runtime weight and maintenance returns to the file's, cluster-wide
  *   POST /api/v1/self/drain, /api/v1/self/undrain   `tunlb drain-self` / `undrain-self`: withdraw
  *                         the VIP announcement and hand this balancer's flows to their backups
  *                         (peers see status DRAINING), or undo it; 200 {status, announce}
@@ -63,7 +71,9 @@
  * sent via a flow's backup because its primary is dead), `forwarding_changed` (the
  * forwarding table's generation moved: VIPs or backends changed), and the announcement's
  * (src/control/announcer.ts): `vip_announced` / `vip_withdrawn` with the reason,
- * `watchdog_withdrew`, `announce_failed`.
+ * `watchdog_withdrew`, `announce_failed`; and the runtime overrides' (`backend_weight`,
+ * `backend_maintenance`) with their `origin`: `api <remote address>` for a call to this
+ * endpoint, `peer <id>` when learnt from a peer's report, `reload on <id>` for a reload's clearing.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -81,6 +91,7 @@ import { runSliced } from './time-slice';
 import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
 import { heldKey, ServiceRates, servicesBody } from './service-view';
+import { parseWeight } from '../backends/runtime-override';
 
 /** Seconds of per-second samples kept for /api/v1/history. */
 export const HISTORY_S = 300;
@@ -103,6 +114,8 @@ export interface AdminEvent {
   severity: 'info' | 'warn' | 'error';
   /** 'membership' (probes, status), 'admin' (derived from counters by this endpoint), 'announce' (VIP routes). */
   source: 'membership' | 'admin' | 'announce';
+  /** Where an operator's change came from (runtime overrides): "api <address>", "peer <id>". */
+  origin?: string;
 }
 
 export interface HistorySample {
@@ -260,11 +273,21 @@ class AdminState {
     this.#sample();
     this.#timer = setInterval(() => this.#sample(), 1000);
     this.#timer.unref();
+    this.#unsubscribe = b.health?.onOverride?.((ev) => this.#runtimeEvent(ev.type, ev.reason, ev.origin));
   }
+
+  readonly #unsubscribe: (() => unknown) | undefined;
 
   close(): void {
     clearInterval(this.#timer);
+    this.#unsubscribe?.();
     this.metrics.close();
+  }
+
+  /** A runtime override changed (`tunlb weight`, `tunlb maintenance`, a peer's mark, a reload): one event with its origin. */
+  #runtimeEvent(type: string, reason: string, origin: string): void {
+    this.events.push({ at: new Date().toISOString(), type, balancer: this.#b.selfId, reason, severity: 'info', source: 'admin', origin });
+    if (this.events.length > EVENT_RING) this.events.shift();
   }
 
   #event(type: string, reason: string): void {
@@ -531,7 +554,7 @@ function fail(res: ServerResponse, e: unknown): void {
 }
 
 /** Endpoints that change state: POST only (everything else is GET/HEAD). */
-const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain', '/api/v1/reload', '/api/v1/self/drain', '/api/v1/self/undrain']);
+const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain', '/api/v1/backends/weight', '/api/v1/backends/maintenance', '/api/v1/reload', '/api/v1/self/drain', '/api/v1/self/undrain']);
 const MAX_BODY = 65536;
 
 /** A small JSON request body (at most MAX_BODY bytes); null when empty or not a JSON object. */
@@ -604,6 +627,47 @@ function drainedOrClosed(res: ServerResponse): Promise<void> {
 function announcedOf(b: BalancerView, name: string): { announced: boolean; reason: string; since: string } | null {
   const s = b.announcer?.vips().find((x) => x.name === name);
   return s === undefined ? null : { announced: s.announced, reason: s.reason, since: s.since };
+}
+
+/**
+ * POST /api/v1/backends/weight {vip, address, weight} and /maintenance {vip, address,
+ * maintenance}: a runtime override, cluster-wide (src/backends/health-monitor.ts "Runtime
+ * overrides"); the origin of its event is the caller's address.
+ */
+async function runtimeOverride(req: IncomingMessage, what: 'weight' | 'maintenance', b: BalancerControl, send: (code: number, body: unknown) => void): Promise<void> {
+  const body = await readJson(req);
+  const vip = body?.['vip'];
+  const address = body?.['address'];
+  const value = body?.[what];
+  const shape = what === 'weight' ? '"weight": 0..65535 or "file"' : '"maintenance": true|false';
+  if ((typeof vip !== 'string' && typeof vip !== 'number') || typeof address !== 'string' || value === undefined) {
+    return send(400, { error: `expected a JSON body {"vip": NAME, "address": BACKEND_ADDRESS, ${shape}}`, code: ErrorCodes.USAGE });
+  }
+  let weight: number | null = null;
+  if (what === 'weight') {
+    const w = parseWeight(value);
+    if (!w.ok) return send(400, { error: w.error, code: ErrorCodes.USAGE });
+    weight = w.weight;
+  } else if (typeof value !== 'boolean') {
+    return send(400, { error: `maintenance must be true or false, got ${JSON.stringify(value)}`, code: ErrorCodes.USAGE });
+  }
+  const origin = `api ${remoteOf(req)}`;
+  try {
+    const ev = what === 'weight' ? b.health.setWeight(vip, address, weight, origin) : b.health.setMaintenance(vip, address, value === true, origin);
+    // The backend as it is now (null when nothing changed: the command named it in any spelling).
+    const row = ev === null ? undefined : b.health.states().find((x) => x.vipIndex === ev.vipIndex && x.backendIndex === ev.backendIndex);
+    return send(200, { changed: ev !== null, event: ev, backend: row ?? null });
+  } catch (e) {
+    if (isTunlbError(e, ErrorCodes.ADMIN) || isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message });
+    throw e;
+  }
+}
+
+/** "address:port" of a request's peer ("[v6]:port" for IPv6). */
+function remoteOf(req: IncomingMessage): string {
+  const a = req.socket.remoteAddress ?? 'unknown';
+  const bare = a.startsWith('::ffff:') ? a.slice(7) : a;
+  return bare.includes(':') ? `[${bare}]:${req.socket.remotePort ?? 0}` : `${bare}:${req.socket.remotePort ?? 0}`;
 }
 
 function intParam(url: URL, name: string, dflt: number, max: number): number {
@@ -696,6 +760,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
         throw e;
       }
     }
+    case '/api/v1/backends/weight':
+    case '/api/v1/backends/maintenance':
+      return runtimeOverride(req, path.endsWith('/weight') ? 'weight' : 'maintenance', b, send);
     case '/api/v1/self/drain':
     case '/api/v1/self/undrain': {
       try {

@@ -37,7 +37,7 @@ export interface BalancerView extends FlowSource {
   /** Backup repair of flows decided without a live peer (src/cluster/backup-repair.ts); undefined in a cluster of one. */
   readonly backupRepair?: Pick<BackupRepair, 'stats'> | undefined;
   /** Undefined before the health monitor starts. */
-  readonly health: Pick<HealthMonitor, 'states' | 'stats'> | undefined;
+  readonly health: (Pick<HealthMonitor, 'states' | 'stats'> & Partial<Pick<HealthMonitor, 'onOverride'>>) | undefined;
   /** The VIP announcement (ECMP entry): per-VIP state, holds, events, counters. */
   readonly announcer?: Pick<Announcer, 'table' | 'ready' | 'vips' | 'holds' | 'events' | 'stats'>;
   /** Seconds since start (the flow table's clock). */
@@ -46,7 +46,7 @@ export interface BalancerView extends FlowSource {
 
 /** The admin endpoint's view: the readers' one plus the commands it serves. */
 export interface BalancerControl extends BalancerView {
-  readonly health: Pick<HealthMonitor, 'states' | 'stats' | 'drain' | 'undrain'>;
+  readonly health: Pick<HealthMonitor, 'states' | 'stats' | 'drain' | 'undrain' | 'setWeight' | 'setMaintenance'> & Partial<Pick<HealthMonitor, 'onOverride'>>;
   /** Reloads the config file; resolves when its remap is over, rejects with TunlbError when refused (nothing changed). */
   reload(): Promise<ReloadResult>;
   /** `tunlb drain-self` / `undrain-self` (src/control/balancer.ts). */

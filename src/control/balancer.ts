@@ -352,7 +352,8 @@ export class Balancer {
   }
 
   /**
-   * Starts backend health checks. Every eligibility change (health, drain) rebuilds the
+   * Starts backend health checks. Every eligibility change (health, drain, maintenance) and every
+   * runtime weight (src/backends/runtime-override.ts) rebuilds the
    * forwarding table — incrementally: only the rows the backend won or now wins move — and
    * swaps it in between batches. New flows avoid ineligible backends; established flows
    * keep their recorded backend (the record is the truth) unless it is down (unhealthy:
@@ -377,6 +378,8 @@ export class Balancer {
       // decides what happens to existing flows (a drained backend going down, a drain timeout).
       onChange: () => this.#scheduleRebuild(),
     });
+    // A runtime weight or maintenance change (command, peer, reload) changes the table too.
+    this.health.onOverride(() => this.#scheduleRebuild());
     // Until a backend's first check completes (milliseconds), the table built at start
     // treats it as eligible; the first result that makes it ineligible rebuilds the table.
     this.health.start();
@@ -407,7 +410,7 @@ export class Balancer {
       const hm = this.health;
       let ft: ForwardingTable | undefined;
       try {
-        const steps = forwardingTableSteps(prev.config, this.#hashKey, prev.generation, (vip, i) => hm.eligible(vip.index, i), prev, backendUpOf(hm));
+        const steps = forwardingTableSteps(prev.config, this.#hashKey, prev.generation, (vip, i) => hm.eligible(vip.index, i), prev, backendUpOf(hm), (vip, i) => hm.weightOf(vip.index, i));
         await runSliced(() => {
           const r = steps.next();
           if (r.done === true) ft = r.value;
@@ -433,10 +436,11 @@ export class Balancer {
    * Reloads run one at a time (a reload waits for the previous one's remap to end); each
    * resolves when its remap is over.
    */
-  reload(): Promise<ReloadResult> {
+  reload(origin = `reload on ${this.selfId}`): Promise<ReloadResult> {
     const run = async (): Promise<ReloadResult> => {
       if (this.#stopped) throw new TunlbError(ErrorCodes.USAGE, 'balancer stopped');
       return reloadConfig({
+        origin,
         configPath: this.#configPath,
         hashKey: this.#hashKey,
         forwarder: this.forwarder,

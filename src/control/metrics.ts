@@ -63,7 +63,10 @@
  *   tunlb_backend_state{vip,backend,state}                     1 for the backend's current state, 0 for the others
  *                                                              (unknown|healthy|unhealthy|draining|drained|removed)
  *   tunlb_backend_eligible{vip,backend}                        1 when new flows may go there
- *   tunlb_backend_weight{vip,backend}
+ *   tunlb_backend_weight{vip,backend}                          weight in force: the runtime override (`tunlb weight`) or the file's
+ *   tunlb_backend_file_weight{vip,backend}                     the configuration file's weight
+ *   tunlb_backend_maintenance{vip,backend}                     1 in maintenance (`tunlb maintenance`), else 0
+ *   tunlb_backend_overrides_total{result=applied|malformed}    runtime marks from peers applied / dropped as malformed
  *   tunlb_vip_connections_total{vip}, tunlb_vip_connections_active{vip},
  *   tunlb_vip_{packets,bytes}_total{vip,direction=in|out}      per VIP (src/control/counters.ts SERVICE_METRIC_FAMILIES)
  *   tunlb_backend_connections_total{vip,backend}, tunlb_backend_connections_active{vip,backend},
@@ -395,12 +398,22 @@ export class Metrics {
     backendGauge('tunlb_backend_state', "Backend state, one series per state name: 1 = the backend's current state", ['vip', 'backend', 'state'], (g, rows) => {
       for (const x of rows) for (const name of BACKEND_STATES) g.set({ vip: x.vip, backend: x.backend, state: name }, x.state === name ? 1 : 0);
     });
-    backendGauge('tunlb_backend_eligible', 'Backend takes new flows (healthy, not draining, not removed)', ['vip', 'backend'], (g, rows) => {
+    backendGauge('tunlb_backend_eligible', 'Backend takes new flows (healthy, not draining, not in maintenance, not removed)', ['vip', 'backend'], (g, rows) => {
       for (const x of rows) g.set({ vip: x.vip, backend: x.backend }, x.eligible ? 1 : 0);
     });
-    backendGauge('tunlb_backend_weight', 'Configured backend weight', ['vip', 'backend'], (g, rows) => {
+    backendGauge('tunlb_backend_weight', "Backend weight in force: the runtime override (tunlb weight, until the next reload) or the file's", ['vip', 'backend'], (g, rows) => {
       for (const x of rows) g.set({ vip: x.vip, backend: x.backend }, x.weight);
     });
+    backendGauge('tunlb_backend_file_weight', "Backend weight in the configuration file", ['vip', 'backend'], (g, rows) => {
+      for (const x of rows) g.set({ vip: x.vip, backend: x.backend }, x.fileWeight ?? x.weight);
+    });
+    backendGauge('tunlb_backend_maintenance', 'Backend in maintenance (tunlb maintenance: no new flows, flows continue, checks go on): 1, else 0', ['vip', 'backend'], (g, rows) => {
+      for (const x of rows) g.set({ vip: x.vip, backend: x.backend }, x.maintenance === true ? 1 : 0);
+    });
+    counterBy('tunlb_backend_overrides_total', "Runtime weight/maintenance marks in peers' health reports: applied here, or dropped as malformed", 'result', () => [
+      ['applied', b.health?.stats.overridesApplied ?? 0],
+      ['malformed', b.health?.stats.overridesMalformed ?? 0],
+    ]);
     counterBy('tunlb_health_checks_total', 'Health checks run by this balancer, by result', 'result', () => {
       const hs = b.health?.stats;
       return [['ok', hs ? hs.checksRun - hs.checksFailed : 0], ['failed', hs?.checksFailed ?? 0]];

@@ -15,7 +15,11 @@
  *      the table swapped in, in the same synchronous call (between batches): O(1), every
  *      record is read in the new numbering from then on.
  *   5. health.updateConfig(newConfig) (kept backends keep health and drain marks; its
- *      transitions schedule the usual incremental rebuild).
+ *      transitions schedule the usual incremental rebuild), then health.clearOverrides(): every
+ *      runtime override (`tunlb weight`, `tunlb maintenance`) returns to the file's values,
+ *      cluster-wide (a new mark per overridden backend, which wins on every balancer: a reload
+ *      of ONE balancer clears them everywhere). The table of step 3 is built from the file's
+ *      weights and without maintenance already, so it is the table the cleared marks describe.
  *   6. The rest of the remap walks the table in time slices (src/control/time-slice.ts), the
  *      event loop free in between; the returned promise resolves when it is over.
  *   7. One log event `config_reloaded` with the counts.
@@ -46,6 +50,8 @@ export interface ReloadTarget {
   log: Logger;
   /** Called with the new table right after the forwarder got it (DSR neighbours). */
   onForwarding?: (ft: ForwardingTable) => void;
+  /** Who asked (the origin of the override-clearing events), e.g. "reload on lb1". */
+  origin?: string;
 }
 
 export interface ReloadResult {
@@ -56,6 +62,8 @@ export interface ReloadResult {
   flows: RemapStats;
   /** Top-level settings that changed but apply only after a restart. */
   restartNeeded: string[];
+  /** Runtime overrides this reload returned to the file's values, cluster-wide ("web4 10.99.3.21 weight"). */
+  overridesCleared: string[];
 }
 
 const START_ONLY = ['tun', 'flowTable', 'admin', 'log'] as const;
@@ -88,7 +96,8 @@ export async function reloadConfig(target: ReloadTarget): Promise<ReloadResult> 
   const view = new Map<string, { eligible: boolean; up: boolean }>();
   for (const s of target.health.states()) {
     const v = old.vips[s.vipIndex];
-    if (v) view.set(`${v.name}\0${backendId(v, s.backendIndex)}`, { eligible: s.eligible, up: !s.down });
+    // Health and drain only: maintenance ends with this reload (step 5).
+    if (v) view.set(`${v.name}\0${backendId(v, s.backendIndex)}`, { eligible: s.state === 'healthy', up: !s.down });
   }
   const look = (v: Config['vips'][number], i: number) => view.get(`${v.name}\0${backendId(v, i)}`);
   // Built in time slices while the running table serves (incremental from it where VIPs kept
@@ -109,10 +118,12 @@ export async function reloadConfig(target: ReloadTarget): Promise<ReloadResult> 
   target.forwarder.setForwarding(ft);
   target.onForwarding?.(ft);
   target.health.updateConfig(next);
+  const cleared = target.health.clearOverrides(target.origin ?? 'reload');
   if (started) await runSliced(() => remapStep(target.table));
   const flows = remapStats(target.table, started);
 
   const result = summarize(old, next, ft.generation, flows);
+  result.overridesCleared = cleared.map((e) => `${e.vip} ${e.backend} ${e.type === 'backend_weight' ? 'weight' : 'maintenance'}`);
   target.log.info(
     {
       event: 'config_reloaded',
@@ -128,6 +139,7 @@ export async function reloadConfig(target: ReloadTarget): Promise<ReloadResult> 
       flowsRemoved: flows.removed,
       flowsCut: flows.cut,
       restartNeeded: result.restartNeeded,
+      overridesCleared: result.overridesCleared.length,
     },
     `config reloaded (generation ${ft.generation}): VIPs +${result.vips.added.length}/-${result.vips.removed.length}, backends +${result.backends.added.length}/-${result.backends.removed.length}/~${result.backends.reweighted.length}, flows remapped ${flows.remapped}, removed ${flows.removed}, on removed backends ${flows.cut} (TCP reset, others moved at their next packet)`,
   );
@@ -163,5 +175,6 @@ function summarize(old: Config, next: Config, generation: number, flows: RemapSt
     },
     flows,
     restartNeeded: [...restartNeeded],
+    overridesCleared: [],
   };
 }

@@ -50,7 +50,12 @@ export type ServiceRateValues = Record<string, number>;
 export interface BackendServiceRow extends ServiceCounts {
   address: string;
   port: number | null;
+  /** Weight in force: the runtime override (`tunlb weight`) or the file's. */
   weight: number;
+  /** The file's weight (differs from `weight` while a runtime override is in force). */
+  fileWeight: number;
+  /** In maintenance (`tunlb maintenance`: no new flows, flows continue, checks go on); null before the monitor starts. */
+  maintenance: boolean | null;
   /** HealthMonitor state (healthy, unhealthy, draining, drained, unknown, removed); null before the monitor starts. */
   state: string | null;
   eligible: boolean | null;
@@ -165,7 +170,9 @@ export function servicesBody(b: BalancerView, held: HeldFlows | undefined, rates
       const row: BackendServiceRow = {
         address: x.address.text,
         port: x.port,
-        weight: x.weight,
+        weight: st?.weight ?? x.weight,
+        fileWeight: x.weight,
+        maintenance: st?.maintenance ?? null,
         state: st?.state ?? null,
         eligible: st?.eligible ?? null,
         owner: st?.owner ?? null,

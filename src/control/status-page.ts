@@ -18,7 +18,8 @@
  *   - recent events (peer down, suspect, restarted, failover, status changes), newest first;
  *   - drops by reason (total and per second);
  *   - the VIPs and their backends as ipvsadm -Ln --stats --rate shows them (GET /api/v1/vips,
- *     src/control/service-view.ts): state badge, weight, connections (total, active, per
+ *     src/control/service-view.ts): state badge (and a "maint" badge in maintenance), weight (with
+ *     "(file N)" while a runtime weight is in force), connections (total, active, per
  *     second), packets and bits per second in and out, totals, the health-check detail (last
  *     result, latency, failures in a row, when and by whom; last change; time down); rows
  *     `tr[data-vip]` / `tr[data-vip][data-backend]` with data-connections, data-active,
@@ -583,7 +584,9 @@ const PAGE = String.raw`<!doctype html>
           var check = x.checkOk == null ? '–' : (x.checkOk ? 'ok' : '<span style="color:var(--dead)">failed</span>') + ' ' + ms(x.checkLatencyMs) +
             (x.checkFailures ? ' · ' + x.checkFailures + ' failed in a row' : '') + ' · ' + dur((sv.at - x.lastCheckAt) / 1000) + ' ago' + (x.checkedBy ? ' by ' + esc(x.checkedBy) : '');
           return '<tr data-vip="' + esc(v.name) + '" data-backend="' + esc(x.address) + '"' + data(x) + '><td class="mono">&nbsp;&nbsp;→ ' + esc(x.address) + (x.port != null ? ':' + x.port : '') + '</td>' +
-            '<td>' + (st ? '<span class="badge ' + (BSTATE[st] || '') + '" data-backend-state="' + esc(st) + '">' + esc(st) + '</span>' : '–') + '</td><td class="n">' + x.weight + '</td>' +
+            '<td>' + (st ? '<span class="badge ' + (BSTATE[st] || '') + '" data-backend-state="' + esc(st) + '">' + esc(st) + '</span>' : '–') +
+            (x.maintenance ? ' <span class="badge suspect" data-maintenance="1" title="tunlb maintenance: no new flows, flows continue, checks go on (until off or the next reload)">maint</span>' : '') + '</td>' +
+            '<td class="n" data-weight="' + x.weight + '">' + x.weight + (x.fileWeight != null && x.weight !== x.fileWeight ? ' <span style="color:var(--muted)" title="runtime weight (tunlb weight) until the next reload">(file ' + x.fileWeight + ')</span>' : '') + '</td>' +
             figures(x) + '<td>' + check + '</td><td>' + (x.changedAt == null ? '–' : dur((sv.at - x.changedAt) / 1000) + ' ago') + '</td>' +
             '<td>' + (x.downForS ? dur(x.downForS) : '–') + (x.downTotalS ? ' <span style="color:var(--muted)">(' + dur(x.downTotalS) + ' in all)</span>' : '') + '</td></tr>';
         }).join('');

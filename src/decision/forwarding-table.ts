@@ -34,6 +34,14 @@ export const BACKEND_ELIGIBLE = 2;
 export type BackendEligibility = (vip: VipConfig, backendIndex: number) => boolean;
 /** Per-backend "up" for existing flows (false: unhealthy or removed; draining is up). */
 export type BackendUp = (vip: VipConfig, backendIndex: number) => boolean;
+/**
+ * Per-backend weight for new flows: the file's (the default), or the runtime override
+ * (`tunlb weight`, src/backends/runtime-override.ts). An integer 0..65535; 0 = no new flows.
+ */
+export type BackendWeight = (vip: VipConfig, backendIndex: number) => number;
+
+/** The file's weight (BackendWeight's default). */
+export const fileWeight: BackendWeight = (vip, i) => vip.backends[i]!.weight;
 
 export interface ForwardingTable {
   readonly generation: number;
@@ -76,7 +84,7 @@ export interface ForwardingTable {
   /**
    * Per VIP, per backend: 0 when it is down (unhealthy, drained past its drain timeout, a
    * reload's tombstone of a removed backend), else BACKEND_UP, plus BACKEND_ELIGIBLE when it
-   * takes new flows (healthy, not draining, weight > 0). Existing flows on a down backend get
+   * takes new flows (healthy, not draining, not in maintenance, weight > 0). Existing flows on a down backend get
    * the forwarder's backend-down treatment (TCP reset, UDP/ICMP moved); a new TCP connection
    * (SYN) on a lingering record of a backend that is not eligible is moved to the table's
    * pick (src/dataplane/forwarder.ts "Connection reuse").
@@ -96,7 +104,9 @@ export function backendId(vip: VipConfig, i: number): string {
  * Builds a forwarding table from a validated config. `previous` (same cluster key) lets the
  * backend tables rebuild incrementally: only rows whose winner changed are recomputed (a VIP's
  * table from the previous one's VIP of the same name).
- * `eligible` decides new flows; `up` fills backendUp (existing flows).
+ * `eligible` decides new flows; `up` fills backendUp (existing flows); `weight` gives each
+ * backend's weight (the file's by default, or the runtime overrides: a table is a function of
+ * these inputs alone, so balancers with the same overrides build the same table).
  * Throws TunlbError(TABLE_BUILD) if the result fails validation (never expected for a
  * validated config; the running table stays in place).
  */
@@ -107,8 +117,9 @@ export function buildForwardingTable(
   eligible: BackendEligibility = () => true,
   previous?: ForwardingTable,
   up: BackendUp = () => true,
+  weight: BackendWeight = fileWeight,
 ): ForwardingTable {
-  return finish(forwardingTableSteps(config, hashKey, generation, eligible, previous, up));
+  return finish(forwardingTableSteps(config, hashKey, generation, eligible, previous, up, weight));
 }
 
 /**
@@ -124,6 +135,7 @@ export function* forwardingTableSteps(
   eligible: BackendEligibility = () => true,
   previous?: ForwardingTable,
   up: BackendUp = () => true,
+  weight: BackendWeight = fileWeight,
 ): BuildSteps<ForwardingTable> {
   const vips = config.vips;
   const n = vips.length;
@@ -166,9 +178,10 @@ export function* forwardingTableSteps(
       addrs.set(b.address.bytes, i * 16);
       ports[i] = b.port === null ? KEEP_PORT : b.port;
       const isUp = up(vip, i);
-      const takesNew = isUp && b.weight > 0 && eligible(vip, i);
+      const w = weight(vip, i);
+      const takesNew = isUp && w > 0 && eligible(vip, i);
       ups[i] = isUp ? BACKEND_UP | (takesNew ? BACKEND_ELIGIBLE : 0) : 0;
-      return { id: backendId(vip, i), weight: b.weight, eligible: takesNew };
+      return { id: backendId(vip, i), weight: w, eligible: takesNew };
     });
     const pv = previous === undefined ? undefined : previous.config.vips[v]?.name === vip.name ? v : previous.config.vips.findIndex((x) => x.name === vip.name);
     const prevTable = previous !== undefined && pv !== undefined && pv >= 0 ? previous.backendTables[pv] : undefined;

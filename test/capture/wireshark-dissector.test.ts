@@ -327,15 +327,21 @@ tt('control port: probe, probe ack, bulk sync request and chunk, health report',
         KEY,
       ),
     },
+    {
+      dst: GROUP,
+      // Runtime overrides (tunlb weight / tunlb maintenance), BackendHealth fields 13..17.
+      payload: encodeSigned({ ...header(45, 0), health: { epoch: 77, sequence: 6, backends: [{ vip: 0, backend: 2, weightStamp: 1_700_000_000_000 * 32, weight: 6, weightSet: true, maintStamp: 1_700_000_000_001 * 32, maintenance: true }] } }, KEY),
+    },
   ]);
   const f = shark(file, [
+    'tunlb.backend_health.weight', 'tunlb.backend_health.weight_set', 'tunlb.backend_health.maintenance',
     'tunlb.body', 'tunlb.sender', 'tunlb.probe.nonce', 'tunlb.probe.sent_at_ms', 'tunlb.probe.target', 'tunlb.probe.status', 'tunlb.probe_ack.status',
     'tunlb.probe_ack.prober_incarnation', 'tunlb.sync_request.request_id', 'tunlb.sync_request.from_cursor', 'tunlb.sync_chunk.chunk_index',
     'tunlb.sync_chunk.next_cursor', 'tunlb.sync_chunk.done', 'tunlb.sync_chunk.total_records', 'tunlb.record.text', 'tunlb.health.epoch',
     'tunlb.health.periodic', 'tunlb.backend_health.backend', 'tunlb.backend_health.id_hash', 'tunlb.backend_health.state',
     'tunlb.backend_health.reason', 'tunlb.backend_health.drained', 'tunlb.backend_health.drain_by', 'tunlb.backend_health.drain_time', '_ws.col.Info',
   ]);
-  t.deepEqual(f.map((l) => l['tunlb.body']![0]), ['probe', 'probe-ack', 'sync-request', 'sync-chunk', 'health']);
+  t.deepEqual(f.map((l) => l['tunlb.body']![0]), ['probe', 'probe-ack', 'sync-request', 'sync-chunk', 'health', 'health']);
   t.deepEqual(f[0]!['tunlb.probe.nonce'], ['0x0000000000001234']);
   t.deepEqual(f[0]!['tunlb.probe.target'], ['0']);
   t.deepEqual(f[0]!['_ws.col.Info'], ['lb2 probe seq=40 target=lb1 status=serving']);
@@ -355,6 +361,8 @@ tt('control port: probe, probe ack, bulk sync request and chunk, health report',
   const v = sharkVerbose(file);
   t.regex(v, /Backend health: vip#0 #1 unhealthy "3 consecutive failures: connect ECONNREFUSED"/);
   t.regex(v, /Backend health: vip#1 #0 drained/);
+  t.deepEqual([f[5]!['tunlb.backend_health.weight'], f[5]!['tunlb.backend_health.weight_set'], f[5]!['tunlb.backend_health.maintenance']], [['6'], ['1'], ['1']]);
+  t.regex(v, /Backend health: vip#0 #2 weight=6 maint/);
   t.regex(v, /Target: 0 \(lb1\) \(absent: proto3 default\)/);
 });
 

@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backendTable, drainMessage } from '../../src/cli/main';
+import { overrideMessage } from '../../src/cli/runtime-text';
 
 const REPO = join(__dirname, '..', '..');
 const CLI = join(REPO, 'test', 'helpers', 'tunlb-cli.ts');
@@ -58,6 +59,10 @@ const USAGE: Array<{ args: string[]; line: RegExp; hint: string }> = [
   { args: ['run', '-c', 'x.yaml', '-i', 'lb1', '--log-level', 'loud'], line: /^tunlb: option '--log-level <level>' argument 'loud' is invalid\. Allowed choices are fatal, error/, hint: "run 'tunlb run --help' for its usage" },
   { args: ['ready', '--wait', 'soon'], line: /^tunlb: --wait must be a number of seconds >= 0, got "soon" \[TUNLB_USAGE\]$/, hint: "run 'tunlb ready --help' for its usage" },
   { args: ['flows', '--limit', '0'], line: /^tunlb: flows limit: "0" is not a whole number in 1\.\.100000 \[TUNLB_USAGE\]$/, hint: "run 'tunlb flows --help' for its usage" },
+  { args: ['weight', 'web4', '10.99.3.21', '70000'], line: /^tunlb: weight: weight must be an integer 0\.\.65535 \(0: no new flows\) or "file" \(back to the file's weight\), got "70000" \[TUNLB_USAGE\]$/, hint: "run 'tunlb weight --help' for its usage" },
+  { args: ['weight', 'web4', '10.99.3.21', 'heavy'], line: /^tunlb: weight: weight must be an integer 0\.\.65535 .*got "heavy" \[TUNLB_USAGE\]$/, hint: "run 'tunlb weight --help' for its usage" },
+  { args: ['weight', 'web4', '10.99.3.21'], line: /^tunlb: missing required argument 'weight'$/, hint: "run 'tunlb weight --help' for its usage" },
+  { args: ['maintenance', 'web4', '10.99.3.21', 'maybe'], line: /^tunlb: maintenance: expected on or off, got "maybe" \[TUNLB_USAGE\]$/, hint: "run 'tunlb maintenance --help' for its usage" },
 ];
 
 for (const c of USAGE) {
@@ -208,4 +213,37 @@ test('cli: `tunlb drain` says "draining until ...", never "drained" while flows 
     t.regex(m, re);
     if (args[0] === 'drain' && args[4]?.state === 'draining') t.false(/\bdrained\b(?! \))/.test(m.replace('(already drained)', '')), m);
   }
+});
+
+test('cli: `tunlb backends` shows a runtime weight as a difference from the file, and maintenance apart from drain', (t) => {
+  const now = Date.parse('2026-12-07T12:00:00Z');
+  const at = now - 60_000;
+  const base = { ...ROW, drained: false, state: 'healthy', drainDeadlineMs: null, fileWeight: 1, weightOverride: null, maintenance: false, overrideBy: null, overrideAtMs: null };
+  const text = backendTable(
+    [
+      { ...base, backend: '10.99.3.21', weight: 3, weightOverride: 3, eligible: true, reason: 'first check passed', overrideBy: 'lb2', overrideAtMs: at },
+      { ...base, backend: '10.99.3.22', weight: 1, maintenance: true, eligible: false, reason: 'first check passed', overrideBy: 'lb1', overrideAtMs: at },
+      { ...base, backend: '10.99.3.23', weight: 1, maintenance: true, state: 'draining', drained: true, eligible: false, reason: 'drained by operator on lb1', overrideBy: 'lb1', overrideAtMs: at },
+      { ...base, backend: '10.99.3.24', weight: 1, eligible: true, reason: 'first check passed' },
+    ],
+    now,
+  );
+  const l = text.split('\n');
+  t.regex(l[1]!, /^web4 +10\.99\.3\.21 +3 \(file 1\) +12 +healthy +healthy +yes +runtime weight 3 \(set on lb2 at 11:59:00Z, until reload\); first check passed$/);
+  t.regex(l[2]!, /^web4 +10\.99\.3\.22 +1 +12 +maint +healthy +no +maintenance \(set on lb1 at 11:59:00Z, until reload\); first check passed$/);
+  t.regex(l[3]!, /^web4 +10\.99\.3\.23 +1 +12 +draining\+maint +healthy +no +maintenance/);
+  t.regex(l[4]!, /^web4 +10\.99\.3\.24 +1 +12 +healthy +healthy +yes +first check passed$/);
+  t.is(l[0]!.indexOf('STATE'), l[2]!.indexOf('maint'), 'columns aligned');
+});
+
+test('cli: `tunlb weight` / `tunlb maintenance` say what the backend does now, cluster-wide', (t) => {
+  const row = { ...ROW, drained: false, state: 'healthy', fileWeight: 1, maintenance: false };
+  const cases: Array<[Parameters<typeof overrideMessage>, RegExp]> = [
+    [['weight', 'web4', '10.99.3.22', true, { ...row, weight: 0, weightOverride: 0, eligible: true }], /^web4 10\.99\.3\.22: weight 0 \(file 1\) on every balancer until the next reload; no new flows; its 12 flow\(s\) keep their backend$/],
+    [['weight', 'web4', '10.99.3.22', false, { ...row, weight: 3, weightOverride: 3, eligible: true }], /^web4 10\.99\.3\.22: weight 3 \(file 1\) \(already so\) on every balancer until the next reload; takes new flows;/],
+    [['weight', 'web4', '10.99.3.22', true, { ...row, weight: 1, weightOverride: null, eligible: true }], /^web4 10\.99\.3\.22: weight 1 \(the file's\) on every balancer/],
+    [['maintenance', 'web4', '10.99.3.22', true, { ...row, maintenance: true, eligible: false }], /^web4 10\.99\.3\.22: maintenance on every balancer until `off` or the next reload: no new flows; its 12 flow\(s\) continue; health checks go on \(health healthy\)$/],
+    [['maintenance', 'web4', '10.99.3.22', true, { ...row, maintenance: false, eligible: true }], /^web4 10\.99\.3\.22: maintenance off: healthy, takes new flows$/],
+  ];
+  for (const [args, re] of cases) t.regex(overrideMessage(...args), re);
 });

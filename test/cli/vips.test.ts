@@ -98,7 +98,7 @@ test('cli: the formatters: ipvsadm-style figures, rates not yet known, the healt
     vips: [{
       name: 'api', address: '10.99.0.11', method: 'dsr', affinity: 'none', ...zero, connections: 3, rates: null, removed: null,
       backends: [{
-        address: '10.99.3.23', port: 8080, weight: 1, state: 'unhealthy', eligible: false, owner: 'lb2', ...zero, connections: 3, rates: null,
+        address: '10.99.3.23', port: 8080, weight: 1, fileWeight: 1, maintenance: false, state: 'unhealthy', eligible: false, owner: 'lb2', ...zero, connections: 3, rates: null,
         checkOk: 0, checkLatencyMs: 1.234, checkFailures: 4, checkedBy: 'lb2', lastCheckAt: at - 1500, changedAt: at - 65_000, downForS: 65, downTotalS: 125, reason: 'health check failed',
       }],
     }],
@@ -110,4 +110,8 @@ test('cli: the formatters: ipvsadm-style figures, rates not yet known, the healt
   const b = formatBackendStats(body);
   t.regex(b, /^api\s+10\.99\.3\.23:8080\s+unhealthy\s+3\s+0\s+0\s+0\s+0\s+0\s+failed\s+1\.23ms\s+4\s+1\.5s ago\s+lb2\s+1m05s ago\s+1m05s\s+2m05s$/m);
   t.is(formatVips({ ...body, vips: [] }), 'no VIPs');
+  // A runtime weight shows the file's beside it; maintenance is marked apart from the state.
+  const over: ServicesBody = { ...body, vips: [{ ...body.vips[0]!, backends: [{ ...body.vips[0]!.backends[0]!, weight: 4, state: 'healthy', maintenance: true }] }] };
+  t.regex(formatVips(over), /^\s+-> 10\.99\.3\.23:8080\s+4 \(file 1\)\s+healthy\+maint\s+3\s+0/m);
+  t.regex(formatBackendStats(over), /^api\s+10\.99\.3\.23:8080\s+healthy\+maint\s+3/m);
 });

@@ -221,6 +221,11 @@ local cf = {
   bh_drain_time = ProtoField.absolute_time("tunlb.backend_health.drain_time", "Drain command at", base.UTC),
   bh_drain_by = ProtoField.uint32("tunlb.backend_health.drain_by", "Drain command taken by", base.DEC),
   bh_drained = ProtoField.bool("tunlb.backend_health.drained", "Drained"),
+  bh_weight_stamp = ProtoField.uint64("tunlb.backend_health.weight_stamp", "Runtime weight stamp", base.DEC),
+  bh_weight = ProtoField.uint32("tunlb.backend_health.weight", "Runtime weight", base.DEC),
+  bh_weight_set = ProtoField.bool("tunlb.backend_health.weight_set", "Runtime weight set (else: the file's)"),
+  bh_maint_stamp = ProtoField.uint64("tunlb.backend_health.maint_stamp", "Maintenance stamp", base.DEC),
+  bh_maintenance = ProtoField.bool("tunlb.backend_health.maintenance", "Maintenance"),
   -- anything this file does not know
   unknown = ProtoField.bytes("tunlb.unknown_field", "Unknown field"),
 }
@@ -434,6 +439,12 @@ MESSAGES.BackendHealth = {
       name_item(it, by)
     end },
   [7] = { name = "drained", kind = "bool", field = cf.bh_drained },
+  -- runtime overrides (tunlb weight / tunlb maintenance): stamps of the drain form
+  [13] = { name = "weight_stamp", kind = "uint64", field = cf.bh_weight_stamp },
+  [14] = { name = "weight", kind = "uint32", field = cf.bh_weight },
+  [15] = { name = "weight_set", kind = "bool", field = cf.bh_weight_set },
+  [16] = { name = "maint_stamp", kind = "uint64", field = cf.bh_maint_stamp },
+  [17] = { name = "maintenance", kind = "bool", field = cf.bh_maintenance },
 }
 
 ---------------------------------------------------------------------------------------------
@@ -709,6 +720,8 @@ local SUMMARY = {
       local t = string.format("vip#%d #%d", h.vip or 0, h.backend or 0)
       if (h.state or 0) ~= 0 then t = t .. " " .. (HEALTH_NAMES[h.state] or ("state-" .. h.state)) end
       if (h.drain_stamp or 0) ~= 0 then t = t .. (h.drained and " drained" or " undrained") end
+      if (h.weight_stamp or 0) ~= 0 then t = t .. (h.weight_set and (" weight=" .. tostring(h.weight or 0)) or " weight=file") end
+      if (h.maint_stamp or 0) ~= 0 then t = t .. (h.maintenance and " maint" or " maint-off") end
       if h.reason and h.reason ~= "" then t = t .. ' "' .. h.reason .. '"' end
       h._item:append_text(": " .. t)
     end
