@@ -125,6 +125,13 @@ export interface HealthMonitorOptions {
   broadcast: (body: HealthReportBody) => void;
   /** Every transition, after it is logged. */
   onChange: (vipIndex: number, backendIndex: number, event: BackendEvent) => void;
+  /**
+   * A drain mark from a peer's report changed a backend here (an operator's drain / undrain on
+   * another balancer, propagated): `origin` is the id of the balancer that took the command,
+   * `sender` the peer whose report carried it. For the operator event history
+   * (src/control/operator-events.ts). Called after onChange.
+   */
+  onPeerDrain?: (event: BackendEvent, drained: boolean, origin: string, sender: string) => void;
   log?: MonitorLog;
   /** The check runner (default: src/backends/checks.ts runCheck with a shared IcmpPinger). */
   runCheck?: (target: CheckTarget) => Promise<CheckResult>;

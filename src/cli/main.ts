@@ -116,7 +116,7 @@ export function main(argv: string[]): void {
       process.on('SIGINT', () => shutdown('SIGINT'));
       // SIGHUP: reload the config file (refusals are logged by the balancer; it keeps running).
       process.on('SIGHUP', () => {
-        balancer?.reload().catch(() => {
+        balancer?.reload('signal SIGHUP').catch(() => {
           /* logged as config_reload_refused */
         });
       });

@@ -30,6 +30,20 @@
  *   POST /api/v1/self/drain, /api/v1/self/undrain   `tunlb drain-self` / `undrain-self`: withdraw
  *                         the VIP announcement and hand this balancer's flows to their backups
  *                         (peers see status DRAINING), or undo it; 200 {status, announce}
+ *   GET /api/v1/cluster   every balancer of the cluster at once (src/control/cluster-status.ts
+ *                         ClusterBody; `tunlb status --cluster`): state, status, config hash
+ *                         (mismatch marked), flows, packet rates, RTT, last heard; a peer's figures
+ *                         are its own, from its last BalancerSummary over the control channel,
+ *                         with their age
+ *   POST /api/v1/reload/cluster   `tunlb reload --cluster`: reload this balancer's file and ask
+ *                         every peer over the control channel to reload its own; JSON {timeoutMs?}
+ *                         (100..60000, default 10000); 200 {ok, balancers: [{id, ok (null = no
+ *                         answer in time), configHash, detail}]}
+ *
+ * Operator actions (drain, undrain, reload, reload --cluster, drain-self, undrain-self, and what
+ * peers propagate: drain marks, reload requests) are events with source 'operator' and an
+ * `origin` (`api <remote address>`, `peer <id>`, `signal SIGHUP`): AdminState.operatorEvent
+ * (type, reason, origin) records one (src/control/operator-events.ts).
  *
  * Bearer token (config `admin.token_file`): read once at start (surrounding whitespace
  * trimmed; an empty or unreadable file, or one group or others may access, fails the start with
@@ -57,7 +71,9 @@
  *
  * Events (/api/v1/events, /api/v1/status): the cluster's membership events (peer up,
  * suspect, down, restarted, serving, syncing, draining) and bulk sync events (sync_started,
- * sync_resumed, sync_failed, sync_done, sync_gave_up; src/cluster/sync-runner.ts) merged
+ * sync_resumed, sync_failed, sync_done, sync_gave_up; src/cluster/sync-runner.ts), the config
+ * version's (config_mismatch / config_match: a peer runs another config hash), operator actions
+ * (above), merged
  * with events this endpoint derives from counters once a second: `self_serving` /
  * `self_syncing` (this balancer's status), `failover_active` / `failover_ended` (packets
  * sent via a flow's backup because its primary is dead), `forwarding_changed` (the
@@ -81,6 +97,9 @@ import { runSliced } from './time-slice';
 import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
 import { heldKey, ServiceRates, servicesBody } from './service-view';
+import { clusterBody, summaryFields } from './cluster-status';
+import { apiOrigin } from './operator-events';
+import type { SummaryFields } from '../cluster/cluster-view';
 
 /** Seconds of per-second samples kept for /api/v1/history. */
 export const HISTORY_S = 300;
@@ -101,8 +120,14 @@ export interface AdminEvent {
   balancer: string;
   reason: string;
   severity: 'info' | 'warn' | 'error';
-  /** 'membership' (probes, status), 'admin' (derived from counters by this endpoint), 'announce' (VIP routes). */
-  source: 'membership' | 'admin' | 'announce';
+  /**
+   * 'membership' (probes, status, config version), 'admin' (derived from counters by this
+   * endpoint), 'announce' (VIP routes), 'operator' (an operator's action: drain, reload, ...,
+   * with `origin`; src/control/operator-events.ts).
+   */
+  source: 'membership' | 'admin' | 'announce' | 'operator';
+  /** Operator events: where the action came from, e.g. `api 127.0.0.1`, `peer lb2`, `signal SIGHUP`. */
+  origin?: string;
 }
 
 export interface HistorySample {
@@ -150,7 +175,10 @@ const SEVERITY: Record<string, AdminEvent['severity']> = {
   vip_withdrawn: 'warn',
   watchdog_withdrew: 'error',
   announce_failed: 'error',
+  config_mismatch: 'warn',
 };
+/** A balancer's summary refreshes its flows-as-primary figures from a table scan at most this often. */
+const SUMMARY_COUNT_MS = 5000;
 
 export class AdminServer {
   readonly #server: Server;
@@ -247,6 +275,8 @@ class AdminState {
   #failoverActive = false;
   #failoverQuietS = 0;
   #failoverEpisode = 0;
+  /** This balancer's latest summary (sent to the peers each second; its row of GET /api/v1/cluster). */
+  summary: SummaryFields | undefined;
 
   /** admin.allowed_hosts (lower case). */
   readonly allowedHosts: readonly string[];
@@ -265,6 +295,16 @@ class AdminState {
   close(): void {
     clearInterval(this.#timer);
     this.metrics.close();
+  }
+
+  /**
+   * Records an operator action in the event history (src/control/operator-events.ts): `type`
+   * e.g. 'backend_drain', `reason` one sentence, `origin` where it came from: `api <address>`
+   * (apiOrigin(req.socket.remoteAddress)) or `peer <id>`. The entry point for every operator
+   * command of the admin API, present and future (runtime weights, maintenance marks).
+   */
+  operatorEvent(type: string, reason: string, origin: string): void {
+    this.#b.operatorEvents.record(type, reason, origin);
   }
 
   #event(type: string, reason: string): void {
@@ -296,6 +336,13 @@ class AdminState {
     };
     this.history.push(s);
     if (this.history.length > HISTORY_S + 1) this.history.shift();
+
+    // This balancer's summary for the cluster view, to every peer once a second
+    // (src/control/cluster-status.ts); flows by role from a table scan every few seconds.
+    const fc = this.#flowCounts;
+    if (fc === undefined || s.at - fc.at >= SUMMARY_COUNT_MS) void this.flowCounts().catch(() => undefined);
+    this.summary = summaryFields(b, prev, s, this.#flowCounts);
+    b.cluster?.publishSummary(this.summary);
     this.serviceRates.sample(b.forwarder.services, s.at);
 
     const status = b.cluster?.membership.selfStatus ?? 'serving';
@@ -361,7 +408,8 @@ class AdminState {
       severity: SEVERITY[e.type] ?? 'info',
       source: 'announce' as const,
     }));
-    const all = fromMembership.concat(fromAnnouncer, this.events);
+    const fromOperator: AdminEvent[] = this.#b.operatorEvents.events.map((e) => ({ ...e, source: 'operator' as const }));
+    const all = fromMembership.concat(fromAnnouncer, fromOperator, this.events);
     all.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
     return all.slice(-limit);
   }
@@ -478,6 +526,9 @@ class AdminState {
         /** From this balancer's copy of the records (every balancer holds every record). */
         flowsAsPrimary: counts.byPrimary[cfg.id] ?? 0,
         flowsAsBackup: counts.byBackup[cfg.id] ?? 0,
+        /** Config version (12 hex) it reported last ('' never), and whether it differs from ours. */
+        configHash: self ? b.configHash().hex : (p?.configHash ?? ''),
+        configMismatch: self ? false : (p?.configMismatch ?? false),
       };
     });
     const st = b.forwarder.stats;
@@ -495,6 +546,9 @@ class AdminState {
         startedAt: b.startedAt.toISOString(),
         uptimeS: b.nowSec(),
         probe: c ? { intervalMs: c.membership.intervalMs, misses: c.membership.misses } : null,
+        /** The running config's version (src/config/config-hash.ts) and the peers that run another. */
+        configHash: b.configHash().hex,
+        configMismatches: balancers.filter((x) => x.configMismatch).map((x) => x.id),
       },
       balancers,
       flows: { active: b.table.size, capacity: b.table.capacity, ...counts },
@@ -531,7 +585,10 @@ function fail(res: ServerResponse, e: unknown): void {
 }
 
 /** Endpoints that change state: POST only (everything else is GET/HEAD). */
-const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain', '/api/v1/reload', '/api/v1/self/drain', '/api/v1/self/undrain']);
+const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain', '/api/v1/reload', '/api/v1/reload/cluster', '/api/v1/self/drain', '/api/v1/self/undrain']);
+/** POST /api/v1/reload/cluster: how long peers get to answer, ms (default; `timeoutMs` in the body, bounded). */
+const CLUSTER_RELOAD_MS = 10_000;
+const CLUSTER_RELOAD_MAX_MS = 60_000;
 const MAX_BODY = 65536;
 
 /** A small JSON request body (at most MAX_BODY bytes); null when empty or not a JSON object. */
@@ -690,6 +747,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
       const drain = path.endsWith('/drain');
       try {
         const ev = drain ? b.health.drain(vip, address) : b.health.undrain(vip, address);
+        state.operatorEvent(
+          drain ? 'backend_drain' : 'backend_undrain',
+          `${vip} ${address} ${drain ? 'drained' : 'undrained'}${ev === null ? ` (was ${drain ? 'drained' : 'not drained'} already)` : ''}`,
+          apiOrigin(req.socket.remoteAddress),
+        );
         return send(200, { changed: ev !== null, event: ev });
       } catch (e) {
         if (isTunlbError(e, ErrorCodes.ADMIN)) return send(400, { error: e.message });
@@ -699,8 +761,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
     case '/api/v1/self/drain':
     case '/api/v1/self/undrain': {
       try {
-        if (path.endsWith('/drain')) await b.drainSelf();
-        else await b.undrainSelf();
+        const origin = apiOrigin(req.socket.remoteAddress);
+        if (path.endsWith('/drain')) await b.drainSelf(origin);
+        else await b.undrainSelf(origin);
       } catch (e) {
         if (isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message, code: e.code });
         throw e;
@@ -709,7 +772,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
     }
     case '/api/v1/reload': {
       try {
-        return send(200, await b.reload());
+        return send(200, await b.reload(apiOrigin(req.socket.remoteAddress)));
       } catch (e) {
         if (isTunlbError(e, ErrorCodes.CONFIG_INVALID) || isTunlbError(e, ErrorCodes.CONFIG_NOT_FOUND) || isTunlbError(e, ErrorCodes.CONFIG_KEY_MISSING) || isTunlbError(e, ErrorCodes.USAGE)) {
           return send(400, { error: e.message, code: e.code, errors: formatConfigErrors(e).split('\n') });
@@ -717,6 +780,17 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
         throw e;
       }
     }
+    case '/api/v1/reload/cluster': {
+      const body = await readJson(req);
+      const t = body?.['timeoutMs'];
+      if (t !== undefined && !(typeof t === 'number' && Number.isInteger(t) && t >= 100 && t <= CLUSTER_RELOAD_MAX_MS)) {
+        return send(400, { error: `timeoutMs must be an integer of 100..${CLUSTER_RELOAD_MAX_MS} ms`, code: ErrorCodes.USAGE });
+      }
+      const rows = await b.reloadCluster(apiOrigin(req.socket.remoteAddress), typeof t === 'number' ? t : CLUSTER_RELOAD_MS);
+      return send(200, { ok: rows.every((r) => r.ok === true), balancers: rows });
+    }
+    case '/api/v1/cluster':
+      return send(200, clusterBody(b, state.summary));
     default:
       return send(404, { error: `no such endpoint: ${path}` });
   }
