@@ -14,8 +14,12 @@
  *                                        --stats: their counters and health-check detail (src/cli/vips-text.ts)
  *   tunlb vips [--admin HOST:PORT] [--stats] [--rate] [--json]   per VIP and backend: connections, packets,
  *                                        bytes, rates (as ipvsadm -Ln --stats --rate; GET /api/v1/vips)
+ *   tunlb status [--admin HOST:PORT] [--cluster] [--json]   membership as one balancer sees it; --cluster:
+ *                                        every balancer at once (src/cli/cluster-text.ts; GET /api/v1/cluster)
  *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
- *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused)
+ *   tunlb reload [--admin HOST:PORT] [--cluster [--timeout S]]   reload the config file (as SIGHUP; exit 2 when
+ *                                        refused); --cluster: every balancer its own file, one line each
+ *                                        (exit 2 one refused, 1 one did not answer)
  *   tunlb drain-self / undrain-self [--admin HOST:PORT]   withdraw this balancer's VIP announcement and
  *                                        hand its flows to their backups (maintenance), or undo it
  *   tunlb ready [--admin HOST:PORT] [--allow-down IDS] [--wait S]   exit 0 when serving with every peer
@@ -51,6 +55,8 @@ import { writeFatal } from '../logger';
 import { LOGS_LEVELS, printLogs } from './logs';
 import { formatBackendStats, formatVips } from './vips-text';
 import type { ServicesBody } from '../control/service-view';
+import type { ClusterBody, ClusterReloadRow } from '../control/cluster-status';
+import { clusterReloadExit, formatCluster, formatClusterReload } from './cluster-text';
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';
 
@@ -204,23 +210,32 @@ export function main(argv: string[]): void {
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
     .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
     .option('--json', 'machine-readable output')
-    .action(async (opts: { admin: string; json?: boolean }) => {
+    .option('--cluster', 'every balancer of the cluster at once: status, config hash, flows, packet rates, RTT (from the summaries peers send over the control channel)')
+    .action(async (opts: { admin: string; json?: boolean; cluster?: boolean }) => {
+      if (opts.cluster) {
+        const cb = (await adminCall(opts, 'GET', '/api/v1/cluster')) as ClusterBody;
+        console.log(opts.json ? JSON.stringify(cb) : formatCluster(cb));
+        return;
+      }
       const body = (await adminCall(opts, 'GET', '/api/v1/status')) as StatusBody;
       if (opts.json) {
         console.log(JSON.stringify(body));
         return;
       }
       const s = body.self;
-      console.log(`cluster ${body.cluster}: seen from ${s.id} (${s.status}, up ${s.uptimeS} s${s.syncedFrom ? `, synced from ${s.syncedFrom}` : ''})`);
+      console.log(`cluster ${body.cluster}: seen from ${s.id} (${s.status}, up ${s.uptimeS} s${s.syncedFrom ? `, synced from ${s.syncedFrom}` : ''}, config ${s.configHash ?? '-'})`);
       if (s.sync !== undefined) console.log(`  bulk sync: ${formatSync(s.sync)}`);
-      console.log('  balancer  address          state    status    rtt ms   last ack   flows as primary / backup');
+      console.log('  balancer  address          state    status    rtt ms   last ack   flows as primary / backup   config');
       for (const x of body.balancers) {
         const rtt = x.rttMs === null ? '-' : x.rttMs.toFixed(2);
         const ack = x.self ? 'self' : x.lastAckAgoMs === null ? '-' : `${Math.round(x.lastAckAgoMs)} ms`;
+        const flows = `${x.flowsAsPrimary} / ${x.flowsAsBackup}`;
+        const cfg = x.configHash ? `${x.configHash}${x.configMismatch ? ' (mismatch)' : ''}` : '-';
         console.log(
-          `  ${x.id.padEnd(9)} ${x.address.padEnd(16)} ${String(x.state).padEnd(8)} ${shownStatus(x).padEnd(9)} ${rtt.padStart(6)}   ${ack.padStart(8)}   ${x.flowsAsPrimary} / ${x.flowsAsBackup}`,
+          `  ${x.id.padEnd(9)} ${x.address.padEnd(16)} ${String(x.state).padEnd(8)} ${shownStatus(x).padEnd(9)} ${rtt.padStart(6)}   ${ack.padStart(8)}   ${flows.padEnd(25)}   ${cfg}`,
         );
       }
+      for (const x of body.balancers) if (x.configMismatch) console.log(`  config mismatch: ${x.id} runs ${x.configHash}, ${s.id} runs ${s.configHash ?? '-'}`);
       console.log(`  flows held here: ${body.flows.total ?? body.flows.active} of ${body.flows.capacity}`);
       const an = body.announce;
       if (an) {
@@ -234,7 +249,10 @@ export function main(argv: string[]): void {
       const ev = body.events.slice(-8);
       if (ev.length > 0) {
         console.log('  recent events:');
-        for (const e of ev) console.log(`    ${String(e['at'] ?? '')} ${String(e['type'] ?? '')} ${String(e['balancer'] ?? e['id'] ?? '')} ${String(e['reason'] ?? '')}`);
+        for (const e of ev) {
+          const origin = typeof e['origin'] === 'string' ? ` [${e['origin']}]` : '';
+          console.log(`    ${String(e['at'] ?? '')} ${String(e['type'] ?? '')} ${String(e['balancer'] ?? e['id'] ?? '')}${origin} ${String(e['reason'] ?? '')}`);
+        }
       }
     });
 
@@ -354,7 +372,17 @@ export function main(argv: string[]): void {
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
     .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
     .option('--json', 'machine-readable output')
-    .action(async (opts: { admin: string; json?: boolean }) => {
+    .option('--cluster', 'reload every balancer: this one, and each peer (asked over the control channel) its own file; one line per balancer; exit 2 if one refused, 1 if one did not answer')
+    .option('--timeout <seconds>', 'with --cluster: how long peers get to answer (1-60)', '10')
+    .action(async (opts: { admin: string; json?: boolean; cluster?: boolean; timeout: string }) => {
+      if (opts.cluster) {
+        const t = Number(opts.timeout);
+        if (!(Number.isFinite(t) && t >= 1 && t <= 60)) throw new TunlbError(ErrorCodes.USAGE, `--timeout ${opts.timeout}: expected seconds, 1..60`);
+        const r = (await adminCall(opts, 'POST', '/api/v1/reload/cluster', { timeoutMs: Math.round(t * 1000) })) as { ok: boolean; balancers: ClusterReloadRow[] };
+        console.log(opts.json ? JSON.stringify(r) : formatClusterReload(r.balancers));
+        process.exitCode = clusterReloadExit(r.balancers);
+        return;
+      }
       let body: { error?: string; errors?: string[] } & Record<string, unknown>;
       try {
         body = (await adminCall(opts, 'POST', '/api/v1/reload')) as typeof body;
@@ -627,7 +655,7 @@ function flowTable(rows: FlowRow[]): string {
 
 interface StatusBody {
   cluster: string;
-  self: { id: string; status: string; uptimeS: number; syncedFrom: string | null; sync?: SyncProgressText | null };
+  self: { id: string; status: string; uptimeS: number; syncedFrom: string | null; sync?: SyncProgressText | null; configHash?: string };
   balancers: Array<{
     id: string;
     address: string;
@@ -638,6 +666,8 @@ interface StatusBody {
     lastAckAgoMs: number | null;
     flowsAsPrimary: number;
     flowsAsBackup: number;
+    configHash?: string;
+    configMismatch?: boolean;
   }>;
   flows: { active: number; capacity: number; total?: number };
   announce?: { table: number | null; ready: boolean; holds: Record<string, string> } | null;
