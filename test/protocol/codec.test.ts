@@ -146,8 +146,8 @@ test('signer numbers envelopes 1, 2, 3... across body kinds and fills the header
     t.is(env.sentAtMs, 5000);
     seqs.push(env.seq);
   }
-  t.deepEqual(seqs, [1, 2, 3, 4, 5, 6]);
-  t.is(signer.nextSeq, 7);
+  t.deepEqual(seqs, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  t.is(signer.nextSeq, 10);
 });
 
 test('signer rejects bad identities', (t) => {
