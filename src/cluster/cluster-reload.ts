@@ -21,7 +21,7 @@
  * cannot be replayed to another balancer. What a peer can make another do is what an operator
  * with a shell on it could: reload its own file (never a file of the requester's).
  *
- * Pure logic: sending and reloading are injected; timers are setTimeout (unref'd). Never throws
+ * Pure logic: sending and reloading are injected; timers are setInterval / setTimeout, bounded by the call's timeoutMs. Never throws
  * from onRequest / onAnswer; a reloadSelf that throws is answered as refused with its message.
  */
 
@@ -143,8 +143,6 @@ export class ClusterReload {
       };
       const resend = setInterval(send, this.#o.resendMs ?? 1000);
       const deadline = setTimeout(finish, Math.max(0, timeoutMs));
-      resend.unref?.();
-      deadline.unref?.();
       send();
     });
   }
