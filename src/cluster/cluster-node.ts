@@ -113,6 +113,8 @@ export class ClusterNode {
       initialStatus: 'syncing',
       onEvent: (e) => {
         this.#pushEvent(e);
+        // A restarted peer's last summary is its previous process's: shown as none until the new one's.
+        if (e.type === 'peer_restarted') this.view.forget(e.peer);
         const level = e.type === 'peer_down' || e.type === 'peer_suspect' ? 'warn' : 'info';
         this.#log[level]({ event: e.type, peer: e.id, reason: e.reason, rttMs: e.rttMs, incarnation: e.incarnation }, `${e.id}: ${e.type} (${e.reason})`);
         opts.onEvent?.(e);
