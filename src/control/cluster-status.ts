@@ -75,7 +75,7 @@ export function summaryFields(b: BalancerView, prev: RateSample | undefined, cur
     uptimeS: u32(b.nowSec()),
     generation: u32(b.forwarder.forwarding.generation),
     peerRttUs: rtts,
-    liveMask: c?.membership.liveMask() ?? 1 << b.selfIndex,
+    liveMask: (c?.membership.liveMask() ?? 1 << b.selfIndex) >>> 0,
   };
 }
 
