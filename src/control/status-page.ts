@@ -33,7 +33,8 @@
  *     (src/control/counters.ts, embedded in the page as COUNTERS: section, key, unit, help).
  *
  * Hooks for tests and scrapers of the page: every balancer card is
- * `.bal[data-balancer=<id>][data-state=<state>][data-status=<status>]` with `data-primary-of`
+ * `.bal[data-balancer=<id>][data-state=<state>][data-status=<status>]` (its config hash in a
+ * `config` row, `[data-config-mismatch]` on a mismatch) with `data-primary-of`
  * (and `data-flows-held` on this balancer's card); `#conn` carries `data-ok="1"` once data
  * arrived; each chart `svg.plot[data-max]` (its y-axis top) holds `polyline[data-series]` and
  * `line.marker[data-event][data-balancer]`.
@@ -441,6 +442,9 @@ const PAGE = String.raw`<!doctype html>
       }
       rows.push(['primary of', int(b.flowsAsPrimary) + ' flows']);
       rows.push(['backup of', int(b.flowsAsBackup) + ' flows']);
+      // The config version it reported last (Probe.config_hash); a mismatch with this balancer's is marked.
+      rows.push(['config', b.configHash ? '<span class="mono">' + esc(b.configHash) + '</span>' + (b.configMismatch ? ' <span class="badge" data-config-mismatch="1" title="differs from ' +
+        esc(status.self.configHash || '') + '">mismatch</span>' : '') : '<span class="dim">–</span>']);
       var note = '';
       if (b.state === 'dead') {
         var at = lastEventTime(b.id, 'peer_down');
@@ -523,7 +527,7 @@ const PAGE = String.raw`<!doctype html>
     $('event-list').innerHTML = '<table><thead><tr><th>time</th><th>balancer</th><th>event</th><th>reason</th></tr></thead><tbody>' +
       ev.map(function (e) {
         return '<tr class="sev-' + esc(e.severity) + '"><td class="t" title="' + esc(e.at) + ' (' + esc(ago(e.at, now)) + ')">' + clock(e.at) + '</td><td class="mono">' + esc(e.balancer) +
-          '</td><td class="ev">' + esc(e.type.replace(/_/g, ' ')) + '</td><td>' + esc(e.reason) + (e.origin ? ' <span class="badge" data-origin="' + esc(e.origin) + '">' + esc(e.origin) + '</span>' : '') + '</td></tr>';
+          '</td><td class="ev">' + esc(e.type.replace(/_/g, ' ')) + '</td><td>' + esc(e.reason) + (e.origin ? ' <span class="dim" data-origin="' + esc(e.origin) + '">(' + esc(e.origin) + ')</span>' : '') + '</td></tr>';
       }).join('') + '</tbody></table>';
   }
   /** The whole cluster (GET /api/v1/cluster): one row per balancer. */
