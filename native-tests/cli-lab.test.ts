@@ -5,7 +5,9 @@
  * Covered: --help of every subcommand, check-config, status, stats, flows (table, --json,
  * every filter, a refused filter), backends, drain/undrain (marks seen cluster-wide, new
  * connections avoid the drained backend), reload (unchanged config accepted; a broken one
- * refused and the running config kept; the file restored), capture (a pcap that `tcpdump -r`
+ * refused and the running config kept; the file restored), status --cluster and reload --cluster
+ * (one config hash everywhere; a reload on lb3 alone is a mismatch: row, event, metric; reload
+ * --cluster brings every balancer to the file's hash; restored), capture (a pcap that `tcpdump -r`
  * reads, and --decode lines), and one-line `[TUNLB_...]` errors with a non-zero exit.
  * Assertions are on content, not only exit codes.
  *
@@ -24,6 +26,7 @@ import { hasRoot, nativeSuite } from './helpers/root';
 import { LAB_DIR, REPO, execIn, holdLabSession, lab, labLogTail, poll, run, staleBuild, type LabSession, type RunResult } from './helpers/lab';
 import { startTraffic, type TrafficRun } from './helpers/traffic';
 import type { FlowListing, FlowRow } from '../src/control/flow-listing';
+import type { ClusterBody } from '../src/control/cluster-status';
 
 const TUNLB = path.join(REPO, 'bin', 'tunlb');
 const LAB_CONFIG = path.join(LAB_DIR, 'lab.yaml');
@@ -405,6 +408,69 @@ rootTest('reload: an unchanged config is accepted; a broken one is refused and t
   t.is(readFileSync(LAB_CONFIG, 'utf8'), original, 'lab.yaml restored');
   const again = await ok(t, ['reload']);
   t.regex(again, /^reloaded: /m, 'the restored file reloads');
+});
+
+rootTest('status --cluster, config mismatch, reload --cluster: every balancer at once over the control channel', async (t) => {
+  if (!labUp(t)) return;
+  const cluster = (lb = 'lb1'): Promise<ClusterBody> => json<ClusterBody>(t, ['status', '--cluster'], lb);
+  // 1. Seen from lb1: the three balancers serving, one config hash, each one's own figures fresh.
+  let c: ClusterBody | undefined;
+  const fresh = (x: ClusterBody): boolean =>
+    x.balancers.length === 3 && x.balancers.every((b) => b.status === 'serving' && b.configHash === x.configHash && b.reportAgeMs !== null && b.reportAgeMs < 3000);
+  t.true(await poll(async () => fresh((c = await cluster())), 10_000, 300), `lb1..lb3 serving with one config hash and fresh figures: ${JSON.stringify(c)}`);
+  const h0 = c!.configHash;
+  t.regex(h0, /^[0-9a-f]{12}$/);
+  t.deepEqual(c!.balancers.map((b) => b.id), [...BALANCERS]);
+  t.true(c!.balancers.filter((b) => !b.self).every((b) => b.rttMs !== null && b.lastHeardMs !== null && b.lastHeardMs < 2000), 'peers: RTT and last heard measured');
+  const text = await ok(t, ['status', '--cluster']);
+  t.log(`tunlb status --cluster (lb1):\n${text}`);
+  t.regex(text, new RegExp(`^cluster lab: 3 balancers, seen from lb1 \\(config ${h0}\\)$`, 'm'));
+  for (const lb of BALANCERS) t.regex(text, new RegExp(`^ {2}${lb} +serving +${h0} +\\d`, 'm'), `${lb} row`);
+  t.regex(text, /^ {2}every balancer that reported runs the same config$/m);
+
+  const original = readFileSync(LAB_CONFIG, 'utf8');
+  const changed = original.replace('{ address: 10.99.3.22, weight: 1,', '{ address: 10.99.3.22, weight: 2,');
+  t.not(changed, original, 'lab.yaml has the weight to change');
+  try {
+    // 2. lb3 alone reloads a changed file: lb1 sees a mismatch (row, event, metric).
+    writeFileSync(LAB_CONFIG, changed);
+    t.regex(await ok(t, ['reload'], 'lb3'), /^reloaded: /m);
+    t.true(await poll(async () => (c = await cluster()).mismatches.join() === 'lb3', 5000, 200), `lb1 sees lb3's other config: ${JSON.stringify(c?.mismatches)}`);
+    const h1 = c!.balancers[2]!.configHash;
+    t.not(h1, h0);
+    const mis = await ok(t, ['status', '--cluster']);
+    t.log(`after lb3 alone reloaded:\n${mis}`);
+    t.regex(mis, new RegExp(`^ {2}lb3 +serving +${h1} ! `, 'm'));
+    t.regex(mis, new RegExp(`^ {2}config mismatch: lb3 runs ${h1}, lb1 runs ${h0}$`, 'm'));
+    const st = await json<{ events: Array<{ type: string; balancer: string; reason: string; origin?: string }> }>(t, ['status']);
+    t.true(st.events.some((e) => e.type === 'config_mismatch' && e.balancer === 'lb3' && e.reason === `lb3 runs config ${h1}, lb1 runs ${h0}`), JSON.stringify(st.events.slice(-5)));
+    const metrics = await execIn('lb1', ['curl', '-sS', '-m', '5', 'http://127.0.0.1:9180/metrics'], { timeoutMs: 10_000 });
+    t.regex(metrics.stdout, /^tunlb_peer_config_mismatch\{peer="lb3"\} 1$/m);
+    t.regex(metrics.stdout, /^tunlb_peer_config_mismatch\{peer="lb2"\} 0$/m);
+    t.regex(metrics.stdout, new RegExp(`^tunlb_config_info\\{hash="${h0}"\\} 1$`, 'm'));
+    const lb3ev = await json<{ events: Array<{ type: string; origin?: string }> }>(t, ['status'], 'lb3');
+    t.true(lb3ev.events.some((e) => e.type === 'reload' && e.origin === 'api 127.0.0.1'), 'lb3: its reload, with its origin');
+
+    // 3. reload --cluster from lb1: one line per balancer, all on the changed file's hash.
+    const r = await tunlb(['reload', '--cluster']);
+    t.log(`tunlb reload --cluster (lb1):\n${r.stdout}`);
+    t.is(r.code, 0, show(r));
+    const lines = r.stdout.trimEnd().split('\n');
+    t.is(lines.length, 3, r.stdout);
+    BALANCERS.forEach((lb, i) => t.regex(lines[i]!, new RegExp(`^${lb} {2}ok {8}config ${h1} {2}generation \\d+: `), lines[i]));
+    t.true(await poll(async () => (c = await cluster()).mismatches.length === 0 && c.configHash === h1, 5000, 200), `mismatch over: ${JSON.stringify(c?.mismatches)}`);
+    const lb2ev = await json<{ events: Array<{ type: string; origin?: string }> }>(t, ['status'], 'lb2');
+    t.true(lb2ev.events.some((e) => e.type === 'reload' && e.origin === 'peer lb1'), 'lb2: the reload lb1 asked for, origin peer lb1');
+    const lb1ev = await json<{ events: Array<{ type: string; balancer: string }> }>(t, ['status']);
+    t.true(lb1ev.events.some((e) => e.type === 'config_match' && e.balancer === 'lb3'));
+  } finally {
+    writeFileSync(LAB_CONFIG, original);
+  }
+  // 4. Restored everywhere the same way.
+  const back = await tunlb(['reload', '--cluster']);
+  t.is(back.code, 0, show(back));
+  t.is(back.stdout.split('\n').filter((l) => new RegExp(`^lb[123] {2}ok {8}config ${h0} `).test(l)).length, 3, back.stdout);
+  t.true(await poll(async () => (c = await cluster()).configHash === h0 && c.mismatches.length === 0 && fresh(c), 5000, 200), JSON.stringify(c));
 });
 
 rootTest('capture: probes on lbnet0 into a pcap that tcpdump -r reads, and decoded lines', async (t) => {

@@ -80,6 +80,8 @@ const FIELDS = [
   'tunlb.sync_request.request_id', 'tunlb.sync_request.from_cursor', 'tunlb.sync_chunk.request_id',
   'tunlb.sync_chunk.chunk_index', 'tunlb.sync_chunk.next_cursor', 'tunlb.sync_chunk.done', 'tunlb.sync_chunk.total_records',
   'tcp.len', 'tunlb_sync.frame', 'tunlb_sync.direction', 'tunlb_sync.mac', 'tunlb.sync_hello.sender', 'tunlb.sync_hello.incarnation',
+  'tunlb.summary.status', 'tunlb.summary.config_hash', 'tunlb.summary.flows_held', 'tunlb.summary.flows_primary',
+  'tunlb.summary.packets_in_per_s', 'tunlb.summary.packets_out_per_s',
 ];
 
 interface Frame {
@@ -428,7 +430,7 @@ labTest('control port: sender (from its own address), incarnation, sequence and 
     if (num(fr, 'tunlb.version') !== 1) why.push('version');
     if (LBNET4[BALANCERS[sender] ?? ''] !== all(fr, 'ip.src')[0]) why.push(`sender ${sender} sent from ${all(fr, 'ip.src')[0]}`);
     if (!(inc > 0) || !(num(fr, 'tunlb.seq') > 0)) why.push('incarnation/seq');
-    if (!['records', 'probe', 'probe-ack', 'sync-request', 'sync-chunk', 'health'].includes(body)) why.push(`body '${body}'`);
+    if (!['records', 'probe', 'probe-ack', 'sync-request', 'sync-chunk', 'health', 'summary', 'reload-request', 'reload-answer'].includes(body)) why.push(`body '${body}'`);
     if ((one(fr, 'tunlb.mac') ?? '').replace(/:/g, '').length !== 64) why.push('mac');
     if (body === 'records' || body === 'sync-chunk') {
       const n = all(fr, 'tunlb.record').length;
@@ -500,6 +502,11 @@ function canonicalTshark(fr: Frame): string[] {
       ];
     case 'health':
       return [head];
+    case 'summary':
+      return [
+        `${head} status=${status(one(fr, 'tunlb.summary.status'))} config=${BigInt(one(fr, 'tunlb.summary.config_hash') ?? 0).toString(16).padStart(12, '0')} ` +
+          `flows=${one(fr, 'tunlb.summary.flows_held')} primary=${one(fr, 'tunlb.summary.flows_primary')} pps-in=${one(fr, 'tunlb.summary.packets_in_per_s')} pps-out=${one(fr, 'tunlb.summary.packets_out_per_s')}`,
+      ];
     default:
       return [`${head} ?`];
   }

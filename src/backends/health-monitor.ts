@@ -196,6 +196,7 @@ export class HealthMonitor {
   readonly #wall: () => number;
   readonly #broadcast: (body: HealthReportBody) => void;
   readonly #onChange: (vipIndex: number, backendIndex: number, event: BackendEvent) => void;
+  readonly #onPeerDrain: HealthMonitorOptions['onPeerDrain'];
   readonly #log: MonitorLog | undefined;
   readonly #runCheck: (target: CheckTarget) => Promise<CheckResult>;
   /** The shared ICMP pinger of the default runner (null with an injected runCheck). */
@@ -237,6 +238,7 @@ export class HealthMonitor {
     this.#wall = opts.wallClockMs ?? Date.now;
     this.#broadcast = opts.broadcast;
     this.#onChange = opts.onChange;
+    this.#onPeerDrain = opts.onPeerDrain;
     this.#log = opts.log;
     this.#timers = opts.timers ?? defaultTimers;
     this.#random = opts.random ?? Math.random;
@@ -523,7 +525,8 @@ export class HealthMonitor {
         const origin = this.#ids[drainOrigin(stamp)] ?? `balancer ${drainOrigin(stamp)}`;
         const drained = b.drained === true;
         this.stats.drainsApplied++;
-        this.#apply(e, e.sm.setDrained(drained, `${drained ? 'drained' : 'undrained'} by operator on ${origin}`, 'operator'), origin);
+        const ev = this.#apply(e, e.sm.setDrained(drained, `${drained ? 'drained' : 'undrained'} by operator on ${origin}`, 'operator'), origin);
+        if (ev !== null) this.#onPeerDrain?.(ev, drained, origin, id);
       }
       const st = b.state ?? HS.HEALTH_STATE_UNSPECIFIED;
       if (st !== HS.HEALTH_STATE_HEALTHY && st !== HS.HEALTH_STATE_UNHEALTHY) continue;

@@ -52,7 +52,7 @@ export interface OverrideEvent {
   readonly stampMs: number;
   /**
    * Where the change came from here: the command's caller on this balancer (e.g. "api
-   * 127.0.0.1:40112", "reload on lb1"), or "peer <id>" when learnt from a peer's report.
+   * 127.0.0.1", "reload on lb1 (api 127.0.0.1)"), or "peer <id>" when learnt from a peer's report.
    */
   readonly origin: string;
   /** One line, e.g. "web4 10.99.3.21: weight 0 (file 1), set on lb1". */
@@ -166,6 +166,13 @@ export interface HealthMonitorOptions {
   broadcast: (body: HealthReportBody) => void;
   /** Every transition, after it is logged. */
   onChange: (vipIndex: number, backendIndex: number, event: BackendEvent) => void;
+  /**
+   * A drain mark from a peer's report changed a backend here (an operator's drain / undrain on
+   * another balancer, propagated): `origin` is the id of the balancer that took the command,
+   * `sender` the peer whose report carried it. For the operator event history
+   * (src/control/operator-events.ts). Called after onChange.
+   */
+  onPeerDrain?: (event: BackendEvent, drained: boolean, origin: string, sender: string) => void;
   log?: MonitorLog;
   /** The check runner (default: src/backends/checks.ts runCheck with a shared IcmpPinger). */
   runCheck?: (target: CheckTarget) => Promise<CheckResult>;

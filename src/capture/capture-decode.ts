@@ -539,6 +539,18 @@ export class CaptureDecoder {
       }
       case 'health':
         return this.healthLines(head, seq, env.health as unknown as LooseHealth, mark);
+      case 'summary': {
+        const x = env.summary!;
+        return [
+          `${head} summary ${seq} status=${STATUS_NAMES[x.status] ?? x.status} config=${Number(x.configHash).toString(16).padStart(12, '0')} flows=${x.flowsHeld} primary=${x.flowsPrimary} pps-in=${x.packetsInPerS} pps-out=${x.packetsOutPerS}${mark}`,
+        ];
+      }
+      case 'reloadRequest':
+        return [`${head} reload-request ${seq} id=${hex(env.reloadRequest!.requestId)}${mark}`];
+      case 'reloadAnswer': {
+        const x = env.reloadAnswer!;
+        return [`${head} reload-answer ${seq} id=${hex(x.requestId)} ${x.ok ? 'ok' : 'refused'} config=${Number(x.configHash).toString(16).padStart(12, '0')} ${JSON.stringify(x.detail)}${mark}`];
+      }
       default:
         return [`${head} control ${seq} (no body this version knows)${mark}`];
     }

@@ -14,13 +14,17 @@
  *                                        --stats: their counters and health-check detail (src/cli/vips-text.ts)
  *   tunlb vips [--admin HOST:PORT] [--stats] [--rate] [--json]   per VIP and backend: connections, packets,
  *                                        bytes, rates (as ipvsadm -Ln --stats --rate; GET /api/v1/vips)
+ *   tunlb status [--admin HOST:PORT] [--cluster] [--json]   membership as one balancer sees it; --cluster:
+ *                                        every balancer at once (src/cli/cluster-text.ts; GET /api/v1/cluster)
  *   tunlb drain VIP ADDRESS / tunlb undrain VIP ADDRESS [--admin HOST:PORT]   drain marks (cluster-wide)
  *   tunlb weight VIP ADDRESS[:PORT] N|file [--admin HOST:PORT]   a backend's weight, cluster-wide, until the
  *                                        next reload (0..65535; 0: no new flows; file: back to the file's)
  *   tunlb maintenance VIP ADDRESS[:PORT] on|off [--admin HOST:PORT]   maintenance, cluster-wide, until the next
  *                                        reload: no new flows, flows continue, health checks go on
- *   tunlb reload [--admin HOST:PORT]                reload the config file (as SIGHUP; exit 2 when refused);
- *                                        every runtime weight and maintenance returns to the file's, cluster-wide
+ *   tunlb reload [--admin HOST:PORT] [--cluster [--timeout S]]   reload the config file (as SIGHUP; exit 2 when
+ *                                        refused); every runtime weight and maintenance returns to the
+ *                                        file's, cluster-wide; --cluster: every balancer its own file, one
+ *                                        line each (exit 2 one refused, 1 one did not answer)
  *   tunlb drain-self / undrain-self [--admin HOST:PORT]   withdraw this balancer's VIP announcement and
  *                                        hand its flows to their backups (maintenance), or undo it
  *   tunlb ready [--admin HOST:PORT] [--allow-down IDS] [--wait S]   exit 0 when serving with every peer
@@ -57,6 +61,8 @@ import { LOGS_LEVELS, printLogs } from './logs';
 import { formatBackendStats, formatVips } from './vips-text';
 import { maintenanceArg, overrideMessage, weightArg, weightCell, stateCell, overrideNote } from './runtime-text';
 import type { ServicesBody } from '../control/service-view';
+import type { ClusterBody, ClusterReloadRow } from '../control/cluster-status';
+import { clusterReloadExit, formatCluster, formatClusterReload } from './cluster-text';
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';
 
@@ -122,7 +128,7 @@ export function main(argv: string[]): void {
       process.on('SIGINT', () => shutdown('SIGINT'));
       // SIGHUP: reload the config file (refusals are logged by the balancer; it keeps running).
       process.on('SIGHUP', () => {
-        balancer?.reload().catch(() => {
+        balancer?.reload('signal SIGHUP').catch(() => {
           /* logged as config_reload_refused */
         });
       });
@@ -210,23 +216,32 @@ export function main(argv: string[]): void {
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
     .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
     .option('--json', 'machine-readable output')
-    .action(async (opts: { admin: string; json?: boolean }) => {
+    .option('--cluster', 'every balancer of the cluster at once: status, config hash, flows, packet rates, RTT (from the summaries peers send over the control channel)')
+    .action(async (opts: { admin: string; json?: boolean; cluster?: boolean }) => {
+      if (opts.cluster) {
+        const cb = (await adminCall(opts, 'GET', '/api/v1/cluster')) as ClusterBody;
+        console.log(opts.json ? JSON.stringify(cb) : formatCluster(cb));
+        return;
+      }
       const body = (await adminCall(opts, 'GET', '/api/v1/status')) as StatusBody;
       if (opts.json) {
         console.log(JSON.stringify(body));
         return;
       }
       const s = body.self;
-      console.log(`cluster ${body.cluster}: seen from ${s.id} (${s.status}, up ${s.uptimeS} s${s.syncedFrom ? `, synced from ${s.syncedFrom}` : ''})`);
+      console.log(`cluster ${body.cluster}: seen from ${s.id} (${s.status}, up ${s.uptimeS} s${s.syncedFrom ? `, synced from ${s.syncedFrom}` : ''}, config ${s.configHash ?? '-'})`);
       if (s.sync !== undefined) console.log(`  bulk sync: ${formatSync(s.sync)}`);
-      console.log('  balancer  address          state    status    rtt ms   last ack   flows as primary / backup');
+      console.log('  balancer  address          state    status    rtt ms   last ack   flows as primary / backup   config');
       for (const x of body.balancers) {
         const rtt = x.rttMs === null ? '-' : x.rttMs.toFixed(2);
         const ack = x.self ? 'self' : x.lastAckAgoMs === null ? '-' : `${Math.round(x.lastAckAgoMs)} ms`;
+        const flows = `${x.flowsAsPrimary} / ${x.flowsAsBackup}`;
+        const cfg = x.configHash ? `${x.configHash}${x.configMismatch ? ' (mismatch)' : ''}` : '-';
         console.log(
-          `  ${x.id.padEnd(9)} ${x.address.padEnd(16)} ${String(x.state).padEnd(8)} ${shownStatus(x).padEnd(9)} ${rtt.padStart(6)}   ${ack.padStart(8)}   ${x.flowsAsPrimary} / ${x.flowsAsBackup}`,
+          `  ${x.id.padEnd(9)} ${x.address.padEnd(16)} ${String(x.state).padEnd(8)} ${shownStatus(x).padEnd(9)} ${rtt.padStart(6)}   ${ack.padStart(8)}   ${flows.padEnd(25)}   ${cfg}`,
         );
       }
+      for (const x of body.balancers) if (x.configMismatch) console.log(`  config mismatch: ${x.id} runs ${x.configHash}, ${s.id} runs ${s.configHash ?? '-'}`);
       console.log(`  flows held here: ${body.flows.total ?? body.flows.active} of ${body.flows.capacity}`);
       const an = body.announce;
       if (an) {
@@ -240,7 +255,10 @@ export function main(argv: string[]): void {
       const ev = body.events.slice(-8);
       if (ev.length > 0) {
         console.log('  recent events:');
-        for (const e of ev) console.log(`    ${String(e['at'] ?? '')} ${String(e['type'] ?? '')} ${String(e['balancer'] ?? e['id'] ?? '')} ${String(e['reason'] ?? '')}`);
+        for (const e of ev) {
+          const origin = typeof e['origin'] === 'string' ? ` [${e['origin']}]` : '';
+          console.log(`    ${String(e['at'] ?? '')} ${String(e['type'] ?? '')} ${String(e['balancer'] ?? e['id'] ?? '')}${origin} ${String(e['reason'] ?? '')}`);
+        }
       }
     });
 
@@ -386,7 +404,17 @@ export function main(argv: string[]): void {
     .option('-a, --admin <host:port>', 'admin endpoint of the balancer', DEFAULT_ADMIN)
     .option('--token-file <file>', 'bearer token of the admin endpoint (its admin.token_file); default: $TUNLB_ADMIN_TOKEN_FILE')
     .option('--json', 'machine-readable output')
-    .action(async (opts: { admin: string; json?: boolean }) => {
+    .option('--cluster', 'reload every balancer: this one, and each peer (asked over the control channel) its own file; one line per balancer; exit 2 if one refused, 1 if one did not answer')
+    .option('--timeout <seconds>', 'with --cluster: how long peers get to answer (1-60)', '10')
+    .action(async (opts: { admin: string; json?: boolean; cluster?: boolean; timeout: string }) => {
+      if (opts.cluster) {
+        const t = Number(opts.timeout);
+        if (!(Number.isFinite(t) && t >= 1 && t <= 60)) throw new TunlbError(ErrorCodes.USAGE, `--timeout ${opts.timeout}: expected seconds, 1..60`);
+        const r = (await adminCall(opts, 'POST', '/api/v1/reload/cluster', { timeoutMs: Math.round(t * 1000) })) as { ok: boolean; balancers: ClusterReloadRow[] };
+        console.log(opts.json ? JSON.stringify(r) : formatClusterReload(r.balancers));
+        process.exitCode = clusterReloadExit(r.balancers);
+        return;
+      }
       let body: { error?: string; errors?: string[] } & Record<string, unknown>;
       try {
         body = (await adminCall(opts, 'POST', '/api/v1/reload')) as typeof body;
@@ -679,7 +707,7 @@ function flowTable(rows: FlowRow[]): string {
 
 interface StatusBody {
   cluster: string;
-  self: { id: string; status: string; uptimeS: number; syncedFrom: string | null; sync?: SyncProgressText | null };
+  self: { id: string; status: string; uptimeS: number; syncedFrom: string | null; sync?: SyncProgressText | null; configHash?: string };
   balancers: Array<{
     id: string;
     address: string;
@@ -690,6 +718,8 @@ interface StatusBody {
     lastAckAgoMs: number | null;
     flowsAsPrimary: number;
     flowsAsBackup: number;
+    configHash?: string;
+    configMismatch?: boolean;
   }>;
   flows: { active: number; capacity: number; total?: number };
   announce?: { table: number | null; ready: boolean; holds: Record<string, string> } | null;

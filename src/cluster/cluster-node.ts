@@ -37,6 +37,8 @@ import { SyncRunner, type SyncEvent, type SyncOutcome, type SyncProgress } from 
 import { SyncStreamServer } from './sync-responder';
 import type { SyncStreamIdentity } from './sync-stream';
 import { connectSync, SyncListener } from './sync-transport';
+import { ClusterView, type SummaryFields } from './cluster-view';
+import { ClusterReload, type ReloadOutcome } from './cluster-reload';
 
 /** How long a starting balancer listens for live peers before deciding it is the first. */
 const SYNC_DISCOVERY_MS = 1000;
@@ -58,6 +60,12 @@ export interface ClusterNodeOptions {
   onEvent?: (e: MembershipEvent) => void;
   /** Verified HealthReport bodies from peers (src/backends/health-monitor.ts onReport). */
   onHealth?: (sender: number, body: NonNullable<ReceivedEnvelope['health']>) => void;
+  /**
+   * Reloads this balancer's config file when a peer asks (`tunlb reload --cluster` on that
+   * peer; src/cluster/cluster-reload.ts); `origin` is "peer <id>". Without it, requests are
+   * answered as refused.
+   */
+  reloadSelf?: (origin: string) => Promise<ReloadOutcome>;
 }
 
 export class ClusterNode {
@@ -68,6 +76,10 @@ export class ClusterNode {
   /** Answers peers' bulk syncs (behind #listener). */
   readonly syncServer: SyncStreamServer;
   readonly events: ClusterEvent[] = [];
+  /** Peers' last summaries (src/cluster/cluster-view.ts). */
+  readonly view: ClusterView;
+  /** `tunlb reload --cluster`, both sides (src/cluster/cluster-reload.ts). */
+  readonly reloads: ClusterReload;
   readonly #config: Config;
   readonly #identity: SyncStreamIdentity;
   readonly #log: Logger;
@@ -101,6 +113,8 @@ export class ClusterNode {
       initialStatus: 'syncing',
       onEvent: (e) => {
         this.#pushEvent(e);
+        // A restarted peer's last summary is its previous process's: shown as none until the new one's.
+        if (e.type === 'peer_restarted') this.view.forget(e.peer);
         const level = e.type === 'peer_down' || e.type === 'peer_suspect' ? 'warn' : 'info';
         this.#log[level]({ event: e.type, peer: e.id, reason: e.reason, rttMs: e.rttMs, incarnation: e.incarnation }, `${e.id}: ${e.type} (${e.reason})`);
         opts.onEvent?.(e);
@@ -127,6 +141,15 @@ export class ClusterNode {
       incarnation,
       balancerCount: c.balancers.length,
     };
+    this.view = new ClusterView({ balancerCount: c.balancers.length, selfIndex: opts.selfIndex, nowMs: () => performance.now() });
+    const reloadSelf = opts.reloadSelf;
+    this.reloads = new ClusterReload({
+      selfIndex: opts.selfIndex,
+      ids: c.balancers.map((b) => b.id),
+      sendRequest: (peer, body) => channel.sendTo(peer, channel.signer.seal('reloadRequest', body, peer)),
+      sendAnswer: (peer, body) => channel.sendTo(peer, channel.signer.seal('reloadAnswer', body, peer)),
+      reloadSelf: reloadSelf ?? (() => Promise.resolve({ ok: false, configHash: 0, detail: 'this balancer takes no reload requests' })),
+    });
     this.syncServer = new SyncStreamServer({
       ...this.#identity,
       host: this.replicator.syncHost,
@@ -223,6 +246,15 @@ export class ClusterNode {
       case 'health':
         this.#onHealth?.(env.sender, env.health!);
         return;
+      case 'summary':
+        this.view.onSummary(env.sender, env.summary!);
+        return;
+      case 'reloadRequest':
+        this.reloads.onRequest(env.sender, env.reloadRequest!);
+        return;
+      case 'reloadAnswer':
+        this.reloads.onAnswer(env.sender, env.reloadAnswer!);
+        return;
       default:
         return;
     }
@@ -283,6 +315,15 @@ export class ClusterNode {
     this.#setServing(true, this.#syncedFrom !== null ? `bulk sync from ${this.#syncedFrom} done` : 'no serving peer to sync from');
   }
 
+  /**
+   * Sends this balancer's summary to every peer (multicast, or the same bytes to each); the
+   * owner calls it once a second (src/cluster/cluster-view.ts). Never throws.
+   */
+  publishSummary(fields: SummaryFields): void {
+    if (this.#closed) return;
+    this.channel.broadcast(this.channel.signer.seal('summary', fields));
+  }
+
   /** The bulk sync's progress (null when no sync ran: no serving peer, or not started yet). */
   syncProgress(): SyncProgress | null {
     return this.#runner?.snapshot() ?? null;
@@ -338,6 +379,7 @@ export class ClusterNode {
     this.#closed = true;
     this.#setServing(false, 'stopping');
     for (const t of this.#timers) clearInterval(t);
+    this.reloads.close();
     this.#runner?.stop();
     this.syncServer.stop();
     this.#listener?.close();

@@ -68,6 +68,14 @@
  * tunlb.proto says); changes emit 'peer_serving' / 'peer_syncing' / 'peer_draining'.
  * A DRAINING peer is not live: peers stop choosing it for new flows.
  *
+ * ## Config version
+ * Every probe and ack carries the sender's config hash (Probe.config_hash, set with
+ * setConfigHash; src/config/config-hash.ts). The hash of a peer is taken from its probes (of a
+ * confirmed incarnation) and fresh acks, and kept while it is dead. A peer whose hash is known
+ * and differs from ours (ours set) is in config mismatch: 'config_mismatch' when that starts
+ * (a peer reports another hash, or we reload), 'config_match' when it ends; reasons name the
+ * peer and both hashes. A peer that reports no hash (0: an earlier release) is never a mismatch.
+ *
  * ## RTT
  * Each probe carries a random nonce (48 bits, never 0) and our send time; the ack echoes
  * both. RTT = now - our stored send time of the matched probe (so an ack cannot be credited
@@ -133,6 +141,7 @@
 import type { tunlb } from '../protocol';
 import { randomInt } from 'node:crypto';
 import { ErrorCodes, TunlbError } from '../errors';
+import { hexOf } from '../config/config-hash';
 
 /** Peer states; see the state machine in the file header. */
 export const PeerState = { UNKNOWN: 0, UP: 1, SUSPECT: 2, DEAD: 3 } as const;
@@ -160,7 +169,9 @@ export type MembershipEventType =
   | 'peer_restarted'
   | 'peer_serving'
   | 'peer_syncing'
-  | 'peer_draining';
+  | 'peer_draining'
+  | 'config_mismatch'
+  | 'config_match';
 
 /** One state or status change of a peer (one log event each, src/logger.ts). */
 export interface MembershipEvent {
@@ -177,6 +188,9 @@ export interface MembershipEvent {
   incarnation?: number;
   /** peer_suspect / peer_down: silence counted against the peer, ms (stalls excluded). */
   silentMs?: number;
+  /** config_mismatch / config_match: the peer's and this balancer's config hashes (12 hex). */
+  peerConfig?: string;
+  selfConfig?: string;
 }
 
 export type ProbeBody = tunlb.v1.Probe.$Properties;
@@ -240,6 +254,10 @@ export interface PeerView {
   lastAckAgoMs: number | null;
   /** Whole intervals without an ack counted against the peer (stalls excluded); 0 after an ack. */
   misses: number;
+  /** The config hash (12 hex) the peer reported last, kept while it is dead; '' if never reported. */
+  configHash: string;
+  /** True while the peer's last reported config hash differs from ours (header, "Config version"). */
+  configMismatch: boolean;
 }
 
 export interface MembershipStats {
@@ -294,6 +312,9 @@ class Peer {
   /** Unconfirmed probes answered since the last tick, and whether we challenged since then. */
   unconfirmedAnswers = 0;
   challenged = false;
+  /** Last config hash the peer reported (Probe/ProbeAck.config_hash), 0 = never; and whether it differs from ours. */
+  configHash = 0;
+  configMismatch = false;
   /** Ring of outstanding probes: nonce (0 = free slot) and our send time. */
   readonly nonces: Float64Array;
   readonly sentAt: Float64Array;
@@ -363,6 +384,8 @@ export class Membership {
   readonly #selfIncarnation: number | undefined;
   readonly #probeIsEvidence: boolean;
   #selfStatus: number;
+  /** This balancer's config hash (Probe.config_hash), 0 = not set. */
+  #selfConfigHash = 0;
   /** When leave() was first called (our clock), or -1. */
   #leaveSinceMs = -1;
   #lastTickMs = -1;
@@ -411,6 +434,29 @@ export class Membership {
       : this.#selfStatus === PeerStatusValue.DRAINING
         ? 'draining'
         : 'syncing';
+  }
+
+  /**
+   * This balancer's config version (src/config/config-hash.ts), carried in every probe and ack
+   * from now on; call at start and after each reload. Every peer's mismatch is judged again
+   * (config_mismatch / config_match events, header "Config version").
+   */
+  setConfigHash(value: number): void {
+    if (!(Number.isSafeInteger(value) && value >= 0)) throw validationError('config hash must be a safe non-negative integer', { value });
+    this.#selfConfigHash = value;
+    for (const p of this.#peers) if (p.index !== this.selfIndex) this.#judgeConfig(p);
+  }
+
+  /** This balancer's config hash as set by setConfigHash (0 = not set). */
+  get configHash(): number {
+    return this.#selfConfigHash;
+  }
+
+  /** Peers whose last reported config hash differs from ours now. */
+  configMismatches(): number {
+    let n = 0;
+    for (const p of this.#peers) if (p.configMismatch) n++;
+    return n;
   }
 
   /** Reported in every probe and ack from now on (peers learn it within one interval). */
@@ -558,6 +604,7 @@ export class Membership {
       sentAtMs: Math.floor(now),
       target: p.index,
       status: this.#selfStatus as tunlb.v1.PeerStatus,
+      configHash: this.#selfConfigHash,
     });
   }
 
@@ -596,6 +643,7 @@ export class Membership {
       p.heardBaseMs = this.#now();
     }
     this.#setStatus(p, probe.status ?? 0);
+    this.#setPeerConfig(p, probe.configHash ?? 0);
   }
 
   #answer(peer: number, incarnation: number, probe: ProbeBody): void {
@@ -605,6 +653,7 @@ export class Membership {
       probeSentAtMs: probe.sentAtMs ?? 0,
       proberIncarnation: incarnation,
       status: this.#selfStatus as tunlb.v1.PeerStatus,
+      configHash: this.#selfConfigHash,
     });
   }
 
@@ -664,6 +713,7 @@ export class Membership {
       });
     }
     this.#setStatus(p, ack.status ?? 0);
+    this.#setPeerConfig(p, ack.configHash ?? 0);
     return true;
   }
 
@@ -684,6 +734,8 @@ export class Membership {
           rttAvgMs: null,
           lastAckAgoMs: null,
           misses: 0,
+          configHash: hexOf(this.#selfConfigHash),
+          configMismatch: false,
         };
       }
       return {
@@ -698,6 +750,8 @@ export class Membership {
         rttAvgMs: p.srttMs < 0 ? null : p.srttMs,
         lastAckAgoMs: p.lastAckMs < 0 ? null : now - p.lastAckMs,
         misses: p.misses,
+        configHash: hexOf(p.configHash),
+        configMismatch: p.configMismatch,
       };
     });
   }
@@ -761,6 +815,33 @@ export class Membership {
     }
   }
 
+  /** A config hash reported by peer `p` (0 or garbage: not reported, nothing changes). */
+  #setPeerConfig(p: Peer, raw: number): void {
+    const v = Number(raw);
+    if (!(Number.isSafeInteger(v) && v > 0) || v === p.configHash) return;
+    p.configHash = v;
+    this.#judgeConfig(p);
+  }
+
+  /** Mismatch of p's config with ours: events on each start and end (header, "Config version"). */
+  #judgeConfig(p: Peer): void {
+    const mismatch = this.#selfConfigHash !== 0 && p.configHash !== 0 && p.configHash !== this.#selfConfigHash;
+    if (mismatch === p.configMismatch) return;
+    p.configMismatch = mismatch;
+    const peerConfig = hexOf(p.configHash);
+    const selfConfig = hexOf(this.#selfConfigHash);
+    this.#emit({
+      type: mismatch ? 'config_mismatch' : 'config_match',
+      peer: p.index,
+      id: p.id,
+      reason: mismatch
+        ? `${p.id} runs config ${peerConfig}, ${this.ids[this.selfIndex]} runs ${selfConfig}`
+        : `${p.id} and ${this.ids[this.selfIndex]} run the same config ${selfConfig}`,
+      peerConfig,
+      selfConfig,
+    });
+  }
+
   #updateLive(p: Peer): void {
     const v =
       (p.state === PeerState.UP || p.state === PeerState.SUSPECT) && p.status === PeerStatusValue.SERVING ? 1 : 0;
@@ -790,7 +871,9 @@ export function logMembershipEvent(log: MembershipLog, e: MembershipEvent): void
   if (e.rttMs !== undefined) fields['rttMs'] = Math.round(e.rttMs * 1000) / 1000;
   if (e.incarnation !== undefined) fields['incarnation'] = e.incarnation;
   if (e.silentMs !== undefined) fields['silentMs'] = Math.round(e.silentMs);
+  if (e.peerConfig !== undefined) fields['peerConfig'] = e.peerConfig;
+  if (e.selfConfig !== undefined) fields['selfConfig'] = e.selfConfig;
   const msg = `${e.id}: ${e.type.replace('peer_', '')} (${e.reason})`;
-  if (e.type === 'peer_down' || e.type === 'peer_suspect') log.warn(fields, msg);
+  if (e.type === 'peer_down' || e.type === 'peer_suspect' || e.type === 'config_mismatch') log.warn(fields, msg);
   else log.info(fields, msg);
 }

@@ -10,3 +10,4 @@ export { PortSet, parsePortSpec, type PortRange } from './ports';
 export { SecretKey, MIN_KEY_BYTES, type KeySource } from './secret';
 export { ConfigFileSchema, FIELDS, type ConfigFile, type ConfigFileInput, type FieldDoc } from './schema';
 export type * from './types';
+export { configHash, canonicalConfigText, hexOf, type ConfigHash } from './config-hash';

@@ -38,6 +38,20 @@
  *   POST /api/v1/self/drain, /api/v1/self/undrain   `tunlb drain-self` / `undrain-self`: withdraw
  *                         the VIP announcement and hand this balancer's flows to their backups
  *                         (peers see status DRAINING), or undo it; 200 {status, announce}
+ *   GET /api/v1/cluster   every balancer of the cluster at once (src/control/cluster-status.ts
+ *                         ClusterBody; `tunlb status --cluster`): state, status, config hash
+ *                         (mismatch marked), flows, packet rates, RTT, last heard; a peer's figures
+ *                         are its own, from its last BalancerSummary over the control channel,
+ *                         with their age
+ *   POST /api/v1/reload/cluster   `tunlb reload --cluster`: reload this balancer's file and ask
+ *                         every peer over the control channel to reload its own; JSON {timeoutMs?}
+ *                         (100..60000, default 10000); 200 {ok, balancers: [{id, ok (null = no
+ *                         answer in time), configHash, detail}]}
+ *
+ * Operator actions (drain, undrain, reload, reload --cluster, drain-self, undrain-self, and what
+ * peers propagate: drain marks, reload requests) are events with source 'operator' and an
+ * `origin` (`api <remote address>`, `peer <id>`, `signal SIGHUP`): AdminState.operatorEvent
+ * (type, reason, origin) records one (src/control/operator-events.ts).
  *
  * Bearer token (config `admin.token_file`): read once at start (surrounding whitespace
  * trimmed; an empty or unreadable file, or one group or others may access, fails the start with
@@ -65,15 +79,18 @@
  *
  * Events (/api/v1/events, /api/v1/status): the cluster's membership events (peer up,
  * suspect, down, restarted, serving, syncing, draining) and bulk sync events (sync_started,
- * sync_resumed, sync_failed, sync_done, sync_gave_up; src/cluster/sync-runner.ts) merged
+ * sync_resumed, sync_failed, sync_done, sync_gave_up; src/cluster/sync-runner.ts), the config
+ * version's (config_mismatch / config_match: a peer runs another config hash), operator actions
+ * (above), merged
  * with events this endpoint derives from counters once a second: `self_serving` /
  * `self_syncing` (this balancer's status), `failover_active` / `failover_ended` (packets
  * sent via a flow's backup because its primary is dead), `forwarding_changed` (the
  * forwarding table's generation moved: VIPs or backends changed), and the announcement's
  * (src/control/announcer.ts): `vip_announced` / `vip_withdrawn` with the reason,
- * `watchdog_withdrew`, `announce_failed`; and the runtime overrides' (`backend_weight`,
- * `backend_maintenance`) with their `origin`: `api <remote address>` for a call to this
- * endpoint, `peer <id>` when learnt from a peer's report, `reload on <id>` for a reload's clearing.
+ * `watchdog_withdrew`, `announce_failed`. The runtime overrides' events (`backend_weight`,
+ * `backend_maintenance`) are operator events (source 'operator') with their `origin`:
+ * `api <remote address>` for a call to this endpoint, `peer <id>` when learnt from a peer's
+ * report, `reload on <id> (<who asked>)` for a reload's clearing.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -92,6 +109,9 @@ import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
 import { heldKey, ServiceRates, servicesBody } from './service-view';
 import { parseWeight } from '../backends/runtime-override';
+import { clusterBody, summaryFields } from './cluster-status';
+import { apiOrigin } from './operator-events';
+import type { SummaryFields } from '../cluster/cluster-view';
 
 /** Seconds of per-second samples kept for /api/v1/history. */
 export const HISTORY_S = 300;
@@ -112,9 +132,13 @@ export interface AdminEvent {
   balancer: string;
   reason: string;
   severity: 'info' | 'warn' | 'error';
-  /** 'membership' (probes, status), 'admin' (derived from counters by this endpoint), 'announce' (VIP routes). */
-  source: 'membership' | 'admin' | 'announce';
-  /** Where an operator's change came from (runtime overrides): "api <address>", "peer <id>". */
+  /**
+   * 'membership' (probes, status, config version), 'admin' (derived from counters by this
+   * endpoint), 'announce' (VIP routes), 'operator' (an operator's action: drain, reload, ...,
+   * with `origin`; src/control/operator-events.ts).
+   */
+  source: 'membership' | 'admin' | 'announce' | 'operator';
+  /** Operator events: where the action came from, e.g. `api 127.0.0.1`, `peer lb2`, `signal SIGHUP`. */
   origin?: string;
 }
 
@@ -163,7 +187,10 @@ const SEVERITY: Record<string, AdminEvent['severity']> = {
   vip_withdrawn: 'warn',
   watchdog_withdrew: 'error',
   announce_failed: 'error',
+  config_mismatch: 'warn',
 };
+/** A balancer's summary refreshes its flows-as-primary figures from a table scan at most this often. */
+const SUMMARY_COUNT_MS = 5000;
 
 export class AdminServer {
   readonly #server: Server;
@@ -260,6 +287,8 @@ class AdminState {
   #failoverActive = false;
   #failoverQuietS = 0;
   #failoverEpisode = 0;
+  /** This balancer's latest summary (sent to the peers each second; its row of GET /api/v1/cluster). */
+  summary: SummaryFields | undefined;
 
   /** admin.allowed_hosts (lower case). */
   readonly allowedHosts: readonly string[];
@@ -273,7 +302,8 @@ class AdminState {
     this.#sample();
     this.#timer = setInterval(() => this.#sample(), 1000);
     this.#timer.unref();
-    this.#unsubscribe = b.health?.onOverride?.((ev) => this.#runtimeEvent(ev.type, ev.reason, ev.origin));
+    // Runtime overrides (`tunlb weight` / `maintenance`, a peer's mark, a reload's clearing) are operator events.
+    this.#unsubscribe = b.health?.onOverride?.((ev) => this.operatorEvent(ev.type, ev.reason, ev.origin));
   }
 
   readonly #unsubscribe: (() => unknown) | undefined;
@@ -284,10 +314,14 @@ class AdminState {
     this.metrics.close();
   }
 
-  /** A runtime override changed (`tunlb weight`, `tunlb maintenance`, a peer's mark, a reload): one event with its origin. */
-  #runtimeEvent(type: string, reason: string, origin: string): void {
-    this.events.push({ at: new Date().toISOString(), type, balancer: this.#b.selfId, reason, severity: 'info', source: 'admin', origin });
-    if (this.events.length > EVENT_RING) this.events.shift();
+  /**
+   * Records an operator action in the event history (src/control/operator-events.ts): `type`
+   * e.g. 'backend_drain', `reason` one sentence, `origin` where it came from: `api <address>`
+   * (apiOrigin(req.socket.remoteAddress)) or `peer <id>`. The entry point for every operator
+   * command of the admin API, present and future (runtime weights, maintenance marks).
+   */
+  operatorEvent(type: string, reason: string, origin: string): void {
+    this.#b.operatorEvents.record(type, reason, origin);
   }
 
   #event(type: string, reason: string): void {
@@ -319,6 +353,13 @@ class AdminState {
     };
     this.history.push(s);
     if (this.history.length > HISTORY_S + 1) this.history.shift();
+
+    // This balancer's summary for the cluster view, to every peer once a second
+    // (src/control/cluster-status.ts); flows by role from a table scan every few seconds.
+    const fc = this.#flowCounts;
+    if (fc === undefined || s.at - fc.at >= SUMMARY_COUNT_MS) void this.flowCounts().catch(() => undefined);
+    this.summary = summaryFields(b, prev, s, this.#flowCounts);
+    b.cluster?.publishSummary(this.summary);
     this.serviceRates.sample(b.forwarder.services, s.at);
 
     const status = b.cluster?.membership.selfStatus ?? 'serving';
@@ -384,7 +425,8 @@ class AdminState {
       severity: SEVERITY[e.type] ?? 'info',
       source: 'announce' as const,
     }));
-    const all = fromMembership.concat(fromAnnouncer, this.events);
+    const fromOperator: AdminEvent[] = this.#b.operatorEvents.events.map((e) => ({ ...e, source: 'operator' as const }));
+    const all = fromMembership.concat(fromAnnouncer, fromOperator, this.events);
     all.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
     return all.slice(-limit);
   }
@@ -501,6 +543,9 @@ class AdminState {
         /** From this balancer's copy of the records (every balancer holds every record). */
         flowsAsPrimary: counts.byPrimary[cfg.id] ?? 0,
         flowsAsBackup: counts.byBackup[cfg.id] ?? 0,
+        /** Config version (12 hex) it reported last ('' never), and whether it differs from ours. */
+        configHash: self ? b.configHash().hex : (p?.configHash ?? ''),
+        configMismatch: self ? false : (p?.configMismatch ?? false),
       };
     });
     const st = b.forwarder.stats;
@@ -518,6 +563,9 @@ class AdminState {
         startedAt: b.startedAt.toISOString(),
         uptimeS: b.nowSec(),
         probe: c ? { intervalMs: c.membership.intervalMs, misses: c.membership.misses } : null,
+        /** The running config's version (src/config/config-hash.ts) and the peers that run another. */
+        configHash: b.configHash().hex,
+        configMismatches: balancers.filter((x) => x.configMismatch).map((x) => x.id),
       },
       balancers,
       flows: { active: b.table.size, capacity: b.table.capacity, ...counts },
@@ -554,7 +602,10 @@ function fail(res: ServerResponse, e: unknown): void {
 }
 
 /** Endpoints that change state: POST only (everything else is GET/HEAD). */
-const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain', '/api/v1/backends/weight', '/api/v1/backends/maintenance', '/api/v1/reload', '/api/v1/self/drain', '/api/v1/self/undrain']);
+const POST_PATHS = new Set(['/api/v1/backends/drain', '/api/v1/backends/undrain', '/api/v1/backends/weight', '/api/v1/backends/maintenance', '/api/v1/reload', '/api/v1/reload/cluster', '/api/v1/self/drain', '/api/v1/self/undrain']);
+/** POST /api/v1/reload/cluster: how long peers get to answer, ms (default; `timeoutMs` in the body, bounded). */
+const CLUSTER_RELOAD_MS = 10_000;
+const CLUSTER_RELOAD_MAX_MS = 60_000;
 const MAX_BODY = 65536;
 
 /** A small JSON request body (at most MAX_BODY bytes); null when empty or not a JSON object. */
@@ -651,7 +702,7 @@ async function runtimeOverride(req: IncomingMessage, what: 'weight' | 'maintenan
   } else if (typeof value !== 'boolean') {
     return send(400, { error: `maintenance must be true or false, got ${JSON.stringify(value)}`, code: ErrorCodes.USAGE });
   }
-  const origin = `api ${remoteOf(req)}`;
+  const origin = apiOrigin(req.socket.remoteAddress);
   try {
     const ev = what === 'weight' ? b.health.setWeight(vip, address, weight, origin) : b.health.setMaintenance(vip, address, value === true, origin);
     // The backend as it is now (null when nothing changed: the command named it in any spelling).
@@ -661,13 +712,6 @@ async function runtimeOverride(req: IncomingMessage, what: 'weight' | 'maintenan
     if (isTunlbError(e, ErrorCodes.ADMIN) || isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message });
     throw e;
   }
-}
-
-/** "address:port" of a request's peer ("[v6]:port" for IPv6). */
-function remoteOf(req: IncomingMessage): string {
-  const a = req.socket.remoteAddress ?? 'unknown';
-  const bare = a.startsWith('::ffff:') ? a.slice(7) : a;
-  return bare.includes(':') ? `[${bare}]:${req.socket.remotePort ?? 0}` : `${bare}:${req.socket.remotePort ?? 0}`;
 }
 
 function intParam(url: URL, name: string, dflt: number, max: number): number {
@@ -754,6 +798,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
       const drain = path.endsWith('/drain');
       try {
         const ev = drain ? b.health.drain(vip, address) : b.health.undrain(vip, address);
+        state.operatorEvent(
+          drain ? 'backend_drain' : 'backend_undrain',
+          `${vip} ${address} ${drain ? 'drained' : 'undrained'}${ev === null ? ` (was ${drain ? 'drained' : 'not drained'} already)` : ''}`,
+          apiOrigin(req.socket.remoteAddress),
+        );
         return send(200, { changed: ev !== null, event: ev });
       } catch (e) {
         if (isTunlbError(e, ErrorCodes.ADMIN)) return send(400, { error: e.message });
@@ -766,8 +815,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
     case '/api/v1/self/drain':
     case '/api/v1/self/undrain': {
       try {
-        if (path.endsWith('/drain')) await b.drainSelf();
-        else await b.undrainSelf();
+        const origin = apiOrigin(req.socket.remoteAddress);
+        if (path.endsWith('/drain')) await b.drainSelf(origin);
+        else await b.undrainSelf(origin);
       } catch (e) {
         if (isTunlbError(e, ErrorCodes.USAGE)) return send(400, { error: e.message, code: e.code });
         throw e;
@@ -776,7 +826,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
     }
     case '/api/v1/reload': {
       try {
-        return send(200, await b.reload());
+        return send(200, await b.reload(apiOrigin(req.socket.remoteAddress)));
       } catch (e) {
         if (isTunlbError(e, ErrorCodes.CONFIG_INVALID) || isTunlbError(e, ErrorCodes.CONFIG_NOT_FOUND) || isTunlbError(e, ErrorCodes.CONFIG_KEY_MISSING) || isTunlbError(e, ErrorCodes.USAGE)) {
           return send(400, { error: e.message, code: e.code, errors: formatConfigErrors(e).split('\n') });
@@ -784,6 +834,17 @@ async function handle(req: IncomingMessage, res: ServerResponse, b: BalancerCont
         throw e;
       }
     }
+    case '/api/v1/reload/cluster': {
+      const body = await readJson(req);
+      const t = body?.['timeoutMs'];
+      if (t !== undefined && !(typeof t === 'number' && Number.isInteger(t) && t >= 100 && t <= CLUSTER_RELOAD_MAX_MS)) {
+        return send(400, { error: `timeoutMs must be an integer of 100..${CLUSTER_RELOAD_MAX_MS} ms`, code: ErrorCodes.USAGE });
+      }
+      const rows = await b.reloadCluster(apiOrigin(req.socket.remoteAddress), typeof t === 'number' ? t : CLUSTER_RELOAD_MS);
+      return send(200, { ok: rows.every((r) => r.ok === true), balancers: rows });
+    }
+    case '/api/v1/cluster':
+      return send(200, clusterBody(b, state.summary));
     default:
       return send(404, { error: `no such endpoint: ${path}` });
   }

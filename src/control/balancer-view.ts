@@ -20,6 +20,9 @@ import type { HealthMonitor } from '../backends/health-monitor';
 import type { FlowSource } from './flow-listing';
 import type { ReloadResult } from './reload';
 import type { Announcer } from './announcer';
+import type { ConfigHash } from '../config/config-hash';
+import type { OperatorEvents } from './operator-events';
+import type { ClusterReloadRow } from './cluster-status';
 
 export interface BalancerView extends FlowSource {
   readonly selfId: string;
@@ -33,13 +36,17 @@ export interface BalancerView extends FlowSource {
   readonly forwarder: { readonly stats: Readonly<ForwarderStats>; readonly services: Readonly<ServiceStats>; readonly forwarding: ForwardingTable };
   readonly device: Pick<TunLike, 'name' | 'mtu' | 'features' | 'stats'>;
   /** Undefined in a cluster of one. */
-  readonly cluster: Pick<ClusterNode, 'incarnation' | 'channel' | 'membership' | 'replicator' | 'events' | 'syncedFrom' | 'syncProgress'> | undefined;
+  readonly cluster: Pick<ClusterNode, 'incarnation' | 'channel' | 'membership' | 'replicator' | 'events' | 'syncedFrom' | 'syncProgress' | 'view' | 'reloads' | 'publishSummary'> | undefined;
   /** Backup repair of flows decided without a live peer (src/cluster/backup-repair.ts); undefined in a cluster of one. */
   readonly backupRepair?: Pick<BackupRepair, 'stats'> | undefined;
   /** Undefined before the health monitor starts. */
   readonly health: (Pick<HealthMonitor, 'states' | 'stats'> & Partial<Pick<HealthMonitor, 'onOverride'>>) | undefined;
   /** The VIP announcement (ECMP entry): per-VIP state, holds, events, counters. */
   readonly announcer?: Pick<Announcer, 'table' | 'ready' | 'vips' | 'holds' | 'events' | 'stats'>;
+  /** Operator actions with their origin (src/control/operator-events.ts). */
+  readonly operatorEvents: Pick<OperatorEvents, 'events' | 'record'>;
+  /** The running config's version (src/config/config-hash.ts). */
+  configHash(): ConfigHash;
   /** Seconds since start (the flow table's clock). */
   nowSec(): number;
 }
@@ -47,9 +54,14 @@ export interface BalancerView extends FlowSource {
 /** The admin endpoint's view: the readers' one plus the commands it serves. */
 export interface BalancerControl extends BalancerView {
   readonly health: Pick<HealthMonitor, 'states' | 'stats' | 'drain' | 'undrain' | 'setWeight' | 'setMaintenance'> & Partial<Pick<HealthMonitor, 'onOverride'>>;
-  /** Reloads the config file; resolves when its remap is over, rejects with TunlbError when refused (nothing changed). */
-  reload(): Promise<ReloadResult>;
-  /** `tunlb drain-self` / `undrain-self` (src/control/balancer.ts). */
-  drainSelf(): Promise<void>;
-  undrainSelf(): Promise<void>;
+  /**
+   * Reloads the config file; resolves when its remap is over, rejects with TunlbError when
+   * refused (nothing changed). With `origin` (e.g. "api 127.0.0.1"), the outcome is an operator event.
+   */
+  reload(origin?: string): Promise<ReloadResult>;
+  /** `tunlb reload --cluster`: this balancer and every peer (src/control/balancer.ts). */
+  reloadCluster(origin: string, timeoutMs: number): Promise<ClusterReloadRow[]>;
+  /** `tunlb drain-self` / `undrain-self` (src/control/balancer.ts); `origin` for the operator event. */
+  drainSelf(origin?: string): Promise<void>;
+  undrainSelf(origin?: string): Promise<void>;
 }

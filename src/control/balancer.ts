@@ -53,7 +53,11 @@ import { AdminServer } from './admin-server';
 import { snapshotStats, type BalancerSnapshot } from './snapshot';
 import { L2Socket, interfaceInfo } from '../dataplane/l2-socket';
 import { NeighbourTable } from '../dataplane/neighbours';
-import { reloadConfig, type ReloadResult } from './reload';
+import { reloadConfig, reloadLine, type ReloadResult } from './reload';
+import { configHash, type ConfigHash } from '../config/config-hash';
+import { OperatorEvents } from './operator-events';
+import type { ClusterReloadRow } from './cluster-status';
+import type { PeerReloadResult, ReloadOutcome } from '../cluster/cluster-reload';
 import { runSliced, yieldToLoop } from './time-slice';
 import { Announcer, type AnnounceVip } from './announcer';
 
@@ -120,6 +124,10 @@ export class Balancer {
   #configPath = '';
   /** The last reload (settled or not): the next one starts after it. */
   #reloads: Promise<void> = Promise.resolve();
+  /** Operator actions with their origin (src/control/operator-events.ts). */
+  readonly operatorEvents: OperatorEvents;
+  /** configHash() of the config it was computed for (the live one changes on reloads only). */
+  #hashOf: { config: Config; hash: ConfigHash } | undefined;
 
   private constructor(
     config: Config,
@@ -136,6 +144,7 @@ export class Balancer {
     this.config = config;
     this.selfIndex = selfIndex;
     this.selfId = config.balancers[selfIndex]!.id;
+    this.operatorEvents = new OperatorEvents(this.selfId);
     this.log = log;
     this.table = table;
     this.cluster = cluster;
@@ -230,6 +239,8 @@ export class Balancer {
         cluster = await ClusterNode.start({
           config,
           selfIndex: self.index,
+          // A peer's `tunlb reload --cluster`: reload our own file, answer with the outcome.
+          reloadSelf: (origin) => (b === undefined ? Promise.resolve({ ok: false, configHash: 0, detail: 'balancer still starting' }) : b.#reloadOutcome(origin)),
           table,
           forwarding: () => b!.forwarder.forwarding,
           nowSec,
@@ -242,6 +253,8 @@ export class Balancer {
             if (b !== undefined && b.forwarder.stats.flowsNoLiveBackup > 0) b.backupRepair?.request();
           },
         });
+        // The config version travels in every probe from the next tick (src/config/config-hash.ts).
+        cluster.membership.setConfigHash(configHash(config).value);
         // Encapsulated GSO super-packets arrive as 64 KiB datagrams: a default-sized receive
         // buffer overflows under a TCP stream (UdpRcvbufErrors), so size it for bursts.
         dataSocket = UdpBatchSocket.open({
@@ -377,6 +390,13 @@ export class Balancer {
       // each can change what the table holds: eligibility for new flows, and backendUp, which
       // decides what happens to existing flows (a drained backend going down, a drain timeout).
       onChange: () => this.#scheduleRebuild(),
+      // An operator's drain mark from another balancer: in the event history with its origin.
+      onPeerDrain: (ev, drained, origin, sender) =>
+        this.operatorEvents.record(
+          drained ? 'backend_drain' : 'backend_undrain',
+          `${ev.vip} ${ev.backend} ${drained ? 'drained' : 'undrained'} by operator on ${origin} (mark received from ${sender})`,
+          `peer ${origin === this.selfId ? sender : origin}`,
+        ),
     });
     // A runtime weight or maintenance change (command, peer, reload) changes the table too.
     this.health.onOverride(() => this.#scheduleRebuild());
@@ -436,32 +456,102 @@ export class Balancer {
    * Reloads run one at a time (a reload waits for the previous one's remap to end); each
    * resolves when its remap is over.
    */
-  reload(origin = `reload on ${this.selfId}`): Promise<ReloadResult> {
+  reload(origin?: string): Promise<ReloadResult> {
     const run = async (): Promise<ReloadResult> => {
       if (this.#stopped) throw new TunlbError(ErrorCodes.USAGE, 'balancer stopped');
-      return reloadConfig({
-        origin,
-        configPath: this.#configPath,
-        hashKey: this.#hashKey,
-        forwarder: this.forwarder,
-        table: this.table,
-        health: this.health,
-        log: this.log,
-        onForwarding: (ft) => {
-          this.#dataPlane.dsrNeighbours?.setForwarding(ft);
-          // The reload's table took the health view of its start: apply the current one.
-          this.#scheduleRebuild();
-          // VIPs added are announced (when ready), removed ones withdrawn.
-          void this.announcer.setVips(announceVips(ft.config));
-        },
-      });
+      return this.#reloadNow(origin);
     };
     const p = this.#reloads.then(run, run);
     this.#reloads = p.then(
       () => undefined,
       () => undefined,
     );
+    if (origin !== undefined) {
+      // Operator events (src/control/operator-events.ts): what changed, or why it was refused.
+      p.then(
+        (r) => this.operatorEvents.record('reload', `config ${this.configHash().hex}, ${reloadLine(r)}`, origin),
+        (e: unknown) => this.operatorEvents.record('reload_refused', `the running config ${this.configHash().hex} stays: ${(e as Error)?.message ?? String(e)}`, origin, 'warn'),
+      );
+    }
     return p;
+  }
+
+  /**
+   * The config version of the config running now (the last one loaded, at start or by a
+   * reload; src/config/config-hash.ts), computed once per config.
+   */
+  configHash(): ConfigHash {
+    const config = this.forwarder.forwarding.config;
+    if (this.#hashOf?.config !== config) this.#hashOf = { config, hash: configHash(config) };
+    return this.#hashOf.hash;
+  }
+
+  /** A reload asked by a peer (`peer <id>`): its outcome as a ReloadAnswer carries it. */
+  #reloadOutcome(origin: string): Promise<ReloadOutcome> {
+    return this.reload(origin).then(
+      (r) => ({ ok: true, configHash: this.configHash().value, detail: reloadLine(r) }),
+      (e: unknown) => ({ ok: false, configHash: this.configHash().value, detail: (e as Error)?.message ?? String(e) }),
+    );
+  }
+
+  /**
+   * `tunlb reload --cluster`: reloads this balancer's file and asks every peer to reload its own
+   * (src/cluster/cluster-reload.ts), at the same time; resolves after at most `timeoutMs` with
+   * one row per balancer (this one first, then the peers in config order). Never rejects: a
+   * refusal is a row with ok false, a peer that did not answer in time one with ok null.
+   */
+  async reloadCluster(origin: string, timeoutMs: number): Promise<ClusterReloadRow[]> {
+    const c = this.cluster;
+    this.operatorEvents.record('reload_cluster', `reload of every balancer asked (answers within ${timeoutMs} ms)`, origin);
+    const [self, peers] = await Promise.all([
+      this.reload(origin).then(
+        (r): ClusterReloadRow => ({ id: this.selfId, self: true, ok: true, configHash: this.configHash().hex, detail: reloadLine(r), ms: 0 }),
+        (e: unknown): ClusterReloadRow => ({ id: this.selfId, self: true, ok: false, configHash: this.configHash().hex, detail: (e as Error)?.message ?? String(e), ms: 0 }),
+      ),
+      c === undefined ? Promise.resolve([] as PeerReloadResult[]) : c.reloads.requestAll(timeoutMs),
+    ]);
+    const peersView = c?.membership.peers();
+    return [
+      self,
+      ...peers.map((p): ClusterReloadRow => {
+        const state = peersView?.[p.index]?.state;
+        return {
+          id: p.id,
+          self: false,
+          ok: p.ok,
+          configHash: p.configHash > 0 ? p.configHash.toString(16).padStart(12, '0') : '',
+          detail: p.ok === null && state !== undefined && state !== 'up' ? `${p.detail} (peer ${state})` : p.detail,
+          ms: Math.round(p.ms),
+        };
+      }),
+    ];
+  }
+
+  /**
+   * One reload of the file (serialised by reload()); the new config hash goes to the probes.
+   * `origin`: who asked (operator events); the runtime overrides it clears name this balancer
+   * ("reload on lb1", with the origin when known).
+   */
+  async #reloadNow(origin: string | undefined): Promise<ReloadResult> {
+    const r = await reloadConfig({
+      origin: origin === undefined ? `reload on ${this.selfId}` : `reload on ${this.selfId} (${origin})`,
+      configPath: this.#configPath,
+      hashKey: this.#hashKey,
+      forwarder: this.forwarder,
+      table: this.table,
+      health: this.health,
+      log: this.log,
+      onForwarding: (ft) => {
+        this.#dataPlane.dsrNeighbours?.setForwarding(ft);
+        // The reload's table took the health view of its start: apply the current one.
+        this.#scheduleRebuild();
+        // VIPs added are announced (when ready), removed ones withdrawn.
+        void this.announcer.setVips(announceVips(ft.config));
+      },
+    });
+    // The new config's version travels in the next probes (peers judge the mismatch).
+    this.cluster?.membership.setConfigHash(this.configHash().value);
+    return r;
   }
 
   snapshot(): BalancerSnapshot {
@@ -501,15 +591,17 @@ export class Balancer {
    * balancer drains (they hand its flows to their backups and give it no new ones); it keeps
    * serving whatever still reaches it. `undrainSelf` undoes it.
    */
-  async drainSelf(): Promise<void> {
+  async drainSelf(origin?: string): Promise<void> {
     if (this.#stopped || this.#leaving !== undefined) throw new TunlbError(ErrorCodes.USAGE, 'balancer is stopping');
+    if (origin !== undefined) this.operatorEvents.record('drain_self', `${this.selfId} drained: announcement withdrawn, peers take its flows over`, origin);
     await this.announcer.hold('drained', 'tunlb drain-self');
     this.cluster?.membership.leave();
     this.log.info({ event: 'self_drained' }, `${this.selfId} drained: announcement withdrawn, peers take its flows over`);
   }
 
-  async undrainSelf(): Promise<void> {
+  async undrainSelf(origin?: string): Promise<void> {
     if (this.#stopped || this.#leaving !== undefined) throw new TunlbError(ErrorCodes.USAGE, 'balancer is stopping');
+    if (origin !== undefined) this.operatorEvents.record('undrain_self', `${this.selfId} undrained: serving and announcing again`, origin);
     this.cluster?.membership.unleave();
     await this.announcer.release('drained');
     this.log.info({ event: 'self_undrained' }, `${this.selfId} undrained: serving and announcing again`);

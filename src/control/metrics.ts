@@ -59,6 +59,11 @@
  *   tunlb_peer_incarnations_back_total                         restarts taken with a lower incarnation (clock back, state lost)
  *   tunlb_failovers_total                                      peer_down events (Membership.stats.failovers)
  *   tunlb_event_loop_stalls_total, tunlb_event_loop_stall_seconds_total   late probe ticks (Membership)
+ *   tunlb_config_info{hash}                                    1; hash = the running config's version (12 hex)
+ *   tunlb_peer_config_mismatch{peer}                           1 while the peer reports another config hash
+ *   tunlb_cluster_summaries_received_total, tunlb_cluster_messages_dropped_total{reason}
+ *                                                              peers' cluster-view summaries (src/cluster/cluster-view.ts)
+ *   tunlb_cluster_reload_requests_total{direction=sent|received}   `tunlb reload --cluster` requests
  *   tunlb_forwarding_generation, tunlb_vip_backends{vip}
  *   tunlb_backend_state{vip,backend,state}                     1 for the backend's current state, 0 for the others
  *                                                              (unknown|healthy|unhealthy|draining|drained|removed)
@@ -95,6 +100,7 @@ import { forwardDropNames } from '../dataplane/forward-drop';
 import { PROTOCOL_RESULT_NAMES } from '../protocol/result';
 import { REJECT_REASONS } from '../cluster/replicator';
 import { SYNC_STREAM_DROP_REASONS } from '../cluster/bulk-sync';
+import { SUMMARY_DROP_REASONS } from '../cluster/cluster-view';
 import type { BalancerView } from './balancer-view';
 import { BACKEND_CHECKS, COUNTERS, METRIC_FAMILIES, SERVICE_COUNTERS, SERVICE_METRIC_FAMILIES, type CounterDescriptor } from './counters';
 import { backendCheckValue, servicesBody, type HeldFlows, type ServicesBody } from './service-view';
@@ -374,7 +380,28 @@ export class Metrics {
     counter('tunlb_event_loop_stalls_total', 'Probe ticks that ran late (event-loop stalls; not counted against peers)', () => ms?.stalls ?? 0);
     counter('tunlb_event_loop_stall_seconds_total', 'Total lateness of late probe ticks, seconds', () => (ms?.stallMs ?? 0) / 1000);
 
-    // ---- configuration
+    // ---- configuration and its version across the cluster (src/config/config-hash.ts)
+    new Gauge({
+      name: 'tunlb_config_info',
+      help: "The running config's version: hash = first 48 bits of SHA-256 over its canonical form, 12 hex digits (value 1)",
+      registers,
+      labelNames: ['hash'],
+      collect() {
+        this.reset();
+        this.set({ hash: b.configHash().hex }, 1);
+      },
+    });
+    gaugeBy('tunlb_peer_config_mismatch', "Peer's last reported config hash differs from this balancer's: 1, else 0 (0 while it never reported one)", 'peer', () =>
+      peerRows().map((p) => [p.id, p.configMismatch ? 1 : 0]),
+    );
+    counterBy('tunlb_cluster_messages_dropped_total', "Peers' cluster-view summaries dropped after authentication, by reason (src/cluster/cluster-view.ts)", 'reason', () =>
+      SUMMARY_DROP_REASONS.map((r) => [r, c?.view.stats.drops[r] ?? 0]),
+    );
+    counter('tunlb_cluster_summaries_received_total', "Peers' cluster-view summaries accepted (one per peer per second)", () => c?.view.stats.accepted ?? 0);
+    counterBy('tunlb_cluster_reload_requests_total', 'Cluster reload requests (`tunlb reload --cluster`): sent to peers, received from peers', 'direction', () => [
+      ['sent', c?.reloads.stats.requestsSent ?? 0],
+      ['received', c?.reloads.stats.requestsReceived ?? 0],
+    ]);
     gauge('tunlb_forwarding_generation', 'Generation of the forwarding table (VIPs and backends); changes on reload', () => b.forwarder.forwarding.generation);
     gaugeBy('tunlb_vip_backends', 'Backends configured per VIP', 'vip', () =>
       b.forwarder.forwarding.config.vips.map((v) => [v.name, v.backends.length]),

@@ -178,3 +178,16 @@ function summarize(old: Config, next: Config, generation: number, flows: RemapSt
     overridesCleared: [],
   };
 }
+
+/**
+ * What a reload changed, in one line (operator events, ReloadAnswer.detail, `tunlb reload
+ * --cluster`), e.g. "generation 4: VIPs +1/-0, backends +0/-0/~1, flows remapped 12, removed 0,
+ * cut 0; restart needed for log".
+ */
+export function reloadLine(r: ReloadResult): string {
+  const list = (xs: readonly string[]): string => (xs.length === 0 ? '' : ` (${xs.slice(0, 3).join(', ')}${xs.length > 3 ? ', …' : ''})`);
+  const changed =
+    `VIPs +${r.vips.added.length}/-${r.vips.removed.length}${list([...r.vips.added, ...r.vips.removed])}, ` +
+    `backends +${r.backends.added.length}/-${r.backends.removed.length}/~${r.backends.reweighted.length}${list([...r.backends.added, ...r.backends.removed, ...r.backends.reweighted])}`;
+  return `generation ${r.generation}: ${changed}, flows remapped ${r.flows.remapped}, removed ${r.flows.removed}, cut ${r.flows.cut}${r.restartNeeded.length > 0 ? `; restart needed for ${r.restartNeeded.join(', ')}` : ''}`;
+}

@@ -15,7 +15,13 @@
  *     and three small charts of the last 5 minutes (packets; failover and drops; flows), each
  *     scaled to its own series, so a failover after a start-up burst still shows (on its own
  *     chart), and every chart marks peer down / up events with a dashed line;
- *   - recent events (peer down, suspect, restarted, failover, status changes), newest first;
+ *   - the whole cluster at once (GET /api/v1/cluster, src/control/cluster-status.ts): one row
+ *     per balancer with its status (down when dead here), config hash (a mismatch with this
+ *     balancer's marked), flows held and as primary, packets per second in and out, probe RTT,
+ *     last heard and the age of its figures (a peer's own, from its last summary); rows
+ *     `tr[data-cluster-row=<id>][data-status][data-config][data-mismatch=0|1]`;
+ *   - recent events (peer down, suspect, restarted, failover, status changes, config mismatch,
+ *     operator actions with their origin), newest first;
  *   - drops by reason (total and per second);
  *   - the VIPs and their backends as ipvsadm -Ln --stats --rate shows them (GET /api/v1/vips,
  *     src/control/service-view.ts): state badge (and a "maint" badge in maintenance), weight (with
@@ -28,7 +34,8 @@
  *     (src/control/counters.ts, embedded in the page as COUNTERS: section, key, unit, help).
  *
  * Hooks for tests and scrapers of the page: every balancer card is
- * `.bal[data-balancer=<id>][data-state=<state>][data-status=<status>]` with `data-primary-of`
+ * `.bal[data-balancer=<id>][data-state=<state>][data-status=<status>]` (its config hash in a
+ * `config` row, `[data-config-mismatch]` on a mismatch) with `data-primary-of`
  * (and `data-flows-held` on this balancer's card); `#conn` carries `data-ok="1"` once data
  * arrived; each chart `svg.plot[data-max]` (its y-axis top) holds `polyline[data-series]` and
  * `line.marker[data-event][data-balancer]`.
@@ -165,6 +172,10 @@ const PAGE = String.raw`<!doctype html>
     <h2>Balancers <small id="bal-note"></small></h2>
     <div class="grid" id="bal-grid"></div>
   </section>
+  <section id="cluster" class="span12">
+    <h2>The whole cluster <small id="cluster-note">each balancer's own figures, as it last reported them over the control channel</small></h2>
+    <div id="cluster-list"></div>
+  </section>
   <section id="traffic" class="span12">
     <h2>Traffic on this balancer <small>rates over the last 2 s; charts: up to the last 5 minutes</small></h2>
     <div class="kpis" id="kpis"></div>
@@ -193,7 +204,7 @@ const PAGE = String.raw`<!doctype html>
 </main>
 <footer>
   JSON and metrics:
-  <a href="/api/v1/status">/api/v1/status</a><a href="/api/v1/stats">/api/v1/stats</a><a href="/api/v1/events">/api/v1/events</a><a href="/api/v1/flows?limit=100">/api/v1/flows</a><a href="/api/v1/vips">/api/v1/vips</a><a href="/metrics">/metrics</a>
+  <a href="/api/v1/status">/api/v1/status</a><a href="/api/v1/stats">/api/v1/stats</a><a href="/api/v1/events">/api/v1/events</a><a href="/api/v1/flows?limit=100">/api/v1/flows</a><a href="/api/v1/vips">/api/v1/vips</a><a href="/api/v1/cluster">/api/v1/cluster</a><a href="/metrics">/metrics</a>
 </footer>
 <script>
 (function () {
@@ -201,7 +212,7 @@ const PAGE = String.raw`<!doctype html>
   var WINDOW_S = 300;
   var samples = [];        // {at, rx, tx, peerTx, peerRx, fo, drops, active, created, expired}
   var dropHist = [];       // {at, drops: {reason: n}}
-  var status = null, stats = null, backends = null, services = null;
+  var status = null, stats = null, backends = null, services = null, cluster = null;
   var lastOk = 0, failures = 0, needToken = false;
 
   // ---- token: ?token= once (kept in this tab), or asked for on the first 401
@@ -432,6 +443,9 @@ const PAGE = String.raw`<!doctype html>
       }
       rows.push(['primary of', int(b.flowsAsPrimary) + ' flows']);
       rows.push(['backup of', int(b.flowsAsBackup) + ' flows']);
+      // The config version it reported last (Probe.config_hash); a mismatch with this balancer's is marked.
+      rows.push(['config', b.configHash ? '<span class="mono">' + esc(b.configHash) + '</span>' + (b.configMismatch ? ' <span class="badge" data-config-mismatch="1" title="differs from ' +
+        esc(status.self.configHash || '') + '">mismatch</span>' : '') : '<span class="dim">–</span>']);
       var note = '';
       if (b.state === 'dead') {
         var at = lastEventTime(b.id, 'peer_down');
@@ -514,7 +528,24 @@ const PAGE = String.raw`<!doctype html>
     $('event-list').innerHTML = '<table><thead><tr><th>time</th><th>balancer</th><th>event</th><th>reason</th></tr></thead><tbody>' +
       ev.map(function (e) {
         return '<tr class="sev-' + esc(e.severity) + '"><td class="t" title="' + esc(e.at) + ' (' + esc(ago(e.at, now)) + ')">' + clock(e.at) + '</td><td class="mono">' + esc(e.balancer) +
-          '</td><td class="ev">' + esc(e.type.replace(/_/g, ' ')) + '</td><td>' + esc(e.reason) + '</td></tr>';
+          '</td><td class="ev">' + esc(e.type.replace(/_/g, ' ')) + '</td><td>' + esc(e.reason) + (e.origin ? ' <span class="dim" data-origin="' + esc(e.origin) + '">(' + esc(e.origin) + ')</span>' : '') + '</td></tr>';
+      }).join('') + '</tbody></table>';
+  }
+  /** The whole cluster (GET /api/v1/cluster): one row per balancer. */
+  function renderCluster() {
+    if (!cluster) { $('cluster-list').innerHTML = '<div class="empty">no cluster view from this endpoint</div>'; return; }
+    var cnt = function (n) { return n == null ? '–' : n < 10000 ? int(n) : si(n); };
+    $('cluster-note').textContent = cluster.mismatches.length ? 'config mismatch: ' + cluster.mismatches.join(', ') + ' run(s) another config than ' + cluster.self + ' (' + cluster.configHash + ')'
+      : 'each balancer\'s own figures, as it last reported them over the control channel';
+    $('cluster-list').innerHTML = '<table><thead><tr><th>balancer</th><th>status</th><th>config</th><th class="n">flows held</th><th class="n">as primary</th>' +
+      '<th class="n">packets / s in</th><th class="n">packets / s out</th><th class="n">RTT</th><th class="n">last heard</th><th class="n">figures</th></tr></thead><tbody>' +
+      cluster.balancers.map(function (r) {
+        return '<tr data-cluster-row="' + esc(r.id) + '" data-status="' + esc(r.status) + '" data-config="' + esc(r.configHash) + '" data-mismatch="' + (r.configMismatch ? 1 : 0) + '"' +
+          (r.configMismatch ? ' class="sev-warn"' : '') + '><td class="mono">' + esc(r.id) + (r.self ? ' (this)' : '') + '</td><td>' + esc(r.status) + '</td><td class="mono">' +
+          esc(r.configHash || '–') + (r.configMismatch ? ' <span class="badge" title="differs from ' + esc(cluster.configHash) + '">mismatch</span>' : '') + '</td><td class="n">' + cnt(r.flowsHeld) +
+          '</td><td class="n">' + cnt(r.flowsPrimary) + '</td><td class="n">' + cnt(r.packetsInPerS) + '</td><td class="n">' + cnt(r.packetsOutPerS) +
+          '</td><td class="n">' + (r.rttMs == null ? '–' : ms(r.rttMs)) + '</td><td class="n">' + (r.self ? 'self' : r.lastHeardMs == null ? '–' : ms(r.lastHeardMs)) +
+          '</td><td class="n">' + (r.reportAgeMs == null ? 'none yet' : r.self ? 'now' : dur(r.reportAgeMs / 1000) + ' old') + '</td></tr>';
       }).join('') + '</tbody></table>';
   }
   /** Every counter of the counter table (COUNTERS), as the snapshot holds it. */
@@ -631,14 +662,15 @@ const PAGE = String.raw`<!doctype html>
 
   function render() {
     var now = stats ? stats.at : Date.now();
-    if (status) { renderHeader(); renderBalancers(now); renderEvents(now); renderVips(); }
+    if (status) { renderHeader(); renderBalancers(now); renderEvents(now); renderVips(); renderCluster(); }
     if (stats) { renderTraffic(now); renderDrops(); renderCounters(); }
     renderConn();
   }
 
   function tick() {
-    Promise.all([api('/api/v1/stats'), api('/api/v1/status'), api('/api/v1/backends').catch(function () { return null; }), api('/api/v1/vips').catch(function () { return null; })]).then(function (r) {
-      stats = r[0]; status = r[1]; backends = r[2] ? r[2].backends : null; services = r[3];
+    Promise.all([api('/api/v1/stats'), api('/api/v1/status'), api('/api/v1/backends').catch(function () { return null; }), api('/api/v1/vips').catch(function () { return null; }),
+      api('/api/v1/cluster').catch(function () { return null; })]).then(function (r) {
+      stats = r[0]; status = r[1]; backends = r[2] ? r[2].backends : null; services = r[3]; cluster = r[4];
       push(fromStats(stats));
       dropHist.push({ at: stats.at, drops: stats.counters.drops });
       while (dropHist.length > 12) dropHist.shift();

@@ -59,8 +59,8 @@ export function macKey(raw: Uint8Array): KeyObject {
 }
 
 /** The Envelope.body oneof names. */
-export type BodyKind = 'records' | 'probe' | 'probeAck' | 'syncRequest' | 'syncChunk' | 'health';
-export const BODY_KINDS: readonly BodyKind[] = ['records', 'probe', 'probeAck', 'syncRequest', 'syncChunk', 'health'];
+export type BodyKind = 'records' | 'probe' | 'probeAck' | 'syncRequest' | 'syncChunk' | 'health' | 'summary' | 'reloadRequest' | 'reloadAnswer';
+export const BODY_KINDS: readonly BodyKind[] = ['records', 'probe', 'probeAck', 'syncRequest', 'syncChunk', 'health', 'summary', 'reloadRequest', 'reloadAnswer'];
 
 /** What each body kind takes when encoding (plain objects are fine). */
 export interface BodyFields {
@@ -70,6 +70,9 @@ export interface BodyFields {
   syncRequest: tunlb.v1.SyncRequest.$Properties;
   syncChunk: tunlb.v1.SyncChunk.$Properties;
   health: tunlb.v1.HealthReport.$Properties;
+  summary: tunlb.v1.BalancerSummary.$Properties;
+  reloadRequest: tunlb.v1.ReloadRequest.$Properties;
+  reloadAnswer: tunlb.v1.ReloadAnswer.$Properties;
 }
 
 /** Header fields of an envelope to encode; all safe non-negative integers. */
@@ -119,6 +122,9 @@ export interface ReceivedEnvelope {
   readonly syncRequest: tunlb.v1.SyncRequest | null;
   readonly syncChunk: ReceivedSyncChunk | null;
   readonly health: tunlb.v1.HealthReport | null;
+  readonly summary: tunlb.v1.BalancerSummary | null;
+  readonly reloadRequest: tunlb.v1.ReloadRequest | null;
+  readonly reloadAnswer: tunlb.v1.ReloadAnswer | null;
 }
 
 /**
@@ -377,6 +383,9 @@ export class EnvelopeSigner {
       syncRequest: null,
       syncChunk: null,
       health: null,
+      summary: null,
+      reloadRequest: null,
+      reloadAnswer: null,
     };
   }
 

@@ -623,3 +623,21 @@ test('stop() cancels everything; start() again resumes', async (t) => {
   t.true(backends.calls.length > n);
   m.stop();
 });
+
+test('drain marks from a peer: onPeerDrain names the balancer that took the command (the event origin), not on the one that took it', async (t) => {
+  const sim = new SimCluster(makeConfig({ balancers: 3, backends: 2, health: null }));
+  sim.start();
+  await sim.clock.advance(100);
+  sim.nodes[1]!.monitor.drain(0, backendAddr(1));
+  await sim.clock.advance(10);
+  t.deepEqual(sim.nodes[1]!.peerDrains, [], 'lb2 took the command itself: no peer drain there');
+  for (const i of [0, 2]) t.deepEqual(sim.nodes[i]!.peerDrains, [`web4 ${backendAddr(1)} drained lb2 lb2`], `node ${i}`);
+  // The periodic repeats of the mark change nothing: no more calls.
+  await sim.clock.advance(2500);
+  t.is(sim.nodes[0]!.peerDrains.length, 1);
+  sim.nodes[2]!.monitor.undrain(0, backendAddr(1));
+  await sim.clock.advance(10);
+  t.deepEqual(sim.nodes[0]!.peerDrains.at(-1), `web4 ${backendAddr(1)} undrained lb3 lb3`);
+  t.deepEqual(sim.nodes[1]!.peerDrains, [`web4 ${backendAddr(1)} undrained lb3 lb3`]);
+  sim.stop();
+});

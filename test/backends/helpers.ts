@@ -150,6 +150,8 @@ export interface SimNode {
   readonly live: Uint8Array;
   readonly events: BackendEvent[];
   readonly sent: HealthReportBody[];
+  /** onPeerDrain calls: "vip backend drained|undrained origin sender". */
+  readonly peerDrains: string[];
   up: boolean;
 }
 
@@ -174,7 +176,7 @@ export class SimCluster {
     const n = config.balancers.length;
     for (let i = 0; i < n; i++) {
       const live = new Uint8Array(n).fill(1);
-      const node: SimNode = { index: i, monitor: null as unknown as HealthMonitor, live, events: [], sent: [], up: true };
+      const node: SimNode = { index: i, monitor: null as unknown as HealthMonitor, live, events: [], sent: [], peerDrains: [], up: true };
       this.nodes.push(node);
       node.monitor = this.#makeMonitor(node);
     }
@@ -205,6 +207,7 @@ export class SimCluster {
         }
       },
       onChange: (_v, _b, e) => node.events.push(e),
+      onPeerDrain: (e, drained, origin, sender) => node.peerDrains.push(`${e.vip} ${e.backend} ${drained ? 'drained' : 'undrained'} ${origin} ${sender}`),
     });
   }
 

@@ -366,6 +366,37 @@ tt('control port: probe, probe ack, bulk sync request and chunk, health report',
   t.regex(v, /Target: 0 \(lb1\) \(absent: proto3 default\)/);
 });
 
+tt('control port: config hash in probes, balancer summary, reload request and answer (the cluster view)', (t) => {
+  const file = pcapOf(t, [
+    { payload: encodeSigned({ ...header(60, 1), probe: { nonce: 7, sentAtMs: 1, target: 0, status: 2, configHash: 0x0123456789ab } }, KEY) },
+    {
+      dst: GROUP,
+      payload: encodeSigned(
+        {
+          ...header(61, 2),
+          summary: {
+            status: 2, configHash: 0xa77b04c913e2, flowsHeld: 116, flowsPrimary: 40, flowsBackup: 38, packetsInPerS: 1200, packetsOutPerS: 1180,
+            bytesInPerS: 90000, bytesOutPerS: 80000, uptimeS: 3600, generation: 3, peerRttUs: [180, 210, 0], liveMask: 7,
+          },
+        },
+        KEY,
+      ),
+    },
+    { payload: encodeSigned({ ...header(62, 0), reloadRequest: { requestId: 0x5eed } }, KEY) },
+    { payload: encodeSigned({ ...header(63, 1), reloadAnswer: { requestId: 0x5eed, ok: false, configHash: 0x0123456789ab, detail: 'reload refused: the cluster key changed' } }, KEY) },
+  ]);
+  const f = shark(file, ['tunlb.body', 'tunlb.probe.config_hash', 'tunlb.summary.flows_held', 'tunlb.summary.config_hash', 'tunlb.summary.live_mask', 'tunlb.reload_answer.ok', 'tunlb.reload_answer.detail', '_ws.col.Info', '_ws.malformed']);
+  t.deepEqual(f.map((l) => l['tunlb.body']![0]), ['probe', 'summary', 'reload-request', 'reload-answer']);
+  t.deepEqual(f[0]!['tunlb.probe.config_hash'], ['0x00000123456789ab']);
+  t.deepEqual(f[1]!['tunlb.summary.flows_held'], ['116']);
+  t.deepEqual(f[1]!['_ws.col.Info'], ['lb3 summary seq=61 status=serving config=a77b04c913e2 flows=116 primary=40 pps-in=1200 pps-out=1180']);
+  t.deepEqual(f[2]!['_ws.col.Info'], ['lb1 reload-request seq=62 id=5eed']);
+  t.deepEqual(f[3]!['tunlb.reload_answer.ok'], ['0']);
+  t.deepEqual(f[3]!['_ws.col.Info'], ['lb2 reload-answer seq=63 id=5eed refused config=123456789ab "reload refused: the cluster key changed"']);
+  t.true(f.every((l) => l['_ws.malformed'] === undefined), 'nothing malformed');
+  t.false(sharkVerbose(file).includes('Lua Error'));
+});
+
 tt('control port: fields of a newer protocol are shown as unknown and skipped; damaged datagrams are flagged', (t) => {
   // Field numbers no release uses (100, 101): a header field before a known body, a body, a field in a record.
   const futureHeader = signedWithExtra({ ...header(50, 1), probe: { nonce: 1, target: 2, status: 2 } }, (w) => w.uint32((100 << 3) | 0).uint32(2));

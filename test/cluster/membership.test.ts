@@ -452,7 +452,7 @@ test('probes are answered at once; misdirected probes are dropped', (t) => {
   const h = harness({ selfIncarnation: 3, initialStatus: 'serving' });
   h.at(10);
   h.m.onProbe(2, 55, { nonce: 123, sentAtMs: 9999, target: 0, status: SYNCING });
-  t.deepEqual(h.acks, [{ peer: 2, body: { nonce: 123, probeSentAtMs: 9999, proberIncarnation: 55, status: SERVING } }]);
+  t.deepEqual(h.acks, [{ peer: 2, body: { nonce: 123, probeSentAtMs: 9999, proberIncarnation: 55, status: SERVING, configHash: 0 } }]);
   t.is(h.m.stats.probesReceived, 1);
   t.is(h.m.stats.acksSent, 1);
   t.is(h.m.stateOf(2), PeerState.UNKNOWN, 'a probe alone does not make a peer UP');

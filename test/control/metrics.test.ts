@@ -6,6 +6,7 @@
  * over a real Membership driven by a fake clock behind a stub balancer (a cluster needs
  * peers' sockets).
  */
+import { ClusterView } from '../../src/cluster/cluster-view';
 import test from 'ava';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -296,6 +297,7 @@ function peerCluster(): { m: Membership; stub: Balancer; clock: { now: number };
     selfIncarnation: 7,
     initialStatus: 'serving',
   });
+  m.setConfigHash(0x0123456789ab);
   const ack = (peer: number, rtt: number): void => {
     const p = [...probes].reverse().find((x) => x.peer === peer)!;
     clock.now += rtt;
@@ -318,6 +320,8 @@ function peerCluster(): { m: Membership; stub: Balancer; clock: { now: number };
     selfId: 'lb1',
     selfIndex: 0,
     config: { cluster: { id: 'stub' }, tun: { batch: 64 }, balancers: [] },
+    configHash: () => ({ value: 0x0123456789ab, hex: '0123456789ab' }),
+    operatorEvents: { events: [], record: () => undefined },
     nowSec: () => 12,
     forwarder: { stats: st, services: new ServiceStats({ config: { vips: [] } } as never), forwarding: { generation: 3, config: { vips: [] } } },
     table: { size: 5, capacity: 64, expired: 1, refusedFull: 0, earlyDrops: 0, conflicts: 0 },
@@ -328,6 +332,8 @@ function peerCluster(): { m: Membership; stub: Balancer; clock: { now: number };
       replicator: { stats: rs },
       channel: { stats: { sent: 11, received: 22 }, rejectCounts: () => ({ bad_mac: 2, address_mismatch: 1 }) },
       events: [],
+      view: new ClusterView({ balancerCount: 3, selfIndex: 0, nowMs: () => 0 }),
+      reloads: { stats: { requestsSent: 2, requestsReceived: 1 } },
       syncProgress: () => ({ state: 'syncing', peer: 'lb3', received: 300, total: 1000, ratePerS: 150, elapsedMs: 2000, cursor: 9000, sessions: 2, resumes: 1, lastError: 'lb2: closed', startedAt: null }),
     },
   } as unknown as Balancer;
@@ -372,6 +378,19 @@ test('metrics: peer state, status, live, RTT histogram (one observation per ack)
   t.is(x.get('tunlb_peer_probe_rtt_seconds_bucket{le="0.0025",peer="lb3"}'), 0, '3 ms is above 2.5 ms');
   t.is(x.get('tunlb_peer_probe_rtt_seconds_bucket{le="0.005",peer="lb3"}'), 1);
   t.is(x.get('tunlb_peer_rtt_smoothed_seconds{peer="lb3"}'), 0.003);
+  // Config version: ours as an info series; a peer that reports another hash in a probe is a mismatch.
+  t.is(x.get('tunlb_config_info{hash="0123456789ab"}'), 1);
+  t.is(x.get('tunlb_peer_config_mismatch{peer="lb2"}'), 0, 'no hash reported yet: no mismatch');
+  m.onProbe(1, 101, { nonce: 5, sentAtMs: 1, target: 0, status: 2, configHash: 0xfedcba987654 });
+  m.onProbe(2, 102, { nonce: 6, sentAtMs: 1, target: 0, status: 2, configHash: 0x0123456789ab });
+  x = await read();
+  t.is(x.get('tunlb_peer_config_mismatch{peer="lb2"}'), 1, 'lb2 runs another config');
+  t.is(x.get('tunlb_peer_config_mismatch{peer="lb3"}'), 0, 'lb3 runs ours');
+  t.is(x.get('tunlb_cluster_messages_dropped_total{reason="bad_status"}'), 0, 'zeros included');
+  t.is(x.get('tunlb_cluster_reload_requests_total{direction="sent"}'), 2);
+  m.onProbe(1, 101, { nonce: 7, sentAtMs: 1, target: 0, status: 2, configHash: 0x0123456789ab });
+  x = await read();
+  t.is(x.get('tunlb_peer_config_mismatch{peer="lb2"}'), 0, 'lb2 reloaded: match again');
 
   // lb2 keeps answering, lb3 goes silent: suspect, then dead (a failover).
   for (let i = 0; i < 2; i++) {

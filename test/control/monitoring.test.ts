@@ -6,6 +6,7 @@
  * exposed by a balancer's /metrics (a real balancer's scrape plus a three-balancer cluster's,
  * with peers up and dead).
  */
+import { ClusterView } from '../../src/cluster/cluster-view';
 import test from 'ava';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -122,6 +123,8 @@ admin: { listen: "127.0.0.1:9180" }
     selfId: 'lb1',
     selfIndex: 0,
     config: { cluster: { id: 'mon' }, tun: { batch: 64 }, balancers: [] },
+    configHash: () => ({ value: 0x0123456789ab, hex: '0123456789ab' }),
+    operatorEvents: { events: [], record: () => undefined },
     nowSec: () => 1,
     forwarder: { stats: new ForwarderStats(), services: new ServiceStats({ config: { vips: [] } } as never), forwarding: { generation: 1, config: { vips: [] } } },
     table: { size: 0, capacity: 64, expired: 0, refusedFull: 0, earlyDrops: 0, conflicts: 0 },
@@ -132,6 +135,8 @@ admin: { listen: "127.0.0.1:9180" }
       replicator: { stats: new ReplicatorStats() },
       channel: { stats: { sent: 0, received: 0 }, rejectCounts: () => ({}) },
       events: [],
+      view: new ClusterView({ balancerCount: 3, selfIndex: 0, nowMs: () => 0 }),
+      reloads: { stats: { requestsSent: 2, requestsReceived: 1 } },
       syncProgress: () => ({ state: 'done', peer: null, received: 0, total: 0, ratePerS: 0, elapsedMs: 0, cursor: 0, sessions: 0, resumes: 0, lastError: null, startedAt: null }),
     },
   } as unknown as Balancer;

@@ -42,11 +42,18 @@ const record = (key: Uint8Array, op: number = Op.CREATE) => ({
 
 const bodies: { [K in BodyKind]: BodyFields[K] } = {
   records: { records: [record(v4Key(2, 10, 40000, 80)), record(v6Key(1), Op.REFRESH), record(v4Key(3, 10, 1, 2), Op.DELETE)] },
-  probe: { nonce: 2 ** 52 + 1, sentAtMs: 123456, target: 1, status: 2 },
-  probeAck: { nonce: 99, probeSentAtMs: 123456, proberIncarnation: 2 ** 53 - 1, status: 3 },
+  probe: { nonce: 2 ** 52 + 1, sentAtMs: 123456, target: 1, status: 2, configHash: 0xabcdef123456 },
+  probeAck: { nonce: 99, probeSentAtMs: 123456, proberIncarnation: 2 ** 53 - 1, status: 3, configHash: 2 ** 48 - 1 },
   syncRequest: { requestId: 0xdead_beef_cafe, fromCursor: 4096 },
   syncChunk: { requestId: 42, chunkIndex: 3, nextCursor: 8192, done: true, totalRecords: 1001, records: [record(v6Key(9))] },
   health: {},
+  summary: {
+    status: 2, configHash: 0x0123456789ab, flowsHeld: 4_000_000, flowsPrimary: 1_300_000, flowsBackup: 1_200_000,
+    packetsInPerS: 2_500_000, packetsOutPerS: 2_400_000, bytesInPerS: 2 ** 40, bytesOutPerS: 2 ** 41, uptimeS: 86400 * 400,
+    generation: 77, peerRttUs: [0, 250, 4_000_000], liveMask: 0xffffffff,
+  },
+  reloadRequest: { requestId: 2 ** 48 - 5 },
+  reloadAnswer: { requestId: 2 ** 48 - 5, ok: true, configHash: 0xfedcba987654, detail: 'generation 3: VIPs +1/-0 … ünïcode' },
 };
 
 for (const kind of Object.keys(bodies) as BodyKind[]) {
@@ -139,8 +146,8 @@ test('signer numbers envelopes 1, 2, 3... across body kinds and fills the header
     t.is(env.sentAtMs, 5000);
     seqs.push(env.seq);
   }
-  t.deepEqual(seqs, [1, 2, 3, 4, 5, 6]);
-  t.is(signer.nextSeq, 7);
+  t.deepEqual(seqs, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  t.is(signer.nextSeq, 10);
 });
 
 test('signer rejects bad identities', (t) => {

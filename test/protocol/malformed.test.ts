@@ -145,7 +145,7 @@ test('no body, or a body from a later version: unknown_body', (t) => {
   const base = { version: 1, clusterId: CLUSTER, sender: 1, incarnation: INC, seq: 1 };
   expectResult(t, check(signRaw(tunlb.v1.Envelope.encode(base).finish())), ProtocolResult.UNKNOWN_BODY, 'no body');
   const w = tunlb.v1.Envelope.encode(base);
-  w.uint32((16 << 3) | 2).bytes(Buffer.from([0x08, 0x01])); // field 16: a future body
+  w.uint32((19 << 3) | 2).bytes(Buffer.from([0x08, 0x01])); // field 19: a future body
   expectResult(t, check(signRaw(w.finish())), ProtocolResult.UNKNOWN_BODY, 'future body');
 });
 

@@ -17,7 +17,8 @@
 --     (version, cluster id, sender, incarnation, sequence, send time) and every body of
 --     protocol version 1: flow records (with their flow keys, 13-byte compact IPv4 or 40-byte
 --     form), probes and acks, bulk-sync requests and chunks (the first release's datagram
---     sync), health reports.
+--     sync), health reports, balancer summaries (the cluster view), reload requests and answers
+--     (`tunlb reload --cluster`).
 --   * protocol "tunlb_sync", the bulk sync stream (TCP on the control port's number, default
 --     7946; src/protocol/sync-frame.ts): frames (u32 length | SyncFrame | HMAC-SHA256),
 --     reassembled across TCP segments: hello, welcome, request, chunks with their records,
@@ -183,6 +184,30 @@ local cf = {
   ack_probe_sent = ProtoField.uint64("tunlb.probe_ack.probe_sent_at_ms", "Probe sent at (prober's monotonic ms)", base.DEC),
   ack_prober_inc = ProtoField.uint64("tunlb.probe_ack.prober_incarnation", "Prober incarnation", base.DEC),
   ack_status = ProtoField.uint32("tunlb.probe_ack.status", "Status", base.DEC, STATUS_NAMES),
+  probe_config = ProtoField.uint64("tunlb.probe.config_hash", "Config hash", base.HEX),
+  ack_config = ProtoField.uint64("tunlb.probe_ack.config_hash", "Config hash", base.HEX),
+  -- BalancerSummary (the cluster view) / ReloadRequest / ReloadAnswer (reload --cluster)
+  summary = ProtoField.none("tunlb.summary", "Balancer summary"),
+  sum_status = ProtoField.uint32("tunlb.summary.status", "Status", base.DEC, STATUS_NAMES),
+  sum_config = ProtoField.uint64("tunlb.summary.config_hash", "Config hash", base.HEX),
+  sum_flows = ProtoField.uint32("tunlb.summary.flows_held", "Flows held", base.DEC),
+  sum_primary = ProtoField.uint32("tunlb.summary.flows_primary", "Flows as primary", base.DEC),
+  sum_backup = ProtoField.uint32("tunlb.summary.flows_backup", "Flows as backup", base.DEC),
+  sum_pps_in = ProtoField.uint32("tunlb.summary.packets_in_per_s", "Packets/s in", base.DEC),
+  sum_pps_out = ProtoField.uint32("tunlb.summary.packets_out_per_s", "Packets/s out", base.DEC),
+  sum_bps_in = ProtoField.uint64("tunlb.summary.bytes_in_per_s", "Bytes/s in", base.DEC),
+  sum_bps_out = ProtoField.uint64("tunlb.summary.bytes_out_per_s", "Bytes/s out", base.DEC),
+  sum_uptime = ProtoField.uint32("tunlb.summary.uptime_s", "Uptime (s)", base.DEC),
+  sum_generation = ProtoField.uint32("tunlb.summary.generation", "Forwarding generation", base.DEC),
+  sum_rtts = ProtoField.bytes("tunlb.summary.peer_rtt_us", "Peer RTTs (packed varints, us)"),
+  sum_live = ProtoField.uint32("tunlb.summary.live_mask", "Live mask", base.HEX),
+  reload_request = ProtoField.none("tunlb.reload_request", "Reload request"),
+  rreq_id = ProtoField.uint64("tunlb.reload_request.request_id", "Request id", base.HEX),
+  reload_answer = ProtoField.none("tunlb.reload_answer", "Reload answer"),
+  rans_id = ProtoField.uint64("tunlb.reload_answer.request_id", "Request id", base.HEX),
+  rans_ok = ProtoField.bool("tunlb.reload_answer.ok", "Reloaded"),
+  rans_config = ProtoField.uint64("tunlb.reload_answer.config_hash", "Config hash", base.HEX),
+  rans_detail = ProtoField.string("tunlb.reload_answer.detail", "Detail"),
   -- SyncRequest / SyncChunk (datagram form)
   sync_request = ProtoField.none("tunlb.sync_request", "Sync request"),
   sreq_id = ProtoField.uint64("tunlb.sync_request.request_id", "Request id", base.HEX),
@@ -345,6 +370,36 @@ MESSAGES.Envelope = {
   [13] = { name = "sync_request", kind = "message", msg = "SyncRequest", field = cf.sync_request, body = "sync-request" },
   [14] = { name = "sync_chunk", kind = "message", msg = "SyncChunk", field = cf.sync_chunk, body = "sync-chunk" },
   [15] = { name = "health", kind = "message", msg = "HealthReport", field = cf.health, body = "health" },
+  [16] = { name = "summary", kind = "message", msg = "BalancerSummary", field = cf.summary, body = "summary" },
+  [17] = { name = "reload_request", kind = "message", msg = "ReloadRequest", field = cf.reload_request, body = "reload-request" },
+  [18] = { name = "reload_answer", kind = "message", msg = "ReloadAnswer", field = cf.reload_answer, body = "reload-answer" },
+}
+
+MESSAGES.BalancerSummary = {
+  [1] = { name = "status", kind = "enum", field = cf.sum_status },
+  [2] = { name = "config_hash", kind = "uint64", field = cf.sum_config },
+  [3] = { name = "flows_held", kind = "uint32", field = cf.sum_flows },
+  [4] = { name = "flows_primary", kind = "uint32", field = cf.sum_primary },
+  [5] = { name = "flows_backup", kind = "uint32", field = cf.sum_backup },
+  [6] = { name = "packets_in_per_s", kind = "uint32", field = cf.sum_pps_in },
+  [7] = { name = "packets_out_per_s", kind = "uint32", field = cf.sum_pps_out },
+  [8] = { name = "bytes_in_per_s", kind = "uint64", field = cf.sum_bps_in },
+  [9] = { name = "bytes_out_per_s", kind = "uint64", field = cf.sum_bps_out },
+  [10] = { name = "uptime_s", kind = "uint32", field = cf.sum_uptime },
+  [11] = { name = "generation", kind = "uint32", field = cf.sum_generation },
+  [12] = { name = "peer_rtt_us", kind = "bytes", field = cf.sum_rtts },
+  [13] = { name = "live_mask", kind = "fixed32", field = cf.sum_live },
+}
+
+MESSAGES.ReloadRequest = {
+  [1] = { name = "request_id", kind = "uint64", field = cf.rreq_id },
+}
+
+MESSAGES.ReloadAnswer = {
+  [1] = { name = "request_id", kind = "uint64", field = cf.rans_id },
+  [2] = { name = "ok", kind = "bool", field = cf.rans_ok },
+  [3] = { name = "config_hash", kind = "uint64", field = cf.rans_config },
+  [4] = { name = "detail", kind = "string", field = cf.rans_detail },
 }
 
 MESSAGES.FlowRecordBatch = {
@@ -369,6 +424,7 @@ MESSAGES.Probe = {
   [2] = { name = "sent_at_ms", kind = "fixed64", field = cf.probe_sent },
   [3] = { name = "target", kind = "uint32", field = cf.probe_target, after = name_item },
   [4] = { name = "status", kind = "enum", field = cf.probe_status },
+  [5] = { name = "config_hash", kind = "uint64", field = cf.probe_config },
 }
 
 MESSAGES.ProbeAck = {
@@ -376,6 +432,7 @@ MESSAGES.ProbeAck = {
   [2] = { name = "probe_sent_at_ms", kind = "fixed64", field = cf.ack_probe_sent },
   [3] = { name = "prober_incarnation", kind = "fixed64", field = cf.ack_prober_inc },
   [4] = { name = "status", kind = "enum", field = cf.ack_status },
+  [5] = { name = "config_hash", kind = "uint64", field = cf.ack_config },
 }
 
 MESSAGES.SyncRequest = {
@@ -710,6 +767,23 @@ local SUMMARY = {
   end,
   refusal = function(env, b)
     local s = REFUSAL_NAMES[b.reason or 0] or ("reason-" .. tostring(b.reason))
+    if b.detail and b.detail ~= "" then s = s .. ' "' .. b.detail .. '"' end
+    b._item:append_text(": " .. s)
+    return s
+  end,
+  summary = function(env, b)
+    local s = string.format("status=%s config=%s flows=%d primary=%d pps-in=%d pps-out=%d", STATUS_NAMES[b.status or 0] or tostring(b.status),
+      hex(b.config_hash), b.flows_held or 0, b.flows_primary or 0, b.packets_in_per_s or 0, b.packets_out_per_s or 0)
+    b._item:append_text(": " .. s)
+    return s
+  end,
+  ["reload-request"] = function(env, b)
+    local s = string.format("id=%s", hex(b.request_id))
+    b._item:append_text(": " .. s)
+    return s
+  end,
+  ["reload-answer"] = function(env, b)
+    local s = string.format("id=%s %s config=%s", hex(b.request_id), b.ok and "ok" or "refused", hex(b.config_hash))
     if b.detail and b.detail ~= "" then s = s .. ' "' .. b.detail .. '"' end
     b._item:append_text(": " .. s)
     return s
