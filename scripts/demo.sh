@@ -214,6 +214,17 @@ echo
 echo "== [4/5] t=$(since "$T_TRAFFIC") s ($(clock)): kill -9 $VICTIM (scripts/lab.sh kill $VICTIM)"
 KILL_MS=$(epoch_ms)
 lab kill "$VICTIM" 2>&1 | sed 's/^/   /'
+# The operator's view during the failover, from a surviving balancer: every balancer at once
+# (the victim down, as its peers judge it), then per-VIP and per-backend statistics.
+OBSERVER=lb2
+for _ in $(seq 1 60); do
+  stats "$OBSERVER" "$WORK/o.json" && [[ $(json "$WORK/o.json" "j.membership.peers.some(p => p.id === '$VICTIM' && p.state === 'dead')") == true ]] && break
+  sleep 0.05
+done
+echo "   $OBSERVER\$ tunlb status --cluster   (t=$(since "$T_TRAFFIC") s)"
+timeout -k 1 5 ip netns exec "tunlb-$OBSERVER" node "$REPO/bin/tunlb" status --cluster 2>&1 7>&- | sed 's/^/     /' || true
+echo "   $OBSERVER\$ tunlb vips --stats   (t=$(since "$T_TRAFFIC") s)"
+timeout -k 1 5 ip netns exec "tunlb-$OBSERVER" node "$REPO/bin/tunlb" vips --stats 2>&1 7>&- | sed 's/^/     /' || true
 while awk -v a="$(since "$T_TRAFFIC")" -v b="$STOP_AFTER_S" 'BEGIN { exit !(a < b) }'; do sleep 0.05; done
 echo
 echo "== t=$(since "$T_TRAFFIC") s ($(clock)): planned stop of $STOPPED (scripts/lab.sh stop $STOPPED: SIGTERM)"
