@@ -239,6 +239,9 @@ async function floodRound(t: ExecutionContext, kind: 'syn' | 'udp'): Promise<voi
     flood.stop();
     const fl = await flood.done;
     const after = await allStats();
+    // The flood is over and the long-lived connections lived through all of it: their run ends
+    // here (its bound, FLOOD_MAX_S, covers the longest flood, not a typical one).
+    longlived.stop();
     const sum = await longlivedSummary(t, longlived);
 
     // ---- figures
