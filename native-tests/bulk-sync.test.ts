@@ -156,6 +156,9 @@ rootTest('bulk sync: 50,000 flows, kill -9 and restart of lb2 under traffic: it 
   // decision (the new flows confirmed by a second pass over their ports).
   await fresh;
   await hping(LIVE_NEW, 61_000, 500);
+  // The kill, the restart and the new flows are behind us: the long-lived run ends here (its
+  // --duration-s is the bound for a slow restart, not a typical one).
+  longlived.stop();
   const ll = await longlivedSummary(t, longlived);
   if (ll !== undefined) {
     t.is(ll.res.survived, ll.res.conns, `long-lived connections survived the kill and the restart: ${ll.lines.slice(-3).join(' | ')}`);

@@ -183,7 +183,9 @@ async function captureForged(ns: string): Promise<Capture> {
 async function stopCapture(c: Capture): Promise<number> {
   const exited = new Promise<void>((r) => (c.child.exitCode !== null ? r() : c.child.once('close', () => r())));
   c.child.kill('SIGINT');
-  const done = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]);
+  let bound: NodeJS.Timeout | undefined;
+  const done = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => (bound = setTimeout(() => r(false), 5000)))]);
+  clearTimeout(bound); // a pending timer would keep the test file's process alive after its last test
   if (!done) c.child.kill('SIGKILL');
   const m = /(\d+) packets? captured/.exec(c.stderr);
   if (m === null) throw new Error(`tcpdump in ${c.ns}: no count in its output: ${c.stderr}`);

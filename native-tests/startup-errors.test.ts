@@ -205,7 +205,11 @@ rootTest('TUN name busy: a second balancer with the same tun.name in the namespa
   t.true(await tunExists(), 'the first balancer still holds the device');
 
   first.kill('SIGTERM');
-  const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('timeout'), 10_000))]);
+  // The bound's timer is cleared once the race is decided: a pending one would keep this test
+  // file's process alive for the rest of its 10 s after the last test.
+  let bound: NodeJS.Timeout | undefined;
+  const code = await Promise.race([exited, new Promise<string>((r) => (bound = setTimeout(() => r('timeout'), 10_000)))]);
+  clearTimeout(bound);
   t.is(code, 0, `first balancer exit after SIGTERM: ${firstErr}`);
   t.true(await poll(async () => !(await tunExists()), 5000), `${TUN} still there after the balancer exited`);
 });

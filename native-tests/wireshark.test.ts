@@ -200,6 +200,9 @@ async function setup(): Promise<void> {
     if (!failedOver) throw new Error(`lb1 sent no packets via a backup after ${victim} was killed (failover counter ${failoverBefore} -> ${failoverAfter})`);
     const s = await lab(['start', victim], 120_000);
     if (s.code !== 0) throw new Error(`lab.sh start ${victim}: exit ${s.code}\n${s.stderr.slice(-2000)}\n${labLogTail(victim)}`);
+    // `start` returns once the victim is ready (its sync done): every frame the checks look for
+    // (failover, the restarted incarnation, the sync stream) is on the wire; the traffic ends here.
+    gen.stop();
     const d = await gen.done;
     if (d.code !== 0) throw new Error(`traffic longlived: exit ${d.code}\n${d.stderr}`);
   } finally {

@@ -240,6 +240,8 @@ lab_sysctl_ecmp_router() {
 # per balancer NODE (one per family, to its lbnet addresses), BFD on IFACE, routes from the
 # balancers accepted only for host routes inside the VIP pools (LAB_VIP_POOL4/6), and ECMP: `merge paths` installs one kernel route per
 # VIP with one nexthop per announcing balancer. Printed on stdout.
+# Both sides' BGP sessions: connect delay 1 s (BIRD's default, 5 s between protocol start and
+# the first connection attempt, is most of an ECMP `lab.sh up`), retry 1 s, error wait 1-3 s.
 lab_bird_router_conf() {
   local rid=$1 ifc=$2 n; shift 2
   cat <<CONF
@@ -255,7 +257,7 @@ filter vips4 { if net ~ [ ${LAB_VIP_POOL4}{32,32} ] then accept; reject; }
 filter vips6 { if net ~ [ ${LAB_VIP_POOL6}{128,128} ] then accept; reject; }
 template bgp balancer {
   local as ${LAB_ROUTER_AS};
-  hold time ${LAB_BGP_HOLD_S}; keepalive time 1; connect retry time 1; error wait time 1, 3;
+  hold time ${LAB_BGP_HOLD_S}; keepalive time 1; connect delay time 1; connect retry time 1; error wait time 1, 3;
   bfd on;
 }
 CONF
@@ -284,7 +286,7 @@ protocol kernel announce_in4 { kernel table $t; learn; scan time 10; ipv4 { tabl
 protocol kernel announce_in6 { kernel table $t; learn; scan time 10; ipv6 { table announce6; import all; export none; }; }
 template bgp upstream {
   local as ${LAB_LB_AS};
-  hold time ${LAB_BGP_HOLD_S}; keepalive time 1; connect retry time 1; error wait time 1, 3;
+  hold time ${LAB_BGP_HOLD_S}; keepalive time 1; connect delay time 1; connect retry time 1; error wait time 1, 3;
   bfd on;
 }
 protocol bgp router_v4 from upstream {
@@ -314,15 +316,25 @@ lab_bird_start() {
     || lab_die "bird failed to start in ${ns:-this host} (config $dir/bird-$name.conf)"
 }
 
-# lab_daemon_stop PIDFILE : stop the daemon recorded in PIDFILE (TERM, then KILL), by its PID.
+# lab_daemon_running PID : the process exists and is not a zombie. The lab's daemons outlive the
+# script that started them and are reaped by init, not at once: `kill -0` succeeds on a zombie.
+lab_daemon_running() {
+  local st
+  st=$(<"/proc/$1/stat") 2>/dev/null || return 1
+  st=${st##*) }
+  [[ -n $st && ${st:0:1} != Z && ${st:0:1} != X ]]
+}
+
+# lab_daemon_stop PIDFILE : stop the daemon recorded in PIDFILE (TERM, then KILL after 3 s), by
+# its PID; returns once it has exited (a zombie counts as exited).
 lab_daemon_stop() {
   local f=$1 pid i
   [[ -s $f ]] || { rm -f "$f"; return 0; }
   pid=$(<"$f")
-  if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+  if [[ $pid =~ ^[0-9]+$ ]] && lab_daemon_running "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 60; i++)); do lab_daemon_running "$pid" || break; sleep 0.05; done
+    if lab_daemon_running "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$f"
 }

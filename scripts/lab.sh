@@ -384,19 +384,28 @@ wait_vip() {
 # Configured balancers that are not running (--balancers 1, a killed one) are allowed down.
 wait_ready() {
   [[ $MODE == tunlb && ${LAB_READY:-1} == 1 ]] || return 0
-  local b s pid out running=() down=() deadline=$((SECONDS + READY_TIMEOUT))
+  local b s pid out running=() down=()
   for b in "${LAB_BALANCERS[@]}"; do
     if alive "$b" >/dev/null; then running+=("$b"); else down+=("$b"); fi
   done
   local allow; allow=$(IFS=,; echo "${down[*]}")
+  # One `tunlb ready` per balancer, all at once (each is a Node start-up), each bounded by the
+  # same deadline; their output in $LABDIR/ready-<lbN>.out for the failure message.
+  local -A waiter=()
   for b in "${running[@]}"; do
     s=$(ns "$b")
-    if ! out=$(ip netns exec "$s" "$NODE_BIN" "$REPO/bin/tunlb" ready --admin "$LAB_ADMIN" --allow-down "$allow" \
-        --wait "$((deadline > SECONDS ? deadline - SECONDS : 1))" 2>&1); then
+    ip netns exec "$s" "$NODE_BIN" "$REPO/bin/tunlb" ready --admin "$LAB_ADMIN" --allow-down "$allow" \
+      --wait "$READY_TIMEOUT" >"$LABDIR/ready-$b.out" 2>&1 9>&- &
+    waiter[$b]=$!
+  done
+  for b in "${running[@]}"; do
+    if ! wait "${waiter[$b]}"; then
+      out=$(<"$LABDIR/ready-$b.out")
       log_tail "$b"
       lab_die "$b is not ready after ${READY_TIMEOUT}s: ${out:-no answer} (log: $LABDIR/logs/$b.log)"
     fi
   done
+  for b in "${running[@]}"; do rm -f "$LABDIR/ready-$b.out"; done
   lab_log "ready: ${running[*]} serving, each seeing its peers serving and every checked backend healthy${allow:+ ($allow down)}"
 }
 

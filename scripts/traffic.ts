@@ -34,9 +34,10 @@
  *       and replicated to every balancer; --concurrency sockets at a time; up to 64,512 flows
  *       per client address (run it once per family for more). Fills the balancers' flow tables.
  *
- * Common options: --duration-s bounds every mode (longlived: the run; newconns, udpflood: a hard
- * limit), --json adds one JSON object line at the end (the summary; longlived also per
- * connection and per second), --quiet drops the human-readable lines (with --json: JSON only).
+ * Common options: --duration-s bounds every mode (longlived: the run, which a SIGINT ends
+ * earlier with the same summary; newconns, udpflood: a hard limit), --json adds one JSON object
+ * line at the end (the summary; longlived also per connection and per second), --quiet drops
+ * the human-readable lines (with --json: JSON only).
  *
  * Results are data: the exit status is 0 whatever happened to the traffic, 2 on a usage error.
  * Every mode ends by itself: a hard timer exits duration + 10 s after the start at the latest.
@@ -185,7 +186,16 @@ interface Conn {
 }
 
 async function longlived(o: Options): Promise<void> {
-  const endAt = o.durationS * 1000;
+  /** End of the run (ms since start): the duration, or the moment a SIGINT came (see below). */
+  let endAt = o.durationS * 1000;
+  // SIGINT ends the run early, as if its duration ended then (the same summary; the timeline up
+  // to the last whole second): a caller whose checks are done need not wait out --duration-s.
+  let interrupted = false;
+  let onInterrupt = (): void => undefined;
+  process.once('SIGINT', () => {
+    interrupted = true;
+    onInterrupt();
+  });
   const conns: Conn[] = [];
   const events: Array<{ tMs: number; conn: number; event: string }> = [];
   const timeline: Array<{ t: number; alive: number; echoes: number; worstStallMs: number }> = [];
@@ -304,7 +314,16 @@ async function longlived(o: Options): Promise<void> {
     while (now() >= nextSecond * 1000 && nextSecond * 1000 <= endAt) second();
   }, 50);
 
-  await new Promise((r) => setTimeout(r, Math.max(0, endAt - now())));
+  if (!interrupted) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, Math.max(0, endAt - now()));
+      onInterrupt = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+  if (interrupted) endAt = Math.min(endAt, now());
   clearInterval(tick);
   clearInterval(secondTimer);
   while (nextSecond * 1000 <= endAt) second();

@@ -89,6 +89,8 @@ export interface TrafficRun {
   done: Promise<{ code: number | null; lines: string[]; json: Array<Record<string, unknown>>; stderr: string }>;
   /** Resolves with the first stdout line matching re (or undefined when the process ends first). */
   waitLine(re: RegExp, timeoutMs: number): Promise<string | undefined>;
+  /** longlived: end the run now (SIGINT), with its summary as at the end of --duration-s. */
+  stop(): void;
   kill(): void;
 }
 
@@ -160,6 +162,9 @@ export function startTraffic(args: string[], killAfterMs: number, opts: { nice?:
         }, timeoutMs);
         waiters.push(w);
       });
+    },
+    stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
     },
     kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
