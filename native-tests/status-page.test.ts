@@ -137,7 +137,12 @@ const charts = (page) => page.$$eval('svg.plot', (els) => els.map((svg) => ({
       held: Number(document.querySelector('.bal[data-flows-held]').dataset.flowsHeld),
       primaries: Array.from(document.querySelectorAll('.bal')).map((e) => Number(e.dataset.primaryOf)),
     }));
-    out({ phase: 'up', httpStatus, title: await page.title(), cards: await cards(page), kpis, same, chartPoints, backendStates, services, serviceHead, charts: await charts(page), problems: problems.slice() });
+    // The cluster table (GET /api/v1/cluster: every balancer's own summary over the control channel).
+    await page.waitForFunction(() => document.querySelectorAll('tr[data-cluster-row][data-status=serving]').length === 3, null, { timeout: 10000, polling: 200 }).catch(() => undefined);
+    const cluster = await page.$$eval('tr[data-cluster-row]', (els) => els.map((e) => ({ id: e.dataset.clusterRow, status: e.dataset.status, config: e.dataset.config, mismatch: e.dataset.mismatch })));
+    // Wider than the window: the page itself scrolls sideways (the VIP table scrolls in its own box).
+    const layout = await page.evaluate(() => ({ page: document.documentElement.scrollWidth, window: window.innerWidth, vipBox: document.getElementById('vip-list').clientWidth, vipTable: document.getElementById('vip-list').scrollWidth }));
+    out({ phase: 'up', httpStatus, title: await page.title(), cards: await cards(page), kpis, same, chartPoints, backendStates, services, serviceHead, cluster, layout, charts: await charts(page), problems: problems.slice() });
 
     await nextLine();
     const t0 = Date.now();
@@ -161,7 +166,9 @@ const charts = (page) => page.$$eval('svg.plot', (els) => els.map((svg) => ({
     await page.waitForTimeout(2500);
     await page.screenshot({ path: ${JSON.stringify(SHOT_DEAD)}, fullPage: true });
     const events = await page.$$eval('#event-list tbody tr', (els) => els.map((e) => e.innerText.replace(/\\s+/g, ' ')));
-    out({ phase: 'dead', deadMs, waitError, failoverShown, title: await page.title(), cards: await cards(page), charts: await charts(page), events, problems: problems.slice() });
+    await page.waitForFunction(() => document.querySelector('tr[data-cluster-row=lb2][data-status=down]') !== null, null, { timeout: 5000, polling: 200 }).catch(() => undefined);
+    const clusterAfter = await page.$$eval('tr[data-cluster-row]', (els) => els.map((e) => ({ id: e.dataset.clusterRow, status: e.dataset.status, config: e.dataset.config, mismatch: e.dataset.mismatch })));
+    out({ phase: 'dead', deadMs, waitError, failoverShown, title: await page.title(), cards: await cards(page), charts: await charts(page), events, cluster: clusterAfter, problems: problems.slice() });
   } finally {
     await ctx.close();
   }
@@ -321,6 +328,16 @@ const title = 'status page: headless Chromium in tunlb-lb1 shows three balancers
     t.true(web4.every((r) => r.connections > 0 && r.inPackets > 0 && r.outPackets > 0), 'every web4 backend took connections and packets both ways');
     for (const h of ['conns', 'active', 'conn/s', 'in pkt/s', 'out pkt/s', 'last check', 'down']) t.true((up['serviceHead'] as string[]).includes(h), `the table has a "${h}" column`);
     t.deepEqual(up['problems'], [], 'no script errors, dialogs, failed or foreign requests');
+    // The whole cluster at once: a row per balancer, every one serving, one config version.
+    type ClusterRow = { id: string; status: string; config: string; mismatch: string };
+    const clusterUp = up['cluster'] as ClusterRow[];
+    t.log(`  cluster table: ${clusterUp.map((r) => `${r.id} ${r.status} ${r.config}${r.mismatch === '1' ? ' MISMATCH' : ''}`).join(' | ')}`);
+    t.deepEqual(clusterUp.map((r) => `${r.id} ${r.status}`), ['lb1 serving', 'lb2 serving', 'lb3 serving'], 'the cluster table: every balancer serving');
+    t.true(clusterUp.every((r) => /^[0-9a-f]{12}$/.test(r.config) && r.config === clusterUp[0]!.config && r.mismatch === '0'), 'one config version everywhere, no mismatch');
+    const layout = up['layout'] as { page: number; window: number; vipBox: number; vipTable: number };
+    t.log(`  layout at ${layout.window} px: page ${layout.page} px wide; VIP table ${layout.vipTable} px in a ${layout.vipBox} px box`);
+    t.true(layout.page <= layout.window, `the page does not scroll sideways at ${layout.window} px (${layout.page} px wide)`);
+    t.true(layout.vipTable <= layout.vipBox, `the VIP table fits its box at ${layout.window} px (${layout.vipTable} px in ${layout.vipBox} px)`);
     // The flow counts agree: the cards' primary-of figures add up to the flows lb1 holds.
     const held = cards[0]!.flowsHeld!;
     const primaries = cards.reduce((n, c) => n + c.primaryOf, 0);
@@ -363,6 +380,9 @@ const title = 'status page: headless Chromium in tunlb-lb1 shows three balancers
     t.true((dead['events'] as string[]).some((e) => /lb2 peer down/.test(e)), 'the peer_down event is listed');
     t.true((dead['events'] as string[]).some((e) => /lb1 failover active/.test(e)), 'the failover (derived from failover packets) is listed');
     t.deepEqual(dead['problems'], [], 'no script errors, failed or foreign requests');
+    const clusterDead = dead['cluster'] as ClusterRow[];
+    t.log(`  cluster table after the kill: ${clusterDead.map((r) => `${r.id} ${r.status}`).join(' | ')}`);
+    t.deepEqual(clusterDead.map((r) => `${r.id} ${r.status}`), ['lb1 serving', 'lb2 down', 'lb3 serving'], 'the cluster table shows lb2 down');
 
     // The same truth in /metrics (scraped inside the namespace).
     const m = await execIn('lb1', ['curl', '-sS', '-m', '3', `http://${ADMIN}/metrics`], { timeoutMs: 5000 });

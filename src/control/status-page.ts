@@ -148,7 +148,9 @@ const PAGE = String.raw`<!doctype html>
   footer { padding: 0 24px 24px; color: var(--muted); font-size: 12px; }
   footer a { color: var(--self); margin-right: 14px; font-family: var(--mono); }
   #vip-list { overflow-x: auto; }
-  table.services td, table.services th { white-space: nowrap; }
+  /* 17 columns: tighter cells so that the table fits a 1360 px window (the box scrolls when narrower). */
+  table.services td, table.services th { white-space: nowrap; padding: 4px 3px; }
+  table.services td { font-size: 12px; }
 </style>
 </head>
 <body>
