@@ -109,7 +109,7 @@ import { Metrics } from './metrics';
 import { statusPageHtml } from './status-page';
 import { heldKey, ServiceRates, servicesBody } from './service-view';
 import { parseWeight } from '../backends/runtime-override';
-import { clusterBody, summaryFields } from './cluster-status';
+import { clusterBody, summaryFields, type RateSample } from './cluster-status';
 import { apiOrigin } from './operator-events';
 import type { SummaryFields } from '../cluster/cluster-view';
 
@@ -142,15 +142,8 @@ export interface AdminEvent {
   origin?: string;
 }
 
-export interface HistorySample {
-  /** Epoch ms. */
-  at: number;
-  rxPackets: number;
-  rxBytes: number;
-  txPackets: number;
-  txBytes: number;
-  peerTxPackets: number;
-  peerRxPackets: number;
+/** One second of the main counters (at, rx/tx packets and bytes, peer packets: RateSample). */
+export interface HistorySample extends RateSample {
   failoverPackets: number;
   drops: number;
   flowsActive: number;
