@@ -15,7 +15,7 @@
  * refused `tunlb reload`), 1 one did not answer in time (and none refused).
  */
 import type { ClusterBody } from '../control/cluster-status';
-import type { ClusterReloadRow } from '../control/cluster-status';
+import type { ClusterReloadRow } from '../cluster/cluster-reload';
 import { compact } from './vips-text';
 
 function ms(v: number | null): string {

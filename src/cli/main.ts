@@ -61,7 +61,8 @@ import { LOGS_LEVELS, printLogs } from './logs';
 import { formatBackendStats, formatVips } from './vips-text';
 import { maintenanceArg, overrideMessage, weightArg, weightCell, stateCell, overrideNote } from './runtime-text';
 import type { ServicesBody } from '../control/service-view';
-import type { ClusterBody, ClusterReloadRow } from '../control/cluster-status';
+import type { ClusterBody } from '../control/cluster-status';
+import type { ClusterReloadRow } from '../cluster/cluster-reload';
 import { clusterReloadExit, formatCluster, formatClusterReload } from './cluster-text';
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';

@@ -210,3 +210,17 @@ export class ClusterReload {
 function formatS(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`;
 }
+
+/** One balancer's line of `tunlb reload --cluster` (POST /api/v1/reload/cluster). */
+export interface ClusterReloadRow {
+  id: string;
+  self: boolean;
+  /** true reloaded, false refused, null no answer in time. */
+  ok: boolean | null;
+  /** Config hash running after it (12 hex; '' when unknown). */
+  configHash: string;
+  /** What changed, the refusal, or "no answer within N s". */
+  detail: string;
+  /** Peers: time to the answer, ms. */
+  ms: number;
+}

@@ -22,7 +22,7 @@ import type { ReloadResult } from './reload';
 import type { Announcer } from './announcer';
 import type { ConfigHash } from '../config/config-hash';
 import type { OperatorEvents } from './operator-events';
-import type { ClusterReloadRow } from './cluster-status';
+import type { ClusterReloadRow } from '../cluster/cluster-reload';
 
 export interface BalancerView extends FlowSource {
   readonly selfId: string;

@@ -56,7 +56,7 @@ import { NeighbourTable } from '../dataplane/neighbours';
 import { reloadConfig, reloadLine, type ReloadResult } from './reload';
 import { configHash, type ConfigHash } from '../config/config-hash';
 import { OperatorEvents } from './operator-events';
-import type { ClusterReloadRow } from './cluster-status';
+import type { ClusterReloadRow } from '../cluster/cluster-reload';
 import type { PeerReloadResult, ReloadOutcome } from '../cluster/cluster-reload';
 import { runSliced, yieldToLoop } from './time-slice';
 import { Announcer, type AnnounceVip } from './announcer';

@@ -14,20 +14,6 @@
 import type { BalancerView } from './balancer-view';
 import type { SummaryFields } from '../cluster/cluster-view';
 
-/** One balancer's line of `tunlb reload --cluster` (POST /api/v1/reload/cluster). */
-export interface ClusterReloadRow {
-  id: string;
-  self: boolean;
-  /** true reloaded, false refused, null no answer in time. */
-  ok: boolean | null;
-  /** Config hash running after it (12 hex; '' when unknown). */
-  configHash: string;
-  /** What changed, the refusal, or "no answer within N s". */
-  detail: string;
-  /** Peers: time to the answer, ms. */
-  ms: number;
-}
-
 /** Counter samples summaryFields() takes its rates from (HistorySample's fields). */
 export interface RateSample {
   /** Epoch ms. */
