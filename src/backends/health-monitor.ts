@@ -80,11 +80,11 @@
  * source is the balancer's address towards the backend; replies are delivered locally (the
  * lab's policy rule for servers' traffic sits after the `local` table).
  */
-import type { BackendConfig, Config, HealthCheckConfig, VipConfig } from '../config';
+import type { Config } from '../config';
 import { ErrorCodes, TunlbError } from '../errors';
 import { newIncarnation, tunlb } from '../protocol';
-import { memberSeed, mixScore } from '../decision/rendezvous';
-import { BackendState, type BackendStateName, type BackendTransition } from './backend-state';
+import { memberSeed } from '../decision/rendezvous';
+import type { BackendStateName, BackendTransition } from './backend-state';
 import { IcmpPinger, runCheck as defaultRunCheck, type CheckResult, type CheckTarget } from './checks';
 import {
   DEFAULT_REPORT_INTERVAL_MS,
@@ -99,10 +99,11 @@ import {
   type MonitorLog,
   type TimerFns,
 } from './health-types';
-import { CANDIDATE_PERIODS, healthKey, ownerByScores } from './health-owner';
-import { DEFAULT_REPORT_BUDGET, MAX_REASON_BYTES, packReports, truncateUtf8 } from './health-report';
+import { CANDIDATE_PERIODS, ownerByScores } from './health-owner';
+import { DEFAULT_REPORT_BUDGET, packReports } from './health-report';
 import { MAX_BALANCERS, drainOrigin, drainWallMs, nextDrainStamp } from './drain-stamp';
-import { decodeMaintenanceMark, decodeWeightMark, encodeOverrides, wins, type MaintenanceMark, type WeightMark } from './runtime-override';
+import { decodeMaintenanceMark, decodeWeightMark, wins } from './runtime-override';
+import { buildEntries, entryItem, normalizeAddress, overrideAt, overrideBy, type Entry } from './health-entry';
 import type { OverrideEvent } from './health-types';
 
 // The monitor's public API, declared in the modules of its sections.
@@ -111,53 +112,6 @@ export { CANDIDATE_PERIODS, healthKey, healthOwner } from './health-owner';
 export { DEFAULT_REPORT_BUDGET, MAX_REASON_BYTES } from './health-report';
 
 const HS = tunlb.v1.HealthState;
-
-interface Entry {
-  readonly vipIndex: number;
-  readonly vip: VipConfig;
-  readonly backendIndex: number;
-  readonly backend: BackendConfig;
-  readonly key: string;
-  readonly idHash: number;
-  /** Rendezvous score per balancer index. */
-  readonly scores: Uint32Array;
-  health: HealthCheckConfig | null;
-  target: CheckTarget | null;
-  readonly sm: BackendState;
-  /** Owner in our view (-1: none / no check). */
-  owner: number;
-  timer: unknown;
-  /** Watchdog of the check in flight (null: none). */
-  watchdog: unknown;
-  /** Incremented to orphan an in-flight check (ownership lost, stop, reconfigure). */
-  token: number;
-  /** Health info exists (own result or a peer's report). */
-  known: boolean;
-  /** Who decided the current health (-1: nobody yet). */
-  decidedBy: number;
-  reason: string;
-  sinceMs: number | null;
-  /** The last check known here: ours, or the owner's as reported (`by`: balancer index; `failures`: consecutive, there). */
-  lastCheck: (CheckResult & { atMs: number; by: number; failures: number }) | null;
-  /** nowMs() when the backend went down (null: up), and the ms of its earlier outages. */
-  downSinceMs: number | null;
-  downTotalMs: number;
-  /** Peer report bookkeeping: (sender, epoch, sequence) of the last applied health. */
-  lastFrom: number;
-  lastEpoch: number;
-  lastSeq: number;
-  drainStamp: number;
-  /** Runtime overrides (src/backends/runtime-override.ts); stamp 0 = no mark. */
-  weightMark: WeightMark;
-  maintMark: MaintenanceMark;
-  /** Pending for the next change report: health (with reason) / drain mark / runtime marks. */
-  dirtyHealth: boolean;
-  dirtyDrain: boolean;
-  dirtyOverride: boolean;
-}
-
-const NO_WEIGHT_MARK: WeightMark = { stamp: 0, weight: null };
-const NO_MAINT_MARK: MaintenanceMark = { stamp: 0, on: false };
 
 const defaultTimers: TimerFns = {
   setTimeout: (fn, ms) => {
@@ -604,94 +558,16 @@ export class HealthMonitor {
 
   // ================================================================ internals
 
-  /** Builds the entry tables; returns the reload transitions to emit once they are in place. */
+  /** Builds the entry tables (src/backends/health-entry.ts); returns the reload transitions to emit once they are in place. */
   #buildEntries(config: Config, previous: Entry[] | null): Array<[Entry, BackendTransition]> {
-    const events: Array<[Entry, BackendTransition]> = [];
-    const byKey = new Map<string, Entry>();
-    if (previous) for (const e of previous) byKey.set(e.key, e);
-    const entries: Entry[][] = [];
-    const all: Entry[] = [];
-    for (const vip of config.vips) {
-      const row: Entry[] = [];
-      for (const backend of vip.backends) {
-        const key = healthKey(vip, backend);
-        const prev = byKey.get(key);
-        byKey.delete(key);
-        const health = backend.health;
-        const opts = { checked: health !== null, rise: health?.rise ?? 1, fall: health?.fall ?? 1 };
-        const idHash = memberSeed(this.#hashKey, key) >>> 0;
-        const scores = new Uint32Array(this.#ids.length);
-        for (let i = 0; i < scores.length; i++) scores[i] = mixScore(idHash, this.#balancerSeeds[i]!);
-        let sm: BackendState;
-        if (prev) {
-          sm = prev.sm;
-          const t = sm.reconfigure(opts);
-          if (!health) prev.known = false;
-          const e = this.#newEntry(vip, backend, key, idHash, scores, health, sm, prev);
-          if (t) events.push([e, t]);
-          row.push(e);
-        } else {
-          sm = new BackendState(opts);
-          row.push(this.#newEntry(vip, backend, key, idHash, scores, health, sm, null));
-        }
-        all.push(row[row.length - 1]!);
-      }
-      entries.push(row);
-    }
-    // What is left was removed from the configuration.
-    for (const e of byKey.values()) {
-      const t = e.sm.remove();
-      if (t) events.push([e, t]);
-    }
-    this.#entries = entries;
-    this.#all = all;
-    return events;
+    const built = buildEntries(config, previous, this.#hashKey, this.#ids, this.#balancerSeeds);
+    this.#entries = built.entries;
+    this.#all = built.all;
+    return built.events;
   }
 
-  #newEntry(vip: VipConfig, backend: BackendConfig, key: string, idHash: number, scores: Uint32Array, health: HealthCheckConfig | null, sm: BackendState, prev: Entry | null): Entry {
-    const target: CheckTarget | null = health
-      ? {
-          type: health.type,
-          address: backend.address.text,
-          family: backend.address.family,
-          port: health.port,
-          path: health.path,
-          expectStatus: health.expectStatus,
-          timeoutMs: health.timeoutMs,
-        }
-      : null;
-    return {
-      vipIndex: vip.index,
-      vip,
-      backendIndex: backend.index,
-      backend,
-      key,
-      idHash,
-      scores,
-      health,
-      target,
-      sm,
-      owner: -1,
-      timer: null,
-      watchdog: null,
-      token: prev ? prev.token + 1 : 0,
-      known: prev ? prev.known && health !== null : false,
-      decidedBy: prev && health !== null ? prev.decidedBy : -1,
-      reason: prev ? prev.reason : health ? 'no check result yet' : 'no health check configured',
-      sinceMs: prev ? prev.sinceMs : null,
-      lastCheck: prev && health !== null ? prev.lastCheck : null,
-      downSinceMs: prev ? prev.downSinceMs : null,
-      downTotalMs: prev ? prev.downTotalMs : 0,
-      lastFrom: prev ? prev.lastFrom : -1,
-      lastEpoch: prev ? prev.lastEpoch : 0,
-      lastSeq: prev ? prev.lastSeq : 0,
-      drainStamp: prev ? prev.drainStamp : 0,
-      weightMark: prev ? prev.weightMark : NO_WEIGHT_MARK,
-      maintMark: prev ? prev.maintMark : NO_MAINT_MARK,
-      dirtyHealth: false,
-      dirtyDrain: false,
-      dirtyOverride: false,
-    };
+  #item(e: Entry, health: boolean, withReason: boolean, drain: boolean, marks = false): tunlb.v1.BackendHealth.$Properties {
+    return entryItem(e, this.selfIndex, this.#now(), health, withReason, drain, marks);
   }
 
   #find(vip: string | number, backendAddress: string): Entry {
@@ -1004,28 +880,6 @@ export class HealthMonitor {
     for (const body of this.#pack(items, false)) this.#send(body);
   }
 
-  #item(e: Entry, health: boolean, withReason: boolean, drain: boolean, marks = false): tunlb.v1.BackendHealth.$Properties {
-    const it: tunlb.v1.BackendHealth.$Properties = { vip: e.vipIndex, backend: e.backendIndex, idHash: e.idHash };
-    if (health) {
-      it.state = e.sm.health === 'healthy' ? HS.HEALTH_STATE_HEALTHY : HS.HEALTH_STATE_UNHEALTHY;
-      if (withReason) it.reason = truncateUtf8(e.reason, MAX_REASON_BYTES);
-      const lc = e.lastCheck;
-      if (lc !== null && lc.by === this.selfIndex) {
-        it.checkKnown = true;
-        it.checkOk = lc.ok;
-        it.checkRttUs = Math.min(0xffffffff, Math.max(0, Math.round(lc.rttMs * 1000)));
-        it.checkAgeMs = Math.min(0xffffffff, Math.max(0, Math.round(this.#now() - lc.atMs)));
-        it.checkFailures = lc.failures;
-      }
-    }
-    if (drain) {
-      it.drainStamp = e.drainStamp;
-      it.drained = e.sm.drained;
-    }
-    if (marks) encodeOverrides(e.weightMark, e.maintMark, it);
-    return it;
-  }
-
   /** Splits items into report bodies of at most the report budget (src/backends/health-report.ts). */
   #pack(items: tunlb.v1.BackendHealth.$Properties[], periodic: boolean): HealthReportBody[] {
     return packReports(items, () => ({ epoch: this.epoch, sequence: 0, periodic, periodMs: this.#reportIntervalMs, backends: [] }), this.#budget);
@@ -1039,30 +893,6 @@ export class HealthMonitor {
     } catch (err) {
       this.#log?.warn({ event: 'health_report_send_failed', err: (err as Error)?.message }, 'health report not sent');
     }
-  }
-}
-
-/** Balancer id of the latest runtime mark of `e` that is in force (null: none). */
-function overrideBy(e: Entry, ids: readonly string[]): string | null {
-  const stamp = Math.max(e.weightMark.weight !== null ? e.weightMark.stamp : 0, e.maintMark.on ? e.maintMark.stamp : 0);
-  return stamp === 0 ? null : (ids[drainOrigin(stamp)] ?? `balancer ${drainOrigin(stamp)}`);
-}
-
-/** Wall ms of the latest runtime mark of `e` that is in force (null: none). */
-function overrideAt(e: Entry): number | null {
-  const stamp = Math.max(e.weightMark.weight !== null ? e.weightMark.stamp : 0, e.maintMark.on ? e.maintMark.stamp : 0);
-  return stamp === 0 ? null : drainWallMs(stamp);
-}
-
-/** Canonical form of an address text for comparisons (IPv6 spellings), or null. */
-function normalizeAddress(text: string): string | null {
-  const t = text.trim();
-  if (/^\d+\.\d+\.\d+\.\d+$/.test(t)) return t;
-  if (!t.includes(':')) return null;
-  try {
-    return new URL(`http://[${t}]/`).hostname;
-  } catch {
-    return null;
   }
 }
 
