@@ -781,13 +781,19 @@ export class Forwarder {
    * sink only when it is the primary, or the primary is not live (then the flow's server,
    * whoever confirms, replicates: the record must reach the peers). A record adopted from a
    * peer's header becomes this balancer's own (not FROM_PEER): it replicates, refreshes and
-   * deletes it.
+   * deletes it. A flow confirmed again (a new connection on a lingering record's 5-tuple,
+   * kept on its backend: #reuse) was replicated before: it forgets REPLICATED, or the sink
+   * would skip it as sent, and a peer that decided the new connection itself (its copy had
+   * expired when it received the SYN) would name another backend than the one serving the
+   * connection until the next refresh or the DELETE. The record goes out again at once and is
+   * REPLICATED again (its expiry sends a DELETE).
    */
   #confirmed(id: number): void {
     const table = this.#table;
     const p = table.primary(id);
     if (p !== this.#selfIndex && this.#live[p] !== 0) return;
-    if ((table.flags(id) & F_FROM_PEER) !== 0) table.updateFlags(id, 0, F_FROM_PEER);
+    const fl = table.flags(id);
+    if ((fl & (F_FROM_PEER | F_REPLICATED)) !== 0) table.updateFlags(id, 0, F_FROM_PEER | F_REPLICATED);
     if (this.#sink !== undefined) this.#sink.flowReady(id);
   }
 
