@@ -87,8 +87,12 @@
  * IPVS's conn_reuse_mode does, instead of reaching a drained backend or being reset: the
  * record is re-bound (#rebind; counted:
  * synReuseRebound). Every balancer holding the record applies the same rule to the same
- * packet and table, so they agree; the flow's primary replicates the new decision. Any other
- * packet of an existing flow keeps its recorded backend.
+ * packet and table, so they agree; the flow's primary replicates the new decision. A record
+ * whose backend still takes new flows keeps it, and the primary replicates it again when the
+ * new handshake confirms it (#confirmed): a balancer whose copy had already expired (copies
+ * expire up to a second apart: each process has its own clock) decided the SYN it received
+ * itself, maybe elsewhere, and adopts the primary's record then. Any other packet of an
+ * existing flow keeps its recorded backend.
  *
  * Packets from peers (processPeerBatch) take steps 1-4 and 7-8 only, and never reach step 5's
  * encapsulation: a packet from a peer is never forwarded again, except a steered reply (flag

@@ -133,7 +133,7 @@ for (const f of cases) {
       t.is(x.replicator.stats.createsSent + x.replicator.stats.refreshesSent, created + 1, 'the primary sends the reconfirmed record at once');
       const yNew = y.table.lookup(key, y.now);
       t.true(yNew >= 0);
-      t.is(f.backends[y.table.backend(yNew >>> 1)], be, `port ${sport}: the peer's record names the backend that serves the connection`);
+      t.is((f.backends as readonly string[])[y.table.backend(yNew >>> 1)], be, `port ${sport}: the peer's record names the backend that serves the connection`);
       t.not(y.table.flags(yNew >>> 1) & FlowFlags.CONFIRMED, 0);
       t.not(x.table.flags(xid) & FlowFlags.REPLICATED, 0, 'replicated again: its expiry sends a DELETE');
     }
