@@ -589,6 +589,18 @@ rootTest('(2) reload with live connections: reweight, add a VIP, remove a backen
           return still.length === 0;
         }, 5_000, 250);
         t.log(`${mismatched.length} record(s) on lb1 named another backend than the answering server at first; ${still.length} still after waiting for replication`);
+        if (still.length > 0) {
+          // Each balancer's copy of those flows: which one decided what (primary, backup, age).
+          const all = await Promise.all(BALANCERS.map(flowMap));
+          for (const m of still.slice(0, 10)) {
+            const k = keyOf(m.port, 80);
+            const copies = BALANCERS.map((b, i) => {
+              const f = all[i]!.get(k);
+              return `${b} ${f === undefined ? '-' : `${NAME_OF[f.backend] ?? f.backend} primary ${f.primary} backup ${f.backup} ${f.stateName} age ${f.ageS} s idle ${f.idleS} s${f.confirmed ? '' : ' unconfirmed'}`}`;
+            });
+            t.log(`  port ${m.port} answered by ${m.server}${test1Ports.has(m.port) ? " (a test (1) port)" : ''}: ${copies.join('; ')}`);
+          }
+        }
       }
       t.deepEqual(still, [], 'records naming another backend than the server that answered');
       t.true(Object.values(fresh).reduce((a, b) => a + b, 0) >= 1500, `only ${JSON.stringify(fresh)} connections with a fresh record`);

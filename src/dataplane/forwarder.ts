@@ -87,8 +87,12 @@
  * IPVS's conn_reuse_mode does, instead of reaching a drained backend or being reset: the
  * record is re-bound (#rebind; counted:
  * synReuseRebound). Every balancer holding the record applies the same rule to the same
- * packet and table, so they agree; the flow's primary replicates the new decision. Any other
- * packet of an existing flow keeps its recorded backend.
+ * packet and table, so they agree; the flow's primary replicates the new decision. A record
+ * whose backend still takes new flows keeps it, and the primary replicates it again when the
+ * new handshake confirms it (#confirmed): a balancer whose copy had already expired (copies
+ * expire up to a second apart: each process has its own clock) decided the SYN it received
+ * itself, maybe elsewhere, and adopts the primary's record then. Any other packet of an
+ * existing flow keeps its recorded backend.
  *
  * Packets from peers (processPeerBatch) take steps 1-4 and 7-8 only, and never reach step 5's
  * encapsulation: a packet from a peer is never forwarded again, except a steered reply (flag
@@ -781,13 +785,19 @@ export class Forwarder {
    * sink only when it is the primary, or the primary is not live (then the flow's server,
    * whoever confirms, replicates: the record must reach the peers). A record adopted from a
    * peer's header becomes this balancer's own (not FROM_PEER): it replicates, refreshes and
-   * deletes it.
+   * deletes it. A flow confirmed again (a new connection on a lingering record's 5-tuple,
+   * kept on its backend: #reuse) was replicated before: it forgets REPLICATED, or the sink
+   * would skip it as sent, and a peer that decided the new connection itself (its copy had
+   * expired when it received the SYN) would name another backend than the one serving the
+   * connection until the next refresh or the DELETE. The record goes out again at once and is
+   * REPLICATED again (its expiry sends a DELETE).
    */
   #confirmed(id: number): void {
     const table = this.#table;
     const p = table.primary(id);
     if (p !== this.#selfIndex && this.#live[p] !== 0) return;
-    if ((table.flags(id) & F_FROM_PEER) !== 0) table.updateFlags(id, 0, F_FROM_PEER);
+    const fl = table.flags(id);
+    if ((fl & (F_FROM_PEER | F_REPLICATED)) !== 0) table.updateFlags(id, 0, F_FROM_PEER | F_REPLICATED);
     if (this.#sink !== undefined) this.#sink.flowReady(id);
   }
 
