@@ -534,6 +534,39 @@ rootTest('errors: one line with a stable code and a non-zero exit', async (t) =>
   t.regex(v.stdout, /^tunlb \d+\.\d+\.\d+\n$/);
 });
 
+rootTest('drain-self / undrain-self: the peers see the balancer draining and give it no new flow; undrained, it serves again', async (t) => {
+  if (!labUp(t)) return;
+  const statusOf = async (from: string, id: string): Promise<string> => {
+    const r = await tunlb(['status', '--json'], from, 15_000);
+    if (r.code !== 0) return `status exit ${r.code}`;
+    return (JSON.parse(r.stdout) as { balancers: Array<{ id: string; status: string }> }).balancers.find((b) => b.id === id)?.status ?? 'missing';
+  };
+  const seenBy = async (want: string): Promise<boolean> => (await statusOf('lb1', 'lb3')) === want && (await statusOf('lb2', 'lb3')) === want;
+  const known = new Set((await json<FlowListing>(t, ['flows', '--limit', '100000'])).flows.map((f) => f.key));
+  try {
+    const out = await ok(t, ['drain-self'], 'lb3');
+    t.log(`lb3$ tunlb drain-self\n  ${out.trim()}`);
+    t.regex(out, /^drained: status draining; /);
+    t.true(await poll(() => seenBy('draining'), 10_000, 200), `lb1 and lb2 see lb3 draining (lb1: ${await statusOf('lb1', 'lb3')}, lb2: ${await statusOf('lb2', 'lb3')})`);
+    // New connections while lb3 drains (lb1, the entry, decides them): every one answered, none
+    // of their records (the keys lb1 did not hold before) names lb3 as primary.
+    await newConns(t, 40);
+    const young = (await json<FlowListing>(t, ['flows', '--limit', '100000'])).flows.filter((f) => !known.has(f.key));
+    const byPrimary = young.reduce<Record<string, number>>((a, f) => ((a[f.primary] = (a[f.primary] ?? 0) + 1), a), {});
+    t.log(`flows created while lb3 drained, by primary: ${JSON.stringify(byPrimary)}`);
+    t.true(young.length >= 40, `the new connections' flows are listed (${young.length})`);
+    t.deepEqual(young.filter((f) => f.primary === 'lb3').map((f) => f.key).slice(0, 5), [], 'no flow created while lb3 drained has lb3 as primary');
+    const ev = JSON.parse((await execIn('lb3', ['curl', '-sS', '-m', '3', 'http://127.0.0.1:9180/api/v1/events?limit=500'], { timeoutMs: 5000 })).stdout) as { events: Array<{ type: string; origin?: string }> };
+    t.true(ev.events.some((e) => e.type === 'drain_self' && e.origin === 'api 127.0.0.1'), 'lb3 records the drain-self with its origin');
+  } finally {
+    const back = await tunlb(['undrain-self'], 'lb3');
+    t.is(back.code, 0, show(back));
+    t.log(`lb3$ tunlb undrain-self\n  ${back.stdout.trim()}`);
+  }
+  t.true(await poll(() => seenBy('serving'), 10_000, 200), `lb1 and lb2 see lb3 serving again (lb1: ${await statusOf('lb1', 'lb3')})`);
+  t.is(await ok(t, ['ready'], 'lb1'), 'ready: lb1 serving, 2/2 peers serving, 6/6 checked backends healthy\n');
+});
+
 rootTest('a killed balancer: status, stats and ready call it dead, never serving; lab.sh status says DEAD; restarted, all serving again', async (t) => {
   if (!labUp(t)) return;
   const k = await lab(['kill', 'lb2'], 60_000);
