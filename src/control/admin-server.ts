@@ -182,13 +182,6 @@ const SEVERITY: Record<string, AdminEvent['severity']> = {
   announce_failed: 'error',
   config_mismatch: 'warn',
 };
-/**
- * A balancer's summary refreshes its flows-as-primary figures from a table scan at most this
- * often (the flow counts' own cache, FLOW_COUNT_TTL_MS: one sliced scan serves both). At 5 s the
- * cluster view of the demo showed 0 flows as primary on lb2 and lb3 4 s after 30 new connections.
- */
-const SUMMARY_COUNT_MS = FLOW_COUNT_TTL_MS;
-
 export class AdminServer {
   readonly #server: Server;
   readonly #state: AdminState;
@@ -352,9 +345,11 @@ class AdminState {
     if (this.history.length > HISTORY_S + 1) this.history.shift();
 
     // This balancer's summary for the cluster view, to every peer once a second
-    // (src/control/cluster-status.ts); flows by role from a table scan every 2 s at most (SUMMARY_COUNT_MS).
+    // (src/control/cluster-status.ts); flows by role from a table scan every 2 s at most (FLOW_COUNT_TTL_MS).
     const fc = this.#flowCounts;
-    if (fc === undefined || s.at - fc.at >= SUMMARY_COUNT_MS) void this.flowCounts().catch(() => undefined);
+    // The flow counts' own cache age (one sliced scan serves this and the views; at 5 s the
+    // demo's cluster view showed 0 flows as primary on lb2/lb3 4 s after 30 new connections).
+    if (fc === undefined || s.at - fc.at >= FLOW_COUNT_TTL_MS) void this.flowCounts().catch(() => undefined);
     this.summary = summaryFields(b, prev, s, this.#flowCounts);
     b.cluster?.publishSummary(this.summary);
     this.serviceRates.sample(b.forwarder.services, s.at);

@@ -12,12 +12,11 @@
 import test from 'ava';
 import { writeFileSync as write } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import type { FakeWritten } from '../helpers/fake-tun';
 import { formatIp } from '../../src/packet/addr';
 import { BACKEND_ELIGIBLE } from '../../src/decision/forwarding-table';
 import * as P from '../helpers/packets';
 import { CLIENT, VIP } from '../helpers/fixtures';
-import { startBalancer, until as untilShared, type StartedBalancer } from '../helpers/balancer-harness';
+import { dstOf, sportOf, startBalancer, udpFlows, until as untilShared, type StartedBalancer } from '../helpers/balancer-harness';
 
 const KEY = Buffer.alloc(32, 0x3d);
 
@@ -59,24 +58,6 @@ async function call(url: string, method = 'GET', body?: unknown): Promise<{ stat
 /** Reload and health changes take a rebuild or a check interval: 5 s by default here. */
 const until = (cond: () => boolean, ms = 5000): Promise<boolean> => untilShared(cond, ms);
 
-function dstOf(w: FakeWritten): string {
-  const L = P.layout(w.packet);
-  return formatIp(w.packet, L.dstOff, L.alen);
-}
-function sportOf(w: FakeWritten): number {
-  const L = P.layout(w.packet);
-  return (w.packet[L.l4Off]! << 8) | w.packet[L.l4Off + 1]!;
-}
-
-/** Sends one UDP packet per client port and returns port → backend address (all must be forwarded). */
-async function udpFlows(t: import('ava').ExecutionContext, s: Started, ports: number[]): Promise<Map<number, string>> {
-  s.dev.takeWritten();
-  for (const p of ports) s.dev.inject(P.udp4(CLIENT, VIP, p, 53, new Uint8Array(4)));
-  t.true(await until(() => s.dev.written.length >= ports.length), `forwarded ${s.dev.written.length}/${ports.length}`);
-  const m = new Map<number, string>();
-  for (const w of s.dev.takeWritten()) m.set(sportOf(w), dstOf(w));
-  return m;
-}
 
 /**
  * Sends an ACK segment (seq/ack) from CLIENT:port to VIP:80 for each port, and expects each to

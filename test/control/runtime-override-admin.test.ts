@@ -7,12 +7,9 @@
  * a reload returns everything to the file's values.
  */
 import test from 'ava';
-import type { FakeWritten } from '../helpers/fake-tun';
-import { formatIp } from '../../src/packet/addr';
 import { BACKEND_ELIGIBLE } from '../../src/decision/forwarding-table';
-import * as P from '../helpers/packets';
-import { CLIENT, VIP } from '../helpers/fixtures';
-import { startBalancer, until as untilShared, type StartedBalancer } from '../helpers/balancer-harness';
+import { VIP } from '../helpers/fixtures';
+import { startBalancer, udpFlows, until as untilShared, type StartedBalancer } from '../helpers/balancer-harness';
 
 const KEY = Buffer.alloc(32, 0x4e);
 const CONFIG = `
@@ -54,24 +51,6 @@ async function call(url: string, method = 'GET', body?: unknown): Promise<{ stat
 const until = (cond: () => boolean, ms = 5000): Promise<boolean> => untilShared(cond, ms);
 const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
 
-function dstOf(w: FakeWritten): string {
-  const L = P.layout(w.packet);
-  return formatIp(w.packet, L.dstOff, L.alen);
-}
-function sportOf(w: FakeWritten): number {
-  const L = P.layout(w.packet);
-  return (w.packet[L.l4Off]! << 8) | w.packet[L.l4Off + 1]!;
-}
-
-/** One UDP packet per client port; port → backend address (all must be forwarded). */
-async function udpFlows(t: import('ava').ExecutionContext, s: StartedBalancer, ports: number[]): Promise<Map<number, string>> {
-  s.dev.takeWritten();
-  for (const p of ports) s.dev.inject(P.udp4(CLIENT, VIP, p, 53, new Uint8Array(4)));
-  t.true(await until(() => s.dev.written.length >= ports.length), `forwarded ${s.dev.written.length}/${ports.length}`);
-  const m = new Map<number, string>();
-  for (const w of s.dev.takeWritten()) m.set(sportOf(w), dstOf(w));
-  return m;
-}
 
 const count = (m: Map<number, string>, be: string): number => [...m.values()].filter((x) => x === be).length;
 

@@ -11,7 +11,10 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Balancer } from '../../src/control/balancer';
 import { createLogger } from '../../src/logger';
-import { FakeTunDevice } from './fake-tun';
+import { FakeTunDevice, type FakeWritten } from './fake-tun';
+import { formatIp } from '../../src/packet/addr';
+import * as P from './packets';
+import { CLIENT, VIP } from './fixtures';
 
 export interface StartedBalancer {
   b: Balancer;
@@ -89,4 +92,29 @@ export async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
     await new Promise((r) => setTimeout(r, 5));
   }
   return true;
+}
+
+/** Destination address of a packet the balancer wrote (the backend a forwarded packet went to). */
+export function dstOf(w: FakeWritten): string {
+  const L = P.layout(w.packet);
+  return formatIp(w.packet, L.dstOff, L.alen);
+}
+
+/** Source port of a packet the balancer wrote. */
+export function sportOf(w: FakeWritten): number {
+  const L = P.layout(w.packet);
+  return (w.packet[L.l4Off]! << 8) | w.packet[L.l4Off + 1]!;
+}
+
+/**
+ * Sends one UDP packet per client port (fixtures CLIENT -> VIP:53) into the balancer's device
+ * and returns port -> backend address; every one must be forwarded within 5 s (asserted).
+ */
+export async function udpFlows(t: ExecutionContext, s: StartedBalancer, ports: number[]): Promise<Map<number, string>> {
+  s.dev.takeWritten();
+  for (const p of ports) s.dev.inject(P.udp4(CLIENT, VIP, p, 53, new Uint8Array(4)));
+  t.true(await until(() => s.dev.written.length >= ports.length, 5000), `forwarded ${s.dev.written.length}/${ports.length}`);
+  const m = new Map<number, string>();
+  for (const w of s.dev.takeWritten()) m.set(sportOf(w), dstOf(w));
+  return m;
 }
